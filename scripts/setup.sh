@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs everything synwall's build, tests and demo need on a fresh Debian 12
+# machine (run as root). Idempotent: packages already present are skipped.
+set -euo pipefail
+
+APT_PACKAGES=(
+  # build: BPF objects and libbpf/libxdp from source
+  clang llvm libelf-dev zlib1g-dev m4 pkg-config make gcc
+  # network namespaces, XDP/TC inspection, traffic tools for the tests
+  iproute2 iptables ethtool tcpdump tshark python3-scapy curl
+)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  # tshark asks whether non-root users may capture; answer for it.
+  echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null; then
+  echo "setup: cargo not found; install a Rust toolchain (rustup) first" >&2
+  exit 1
+fi
+rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt clippy 2>/dev/null || true

@@ -1,0 +1,523 @@
+//! TCP segments (RFC 9293) and their options (RFC 9293 §3.2, RFC 7323
+//! window scale and timestamps, RFC 2018 SACK).
+
+use super::checksum;
+use super::{Error, Result, be16, be32, put16, put32};
+
+/// Length of a TCP header without options.
+pub const MIN_HEADER_LEN: usize = 20;
+/// Longest TCP header: data offset 15 × 4.
+pub const MAX_HEADER_LEN: usize = 60;
+/// Largest window-scale shift (RFC 7323 §2.3); larger values are clamped.
+pub const MAX_WSCALE: u8 = 14;
+
+/// Flag bits in byte 13 of the header (RFC 9293 §3.1, RFC 3168 §23.2).
+pub mod flags {
+    /// No more data from sender.
+    pub const FIN: u8 = 0x01;
+    /// Synchronize sequence numbers.
+    pub const SYN: u8 = 0x02;
+    /// Reset the connection.
+    pub const RST: u8 = 0x04;
+    /// Push function.
+    pub const PSH: u8 = 0x08;
+    /// Acknowledgment field is significant.
+    pub const ACK: u8 = 0x10;
+    /// Urgent pointer is significant.
+    pub const URG: u8 = 0x20;
+    /// ECN-Echo.
+    pub const ECE: u8 = 0x40;
+    /// Congestion window reduced.
+    pub const CWR: u8 = 0x80;
+}
+
+/// Option kinds (IANA "TCP Option Kind Numbers").
+pub mod kind {
+    /// End of option list.
+    pub const EOL: u8 = 0;
+    /// No operation (padding).
+    pub const NOP: u8 = 1;
+    /// Maximum segment size, length 4.
+    pub const MSS: u8 = 2;
+    /// Window scale, length 3.
+    pub const WSCALE: u8 = 3;
+    /// SACK permitted, length 2.
+    pub const SACK_PERMITTED: u8 = 4;
+    /// SACK blocks, length 2 + 8n.
+    pub const SACK: u8 = 5;
+    /// Timestamps, length 10.
+    pub const TIMESTAMPS: u8 = 8;
+}
+
+/// A view of a TCP segment.
+#[derive(Debug, Clone)]
+pub struct Packet<T: AsRef<[u8]>> {
+    buffer: T,
+}
+
+impl<T: AsRef<[u8]>> Packet<T> {
+    /// Wraps a buffer without checking it.
+    pub const fn new_unchecked(buffer: T) -> Self {
+        Packet { buffer }
+    }
+
+    /// Wraps a buffer that holds the whole header: data offset ≥ 5 and the
+    /// header (options included) within the buffer. The buffer must end where
+    /// the segment ends, since the checksum covers all of it.
+    pub fn new_checked(buffer: T) -> Result<Self> {
+        let p = Packet { buffer };
+        let len = p.buffer.as_ref().len();
+        if len < MIN_HEADER_LEN {
+            return Err(Error::Truncated);
+        }
+        let hl = p.header_len();
+        if hl < MIN_HEADER_LEN {
+            return Err(Error::Malformed);
+        }
+        if hl > len {
+            return Err(Error::Truncated);
+        }
+        Ok(p)
+    }
+
+    fn b(&self) -> &[u8] {
+        self.buffer.as_ref()
+    }
+
+    /// Source port.
+    pub fn src_port(&self) -> u16 {
+        be16(self.b(), 0)
+    }
+
+    /// Destination port.
+    pub fn dst_port(&self) -> u16 {
+        be16(self.b(), 2)
+    }
+
+    /// Sequence number.
+    pub fn seq(&self) -> u32 {
+        be32(self.b(), 4)
+    }
+
+    /// Acknowledgment number.
+    pub fn ack(&self) -> u32 {
+        be32(self.b(), 8)
+    }
+
+    /// Header length in bytes (data offset × 4).
+    pub fn header_len(&self) -> usize {
+        usize::from(self.b().get(12).map_or(0, |v| v >> 4)) * 4
+    }
+
+    /// The flag byte (see [`flags`]).
+    pub fn flags(&self) -> u8 {
+        self.b().get(13).copied().unwrap_or(0)
+    }
+
+    /// Window (unscaled).
+    pub fn window(&self) -> u16 {
+        be16(self.b(), 14)
+    }
+
+    /// Checksum field.
+    pub fn checksum(&self) -> u16 {
+        be16(self.b(), 16)
+    }
+
+    /// Urgent pointer.
+    pub fn urgent(&self) -> u16 {
+        be16(self.b(), 18)
+    }
+
+    /// The raw options area.
+    pub fn options(&self) -> &[u8] {
+        self.b()
+            .get(MIN_HEADER_LEN..self.header_len())
+            .unwrap_or_default()
+    }
+
+    /// The segment's data.
+    pub fn payload(&self) -> &[u8] {
+        self.b().get(self.header_len()..).unwrap_or_default()
+    }
+
+    /// True when the checksum over `seed` (a pseudo-header accumulator from
+    /// [`checksum::pseudo_v4`] or [`checksum::pseudo_v6`]) and the whole
+    /// segment is correct.
+    pub fn verify_checksum(&self, seed: u64) -> bool {
+        checksum::verify(seed, self.b())
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
+    /// Computes and stores the checksum over the whole buffer.
+    pub fn fill_checksum(&mut self, seed: u64) {
+        let b = self.buffer.as_mut();
+        put16(b, 16, 0);
+        let c = !checksum::fold(checksum::accumulate(seed, b));
+        put16(b, 16, c);
+    }
+}
+
+/// One TCP option.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TcpOption<'a> {
+    /// End of the option list.
+    EndOfList,
+    /// Padding.
+    NoOperation,
+    /// Maximum segment size.
+    Mss(u16),
+    /// Window scale shift, as sent (not clamped).
+    WindowScale(u8),
+    /// SACK permitted.
+    SackPermitted,
+    /// SACK blocks: raw 8-byte left/right edge pairs.
+    Sack(&'a [u8]),
+    /// Timestamps.
+    Timestamps {
+        /// The sender's timestamp value.
+        tsval: u32,
+        /// The echoed timestamp.
+        tsecr: u32,
+    },
+    /// A kind we do not interpret, skipped by its length.
+    Unknown {
+        /// Option kind.
+        kind: u8,
+        /// Option data after kind and length.
+        data: &'a [u8],
+    },
+}
+
+/// Iterates over the options area; yields an error once and stops when an
+/// option's length is impossible (shorter than 2, past the end, or wrong for
+/// its kind).
+#[derive(Debug, Clone)]
+pub struct OptionIter<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> OptionIter<'a> {
+    /// Iterates over a raw options area.
+    pub const fn new(options: &'a [u8]) -> Self {
+        OptionIter { rest: options }
+    }
+}
+
+impl<'a> Iterator for OptionIter<'a> {
+    type Item = Result<TcpOption<'a>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let (&k, after_kind) = self.rest.split_first()?;
+        match k {
+            kind::EOL => {
+                self.rest = &[];
+                return Some(Ok(TcpOption::EndOfList));
+            }
+            kind::NOP => {
+                self.rest = after_kind;
+                return Some(Ok(TcpOption::NoOperation));
+            }
+            _ => {}
+        }
+        let len = usize::from(after_kind.first().copied().unwrap_or(0));
+        let Some(data) = self.rest.get(2..len.max(2)).filter(|_| len >= 2) else {
+            self.rest = &[];
+            return Some(Err(Error::BadOption));
+        };
+        self.rest = self.rest.get(len..).unwrap_or_default();
+        let opt = match (k, data.len()) {
+            (kind::MSS, 2) => TcpOption::Mss(be16(data, 0)),
+            (kind::WSCALE, 1) => TcpOption::WindowScale(data[0]),
+            (kind::SACK_PERMITTED, 0) => TcpOption::SackPermitted,
+            (kind::SACK, n) if n > 0 && n % 8 == 0 => TcpOption::Sack(data),
+            (kind::TIMESTAMPS, 8) => TcpOption::Timestamps {
+                tsval: be32(data, 0),
+                tsecr: be32(data, 4),
+            },
+            (kind::MSS | kind::WSCALE | kind::SACK_PERMITTED | kind::SACK | kind::TIMESTAMPS, _) => {
+                self.rest = &[];
+                return Some(Err(Error::BadOption));
+            }
+            (kind, _) => TcpOption::Unknown { kind, data },
+        };
+        Some(Ok(opt))
+    }
+}
+
+/// TCP timestamps option values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timestamps {
+    /// Timestamp value.
+    pub tsval: u32,
+    /// Timestamp echo reply.
+    pub tsecr: u32,
+}
+
+/// The options that matter to a handshake.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Options {
+    /// Maximum segment size.
+    pub mss: Option<u16>,
+    /// Window scale shift as sent.
+    pub wscale: Option<u8>,
+    /// SACK permitted.
+    pub sack_permitted: bool,
+    /// Timestamps.
+    pub timestamps: Option<Timestamps>,
+}
+
+impl Options {
+    /// Longest options area [`Options::emit`] writes.
+    pub const MAX_EMIT_LEN: usize = 20;
+
+    /// Parses an options area. Unknown kinds and SACK blocks are skipped;
+    /// a repeated option keeps its last value; a malformed one is an error.
+    pub fn parse(raw: &[u8]) -> Result<Options> {
+        let mut o = Options::default();
+        for opt in OptionIter::new(raw) {
+            match opt? {
+                TcpOption::Mss(m) => o.mss = Some(m),
+                TcpOption::WindowScale(w) => o.wscale = Some(w),
+                TcpOption::SackPermitted => o.sack_permitted = true,
+                TcpOption::Timestamps { tsval, tsecr } => {
+                    o.timestamps = Some(Timestamps { tsval, tsecr });
+                }
+                TcpOption::EndOfList
+                | TcpOption::NoOperation
+                | TcpOption::Sack(_)
+                | TcpOption::Unknown { .. } => {}
+            }
+        }
+        Ok(o)
+    }
+
+    /// Bytes [`Options::emit`] writes (always a multiple of 4).
+    pub fn emit_len(&self) -> usize {
+        let mut n = 0;
+        if self.mss.is_some() {
+            n += 4;
+        }
+        if self.timestamps.is_some() {
+            n += 12;
+        }
+        if self.wscale.is_some() {
+            n += 4;
+        }
+        if self.sack_permitted && self.timestamps.is_none() {
+            n += 4;
+        }
+        n
+    }
+
+    /// Writes the options in the order Linux uses for a SYN-ACK
+    /// (`tcp_options_write` in net/ipv4/tcp_output.c): MSS; SACK-permitted
+    /// folded into the timestamps word when both are present, otherwise
+    /// NOP NOP TS; NOP WS; NOP NOP SACK-permitted without timestamps.
+    pub fn emit(&self, buf: &mut [u8]) -> Result<usize> {
+        let len = self.emit_len();
+        let out = buf.get_mut(..len).ok_or(Error::Truncated)?;
+        let mut at = 0;
+        if let Some(mss) = self.mss {
+            out[at..at + 2].copy_from_slice(&[kind::MSS, 4]);
+            put16(out, at + 2, mss);
+            at += 4;
+        }
+        if let Some(ts) = self.timestamps {
+            if self.sack_permitted {
+                out[at..at + 2].copy_from_slice(&[kind::SACK_PERMITTED, 2]);
+            } else {
+                out[at..at + 2].copy_from_slice(&[kind::NOP, kind::NOP]);
+            }
+            out[at + 2..at + 4].copy_from_slice(&[kind::TIMESTAMPS, 10]);
+            put32(out, at + 4, ts.tsval);
+            put32(out, at + 8, ts.tsecr);
+            at += 12;
+        }
+        if let Some(ws) = self.wscale {
+            out[at..at + 4].copy_from_slice(&[kind::NOP, kind::WSCALE, 3, ws]);
+            at += 4;
+        }
+        if self.sack_permitted && self.timestamps.is_none() {
+            out[at..at + 4].copy_from_slice(&[kind::NOP, kind::NOP, kind::SACK_PERMITTED, 2]);
+            at += 4;
+        }
+        Ok(at)
+    }
+}
+
+/// Parsed meaning of a TCP header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Repr {
+    /// Source port.
+    pub src_port: u16,
+    /// Destination port.
+    pub dst_port: u16,
+    /// Sequence number.
+    pub seq: u32,
+    /// Acknowledgment number.
+    pub ack: u32,
+    /// Flag byte.
+    pub flags: u8,
+    /// Window (unscaled).
+    pub window: u16,
+    /// Handshake options.
+    pub options: Options,
+}
+
+impl Repr {
+    /// Parses a checked segment; malformed options are an error.
+    pub fn parse<T: AsRef<[u8]>>(p: &Packet<T>) -> Result<Repr> {
+        Ok(Repr {
+            src_port: p.src_port(),
+            dst_port: p.dst_port(),
+            seq: p.seq(),
+            ack: p.ack(),
+            flags: p.flags(),
+            window: p.window(),
+            options: Options::parse(p.options())?,
+        })
+    }
+
+    /// Header length [`Repr::emit`] writes.
+    pub fn header_len(&self) -> usize {
+        MIN_HEADER_LEN + self.options.emit_len()
+    }
+
+    /// Writes the header with a zero checksum and urgent pointer; returns
+    /// its length. Fill the checksum once the payload is in place.
+    pub fn emit(&self, buf: &mut [u8]) -> Result<usize> {
+        let len = self.header_len();
+        let h = buf.get_mut(..len).ok_or(Error::Truncated)?;
+        put16(h, 0, self.src_port);
+        put16(h, 2, self.dst_port);
+        put32(h, 4, self.seq);
+        put32(h, 8, self.ack);
+        h[12] = ((len / 4) as u8) << 4;
+        h[13] = self.flags;
+        put16(h, 14, self.window);
+        put32(h, 16, 0);
+        self.options.emit(&mut h[MIN_HEADER_LEN..])?;
+        Ok(len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn parses_every_option_kind() {
+        let raw = [
+            2, 4, 5, 0xb4, // MSS 1460
+            1, // NOP
+            3, 3, 7, // WS 7
+            4, 2, // SACK permitted
+            5, 10, 0, 0, 0, 1, 0, 0, 0, 2, // SACK one block
+            8, 10, 0, 0, 0, 9, 0, 0, 0, 0, // TS
+            30, 4, 0xaa, 0xbb, // unknown kind 30 (MPTCP), skipped
+            0, 0xff, 0xff, // EOL, then garbage that must be ignored
+        ];
+        let opts: Vec<_> = OptionIter::new(&raw).collect::<Result<_>>().unwrap();
+        assert_eq!(opts[0], TcpOption::Mss(1460));
+        assert_eq!(opts[1], TcpOption::NoOperation);
+        assert_eq!(opts[2], TcpOption::WindowScale(7));
+        assert_eq!(opts[3], TcpOption::SackPermitted);
+        assert!(matches!(opts[4], TcpOption::Sack(b) if b.len() == 8));
+        assert_eq!(opts[5], TcpOption::Timestamps { tsval: 9, tsecr: 0 });
+        assert_eq!(opts[6], TcpOption::Unknown { kind: 30, data: &[0xaa, 0xbb] });
+        assert_eq!(opts[7], TcpOption::EndOfList);
+        assert_eq!(opts.len(), 8);
+        let o = Options::parse(&raw).unwrap();
+        assert_eq!(o.mss, Some(1460));
+        assert_eq!(o.wscale, Some(7));
+        assert!(o.sack_permitted);
+        assert_eq!(o.timestamps, Some(Timestamps { tsval: 9, tsecr: 0 }));
+    }
+
+    #[test]
+    fn rejects_malformed_lengths() {
+        for raw in [
+            &[2, 4, 5][..],            // MSS cut short
+            &[2, 3, 5],                // MSS with length 3
+            &[3, 4, 7, 0],             // WS with length 4
+            &[4, 3, 0],                // SACK-permitted with length 3
+            &[8, 8, 0, 0, 0, 0, 0, 0], // TS with length 8
+            &[5, 6, 0, 0, 0, 0],       // SACK not a multiple of 8
+            &[30, 1],                  // length below 2
+            &[30, 0],                  // length 0 (would loop forever)
+            &[30],                     // kind without length
+        ] {
+            assert_eq!(Options::parse(raw), Err(Error::BadOption), "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn linux_synack_order() {
+        let o = Options {
+            mss: Some(1460),
+            wscale: Some(7),
+            sack_permitted: true,
+            timestamps: Some(Timestamps { tsval: 1, tsecr: 2 }),
+        };
+        let mut buf = [0u8; 20];
+        assert_eq!(o.emit(&mut buf).unwrap(), 20);
+        assert_eq!(
+            buf,
+            [2, 4, 5, 0xb4, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2, 1, 3, 3, 7]
+        );
+    }
+
+    #[test]
+    fn header_checks() {
+        let mut seg = [0u8; 24];
+        seg[12] = 4 << 4;
+        assert_eq!(Packet::new_checked(&seg[..]).err(), Some(Error::Malformed));
+        seg[12] = 7 << 4;
+        assert_eq!(Packet::new_checked(&seg[..]).err(), Some(Error::Truncated));
+        seg[12] = 6 << 4;
+        assert_eq!(Packet::new_checked(&seg[..]).unwrap().options().len(), 4);
+    }
+
+    fn options() -> impl Strategy<Value = Options> {
+        (
+            proptest::option::of(any::<u16>()),
+            proptest::option::of(0u8..=14),
+            any::<bool>(),
+            proptest::option::of((any::<u32>(), any::<u32>())),
+        )
+            .prop_map(|(mss, wscale, sack_permitted, ts)| Options {
+                mss,
+                wscale,
+                sack_permitted,
+                timestamps: ts.map(|(tsval, tsecr)| Timestamps { tsval, tsecr }),
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn emit_parse_identity(
+            src_port in any::<u16>(), dst_port in any::<u16>(), seq in any::<u32>(),
+            ack in any::<u32>(), flags in any::<u8>(), window in any::<u16>(),
+            options in options(), payload in proptest::collection::vec(any::<u8>(), 0..16),
+        ) {
+            let repr = Repr { src_port, dst_port, seq, ack, flags, window, options };
+            let mut buf = vec![0u8; repr.header_len() + payload.len()];
+            let hl = repr.emit(&mut buf).unwrap();
+            buf[hl..].copy_from_slice(&payload);
+            let seed = checksum::pseudo_v4([198, 18, 0, 2], [198, 18, 0, 1], 6, buf.len() as u16);
+            Packet::new_unchecked(&mut buf[..]).fill_checksum(seed);
+            let p = Packet::new_checked(&buf[..]).unwrap();
+            prop_assert!(p.verify_checksum(seed));
+            prop_assert_eq!(p.payload(), &payload[..]);
+            prop_assert_eq!(Repr::parse(&p).unwrap(), repr);
+        }
+
+        #[test]
+        fn option_parse_never_panics(raw in proptest::collection::vec(any::<u8>(), 0..40)) {
+            let _ = Options::parse(&raw);
+        }
+    }
+}
