@@ -233,13 +233,25 @@ mod tests {
 
     #[test]
     fn validates_lengths() {
-        assert_eq!(Packet::new_checked(&[0u8; 19][..]).err(), Some(Error::Truncated));
-        assert_eq!(Packet::new_checked(&header(4, 40)[..]).err(), Some(Error::Malformed));
-        assert_eq!(Packet::new_checked(&header(6, 20)[..]).err(), Some(Error::Malformed));
+        assert_eq!(
+            Packet::new_checked(&[0u8; 19][..]).err(),
+            Some(Error::Truncated)
+        );
+        assert_eq!(
+            Packet::new_checked(&header(4, 40)[..]).err(),
+            Some(Error::Malformed)
+        );
+        assert_eq!(
+            Packet::new_checked(&header(6, 20)[..]).err(),
+            Some(Error::Malformed)
+        );
         let mut h = header(5, 40);
         h[0] = 0x65;
         assert_eq!(Packet::new_checked(&h[..]).err(), Some(Error::Malformed));
-        assert_eq!(Packet::new_checked(&header(5, 40)[..30]).err(), Some(Error::Truncated));
+        assert_eq!(
+            Packet::new_checked(&header(5, 40)[..30]).err(),
+            Some(Error::Truncated)
+        );
         let mut padded = header(6, 28);
         padded.resize(46, 0);
         let p = Packet::new_checked(&padded[..]).unwrap();

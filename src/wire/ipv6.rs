@@ -207,7 +207,8 @@ impl Repr {
     /// Writes the 40-byte fixed header to the start of `buf`.
     pub fn emit(&self, buf: &mut [u8]) -> Result<usize> {
         let h = buf.get_mut(..HEADER_LEN).ok_or(Error::Truncated)?;
-        let w0 = (6u32 << 28) | (u32::from(self.traffic_class) << 20) | (self.flow_label & 0x000f_ffff);
+        let w0 =
+            (6u32 << 28) | (u32::from(self.traffic_class) << 20) | (self.flow_label & 0x000f_ffff);
         put32(h, 0, w0);
         put16(h, 4, self.payload_len);
         h[6] = self.next_header;
@@ -249,7 +250,14 @@ mod tests {
         payload[9] = 1;
         let p = packet(next_header::HOP_BY_HOP, &payload);
         let up = Packet::new_checked(&p[..]).unwrap().upper_layer().unwrap();
-        assert_eq!(up, UpperLayer { protocol: next_header::TCP, offset: 40 + 24, fragmented: false });
+        assert_eq!(
+            up,
+            UpperLayer {
+                protocol: next_header::TCP,
+                offset: 40 + 24,
+                fragmented: false
+            }
+        );
     }
 
     #[test]
@@ -268,14 +276,20 @@ mod tests {
         payload[0] = next_header::TCP;
         payload[1] = 4; // claims 40 bytes
         let p = packet(next_header::ROUTING, &payload);
-        assert_eq!(Packet::new_checked(&p[..]).unwrap().upper_layer(), Err(Error::BadOption));
+        assert_eq!(
+            Packet::new_checked(&p[..]).unwrap().upper_layer(),
+            Err(Error::BadOption)
+        );
 
         let mut chain = vec![0u8; 8 * (MAX_EXT_HEADERS + 1) + 20];
         for i in 0..=MAX_EXT_HEADERS {
             chain[i * 8] = next_header::DEST_OPTS;
         }
         let p = packet(next_header::DEST_OPTS, &chain);
-        assert_eq!(Packet::new_checked(&p[..]).unwrap().upper_layer(), Err(Error::TooDeep));
+        assert_eq!(
+            Packet::new_checked(&p[..]).unwrap().upper_layer(),
+            Err(Error::TooDeep)
+        );
     }
 
     #[test]

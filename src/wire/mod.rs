@@ -5,6 +5,7 @@
 //! no accessor can panic. A separate `Repr` holds the parsed meaning and has
 //! `parse` and `emit`.
 
+pub mod build;
 pub mod checksum;
 pub mod ethernet;
 pub mod ipv4;

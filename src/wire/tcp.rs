@@ -236,7 +236,10 @@ impl<'a> Iterator for OptionIter<'a> {
                 tsval: be32(data, 0),
                 tsecr: be32(data, 4),
             },
-            (kind::MSS | kind::WSCALE | kind::SACK_PERMITTED | kind::SACK | kind::TIMESTAMPS, _) => {
+            (
+                kind::MSS | kind::WSCALE | kind::SACK_PERMITTED | kind::SACK | kind::TIMESTAMPS,
+                _,
+            ) => {
                 self.rest = &[];
                 return Some(Err(Error::BadOption));
             }
@@ -412,7 +415,7 @@ mod tests {
     fn parses_every_option_kind() {
         let raw = [
             2, 4, 5, 0xb4, // MSS 1460
-            1, // NOP
+            1,    // NOP
             3, 3, 7, // WS 7
             4, 2, // SACK permitted
             5, 10, 0, 0, 0, 1, 0, 0, 0, 2, // SACK one block
@@ -427,7 +430,13 @@ mod tests {
         assert_eq!(opts[3], TcpOption::SackPermitted);
         assert!(matches!(opts[4], TcpOption::Sack(b) if b.len() == 8));
         assert_eq!(opts[5], TcpOption::Timestamps { tsval: 9, tsecr: 0 });
-        assert_eq!(opts[6], TcpOption::Unknown { kind: 30, data: &[0xaa, 0xbb] });
+        assert_eq!(
+            opts[6],
+            TcpOption::Unknown {
+                kind: 30,
+                data: &[0xaa, 0xbb]
+            }
+        );
         assert_eq!(opts[7], TcpOption::EndOfList);
         assert_eq!(opts.len(), 8);
         let o = Options::parse(&raw).unwrap();
@@ -466,7 +475,9 @@ mod tests {
         assert_eq!(o.emit(&mut buf).unwrap(), 20);
         assert_eq!(
             buf,
-            [2, 4, 5, 0xb4, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2, 1, 3, 3, 7]
+            [
+                2, 4, 5, 0xb4, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2, 1, 3, 3, 7
+            ]
         );
     }
 
