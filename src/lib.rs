@@ -6,5 +6,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod config;
 pub mod proto;
+pub mod replay;
 pub mod wire;

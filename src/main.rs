@@ -1,1 +1,112 @@
-fn main() {}
+//! The `synwall` command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use synwall::config::Config;
+use synwall::proto::cookie::Secret;
+use synwall::proto::handshake::Core;
+
+/// SYN-flood-resistant TCP front end.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check a configuration file; errors name the line and column.
+    CheckConfig {
+        /// The TOML file.
+        file: PathBuf,
+    },
+    /// Run the handshake core over a capture (pcap or pcapng, Ethernet) and
+    /// write what it would transmit to a pcap; prints a JSON summary.
+    Replay {
+        /// Configuration (defaults when omitted).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Input capture.
+        #[arg(long)]
+        input: PathBuf,
+        /// Output pcap of the replies.
+        #[arg(long)]
+        output: PathBuf,
+    },
+    /// Print a new random master secret (32 hex digits) for `cookie.secret_file`.
+    GenSecret,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("synwall: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load(path: Option<&PathBuf>) -> anyhow::Result<Config> {
+    Ok(match path {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    })
+}
+
+/// The configured secret, or a random one with a warning.
+fn secret(cfg: &Config) -> anyhow::Result<Secret> {
+    match cfg.secret()? {
+        Some(s) => Ok(s),
+        None => {
+            tracing::warn!(
+                "no cookie.secret_file configured: using a random secret for this run; \
+                 cookies will not validate after a restart or on other nodes"
+            );
+            Ok(Secret::random()?)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::CheckConfig { file } => {
+            let cfg = Config::load(&file)?;
+            cfg.secret()?;
+            println!(
+                "{}: ok (ports {:?}, hand-off {:?}, interface {})",
+                file.display(),
+                cfg.protect.ports,
+                cfg.handoff.mode,
+                cfg.datapath.interface
+            );
+        }
+        Command::Replay {
+            config,
+            input,
+            output,
+        } => {
+            let cfg = load(config.as_ref())?;
+            let mut core = Core::new(cfg.core_settings(), secret(&cfg)?);
+            let data = std::fs::read(&input)
+                .with_context(|| format!("cannot read {}", input.display()))?;
+            let out = std::fs::File::create(&output)
+                .with_context(|| format!("cannot create {}", output.display()))?;
+            let summary = synwall::replay::replay(&mut core, &data, std::io::BufWriter::new(out))?;
+            println!("{}", serde_json::to_string(&summary)?);
+        }
+        Command::GenSecret => println!("{}", Secret::random()?.to_hex()),
+    }
+    Ok(())
+}

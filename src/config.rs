@@ -1,0 +1,488 @@
+//! Settings from TOML (`configs/synwall.toml` documents every key).
+//!
+//! Unknown keys are errors, and so are values out of range: both are
+//! reported by `toml` with the line and column of the offending key or value.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Deserializer, de};
+
+use crate::proto::cookie::{MSS_TABLE_LEN, MssTable, Secret, SecretError};
+use crate::proto::handshake::{PortSet, Settings, SynAckSettings};
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Syntax error, unknown key or bad value; the message has line and column.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What `toml` said, with line, column and a snippet.
+        message: String,
+    },
+    /// The secret file is unreadable or malformed.
+    #[error("cookie secret {path}: {source}")]
+    Secret {
+        /// The secret file.
+        path: PathBuf,
+        /// What is wrong with it.
+        source: SecretError,
+    },
+    /// The secret file could not be read.
+    #[error("cannot read cookie secret {path}: {source}")]
+    SecretRead {
+        /// The secret file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where and how packets are received.
+    pub datapath: Datapath,
+    /// What is protected.
+    pub protect: Protect,
+    /// SYN-cookie keys and encoding.
+    pub cookie: CookieConfig,
+    /// Shape of our SYN-ACKs.
+    pub synack: SynAck,
+    /// What happens to established connections.
+    pub handoff: Handoff,
+}
+
+/// How XDP is attached.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpMode {
+    /// Native (driver) mode, falling back to generic if the driver lacks it.
+    #[default]
+    Auto,
+    /// Native (driver) mode only.
+    Native,
+    /// Generic (skb) mode.
+    Generic,
+}
+
+/// `[datapath]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Datapath {
+    /// Interface to attach to.
+    pub interface: String,
+    /// XDP attach mode.
+    pub xdp_mode: XdpMode,
+    /// Receive queues to serve; empty serves all of the interface's queues.
+    pub queues: Vec<u32>,
+    /// CPUs to pin workers to, one per queue in order; empty pins worker i
+    /// to CPU i modulo the CPU count.
+    pub cpus: Vec<usize>,
+    /// Frames handled per ring operation.
+    #[serde(deserialize_with = "batch_size")]
+    pub batch_size: u32,
+    /// Descriptors per AF_XDP ring (a power of two).
+    #[serde(deserialize_with = "ring_size")]
+    pub ring_size: u32,
+    /// Verify IPv4 and TCP checksums of received frames.
+    pub verify_checksums: bool,
+}
+
+impl Default for Datapath {
+    fn default() -> Self {
+        Datapath {
+            interface: "eth0".into(),
+            xdp_mode: XdpMode::Auto,
+            queues: Vec::new(),
+            cpus: Vec::new(),
+            batch_size: 64,
+            ring_size: 2048,
+            verify_checksums: true,
+        }
+    }
+}
+
+/// `[protect]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Protect {
+    /// Protected TCP ports.
+    #[serde(deserialize_with = "ports")]
+    pub ports: Vec<u16>,
+    /// Protected destination addresses; empty protects all of them.
+    pub addresses: Vec<IpAddr>,
+}
+
+impl Default for Protect {
+    fn default() -> Self {
+        Protect {
+            ports: vec![80],
+            addresses: Vec::new(),
+        }
+    }
+}
+
+/// `[cookie]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CookieConfig {
+    /// File holding the fleet's master secret (32 hex digits); unset means a
+    /// random secret per start.
+    pub secret_file: Option<PathBuf>,
+    /// Seconds per key epoch; a cookie lives one to two epochs.
+    #[serde(deserialize_with = "rotation")]
+    pub rotation_secs: u64,
+    /// The 8 MSS values a cookie can carry, strictly ascending.
+    #[serde(deserialize_with = "mss_table")]
+    pub mss_table: MssTable,
+}
+
+impl Default for CookieConfig {
+    fn default() -> Self {
+        CookieConfig {
+            secret_file: None,
+            rotation_secs: 60,
+            mss_table: MssTable::default(),
+        }
+    }
+}
+
+/// `[synack]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SynAck {
+    /// Window field of the SYN-ACK.
+    pub window: u16,
+    /// IPv4 TTL and IPv6 hop limit.
+    #[serde(deserialize_with = "nonzero_u8")]
+    pub ttl: u8,
+    /// Our MSS over IPv4.
+    #[serde(deserialize_with = "mss")]
+    pub mss: u16,
+    /// Our MSS over IPv6.
+    #[serde(deserialize_with = "mss")]
+    pub mss_ipv6: u16,
+    /// Our window-scale shift.
+    #[serde(deserialize_with = "wscale")]
+    pub wscale: u8,
+    /// Answer ECN-setup SYNs with ECE.
+    pub ecn: bool,
+}
+
+impl Default for SynAck {
+    fn default() -> Self {
+        let d = SynAckSettings::default();
+        SynAck {
+            window: d.window,
+            ttl: d.ttl,
+            mss: d.mss_v4,
+            mss_ipv6: d.mss_v6,
+            wscale: d.wscale,
+            ecn: d.ecn,
+        }
+    }
+}
+
+/// Hand-off mode.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HandoffMode {
+    /// Into the local kernel listener.
+    #[default]
+    Kernel,
+    /// Through synwall's proxy to upstreams.
+    Proxy,
+}
+
+/// `[handoff]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Handoff {
+    /// Where established connections go.
+    pub mode: HandoffMode,
+    /// Upstreams for proxy mode, "host:port", tried in order.
+    #[serde(deserialize_with = "upstreams")]
+    pub upstreams: Vec<String>,
+}
+
+fn invalid<E: de::Error>(msg: impl std::fmt::Display) -> E {
+    E::custom(msg)
+}
+
+fn ports<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u16>, D::Error> {
+    let v = Vec::<u16>::deserialize(d)?;
+    if v.is_empty() {
+        return Err(invalid("at least one port must be protected"));
+    }
+    if v.contains(&0) {
+        return Err(invalid("port 0 cannot be protected"));
+    }
+    Ok(v)
+}
+
+fn rotation<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let v = u64::deserialize(d)?;
+    // A cookie must outlive a handshake's round trip and SYN retransmits
+    // (1 s, 3 s, RFC 6298); a day-long epoch would keep a leaked key useful.
+    if !(10..=86_400).contains(&v) {
+        return Err(invalid("rotation_secs must be between 10 and 86400"));
+    }
+    Ok(v)
+}
+
+fn mss_table<'de, D: Deserializer<'de>>(d: D) -> Result<MssTable, D::Error> {
+    let v = Vec::<u16>::deserialize(d)?;
+    let arr: [u16; MSS_TABLE_LEN] = v.try_into().map_err(|v: Vec<u16>| {
+        invalid(format!(
+            "mss_table needs exactly 8 entries, found {}",
+            v.len()
+        ))
+    })?;
+    MssTable::new(arr).map_err(invalid)
+}
+
+fn nonzero_u8<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
+    match u8::deserialize(d)? {
+        0 => Err(invalid("must be between 1 and 255")),
+        v => Ok(v),
+    }
+}
+
+fn mss<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
+    let v = u16::deserialize(d)?;
+    // RFC 9293 §3.7.1: 536 is the least every host accepts; below 88 Linux
+    // refuses (TCP_MIN_MSS).
+    if v < 88 {
+        return Err(invalid("mss must be at least 88"));
+    }
+    Ok(v)
+}
+
+fn wscale<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
+    let v = u8::deserialize(d)?;
+    if v > 14 {
+        return Err(invalid("wscale must be at most 14 (RFC 7323 §2.3)"));
+    }
+    Ok(v)
+}
+
+fn batch_size<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let v = u32::deserialize(d)?;
+    if !(1..=1024).contains(&v) {
+        return Err(invalid("batch_size must be between 1 and 1024"));
+    }
+    Ok(v)
+}
+
+fn ring_size<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let v = u32::deserialize(d)?;
+    if !v.is_power_of_two() || !(64..=16384).contains(&v) {
+        return Err(invalid(
+            "ring_size must be a power of two between 64 and 16384",
+        ));
+    }
+    Ok(v)
+}
+
+fn upstreams<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let v = Vec::<String>::deserialize(d)?;
+    for u in &v {
+        let Some((host, port)) = u.rsplit_once(':') else {
+            return Err(invalid(format!("upstream {u:?} is not host:port")));
+        };
+        if host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
+            return Err(invalid(format!("upstream {u:?} is not host:port")));
+        }
+    }
+    Ok(v)
+}
+
+impl Config {
+    /// Parses a configuration; errors name the line and column.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        if cfg.handoff.mode == HandoffMode::Proxy && cfg.handoff.upstreams.is_empty() {
+            // Point at the key: toml has no span for a missing one, so find
+            // the [handoff] table for the operator.
+            let line = text
+                .lines()
+                .position(|l| l.trim_start().starts_with("[handoff]"))
+                .map_or(1, |i| i + 1);
+            return Err(ConfigError::Parse {
+                path: path.to_owned(),
+                message: format!(
+                    "TOML parse error at line {line}, column 1\n[handoff] mode = \"proxy\" needs at least one entry in upstreams"
+                ),
+            });
+        }
+        Ok(cfg)
+    }
+
+    /// Reads and parses a file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// The master secret from `cookie.secret_file`, or `None` when unset
+    /// (the caller then makes a random one and warns).
+    pub fn secret(&self) -> Result<Option<Secret>, ConfigError> {
+        let Some(path) = &self.cookie.secret_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::SecretRead {
+            path: path.clone(),
+            source,
+        })?;
+        Secret::from_hex(&text)
+            .map(Some)
+            .map_err(|source| ConfigError::Secret {
+                path: path.clone(),
+                source,
+            })
+    }
+
+    /// The handshake core's settings.
+    pub fn core_settings(&self) -> Settings {
+        let (mut v4, mut v6) = (Vec::new(), Vec::new());
+        for a in &self.protect.addresses {
+            match a {
+                IpAddr::V4(a) => v4.push(a.octets()),
+                IpAddr::V6(a) => v6.push(a.octets()),
+            }
+        }
+        Settings {
+            ports: PortSet::new(&self.protect.ports),
+            addresses_v4: v4,
+            addresses_v6: v6,
+            mss_table: self.cookie.mss_table,
+            rotation_secs: self.cookie.rotation_secs,
+            synack: SynAckSettings {
+                window: self.synack.window,
+                ttl: self.synack.ttl,
+                mss_v4: self.synack.mss,
+                mss_v6: self.synack.mss_ipv6,
+                wscale: self.synack.wscale,
+                ecn: self.synack.ecn,
+            },
+            verify_checksums: self.datapath.verify_checksums,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("test.toml"))
+    }
+
+    fn err(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn shipped_config_parses_and_equals_defaults() {
+        let text = include_str!("../configs/synwall.toml");
+        let cfg = parse(text).unwrap();
+        let d = Config::default();
+        assert_eq!(
+            format!("{cfg:?}"),
+            format!("{d:?}"),
+            "configs/synwall.toml must state the defaults"
+        );
+        assert!(cfg.secret().unwrap().is_none());
+    }
+
+    #[test]
+    fn empty_config_is_the_default() {
+        let cfg = parse("").unwrap();
+        assert_eq!(cfg.protect.ports, vec![80]);
+        assert_eq!(cfg.handoff.mode, HandoffMode::Kernel);
+    }
+
+    #[test]
+    fn errors_have_line_and_column() {
+        let e = err("[protect]\nports = [80]\n\n[synack]\nttl = 64\nwindoww = 5\n");
+        assert!(e.contains("line 6, column 1"), "{e}");
+        assert!(e.contains("unknown field `windoww`"), "{e}");
+        let e = err("[synack]\nwscale = 15\n");
+        assert!(e.contains("line 2, column 10"), "{e}");
+        assert!(e.contains("at most 14"), "{e}");
+        let e = err("[cookie]\nmss_table = [536, 1220, 1300]\n");
+        assert!(
+            e.contains("line 2") && e.contains("exactly 8 entries"),
+            "{e}"
+        );
+        let e = err("[cookie]\nmss_table = [536, 1220, 1300, 1360, 1400, 1440, 1440, 8960]\n");
+        assert!(e.contains("strictly ascending"), "{e}");
+        let e = err("[protect]\nports = [0]\n");
+        assert!(e.contains("port 0"), "{e}");
+        let e = err("[protect]\nports = [70000]\n");
+        assert!(e.contains("line 2"), "{e}");
+        let e = err("[handoff]\nmode = \"proxy\"\n");
+        assert!(e.contains("line 1") && e.contains("upstreams"), "{e}");
+        let e = err("[handoff]\nmode = \"proxy\"\nupstreams = [\"nope\"]\n");
+        assert!(e.contains("line 3") && e.contains("host:port"), "{e}");
+        let e = err("[datapath]\nxdp_mode = \"fast\"\n");
+        assert!(e.contains("line 2") && e.contains("unknown variant"), "{e}");
+        let e = err("[datapath]\nring_size = 1000\n");
+        assert!(e.contains("power of two"), "{e}");
+        let e = err("[cookie\n");
+        assert!(e.contains("line 1"), "{e}");
+    }
+
+    #[test]
+    fn secret_file_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("secret");
+        std::fs::write(&p, "00112233445566778899aabbccddeeff\n").unwrap();
+        let cfg = parse(&format!("[cookie]\nsecret_file = {:?}\n", p)).unwrap();
+        assert_eq!(
+            cfg.secret().unwrap().unwrap().to_hex(),
+            "00112233445566778899aabbccddeeff"
+        );
+        std::fs::write(&p, "short").unwrap();
+        assert!(
+            cfg.secret()
+                .unwrap_err()
+                .to_string()
+                .contains("32 hexadecimal digits")
+        );
+        let missing = parse("[cookie]\nsecret_file = \"/nonexistent/synwall\"\n").unwrap();
+        assert!(missing.secret().is_err());
+    }
+
+    #[test]
+    fn core_settings_follow_the_config() {
+        let cfg = parse(
+            "[protect]\nports = [80, 8080]\naddresses = [\"198.18.0.1\", \"2001:2::1\"]\n[synack]\nttl = 33\n[datapath]\nverify_checksums = false\n",
+        )
+        .unwrap();
+        let s = cfg.core_settings();
+        assert!(s.ports.contains(8080) && s.ports.contains(80) && !s.ports.contains(443));
+        assert_eq!(s.addresses_v4, vec![[198, 18, 0, 1]]);
+        assert_eq!(s.addresses_v6.len(), 1);
+        assert_eq!(s.synack.ttl, 33);
+        assert!(!s.verify_checksums);
+    }
+}
