@@ -256,6 +256,9 @@ pub struct Core {
     settings: Settings,
     secret: Secret,
     keys: KeyRing,
+    /// `[start, end)` in UNIX seconds of the keys' epoch, so the hot path
+    /// compares instead of dividing.
+    epoch_secs: (u64, u64),
 }
 
 /// The IP layer of a segment being answered, as needed to build the reply.
@@ -269,6 +272,7 @@ impl Core {
     pub fn new(settings: Settings, secret: Secret) -> Self {
         let keys = KeyRing::new(&secret, 0);
         Core {
+            epoch_secs: (0, settings.rotation_secs.max(1)),
             settings,
             secret,
             keys,
@@ -289,9 +293,13 @@ impl Core {
     /// The keys for `now`, re-derived when the epoch changed.
     #[inline]
     pub fn keys(&mut self, now: UnixTime) -> &KeyRing {
-        let epoch = now.epoch(self.settings.rotation_secs);
-        if epoch != self.keys.epoch() {
+        let (start, end) = self.epoch_secs;
+        if now.0 < start || now.0 >= end {
+            let interval = self.settings.rotation_secs.max(1);
+            let epoch = now.epoch(interval);
             self.keys = KeyRing::new(&self.secret, epoch);
+            let start = epoch * interval;
+            self.epoch_secs = (start, start.saturating_add(interval));
         }
         &self.keys
     }
@@ -301,16 +309,15 @@ impl Core {
     /// `buf.len()` bytes) and `Transmit(reply_len)` is returned.
     pub fn handle(&mut self, now: UnixTime, buf: &mut [u8], len: usize) -> Verdict {
         let len = len.min(buf.len());
-        let frame = &buf[..len];
-        let eth = match ethernet::Repr::parse(frame) {
+        let eth = match ethernet::L2::walk(&buf[..len]) {
             Ok(e) => e,
             // A third VLAN tag: not a frame we can judge.
             Err(WireError::TooDeep) => return Verdict::Pass,
             Err(_) => return Verdict::Drop(DropReason::Truncated),
         };
         match eth.ethertype {
-            ethernet::ethertype::IPV4 => self.handle_v4(now, buf, len, &eth),
-            ethernet::ethertype::IPV6 => self.handle_v6(now, buf, len, &eth),
+            ethernet::ethertype::IPV4 => self.handle_v4(now, buf, len, eth),
+            ethernet::ethertype::IPV6 => self.handle_v6(now, buf, len, eth),
             _ => Verdict::Pass,
         }
     }
@@ -320,9 +327,9 @@ impl Core {
         now: UnixTime,
         buf: &mut [u8],
         len: usize,
-        eth: &ethernet::Repr,
+        eth: ethernet::L2,
     ) -> Verdict {
-        let l3 = eth.header_len();
+        let l3 = eth.header_len;
         let ip = match ipv4::Packet::new_checked(&buf[l3..len]) {
             Ok(p) => p,
             Err(WireError::Truncated) => return Verdict::Drop(DropReason::Truncated),
@@ -369,9 +376,9 @@ impl Core {
         now: UnixTime,
         buf: &mut [u8],
         len: usize,
-        eth: &ethernet::Repr,
+        eth: ethernet::L2,
     ) -> Verdict {
-        let l3 = eth.header_len();
+        let l3 = eth.header_len;
         let ip = match ipv6::Packet::new_checked(&buf[l3..len]) {
             Ok(p) => p,
             Err(WireError::Truncated) => return Verdict::Drop(DropReason::Truncated),
@@ -423,7 +430,7 @@ impl Core {
         &mut self,
         now: UnixTime,
         buf: &mut [u8],
-        eth: &ethernet::Repr,
+        eth: ethernet::L2,
         (start, end): (usize, usize),
         seed: u64,
         bad_source: bool,
@@ -462,7 +469,7 @@ impl Core {
         if f & flags::ACK != 0 {
             return Verdict::Drop(DropReason::SynAck);
         }
-        if bad_source || syn.src_port == 0 || ethernet::is_group(eth.src) {
+        if bad_source || syn.src_port == 0 || eth.src_is_group {
             return Verdict::Drop(DropReason::BadSource);
         }
         self.answer_syn(now, buf, eth, flow, &syn, net)
@@ -494,7 +501,7 @@ impl Core {
         &mut self,
         now: UnixTime,
         buf: &mut [u8],
-        eth: &ethernet::Repr,
+        eth: ethernet::L2,
         flow: Flow,
         syn: &tcp::Repr,
         net: Net,
@@ -534,7 +541,7 @@ impl Core {
                 }),
             },
         };
-        let l3 = eth.header_len();
+        let l3 = eth.header_len;
         let tcp_len = reply.header_len();
         let total = l3 + ip_len + tcp_len;
         if total > buf.len() {
@@ -576,11 +583,12 @@ impl Core {
                 checksum::pseudo_v6(dst, src, PROTO_TCP, tcp_len as u32)
             }
         };
-        let seg = &mut buf[l3 + ip_len..total];
-        if reply.emit(seg).is_err() {
+        if reply
+            .emit_with_checksum(&mut buf[l3 + ip_len..total], seed)
+            .is_err()
+        {
             return Verdict::Drop(DropReason::NoRoom);
         }
-        tcp::Packet::new_unchecked(seg).fill_checksum(seed);
         Verdict::Transmit(total)
     }
 }

@@ -7,32 +7,42 @@ pub const PROTO_TCP: u8 = 6;
 /// Adds `data` to a one's-complement accumulator as big-endian 16-bit words
 /// (an odd last byte is padded with zero, RFC 1071 §4.1).
 ///
-/// Eight bytes are taken at a time as two 32-bit words: since 2^16 ≡ 1 modulo
-/// 0xffff, summing 32-bit words and folding later gives the same result.
+/// Eight bytes are added at a time as one 64-bit word with end-around carry:
+/// since 2^16 ≡ 1 modulo 0xffff, wider words fold to the same 16-bit sum
+/// (RFC 1071 §2(B), "parallel summation").
 #[inline]
 pub fn accumulate(mut acc: u64, data: &[u8]) -> u64 {
     let (chunks, rest) = data.as_chunks::<8>();
     for c in chunks {
-        let v = u64::from_be_bytes(*c);
-        acc += (v >> 32) + (v & 0xffff_ffff);
+        let (sum, carry) = acc.overflowing_add(u64::from_be_bytes(*c));
+        acc = sum + u64::from(carry);
     }
-    let (words, tail) = rest.as_chunks::<2>();
-    for w in words {
-        acc += u64::from(u16::from_be_bytes(*w));
+    // At most 7 bytes remain: a 32-bit word, a 16-bit word, a last byte.
+    let mut small = 0u64;
+    let mut rest = rest;
+    if let Some((w, r)) = rest.split_first_chunk::<4>() {
+        small += u64::from(u32::from_be_bytes(*w));
+        rest = r;
     }
-    if let Some(&b) = tail.first() {
-        acc += u64::from(b) << 8;
+    if let Some((w, r)) = rest.split_first_chunk::<2>() {
+        small += u64::from(u16::from_be_bytes(*w));
+        rest = r;
     }
-    acc
+    if let Some(&b) = rest.first() {
+        small += u64::from(b) << 8;
+    }
+    let (sum, carry) = acc.overflowing_add(small);
+    sum + u64::from(carry)
 }
 
 /// Folds an accumulator to 16 bits (end-around carry).
 #[inline]
-pub fn fold(mut acc: u64) -> u16 {
-    while acc >> 16 != 0 {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    acc as u16
+pub fn fold(acc: u64) -> u16 {
+    let mut a = (acc & 0xffff_ffff) + (acc >> 32);
+    a = (a & 0xffff) + (a >> 16);
+    a = (a & 0xffff) + (a >> 16);
+    a = (a & 0xffff) + (a >> 16);
+    a as u16
 }
 
 /// The checksum field value for `data` (the complement of the folded sum).
@@ -44,17 +54,21 @@ pub fn checksum(data: &[u8]) -> u16 {
 /// Accumulator seeded with the IPv4 pseudo-header (RFC 9293 §3.1).
 #[inline]
 pub fn pseudo_v4(src: [u8; 4], dst: [u8; 4], proto: u8, len: u16) -> u64 {
-    let acc = accumulate(0, &src);
-    let acc = accumulate(acc, &dst);
-    acc + u64::from(proto) + u64::from(len)
+    // 32-bit words fold like 16-bit ones (see `accumulate`).
+    u64::from(u32::from_be_bytes(src))
+        + u64::from(u32::from_be_bytes(dst))
+        + u64::from(proto)
+        + u64::from(len)
 }
 
 /// Accumulator seeded with the IPv6 pseudo-header (RFC 8200 §8.1).
 #[inline]
 pub fn pseudo_v6(src: [u8; 16], dst: [u8; 16], next_header: u8, len: u32) -> u64 {
-    let acc = accumulate(0, &src);
-    let acc = accumulate(acc, &dst);
-    acc + u64::from(next_header) + u64::from(len)
+    let words = |a: [u8; 16]| -> u64 {
+        let (w, _) = a.as_chunks::<4>();
+        w.iter().map(|w| u64::from(u32::from_be_bytes(*w))).sum()
+    };
+    words(src) + words(dst) + u64::from(next_header) + u64::from(len)
 }
 
 /// True when `data`, which contains its own checksum field, sums to 0xffff
@@ -124,6 +138,24 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn pseudo_headers_match_byte_sums(src in any::<[u8; 16]>(), dst in any::<[u8; 16]>(), len in any::<u16>()) {
+            let mut b4 = Vec::new();
+            b4.extend_from_slice(&src[..4]);
+            b4.extend_from_slice(&dst[..4]);
+            b4.extend_from_slice(&[0, 6]);
+            b4.extend_from_slice(&len.to_be_bytes());
+            let s4: [u8; 4] = src[..4].try_into().unwrap();
+            let d4: [u8; 4] = dst[..4].try_into().unwrap();
+            prop_assert_eq!(fold(pseudo_v4(s4, d4, 6, len)) % 0xffff, fold(accumulate(0, &b4)) % 0xffff);
+            let mut b6 = Vec::new();
+            b6.extend_from_slice(&src);
+            b6.extend_from_slice(&dst);
+            b6.extend_from_slice(&u32::from(len).to_be_bytes());
+            b6.extend_from_slice(&[0, 0, 0, 6]);
+            prop_assert_eq!(fold(pseudo_v6(src, dst, 6, u32::from(len))) % 0xffff, fold(accumulate(0, &b6)) % 0xffff);
+        }
+
         #[test]
         fn matches_reference(data in proptest::collection::vec(any::<u8>(), 0..200)) {
             prop_assert_eq!(checksum(&data), reference(&data));

@@ -94,6 +94,47 @@ pub fn is_group(mac: MacAddr) -> bool {
     mac[0] & 1 == 1
 }
 
+/// The layer-2 facts the datapath needs, found without copying addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct L2 {
+    /// EtherType of the payload after any VLAN tags.
+    pub ethertype: u16,
+    /// Where the payload starts.
+    pub header_len: usize,
+    /// The source MAC is a group (multicast/broadcast) address.
+    pub src_is_group: bool,
+}
+
+impl L2 {
+    /// Walks the header and up to [`MAX_VLAN_TAGS`] tags, with the same
+    /// errors as [`Repr::parse`].
+    #[inline]
+    pub fn walk(buf: &[u8]) -> Result<L2> {
+        let Some(hdr) = buf.first_chunk::<HEADER_LEN>() else {
+            return Err(Error::Truncated);
+        };
+        let mut l2 = L2 {
+            ethertype: u16::from_be_bytes([hdr[12], hdr[13]]),
+            header_len: HEADER_LEN,
+            src_is_group: hdr[6] & 1 == 1,
+        };
+        for _ in 0..MAX_VLAN_TAGS {
+            if !is_vlan_tpid(l2.ethertype) {
+                return Ok(l2);
+            }
+            let Some(&[_, _, a, b]) = buf.get(l2.header_len..l2.header_len + VLAN_TAG_LEN) else {
+                return Err(Error::Truncated);
+            };
+            l2.ethertype = u16::from_be_bytes([a, b]);
+            l2.header_len += VLAN_TAG_LEN;
+        }
+        if is_vlan_tpid(l2.ethertype) {
+            return Err(Error::TooDeep);
+        }
+        Ok(l2)
+    }
+}
+
 /// Parsed meaning of an Ethernet header and its VLAN tags.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Repr {
@@ -216,6 +257,27 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn walk_agrees_with_parse(data in proptest::collection::vec(any::<u8>(), 0..30), tags in 0usize..4) {
+            let mut data = data;
+            for i in 0..tags {
+                let at = 12 + 4 * i;
+                if data.len() >= at + 2 {
+                    data[at..at + 2].copy_from_slice(&ethertype::VLAN.to_be_bytes());
+                }
+            }
+            let walked = L2::walk(&data);
+            match Repr::parse(&data) {
+                Ok(r) => {
+                    let w = walked.unwrap();
+                    prop_assert_eq!(w.ethertype, r.ethertype);
+                    prop_assert_eq!(w.header_len, r.header_len());
+                    prop_assert_eq!(w.src_is_group, is_group(r.src));
+                }
+                Err(e) => prop_assert_eq!(walked, Err(e)),
+            }
+        }
+
         #[test]
         fn emit_parse_identity(
             dst in any::<[u8; 6]>(), src in any::<[u8; 6]>(),

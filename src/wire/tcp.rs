@@ -276,22 +276,56 @@ impl Options {
     pub const MAX_EMIT_LEN: usize = 20;
 
     /// Parses an options area. Unknown kinds and SACK blocks are skipped;
-    /// a repeated option keeps its last value; a malformed one is an error.
+    /// a repeated option keeps its last value; a malformed one is an error
+    /// (the same rules as [`OptionIter`], in one tight loop for the hot path).
     pub fn parse(raw: &[u8]) -> Result<Options> {
+        // Options are at most 40 bytes (data offset 15). Copied into a fixed
+        // array, every read below is provably in bounds, so the loop runs
+        // without per-byte checks; `n` still bounds every option.
+        const ROOM: usize = 64;
+        let n = raw.len();
+        if n > MAX_HEADER_LEN - MIN_HEADER_LEN {
+            return Err(Error::BadOption);
+        }
+        let mut a = [0u8; ROOM];
+        a[..n].copy_from_slice(raw);
         let mut o = Options::default();
-        for opt in OptionIter::new(raw) {
-            match opt? {
-                TcpOption::Mss(m) => o.mss = Some(m),
-                TcpOption::WindowScale(w) => o.wscale = Some(w),
-                TcpOption::SackPermitted => o.sack_permitted = true,
-                TcpOption::Timestamps { tsval, tsecr } => {
-                    o.timestamps = Some(Timestamps { tsval, tsecr });
-                }
-                TcpOption::EndOfList
-                | TcpOption::NoOperation
-                | TcpOption::Sack(_)
-                | TcpOption::Unknown { .. } => {}
+        let mut at = 0;
+        while at < n {
+            let k = a[at % ROOM];
+            if k == kind::NOP {
+                at += 1;
+                continue;
             }
+            if k == kind::EOL {
+                break;
+            }
+            let len = usize::from(a[(at + 1) % ROOM]);
+            if len < 2 || at + len > n {
+                return Err(Error::BadOption);
+            }
+            let d = at + 2;
+            let rd16 = |i: usize| u16::from_be_bytes([a[i % ROOM], a[(i + 1) % ROOM]]);
+            match (k, len) {
+                (kind::MSS, 4) => o.mss = Some(rd16(d)),
+                (kind::WSCALE, 3) => o.wscale = Some(a[d % ROOM]),
+                (kind::SACK_PERMITTED, 2) => o.sack_permitted = true,
+                (kind::TIMESTAMPS, 10) => {
+                    o.timestamps = Some(Timestamps {
+                        tsval: u32::from(rd16(d)) << 16 | u32::from(rd16(d + 2)),
+                        tsecr: u32::from(rd16(d + 4)) << 16 | u32::from(rd16(d + 6)),
+                    });
+                }
+                (kind::SACK, l) if l > 2 && (l - 2) % 8 == 0 => {}
+                (
+                    kind::MSS | kind::WSCALE | kind::SACK_PERMITTED | kind::SACK | kind::TIMESTAMPS,
+                    _,
+                ) => {
+                    return Err(Error::BadOption);
+                }
+                _ => {}
+            }
+            at += len;
         }
         Ok(o)
     }
@@ -314,39 +348,60 @@ impl Options {
         n
     }
 
-    /// Writes the options in the order Linux uses for a SYN-ACK
+    /// The options as 32-bit words in the order Linux uses for a SYN-ACK
     /// (`tcp_options_write` in net/ipv4/tcp_output.c): MSS; SACK-permitted
     /// folded into the timestamps word when both are present, otherwise
     /// NOP NOP TS; NOP WS; NOP NOP SACK-permitted without timestamps.
-    pub fn emit(&self, buf: &mut [u8]) -> Result<usize> {
-        let len = self.emit_len();
-        let out = buf.get_mut(..len).ok_or(Error::Truncated)?;
-        let mut at = 0;
+    /// Returns the words and how many are used.
+    fn words(&self) -> ([u32; Self::MAX_EMIT_LEN / 4], usize) {
+        let mut w = [0u32; Self::MAX_EMIT_LEN / 4];
+        let mut n = 0;
+        let mut push = |v: u32| {
+            w[n] = v;
+            n += 1;
+        };
         if let Some(mss) = self.mss {
-            out[at..at + 2].copy_from_slice(&[kind::MSS, 4]);
-            put16(out, at + 2, mss);
-            at += 4;
+            push(u32::from_be_bytes([kind::MSS, 4, 0, 0]) | u32::from(mss));
         }
         if let Some(ts) = self.timestamps {
-            if self.sack_permitted {
-                out[at..at + 2].copy_from_slice(&[kind::SACK_PERMITTED, 2]);
+            let lead = if self.sack_permitted {
+                [kind::SACK_PERMITTED, 2]
             } else {
-                out[at..at + 2].copy_from_slice(&[kind::NOP, kind::NOP]);
-            }
-            out[at + 2..at + 4].copy_from_slice(&[kind::TIMESTAMPS, 10]);
-            put32(out, at + 4, ts.tsval);
-            put32(out, at + 8, ts.tsecr);
-            at += 12;
+                [kind::NOP, kind::NOP]
+            };
+            push(u32::from_be_bytes([lead[0], lead[1], kind::TIMESTAMPS, 10]));
+            push(ts.tsval);
+            push(ts.tsecr);
         }
         if let Some(ws) = self.wscale {
-            out[at..at + 4].copy_from_slice(&[kind::NOP, kind::WSCALE, 3, ws]);
-            at += 4;
+            push(u32::from_be_bytes([kind::NOP, kind::WSCALE, 3, ws]));
         }
         if self.sack_permitted && self.timestamps.is_none() {
-            out[at..at + 4].copy_from_slice(&[kind::NOP, kind::NOP, kind::SACK_PERMITTED, 2]);
-            at += 4;
+            push(u32::from_be_bytes([
+                kind::NOP,
+                kind::NOP,
+                kind::SACK_PERMITTED,
+                2,
+            ]));
         }
-        Ok(at)
+        (w, n)
+    }
+
+    /// Writes the options (see `words` for the order); returns the length.
+    pub fn emit(&self, buf: &mut [u8]) -> Result<usize> {
+        self.emit_summed(buf).map(|(len, _)| len)
+    }
+
+    /// Writes the options and returns their length and checksum accumulator.
+    fn emit_summed(&self, buf: &mut [u8]) -> Result<(usize, u64)> {
+        let (w, n) = self.words();
+        let out = buf.get_mut(..4 * n).ok_or(Error::Truncated)?;
+        let mut sum = 0u64;
+        for (i, &v) in w.iter().take(n).enumerate() {
+            put32(out, 4 * i, v);
+            sum += u64::from(v);
+        }
+        Ok((4 * n, sum))
     }
 }
 
@@ -391,18 +446,34 @@ impl Repr {
     /// Writes the header with a zero checksum and urgent pointer; returns
     /// its length. Fill the checksum once the payload is in place.
     pub fn emit(&self, buf: &mut [u8]) -> Result<usize> {
+        self.emit_summed(buf).map(|(len, _)| len)
+    }
+
+    /// Writes the header of a segment without payload, checksum included,
+    /// computed from the values written rather than by reading them back.
+    pub fn emit_with_checksum(&self, buf: &mut [u8], seed: u64) -> Result<usize> {
+        let (len, sum) = self.emit_summed(buf)?;
+        let c = !checksum::fold(sum + seed);
+        put16(buf, 16, c);
+        Ok(len)
+    }
+
+    fn emit_summed(&self, buf: &mut [u8]) -> Result<(usize, u64)> {
         let len = self.header_len();
         let h = buf.get_mut(..len).ok_or(Error::Truncated)?;
-        put16(h, 0, self.src_port);
-        put16(h, 2, self.dst_port);
+        let ports = u32::from(self.src_port) << 16 | u32::from(self.dst_port);
+        let w3 = u32::from(((len / 4) as u8) << 4) << 24
+            | u32::from(self.flags) << 16
+            | u32::from(self.window);
+        put32(h, 0, ports);
         put32(h, 4, self.seq);
         put32(h, 8, self.ack);
-        h[12] = ((len / 4) as u8) << 4;
-        h[13] = self.flags;
-        put16(h, 14, self.window);
+        put32(h, 12, w3);
         put32(h, 16, 0);
-        self.options.emit(&mut h[MIN_HEADER_LEN..])?;
-        Ok(len)
+        let (_, opt_sum) = self.options.emit_summed(&mut h[MIN_HEADER_LEN..])?;
+        let sum =
+            u64::from(ports) + u64::from(self.seq) + u64::from(self.ack) + u64::from(w3) + opt_sum;
+        Ok((len, sum))
     }
 }
 
@@ -527,8 +598,32 @@ mod tests {
         }
 
         #[test]
-        fn option_parse_never_panics(raw in proptest::collection::vec(any::<u8>(), 0..40)) {
-            let _ = Options::parse(&raw);
+        fn computed_checksum_matches_read_back(
+            src_port in any::<u16>(), dst_port in any::<u16>(), seq in any::<u32>(),
+            ack in any::<u32>(), flags in any::<u8>(), window in any::<u16>(), options in options(),
+            seed in any::<u32>(),
+        ) {
+            let repr = Repr { src_port, dst_port, seq, ack, flags, window, options };
+            let mut buf = vec![0u8; repr.header_len()];
+            repr.emit_with_checksum(&mut buf, u64::from(seed)).unwrap();
+            prop_assert!(Packet::new_checked(&buf[..]).unwrap().verify_checksum(u64::from(seed)));
+        }
+
+        #[test]
+        fn option_parse_agrees_with_the_iterator(raw in proptest::collection::vec(any::<u8>(), 0..40)) {
+            // The fast parser and the iterator must accept and reject alike.
+            let via_iter: Result<Vec<_>> = OptionIter::new(&raw).collect();
+            let fast = Options::parse(&raw);
+            prop_assert_eq!(via_iter.is_ok(), fast.is_ok(), "{:?}", raw);
+            if let (Ok(opts), Ok(o)) = (via_iter, fast) {
+                let mss = opts.iter().rev().find_map(|x| match x { TcpOption::Mss(m) => Some(*m), _ => None });
+                let ts = opts.iter().rev().find_map(|x| match x {
+                    TcpOption::Timestamps { tsval, tsecr } => Some(Timestamps { tsval: *tsval, tsecr: *tsecr }),
+                    _ => None,
+                });
+                prop_assert_eq!(o.mss, mss);
+                prop_assert_eq!(o.timestamps, ts);
+            }
         }
     }
 }
