@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The README's test command: installs what is missing, then runs every check
+# CI runs. Run as root on Debian 12: bash scripts/test.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/setup.sh
+
+step() { printf '\n==> %s\n' "$*"; }
+step "cargo fmt --check";                          cargo fmt --check
+step "cargo clippy --all-targets -- -D warnings";  cargo clippy --locked --all-targets -- -D warnings
+step "cargo test";                                 cargo test --locked 2>&1 | tee /tmp/synwall-test.$$.log
+step "cargo bench --no-run";                       cargo bench --locked --no-run
+
+# One closing line for the whole run, summed over every test binary.
+awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "\nsynwall: %d passed, %d failed, %d skipped\n", p, f, i }' \
+  /tmp/synwall-test.$$.log
+rm -f /tmp/synwall-test.$$.log
