@@ -626,7 +626,16 @@ fn no_room_for_the_reply() {
 
 /// A random client SYN: (IPv6?, VLAN tags, IPv4 source, IPv6 source,
 /// source port, ISN, raw options, flags).
-type SynCase = (bool, Vec<(u16, u16)>, [u8; 4], [u8; 16], u16, u32, Vec<u8>, u8);
+type SynCase = (
+    bool,
+    Vec<(u16, u16)>,
+    [u8; 4],
+    [u8; 16],
+    u16,
+    u32,
+    Vec<u8>,
+    u8,
+);
 
 fn any_syn() -> impl Strategy<Value = SynCase> {
     let opts = prop_oneof![
