@@ -98,6 +98,8 @@ pub struct Datapath {
     pub ring_size: u32,
     /// Verify IPv4 and TCP checksums of received frames.
     pub verify_checksums: bool,
+    /// Unix socket where `synwall stats` reads the counters.
+    pub stats_socket: PathBuf,
 }
 
 impl Default for Datapath {
@@ -110,6 +112,7 @@ impl Default for Datapath {
             batch_size: 64,
             ring_size: 2048,
             verify_checksums: true,
+            stats_socket: PathBuf::from("/run/synwall/stats.sock"),
         }
     }
 }

@@ -9,4 +9,8 @@
 pub mod config;
 pub mod proto;
 pub mod replay;
+pub mod run;
 pub mod wire;
+pub mod worker;
+pub mod xdp;
+pub mod xsk;

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -39,6 +41,22 @@ enum Command {
     },
     /// Print a new random master secret (32 hex digits) for `cookie.secret_file`.
     GenSecret,
+    /// Run the datapath on `[datapath] interface` until SIGINT or SIGTERM,
+    /// then detach and print the final counters as JSON.
+    Run {
+        /// Configuration file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Print the counters of a running `synwall run` as JSON.
+    Stats {
+        /// Configuration of the running instance (for its stats socket).
+        #[arg(long, conflicts_with = "socket")]
+        config: Option<PathBuf>,
+        /// The stats socket itself.
+        #[arg(long)]
+        socket: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -107,6 +125,31 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string(&summary)?);
         }
         Command::GenSecret => println!("{}", Secret::random()?.to_hex()),
+        Command::Run { config } => {
+            let cfg = Config::load(&config)?;
+            let secret = secret(&cfg)?;
+            let stop = Arc::new(AtomicBool::new(false));
+            for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+                signal_hook::flag::register(sig, Arc::clone(&stop))
+                    .context("installing signal handlers")?;
+            }
+            let last = synwall::run::run(&cfg, secret, stop)?;
+            println!("{}", serde_json::to_string(&last)?);
+        }
+        Command::Stats { config, socket } => {
+            let path = match (socket, config) {
+                (Some(p), _) => p,
+                (None, Some(c)) => Config::load(&c)?.datapath.stats_socket,
+                (None, None) => Config::default().datapath.stats_socket,
+            };
+            let text = synwall::run::read_stats(&path).with_context(|| {
+                format!(
+                    "cannot read counters from {} (is synwall running?)",
+                    path.display()
+                )
+            })?;
+            print!("{text}");
+        }
     }
     Ok(())
 }

@@ -1,0 +1,34 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
+/* Types shared by the BPF programs and synwall (which reads them from the
+ * generated skeleton's `types` module, never by hand). */
+#ifndef SYNWALL_H
+#define SYNWALL_H
+
+/* Per-CPU counters of the XDP program, one slot each: every verdict and
+ * every drop has its own. Keep names in step with src/xdp/mod.rs, which
+ * prints them in this order. */
+enum sw_counter {
+	SW_RX = 0,		/* frames seen */
+	SW_PASS_NOT_IP,		/* not IPv4/IPv6 (ARP, LLDP, ...) */
+	SW_PASS_NOT_TCP,	/* IP, but not TCP */
+	SW_PASS_FRAGMENT,	/* IPv4 fragment or IPv6 fragment header */
+	SW_PASS_PORT,		/* TCP to a port we do not protect */
+	SW_PASS_ADDR,		/* protected port, unprotected destination */
+	SW_PASS_SOCKET,		/* belongs to an established kernel socket */
+	SW_PASS_NON_SYN,	/* ACK/RST/... with no socket (cookie check comes later) */
+	SW_PASS_DEEP,		/* three VLAN tags or too many IPv6 ext headers */
+	SW_PASS_TRUNC_L2L3,	/* cut short before we know it is ours */
+	SW_DROP_TRUNC_TCP,	/* TCP header to a protected port cut short */
+	SW_SYN_REDIRECT,	/* SYN sent to this queue's AF_XDP socket */
+	SW_SYN_NO_XSK,		/* SYN, but no socket on this queue: passed */
+	SW_COUNTER_MAX,
+};
+
+/* A protected destination address (IPv4 in the first 4 bytes). */
+struct sw_addr {
+	__u8 family; /* 4 or 6 */
+	__u8 pad[3];
+	__u8 addr[16];
+};
+
+#endif

@@ -1,0 +1,228 @@
+//! `synwall run`: load and attach the XDP program, one AF_XDP socket and one
+//! pinned worker per queue, counters on a Unix socket, and a clean stop.
+
+use std::io::Write;
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::proto::cookie::Secret;
+use crate::proto::handshake::Core;
+use crate::worker::{self, WorkerControl, WorkerCounters, WorkerSnapshot};
+use crate::xdp::{self, Program, ProgramSettings};
+use crate::xsk::{Xsk, XskConfig};
+
+/// Why the datapath could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The interface does not exist (in this network namespace).
+    #[error("interface {0:?} not found: {1}")]
+    Interface(String, std::io::Error),
+    /// A configured queue does not exist.
+    #[error("interface {ifname} has {count} receive queues; queue {queue} does not exist")]
+    Queue {
+        /// Interface.
+        ifname: String,
+        /// Its queue count.
+        count: u32,
+        /// The missing queue.
+        queue: u32,
+    },
+    /// XDP.
+    #[error(transparent)]
+    Xdp(#[from] xdp::XdpError),
+    /// AF_XDP.
+    #[error(transparent)]
+    Xsk(#[from] crate::xsk::XskError),
+    /// The stats socket.
+    #[error("stats socket {0}: {1}")]
+    Stats(PathBuf, std::io::Error),
+}
+
+/// Everything `synwall stats` shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct Snapshot {
+    /// Interface served.
+    pub interface: String,
+    /// XDP mode in effect.
+    pub xdp_mode: &'static str,
+    /// Per worker (queue order).
+    pub workers: Vec<WorkerEntry>,
+    /// The XDP program's counters, summed over CPUs.
+    pub xdp: std::collections::BTreeMap<&'static str, u64>,
+}
+
+/// One worker in a [`Snapshot`].
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkerEntry {
+    /// Receive queue.
+    pub queue: u32,
+    /// CPU it is pinned to.
+    pub cpu: usize,
+    /// Its counters.
+    #[serde(flatten)]
+    pub counters: WorkerSnapshot,
+}
+
+fn sysfs(ifname: &str, leaf: &str) -> PathBuf {
+    Path::new("/sys/class/net").join(ifname).join(leaf)
+}
+
+/// The interface's index and its receive-queue count.
+pub fn interface_info(ifname: &str) -> Result<(u32, u32), RunError> {
+    let err = |e| RunError::Interface(ifname.to_owned(), e);
+    let idx = std::fs::read_to_string(sysfs(ifname, "ifindex")).map_err(err)?;
+    let ifindex = idx
+        .trim()
+        .parse()
+        .map_err(|_| err(std::io::Error::other("unreadable ifindex")))?;
+    let queues = std::fs::read_dir(sysfs(ifname, "queues"))
+        .map_err(err)?
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
+        .count() as u32;
+    Ok((ifindex, queues.max(1)))
+}
+
+fn serve_stats(listener: &UnixListener, stop: &AtomicBool, snapshot: &dyn Fn() -> Snapshot) {
+    while !stop.load(Ordering::Relaxed) {
+        match listener.accept() {
+            Ok((mut conn, _)) => {
+                let text = serde_json::to_string(&snapshot()).unwrap_or_default();
+                let _ = conn.write_all(text.as_bytes());
+                let _ = conn.write_all(b"\n");
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+/// Runs the datapath until `stop` is set; returns the final counters.
+pub fn run(cfg: &Config, secret: Secret, stop: Arc<AtomicBool>) -> Result<Snapshot, RunError> {
+    let d = &cfg.datapath;
+    xdp::probe()?;
+    let (ifindex, count) = interface_info(&d.interface)?;
+    let queues: Vec<u32> = if d.queues.is_empty() {
+        (0..count).collect()
+    } else {
+        d.queues.clone()
+    };
+    if let Some(&queue) = queues.iter().find(|&&q| q >= count) {
+        return Err(RunError::Queue {
+            ifname: d.interface.clone(),
+            count,
+            queue,
+        });
+    }
+    let program = Program::load(&ProgramSettings {
+        ports: cfg.protect.ports.clone(),
+        addresses: cfg.protect.addresses.clone(),
+    })?;
+    // Sockets go into the map before the program is attached, so no SYN
+    // falls through to the kernel in between.
+    let mut sockets = Vec::new();
+    for &q in &queues {
+        let (xsk, frames) = Xsk::new(
+            &d.interface,
+            q,
+            XskConfig {
+                ring_size: d.ring_size,
+            },
+        )?;
+        program.set_socket(q, xsk.fd())?;
+        sockets.push((q, xsk, frames));
+    }
+    let attachment = program.attach(ifindex, d.xdp_mode)?;
+    tracing::info!(
+        interface = %d.interface, mode = attachment.mode, queues = ?queues,
+        ports = ?cfg.protect.ports, "XDP attached"
+    );
+
+    let ncpu = core_affinity::get_core_ids().map_or(1, |c| c.len()).max(1);
+    let cpus: Vec<usize> = (0..queues.len())
+        .map(|i| d.cpus.get(i).copied().unwrap_or(i % ncpu))
+        .collect();
+    let counters: Vec<WorkerCounters> = queues.iter().map(|_| WorkerCounters::default()).collect();
+    let mut secret_txs = Vec::new();
+    let snapshot = || Snapshot {
+        interface: d.interface.clone(),
+        xdp_mode: attachment.mode,
+        workers: queues
+            .iter()
+            .zip(&cpus)
+            .zip(&counters)
+            .map(|((&queue, &cpu), c)| WorkerEntry {
+                queue,
+                cpu,
+                counters: c.snapshot(),
+            })
+            .collect(),
+        xdp: program
+            .counters()
+            .map(|c| xdp::COUNTER_NAMES.iter().copied().zip(c).collect())
+            .unwrap_or_default(),
+    };
+
+    if let Some(dir) = d.stats_socket.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let _ = std::fs::remove_file(&d.stats_socket);
+    let listener = UnixListener::bind(&d.stats_socket)
+        .map_err(|e| RunError::Stats(d.stats_socket.clone(), e))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| RunError::Stats(d.stats_socket.clone(), e))?;
+
+    std::thread::scope(|s| {
+        for ((q, xsk, frames), (&cpu, c)) in sockets.into_iter().zip(cpus.iter().zip(&counters)) {
+            let core = Core::new(cfg.core_settings(), secret.clone());
+            let (tx, rx) = crossbeam::channel::bounded(1);
+            secret_txs.push(tx);
+            let stop = &*stop;
+            let batch = d.batch_size as usize;
+            std::thread::Builder::new()
+                .name(format!("synwall-q{q}"))
+                .spawn_scoped(s, move || {
+                    if !core_affinity::set_for_current(core_affinity::CoreId { id: cpu }) {
+                        tracing::warn!(queue = q, cpu, "could not pin worker");
+                    }
+                    worker::run(
+                        xsk,
+                        frames,
+                        core,
+                        WorkerControl {
+                            stop,
+                            secrets: rx,
+                            counters: c,
+                            batch,
+                        },
+                    );
+                })
+                .expect("spawning a worker thread");
+        }
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+        tracing::info!(socket = %d.stats_socket.display(), "running; counters via `synwall stats`");
+        serve_stats(&listener, &stop, &snapshot);
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    });
+    let last = snapshot();
+    drop(attachment);
+    let _ = std::fs::remove_file(&d.stats_socket);
+    tracing::info!("stopped; XDP detached");
+    Ok(last)
+}
+
+/// Reads the counters of a running `synwall run` from its stats socket.
+pub fn read_stats(socket: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut conn = std::os::unix::net::UnixStream::connect(socket)?;
+    conn.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut out = String::new();
+    conn.read_to_string(&mut out)?;
+    Ok(out)
+}
