@@ -301,9 +301,9 @@ impl Program {
 /// XDP action values (include/uapi/linux/bpf.h, enum xdp_action).
 pub mod action {
     /// Drop.
-    pub const DROP: u32 = 2;
+    pub const DROP: u32 = 1;
     /// Pass to the kernel stack.
-    pub const PASS: u32 = 3;
+    pub const PASS: u32 = 2;
     /// Redirect (to an AF_XDP socket).
     pub const REDIRECT: u32 = 4;
 }

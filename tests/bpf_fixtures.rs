@@ -1,0 +1,334 @@
+//! The XDP program as a table of {frame, expected action, expected counter},
+//! run through BPF_PROG_TEST_RUN (root).
+//!
+//! The redirect case needs an AF_XDP socket in the XSKMAP, which needs a
+//! device: `fixture_table_with_socket` builds a testbed and re-runs this
+//! test binary inside its server namespace (`inner_fixture_table`), where
+//! the socket is bound to the veth's queue 0.
+
+mod common;
+
+use std::net::{TcpListener, TcpStream};
+
+use synwall::wire::build::{Ip, TcpFrame, client_syn_options as os};
+use synwall::wire::ethernet::ethertype;
+use synwall::wire::ipv6::next_header as nh;
+use synwall::wire::tcp::flags;
+use synwall::xdp::{COUNTER_NAMES, Program, ProgramSettings, action};
+use synwall::xsk::{Xsk, XskConfig};
+
+const S4: [u8; 4] = [198, 18, 0, 1];
+const C4: [u8; 4] = [198, 18, 0, 2];
+const S6: [u8; 16] = [0x20, 1, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+const C6: [u8; 16] = [0x20, 1, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+
+fn seg<'a>(ip: Ip<'a>, dport: u16, fl: u8) -> TcpFrame<'a> {
+    TcpFrame {
+        dst_mac: [2, 0, 0, 0, 0, 1],
+        src_mac: [2, 0, 0, 0, 0, 2],
+        vlans: &[],
+        ip,
+        src_port: 40000,
+        dst_port: dport,
+        seq: 1,
+        ack: 0,
+        flags: fl,
+        window: 1000,
+        options: &os::LINUX,
+        payload: b"",
+    }
+}
+
+fn v4<'a>() -> Ip<'a> {
+    Ip::V4 {
+        src: C4,
+        dst: S4,
+        ttl: 64,
+        options: &[],
+    }
+}
+
+fn v6(ext: &[(u8, usize)]) -> Ip<'_> {
+    Ip::V6 {
+        src: C6,
+        dst: S6,
+        hop_limit: 64,
+        ext,
+    }
+}
+
+/// (name, frame, action, counter) where a SYN to port 80 expects `syn`.
+fn table(syn: (u32, &'static str)) -> Vec<(&'static str, Vec<u8>, u32, &'static str)> {
+    let deep: Vec<(u8, usize)> = (0..7).map(|_| (nh::DEST_OPTS, 8)).collect();
+    let mut frag4 = seg(v4(), 80, flags::SYN).to_vec();
+    frag4[14 + 6] |= 0x20; // more fragments
+    let mut udp = seg(v4(), 80, 0).to_vec();
+    udp[14 + 9] = 17;
+    let mut arp = vec![0u8; 42];
+    arp[12..14].copy_from_slice(&ethertype::ARP.to_be_bytes());
+    let mut three_tags = vec![0u8; 64];
+    for at in [12, 16, 20] {
+        three_tags[at..at + 2].copy_from_slice(&ethertype::VLAN.to_be_bytes());
+    }
+    let syn4 = seg(v4(), 80, flags::SYN).to_vec();
+    vec![
+        ("syn v4", syn4.clone(), syn.0, syn.1),
+        (
+            "syn v6",
+            seg(v6(&[]), 80, flags::SYN).to_vec(),
+            syn.0,
+            syn.1,
+        ),
+        (
+            "syn v6 ext",
+            seg(
+                v6(&[(nh::HOP_BY_HOP, 8), (nh::ROUTING, 16)]),
+                80,
+                flags::SYN,
+            )
+            .to_vec(),
+            syn.0,
+            syn.1,
+        ),
+        (
+            "syn vlan",
+            TcpFrame {
+                vlans: &[(ethertype::VLAN, 7)],
+                ..seg(v4(), 80, flags::SYN)
+            }
+            .to_vec(),
+            syn.0,
+            syn.1,
+        ),
+        (
+            "syn qinq",
+            TcpFrame {
+                vlans: &[(ethertype::QINQ, 7), (ethertype::VLAN, 8)],
+                ..seg(v4(), 80, flags::SYN)
+            }
+            .to_vec(),
+            syn.0,
+            syn.1,
+        ),
+        (
+            "syn v4 options",
+            seg(
+                Ip::V4 {
+                    src: C4,
+                    dst: S4,
+                    ttl: 64,
+                    options: &[1, 1, 1, 0],
+                },
+                80,
+                flags::SYN,
+            )
+            .to_vec(),
+            syn.0,
+            syn.1,
+        ),
+        (
+            "syn ecn",
+            seg(v4(), 80, flags::SYN | flags::ECE | flags::CWR).to_vec(),
+            syn.0,
+            syn.1,
+        ),
+        (
+            "other port",
+            seg(v4(), 443, flags::SYN).to_vec(),
+            action::PASS,
+            "pass_port",
+        ),
+        ("udp", udp, action::PASS, "pass_not_tcp"),
+        ("arp", arp, action::PASS, "pass_not_ip"),
+        (
+            "ack no socket",
+            seg(v4(), 80, flags::ACK).to_vec(),
+            action::PASS,
+            "pass_non_syn",
+        ),
+        ("v4 fragment", frag4, action::PASS, "pass_fragment"),
+        (
+            "v6 fragment",
+            seg(v6(&[(nh::FRAGMENT, 8)]), 80, flags::SYN).to_vec(),
+            action::PASS,
+            "pass_fragment",
+        ),
+        ("three vlan tags", three_tags, action::PASS, "pass_deep"),
+        (
+            "seven v6 ext headers",
+            seg(v6(&deep), 80, flags::SYN).to_vec(),
+            action::PASS,
+            "pass_deep",
+        ),
+        (
+            "truncated ipv4",
+            syn4[..14 + 12].to_vec(),
+            action::PASS,
+            "pass_truncated",
+        ),
+        (
+            "truncated vlan",
+            {
+                let mut f = syn4[..16].to_vec();
+                f[12..14].copy_from_slice(&ethertype::VLAN.to_be_bytes());
+                f
+            },
+            action::PASS,
+            "pass_truncated",
+        ),
+        (
+            "truncated ports",
+            syn4[..14 + 20 + 2].to_vec(),
+            action::PASS,
+            "pass_truncated",
+        ),
+        (
+            "truncated tcp",
+            syn4[..14 + 20 + 10].to_vec(),
+            action::DROP,
+            "drop_truncated_tcp",
+        ),
+    ]
+}
+
+fn counter(p: &Program, name: &str) -> u64 {
+    let i = COUNTER_NAMES
+        .iter()
+        .position(|n| *n == name)
+        .unwrap_or_else(|| panic!("no counter {name}"));
+    p.counters().unwrap()[i]
+}
+
+fn run_table(p: &Program, syn: (u32, &'static str)) {
+    for (name, frame, want, ctr) in table(syn) {
+        let before = counter(p, ctr);
+        let rx = counter(p, "rx");
+        let got = p.test_run(&frame).unwrap();
+        assert_eq!(got, want, "{name}: action");
+        assert_eq!(counter(p, ctr), before + 1, "{name}: counter {ctr}");
+        assert_eq!(counter(p, "rx"), rx + 1, "{name}: rx");
+    }
+}
+
+#[test]
+fn fixture_table_without_socket_fails_open() {
+    if !common::require_root() {
+        return;
+    }
+    let p = Program::load(&ProgramSettings {
+        ports: vec![80],
+        addresses: vec![],
+    })
+    .unwrap();
+    // No AF_XDP socket on the queue: SYNs go to the kernel, never dropped.
+    run_table(&p, (action::PASS, "syn_no_xsk"));
+}
+
+#[test]
+fn protected_addresses_filter() {
+    if !common::require_root() {
+        return;
+    }
+    let p = Program::load(&ProgramSettings {
+        ports: vec![80],
+        addresses: vec!["198.18.0.9".parse().unwrap()],
+    })
+    .unwrap();
+    let before = counter(&p, "pass_addr");
+    assert_eq!(
+        p.test_run(&seg(v4(), 80, flags::SYN).to_vec()).unwrap(),
+        action::PASS
+    );
+    assert_eq!(counter(&p, "pass_addr"), before + 1);
+    let to9 = seg(
+        Ip::V4 {
+            src: C4,
+            dst: [198, 18, 0, 9],
+            ttl: 64,
+            options: &[],
+        },
+        80,
+        flags::SYN,
+    )
+    .to_vec();
+    let before = counter(&p, "syn_no_xsk");
+    p.test_run(&to9).unwrap();
+    assert_eq!(counter(&p, "syn_no_xsk"), before + 1);
+}
+
+#[test]
+fn fixture_table_with_socket() {
+    if !common::require_root() {
+        return;
+    }
+    let tb = common::Testbed::new(1);
+    let exe = std::env::current_exe().unwrap();
+    let out = tb
+        .in_srv(&[
+            exe.to_str().unwrap(),
+            "--exact",
+            "inner_fixture_table",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env("SYNWALL_INNER_IF", &tb.srv_if)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("1 passed"),
+        "the inner test must have run: {text}"
+    );
+}
+
+#[test]
+#[ignore = "run by fixture_table_with_socket inside a test namespace"]
+fn inner_fixture_table() {
+    let ifname = std::env::var("SYNWALL_INNER_IF").expect("run through fixture_table_with_socket");
+    let p = Program::load(&ProgramSettings {
+        ports: vec![80],
+        addresses: vec![],
+    })
+    .unwrap();
+    let (xsk, _frames) = Xsk::new(&ifname, 0, XskConfig { ring_size: 64 }).unwrap();
+    p.set_socket(0, xsk.fd()).unwrap();
+    run_table(&p, (action::REDIRECT, "syn_redirect"));
+
+    // A segment of an established kernel socket passes; a SYN towards a
+    // listener is still ours.
+    let listener = TcpListener::bind("198.18.0.1:80").unwrap();
+    let client = TcpStream::connect("198.18.0.1:80").unwrap();
+    let (_server, _) = listener.accept().unwrap();
+    let cport = client.local_addr().unwrap().port();
+    let est = TcpFrame {
+        src_port: cport,
+        ..seg(
+            Ip::V4 {
+                src: S4,
+                dst: S4,
+                ttl: 64,
+                options: &[],
+            },
+            80,
+            flags::ACK,
+        )
+    };
+    let before = counter(&p, "pass_socket");
+    assert_eq!(p.test_run(&est.to_vec()).unwrap(), action::PASS);
+    assert_eq!(counter(&p, "pass_socket"), before + 1, "established socket");
+    let before = counter(&p, "syn_redirect");
+    assert_eq!(
+        p.test_run(&seg(v4(), 80, flags::SYN).to_vec()).unwrap(),
+        action::REDIRECT
+    );
+    assert_eq!(
+        counter(&p, "syn_redirect"),
+        before + 1,
+        "listener does not stop the redirect"
+    );
+}

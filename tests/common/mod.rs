@@ -1,0 +1,216 @@
+//! Test network for root-only tests, following the network rules: two
+//! namespaces made here (server, client) joined by one veth pair with
+//! several queues, addresses from 198.18.0.0/15 and 2001:2::/48 only, no
+//! default route, nothing attached in the root namespace. Namespaces are
+//! deleted on drop, so also when a test fails.
+
+#![allow(dead_code, reason = "each test binary uses a different part")]
+
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+pub const SERVER4: &str = "198.18.0.1";
+pub const CLIENT4: &str = "198.18.0.2";
+pub const SERVER6: &str = "2001:2::1";
+pub const CLIENT6: &str = "2001:2::2";
+
+/// True when running as root. Otherwise fails the test, unless
+/// SYNWALL_SKIP_ROOT=1 says root tests may be skipped here.
+pub fn require_root() -> bool {
+    let uid = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(str::to_owned))
+        })
+        .unwrap_or_default();
+    if uid == "0" {
+        return true;
+    }
+    if std::env::var_os("SYNWALL_SKIP_ROOT").is_some() {
+        eprintln!("skipping: needs root (SYNWALL_SKIP_ROOT is set)");
+        return false;
+    }
+    panic!(
+        "this test needs root (network namespaces, XDP); run scripts/test.sh as root or set SYNWALL_SKIP_ROOT=1"
+    );
+}
+
+/// Runs a command and returns its output; panics with stderr on failure.
+pub fn sh(args: &[&str]) -> Output {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+pub struct Testbed {
+    pub prefix: String,
+    pub srv: String,
+    pub cli: String,
+    /// Server-side veth (XDP goes here).
+    pub srv_if: String,
+    /// Client-side veth.
+    pub cli_if: String,
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+impl Testbed {
+    /// Namespaces `<prefix>-srv` and `<prefix>-cli`, a veth pair with
+    /// `queues` rx and tx queues on each end, IPv4 and IPv6 addresses, the
+    /// rest of 198.18.0.0/15 routed from the server via the client (so
+    /// spoofed flood sources resolve to one neighbour), and checksum offload
+    /// off on the client so its segments carry full checksums.
+    pub fn new(queues: u32) -> Testbed {
+        let n = SEQ.fetch_add(1, Ordering::Relaxed);
+        // Interface names are at most 15 bytes: "sw" + 6 hex + seq + s/c.
+        let prefix = format!("sw{:06x}{n}", std::process::id() & 0xff_ffff);
+        let tb = Testbed {
+            srv: format!("{prefix}-srv"),
+            cli: format!("{prefix}-cli"),
+            srv_if: format!("{prefix}s"),
+            cli_if: format!("{prefix}c"),
+            prefix,
+        };
+        let q = queues.to_string();
+        sh(&["ip", "netns", "add", &tb.srv]);
+        sh(&["ip", "netns", "add", &tb.cli]);
+        sh(&[
+            "ip",
+            "link",
+            "add",
+            &tb.srv_if,
+            "numrxqueues",
+            &q,
+            "numtxqueues",
+            &q,
+            "netns",
+            &tb.srv,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &tb.cli_if,
+            "numrxqueues",
+            &q,
+            "numtxqueues",
+            &q,
+            "netns",
+            &tb.cli,
+        ]);
+        for (ns, dev, a4, a6) in [
+            (&tb.srv, &tb.srv_if, SERVER4, SERVER6),
+            (&tb.cli, &tb.cli_if, CLIENT4, CLIENT6),
+        ] {
+            sh(&[
+                "ip",
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{a4}/24"),
+                "dev",
+                dev,
+            ]);
+            sh(&[
+                "ip",
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{a6}/64"),
+                "dev",
+                dev,
+                "nodad",
+            ]);
+            sh(&["ip", "-n", ns, "link", "set", dev, "up"]);
+            sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+        }
+        sh(&[
+            "ip",
+            "-n",
+            &tb.srv,
+            "route",
+            "add",
+            "198.18.0.0/15",
+            "via",
+            CLIENT4,
+        ]);
+        sh(&[
+            "ip", "netns", "exec", &tb.cli, "ethtool", "-K", &tb.cli_if, "tx", "off",
+        ]);
+        tb
+    }
+
+    /// A command inside the server namespace.
+    pub fn in_srv(&self, args: &[&str]) -> Command {
+        self.in_ns(&self.srv, args)
+    }
+
+    /// A command inside the client namespace.
+    pub fn in_cli(&self, args: &[&str]) -> Command {
+        self.in_ns(&self.cli, args)
+    }
+
+    fn in_ns(&self, ns: &str, args: &[&str]) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", ns]).args(args);
+        c
+    }
+
+    /// Blocks the kernel's own SYN-ACKs from the server port, so only
+    /// synwall can answer SYNs.
+    pub fn block_kernel_synacks(&self, port: u16) {
+        let p = port.to_string();
+        let out = self
+            .in_srv(&[
+                "iptables",
+                "-A",
+                "OUTPUT",
+                "-o",
+                &self.srv_if,
+                "-p",
+                "tcp",
+                "--sport",
+                &p,
+                "--tcp-flags",
+                "SYN,ACK",
+                "SYN,ACK",
+                "-j",
+                "DROP",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "iptables: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// `ip link show` of the server veth.
+    pub fn srv_link(&self) -> String {
+        let out = self
+            .in_srv(&["ip", "link", "show", &self.srv_if])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Testbed {
+    fn drop(&mut self) {
+        // Deleting a namespace deletes the veth end inside it (and so the pair).
+        for ns in [&self.srv, &self.cli] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+    }
+}
