@@ -166,34 +166,46 @@ impl Testbed {
         c
     }
 
-    /// Blocks the kernel's own SYN-ACKs from the server port, so only
-    /// synwall can answer SYNs.
+    /// Blocks the kernel's own SYN-ACKs from the server port (IPv4 and
+    /// IPv6), so only synwall can answer SYNs.
     pub fn block_kernel_synacks(&self, port: u16) {
+        self.server_output_drop(port, "SYN,ACK", "SYN,ACK");
+    }
+
+    /// Blocks the server kernel's resets from the port, so a handshake that
+    /// synwall completed is not torn down by a kernel with no listener.
+    pub fn block_kernel_resets(&self, port: u16) {
+        self.server_output_drop(port, "RST", "RST");
+    }
+
+    fn server_output_drop(&self, port: u16, mask: &str, set: &str) {
         let p = port.to_string();
-        let out = self
-            .in_srv(&[
-                "iptables",
-                "-A",
-                "OUTPUT",
-                "-o",
-                &self.srv_if,
-                "-p",
-                "tcp",
-                "--sport",
-                &p,
-                "--tcp-flags",
-                "SYN,ACK",
-                "SYN,ACK",
-                "-j",
-                "DROP",
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "iptables: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        for tool in ["iptables", "ip6tables"] {
+            let out = self
+                .in_srv(&[
+                    tool,
+                    "-A",
+                    "OUTPUT",
+                    "-o",
+                    &self.srv_if,
+                    "-p",
+                    "tcp",
+                    "--sport",
+                    &p,
+                    "--tcp-flags",
+                    mask,
+                    set,
+                    "-j",
+                    "DROP",
+                ])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{tool}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
     }
 
     /// `ip link show` of the server veth.

@@ -1,0 +1,322 @@
+//! End to end in network namespaces (root): synwall on the server veth (two
+//! queues, native XDP), no listener on port 80 and the kernel's own SYN-ACKs
+//! blocked, so only synwall can answer. A real kernel client connects.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::Testbed;
+use synwall::proto::cookie::{self, Flow, KeyRing, Secret};
+use synwall::proto::time::UnixTime;
+use synwall::wire::{ethernet, ipv4, ipv6, tcp};
+
+const SECRET: &str = "0f0e0d0c0b0a09080706050403020100";
+
+struct Synwall {
+    child: Child,
+    stats: std::path::PathBuf,
+}
+
+impl Synwall {
+    fn start(tb: &Testbed, dir: &Path) -> Synwall {
+        std::fs::write(dir.join("secret"), SECRET).unwrap();
+        let stats = dir.join("stats.sock");
+        let cfg = dir.join("synwall.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "[datapath]\ninterface = \"{}\"\nxdp_mode = \"native\"\nstats_socket = \"{}\"\n[cookie]\nsecret_file = \"{}\"\n",
+                tb.srv_if,
+                stats.display(),
+                dir.join("secret").display()
+            ),
+        )
+        .unwrap();
+        let child = tb
+            .in_srv(&[
+                env!("CARGO_BIN_EXE_synwall"),
+                "run",
+                "--config",
+                cfg.to_str().unwrap(),
+            ])
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(dir.join("synwall.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let mut sw = Synwall { child, stats };
+        let t0 = Instant::now();
+        while sw.stats_json().is_none() {
+            if let Ok(Some(st)) = sw.child.try_wait() {
+                panic!(
+                    "synwall exited early ({st}): {}",
+                    std::fs::read_to_string(dir.join("synwall.log")).unwrap()
+                );
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "synwall did not come up"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        sw
+    }
+
+    fn stats_json(&self) -> Option<serde_json::Value> {
+        let out = Command::new(env!("CARGO_BIN_EXE_synwall"))
+            .args(["stats", "--socket", self.stats.to_str().unwrap()])
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).ok())
+            .flatten()
+    }
+
+    fn signal(&self, sig: &str) {
+        // `ip netns exec` execs synwall, so the child's pid is synwall's.
+        common::sh(&["kill", sig, &self.child.id().to_string()]);
+    }
+}
+
+impl Drop for Synwall {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// connect() from the client namespace with a timeout; true on success.
+fn connect(tb: &Testbed, addr: &str, timeout: f64) -> bool {
+    let family = if addr.contains(':') {
+        "AF_INET6"
+    } else {
+        "AF_INET"
+    };
+    let script = format!(
+        "import socket,sys\ns=socket.socket(socket.{family},socket.SOCK_STREAM)\ns.settimeout({timeout})\n\
+         try:\n    s.connect(('{addr}',80))\nexcept Exception as e:\n    print(e); sys.exit(1)\n"
+    );
+    tb.in_cli(&["python3", "-c", &script])
+        .status()
+        .unwrap()
+        .success()
+}
+
+/// (client port, SYN-ACK seq, ack, TSval) of every SYN-ACK in a capture.
+fn synacks(pcap: &Path) -> Vec<(Flow, u32, u32, Option<u32>)> {
+    let data = std::fs::read(pcap).unwrap();
+    let mut r = pcap_file::pcap::PcapReader::new(&data[..]).unwrap();
+    let mut out = Vec::new();
+    while let Some(p) = r.next_packet() {
+        let p = p.unwrap();
+        let f = &p.data[..];
+        let Ok(eth) = ethernet::Repr::parse(f) else {
+            continue;
+        };
+        let l3 = &f[eth.header_len()..];
+        // The capture is on the client: a SYN-ACK goes server -> client,
+        // so the flow (client as source) is the reverse of its addresses.
+        let (seg, flow): (&[u8], Flow) = match eth.ethertype {
+            ethernet::ethertype::IPV4 => {
+                let ip = ipv4::Packet::new_checked(l3).unwrap();
+                let seg = &l3[ip.header_len()..usize::from(ip.total_len())];
+                let t = tcp::Packet::new_checked(seg).unwrap();
+                let flow = Flow::V4 {
+                    src: ip.dst_addr(),
+                    dst: ip.src_addr(),
+                    sport: t.dst_port(),
+                    dport: t.src_port(),
+                };
+                (seg, flow)
+            }
+            ethernet::ethertype::IPV6 => {
+                let ip = ipv6::Packet::new_checked(l3).unwrap();
+                let seg = &l3[40..ip.total_len()];
+                let t = tcp::Packet::new_checked(seg).unwrap();
+                let flow = Flow::V6 {
+                    src: ip.dst_addr(),
+                    dst: ip.src_addr(),
+                    sport: t.dst_port(),
+                    dport: t.src_port(),
+                };
+                (seg, flow)
+            }
+            _ => continue,
+        };
+        let t = tcp::Packet::new_checked(seg).unwrap();
+        if t.flags() & (tcp::flags::SYN | tcp::flags::ACK) != tcp::flags::SYN | tcp::flags::ACK {
+            continue;
+        }
+        let r = tcp::Repr::parse(&t).unwrap();
+        out.push((flow, r.seq, r.ack, r.options.timestamps.map(|ts| ts.tsval)));
+    }
+    out
+}
+
+#[test]
+fn kernel_client_gets_synwalls_synack() {
+    if !common::require_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let tb = Testbed::new(2);
+    tb.block_kernel_synacks(80);
+    // Nothing listens yet (hand-off comes later): keep the kernel's RST to
+    // the client's ACK from racing connect()'s return.
+    tb.block_kernel_resets(80);
+    let sw = Synwall::start(&tb, dir.path());
+    assert!(
+        tb.srv_link().contains(" xdp "),
+        "native XDP attached: {}",
+        tb.srv_link()
+    );
+
+    let pcap = dir.path().join("client.pcap");
+    let mut dump = tb
+        .in_cli(&[
+            "timeout",
+            "30",
+            "tcpdump",
+            "--immediate-mode",
+            "-U",
+            "-nn",
+            "-i",
+            &tb.cli_if,
+            "-w",
+            pcap.to_str().unwrap(),
+            "tcp port 80",
+        ])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+
+    // 1. The client never sees the first SYN-ACKs, so it retransmits its SYN.
+    let rule = [
+        "INPUT",
+        "-p",
+        "tcp",
+        "--sport",
+        "80",
+        "--tcp-flags",
+        "SYN,ACK",
+        "SYN,ACK",
+        "-j",
+        "DROP",
+    ];
+    let mut add = vec!["iptables", "-A"];
+    add.extend(rule);
+    assert!(tb.in_cli(&add).status().unwrap().success());
+    assert!(
+        !connect(&tb, common::SERVER4, 2.5),
+        "SYN-ACKs are blocked at the client"
+    );
+    let mut del = vec!["iptables", "-D"];
+    del.extend(rule);
+    assert!(tb.in_cli(&del).status().unwrap().success());
+
+    // 2. Real connects over IPv4 and IPv6 complete with synwall's SYN-ACK.
+    assert!(
+        connect(&tb, common::SERVER4, 5.0),
+        "IPv4 connect through synwall"
+    );
+    assert!(
+        connect(&tb, common::SERVER6, 5.0),
+        "IPv6 connect through synwall"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let stats = sw.stats_json().expect("stats while running");
+    common::sh(&["kill", "-INT", &dump.id().to_string()]);
+    let _ = dump.wait();
+
+    // Every SYN-ACK's ISN (and TSval) is a cookie the core validates.
+    let all = synacks(&pcap);
+    assert!(all.len() >= 4, "SYN-ACKs captured: {all:?}");
+    let ring = KeyRing::new(
+        &Secret::from_hex(SECRET).unwrap(),
+        UnixTime::now().epoch(60),
+    );
+    for &(flow, seq, ack, tsval) in &all {
+        let attrs = cookie::check(&ring, &flow, ack.wrapping_sub(1), seq, tsval)
+            .unwrap_or_else(|e| panic!("SYN-ACK {seq} for {flow:?} is not our cookie: {e}"));
+        assert!(
+            attrs.sack && attrs.timestamps && attrs.wscale.is_some(),
+            "Linux client options kept: {attrs:?}"
+        );
+    }
+    // The retransmitted SYN got the very same ISN and TSval.
+    let first = all[0].0;
+    let same: Vec<_> = all.iter().filter(|s| s.0 == first).collect();
+    assert!(same.len() >= 2, "retransmitted SYN answered: {all:?}");
+    assert!(
+        same.iter().all(|s| s.1 == same[0].1 && s.3 == same[0].3),
+        "deterministic: {same:?}"
+    );
+
+    let sent: u64 = stats["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["synacks"].as_u64().unwrap())
+        .sum();
+    assert!(
+        sent >= all.len() as u64,
+        "workers counted the SYN-ACKs: {stats}"
+    );
+    assert!(
+        stats["xdp"]["syn_redirect"].as_u64().unwrap() >= sent,
+        "{stats}"
+    );
+
+    // 3. SIGTERM: exits 0, prints its final counters, detaches.
+    sw.signal("-TERM");
+    let mut sw = sw;
+    let out = std::mem::replace(&mut sw.child, Command::new("true").spawn().unwrap())
+        .wait_with_output()
+        .unwrap();
+    assert!(out.status.success(), "clean exit: {:?}", out.status);
+    let last: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("final counters as JSON");
+    assert!(last["workers"][0]["rx"].is_u64(), "{last}");
+    assert!(
+        !tb.srv_link().contains("xdp"),
+        "no XDP left after stop: {}",
+        tb.srv_link()
+    );
+    // With synwall gone the SYN reaches the kernel, whose answers are
+    // blocked here: nothing else answers it any more.
+    assert!(!connect(&tb, common::SERVER4, 1.5));
+}
+
+#[test]
+fn killed_synwall_leaves_no_program() {
+    if !common::require_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let tb = Testbed::new(2);
+    let sw = Synwall::start(&tb, dir.path());
+    assert!(tb.srv_link().contains("xdp"));
+    sw.signal("-KILL");
+    let t0 = Instant::now();
+    while tb.srv_link().contains("xdp") {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "the BPF link must die with the process: {}",
+            tb.srv_link()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A listener now answers directly: the port is not a black hole.
+    let mut server = tb.in_srv(&["python3", "-c", "import socket,time\ns=socket.socket()\ns.bind(('198.18.0.1',80))\ns.listen()\ntime.sleep(5)"]).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        connect(&tb, common::SERVER4, 3.0),
+        "kernel serves the port after synwall died"
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+}
