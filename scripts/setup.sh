@@ -7,7 +7,7 @@ APT_PACKAGES=(
   # build: BPF objects and libbpf/libxdp from source
   clang llvm libelf-dev zlib1g-dev m4 pkg-config make gcc
   # network namespaces, XDP/TC inspection, traffic tools for the tests
-  iproute2 iptables ethtool tcpdump tshark python3-scapy curl
+  iproute2 iptables ethtool tcpdump tshark python3-scapy curl iputils-ping
 )
 
 missing=()

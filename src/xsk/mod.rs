@@ -23,6 +23,10 @@ use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
 /// the SYN-ACK written over a SYN.
 pub const FRAME_SIZE: u32 = 2048;
 
+/// Frames the kernel sends per tx wakeup in copy mode (TX_BATCH_SIZE in
+/// net/xdp/xsk.c).
+const TX_KICK_BATCH: usize = 32;
+
 /// One UMEM frame owned by user space.
 #[derive(Debug)]
 pub struct Frame(FrameDesc);
@@ -227,8 +231,12 @@ impl Xsk {
         // and in no ring; exactly the accepted ones are removed below.
         let n = unsafe { self.tx.produce(&self.scratch) };
         frames.drain(..n);
+        // In copy mode one sendto() kick sends at most TX_BATCH_SIZE (32,
+        // net/xdp/xsk.c) frames, so kick once per 32 queued.
         if self.tx.needs_wakeup() {
-            let _ = self.tx.wakeup();
+            for _ in 0..n.div_ceil(TX_KICK_BATCH).max(1) {
+                let _ = self.tx.wakeup();
+            }
         }
         n
     }

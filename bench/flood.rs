@@ -1,0 +1,232 @@
+//! synwall-flood: a bounded SYN/ACK flood generator over AF_XDP transmit.
+//!
+//! Sources and ports are random, with sources only ever inside the
+//! benchmarking ranges 198.18.0.0/15 and 2001:2::/48; any other destination
+//! or source network is refused. Every run stops by itself after `--count`
+//! frames or `--duration` seconds, whichever comes first, and prints one
+//! JSON line with what it sent and the rate it reached.
+//!
+//! For test namespaces only: run it inside the client namespace of a
+//! testbed (bench/synack_rate.sh does).
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, ValueEnum};
+use synwall::wire::build::{Ip, TcpFrame, client_syn_options};
+use synwall::wire::tcp::flags;
+use synwall::xsk::{Frame, Xsk, XskConfig};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    /// SYNs.
+    Syn,
+    /// ACKs with random (forged) cookies.
+    Ack,
+    /// Alternating SYN and ACK.
+    Mix,
+}
+
+/// Bounded SYN/ACK flood over AF_XDP (benchmarking address ranges only).
+#[derive(Debug, Parser)]
+struct Args {
+    /// Interface to send on (the client end of a test veth).
+    #[arg(long)]
+    interface: String,
+    /// Transmit queue.
+    #[arg(long, default_value_t = 0)]
+    queue: u32,
+    /// Destination MAC (the server end of the veth).
+    #[arg(long)]
+    dst_mac: String,
+    /// Destination address (in 198.18.0.0/15 or 2001:2::/48).
+    #[arg(long)]
+    dst: IpAddr,
+    /// Destination port.
+    #[arg(long, default_value_t = 80)]
+    dport: u16,
+    /// What to send.
+    #[arg(long, value_enum, default_value_t = Mode::Syn)]
+    mode: Mode,
+    /// Stop after this many frames.
+    #[arg(long)]
+    count: u64,
+    /// Stop after this many seconds.
+    #[arg(long)]
+    duration: f64,
+    /// Frames per ring operation.
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+}
+
+fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let v: Vec<u8> = s
+        .split(':')
+        .filter_map(|h| u8::from_str_radix(h, 16).ok())
+        .collect();
+    v.try_into().ok()
+}
+
+/// True inside 198.18.0.0/15 or 2001:2::/48 (RFC 2544, RFC 5180).
+fn in_bench_range(a: IpAddr) -> bool {
+    match a {
+        IpAddr::V4(v) => {
+            let o = v.octets();
+            o[0] == 198 && (o[1] & 0xfe) == 18
+        }
+        IpAddr::V6(v) => {
+            let s = v.segments();
+            s[0] == 0x2001 && s[1] == 0x0002 && s[2] == 0
+        }
+    }
+}
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        // xorshift64*
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+fn main() {
+    let a = Args::parse();
+    if let Err(e) = run(&a) {
+        eprintln!("synwall-flood: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run(a: &Args) -> Result<(), String> {
+    if !in_bench_range(a.dst) {
+        return Err(format!(
+            "destination {} is outside 198.18.0.0/15 and 2001:2::/48",
+            a.dst
+        ));
+    }
+    if !(a.duration > 0.0 && a.duration <= 600.0) || a.count == 0 {
+        return Err("a flood needs --count > 0 and 0 < --duration <= 600".into());
+    }
+    let dst_mac = parse_mac(&a.dst_mac).ok_or("bad --dst-mac")?;
+    let src_mac = std::fs::read_to_string(format!("/sys/class/net/{}/address", a.interface))
+        .ok()
+        .and_then(|s| parse_mac(s.trim()))
+        .ok_or("cannot read the interface's MAC")?;
+    let (mut xsk, mut free) = Xsk::new(&a.interface, a.queue, XskConfig { ring_size: 2048 })
+        .map_err(|e| e.to_string())?;
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ u64::from(std::process::id()));
+    let mut in_flight: Vec<Frame> = Vec::with_capacity(a.batch);
+    let (mut sent, mut n) = (0u64, 0u64);
+    let deadline = Duration::from_secs_f64(a.duration);
+    let t0 = Instant::now();
+    while sent < a.count && t0.elapsed() < deadline {
+        xsk.complete(&mut free, 4 * a.batch);
+        let want = (a.count - sent).min(a.batch as u64) as usize;
+        while in_flight.len() < want {
+            let Some(mut f) = free.pop() else { break };
+            let r = rng.next();
+            let syn = match a.mode {
+                Mode::Syn => true,
+                Mode::Ack => false,
+                Mode::Mix => n % 2 == 0,
+            };
+            n += 1;
+            let ip = match a.dst {
+                IpAddr::V4(d) => {
+                    // 198.18.0.0/15: 17 random bits; never the destination.
+                    let host = (r as u32) & 0x1_ffff;
+                    let mut src = (u32::from_be_bytes([198, 18, 0, 0]) | host).to_be_bytes();
+                    if src == d.octets() {
+                        src[3] ^= 1;
+                    }
+                    Ip::V4 {
+                        src,
+                        dst: d.octets(),
+                        ttl: 64,
+                        options: &[],
+                    }
+                }
+                IpAddr::V6(d) => {
+                    let mut src = [0u8; 16];
+                    src[..6].copy_from_slice(&[0x20, 0x01, 0, 2, 0, 0]);
+                    src[6..14].copy_from_slice(&r.to_be_bytes());
+                    src[15] = 2 | ((r >> 7) as u8 & 0xf0);
+                    Ip::V6 {
+                        src,
+                        dst: d.octets(),
+                        hop_limit: 64,
+                        ext: &[],
+                    }
+                }
+            };
+            let frame = TcpFrame {
+                dst_mac,
+                src_mac,
+                vlans: &[],
+                ip,
+                src_port: 1024 + ((r >> 17) as u16 % 64512),
+                dst_port: a.dport,
+                seq: (r >> 32) as u32,
+                ack: if syn { 0 } else { rng.next() as u32 },
+                flags: if syn { flags::SYN } else { flags::ACK },
+                window: 64240,
+                options: if syn { &client_syn_options::LINUX } else { &[] },
+                payload: b"",
+            };
+            xsk.rewrite(&mut f, |buf, _| ((), frame.write(buf).ok()));
+            in_flight.push(f);
+        }
+        if in_flight.is_empty() {
+            xsk.wakeup_tx();
+            continue;
+        }
+        sent += xsk.transmit(&mut in_flight) as u64;
+    }
+    // Unsent frames are simply dropped; drain completions briefly so the
+    // kernel has sent what was queued before the socket closes.
+    let settle = Instant::now();
+    while settle.elapsed() < Duration::from_millis(200) {
+        xsk.wakeup_tx();
+        if xsk.complete(&mut free, 4096) == 0 {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    println!(
+        "{{\"sent\":{sent},\"seconds\":{secs:.3},\"pps\":{:.0},\"mode\":\"{:?}\"}}",
+        sent as f64 / secs.min(a.duration).max(1e-9),
+        a.mode
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_benchmark_ranges() {
+        for ok in [
+            "198.18.0.1",
+            "198.19.255.254",
+            "2001:2::1",
+            "2001:2:0:ffff::1",
+        ] {
+            assert!(in_bench_range(ok.parse().unwrap()), "{ok}");
+        }
+        for bad in [
+            "198.20.0.1",
+            "198.17.255.255",
+            "10.0.0.1",
+            "2001:3::1",
+            "2001:2:1::1",
+            "::1",
+        ] {
+            assert!(!in_bench_range(bad.parse().unwrap()), "{bad}");
+        }
+    }
+}
