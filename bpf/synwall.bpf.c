@@ -19,6 +19,7 @@
 #include <bpf/bpf_helpers.h>
 
 #include "synwall.h"
+#include "cookie.h"
 
 #define ETH_P_8021AD_ 0x88A8
 #define ETH_P_QINQ_LEGACY 0x9100
@@ -55,6 +56,15 @@ struct {
 	__type(value, __u8);
 } addresses SEC(".maps");
 
+/* Cookie keys by epoch parity: keys[e & 1] = K(e) for the current and the
+ * previous epoch, rewritten by synwall when the epoch changes. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, struct sw_key);
+} keys SEC(".maps");
+
 /* Verdict and drop counters, per CPU (enum sw_counter). */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -85,6 +95,123 @@ static __always_inline int is_vlan(__u16 proto_be)
 {
 	return proto_be == bpf_htons(ETH_P_8021Q) || proto_be == bpf_htons(ETH_P_8021AD_) ||
 	       proto_be == bpf_htons(ETH_P_QINQ_LEGACY);
+}
+
+/* The options walk: a bpf_loop callback over a stack copy of the option
+ * bytes, so the verifier checks one step instead of every path through 40. */
+struct opt_walk {
+	__u8 buf[64];	/* options, zero padded; indexes are masked into range */
+	__u32 len;	/* option bytes present (0..40) */
+	__u32 off;
+	__u32 tsecr;
+	int found;	/* 1: timestamps found, -1: malformed */
+};
+
+static long opt_step(__u64 i, void *arg)
+{
+	struct opt_walk *w = arg;
+	__u32 off = w->off & 63, len;
+	__u8 kind;
+
+	if (w->off >= w->len)
+		return 1;
+	kind = w->buf[off];
+	if (kind == 0)
+		return 1;
+	if (kind == 1) {
+		w->off++;
+		return 0;
+	}
+	len = w->buf[(off + 1) & 63];
+	if (len < 2 || w->off + len > w->len) {
+		w->found = -1;
+		return 1;
+	}
+	if (kind == 8) {
+		if (len != 10) {
+			w->found = -1;
+			return 1;
+		}
+		w->tsecr = (__u32)w->buf[(off + 6) & 63] << 24 | (__u32)w->buf[(off + 7) & 63] << 16 |
+			   (__u32)w->buf[(off + 8) & 63] << 8 | w->buf[(off + 9) & 63];
+		w->found = 1;
+		return 1;
+	}
+	w->off += len;
+	return 0;
+}
+
+/* The ACK's timestamps option: 1 found (TSecr in *tsecr), 0 none, -1 malformed. */
+static __always_inline int find_tsecr(struct xdp_md *ctx, struct tcphdr *tcp, __u32 tcp_off, __u32 *tsecr)
+{
+	struct opt_walk w = {};
+	__u32 opt_len = tcp->doff * 4;
+
+	if (opt_len < sizeof(*tcp))
+		return -1;
+	opt_len -= sizeof(*tcp);
+	if (opt_len == 0)
+		return 0;
+	if (opt_len > 40)
+		return -1;
+	if (bpf_xdp_load_bytes(ctx, tcp_off + sizeof(*tcp), w.buf, opt_len))
+		return -1;
+	w.len = opt_len;
+	bpf_loop(40, opt_step, &w, 0);
+	*tsecr = w.tsecr;
+	return w.found;
+}
+
+/*
+ * An ACK to a protected port with no kernel socket: it completes one of our
+ * handshakes or it is dropped here, before user space or the TCP stack.
+ *
+ * A global function, so the verifier checks it once on its own instead of
+ * once for every parse path that reaches it. It gets the context and the
+ * offsets of the IP and TCP headers and re-derives its pointers.
+ */
+__attribute__((noinline)) int sw_check_ack(struct xdp_md *ctx, __u32 l3_off, __u32 l4_off, __u32 v6)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct tcphdr *tcp;
+	struct sw_key *key;
+	__u32 cookie, client_isn, slot, tsecr = 0;
+	int ts, ok;
+
+	/* Offsets are bounded by the parser: L2 + 2 tags, IPv6 + 6 ext headers. */
+	l3_off &= 0x3f;
+	l4_off &= 0x7ff;
+	tcp = data + l4_off;
+	if ((void *)(tcp + 1) > data_end)
+		return verdict(SW_DROP_TRUNC_TCP, XDP_DROP);
+	cookie = bpf_ntohl(tcp->ack_seq) - 1;
+	client_isn = bpf_ntohl(tcp->seq) - 1;
+	slot = (cookie >> 9) & 1;
+	ts = find_tsecr(ctx, tcp, l4_off, &tsecr);
+	if (ts < 0)
+		return verdict(SW_DROP_BAD_OPTIONS, XDP_DROP);
+	key = bpf_map_lookup_elem(&keys, &slot);
+	if (!key)
+		return verdict(SW_DROP_BAD_COOKIE, XDP_DROP);
+	if (v6) {
+		struct ipv6hdr *ip6 = data + l3_off;
+
+		if ((void *)(ip6 + 1) > data_end)
+			return verdict(SW_DROP_TRUNC_TCP, XDP_DROP);
+		ok = cookie_check(key, (__u8 *)&ip6->saddr, (__u8 *)&ip6->daddr, 16, tcp->source,
+				  tcp->dest, client_isn, cookie, ts, tsecr);
+	} else {
+		struct iphdr *ip = data + l3_off;
+
+		if ((void *)(ip + 1) > data_end)
+			return verdict(SW_DROP_TRUNC_TCP, XDP_DROP);
+		ok = cookie_check(key, (__u8 *)&ip->saddr, (__u8 *)&ip->daddr, 4, tcp->source, tcp->dest,
+				  client_isn, cookie, ts, tsecr);
+	}
+	if (!ok)
+		return verdict(SW_DROP_BAD_COOKIE, XDP_DROP);
+	return verdict(SW_ACK_COOKIE_OK, XDP_PASS);
 }
 
 SEC("xdp")
@@ -211,8 +338,15 @@ int xdp_synwall(struct xdp_md *ctx)
 		}
 	}
 
-	if (!tcp->syn || tcp->ack)
-		return verdict(SW_PASS_NON_SYN, XDP_PASS);
+	if (tcp->rst)
+		return verdict(SW_PASS_RST, XDP_PASS);
+	if (!tcp->syn) {
+		if (!tcp->ack)
+			return verdict(SW_DROP_BAD_FLAGS, XDP_DROP);
+		return sw_check_ack(ctx, l3 - data, (void *)tcp - data, tuple_len != sizeof(tuple.ipv4));
+	}
+	if (tcp->ack) /* a SYN-ACK to a server port: reflection, as the core drops it */
+		return verdict(SW_DROP_BAD_FLAGS, XDP_DROP);
 
 	/* Falls back to XDP_PASS when this queue has no socket. */
 	if (bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS) == XDP_REDIRECT)

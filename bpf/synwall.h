@@ -15,12 +15,16 @@ enum sw_counter {
 	SW_PASS_PORT,		/* TCP to a port we do not protect */
 	SW_PASS_ADDR,		/* protected port, unprotected destination */
 	SW_PASS_SOCKET,		/* belongs to an established kernel socket */
-	SW_PASS_NON_SYN,	/* ACK/RST/... with no socket (cookie check comes later) */
+	SW_PASS_RST,		/* RST with no socket: the kernel ignores it */
 	SW_PASS_DEEP,		/* three VLAN tags or too many IPv6 ext headers */
 	SW_PASS_TRUNC_L2L3,	/* cut short before we know it is ours */
 	SW_DROP_TRUNC_TCP,	/* TCP header to a protected port cut short */
 	SW_SYN_REDIRECT,	/* SYN sent to this queue's AF_XDP socket */
 	SW_SYN_NO_XSK,		/* SYN, but no socket on this queue: passed */
+	SW_ACK_COOKIE_OK,	/* ACK with a valid cookie: passed for the hand-off */
+	SW_DROP_BAD_COOKIE,	/* ACK whose cookie does not validate */
+	SW_DROP_BAD_OPTIONS,	/* ACK with malformed TCP options */
+	SW_DROP_BAD_FLAGS,	/* neither SYN, ACK nor RST (NULL, FIN-only scans) */
 	SW_COUNTER_MAX,
 };
 

@@ -13,6 +13,7 @@ use serde::Serialize;
 use crate::config::Config;
 use crate::proto::cookie::Secret;
 use crate::proto::handshake::Core;
+use crate::proto::time::UnixTime;
 use crate::worker::{self, WorkerControl, WorkerCounters, WorkerSnapshot};
 use crate::xdp::{self, Program, ProgramSettings};
 use crate::xsk::{Xsk, XskConfig};
@@ -89,8 +90,16 @@ pub fn interface_info(ifname: &str) -> Result<(u32, u32), RunError> {
     Ok((ifindex, queues.max(1)))
 }
 
-fn serve_stats(listener: &UnixListener, stop: &AtomicBool, snapshot: &dyn Fn() -> Snapshot) {
+/// The control loop: serves counters and keeps the XDP program's cookie
+/// keys on the current epoch.
+fn control(
+    listener: &UnixListener,
+    stop: &AtomicBool,
+    snapshot: &dyn Fn() -> Snapshot,
+    tick: &mut dyn FnMut(),
+) {
     while !stop.load(Ordering::Relaxed) {
+        tick();
         match listener.accept() {
             Ok((mut conn, _)) => {
                 let text = serde_json::to_string(&snapshot()).unwrap_or_default();
@@ -123,6 +132,7 @@ pub fn run(cfg: &Config, secret: Secret, stop: Arc<AtomicBool>) -> Result<Snapsh
         ports: cfg.protect.ports.clone(),
         addresses: cfg.protect.addresses.clone(),
     })?;
+    program.set_epoch_keys(&secret, UnixTime::now().epoch(cfg.cookie.rotation_secs))?;
     // Sockets go into the map before the program is attached, so no SYN
     // falls through to the kernel in between.
     let mut sockets = Vec::new();
@@ -207,7 +217,18 @@ pub fn run(cfg: &Config, secret: Secret, stop: Arc<AtomicBool>) -> Result<Snapsh
         }
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
         tracing::info!(socket = %d.stats_socket.display(), "running; counters via `synwall stats`");
-        serve_stats(&listener, &stop, &snapshot);
+        let rotation = cfg.cookie.rotation_secs;
+        let mut epoch = UnixTime::now().epoch(rotation);
+        let mut tick = || {
+            let now = UnixTime::now().epoch(rotation);
+            if now != epoch {
+                match program.set_epoch_keys(&secret, now) {
+                    Ok(()) => epoch = now,
+                    Err(e) => tracing::error!("cannot rotate the XDP cookie keys: {e}"),
+                }
+            }
+        };
+        control(&listener, &stop, &snapshot, &mut tick);
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     });
     let last = snapshot();

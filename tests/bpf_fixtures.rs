@@ -141,10 +141,38 @@ fn table(syn: (u32, &'static str)) -> Vec<(&'static str, Vec<u8>, u32, &'static 
         ("udp", udp, action::PASS, "pass_not_tcp"),
         ("arp", arp, action::PASS, "pass_not_ip"),
         (
-            "ack no socket",
+            "ack bad cookie",
             seg(v4(), 80, flags::ACK).to_vec(),
+            action::DROP,
+            "drop_bad_cookie",
+        ),
+        (
+            "rst no socket",
+            seg(v4(), 80, flags::RST).to_vec(),
             action::PASS,
-            "pass_non_syn",
+            "pass_rst",
+        ),
+        (
+            "null flags",
+            seg(v4(), 80, 0).to_vec(),
+            action::DROP,
+            "drop_bad_flags",
+        ),
+        (
+            "syn-ack",
+            seg(v4(), 80, flags::SYN | flags::ACK).to_vec(),
+            action::DROP,
+            "drop_bad_flags",
+        ),
+        (
+            "ack bad options",
+            {
+                let mut f = seg(v4(), 80, flags::ACK).to_vec();
+                f[14 + 20 + 21] = 1; // the MSS option claims length 1
+                f
+            },
+            action::DROP,
+            "drop_bad_options",
         ),
         ("v4 fragment", frag4, action::PASS, "pass_fragment"),
         (

@@ -35,7 +35,7 @@ use crate::config::XdpMode;
 use skel::{SynwallSkel, SynwallSkelBuilder};
 
 /// Names of the XDP program's counters, in `enum sw_counter` order.
-pub const COUNTER_NAMES: [&str; 13] = [
+pub const COUNTER_NAMES: [&str; 17] = [
     "rx",
     "pass_not_ip",
     "pass_not_tcp",
@@ -43,12 +43,16 @@ pub const COUNTER_NAMES: [&str; 13] = [
     "pass_port",
     "pass_addr",
     "pass_socket",
-    "pass_non_syn",
+    "pass_rst",
     "pass_deep",
     "pass_truncated",
     "drop_truncated_tcp",
     "syn_redirect",
     "syn_no_xsk",
+    "ack_cookie_ok",
+    "drop_bad_cookie",
+    "drop_bad_options",
+    "drop_bad_flags",
 ];
 
 /// Why the XDP side failed.
@@ -246,6 +250,28 @@ impl Program {
             });
         }
         Err(last.unwrap_or(XdpError::Missing("an XDP attach mode".into())))
+    }
+
+    /// Installs the cookie keys of `epoch` and `epoch - 1` in their parity
+    /// slots (docs/cookie.md: keys[e & 1] = K(e)). Call again whenever the
+    /// epoch changes; the slot of `epoch - 2` is overwritten by `epoch`.
+    pub fn set_epoch_keys(
+        &self,
+        secret: &crate::proto::cookie::Secret,
+        epoch: u64,
+    ) -> Result<(), XdpError> {
+        for e in [epoch.wrapping_sub(1), epoch] {
+            let (k0, k1) = secret.epoch_key(e).words();
+            let mut v = [0u8; 16];
+            v[..8].copy_from_slice(&k0.to_ne_bytes());
+            v[8..].copy_from_slice(&k1.to_ne_bytes());
+            self.skel
+                .maps
+                .keys
+                .update(&((e & 1) as u32).to_ne_bytes(), &v, MapFlags::ANY)
+                .map_err(map_err("keys"))?;
+        }
+        Ok(())
     }
 
     /// Puts an AF_XDP socket into the redirect map for `queue`.

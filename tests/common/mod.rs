@@ -208,6 +208,15 @@ impl Testbed {
         }
     }
 
+    /// The server veth's MAC address.
+    pub fn srv_mac(&self) -> String {
+        let out = self
+            .in_srv(&["cat", &format!("/sys/class/net/{}/address", self.srv_if)])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
     /// `ip link show` of the server veth.
     pub fn srv_link(&self) -> String {
         let out = self

@@ -1,0 +1,127 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
+/*
+ * docs/cookie.md in BPF C: the ACK check. Shares its test vectors with the
+ * Rust implementation (tests/vectors/cookie.json, run through
+ * BPF_PROG_TEST_RUN by tests/bpf_cookie.rs).
+ *
+ * Keys: user space keeps keys[e & 1] = K(e) for the current and previous
+ * epoch (BPF has no UTC clock), so a cookie's epoch-parity bit picks its
+ * key and K(E-2) has been overwritten by K(E).
+ */
+#ifndef SYNWALL_COOKIE_H
+#define SYNWALL_COOKIE_H
+
+#include <linux/types.h>
+
+#define COOKIE_VERSION 1
+#define ATTR_BITS 10
+#define ISN_MAC_MASK 0x3fffffULL
+#define WSCALE_NONE 15
+
+/* One epoch key: the two little-endian SipHash key words. */
+struct sw_key {
+	__u64 k0;
+	__u64 k1;
+};
+
+#define ROTL(x, b) (__u64)(((x) << (b)) | ((x) >> (64 - (b))))
+#define SIPROUND                                                                                   \
+	do {                                                                                       \
+		v0 += v1; v1 = ROTL(v1, 13); v1 ^= v0; v0 = ROTL(v0, 32);                          \
+		v2 += v3; v3 = ROTL(v3, 16); v3 ^= v2;                                             \
+		v0 += v3; v3 = ROTL(v3, 21); v3 ^= v0;                                             \
+		v2 += v1; v1 = ROTL(v1, 17); v1 ^= v2; v2 = ROTL(v2, 32);                          \
+	} while (0)
+
+/* SipHash-2-4 (64-bit output) of `len` bytes held little-endian in
+ * words[], where len is 20 (IPv4) or 44 (IPv6): 2 or 5 full words, then a
+ * 4-byte tail. */
+static __always_inline __u64 siphash24(const struct sw_key *k, const __u64 *w, int full, __u32 tail,
+				       __u64 len)
+{
+	__u64 v0 = k->k0 ^ 0x736f6d6570736575ULL;
+	__u64 v1 = k->k1 ^ 0x646f72616e646f6dULL;
+	__u64 v2 = k->k0 ^ 0x6c7967656e657261ULL;
+	__u64 v3 = k->k1 ^ 0x7465646279746573ULL;
+	__u64 b = (len << 56) | tail;
+	int i;
+
+#pragma unroll
+	for (i = 0; i < 5; i++) {
+		if (i < full) {
+			v3 ^= w[i];
+			SIPROUND;
+			SIPROUND;
+			v0 ^= w[i];
+		}
+	}
+	v3 ^= b;
+	SIPROUND;
+	SIPROUND;
+	v0 ^= b;
+	v2 ^= 0xff;
+	SIPROUND;
+	SIPROUND;
+	SIPROUND;
+	SIPROUND;
+	return v0 ^ v1 ^ v2 ^ v3;
+}
+
+/* Little-endian load of 8 message bytes. */
+static __always_inline __u64 le64(const __u8 *p)
+{
+	return (__u64)p[0] | (__u64)p[1] << 8 | (__u64)p[2] << 16 | (__u64)p[3] << 24 |
+	       (__u64)p[4] << 32 | (__u64)p[5] << 40 | (__u64)p[6] << 48 | (__u64)p[7] << 56;
+}
+
+/*
+ * Checks an ACK's cookie (docs/cookie.md §5). Addresses and ports in network
+ * order as on the wire; client_isn = seq - 1, cookie = ack_seq - 1 (host
+ * order); has_ts/tsecr from the ACK's timestamps option. Returns 1 if valid.
+ */
+static __always_inline int cookie_check(const struct sw_key *key, const __u8 *saddr,
+					const __u8 *daddr, int addr_len, __be16 sport, __be16 dport,
+					__u32 client_isn, __u32 cookie, int has_ts, __u32 tsecr)
+{
+	__u8 m[48] = {};
+	__u64 w[6] = {};
+	__u32 attrs = cookie & ((1u << ATTR_BITS) - 1);
+	__u32 info = (COOKIE_VERSION << 24) | ((has_ts ? 1u : 0u) << ATTR_BITS) | attrs;
+	int n, i, full;
+	__u64 h;
+
+	if (addr_len == 4) {
+		__builtin_memcpy(m, saddr, 4);
+		__builtin_memcpy(m + 4, daddr, 4);
+		n = 8;
+	} else {
+		__builtin_memcpy(m, saddr, 16);
+		__builtin_memcpy(m + 16, daddr, 16);
+		n = 32;
+	}
+	/* ports as on the wire (big-endian), ISN and INFO big-endian */
+	__builtin_memcpy(m + n, &sport, 2);
+	__builtin_memcpy(m + n + 2, &dport, 2);
+	m[n + 4] = client_isn >> 24;
+	m[n + 5] = client_isn >> 16;
+	m[n + 6] = client_isn >> 8;
+	m[n + 7] = client_isn;
+	m[n + 8] = info >> 24;
+	m[n + 9] = info >> 16;
+	m[n + 10] = info >> 8;
+	m[n + 11] = info;
+	n += 12; /* 20 or 44 */
+	full = n / 8;
+#pragma unroll
+	for (i = 0; i < 6; i++)
+		w[i] = le64(m + 8 * i);
+	/* The last 4 bytes (16..20 or 40..44) are the tail word's low half. */
+	h = siphash24(key, w, full, full == 2 ? (__u32)w[2] : (__u32)w[5], n);
+	if ((cookie >> ATTR_BITS) != (h & ISN_MAC_MASK))
+		return 0;
+	if (has_ts && tsecr != (__u32)(h >> 32))
+		return 0;
+	return 1;
+}
+
+#endif
