@@ -15,6 +15,7 @@
 #include <linux/ip.h>
 #include <linux/ipv6.h>
 #include <linux/tcp.h>
+#include <linux/pkt_cls.h>
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
 
@@ -103,6 +104,7 @@ struct opt_walk {
 	__u8 buf[64];	/* options, zero padded; indexes are masked into range */
 	__u32 len;	/* option bytes present (0..40) */
 	__u32 off;
+	__u32 tsval;
 	__u32 tsecr;
 	int found;	/* 1: timestamps found, -1: malformed */
 };
@@ -132,6 +134,8 @@ static long opt_step(__u64 i, void *arg)
 			w->found = -1;
 			return 1;
 		}
+		w->tsval = (__u32)w->buf[(off + 2) & 63] << 24 | (__u32)w->buf[(off + 3) & 63] << 16 |
+			   (__u32)w->buf[(off + 4) & 63] << 8 | w->buf[(off + 5) & 63];
 		w->tsecr = (__u32)w->buf[(off + 6) & 63] << 24 | (__u32)w->buf[(off + 7) & 63] << 16 |
 			   (__u32)w->buf[(off + 8) & 63] << 8 | w->buf[(off + 9) & 63];
 		w->found = 1;
@@ -214,23 +218,32 @@ __attribute__((noinline)) int sw_check_ack(struct xdp_md *ctx, __u32 l3_off, __u
 	return verdict(SW_ACK_COOKIE_OK, XDP_PASS);
 }
 
-SEC("xdp")
-int xdp_synwall(struct xdp_md *ctx)
+/* Where the headers of a TCP segment to a protected port are. */
+struct pkt {
+	__u32 l3_off;
+	__u32 l4_off;
+	__u32 v6;
+	__u32 tuple_len;
+	struct bpf_sock_tuple tuple;
+};
+
+/*
+ * Parses Ethernet, up to two VLAN tags, IPv4 (options) or IPv6 (extension
+ * headers) and TCP. Returns -1 for a complete TCP header to a protected
+ * port and address (p is filled), otherwise the counter that says why the
+ * segment is not ours (SW_DROP_TRUNC_TCP: ours, but cut short).
+ */
+static __always_inline int parse(void *data, void *data_end, struct pkt *p)
 {
-	void *data = (void *)(long)ctx->data;
-	void *data_end = (void *)(long)ctx->data_end;
-	struct bpf_sock_tuple tuple = {};
 	struct sw_addr dst = {};
 	struct ethhdr *eth = data;
 	struct tcphdr *tcp;
-	__u32 tuple_len;
 	__u16 proto;
 	void *l3;
 	int i;
 
-	count(SW_RX);
 	if ((void *)(eth + 1) > data_end)
-		return verdict(SW_PASS_TRUNC_L2L3, XDP_PASS);
+		return SW_PASS_TRUNC_L2L3;
 	proto = eth->h_proto;
 	l3 = eth + 1;
 #pragma unroll
@@ -238,96 +251,121 @@ int xdp_synwall(struct xdp_md *ctx)
 		if (!is_vlan(proto))
 			break;
 		if (l3 + 4 > data_end)
-			return verdict(SW_PASS_TRUNC_L2L3, XDP_PASS);
+			return SW_PASS_TRUNC_L2L3;
 		proto = *(__u16 *)(l3 + 2);
 		l3 += 4;
 	}
 	if (is_vlan(proto))
-		return verdict(SW_PASS_DEEP, XDP_PASS);
+		return SW_PASS_DEEP;
 
 	if (proto == bpf_htons(ETH_P_IP)) {
 		struct iphdr *ip = l3;
 		__u32 ihl;
 
 		if ((void *)(ip + 1) > data_end)
-			return verdict(SW_PASS_TRUNC_L2L3, XDP_PASS);
+			return SW_PASS_TRUNC_L2L3;
 		if (ip->protocol != IPPROTO_TCP)
-			return verdict(SW_PASS_NOT_TCP, XDP_PASS);
+			return SW_PASS_NOT_TCP;
 		if (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET))
-			return verdict(SW_PASS_FRAGMENT, XDP_PASS);
+			return SW_PASS_FRAGMENT;
 		ihl = ip->ihl * 4;
 		if (ihl < sizeof(*ip))
-			return verdict(SW_PASS_TRUNC_L2L3, XDP_PASS);
+			return SW_PASS_TRUNC_L2L3;
 		tcp = l3 + ihl;
-		tuple.ipv4.saddr = ip->saddr;
-		tuple.ipv4.daddr = ip->daddr;
-		tuple_len = sizeof(tuple.ipv4);
+		p->tuple.ipv4.saddr = ip->saddr;
+		p->tuple.ipv4.daddr = ip->daddr;
+		p->tuple_len = sizeof(p->tuple.ipv4);
+		p->v6 = 0;
 		dst.family = 4;
 		__builtin_memcpy(dst.addr, &ip->daddr, 4);
 	} else if (proto == bpf_htons(ETH_P_IPV6)) {
 		struct ipv6hdr *ip6 = l3;
 		__u8 nexthdr;
-		void *p;
+		void *q;
 
 		if ((void *)(ip6 + 1) > data_end)
-			return verdict(SW_PASS_TRUNC_L2L3, XDP_PASS);
+			return SW_PASS_TRUNC_L2L3;
 		nexthdr = ip6->nexthdr;
-		p = ip6 + 1;
+		q = ip6 + 1;
 #pragma unroll
 		for (i = 0; i < MAX_IPV6_EXT; i++) {
-			__u8 *ext = p;
+			__u8 *ext = q;
 
 			if (nexthdr != IPPROTO_HOPOPTS && nexthdr != IPPROTO_ROUTING &&
 			    nexthdr != IPPROTO_DSTOPTS)
 				break;
 			if ((void *)(ext + 2) > data_end)
-				return verdict(SW_PASS_TRUNC_L2L3, XDP_PASS);
+				return SW_PASS_TRUNC_L2L3;
 			nexthdr = ext[0];
-			p += 8 + ext[1] * 8;
+			q += 8 + ext[1] * 8;
 		}
 		if (nexthdr == IPPROTO_FRAGMENT)
-			return verdict(SW_PASS_FRAGMENT, XDP_PASS);
+			return SW_PASS_FRAGMENT;
 		if (nexthdr == IPPROTO_HOPOPTS || nexthdr == IPPROTO_ROUTING ||
 		    nexthdr == IPPROTO_DSTOPTS)
-			return verdict(SW_PASS_DEEP, XDP_PASS);
+			return SW_PASS_DEEP;
 		if (nexthdr != IPPROTO_TCP)
-			return verdict(SW_PASS_NOT_TCP, XDP_PASS);
-		tcp = p;
-		__builtin_memcpy(tuple.ipv6.saddr, &ip6->saddr, 16);
-		__builtin_memcpy(tuple.ipv6.daddr, &ip6->daddr, 16);
-		tuple_len = sizeof(tuple.ipv6);
+			return SW_PASS_NOT_TCP;
+		tcp = q;
+		__builtin_memcpy(p->tuple.ipv6.saddr, &ip6->saddr, 16);
+		__builtin_memcpy(p->tuple.ipv6.daddr, &ip6->daddr, 16);
+		p->tuple_len = sizeof(p->tuple.ipv6);
+		p->v6 = 1;
 		dst.family = 6;
 		__builtin_memcpy(dst.addr, &ip6->daddr, 16);
 	} else {
-		return verdict(SW_PASS_NOT_IP, XDP_PASS);
+		return SW_PASS_NOT_IP;
 	}
 
 	/* The ports first: whether this is ours at all. */
 	if ((void *)tcp + 4 > data_end)
-		return verdict(SW_PASS_TRUNC_L2L3, XDP_PASS);
+		return SW_PASS_TRUNC_L2L3;
 	{
 		__u32 port = bpf_ntohs(tcp->dest);
 		__u8 *on = bpf_map_lookup_elem(&ports, &port);
 
 		if (!on || !*on)
-			return verdict(SW_PASS_PORT, XDP_PASS);
+			return SW_PASS_PORT;
 	}
 	if (match_addresses && !bpf_map_lookup_elem(&addresses, &dst))
-		return verdict(SW_PASS_ADDR, XDP_PASS);
+		return SW_PASS_ADDR;
+	if ((void *)(tcp + 1) > data_end)
+		return SW_DROP_TRUNC_TCP;
+	if (p->v6) {
+		p->tuple.ipv6.sport = tcp->source;
+		p->tuple.ipv6.dport = tcp->dest;
+	} else {
+		p->tuple.ipv4.sport = tcp->source;
+		p->tuple.ipv4.dport = tcp->dest;
+	}
+	p->l3_off = l3 - data;
+	p->l4_off = (void *)tcp - data;
+	return -1;
+}
+
+SEC("xdp")
+int xdp_synwall(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct pkt p = {};
+	struct tcphdr *tcp;
+	int rc;
+
+	count(SW_RX);
+	rc = parse(data, data_end, &p);
+	if (rc == SW_DROP_TRUNC_TCP)
+		return verdict(rc, XDP_DROP);
+	if (rc >= 0)
+		return verdict(rc, XDP_PASS);
+	tcp = data + (p.l4_off & 0x7ff);
 	if ((void *)(tcp + 1) > data_end)
 		return verdict(SW_DROP_TRUNC_TCP, XDP_DROP);
 
 	/* A segment of an existing kernel socket (established, time-wait or
 	 * request) is the kernel's; only a listener (or nothing) is ours. */
-	if (tuple_len == sizeof(tuple.ipv4)) {
-		tuple.ipv4.sport = tcp->source;
-		tuple.ipv4.dport = tcp->dest;
-	} else {
-		tuple.ipv6.sport = tcp->source;
-		tuple.ipv6.dport = tcp->dest;
-	}
 	{
-		struct bpf_sock *sk = bpf_skc_lookup_tcp(ctx, &tuple, tuple_len, BPF_F_CURRENT_NETNS, 0);
+		struct bpf_sock *sk = bpf_skc_lookup_tcp(ctx, &p.tuple, p.tuple_len, BPF_F_CURRENT_NETNS, 0);
 
 		if (sk) {
 			int listener = sk->state == BPF_TCP_LISTEN;
@@ -343,7 +381,7 @@ int xdp_synwall(struct xdp_md *ctx)
 	if (!tcp->syn) {
 		if (!tcp->ack)
 			return verdict(SW_DROP_BAD_FLAGS, XDP_DROP);
-		return sw_check_ack(ctx, l3 - data, (void *)tcp - data, tuple_len != sizeof(tuple.ipv4));
+		return sw_check_ack(ctx, p.l3_off, p.l4_off, p.v6);
 	}
 	if (tcp->ack) /* a SYN-ACK to a server port: reflection, as the core drops it */
 		return verdict(SW_DROP_BAD_FLAGS, XDP_DROP);
@@ -352,6 +390,146 @@ int xdp_synwall(struct xdp_md *ctx)
 	if (bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS) == XDP_REDIRECT)
 		return verdict(SW_SYN_REDIRECT, XDP_REDIRECT);
 	return verdict(SW_SYN_NO_XSK, XDP_PASS);
+}
+
+/*
+ * Kernel-mode hand-off (TC ingress): an ACK with a valid cookie towards a
+ * local listener becomes a request socket carrying the options the cookie
+ * recorded, and the kernel completes the connection into the listener's
+ * accept queue (bpf_sk_assign_tcp_reqsk, Linux 6.9). XDP has already
+ * dropped bad cookies; the check is repeated here because TC cannot see
+ * XDP's verdict.
+ */
+struct bpf_tcp_req_attrs {
+	__u32 rcv_tsval;
+	__u32 rcv_tsecr;
+	__u16 mss;
+	__u8 rcv_wscale;
+	__u8 snd_wscale;
+	__u8 ecn_ok;
+	__u8 wscale_ok;
+	__u8 sack_ok;
+	__u8 tstamp_ok;
+	__u8 usec_ts_ok;
+	__u8 reserved[3];
+};
+
+/* Only a pointer is passed: libbpf checks the kfunc's prototype by BTF kind
+ * and name, and a forward declaration (BTF FWD) does not match the
+ * kernel's STRUCT, so give it a body. Never dereferenced. */
+struct sock {
+	__u8 opaque;
+};
+extern int bpf_sk_assign_tcp_reqsk(struct __sk_buff *skb, struct sock *sk, struct bpf_tcp_req_attrs *attrs,
+				   int attrs__sz) __ksym __weak;
+
+/* Settings for the hand-off, written by synwall before load. */
+const volatile __u16 mss_table[8] = { 536, 1220, 1300, 1360, 1400, 1440, 1460, 8960 };
+const volatile __u8 our_wscale = 7;
+
+__attribute__((noinline)) int sw_handoff(struct __sk_buff *skb, struct pkt *p)
+{
+	struct bpf_tcp_req_attrs attrs = {};
+	struct opt_walk w = {};
+	struct bpf_sock *skc;
+	struct tcp_sock *tp;
+	struct sw_key *key;
+	struct tcphdr th;
+	__u32 cookie, client_isn, slot, opt_len, ws;
+	int ok, ret;
+
+	__u32 l3_off, l4_off, v6, tuple_len;
+
+	if (!p)
+		return TC_ACT_OK;
+	l3_off = p->l3_off;
+	l4_off = p->l4_off;
+	v6 = p->v6;
+	tuple_len = v6 ? sizeof(p->tuple.ipv6) : sizeof(p->tuple.ipv4);
+	if (bpf_skb_load_bytes(skb, l4_off & 0x7ff, &th, sizeof(th)))
+		return TC_ACT_OK;
+	if (th.syn || th.rst || !th.ack)
+		return TC_ACT_OK;
+	skc = bpf_skc_lookup_tcp(skb, &p->tuple, tuple_len, BPF_F_CURRENT_NETNS, 0);
+	if (!skc)
+		return TC_ACT_OK;
+	if (skc->state != BPF_TCP_LISTEN) {
+		bpf_sk_release(skc);
+		return TC_ACT_OK;
+	}
+	tp = bpf_skc_to_tcp_sock(skc);
+	if (!tp) {
+		bpf_sk_release(skc);
+		return TC_ACT_OK;
+	}
+
+	cookie = bpf_ntohl(th.ack_seq) - 1;
+	client_isn = bpf_ntohl(th.seq) - 1;
+	opt_len = th.doff * 4;
+	if (opt_len > sizeof(th) && opt_len <= 60) {
+		opt_len -= sizeof(th);
+		if (!bpf_skb_load_bytes(skb, (l4_off & 0x7ff) + sizeof(th), w.buf, opt_len)) {
+			w.len = opt_len;
+			bpf_loop(40, opt_step, &w, 0);
+		}
+	}
+	slot = (cookie >> 9) & 1;
+	key = bpf_map_lookup_elem(&keys, &slot);
+	ok = key && w.found >= 0;
+	if (ok) {
+		if (v6) {
+			struct ipv6hdr ip6;
+
+			ok = !bpf_skb_load_bytes(skb, l3_off & 0x3f, &ip6, sizeof(ip6)) &&
+			     cookie_check(key, (__u8 *)&ip6.saddr, (__u8 *)&ip6.daddr, 16, th.source, th.dest,
+					  client_isn, cookie, w.found == 1, w.tsecr);
+		} else {
+			struct iphdr ip;
+
+			ok = !bpf_skb_load_bytes(skb, l3_off & 0x3f, &ip, sizeof(ip)) &&
+			     cookie_check(key, (__u8 *)&ip.saddr, (__u8 *)&ip.daddr, 4, th.source, th.dest,
+					  client_isn, cookie, w.found == 1, w.tsecr);
+		}
+	}
+	if (!ok) {
+		bpf_sk_release(skc);
+		count(SW_HANDOFF_BAD_COOKIE);
+		return TC_ACT_SHOT;
+	}
+
+	/* The attributes the cookie carries (docs/cookie.md §3). */
+	attrs.mss = mss_table[(cookie >> 6) & 7];
+	ws = (cookie >> 2) & 0xf;
+	if (ws != WSCALE_NONE) {
+		attrs.wscale_ok = 1;
+		attrs.snd_wscale = ws > 14 ? 14 : ws;
+		attrs.rcv_wscale = our_wscale;
+	}
+	attrs.sack_ok = !!(cookie & 2);
+	attrs.ecn_ok = cookie & 1;
+	if (w.found == 1) {
+		attrs.tstamp_ok = 1;
+		attrs.rcv_tsval = w.tsval;
+		attrs.rcv_tsecr = w.tsecr;
+	}
+	ret = bpf_sk_assign_tcp_reqsk(skb, (struct sock *)tp, &attrs, sizeof(attrs));
+	bpf_sk_release(skc);
+	count(ret ? SW_HANDOFF_FAILED : SW_HANDOFF_OK);
+	return TC_ACT_OK;
+}
+
+SEC("tcx/ingress")
+int tc_handoff(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct pkt p = {};
+
+	if (!bpf_ksym_exists(bpf_sk_assign_tcp_reqsk))
+		return TC_ACT_OK;
+	if (parse(data, data_end, &p) >= 0)
+		return TC_ACT_OK;
+	return sw_handoff(skb, &p);
 }
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";

@@ -25,6 +25,9 @@ enum sw_counter {
 	SW_DROP_BAD_COOKIE,	/* ACK whose cookie does not validate */
 	SW_DROP_BAD_OPTIONS,	/* ACK with malformed TCP options */
 	SW_DROP_BAD_FLAGS,	/* neither SYN, ACK nor RST (NULL, FIN-only scans) */
+	SW_HANDOFF_OK,		/* TC: connection handed to the local listener */
+	SW_HANDOFF_FAILED,	/* TC: the kernel refused the hand-off (passed as is) */
+	SW_HANDOFF_BAD_COOKIE,	/* TC: cookie invalid (XDP normally drops these first) */
 	SW_COUNTER_MAX,
 };
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::config::Config;
+use crate::config::{Config, HandoffMode};
 use crate::proto::cookie::Secret;
 use crate::proto::handshake::Core;
 use crate::proto::time::UnixTime;
@@ -43,6 +43,29 @@ pub enum RunError {
     /// The stats socket.
     #[error("stats socket {0}: {1}")]
     Stats(PathBuf, std::io::Error),
+    /// A configured feature this build or kernel cannot provide.
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// True when some socket listens on TCP `port` (any address, IPv4 or
+/// IPv6), from /proc/net/tcp{,6} of this network namespace.
+pub fn is_listening(port: u16) -> bool {
+    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|f| {
+        std::fs::read_to_string(f).is_ok_and(|t| {
+            t.lines().skip(1).any(|l| {
+                let mut cols = l.split_whitespace();
+                let local = cols.nth(1).unwrap_or("");
+                let state = cols.nth(1).unwrap_or("");
+                state == "0A"
+                    && local
+                        .rsplit(':')
+                        .next()
+                        .and_then(|p| u16::from_str_radix(p, 16).ok())
+                        == Some(port)
+            })
+        })
+    })
 }
 
 /// Everything `synwall stats` shows.
@@ -128,9 +151,31 @@ pub fn run(cfg: &Config, secret: Secret, stop: Arc<AtomicBool>) -> Result<Snapsh
             queue,
         });
     }
+    if cfg.handoff.mode == HandoffMode::Proxy {
+        return Err(RunError::Unsupported(
+            "[handoff] mode = \"proxy\" is not implemented yet; use mode = \"kernel\"".into(),
+        ));
+    }
+    if !xdp::has_handoff_kfunc() {
+        return Err(RunError::Unsupported(
+            "kernel-mode hand-off needs the kfunc bpf_sk_assign_tcp_reqsk (Linux 6.9 or later); \
+             this kernel's BTF does not have it"
+                .into(),
+        ));
+    }
+    for &port in &cfg.protect.ports {
+        if !is_listening(port) {
+            tracing::warn!(
+                port,
+                "nothing listens on this protected port: handed-off connections will be reset"
+            );
+        }
+    }
     let program = Program::load(&ProgramSettings {
         ports: cfg.protect.ports.clone(),
         addresses: cfg.protect.addresses.clone(),
+        mss_table: Some(cfg.cookie.mss_table.entries()),
+        wscale: Some(cfg.synack.wscale),
     })?;
     program.set_epoch_keys(&secret, UnixTime::now().epoch(cfg.cookie.rotation_secs))?;
     // Sockets go into the map before the program is attached, so no SYN
@@ -147,6 +192,8 @@ pub fn run(cfg: &Config, secret: Secret, stop: Arc<AtomicBool>) -> Result<Snapsh
         program.set_socket(q, xsk.fd())?;
         sockets.push((q, xsk, frames));
     }
+    // The hand-off first: once XDP passes valid ACKs, TC must be there.
+    let handoff = program.attach_handoff(ifindex)?;
     let attachment = program.attach(ifindex, d.xdp_mode)?;
     tracing::info!(
         interface = %d.interface, mode = attachment.mode, queues = ?queues,
@@ -233,6 +280,7 @@ pub fn run(cfg: &Config, secret: Secret, stop: Arc<AtomicBool>) -> Result<Snapsh
     });
     let last = snapshot();
     drop(attachment);
+    drop(handoff);
     let _ = std::fs::remove_file(&d.stats_socket);
     tracing::info!("stopped; XDP detached");
     Ok(last)

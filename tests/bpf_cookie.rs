@@ -83,7 +83,7 @@ fn bpf_cookie_check_agrees_with_the_vectors() {
     let ports: Vec<u16> = [80, 443, 8080].to_vec();
     let p = Program::load(&ProgramSettings {
         ports,
-        addresses: vec![],
+        ..Default::default()
     })
     .unwrap();
 

@@ -245,7 +245,7 @@ fn fixture_table_without_socket_fails_open() {
     }
     let p = Program::load(&ProgramSettings {
         ports: vec![80],
-        addresses: vec![],
+        ..Default::default()
     })
     .unwrap();
     // No AF_XDP socket on the queue: SYNs go to the kernel, never dropped.
@@ -260,6 +260,7 @@ fn protected_addresses_filter() {
     let p = Program::load(&ProgramSettings {
         ports: vec![80],
         addresses: vec!["198.18.0.9".parse().unwrap()],
+        ..Default::default()
     })
     .unwrap();
     let before = counter(&p, "pass_addr");
@@ -320,7 +321,7 @@ fn inner_fixture_table() {
     let ifname = std::env::var("SYNWALL_INNER_IF").expect("run through fixture_table_with_socket");
     let p = Program::load(&ProgramSettings {
         ports: vec![80],
-        addresses: vec![],
+        ..Default::default()
     })
     .unwrap();
     let (xsk, _frames) = Xsk::new(&ifname, 0, XskConfig { ring_size: 64 }).unwrap();

@@ -35,7 +35,7 @@ use crate::config::XdpMode;
 use skel::{SynwallSkel, SynwallSkelBuilder};
 
 /// Names of the XDP program's counters, in `enum sw_counter` order.
-pub const COUNTER_NAMES: [&str; 17] = [
+pub const COUNTER_NAMES: [&str; 20] = [
     "rx",
     "pass_not_ip",
     "pass_not_tcp",
@@ -53,6 +53,9 @@ pub const COUNTER_NAMES: [&str; 17] = [
     "drop_bad_cookie",
     "drop_bad_options",
     "drop_bad_flags",
+    "handoff_ok",
+    "handoff_failed",
+    "handoff_bad_cookie",
 ];
 
 /// Why the XDP side failed.
@@ -123,13 +126,25 @@ pub fn probe() -> Result<(), XdpError> {
     }
 }
 
-/// What the program protects.
+/// True when the kernel has the kfunc the kernel-mode hand-off needs
+/// (`bpf_sk_assign_tcp_reqsk`, Linux 6.9), found in the kernel's BTF.
+pub fn has_handoff_kfunc() -> bool {
+    std::fs::read("/sys/kernel/btf/vmlinux")
+        .map(|btf| btf.windows(24).any(|w| w == b"bpf_sk_assign_tcp_reqsk\0"))
+        .unwrap_or(false)
+}
+
+/// What the program protects, and how a hand-off builds the socket.
 #[derive(Debug, Clone, Default)]
 pub struct ProgramSettings {
     /// Protected TCP ports.
     pub ports: Vec<u16>,
     /// Protected destination addresses; empty protects all.
     pub addresses: Vec<IpAddr>,
+    /// The cookie MSS table (docs/cookie.md §3); default when `None`.
+    pub mss_table: Option<[u16; 8]>,
+    /// Our window-scale shift as advertised in SYN-ACKs; 7 when `None`.
+    pub wscale: Option<u8>,
 }
 
 /// The loaded XDP program and its maps.
@@ -169,6 +184,12 @@ impl Program {
             .map_err(XdpError::Load)?;
         if let Some(ro) = open.maps.rodata_data.as_deref_mut() {
             ro.match_addresses = u8::from(!settings.addresses.is_empty());
+            if let Some(t) = settings.mss_table {
+                ro.mss_table = t;
+            }
+            if let Some(w) = settings.wscale {
+                ro.our_wscale = w;
+            }
         }
         let skel = open.load().map_err(XdpError::Load)?;
         for &port in &settings.ports {
@@ -218,36 +239,22 @@ impl Program {
         };
         let mut last = None;
         for &(flags, name) in tries {
-            let opts = libbpf_sys::bpf_link_create_opts {
-                sz: size_of::<libbpf_sys::bpf_link_create_opts>() as _,
-                flags,
-                ..Default::default()
-            };
-            // SAFETY: the program fd is valid for the call, `opts` is a
-            // properly sized and initialised options struct, and libbpf does
-            // not keep either pointer.
-            let fd = unsafe {
-                libbpf_sys::bpf_link_create(
-                    self.prog_fd().as_raw_fd(),
-                    ifindex as i32,
-                    libbpf_sys::BPF_XDP,
-                    &opts,
-                )
-            };
-            if fd >= 0 {
-                // SAFETY: bpf_link_create returned a new fd that nothing else owns.
-                let link = unsafe { OwnedFd::from_raw_fd(fd) };
-                return Ok(Attachment {
-                    _link: link,
-                    mode: name,
-                    ifindex,
-                });
+            match link_create(self.prog_fd(), ifindex, libbpf_sys::BPF_XDP, flags) {
+                Ok(link) => {
+                    return Ok(Attachment {
+                        _link: link,
+                        mode: name,
+                        ifindex,
+                    });
+                }
+                Err(source) => {
+                    last = Some(XdpError::Attach {
+                        mode: name,
+                        ifindex,
+                        source,
+                    });
+                }
             }
-            last = Some(XdpError::Attach {
-                mode: name,
-                ifindex,
-                source: std::io::Error::from_raw_os_error(-fd),
-            });
         }
         Err(last.unwrap_or(XdpError::Missing("an XDP attach mode".into())))
     }
@@ -272,6 +279,23 @@ impl Program {
                 .map_err(map_err("keys"))?;
         }
         Ok(())
+    }
+
+    /// Attaches the kernel-mode hand-off to `ifindex`'s TC ingress through a
+    /// TCX link (Linux 6.6); like the XDP link it goes away with synwall.
+    pub fn attach_handoff(&self, ifindex: u32) -> Result<Attachment, XdpError> {
+        let fd = self.skel.progs.tc_handoff.as_fd();
+        link_create(fd, ifindex, libbpf_sys::BPF_TCX_INGRESS, 0)
+            .map(|link| Attachment {
+                _link: link,
+                mode: "tcx",
+                ifindex,
+            })
+            .map_err(|source| XdpError::Attach {
+                mode: "tcx ingress",
+                ifindex,
+                source,
+            })
     }
 
     /// Puts an AF_XDP socket into the redirect map for `queue`.
@@ -322,6 +346,29 @@ impl Program {
             .map_err(XdpError::TestRun)?;
         Ok(out.return_value)
     }
+}
+
+/// A BPF link of `prog` to `ifindex`; closing the fd detaches it.
+fn link_create(
+    prog: BorrowedFd<'_>,
+    ifindex: u32,
+    attach: libbpf_sys::bpf_attach_type,
+    flags: u32,
+) -> std::io::Result<OwnedFd> {
+    let opts = libbpf_sys::bpf_link_create_opts {
+        sz: size_of::<libbpf_sys::bpf_link_create_opts>() as _,
+        flags,
+        ..Default::default()
+    };
+    // SAFETY: the program fd is valid for the call, `opts` is a properly
+    // sized and initialised options struct, and libbpf keeps neither pointer.
+    let fd =
+        unsafe { libbpf_sys::bpf_link_create(prog.as_raw_fd(), ifindex as i32, attach, &opts) };
+    if fd < 0 {
+        return Err(std::io::Error::from_raw_os_error(-fd));
+    }
+    // SAFETY: bpf_link_create returned a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// XDP action values (include/uapi/linux/bpf.h, enum xdp_action).
