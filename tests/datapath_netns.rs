@@ -5,88 +5,15 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::Testbed;
+use common::{Synwall, Testbed};
 use synwall::proto::cookie::{self, Flow, KeyRing, Secret};
 use synwall::proto::time::UnixTime;
 use synwall::wire::{ethernet, ipv4, ipv6, tcp};
 
-const SECRET: &str = "0f0e0d0c0b0a09080706050403020100";
-
-struct Synwall {
-    child: Child,
-    stats: std::path::PathBuf,
-}
-
-impl Synwall {
-    fn start(tb: &Testbed, dir: &Path) -> Synwall {
-        std::fs::write(dir.join("secret"), SECRET).unwrap();
-        let stats = dir.join("stats.sock");
-        let cfg = dir.join("synwall.toml");
-        std::fs::write(
-            &cfg,
-            format!(
-                "[datapath]\ninterface = \"{}\"\nxdp_mode = \"native\"\nstats_socket = \"{}\"\n[cookie]\nsecret_file = \"{}\"\n",
-                tb.srv_if,
-                stats.display(),
-                dir.join("secret").display()
-            ),
-        )
-        .unwrap();
-        let child = tb
-            .in_srv(&[
-                env!("CARGO_BIN_EXE_synwall"),
-                "run",
-                "--config",
-                cfg.to_str().unwrap(),
-            ])
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(dir.join("synwall.log")).unwrap())
-            .spawn()
-            .unwrap();
-        let mut sw = Synwall { child, stats };
-        let t0 = Instant::now();
-        while sw.stats_json().is_none() {
-            if let Ok(Some(st)) = sw.child.try_wait() {
-                panic!(
-                    "synwall exited early ({st}): {}",
-                    std::fs::read_to_string(dir.join("synwall.log")).unwrap()
-                );
-            }
-            assert!(
-                t0.elapsed() < Duration::from_secs(20),
-                "synwall did not come up"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        sw
-    }
-
-    fn stats_json(&self) -> Option<serde_json::Value> {
-        let out = Command::new(env!("CARGO_BIN_EXE_synwall"))
-            .args(["stats", "--socket", self.stats.to_str().unwrap()])
-            .output()
-            .ok()?;
-        out.status
-            .success()
-            .then(|| serde_json::from_slice(&out.stdout).ok())
-            .flatten()
-    }
-
-    fn signal(&self, sig: &str) {
-        // `ip netns exec` execs synwall, so the child's pid is synwall's.
-        common::sh(&["kill", sig, &self.child.id().to_string()]);
-    }
-}
-
-impl Drop for Synwall {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::SECRET;
 
 /// connect() from the client namespace with a timeout; true on success.
 fn connect(tb: &Testbed, addr: &str, timeout: f64) -> bool {
@@ -167,7 +94,7 @@ fn kernel_client_gets_synwalls_synack() {
     // Nothing listens yet (hand-off comes later): keep the kernel's RST to
     // the client's ACK from racing connect()'s return.
     tb.block_kernel_resets(80);
-    let sw = Synwall::start(&tb, dir.path());
+    let sw = Synwall::start(&tb, dir.path(), "");
     assert!(
         tb.srv_link().contains(" xdp "),
         "native XDP attached: {}",
@@ -341,7 +268,7 @@ fn killed_synwall_leaves_no_program() {
     }
     let dir = tempfile::tempdir().unwrap();
     let tb = Testbed::new(2);
-    let sw = Synwall::start(&tb, dir.path());
+    let sw = Synwall::start(&tb, dir.path(), "");
     assert!(tb.srv_link().contains("xdp"));
     sw.signal("-KILL");
     let t0 = Instant::now();

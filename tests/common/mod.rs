@@ -6,13 +6,17 @@
 
 #![allow(dead_code, reason = "each test binary uses a different part")]
 
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
 pub const SERVER4: &str = "198.18.0.1";
 pub const CLIENT4: &str = "198.18.0.2";
 pub const SERVER6: &str = "2001:2::1";
 pub const CLIENT6: &str = "2001:2::2";
+/// The cookie secret of synwall in these tests.
+pub const SECRET: &str = "0f0e0d0c0b0a09080706050403020100";
 
 /// True when running as root. Otherwise fails the test, unless
 /// SYNWALL_SKIP_ROOT=1 says root tests may be skipped here.
@@ -233,5 +237,83 @@ impl Drop for Testbed {
         for ns in [&self.srv, &self.cli] {
             let _ = Command::new("ip").args(["netns", "del", ns]).output();
         }
+    }
+}
+
+/// A `synwall run` in the server namespace, killed on drop.
+pub struct Synwall {
+    pub child: Child,
+    pub stats: std::path::PathBuf,
+}
+
+impl Synwall {
+    /// Starts synwall with the testbed's server veth, native XDP, the test
+    /// secret, and `extra` appended to its config; waits until it serves stats.
+    pub fn start(tb: &Testbed, dir: &Path, extra: &str) -> Synwall {
+        std::fs::write(dir.join("secret"), SECRET).unwrap();
+        let stats = dir.join("stats.sock");
+        let cfg = dir.join("synwall.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "[datapath]\ninterface = \"{}\"\nxdp_mode = \"native\"\nstats_socket = \"{}\"\n[cookie]\nsecret_file = \"{}\"\n{extra}",
+                tb.srv_if,
+                stats.display(),
+                dir.join("secret").display()
+            ),
+        )
+        .unwrap();
+        let child = tb
+            .in_srv(&[
+                env!("CARGO_BIN_EXE_synwall"),
+                "run",
+                "--config",
+                cfg.to_str().unwrap(),
+            ])
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(dir.join("synwall.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let mut sw = Synwall { child, stats };
+        let t0 = Instant::now();
+        while sw.stats_json().is_none() {
+            if let Ok(Some(st)) = sw.child.try_wait() {
+                panic!(
+                    "synwall exited early ({st}): {}",
+                    std::fs::read_to_string(dir.join("synwall.log")).unwrap()
+                );
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "synwall did not come up"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        sw
+    }
+
+    /// The counters as JSON, if synwall answers.
+    pub fn stats_json(&self) -> Option<serde_json::Value> {
+        let out = Command::new(env!("CARGO_BIN_EXE_synwall"))
+            .args(["stats", "--socket", self.stats.to_str().unwrap()])
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).ok())
+            .flatten()
+    }
+
+    /// Sends a signal (e.g. "-TERM") to synwall.
+    pub fn signal(&self, sig: &str) {
+        // `ip netns exec` execs synwall, so the child's pid is synwall's.
+        sh(&["kill", sig, &self.child.id().to_string()]);
+    }
+}
+
+impl Drop for Synwall {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
