@@ -57,6 +57,9 @@ struct Args {
     /// Frames per ring operation.
     #[arg(long, default_value_t = 64)]
     batch: usize,
+    /// Offered rate in frames per second (0: as fast as possible).
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
 }
 
 fn parse_mac(s: &str) -> Option<[u8; 6]> {
@@ -124,6 +127,14 @@ fn run(a: &Args) -> Result<(), String> {
     let deadline = Duration::from_secs_f64(a.duration);
     let t0 = Instant::now();
     while sent < a.count && t0.elapsed() < deadline {
+        if a.rate > 0 {
+            // Pace: never ahead of rate × elapsed.
+            let allowed = (t0.elapsed().as_secs_f64() * a.rate as f64) as u64;
+            if sent >= allowed {
+                std::thread::sleep(Duration::from_micros(200));
+                continue;
+            }
+        }
         xsk.complete(&mut free, 4 * a.batch);
         let want = (a.count - sent).min(a.batch as u64) as usize;
         while in_flight.len() < want {
