@@ -20,6 +20,9 @@ REQUESTS=${REQUESTS:-200}     # client requests per run
 PARALLEL=${PARALLEL:-10}      # concurrent clients
 FLOOD_SECS=${FLOOD_SECS:-15}  # upper bound of each flood
 RING=${RING:-2048}            # synwall's AF_XDP ring size ([datapath] ring_size)
+# The attacker is another machine in real life: keep the generator off the
+# CPU of synwall's worker (CPU 0), the same for every run.
+FLOOD_CPU=${FLOOD_CPU:-$(( $(nproc) - 1 ))}
 
 [ "${SKIP_SETUP:-}" ] || bash scripts/setup.sh
 echo "==> building synwall (release)"
@@ -71,7 +74,7 @@ probe() {
 }
 
 flood_start() {
-  ip netns exec "$C" "$FLOOD" --interface "$CI" --dst-mac "$SRV_MAC" --dst 198.18.0.1 --dport 80 \
+  ip netns exec "$C" taskset -c "$FLOOD_CPU" "$FLOOD" --interface "$CI" --dst-mac "$SRV_MAC" --dst 198.18.0.1 --dport 80 \
     --rate "$RATE" --count $((RATE * FLOOD_SECS)) --duration "$FLOOD_SECS" > "$work/flood.$1" &
   FLOODPID=$!
   sleep 1   # let the flood reach its rate before the clients start
