@@ -92,6 +92,26 @@ static __always_inline int verdict(enum sw_counter c, int action)
 	return action;
 }
 
+/* XDP -> TC: what XDP decided about a segment to a protected port, in 4
+ * bytes of XDP metadata, so TC skips segments of established sockets
+ * without parsing them again. Without metadata support TC does the full
+ * work. Must be the last thing before returning: it moves ctx->data_meta. */
+#define SW_META_PASS 0x53570000u	/* "SW", 0: belongs to a kernel socket */
+#define SW_META_HANDOFF 0x53570001u	/* "SW", 1: cookie verified, hand it off */
+
+static __always_inline void set_meta(struct xdp_md *ctx, __u32 v)
+{
+	void *data, *meta;
+
+	if (bpf_xdp_adjust_meta(ctx, -(int)sizeof(__u32)))
+		return;
+	data = (void *)(long)ctx->data;
+	meta = (void *)(long)ctx->data_meta;
+	if (meta + sizeof(__u32) > data)
+		return;
+	*(__u32 *)meta = v;
+}
+
 static __always_inline int is_vlan(__u16 proto_be)
 {
 	return proto_be == bpf_htons(ETH_P_8021Q) || proto_be == bpf_htons(ETH_P_8021AD_) ||
@@ -215,6 +235,7 @@ __attribute__((noinline)) int sw_check_ack(struct xdp_md *ctx, __u32 l3_off, __u
 	}
 	if (!ok)
 		return verdict(SW_DROP_BAD_COOKIE, XDP_DROP);
+	set_meta(ctx, SW_META_HANDOFF);
 	return verdict(SW_ACK_COOKIE_OK, XDP_PASS);
 }
 
@@ -371,8 +392,10 @@ int xdp_synwall(struct xdp_md *ctx)
 			int listener = sk->state == BPF_TCP_LISTEN;
 
 			bpf_sk_release(sk);
-			if (!listener)
+			if (!listener) {
+				set_meta(ctx, SW_META_PASS);
 				return verdict(SW_PASS_SOCKET, XDP_PASS);
+			}
 		}
 	}
 
@@ -525,7 +548,12 @@ int tc_handoff(struct __sk_buff *skb)
 	void *data_end = (void *)(long)skb->data_end;
 	struct pkt p = {};
 
+	void *meta = (void *)(long)skb->data_meta;
+
 	if (!bpf_ksym_exists(bpf_sk_assign_tcp_reqsk))
+		return TC_ACT_OK;
+	/* XDP already found this segment's kernel socket. */
+	if (meta + sizeof(__u32) <= data && *(__u32 *)meta == SW_META_PASS)
 		return TC_ACT_OK;
 	if (parse(data, data_end, &p) >= 0)
 		return TC_ACT_OK;
