@@ -29,42 +29,19 @@ echo "==> building synwall (release)"
 cargo build --release --locked --quiet --bin synwall --bin synwall-flood
 SW=$PWD/target/release/synwall FLOOD=$PWD/target/release/synwall-flood
 
-P=swd$(printf '%05x' $$)
-S=$P-srv C=$P-cli SI=${P}s CI=${P}c
+. bench/testbed.sh
 work=$(mktemp -d /tmp/synwall-demo.XXXXXX)
 HTTP= SWPID= FLOODPID=
 cleanup() {
   for p in $FLOODPID $SWPID $HTTP; do kill "$p" 2>/dev/null || true; done
-  ip netns del "$S" 2>/dev/null || true
-  ip netns del "$C" 2>/dev/null || true
+  tb_destroy
   rm -rf "$work"
 }
 trap cleanup EXIT
-
-ip netns add "$S"; ip netns add "$C"
-ip link add "$SI" netns "$S" type veth peer name "$CI" netns "$C"
-ip -n "$S" addr add 198.18.0.1/24 dev "$SI"; ip -n "$C" addr add 198.18.0.2/24 dev "$CI"
-for ns_if in "$S $SI" "$C $CI"; do set -- $ns_if; ip -n "$1" link set "$2" up; ip -n "$1" link set lo up; done
-ip -n "$S" route add 198.18.0.0/15 via 198.18.0.2
-ip netns exec "$C" ethtool -K "$CI" tx off >/dev/null
-SRV_MAC=$(ip -n "$S" -o link show "$SI" | sed -E 's#.*link/ether ([0-9a-f:]+).*#\1#')
+tb_create "swd$(printf '%05x' $$)"
 
 mkdir "$work/www"; echo "hello from behind synwall" > "$work/www/index.html"
-# python's http.server, with a listen backlog an operator would configure
-# (socketserver's default of 5 overflows with 10 parallel clients, flood or
-# not) and without per-request logging.
-cat > "$work/server.py" <<'PYSRV'
-import functools, http.server, sys
-class Server(http.server.ThreadingHTTPServer):
-    request_queue_size = 4096
-class Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-Server(("198.18.0.1", 80), functools.partial(Quiet, directory=sys.argv[1])).serve_forever()
-PYSRV
-ip netns exec "$S" python3 "$work/server.py" "$work/www" >/dev/null 2>&1 &
-HTTP=$!
-for _ in $(seq 50); do ip netns exec "$S" ss -Hltn 'sport = :80' | grep -q . && break; sleep 0.1; done
+tb_http_server "$work/www" "$work"
 
 # REQUESTS curls, PARALLEL at a time; one line each: HTTP code, connect seconds.
 probe() {
@@ -92,7 +69,7 @@ printf "[datapath]\ninterface = \"%s\"\nring_size = ${RING}\nstats_socket = \"%s
   "$SI" "$work/stats.sock" "$work/secret" > "$work/synwall.toml"
 ip netns exec "$S" "$SW" run --config "$work/synwall.toml" > "$work/final.json" 2> "$work/synwall.log" &
 SWPID=$!
-for _ in $(seq 100); do "$SW" stats --socket "$work/stats.sock" >/dev/null 2>&1 && break; sleep 0.1; done
+tb_wait_stats "$SW" "$work/stats.sock"
 flood_start synwall; probe synwall; flood_stop
 "$SW" stats --socket "$work/stats.sock" > "$work/stats.json"
 kill -TERM "$SWPID"; wait "$SWPID"; SWPID=

@@ -14,37 +14,20 @@ BULK_MB=${BULK_MB:-256}       # size of each bulk download
 cargo build --release --locked --quiet --bin synwall
 SW=$PWD/target/release/synwall
 
-P=swl$(printf '%05x' $$)
-S=$P-srv C=$P-cli SI=${P}s CI=${P}c
+. bench/testbed.sh
 work=$(mktemp -d /tmp/synwall-lat.XXXXXX)
 HTTP= SWPID=
 cleanup() {
   for p in $SWPID $HTTP; do kill "$p" 2>/dev/null || true; done
-  ip netns del "$S" 2>/dev/null || true; ip netns del "$C" 2>/dev/null || true
+  tb_destroy
   rm -rf "$work"
 }
 trap cleanup EXIT
-ip netns add "$S"; ip netns add "$C"
-ip link add "$SI" netns "$S" type veth peer name "$CI" netns "$C"
-ip -n "$S" addr add 198.18.0.1/24 dev "$SI"; ip -n "$C" addr add 198.18.0.2/24 dev "$CI"
-for ns_if in "$S $SI" "$C $CI"; do set -- $ns_if; ip -n "$1" link set "$2" up; ip -n "$1" link set lo up; done
-ip netns exec "$C" ethtool -K "$CI" tx off >/dev/null
+tb_create "swl$(printf '%05x' $$)"
 
 mkdir "$work/www"; echo "hello" > "$work/www/index.html"
 head -c $((BULK_MB << 20)) /dev/zero > "$work/www/bulk.bin"
-cat > "$work/server.py" <<'PYSRV'
-import functools, http.server, sys
-class Server(http.server.ThreadingHTTPServer):
-    request_queue_size = 4096
-class Quiet(http.server.SimpleHTTPRequestHandler):
-    protocol_version = "HTTP/1.0"
-    def log_message(self, *args):
-        pass
-Server(("198.18.0.1", 80), functools.partial(Quiet, directory=sys.argv[1])).serve_forever()
-PYSRV
-ip netns exec "$S" python3 "$work/server.py" "$work/www" >/dev/null 2>&1 &
-HTTP=$!
-for _ in $(seq 50); do ip netns exec "$S" ss -Hltn 'sport = :80' | grep -q . && break; sleep 0.1; done
+tb_http_server "$work/www" "$work"
 
 "$SW" gen-secret > "$work/secret"
 printf '[datapath]\ninterface = "%s"\nstats_socket = "%s"\n[cookie]\nsecret_file = "%s"\n' \
@@ -61,7 +44,7 @@ round() { # name: REQUESTS sequential requests, then 3 bulk downloads
 synwall_on() {
   ip netns exec "$S" "$SW" run --config "$work/synwall.toml" >/dev/null 2>"$work/synwall.log" &
   SWPID=$!
-  for _ in $(seq 100); do "$SW" stats --socket "$work/stats.sock" >/dev/null 2>&1 && break; sleep 0.1; done
+  tb_wait_stats "$SW" "$work/stats.sock"
 }
 synwall_off() { kill -TERM "$SWPID"; wait "$SWPID"; SWPID=; }
 

@@ -16,28 +16,19 @@ QUEUES=${QUEUES:-1}            # veth queues (= synwall workers)
 cargo build --release --locked --quiet --bin synwall --bin synwall-flood
 SW=$PWD/target/release/synwall FLOOD=$PWD/target/release/synwall-flood
 
-P=swr$(printf '%05x' $$)
-S=$P-srv C=$P-cli SI=${P}s CI=${P}c
+. bench/testbed.sh
 work=$(mktemp -d /tmp/synwall-rate.XXXXXX)
 LISTENER= SWPID=
 cleanup() {
   [ -n "$SWPID" ] && kill "$SWPID" 2>/dev/null || true
   [ -n "$LISTENER" ] && kill "$LISTENER" 2>/dev/null || true
-  ip netns del "$S" 2>/dev/null || true
-  ip netns del "$C" 2>/dev/null || true
+  tb_destroy
   rm -rf "$work"
 }
 trap cleanup EXIT
-
-ip netns add "$S"; ip netns add "$C"
-ip link add "$SI" numrxqueues "$QUEUES" numtxqueues "$QUEUES" netns "$S" type veth \
-   peer name "$CI" numrxqueues "$QUEUES" numtxqueues "$QUEUES" netns "$C"
-ip -n "$S" addr add 198.18.0.1/24 dev "$SI"; ip -n "$C" addr add 198.18.0.2/24 dev "$CI"
-for ns_if in "$S $SI" "$C $CI"; do set -- $ns_if; ip -n "$1" link set "$2" up; ip -n "$1" link set lo up; done
-ip -n "$S" route add 198.18.0.0/15 via 198.18.0.2   # spoofed sources resolve to one neighbour
+tb_create "swr$(printf '%05x' $$)" "$QUEUES"
 ip netns exec "$S" sysctl -qw net.ipv4.tcp_syncookies=2
 ip netns exec "$S" sysctl -qw net.ipv4.tcp_max_syn_backlog=65536
-SRV_MAC=$(ip -n "$S" -o link show "$SI" | sed -E 's#.*link/ether ([0-9a-f:]+).*#\1#')
 ip netns exec "$C" ping -c1 -W1 198.18.0.1 >/dev/null   # neighbours resolved before timing
 
 rx()   { ip netns exec "$C" cat "/sys/class/net/$CI/statistics/rx_packets"; }
@@ -81,7 +72,7 @@ secret_file = "$work/secret"
 T
 ip netns exec "$S" "$SW" run --config "$work/synwall.toml" >"$work/final.json" 2>"$work/synwall.log" &
 SWPID=$!
-for _ in $(seq 100); do "$SW" stats --socket "$work/stats.sock" >/dev/null 2>&1 && break; sleep 0.1; done
+tb_wait_stats "$SW" "$work/stats.sock"
 measure synwall
 "$SW" stats --socket "$work/stats.sock" > "$work/stats.json"
 kill -TERM "$SWPID"; wait "$SWPID"; SWPID=

@@ -1,0 +1,60 @@
+# Shared test network for the bench scripts (source it; needs root).
+#
+# Network rules: two namespaces made here, <prefix>-srv and <prefix>-cli,
+# joined by one veth pair; addresses from 198.18.0.0/15 only; no default
+# route; the rest of 198.18.0.0/15 routed from the server via the client, so
+# spoofed flood sources resolve to one neighbour. tb_destroy deletes both
+# namespaces: call it from the caller's EXIT trap.
+#
+#   tb_create PREFIX [QUEUES]   sets S C SI CI SRV_MAC
+#   tb_http_server DIR WORK     python http.server on 198.18.0.1:80, backlog
+#                               4096, no request logging; sets HTTP
+#   tb_wait_stats SYNWALL SOCK  waits until `synwall stats` answers
+#   tb_destroy
+
+tb_create() {
+  local q=${2:-1}
+  S=$1-srv C=$1-cli SI=${1}s CI=${1}c
+  ip netns add "$S"; ip netns add "$C"
+  ip link add "$SI" numrxqueues "$q" numtxqueues "$q" netns "$S" type veth \
+     peer name "$CI" numrxqueues "$q" numtxqueues "$q" netns "$C"
+  ip -n "$S" addr add 198.18.0.1/24 dev "$SI"; ip -n "$C" addr add 198.18.0.2/24 dev "$CI"
+  ip -n "$S" link set "$SI" up; ip -n "$C" link set "$CI" up
+  ip -n "$S" link set lo up; ip -n "$C" link set lo up
+  ip -n "$S" route add 198.18.0.0/15 via 198.18.0.2
+  # Full checksums on client segments (synwall verifies them).
+  ip netns exec "$C" ethtool -K "$CI" tx off >/dev/null
+  SRV_MAC=$(ip -n "$S" -o link show "$SI" | sed -E 's#.*link/ether ([0-9a-f:]+).*#\1#')
+}
+
+tb_http_server() {
+  # python's http.server, with a listen backlog an operator would configure
+  # (socketserver's default of 5 overflows with a few parallel clients) and
+  # without per-request logging.
+  cat > "$2/server.py" <<'PYSRV'
+import functools, http.server, sys
+class Server(http.server.ThreadingHTTPServer):
+    request_queue_size = 4096
+class Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+Server(("198.18.0.1", 80), functools.partial(Quiet, directory=sys.argv[1])).serve_forever()
+PYSRV
+  ip netns exec "$S" python3 "$2/server.py" "$1" >/dev/null 2>&1 &
+  HTTP=$!
+  local _
+  for _ in $(seq 50); do ip netns exec "$S" ss -Hltn 'sport = :80' | grep -q . && return 0; sleep 0.1; done
+  echo "http server did not start" >&2; return 1
+}
+
+tb_wait_stats() {
+  local _
+  for _ in $(seq 100); do "$1" stats --socket "$2" >/dev/null 2>&1 && return 0; sleep 0.1; done
+  echo "synwall did not come up" >&2; return 1
+}
+
+tb_destroy() {
+  [ -n "${S:-}" ] && ip netns del "$S" 2>/dev/null
+  [ -n "${C:-}" ] && ip netns del "$C" 2>/dev/null
+  return 0
+}
