@@ -177,3 +177,50 @@ c.sendall(b"ok"); c.close()
     let _ = server.kill();
     let _ = server.wait();
 }
+
+#[test]
+fn request_in_the_handshake_ack_is_not_lost() {
+    if !common::require_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let www = dir.path().join("www");
+    std::fs::create_dir(&www).unwrap();
+    std::fs::write(www.join("index.html"), "hello from behind synwall\n").unwrap();
+    let tb = Testbed::new(1);
+    tb.block_kernel_synacks(80);
+    // scapy owns this connection: the client kernel must not reset it.
+    let out = tb
+        .in_cli(&[
+            "iptables",
+            "-A",
+            "OUTPUT",
+            "-p",
+            "tcp",
+            "--tcp-flags",
+            "RST",
+            "RST",
+            "-j",
+            "DROP",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let mut server = http_server(&tb, &www);
+    let sw = Synwall::start(&tb, dir.path(), "");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/scapy/ack_with_data.py");
+    let out = tb
+        .in_cli(&["/usr/bin/python3", script, "198.18.0.1", "80"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stats = sw.stats_json().unwrap();
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(
+        out.status.success(),
+        "the server answered the request that rode on the ACK: {text}{}\n{stats}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stats["xdp"]["handoff_ok"], 1, "{stats}");
+}
