@@ -239,14 +239,18 @@ impl Default for Settings {
 }
 
 impl Settings {
-    fn protects_v4(&self, dst: ipv4::Addr) -> bool {
-        (self.addresses_v4.is_empty() && self.addresses_v6.is_empty())
-            || self.addresses_v4.contains(&dst)
-    }
-
-    fn protects_v6(&self, dst: ipv6::Addr) -> bool {
-        (self.addresses_v4.is_empty() && self.addresses_v6.is_empty())
-            || self.addresses_v6.contains(&dst)
+    /// Whether a segment to `dport` at the destination of `net` is ours.
+    fn protects(&self, dport: u16, net: &Net) -> bool {
+        if !self.ports.contains(dport) {
+            return false;
+        }
+        if self.addresses_v4.is_empty() && self.addresses_v6.is_empty() {
+            return true;
+        }
+        match net {
+            Net::V4 { dst, .. } => self.addresses_v4.contains(dst),
+            Net::V6 { dst, .. } => self.addresses_v6.contains(dst),
+        }
     }
 }
 
@@ -262,9 +266,47 @@ pub struct Core {
 }
 
 /// The IP layer of a segment being answered, as needed to build the reply.
+#[derive(Clone, Copy)]
 enum Net {
     V4 { src: ipv4::Addr, dst: ipv4::Addr },
     V6 { src: ipv6::Addr, dst: ipv6::Addr },
+}
+
+impl Net {
+    /// The connection with these ports, client as source.
+    fn flow(self, sport: u16, dport: u16) -> Flow {
+        match self {
+            Net::V4 { src, dst } => Flow::V4 {
+                src,
+                dst,
+                sport,
+                dport,
+            },
+            Net::V6 { src, dst } => Flow::V6 {
+                src,
+                dst,
+                sport,
+                dport,
+            },
+        }
+    }
+
+    /// The TCP pseudo-header sum for a segment of `len` bytes. The sum is
+    /// symmetric in the addresses, so it serves the reply as well.
+    fn pseudo(self, len: usize) -> u64 {
+        match self {
+            Net::V4 { src, dst } => checksum::pseudo_v4(src, dst, PROTO_TCP, len as u16),
+            Net::V6 { src, dst } => checksum::pseudo_v6(src, dst, PROTO_TCP, len as u32),
+        }
+    }
+
+    /// A source no SYN may come from, or a destination no SYN may go to.
+    fn bad_endpoints(self) -> bool {
+        match self {
+            Net::V4 { src, dst } => ipv4::is_bad_source(src) || src == dst || dst[0] >= 224,
+            Net::V6 { src, dst } => ipv6::is_bad_source(src) || src == dst || dst[0] == 0xff,
+        }
+    }
 }
 
 impl Core {
@@ -338,37 +380,21 @@ impl Core {
         if ip.protocol() != PROTO_TCP || ip.is_fragment() {
             return Verdict::Pass;
         }
-        let (src, dst) = (ip.src_addr(), ip.dst_addr());
+        let net = Net::V4 {
+            src: ip.src_addr(),
+            dst: ip.dst_addr(),
+        };
         let seg = ip.payload();
         if seg.len() < 4 {
             return Verdict::Drop(DropReason::Truncated);
         }
-        if !self.settings.ports.contains(crate::wire::be16(seg, 2))
-            || !self.settings.protects_v4(dst)
-        {
+        if !self.settings.protects(crate::wire::be16(seg, 2), &net) {
             return Verdict::Pass;
         }
         if self.settings.verify_checksums && !ip.verify_checksum() {
             return Verdict::Drop(DropReason::Ipv4Checksum);
         }
-        let seed = checksum::pseudo_v4(src, dst, PROTO_TCP, seg.len() as u16);
-        let bad_source = ipv4::is_bad_source(src) || src == dst || dst[0] >= 224;
-        let flow = |sport, dport| Flow::V4 {
-            src,
-            dst,
-            sport,
-            dport,
-        };
-        self.handle_tcp(
-            now,
-            buf,
-            eth,
-            seg_range(l3, &ip),
-            seed,
-            bad_source,
-            Net::V4 { src, dst },
-            flow,
-        )
+        self.handle_tcp(now, buf, eth, seg_range(l3, &ip), net)
     }
 
     fn handle_v6(
@@ -391,40 +417,20 @@ impl Core {
         if up.protocol != PROTO_TCP || up.fragmented {
             return Verdict::Pass;
         }
-        let (src, dst) = (ip.src_addr(), ip.dst_addr());
+        let net = Net::V6 {
+            src: ip.src_addr(),
+            dst: ip.dst_addr(),
+        };
         let (start, end) = (l3 + up.offset, l3 + ip.total_len());
         let Some(seg) = buf.get(start..end).filter(|s| s.len() >= 4) else {
             return Verdict::Drop(DropReason::Truncated);
         };
-        if !self.settings.ports.contains(crate::wire::be16(seg, 2))
-            || !self.settings.protects_v6(dst)
-        {
+        if !self.settings.protects(crate::wire::be16(seg, 2), &net) {
             return Verdict::Pass;
         }
-        let seed = checksum::pseudo_v6(src, dst, PROTO_TCP, seg.len() as u32);
-        let bad_source = ipv6::is_bad_source(src) || src == dst || dst[0] == 0xff;
-        let flow = |sport, dport| Flow::V6 {
-            src,
-            dst,
-            sport,
-            dport,
-        };
-        self.handle_tcp(
-            now,
-            buf,
-            eth,
-            (start, end),
-            seed,
-            bad_source,
-            Net::V6 { src, dst },
-            flow,
-        )
+        self.handle_tcp(now, buf, eth, (start, end), net)
     }
 
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "one call site per IP family; a struct would only rename the arguments"
-    )]
     #[inline]
     fn handle_tcp(
         &mut self,
@@ -432,12 +438,10 @@ impl Core {
         buf: &mut [u8],
         eth: ethernet::L2,
         (start, end): (usize, usize),
-        seed: u64,
-        bad_source: bool,
         net: Net,
-        flow: impl Fn(u16, u16) -> Flow,
     ) -> Verdict {
         let seg = &buf[start..end];
+        let seed = net.pseudo(seg.len());
         let t = match tcp::Packet::new_checked(seg) {
             Ok(t) => t,
             Err(WireError::Truncated) => return Verdict::Drop(DropReason::Truncated),
@@ -450,7 +454,7 @@ impl Core {
             return Verdict::Drop(DropReason::TcpOptions);
         };
         let f = syn.flags;
-        let flow = flow(syn.src_port, syn.dst_port);
+        let flow = net.flow(syn.src_port, syn.dst_port);
         if f & flags::SYN == 0 {
             return if f & flags::RST != 0 {
                 Verdict::Pass
@@ -469,7 +473,7 @@ impl Core {
         if f & flags::ACK != 0 {
             return Verdict::Drop(DropReason::SynAck);
         }
-        if bad_source || syn.src_port == 0 || eth.src_is_group {
+        if net.bad_endpoints() || syn.src_port == 0 || eth.src_is_group {
             return Verdict::Drop(DropReason::BadSource);
         }
         self.answer_syn(now, buf, eth, flow, &syn, net)
@@ -548,7 +552,7 @@ impl Core {
             return Verdict::Drop(DropReason::NoRoom);
         }
         ethernet::Frame::new_unchecked(&mut buf[..l3]).swap_addrs();
-        let seed = match net {
+        match net {
             Net::V4 { src, dst } => {
                 let ip = ipv4::Repr {
                     src: dst,
@@ -565,7 +569,6 @@ impl Core {
                 if ip.emit(&mut buf[l3..]).is_err() {
                     return Verdict::Drop(DropReason::NoRoom);
                 }
-                checksum::pseudo_v4(dst, src, PROTO_TCP, tcp_len as u16)
             }
             Net::V6 { src, dst } => {
                 let ip = ipv6::Repr {
@@ -580,9 +583,9 @@ impl Core {
                 if ip.emit(&mut buf[l3..]).is_err() {
                     return Verdict::Drop(DropReason::NoRoom);
                 }
-                checksum::pseudo_v6(dst, src, PROTO_TCP, tcp_len as u32)
             }
-        };
+        }
+        let seed = net.pseudo(tcp_len);
         if reply
             .emit_with_checksum(&mut buf[l3 + ip_len..total], seed)
             .is_err()
