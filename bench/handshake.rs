@@ -9,26 +9,11 @@ use synwall::proto::cookie::{self, Flow, KeyRing, Secret, SynAttrs};
 use synwall::proto::handshake::{Core, Settings, Verdict};
 use synwall::proto::time::UnixTime;
 use synwall::wire::build::{Ip, TcpFrame, client_syn_options};
-use synwall::wire::tcp::flags;
 
 const NOW: UnixTime = UnixTime(1_790_000_000);
 
 fn syn(ip: Ip<'_>) -> Vec<u8> {
-    TcpFrame {
-        dst_mac: [2, 0, 0, 0, 0, 1],
-        src_mac: [2, 0, 0, 0, 0, 2],
-        vlans: &[],
-        ip,
-        src_port: 40000,
-        dst_port: 80,
-        seq: 0x1111_2222,
-        ack: 0,
-        flags: flags::SYN,
-        window: 64240,
-        options: &client_syn_options::LINUX,
-        payload: b"",
-    }
-    .to_vec()
+    TcpFrame::client_syn(ip, &client_syn_options::LINUX).to_vec()
 }
 
 fn benches(c: &mut Criterion) {

@@ -24,18 +24,9 @@ const C6: [u8; 16] = [0x20, 1, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
 
 fn seg<'a>(ip: Ip<'a>, dport: u16, fl: u8) -> TcpFrame<'a> {
     TcpFrame {
-        dst_mac: [2, 0, 0, 0, 0, 1],
-        src_mac: [2, 0, 0, 0, 0, 2],
-        vlans: &[],
-        ip,
-        src_port: 40000,
         dst_port: dport,
-        seq: 1,
-        ack: 0,
         flags: fl,
-        window: 1000,
-        options: &os::LINUX,
-        payload: b"",
+        ..TcpFrame::client_syn(ip, &os::LINUX)
     }
 }
 

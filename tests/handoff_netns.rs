@@ -43,6 +43,14 @@ fn http_server(tb: &Testbed, dir: &std::path::Path) -> std::process::Child {
     panic!("http.server did not start");
 }
 
+/// `dir/www` with the page every test fetches.
+fn web_root(dir: &std::path::Path) -> std::path::PathBuf {
+    let www = dir.join("www");
+    std::fs::create_dir(&www).unwrap();
+    std::fs::write(www.join("index.html"), "hello from behind synwall\n").unwrap();
+    www
+}
+
 fn curl(tb: &Testbed, args: &[&str]) -> std::process::Output {
     let mut a = vec!["curl", "-sS", "--max-time", "30"];
     a.extend_from_slice(args);
@@ -55,9 +63,7 @@ fn unmodified_server_behind_kernel_mode() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let www = dir.path().join("www");
-    std::fs::create_dir(&www).unwrap();
-    std::fs::write(www.join("index.html"), "hello from behind synwall\n").unwrap();
+    let www = web_root(dir.path());
     let mut x: u64 = 0x2545_f491_4f6c_dd1d;
     let big: Vec<u8> = (0..BIG / 8)
         .flat_map(|_| {
@@ -184,9 +190,7 @@ fn request_in_the_handshake_ack_is_not_lost() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let www = dir.path().join("www");
-    std::fs::create_dir(&www).unwrap();
-    std::fs::write(www.join("index.html"), "hello from behind synwall\n").unwrap();
+    let www = web_root(dir.path());
     let tb = Testbed::new(1);
     tb.block_kernel_synacks(80);
     // scapy owns this connection: the client kernel must not reset it.

@@ -45,20 +45,7 @@ fn v6<'a>(ext: &'a [(u8, usize)]) -> Ip<'a> {
 }
 
 fn syn<'a>(ip: Ip<'a>, options: &'a [u8]) -> TcpFrame<'a> {
-    TcpFrame {
-        dst_mac: SERVER_MAC,
-        src_mac: CLIENT_MAC,
-        vlans: &[],
-        ip,
-        src_port: 40000,
-        dst_port: 80,
-        seq: 0x1111_2222,
-        ack: 0,
-        flags: flags::SYN,
-        window: 64240,
-        options,
-        payload: b"",
-    }
+    TcpFrame::client_syn(ip, options)
 }
 
 /// Runs the core over a frame in a 2 KiB buffer (an AF_XDP frame's size).

@@ -66,6 +66,29 @@ const fn pad4(n: usize) -> usize {
     (n + 3) & !3
 }
 
+impl<'a> TcpFrame<'a> {
+    /// A client's SYN to port 80 with these options: client MAC
+    /// 02:00:00:00:00:02 to server MAC 02:00:00:00:00:01, source port 40000,
+    /// ISN 0x11112222, window 64240, no VLAN tags. Override fields with
+    /// struct update syntax.
+    pub fn client_syn(ip: Ip<'a>, options: &'a [u8]) -> Self {
+        TcpFrame {
+            dst_mac: [0x02, 0, 0, 0, 0, 0x01],
+            src_mac: [0x02, 0, 0, 0, 0, 0x02],
+            vlans: &[],
+            ip,
+            src_port: 40000,
+            dst_port: 80,
+            seq: 0x1111_2222,
+            ack: 0,
+            flags: super::tcp::flags::SYN,
+            window: 64240,
+            options,
+            payload: b"",
+        }
+    }
+}
+
 impl TcpFrame<'_> {
     /// Length of the built frame.
     pub fn len(&self) -> usize {
