@@ -210,14 +210,49 @@ pub enum HandoffMode {
 }
 
 /// `[handoff]`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Handoff {
     /// Where established connections go.
     pub mode: HandoffMode,
-    /// Upstreams for proxy mode, "host:port", tried in order.
+    /// Upstreams for proxy mode, "host:port". Connections are spread over
+    /// them round robin; a failed connect fails over to the next one.
     #[serde(deserialize_with = "upstreams")]
     pub upstreams: Vec<String>,
+    /// Proxy mode: how long one connect attempt to an upstream may take.
+    #[serde(deserialize_with = "connect_timeout")]
+    pub connect_timeout_ms: u64,
+    /// Proxy mode: a session with no bytes moving either way for this long
+    /// is closed.
+    #[serde(deserialize_with = "idle_timeout")]
+    pub idle_timeout_secs: u64,
+    /// Proxy mode: at most this many client connections at once; further
+    /// ones are reset and counted.
+    #[serde(deserialize_with = "max_connections")]
+    pub max_connections: u32,
+    /// Proxy mode: send a PROXY protocol v2 header to the upstream first.
+    pub proxy_protocol: bool,
+    /// Proxy mode: bytes each splice pipe holds (one pipe per direction).
+    #[serde(deserialize_with = "pipe_size")]
+    pub pipe_size: u32,
+    /// Proxy mode: accept backlog of synwall's listeners.
+    #[serde(deserialize_with = "backlog")]
+    pub backlog: u32,
+}
+
+impl Default for Handoff {
+    fn default() -> Self {
+        Handoff {
+            mode: HandoffMode::Kernel,
+            upstreams: Vec::new(),
+            connect_timeout_ms: 1000,
+            idle_timeout_secs: 300,
+            max_connections: 10_000,
+            proxy_protocol: false,
+            pipe_size: 262_144,
+            backlog: 4096,
+        }
+    }
 }
 
 fn invalid<E: de::Error>(msg: impl std::fmt::Display) -> E {
@@ -310,6 +345,36 @@ fn upstreams<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
         }
     }
     Ok(v)
+}
+
+fn ranged<'de, D: Deserializer<'de>>(d: D, key: &str, lo: u64, hi: u64) -> Result<u64, D::Error> {
+    let v = u64::deserialize(d)?;
+    if !(lo..=hi).contains(&v) {
+        return Err(invalid(format!("{key} must be between {lo} and {hi}")));
+    }
+    Ok(v)
+}
+
+fn connect_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    ranged(d, "connect_timeout_ms", 10, 60_000)
+}
+
+fn idle_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    ranged(d, "idle_timeout_secs", 1, 86_400)
+}
+
+fn max_connections<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    // Each session holds six descriptors (two sockets, two pipes).
+    ranged(d, "max_connections", 1, 1_000_000).map(|v| v as u32)
+}
+
+fn pipe_size<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    // One page up to the kernel's default /proc/sys/fs/pipe-max-size.
+    ranged(d, "pipe_size", 4096, 1 << 20).map(|v| v as u32)
+}
+
+fn backlog<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    ranged(d, "backlog", 1, 65_535).map(|v| v as u32)
 }
 
 impl Config {
@@ -446,6 +511,16 @@ mod tests {
         assert!(e.contains("line 1") && e.contains("upstreams"), "{e}");
         let e = err("[handoff]\nmode = \"proxy\"\nupstreams = [\"nope\"]\n");
         assert!(e.contains("line 3") && e.contains("host:port"), "{e}");
+        for (key, bad) in [
+            ("connect_timeout_ms", "0"),
+            ("idle_timeout_secs", "0"),
+            ("max_connections", "0"),
+            ("pipe_size", "100"),
+            ("backlog", "70000"),
+        ] {
+            let e = err(&format!("[handoff]\nmode = \"kernel\"\n{key} = {bad}\n"));
+            assert!(e.contains("line 3") && e.contains(key), "{e}");
+        }
         let e = err("[datapath]\nxdp_mode = \"fast\"\n");
         assert!(e.contains("line 2") && e.contains("unknown variant"), "{e}");
         let e = err("[datapath]\nring_size = 1000\n");

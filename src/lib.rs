@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod handoff;
 pub mod proto;
 pub mod replay;
 pub mod run;

@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::config::{Config, HandoffMode};
+use crate::handoff::proxy::{self, Proxy, ProxyCounters, ProxyError, ProxySettings, ProxySnapshot};
 use crate::proto::cookie::Secret;
 use crate::proto::handshake::Core;
 use crate::proto::time::UnixTime;
@@ -43,6 +44,9 @@ pub enum RunError {
     /// The stats socket.
     #[error("stats socket {0}: {1}")]
     Stats(PathBuf, std::io::Error),
+    /// Proxy mode could not start.
+    #[error(transparent)]
+    Proxy(#[from] ProxyError),
     /// A configured feature this build or kernel cannot provide.
     #[error("{0}")]
     Unsupported(String),
@@ -79,6 +83,30 @@ pub struct Snapshot {
     pub workers: Vec<WorkerEntry>,
     /// The XDP program's counters, summed over CPUs.
     pub xdp: std::collections::BTreeMap<&'static str, u64>,
+    /// Proxy-mode counters (absent in kernel mode).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<ProxySnapshot>,
+}
+
+/// Raises the soft descriptor limit to the hard one: each proxy session
+/// holds six descriptors. Warns when even that is too low.
+fn raise_fd_limit(max_connections: usize) {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut lim = getrlimit(Resource::Nofile);
+    if lim.current < lim.maximum {
+        lim.current = lim.maximum;
+        let _ = setrlimit(Resource::Nofile, lim);
+    }
+    let have = getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX);
+    let need = max_connections as u64 * 6 + 256;
+    if have < need {
+        tracing::warn!(
+            have,
+            need,
+            "RLIMIT_NOFILE is below what [handoff] max_connections needs; \
+             raise LimitNOFILE or lower max_connections"
+        );
+    }
 }
 
 /// One worker in a [`Snapshot`].
@@ -151,11 +179,6 @@ pub fn run(cfg: &Config, secret: Secret, stop: Arc<AtomicBool>) -> Result<Snapsh
             queue,
         });
     }
-    if cfg.handoff.mode == HandoffMode::Proxy {
-        return Err(RunError::Unsupported(
-            "[handoff] mode = \"proxy\" is not implemented yet; use mode = \"kernel\"".into(),
-        ));
-    }
     if !xdp::has_handoff_kfunc() {
         return Err(RunError::Unsupported(
             "kernel-mode hand-off needs the kfunc bpf_sk_assign_tcp_reqsk (Linux 6.9 or later); \
@@ -163,14 +186,32 @@ pub fn run(cfg: &Config, secret: Secret, stop: Arc<AtomicBool>) -> Result<Snapsh
                 .into(),
         ));
     }
-    for &port in &cfg.protect.ports {
-        if !is_listening(port) {
-            tracing::warn!(
-                port,
-                "nothing listens on this protected port: handed-off connections will be reset"
-            );
+    // Proxy mode: our own listeners exist before the hand-off is attached,
+    // so the TC program finds them for the first valid ACK.
+    let proxy = match cfg.handoff.mode {
+        HandoffMode::Proxy => {
+            let settings = ProxySettings::from_config(&cfg.handoff)?;
+            let listeners = proxy::listen(
+                &cfg.protect.ports,
+                &cfg.protect.addresses,
+                cfg.handoff.backlog,
+            )?;
+            raise_fd_limit(settings.max_connections);
+            Some((settings, listeners))
         }
-    }
+        HandoffMode::Kernel => {
+            for &port in &cfg.protect.ports {
+                if !is_listening(port) {
+                    tracing::warn!(
+                        port,
+                        "nothing listens on this protected port: handed-off connections will be reset"
+                    );
+                }
+            }
+            None
+        }
+    };
+    let proxy_counters = ProxyCounters::default();
     let program = Program::load(&ProgramSettings {
         ports: cfg.protect.ports.clone(),
         addresses: cfg.protect.addresses.clone(),
@@ -204,6 +245,7 @@ pub fn run(cfg: &Config, secret: Secret, stop: Arc<AtomicBool>) -> Result<Snapsh
     let cpus: Vec<usize> = (0..queues.len())
         .map(|i| d.cpus.get(i).copied().unwrap_or(i % ncpu))
         .collect();
+    let proxy_enabled = proxy.is_some();
     let counters: Vec<WorkerCounters> = queues.iter().map(|_| WorkerCounters::default()).collect();
     let mut secret_txs = Vec::new();
     let snapshot = || Snapshot {
@@ -223,6 +265,7 @@ pub fn run(cfg: &Config, secret: Secret, stop: Arc<AtomicBool>) -> Result<Snapsh
             .counters()
             .map(|c| xdp::COUNTER_NAMES.iter().copied().zip(c).collect())
             .unwrap_or_default(),
+        proxy: proxy_enabled.then(|| proxy_counters.snapshot()),
     };
 
     if let Some(dir) = d.stats_socket.parent() {
@@ -261,6 +304,23 @@ pub fn run(cfg: &Config, secret: Secret, stop: Arc<AtomicBool>) -> Result<Snapsh
                     );
                 })
                 .expect("spawning a worker thread");
+        }
+        if let Some((settings, listeners)) = proxy {
+            let counters = &proxy_counters;
+            let stop = &stop;
+            std::thread::Builder::new()
+                .name("synwall-proxy".into())
+                .spawn_scoped(s, move || {
+                    let result =
+                        Proxy::new(listeners, settings, counters).and_then(|mut p| p.run(stop));
+                    if let Err(e) = result {
+                        // Without the proxy the protected port is dead:
+                        // stop, so the XDP program detaches (fail open).
+                        tracing::error!("{e}; stopping");
+                        stop.store(true, Ordering::Relaxed);
+                    }
+                })
+                .expect("spawning the proxy thread");
         }
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
         tracing::info!(socket = %d.stats_socket.display(), "running; counters via `synwall stats`");

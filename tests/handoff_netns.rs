@@ -43,6 +43,21 @@ fn http_server(tb: &Testbed, dir: &std::path::Path) -> std::process::Child {
     panic!("http.server did not start");
 }
 
+/// `www/big.bin`: 64 MiB of xorshift noise (no runs a relay could
+/// shortcut).
+fn write_big_file(www: &std::path::Path) {
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let big: Vec<u8> = (0..BIG / 8)
+        .flat_map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x.to_le_bytes()
+        })
+        .collect();
+    std::fs::write(www.join("big.bin"), &big).unwrap();
+}
+
 /// `dir/www` with the page every test fetches.
 fn web_root(dir: &std::path::Path) -> std::path::PathBuf {
     let www = dir.join("www");
@@ -57,35 +72,14 @@ fn curl(tb: &Testbed, args: &[&str]) -> std::process::Output {
     tb.in_cli(&a).output().unwrap()
 }
 
-#[test]
-fn unmodified_server_behind_kernel_mode() {
-    if !common::require_root() {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let www = web_root(dir.path());
-    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-    let big: Vec<u8> = (0..BIG / 8)
-        .flat_map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x.to_le_bytes()
-        })
-        .collect();
-    std::fs::write(www.join("big.bin"), &big).unwrap();
-
-    let tb = Testbed::new(2);
-    tb.block_kernel_synacks(80);
-    let mut server = http_server(&tb, &www);
-    let sw = Synwall::start(&tb, dir.path(), "[protect]\nports = [80, 8080]\n");
-
+/// A page over IPv4 and IPv6, `www/big.bin` intact, 200 concurrent clients.
+fn serves_pages_bulk_and_many_clients(tb: &Testbed, dir: &std::path::Path, www: &std::path::Path) {
     // 1. A page over IPv4 and IPv6.
     for url in [
         "http://198.18.0.1/index.html",
         "http://[2001:2::1]/index.html",
     ] {
-        let out = curl(&tb, &["-g", url]);
+        let out = curl(tb, &["-g", url]);
         assert!(
             out.status.success(),
             "{url}: {}",
@@ -99,9 +93,9 @@ fn unmodified_server_behind_kernel_mode() {
     }
 
     // 2. 64 MiB arrive intact.
-    let got = dir.path().join("got.bin");
+    let got = dir.join("got.bin");
     let out = curl(
-        &tb,
+        tb,
         &["-o", got.to_str().unwrap(), "http://198.18.0.1/big.bin"],
     );
     assert!(
@@ -127,6 +121,23 @@ fn unmodified_server_behind_kernel_mode() {
         "all 200 concurrent requests succeed: {codes}{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn unmodified_server_behind_kernel_mode() {
+    if !common::require_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let www = web_root(dir.path());
+    write_big_file(&www);
+
+    let tb = Testbed::new(2);
+    tb.block_kernel_synacks(80);
+    let mut server = http_server(&tb, &www);
+    let sw = Synwall::start(&tb, dir.path(), "[protect]\nports = [80, 8080]\n");
+
+    serves_pages_bulk_and_many_clients(&tb, dir.path(), &www);
 
     // 4. The kernel socket has the options the client asked for: a server
     // on another protected port reads TCP_INFO from its accepted socket.
@@ -227,4 +238,260 @@ fn request_in_the_handshake_ack_is_not_lost() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(stats["xdp"]["handoff_ok"], 1, "{stats}");
+}
+
+const UPSTREAM_PY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/proxy/upstream.py");
+const CLIENT_PY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/proxy/client.py");
+
+/// A test upstream (tests/proxy/upstream.py) in the server namespace,
+/// listening on 127.0.0.1:`port`; killed on drop.
+struct Upstream(std::process::Child);
+
+impl Upstream {
+    fn start(tb: &Testbed, args: &[&str], port: u16) -> Upstream {
+        let port_s = port.to_string();
+        let mut a = vec!["python3", UPSTREAM_PY, args[0], "127.0.0.1", &port_s];
+        a.extend_from_slice(&args[1..]);
+        let child = tb
+            .in_srv(&a)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let t0 = Instant::now();
+        let filter = format!("sport = :{port}");
+        while tb
+            .in_srv(&["ss", "-Hltn", &filter])
+            .output()
+            .unwrap()
+            .stdout
+            .is_empty()
+        {
+            assert!(t0.elapsed() < Duration::from_secs(10), "upstream {args:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Upstream(child)
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn proxy_config(upstreams: &[&str], extra: &str) -> String {
+    let list: Vec<String> = upstreams.iter().map(|u| format!("{u:?}")).collect();
+    format!(
+        "[handoff]\nmode = \"proxy\"\nupstreams = [{}]\n{extra}",
+        list.join(", ")
+    )
+}
+
+/// Waits (up to 5 s) until the proxy reports no open session.
+fn proxy_drains(sw: &Synwall) -> serde_json::Value {
+    let t0 = Instant::now();
+    loop {
+        let stats = sw.stats_json().unwrap();
+        if stats["proxy"]["active"] == 0 || t0.elapsed() > Duration::from_secs(5) {
+            return stats;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn server_behind_proxy_mode() {
+    if !common::require_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let www = web_root(dir.path());
+    write_big_file(&www);
+    let tb = Testbed::new(2);
+    tb.block_kernel_synacks(80);
+    let _upstream = Upstream::start(&tb, &["http", www.to_str().unwrap()], 8080);
+    let sw = Synwall::start(&tb, dir.path(), &proxy_config(&["127.0.0.1:8080"], ""));
+
+    serves_pages_bulk_and_many_clients(&tb, dir.path(), &www);
+
+    let stats = proxy_drains(&sw);
+    let p = &stats["proxy"];
+    assert!(p["sessions"].as_u64().unwrap() >= 203, "{stats}");
+    assert_eq!(p["active"], 0, "every session closed: {stats}");
+    assert_eq!(
+        p["completed"], p["sessions"],
+        "every session ended normally: {stats}"
+    );
+    assert!(
+        p["bytes_to_client"].as_u64().unwrap() >= BIG as u64,
+        "{stats}"
+    );
+    assert!(p["bytes_to_upstream"].as_u64().unwrap() > 0, "{stats}");
+    assert!(
+        stats["xdp"]["handoff_ok"].as_u64().unwrap() >= 203,
+        "connections came through the hand-off: {stats}"
+    );
+}
+
+fn client_py(tb: &Testbed, args: &[&str]) -> String {
+    let mut a = vec!["python3", CLIENT_PY];
+    a.extend_from_slice(args);
+    let out = tb.in_cli(&a).output().unwrap();
+    assert!(
+        out.status.success(),
+        "client.py {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn proxy_failover_proxy_protocol_half_close_idle_and_bound() {
+    if !common::require_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let tb = Testbed::new(1);
+    tb.block_kernel_synacks(80);
+    let _upstream = Upstream::start(&tb, &["report"], 9000);
+    // 127.0.0.3:81 swallows SYNs (connect timeout); nothing listens on
+    // 127.0.0.1:9 (refused); 127.0.0.1:9000 answers.
+    common::sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &tb.srv,
+        "iptables",
+        "-A",
+        "OUTPUT",
+        "-d",
+        "127.0.0.3",
+        "-p",
+        "tcp",
+        "--dport",
+        "81",
+        "-j",
+        "DROP",
+    ]);
+    let sw = Synwall::start(
+        &tb,
+        dir.path(),
+        &proxy_config(
+            &["127.0.0.3:81", "127.0.0.1:9", "127.0.0.1:9000"],
+            "connect_timeout_ms = 300\nidle_timeout_secs = 2\nmax_connections = 3\nproxy_protocol = true\n",
+        ),
+    );
+
+    // Round robin starts each session at the next upstream, so these meet
+    // the timeout, the refusal and neither; every one ends at 9000. The
+    // client sends 1 MB and half-closes; the upstream answers only after
+    // end of stream, with the address the PROXY v2 header gave it.
+    for server in ["198.18.0.1", "198.18.0.1", "198.18.0.1", "2001:2::1"] {
+        let out = client_py(&tb, &["halfclose", server, "80", "1000000"]);
+        let (me, reply) = out.trim().split_once(' ').unwrap();
+        let me = me.strip_prefix("me=").unwrap();
+        assert_eq!(
+            reply,
+            format!("reply=src={me} n=1000000"),
+            "the upstream saw every byte, the end of stream and the client's address"
+        );
+    }
+    let stats = sw.stats_json().unwrap();
+    let p = &stats["proxy"];
+    assert!(
+        p["upstream_connect_timeouts"].as_u64().unwrap() >= 1,
+        "{stats}"
+    );
+    assert!(
+        p["upstream_connect_failures"].as_u64().unwrap() >= 1,
+        "{stats}"
+    );
+    assert_eq!(p["upstream_unavailable"], 0, "{stats}");
+    assert!(
+        p["bytes_to_upstream"].as_u64().unwrap() >= 4_000_000,
+        "{stats}"
+    );
+
+    // A silent session is closed after the idle timeout (2 s, checked
+    // every 50 ms; the connect may first spend 300 ms on a timeout).
+    let out = client_py(&tb, &["idle", "198.18.0.1", "80"]);
+    let secs: f64 = out
+        .trim()
+        .strip_prefix("eof after ")
+        .unwrap_or_else(|| panic!("closed with a FIN: {out}"))
+        .parse()
+        .unwrap();
+    assert!((1.9..4.0).contains(&secs), "idle close after {secs} s");
+
+    // At max_connections, one more client is reset and the others live on.
+    let out = client_py(&tb, &["bound", "198.18.0.1", "80", "3"]);
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ["extra:reset", "held:open", "held:open", "held:open"],
+        "{out}"
+    );
+    let stats = proxy_drains(&sw);
+    let p = &stats["proxy"];
+    assert!(p["idle_timeouts"].as_u64().unwrap() >= 1, "{stats}");
+    assert_eq!(p["rejected"], 1, "{stats}");
+}
+
+#[test]
+fn dead_upstream_gives_a_prompt_close() {
+    if !common::require_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let tb = Testbed::new(1);
+    tb.block_kernel_synacks(80);
+    common::sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &tb.srv,
+        "iptables",
+        "-A",
+        "OUTPUT",
+        "-d",
+        "127.0.0.3",
+        "-p",
+        "tcp",
+        "--dport",
+        "81",
+        "-j",
+        "DROP",
+    ]);
+    let sw = Synwall::start(
+        &tb,
+        dir.path(),
+        &proxy_config(
+            &["127.0.0.3:81", "127.0.0.1:9"],
+            "connect_timeout_ms = 300\n",
+        ),
+    );
+    for _ in 0..3 {
+        let t0 = Instant::now();
+        let out = curl(&tb, &["http://198.18.0.1/index.html"]);
+        let took = t0.elapsed();
+        assert!(!out.status.success(), "no upstream, no page");
+        // curl 56: "Connection reset by peer".
+        assert_eq!(
+            out.status.code(),
+            Some(56),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            took < Duration::from_secs(2),
+            "closed promptly (one 300 ms connect timeout at most), took {took:?}"
+        );
+    }
+    let stats = proxy_drains(&sw);
+    let p = &stats["proxy"];
+    assert_eq!(p["upstream_unavailable"], 3, "{stats}");
+    assert_eq!(p["upstream_connect_timeouts"], 3, "{stats}");
+    assert_eq!(p["upstream_connect_failures"], 3, "{stats}");
+    assert_eq!(p["active"], 0, "{stats}");
 }

@@ -1,0 +1,761 @@
+//! Proxy mode: synwall's own listeners receive the handed-off connections
+//! and relay their bytes to upstreams.
+//!
+//! One event-loop thread, edge-triggered epoll, and for every session the
+//! phases accept -> connect upstream -> relay -> close:
+//! - **connect**: non-blocking, one upstream after another (round robin
+//!   start, then failover), each attempt bounded by `connect_timeout_ms`.
+//!   When every upstream failed the client is reset at once.
+//! - **relay**: each direction moves through its own pipe with `splice`, so
+//!   payload never enters user space. A direction reads from its source only
+//!   while its pipe has room, so a slow receiver stops the sender (TCP flow
+//!   control does the rest). End of stream on one side becomes `shutdown`
+//!   (half-close) on the other once the pipe is drained.
+//! - **close**: when both directions are shut, on an error (the error's side
+//!   is counted and the other side is reset), or after `idle_timeout_secs`
+//!   without a byte moving.
+//!
+//! Edge-triggered epoll only reports changes, so every wake-up retries every
+//! operation of the session until each has returned `EAGAIN`; a session never
+//! waits on readiness it has not observed as missing.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use rustix::event::epoll;
+use rustix::io::Errno;
+use rustix::net::{AddressFamily, SocketFlags, SocketType, sockopt};
+use rustix::pipe::{PipeFlags, SpliceFlags};
+use serde::Serialize;
+
+use super::proxy_protocol;
+use crate::config::Handoff;
+
+/// Why the proxy could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// An upstream name did not resolve.
+    #[error("upstream {0:?} does not resolve: {1}")]
+    Resolve(String, std::io::Error),
+    /// A protected address and port could not be listened on.
+    #[error(
+        "cannot listen on {addr}: {source} (proxy mode needs the protected port for synwall's own listener)"
+    )]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// epoll failed.
+    #[error("proxy event loop: {0}")]
+    Poll(std::io::Error),
+}
+
+/// Proxy settings, upstream names resolved.
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    /// Upstream addresses in configured order.
+    pub upstreams: Vec<SocketAddr>,
+    /// One connect attempt's limit.
+    pub connect_timeout: Duration,
+    /// Idle limit of a relaying session.
+    pub idle_timeout: Duration,
+    /// Sessions at once.
+    pub max_connections: usize,
+    /// Send a PROXY v2 header to the upstream.
+    pub proxy_protocol: bool,
+    /// Requested bytes per pipe.
+    pub pipe_size: usize,
+}
+
+impl ProxySettings {
+    /// From `[handoff]`; resolves the upstream names (first address each).
+    pub fn from_config(h: &Handoff) -> Result<ProxySettings, ProxyError> {
+        use std::net::ToSocketAddrs;
+        let mut upstreams = Vec::new();
+        for u in &h.upstreams {
+            let addr = u
+                .to_socket_addrs()
+                .map_err(|e| ProxyError::Resolve(u.clone(), e))?
+                .next()
+                .ok_or_else(|| {
+                    ProxyError::Resolve(u.clone(), std::io::Error::other("no address"))
+                })?;
+            upstreams.push(addr);
+        }
+        Ok(ProxySettings {
+            upstreams,
+            connect_timeout: Duration::from_millis(h.connect_timeout_ms),
+            idle_timeout: Duration::from_secs(h.idle_timeout_secs),
+            max_connections: h.max_connections as usize,
+            proxy_protocol: h.proxy_protocol,
+            pipe_size: h.pipe_size as usize,
+        })
+    }
+}
+
+/// Proxy counters, shared with the stats socket.
+#[derive(Debug, Default)]
+pub struct ProxyCounters {
+    sessions: AtomicU64,
+    active: AtomicU64,
+    rejected: AtomicU64,
+    completed: AtomicU64,
+    upstream_connect_failures: AtomicU64,
+    upstream_connect_timeouts: AtomicU64,
+    upstream_unavailable: AtomicU64,
+    upstream_errors: AtomicU64,
+    client_errors: AtomicU64,
+    idle_timeouts: AtomicU64,
+    accept_errors: AtomicU64,
+    internal_errors: AtomicU64,
+    bytes_to_upstream: AtomicU64,
+    bytes_to_client: AtomicU64,
+}
+
+/// A copy of [`ProxyCounters`] for `synwall stats`.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct ProxySnapshot {
+    /// Client connections accepted (including rejected ones).
+    pub sessions: u64,
+    /// Sessions open now.
+    pub active: u64,
+    /// Reset at once because `max_connections` sessions were open.
+    pub rejected: u64,
+    /// Closed after both directions ended normally.
+    pub completed: u64,
+    /// Connect attempts an upstream refused or failed (each failover counts).
+    pub upstream_connect_failures: u64,
+    /// Connect attempts that hit `connect_timeout_ms`.
+    pub upstream_connect_timeouts: u64,
+    /// Clients reset because no upstream could be reached.
+    pub upstream_unavailable: u64,
+    /// Sessions ended by an upstream error (reset, broken pipe).
+    pub upstream_errors: u64,
+    /// Sessions ended by a client error.
+    pub client_errors: u64,
+    /// Sessions closed by the idle timeout.
+    pub idle_timeouts: u64,
+    /// `accept` failures (descriptor limits, aborted connections).
+    pub accept_errors: u64,
+    /// Sessions ended by our own resource failure (pipes, epoll).
+    pub internal_errors: u64,
+    /// Payload bytes relayed client -> upstream.
+    pub bytes_to_upstream: u64,
+    /// Payload bytes relayed upstream -> client.
+    pub bytes_to_client: u64,
+}
+
+impl ProxyCounters {
+    /// Reads every counter.
+    pub fn snapshot(&self) -> ProxySnapshot {
+        let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        ProxySnapshot {
+            sessions: r(&self.sessions),
+            active: r(&self.active),
+            rejected: r(&self.rejected),
+            completed: r(&self.completed),
+            upstream_connect_failures: r(&self.upstream_connect_failures),
+            upstream_connect_timeouts: r(&self.upstream_connect_timeouts),
+            upstream_unavailable: r(&self.upstream_unavailable),
+            upstream_errors: r(&self.upstream_errors),
+            client_errors: r(&self.client_errors),
+            idle_timeouts: r(&self.idle_timeouts),
+            accept_errors: r(&self.accept_errors),
+            internal_errors: r(&self.internal_errors),
+            bytes_to_upstream: r(&self.bytes_to_upstream),
+            bytes_to_client: r(&self.bytes_to_client),
+        }
+    }
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Listening sockets for the protected ports: on each protected address, or
+/// on 0.0.0.0 and [::] (IPv6-only, skipped when the host has no IPv6) when
+/// none is configured.
+pub fn listen(
+    ports: &[u16],
+    addresses: &[IpAddr],
+    backlog: u32,
+) -> Result<Vec<TcpListener>, ProxyError> {
+    let wildcard = addresses.is_empty();
+    let ips: Vec<IpAddr> = if wildcard {
+        vec![Ipv4Addr::UNSPECIFIED.into(), Ipv6Addr::UNSPECIFIED.into()]
+    } else {
+        addresses.to_vec()
+    };
+    let mut out = Vec::new();
+    for &port in ports {
+        for &ip in &ips {
+            let addr = SocketAddr::new(ip, port);
+            match listen_one(addr, backlog) {
+                Ok(l) => out.push(l),
+                Err(e) if wildcard && ip.is_ipv6() && e == Errno::AFNOSUPPORT => {
+                    tracing::warn!(%addr, "no IPv6 on this host; listening on IPv4 only");
+                }
+                Err(e) => {
+                    return Err(ProxyError::Listen {
+                        addr,
+                        source: e.into(),
+                    });
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn listen_one(addr: SocketAddr, backlog: u32) -> rustix::io::Result<TcpListener> {
+    let fd = rustix::net::socket_with(
+        family(addr),
+        SocketType::STREAM,
+        SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+        None,
+    )?;
+    sockopt::set_socket_reuseaddr(&fd, true)?;
+    if addr.is_ipv6() {
+        sockopt::set_ipv6_v6only(&fd, true)?;
+    }
+    rustix::net::bind(&fd, &addr)?;
+    rustix::net::listen(&fd, backlog.min(i32::MAX as u32) as i32)?;
+    Ok(TcpListener::from(fd))
+}
+
+fn family(addr: SocketAddr) -> AddressFamily {
+    if addr.is_ipv4() {
+        AddressFamily::INET
+    } else {
+        AddressFamily::INET6
+    }
+}
+
+/// epoll tokens: listeners have the top bit set; a session's two sockets
+/// are `slot * 2` (client) and `slot * 2 + 1` (upstream).
+const LISTENER: u64 = 1 << 63;
+/// How often timeouts are checked (and accept retried after `EMFILE`).
+const TICK: Duration = Duration::from_millis(50);
+/// Empty pipes kept for reuse, so a new session costs no pipe2/fcntl calls.
+const PIPE_POOL: usize = 1024;
+
+struct Pipe {
+    r: OwnedFd,
+    w: OwnedFd,
+    /// Bytes in the pipe.
+    pending: usize,
+    /// Its capacity in bytes.
+    cap: usize,
+}
+
+impl Pipe {
+    fn new(size: usize) -> rustix::io::Result<Pipe> {
+        let (r, w) = rustix::pipe::pipe_with(PipeFlags::NONBLOCK | PipeFlags::CLOEXEC)?;
+        // The kernel may refuse a size over a per-user quota; the default
+        // (16 pages) still works, only slower.
+        let cap = rustix::pipe::fcntl_setpipe_size(&w, size)
+            .or_else(|_| rustix::pipe::fcntl_getpipe_size(&w))?;
+        Ok(Pipe {
+            r,
+            w,
+            pending: 0,
+            cap,
+        })
+    }
+}
+
+/// One direction of a session.
+struct Direction {
+    pipe: Pipe,
+    /// The source reached end of stream.
+    eof: bool,
+    /// The destination was shut down for writing.
+    shut: bool,
+}
+
+/// Which end of a direction failed.
+enum Failed {
+    Source,
+    Destination,
+}
+
+/// Moves bytes from `src` through the pipe to `dst` until both report
+/// `EAGAIN` (or the source ends); returns the bytes delivered to `dst`.
+fn pump(src: BorrowedFd, dst: BorrowedFd, d: &mut Direction) -> Result<u64, Failed> {
+    let flags = SpliceFlags::MOVE | SpliceFlags::NONBLOCK;
+    let mut moved = 0u64;
+    loop {
+        let mut progress = false;
+        if d.pipe.pending > 0 {
+            match rustix::pipe::splice(&d.pipe.r, None, dst, None, d.pipe.pending, flags) {
+                Ok(n) => {
+                    d.pipe.pending -= n;
+                    moved += n as u64;
+                    progress = n > 0;
+                }
+                Err(Errno::AGAIN) => {}
+                Err(Errno::INTR) => progress = true,
+                Err(_) => return Err(Failed::Destination),
+            }
+        }
+        // Read only while the pipe has room: backpressure.
+        if !d.eof && d.pipe.pending < d.pipe.cap {
+            match rustix::pipe::splice(
+                src,
+                None,
+                &d.pipe.w,
+                None,
+                d.pipe.cap - d.pipe.pending,
+                flags,
+            ) {
+                Ok(0) => {
+                    d.eof = true;
+                    progress = true;
+                }
+                Ok(n) => {
+                    d.pipe.pending += n;
+                    progress = true;
+                }
+                Err(Errno::AGAIN) => {}
+                Err(Errno::INTR) => progress = true,
+                Err(_) => return Err(Failed::Source),
+            }
+        }
+        if !progress {
+            return Ok(moved);
+        }
+    }
+}
+
+enum Phase {
+    /// Waiting for the upstream connect; `tried` attempts made so far,
+    /// starting at upstream `first`.
+    Connecting {
+        first: usize,
+        tried: usize,
+        deadline: Instant,
+    },
+    Relaying,
+}
+
+struct Session {
+    client: TcpStream,
+    client_addr: SocketAddr,
+    local_addr: SocketAddr,
+    upstream: Option<TcpStream>,
+    phase: Phase,
+    /// Client -> upstream.
+    up: Direction,
+    /// Upstream -> client.
+    down: Direction,
+    last_active: Instant,
+}
+
+/// How a session ended, and whose doing it was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// Both directions finished.
+    Completed,
+    /// The client failed (reset); the upstream is reset too.
+    Client,
+    /// The upstream failed (reset); the client is reset too.
+    Upstream,
+    /// No upstream could be reached; the client is reset.
+    Unavailable,
+    /// Nothing moved for the idle timeout; both are closed.
+    Idle,
+    /// Our own failure (epoll registration).
+    Internal,
+}
+
+/// The proxy's event loop and sessions.
+pub struct Proxy<'a> {
+    settings: ProxySettings,
+    counters: &'a ProxyCounters,
+    epoll: OwnedFd,
+    listeners: Vec<TcpListener>,
+    sessions: Vec<Option<Session>>,
+    free: Vec<usize>,
+    /// Slots closed during the current batch of events: reused only after
+    /// it, so a stale event cannot reach a new session.
+    dead: Vec<usize>,
+    pipes: Vec<Pipe>,
+    next_upstream: usize,
+}
+
+fn interest() -> epoll::EventFlags {
+    epoll::EventFlags::IN
+        | epoll::EventFlags::OUT
+        | epoll::EventFlags::RDHUP
+        | epoll::EventFlags::ET
+}
+
+/// Resets the connection when it is closed (SO_LINGER 0), so the peer
+/// learns at once that its data went nowhere.
+fn reset_on_close(s: &TcpStream) {
+    let _ = sockopt::set_socket_linger(s, Some(Duration::ZERO));
+}
+
+impl<'a> Proxy<'a> {
+    /// Registers the listeners.
+    pub fn new(
+        listeners: Vec<TcpListener>,
+        settings: ProxySettings,
+        counters: &'a ProxyCounters,
+    ) -> Result<Proxy<'a>, ProxyError> {
+        let poll_err = |e: Errno| ProxyError::Poll(e.into());
+        let ep = epoll::create(epoll::CreateFlags::CLOEXEC).map_err(poll_err)?;
+        for (i, l) in listeners.iter().enumerate() {
+            l.set_nonblocking(true).map_err(ProxyError::Poll)?;
+            epoll::add(
+                &ep,
+                l,
+                epoll::EventData::new_u64(LISTENER | i as u64),
+                epoll::EventFlags::IN | epoll::EventFlags::ET,
+            )
+            .map_err(poll_err)?;
+        }
+        Ok(Proxy {
+            settings,
+            counters,
+            epoll: ep,
+            listeners,
+            sessions: Vec::new(),
+            free: Vec::new(),
+            dead: Vec::new(),
+            pipes: Vec::new(),
+            next_upstream: 0,
+        })
+    }
+
+    /// Serves until `stop` is set, then closes every session.
+    pub fn run(&mut self, stop: &AtomicBool) -> Result<(), ProxyError> {
+        let mut events: Vec<epoll::Event> = Vec::with_capacity(256);
+        let timeout = rustix::event::Timespec {
+            tv_sec: 0,
+            tv_nsec: TICK.as_nanos() as i64,
+        };
+        let mut next_tick = Instant::now() + TICK;
+        while !stop.load(Ordering::Relaxed) {
+            events.clear();
+            match epoll::wait(
+                &self.epoll,
+                rustix::buffer::spare_capacity(&mut events),
+                Some(&timeout),
+            ) {
+                Ok(_) | Err(Errno::INTR) => {}
+                Err(e) => return Err(ProxyError::Poll(e.into())),
+            }
+            for ev in &events {
+                let token = ev.data.u64();
+                if token & LISTENER != 0 {
+                    self.accept((token & !LISTENER) as usize);
+                } else {
+                    self.drive((token >> 1) as usize, token & 1 == 1);
+                }
+            }
+            let now = Instant::now();
+            if now >= next_tick {
+                self.tick(now);
+                next_tick = now + TICK;
+            }
+            self.free.append(&mut self.dead);
+        }
+        for slot in 0..self.sessions.len() {
+            if self.sessions[slot].is_some() {
+                self.close(slot, End::Completed);
+            }
+        }
+        Ok(())
+    }
+
+    fn accept(&mut self, listener: usize) {
+        loop {
+            match self.listeners[listener].accept() {
+                Ok((stream, peer)) => self.open(stream, peer),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    bump(&self.counters.accept_errors);
+                    // Out of descriptors: the rest waits in the backlog and
+                    // the next tick retries.
+                    if matches!(e.raw_os_error(), Some(23 | 24 | 105)) {
+                        tracing::warn!("proxy accept: {e}");
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    fn take_pipe(&mut self) -> rustix::io::Result<Pipe> {
+        match self.pipes.pop() {
+            Some(p) => Ok(p),
+            None => Pipe::new(self.settings.pipe_size),
+        }
+    }
+
+    fn open(&mut self, client: TcpStream, peer: SocketAddr) {
+        let c = self.counters;
+        bump(&c.sessions);
+        if c.active.load(Ordering::Relaxed) >= self.settings.max_connections as u64 {
+            bump(&c.rejected);
+            reset_on_close(&client);
+            return;
+        }
+        let (up, down) = match (self.take_pipe(), self.take_pipe()) {
+            (Ok(a), Ok(b)) => (a, b),
+            (a, b) => {
+                self.pipes.extend(a.ok().into_iter().chain(b.ok()));
+                bump(&c.internal_errors);
+                reset_on_close(&client);
+                return;
+            }
+        };
+        let _ = client.set_nonblocking(true);
+        let _ = client.set_nodelay(true);
+        let local_addr = client.local_addr().unwrap_or(peer);
+        let slot = self.free.pop().unwrap_or_else(|| {
+            self.sessions.push(None);
+            self.sessions.len() - 1
+        });
+        let registered = epoll::add(
+            &self.epoll,
+            &client,
+            epoll::EventData::new_u64(slot as u64 * 2),
+            interest(),
+        );
+        let first = self.next_upstream;
+        self.next_upstream = (first + 1) % self.settings.upstreams.len().max(1);
+        let now = Instant::now();
+        self.sessions[slot] = Some(Session {
+            client,
+            client_addr: peer,
+            local_addr,
+            upstream: None,
+            phase: Phase::Connecting {
+                first,
+                tried: 0,
+                deadline: now,
+            },
+            up: Direction {
+                pipe: up,
+                eof: false,
+                shut: false,
+            },
+            down: Direction {
+                pipe: down,
+                eof: false,
+                shut: false,
+            },
+            last_active: now,
+        });
+        c.active.fetch_add(1, Ordering::Relaxed);
+        if registered.is_err() {
+            self.close(slot, End::Internal);
+            return;
+        }
+        self.connect_next(slot);
+    }
+
+    /// Starts a connect to the next upstream not yet tried; resets the
+    /// client when none is left.
+    fn connect_next(&mut self, slot: usize) {
+        let n = self.settings.upstreams.len();
+        loop {
+            let Some(s) = self.sessions[slot].as_mut() else {
+                return;
+            };
+            let Phase::Connecting {
+                first,
+                tried,
+                deadline,
+            } = &mut s.phase
+            else {
+                return;
+            };
+            if *tried >= n {
+                self.close(slot, End::Unavailable);
+                return;
+            }
+            let addr = self.settings.upstreams[(*first + *tried) % n];
+            *tried += 1;
+            *deadline = Instant::now() + self.settings.connect_timeout;
+            s.upstream = None;
+            match start_connect(addr) {
+                Ok(stream) => {
+                    if epoll::add(
+                        &self.epoll,
+                        &stream,
+                        epoll::EventData::new_u64(slot as u64 * 2 + 1),
+                        interest(),
+                    )
+                    .is_err()
+                    {
+                        self.close(slot, End::Internal);
+                        return;
+                    }
+                    s.upstream = Some(stream);
+                    return;
+                }
+                Err(e) => {
+                    tracing::debug!(%addr, "upstream connect: {e}");
+                    bump(&self.counters.upstream_connect_failures);
+                }
+            }
+        }
+    }
+
+    /// Handles readiness on one of a session's sockets.
+    fn drive(&mut self, slot: usize, upstream_side: bool) {
+        let Some(s) = self.sessions.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        if let Phase::Connecting { .. } = s.phase {
+            // Client bytes wait in the client's socket until the upstream
+            // is there; the relay below retries everything.
+            if !upstream_side {
+                return;
+            }
+            let Some(up) = &s.upstream else { return };
+            match sockopt::socket_error(up) {
+                Ok(Ok(())) if up.peer_addr().is_ok() => {}
+                Ok(Ok(())) => return, // still in progress
+                _ => {
+                    bump(&self.counters.upstream_connect_failures);
+                    self.connect_next(slot);
+                    return;
+                }
+            }
+            s.phase = Phase::Relaying;
+            s.last_active = Instant::now();
+            if self.settings.proxy_protocol {
+                let mut hdr = [0u8; proxy_protocol::MAX_LEN];
+                let len = proxy_protocol::encode(s.client_addr, s.local_addr, &mut hdr);
+                // A fresh connection's send buffer always takes these few
+                // bytes; anything else is an upstream failure.
+                if rustix::net::send(up, &hdr[..len], rustix::net::SendFlags::NOSIGNAL) != Ok(len) {
+                    self.close(slot, End::Upstream);
+                    return;
+                }
+            }
+        }
+        match relay(s, self.counters) {
+            Ok(false) => {}
+            Ok(true) => self.close(slot, End::Completed),
+            Err(end) => self.close(slot, end),
+        }
+    }
+
+    /// Timeouts, and an accept retry for connections left in a backlog.
+    fn tick(&mut self, now: Instant) {
+        for slot in 0..self.sessions.len() {
+            let Some(s) = &self.sessions[slot] else {
+                continue;
+            };
+            match s.phase {
+                Phase::Connecting { deadline, .. } if now >= deadline => {
+                    bump(&self.counters.upstream_connect_timeouts);
+                    self.connect_next(slot);
+                }
+                Phase::Relaying
+                    if now.duration_since(s.last_active) >= self.settings.idle_timeout =>
+                {
+                    self.close(slot, End::Idle);
+                }
+                _ => {}
+            }
+        }
+        for i in 0..self.listeners.len() {
+            self.accept(i);
+        }
+    }
+
+    fn close(&mut self, slot: usize, end: End) {
+        let Some(s) = self.sessions[slot].take() else {
+            return;
+        };
+        let c = self.counters;
+        match end {
+            End::Completed => bump(&c.completed),
+            End::Client => {
+                bump(&c.client_errors);
+                s.upstream.iter().for_each(reset_on_close);
+            }
+            End::Upstream => {
+                bump(&c.upstream_errors);
+                reset_on_close(&s.client);
+            }
+            End::Unavailable => {
+                bump(&c.upstream_unavailable);
+                reset_on_close(&s.client);
+            }
+            End::Idle => bump(&c.idle_timeouts),
+            End::Internal => {
+                bump(&c.internal_errors);
+                reset_on_close(&s.client);
+            }
+        }
+        c.active.fetch_sub(1, Ordering::Relaxed);
+        for d in [s.up, s.down] {
+            if d.pipe.pending == 0 && self.pipes.len() < PIPE_POOL {
+                self.pipes.push(d.pipe);
+            }
+        }
+        self.dead.push(slot);
+        // The sockets close here, which also removes them from epoll.
+    }
+}
+
+fn start_connect(addr: SocketAddr) -> rustix::io::Result<TcpStream> {
+    let fd = rustix::net::socket_with(
+        family(addr),
+        SocketType::STREAM,
+        SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+        None,
+    )?;
+    sockopt::set_tcp_nodelay(&fd, true)?;
+    match rustix::net::connect(&fd, &addr) {
+        Ok(()) | Err(Errno::INPROGRESS) => Ok(TcpStream::from(fd)),
+        Err(e) => Err(e),
+    }
+}
+
+/// Relays both directions; `Ok(true)` when the session is finished.
+fn relay(s: &mut Session, c: &ProxyCounters) -> Result<bool, End> {
+    let Some(upstream) = &s.upstream else {
+        return Ok(false);
+    };
+    let (client, upstream) = (s.client.as_fd(), upstream.as_fd());
+    let ended_before = (s.up.eof, s.down.eof);
+    let sent = pump(client, upstream, &mut s.up).map_err(|f| match f {
+        Failed::Source => End::Client,
+        Failed::Destination => End::Upstream,
+    })?;
+    let received = pump(upstream, client, &mut s.down).map_err(|f| match f {
+        Failed::Source => End::Upstream,
+        Failed::Destination => End::Client,
+    })?;
+    if sent > 0 {
+        c.bytes_to_upstream.fetch_add(sent, Ordering::Relaxed);
+    }
+    if received > 0 {
+        c.bytes_to_client.fetch_add(received, Ordering::Relaxed);
+    }
+    if sent + received > 0 || ended_before != (s.up.eof, s.down.eof) {
+        s.last_active = Instant::now();
+    }
+    // Half-close: an ended source becomes a FIN once its bytes are out.
+    for (d, dst) in [(&mut s.up, upstream), (&mut s.down, client)] {
+        if d.eof && d.pipe.pending == 0 && !d.shut {
+            d.shut = true;
+            // A failure means the peer is gone already; the other
+            // direction reports that.
+            let _ = rustix::net::shutdown(dst, rustix::net::Shutdown::Write);
+        }
+    }
+    Ok(s.up.shut && s.down.shut)
+}

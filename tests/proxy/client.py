@@ -1,0 +1,80 @@
+"""Clients for the proxy-mode tests (run inside the client namespace).
+
+  client.py halfclose HOST PORT N   send N bytes, shut down the write side,
+                                    print the reply and our own address
+  client.py idle HOST PORT          connect, send nothing, print how long
+                                    until the connection is closed
+  client.py bound HOST PORT K       hold K connections, open one more, print
+                                    what happens to the extra one
+"""
+import socket
+import sys
+import time
+
+
+def connect(host, port):
+    return socket.create_connection((host, port), timeout=10)
+
+
+def halfclose(host, port, n):
+    s = connect(host, port)
+    s.sendall(b"x" * n)
+    s.shutdown(socket.SHUT_WR)
+    reply = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        reply += chunk
+    ip, port = s.getsockname()[:2]
+    print(f"me={ip}:{port} reply={reply.decode().strip()}")
+
+
+def idle(host, port):
+    s = connect(host, port)
+    t0 = time.monotonic()
+    s.settimeout(15)
+    try:
+        data = s.recv(1)
+        how = "eof" if not data else "data"
+    except ConnectionResetError:
+        how = "reset"
+    except socket.timeout:
+        how = "open"
+    print(f"{how} after {time.monotonic() - t0:.2f}")
+
+
+def bound(host, port, k):
+    held = [connect(host, port) for _ in range(k)]
+    time.sleep(0.5)
+    extra = connect(host, port)
+    extra.settimeout(5)
+    try:
+        data = extra.recv(1)
+        print("extra:eof" if not data else "extra:data")
+    except ConnectionResetError:
+        print("extra:reset")
+    except socket.timeout:
+        print("extra:open")
+    for s in held:
+        s.settimeout(0.2)
+        try:
+            s.recv(1)
+            print("held:closed")
+        except socket.timeout:
+            print("held:open")
+        except OSError:
+            print("held:closed")
+
+
+def main():
+    cmd, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    if cmd == "halfclose":
+        halfclose(host, port, int(sys.argv[4]))
+    elif cmd == "idle":
+        idle(host, port)
+    else:
+        bound(host, port, int(sys.argv[4]))
+
+
+main()

@@ -1,0 +1,85 @@
+"""Upstreams for the proxy-mode tests (run inside the server namespace).
+
+  upstream.py http HOST PORT DIR    http.server for DIR, backlog 1024, quiet
+  upstream.py report HOST PORT      per connection: parse a PROXY v2 header,
+                                    read to end of stream, answer
+                                    "src=IP:PORT n=BYTES" and close
+
+The PROXY v2 parser is written from haproxy's proxy-protocol.txt, separately
+from synwall's encoder.
+"""
+import functools
+import http.server
+import ipaddress
+import socket
+import socketserver
+import struct
+import sys
+
+SIG = b"\r\n\r\n\x00\r\nQUIT\n"
+
+
+def read_exact(conn, n):
+    buf = b""
+    while len(buf) < n:
+        chunk = conn.recv(n - len(buf))
+        if not chunk:
+            raise EOFError("short PROXY header")
+        buf += chunk
+    return buf
+
+
+def proxy_header(conn):
+    head = read_exact(conn, 16)
+    if head[:12] != SIG or head[12] != 0x21:
+        return "no-proxy-header"
+    fam, length = head[13], struct.unpack("!H", head[14:16])[0]
+    body = read_exact(conn, length)
+    if fam == 0x11:
+        ip, port = ipaddress.IPv4Address(body[0:4]), struct.unpack("!H", body[8:10])[0]
+    elif fam == 0x21:
+        ip, port = ipaddress.IPv6Address(body[0:16]), struct.unpack("!H", body[32:34])[0]
+    else:
+        return f"family-{fam:#x}"
+    return f"{ip}:{port}"
+
+
+class Report(socketserver.BaseRequestHandler):
+    def handle(self):
+        try:
+            src = proxy_header(self.request)
+        except EOFError:
+            return
+        n = 0
+        while True:
+            chunk = self.request.recv(65536)
+            if not chunk:
+                break
+            n += len(chunk)
+        try:
+            self.request.sendall(f"src={src} n={n}\n".encode())
+        except OSError:
+            pass
+
+
+class Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+def main():
+    mode, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    if mode == "http":
+        server = http.server.ThreadingHTTPServer
+        server.request_queue_size = 1024
+        handler = functools.partial(Quiet, directory=sys.argv[4])
+    else:
+        server = socketserver.ThreadingTCPServer
+        server.request_queue_size = 1024
+        handler = Report
+    server.allow_reuse_address = True
+    server.daemon_threads = True
+    server((host, port), handler).serve_forever()
+
+
+main()
