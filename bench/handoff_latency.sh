@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
-# Request latency and bulk throughput, no flood: directly to the server and
-# through synwall's kernel-mode hand-off, alternating twice in one run.
+# Request latency and bulk throughput, no flood, in one run: directly to
+# the server, through synwall's kernel-mode hand-off, and through proxy
+# mode, rotating between the three ROUNDS times.
 # Run as root:  bash bench/handoff_latency.sh
-# (Proxy mode joins this table once it exists.)
+#
+# One python http.server listens on port 8080 of the server namespace.
+#   direct:      client -> 198.18.0.1:8080, no synwall
+#   kernel mode: synwall protects 8080 and hands connections to that server
+#   proxy mode:  synwall protects 80 and relays to upstream 127.0.0.1:8080
+# Writes a table and bench/results/handoff_latency-<time>.json.
 #
 # Network rules: namespaces and a veth pair made here, 198.18.0.0/15 only,
 # no default route, deleted on exit.
@@ -10,6 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 REQUESTS=${REQUESTS:-500}     # sequential requests per round
 BULK_MB=${BULK_MB:-256}       # size of each bulk download
+ROUNDS=${ROUNDS:-2}
 [ "${SKIP_SETUP:-}" ] || bash scripts/setup.sh
 cargo build --release --locked --quiet --bin synwall
 SW=$PWD/target/release/synwall
@@ -27,47 +34,62 @@ tb_create "swl$(printf '%05x' $$)"
 
 mkdir "$work/www"; echo "hello" > "$work/www/index.html"
 head -c $((BULK_MB << 20)) /dev/zero > "$work/www/bulk.bin"
-tb_http_server "$work/www" "$work"
+tb_http_server "$work/www" "$work" 8080
 
 "$SW" gen-secret > "$work/secret"
-printf '[datapath]\ninterface = "%s"\nstats_socket = "%s"\n[cookie]\nsecret_file = "%s"\n' \
-  "$SI" "$work/stats.sock" "$work/secret" > "$work/synwall.toml"
+conf() { # mode, protected port
+  printf '[datapath]\ninterface = "%s"\nstats_socket = "%s"\n[protect]\nports = [%s]\n[cookie]\nsecret_file = "%s"\n[handoff]\nmode = "%s"\nupstreams = ["127.0.0.1:8080"]\npipe_size = %s\n' \
+    "$SI" "$work/stats.sock" "$2" "$work/secret" "$1" "${PIPE_SIZE:-1048576}" > "$work/$1.toml"
+}
+conf kernel 8080; conf proxy 80
 
-round() { # name: REQUESTS sequential requests, then 3 bulk downloads
+round() { # name port: REQUESTS sequential requests, then 3 bulk downloads
   for _ in $(seq "$REQUESTS"); do
-    ip netns exec "$C" curl -s -o /dev/null -w '%{time_connect} %{time_total}\n' http://198.18.0.1/index.html
+    ip netns exec "$C" curl -s -o /dev/null -w '%{time_connect} %{time_total}\n' "http://198.18.0.1:$2/index.html"
   done >> "$work/lat.$1"
   for _ in 1 2 3; do
-    ip netns exec "$C" curl -s -o /dev/null -w '%{speed_download}\n' http://198.18.0.1/bulk.bin
+    ip netns exec "$C" curl -s -o /dev/null -w '%{speed_download}\n' "http://198.18.0.1:$2/bulk.bin"
   done >> "$work/bulk.$1"
 }
 synwall_on() {
-  ip netns exec "$S" "$SW" run --config "$work/synwall.toml" >/dev/null 2>"$work/synwall.log" &
+  ip netns exec "$S" "$SW" run --config "$work/$1.toml" >/dev/null 2>"$work/synwall.log" &
   SWPID=$!
   tb_wait_stats "$SW" "$work/stats.sock"
 }
 synwall_off() { kill -TERM "$SWPID"; wait "$SWPID"; SWPID=; }
 
-for i in 1 2; do
-  echo "==> round $i: direct" >&2; round direct
-  echo "==> round $i: synwall kernel mode" >&2; synwall_on; round kernel; synwall_off
+for i in $(seq "$ROUNDS"); do
+  echo "==> round $i: direct" >&2; round direct 8080
+  echo "==> round $i: synwall kernel mode" >&2; synwall_on kernel; round kernel 8080; synwall_off
+  echo "==> round $i: synwall proxy mode" >&2; synwall_on proxy; round proxy 80; synwall_off
 done
 
-python3 - "$work" <<'PY'
-import statistics as st, sys
-w = sys.argv[1]
-def lat(name):
+mkdir -p bench/results
+python3 - "$work" "bench/results/handoff_latency-$(date +%Y%m%dT%H%M%S).json" <<'PY'
+import json, statistics as st, sys
+w, out = sys.argv[1], sys.argv[2]
+def pct(v, q):
+    return v[min(len(v) - 1, int(q * len(v)))]
+res = {}
+print(f"\n{'':22}{'requests':>9}{'connect p50':>13}{'p99':>9}{'request p50':>13}{'p99':>9}{'bulk Gbit/s':>13}")
+for name, label in [("direct", "direct"), ("kernel", "synwall kernel mode"), ("proxy", "synwall proxy mode")]:
     rows = [tuple(map(float, l.split())) for l in open(f"{w}/lat.{name}")]
     c = sorted(r[0] * 1000 for r in rows); t = sorted(r[1] * 1000 for r in rows)
-    p = lambda v, q: v[min(len(v) - 1, int(q * len(v)))]
-    return len(rows), p(c, .5), p(c, .99), p(t, .5), p(t, .99)
-def bulk(name):
-    return st.median(float(l) for l in open(f"{w}/bulk.{name}")) * 8 / 1e9
-print(f"\n{'':22}{'requests':>9}{'connect p50':>13}{'p99':>9}{'request p50':>13}{'p99':>9}{'bulk Gbit/s':>13}")
-res = {}
-for name, label in [("direct", "direct"), ("kernel", "synwall kernel mode")]:
-    n, c50, c99, t50, t99 = lat(name); g = bulk(name); res[name] = (t50, t99, g)
-    print(f"{label:<22}{n:>9}{c50:>10.3f} ms{c99:>6.3f} ms{t50:>10.3f} ms{t99:>6.3f} ms{g:>13.2f}")
-d, k = res["direct"], res["kernel"]
-print(f"kernel mode / direct: request p50 {k[0]/d[0]:.3f}x, p99 {k[1]/d[1]:.3f}x, bulk {k[2]/d[2]:.3f}x")
+    g = st.median(float(l) for l in open(f"{w}/bulk.{name}")) * 8 / 1e9
+    res[name] = dict(requests=len(rows), connect_p50_ms=pct(c, .5), connect_p99_ms=pct(c, .99),
+                     request_p50_ms=pct(t, .5), request_p99_ms=pct(t, .99), bulk_gbit_s=g)
+    r = res[name]
+    print(f"{label:<22}{len(rows):>9}{r['connect_p50_ms']:>10.3f} ms{r['connect_p99_ms']:>6.3f} ms"
+          f"{r['request_p50_ms']:>10.3f} ms{r['request_p99_ms']:>6.3f} ms{g:>13.2f}")
+d = res["direct"]
+ratios = {}
+for name in ("kernel", "proxy"):
+    m = res[name]
+    ratios[name] = dict(request_p50=m["request_p50_ms"] / d["request_p50_ms"],
+                        request_p99=m["request_p99_ms"] / d["request_p99_ms"],
+                        bulk=m["bulk_gbit_s"] / d["bulk_gbit_s"])
+    r = ratios[name]
+    print(f"{name} mode / direct: request p50 {r['request_p50']:.3f}x, p99 {r['request_p99']:.3f}x, bulk {r['bulk']:.3f}x")
+json.dump(dict(results=res, ratios=ratios), open(out, "w"), indent=1)
+print(f"wrote {out}")
 PY

@@ -7,8 +7,10 @@
 # namespaces: call it from the caller's EXIT trap.
 #
 #   tb_create PREFIX [QUEUES]   sets S C SI CI SRV_MAC
-#   tb_http_server DIR WORK     python http.server on 198.18.0.1:80, backlog
-#                               4096, no request logging; sets HTTP
+#   tb_http_server DIR WORK [PORT]
+#                               python http.server on PORT (80) of every
+#                               IPv4 address, backlog 4096, no request
+#                               logging; sets HTTP
 #   tb_wait_stats SYNWALL SOCK  waits until `synwall stats` answers
 #   tb_destroy
 
@@ -38,12 +40,12 @@ class Server(http.server.ThreadingHTTPServer):
 class Quiet(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args):
         pass
-Server(("198.18.0.1", 80), functools.partial(Quiet, directory=sys.argv[1])).serve_forever()
+Server(("", int(sys.argv[2])), functools.partial(Quiet, directory=sys.argv[1])).serve_forever()
 PYSRV
-  ip netns exec "$S" python3 "$2/server.py" "$1" >/dev/null 2>&1 &
+  local port=${3:-80} _
+  ip netns exec "$S" python3 "$2/server.py" "$1" "$port" >/dev/null 2>&1 &
   HTTP=$!
-  local _
-  for _ in $(seq 50); do ip netns exec "$S" ss -Hltn 'sport = :80' | grep -q . && return 0; sleep 0.1; done
+  for _ in $(seq 50); do ip netns exec "$S" ss -Hltn "sport = :$port" | grep -q . && return 0; sleep 0.1; done
   echo "http server did not start" >&2; return 1
 }
 

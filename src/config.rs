@@ -249,7 +249,7 @@ impl Default for Handoff {
             idle_timeout_secs: 300,
             max_connections: 10_000,
             proxy_protocol: false,
-            pipe_size: 262_144,
+            pipe_size: 1 << 20,
             backlog: 4096,
         }
     }
