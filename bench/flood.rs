@@ -1,4 +1,9 @@
-//! synwall-flood: a bounded SYN/ACK flood generator over AF_XDP transmit.
+//! synwall-flood: a bounded SYN/ACK flood generator.
+//!
+//! Two engines: `live` (default) runs bpf/flood.bpf.c through BPF_PROG_RUN
+//! in live-frames mode, so the kernel makes and transmits each frame with no
+//! socket or copy (the xdp-trafficgen technique); `afxdp` writes frames into
+//! an AF_XDP socket's transmit ring (copy mode on veth, slower).
 //!
 //! Sources and ports are random, with sources only ever inside the
 //! benchmarking ranges 198.18.0.0/15 and 2001:2::/48; any other destination
@@ -15,7 +20,16 @@ use std::time::{Duration, Instant};
 use clap::{Parser, ValueEnum};
 use synwall::wire::build::{Ip, TcpFrame, client_syn_options};
 use synwall::wire::tcp::flags;
+use synwall::xdp::flood::{FloodMode, LiveFlood};
 use synwall::xsk::{Frame, Xsk, XskConfig};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Engine {
+    /// BPF_PROG_RUN live frames (XDP_TX out of the interface).
+    Live,
+    /// AF_XDP transmit ring.
+    Afxdp,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Mode {
@@ -23,7 +37,7 @@ enum Mode {
     Syn,
     /// ACKs with random (forged) cookies.
     Ack,
-    /// Alternating SYN and ACK.
+    /// SYN and ACK, half each.
     Mix,
 }
 
@@ -54,7 +68,10 @@ struct Args {
     /// Stop after this many seconds.
     #[arg(long)]
     duration: f64,
-    /// Frames per ring operation.
+    /// How frames are made and sent.
+    #[arg(long, value_enum, default_value_t = Engine::Live)]
+    engine: Engine,
+    /// Frames per ring operation (afxdp engine).
     #[arg(long, default_value_t = 64)]
     batch: usize,
     /// Offered rate in frames per second (0: as fast as possible).
@@ -119,6 +136,108 @@ fn run(a: &Args) -> Result<(), String> {
         .ok()
         .and_then(|s| parse_mac(s.trim()))
         .ok_or("cannot read the interface's MAC")?;
+    let t0 = Instant::now();
+    let sent = match a.engine {
+        Engine::Live => live(a, dst_mac, src_mac)?,
+        Engine::Afxdp => afxdp(a, dst_mac, src_mac)?,
+    };
+    let secs = t0.elapsed().as_secs_f64();
+    println!(
+        "{{\"sent\":{sent},\"seconds\":{secs:.3},\"pps\":{:.0},\"mode\":\"{:?}\",\"engine\":\"{:?}\"}}",
+        sent as f64 / secs.min(a.duration).max(1e-9),
+        a.mode,
+        a.engine
+    );
+    Ok(())
+}
+
+/// The template for the live engine: the base of the source range,
+/// source port, sequence and acknowledgment numbers zero.
+fn template(a: &Args, dst_mac: [u8; 6], src_mac: [u8; 6]) -> Vec<u8> {
+    let ip = match a.dst {
+        IpAddr::V4(d) => Ip::V4 {
+            src: [198, 18, 0, 0],
+            dst: d.octets(),
+            ttl: 64,
+            options: &[],
+        },
+        IpAddr::V6(d) => {
+            let mut src = [0u8; 16];
+            src[..4].copy_from_slice(&[0x20, 0x01, 0, 2]);
+            Ip::V6 {
+                src,
+                dst: d.octets(),
+                hop_limit: 64,
+                ext: &[],
+            }
+        }
+    };
+    let syn = a.mode != Mode::Ack;
+    let frame = TcpFrame {
+        dst_mac,
+        src_mac,
+        vlans: &[],
+        ip,
+        src_port: 0,
+        dst_port: a.dport,
+        seq: 0,
+        ack: 0,
+        flags: if syn { flags::SYN } else { flags::ACK },
+        window: 64240,
+        options: if syn { &client_syn_options::LINUX } else { &[] },
+        payload: b"",
+    };
+    let mut buf = vec![0u8; 256];
+    let len = frame.write(&mut buf).unwrap_or(0);
+    buf.truncate(len);
+    buf
+}
+
+/// Live-frames engine: chunks of frames per BPF_PROG_RUN call, paced to
+/// `--rate` in 5 ms steps.
+fn live(a: &Args, dst_mac: [u8; 6], src_mac: [u8; 6]) -> Result<u64, String> {
+    let ifindex: u32 = std::fs::read_to_string(format!("/sys/class/net/{}/ifindex", a.interface))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .ok_or("cannot read the interface's index")?;
+    let mode = match a.mode {
+        Mode::Syn => FloodMode::Syn,
+        Mode::Ack => FloodMode::Ack,
+        Mode::Mix => FloodMode::Mix,
+    };
+    let mut flood =
+        LiveFlood::new(template(a, dst_mac, src_mac), mode, ifindex).map_err(|e| e.to_string())?;
+    let chunk = if a.rate > 0 {
+        (a.rate / 200).clamp(1, 65_536)
+    } else {
+        16_384
+    };
+    let deadline = Duration::from_secs_f64(a.duration);
+    let t0 = Instant::now();
+    let mut sent = 0u64;
+    while sent < a.count && t0.elapsed() < deadline {
+        if a.rate > 0 {
+            let allowed = (t0.elapsed().as_secs_f64() * a.rate as f64) as u64;
+            if sent >= allowed {
+                std::thread::sleep(Duration::from_micros(500));
+                continue;
+            }
+        }
+        let n = (a.count - sent).min(chunk);
+        flood.send(n as u32).map_err(|e| e.to_string())?;
+        sent += n;
+    }
+    let made = flood.made().map_err(|e| e.to_string())?;
+    if made != sent {
+        return Err(format!(
+            "the program made {made} frames, {sent} were asked for"
+        ));
+    }
+    Ok(sent)
+}
+
+/// AF_XDP engine.
+fn afxdp(a: &Args, dst_mac: [u8; 6], src_mac: [u8; 6]) -> Result<u64, String> {
     let (mut xsk, mut free) = Xsk::new(&a.interface, a.queue, XskConfig { ring_size: 2048 })
         .map_err(|e| e.to_string())?;
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ u64::from(std::process::id()));
@@ -206,13 +325,7 @@ fn run(a: &Args) -> Result<(), String> {
             std::thread::sleep(Duration::from_millis(10));
         }
     }
-    let secs = t0.elapsed().as_secs_f64();
-    println!(
-        "{{\"sent\":{sent},\"seconds\":{secs:.3},\"pps\":{:.0},\"mode\":\"{:?}\"}}",
-        sent as f64 / secs.min(a.duration).max(1e-9),
-        a.mode
-    );
-    Ok(())
+    Ok(sent)
 }
 
 #[cfg(test)]

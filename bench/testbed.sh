@@ -26,6 +26,12 @@ tb_create() {
   ip -n "$S" route add 198.18.0.0/15 via 198.18.0.2
   # Full checksums on client segments (synwall verifies them).
   ip netns exec "$C" ethtool -K "$CI" tx off >/dev/null
+  # The server veth receives like a NIC: through NAPI (GRO on, which also
+  # lets the live-frames generator's XDP_TX reach it without an XDP
+  # program there), in its own kernel thread, so the server's receive work
+  # runs on the server's side and not in the generator's context.
+  ip netns exec "$S" ethtool -K "$SI" gro on >/dev/null
+  ip netns exec "$S" sh -c "echo 1 > /sys/class/net/$SI/threaded"
   SRV_MAC=$(ip -n "$S" -o link show "$SI" | sed -E 's#.*link/ether ([0-9a-f:]+).*#\1#')
 }
 

@@ -1,0 +1,131 @@
+// SPDX-License-Identifier: GPL-2.0
+/* The bench kit's flood generator (synwall-flood --engine live).
+ *
+ * Run through BPF_PROG_RUN with BPF_F_TEST_XDP_LIVE_FRAMES, the way
+ * xdp-trafficgen works: the kernel runs this program on a template frame
+ * `repeat` times and transmits each result (XDP_TX goes out of the
+ * ingress_ifindex given in the context), with no socket, skb or copy on the
+ * generator side. Each run randomises the source address inside the
+ * benchmarking range of the template (198.18.0.0/16 of 198.18.0.0/15, or
+ * the low 80 bits of 2001:2::/48), the source port, the sequence number and
+ * (ACKs) the acknowledgment number, and fixes the checksums.
+ *
+ * Pages are recycled between runs, so every field is written absolutely:
+ * checksums start from the template's, whose randomised fields are zero.
+ */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/tcp.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+/* Set by user space before load. */
+const volatile __u8 is_ipv6 = 0;
+/* 0: SYN, 1: ACK (template has ACK), 2: mix (template has SYN; half ACK). */
+const volatile __u8 mode = 0;
+/* The template's checksums as they sit in the frame. */
+const volatile __u16 tcp_csum0 = 0;
+const volatile __u16 ip_csum0 = 0;
+
+/* Frames made, per CPU (one slot). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} made SEC(".maps");
+
+static __always_inline __u16 fold(__u32 s)
+{
+	s = (s & 0xffff) + (s >> 16);
+	s = (s & 0xffff) + (s >> 16);
+	return (__u16)s;
+}
+
+/* Sum of the 16-bit words of a 32-bit value as stored in memory. */
+static __always_inline __u32 words(__u32 v)
+{
+	return (v & 0xffff) + (v >> 16);
+}
+
+SEC("xdp")
+int xdp_flood(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	__u32 r1 = bpf_get_prandom_u32();
+	__u32 r2 = bpf_get_prandom_u32();
+	__u32 r3 = bpf_get_prandom_u32();
+	struct tcphdr *tcp;
+	/* ~checksum = the sum over the template. */
+	__u32 sum = (__u16)~tcp_csum0;
+	__u32 key = 0;
+	__u64 *n;
+
+	if (is_ipv6) {
+		struct ipv6hdr *ip6 = data + sizeof(struct ethhdr);
+
+		tcp = (void *)(ip6 + 1);
+		if ((void *)(tcp + 1) > end)
+			return XDP_ABORTED;
+		/* 2001:2:0:RRRR:RRRR:RRRR:RRRR:RRRR, never ...::1 or ::2. */
+		__u32 hi = r1 & 0xffff, mid = r2, lo = r3 | 0x100;
+
+		ip6->saddr.in6_u.u6_addr16[3] = hi;
+		ip6->saddr.in6_u.u6_addr32[2] = mid;
+		ip6->saddr.in6_u.u6_addr32[3] = lo;
+		sum += hi + words(mid) + words(lo);
+	} else {
+		struct iphdr *ip = data + sizeof(struct ethhdr);
+
+		tcp = (void *)(ip + 1);
+		if ((void *)(tcp + 1) > end)
+			return XDP_ABORTED;
+		/* 198.18.H.L with H >= 1: never the testbed's 198.18.0.x. */
+		__u16 host = r1 & 0xffff;
+
+		if ((bpf_ntohs(host) >> 8) == 0)
+			host |= bpf_htons(0x0100);
+		((__u16 *)&ip->saddr)[1] = host;
+		sum += host;
+		ip->check = ~fold((__u16)~ip_csum0 + host);
+	}
+
+	__u16 sport = (r1 >> 16) | bpf_htons(1024);
+	__u32 seq = r2 ^ r3;
+	__u32 ack = 0;
+	__u8 *flags = (__u8 *)tcp + 13;
+	__u8 f = mode == 1 ? 0x10 : 0x02;
+
+	if (mode == 2 && (r3 & 0x80000000))
+		f = 0x10;
+	if (f == 0x10)
+		ack = bpf_get_prandom_u32();
+	tcp->source = sport;
+	tcp->seq = seq;
+	tcp->ack_seq = ack;
+	sum += sport + words(seq) + words(ack);
+	*flags = f;
+	if (mode == 2) {
+		/* Absolute: the template word had SYN (0x02); now f. */
+		__u8 doff = *((__u8 *)tcp + 12);
+		__u16 syn_word, cur_word;
+
+		((__u8 *)&syn_word)[0] = doff;
+		((__u8 *)&syn_word)[1] = 0x02;
+		((__u8 *)&cur_word)[0] = doff;
+		((__u8 *)&cur_word)[1] = f;
+		sum += (__u16)~syn_word + cur_word;
+	}
+	tcp->check = ~fold(sum);
+
+	n = bpf_map_lookup_elem(&made, &key);
+	if (n)
+		*n += 1;
+	return XDP_TX;
+}
+
+char LICENSE[] SEC("license") = "GPL";
