@@ -194,7 +194,7 @@ fn template(a: &Args, dst_mac: [u8; 6], src_mac: [u8; 6]) -> Vec<u8> {
 }
 
 /// Live-frames engine: chunks of frames per BPF_PROG_RUN call, paced to
-/// `--rate` in 5 ms steps.
+/// `--rate` in 50 ms steps (bursts at the engine's full speed).
 fn live(a: &Args, dst_mac: [u8; 6], src_mac: [u8; 6]) -> Result<u64, String> {
     let ifindex: u32 = std::fs::read_to_string(format!("/sys/class/net/{}/ifindex", a.interface))
         .ok()
@@ -207,10 +207,13 @@ fn live(a: &Args, dst_mac: [u8; 6], src_mac: [u8; 6]) -> Result<u64, String> {
     };
     let mut flood =
         LiveFlood::new(template(a, dst_mac, src_mac), mode, ifindex).map_err(|e| e.to_string())?;
+    // Each BPF_PROG_RUN call costs about 13 ms of set-up here (measured:
+    // 388 calls/s with 5 frames each), so frames go in large chunks: 50 ms
+    // of the paced rate (20 calls/s), or 131,072 when unpaced (~0.1 s).
     let chunk = if a.rate > 0 {
-        (a.rate / 200).clamp(1, 65_536)
+        (a.rate / 20).clamp(1, 131_072)
     } else {
-        16_384
+        131_072
     };
     let deadline = Duration::from_secs_f64(a.duration);
     let t0 = Instant::now();

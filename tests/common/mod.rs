@@ -151,6 +151,14 @@ impl Testbed {
         sh(&[
             "ip", "netns", "exec", &tb.cli, "ethtool", "-K", &tb.cli_if, "tx", "off",
         ]);
+        // The server veth receives as a NIC does (as in bench/testbed.sh):
+        // NAPI with GRO, in its own kernel thread, so segments arrive in
+        // batches.
+        sh(&[
+            "ip", "netns", "exec", &tb.srv, "ethtool", "-K", &tb.srv_if, "gro", "on",
+        ]);
+        let threaded = format!("echo 1 > /sys/class/net/{}/threaded", tb.srv_if);
+        sh(&["ip", "netns", "exec", &tb.srv, "sh", "-c", &threaded]);
         tb
     }
 

@@ -1,0 +1,171 @@
+#!/usr/bin/env bash
+# The comparison runner: one testbed, one generator, one prober, one run,
+# the same flood rates against each system in turn:
+#   kernel_sc1  the kernel alone, net.ipv4.tcp_syncookies=1 (cookies when
+#               the SYN queue overflows), a plain server
+#   kernel_sc2  the kernel alone, tcp_syncookies=2 (cookies always)
+#   synproxy    netfilter SYNPROXY (iptables) in front of the same server
+#   synwall     synwall, kernel-mode hand-off to the same server
+#   synwall_proxy  synwall, proxy mode, relaying to the same server
+# For each system and flood rate (0 = no flood, the baseline): SYN-ACKs per
+# second, CPU seconds per million SYNs (all CPUs), and the prober's success
+# rate and latency. Output: a table, bench/results/compare-<time>.json and
+# bench/results/compare-<time>.png (gnuplot).
+# Run as root:  bash bench/compare.sh      (RATES="0 100000 ..." to choose)
+#
+# Network rules: two namespaces made here, one veth pair, 198.18.0.0/15
+# only, no default route; every flood is bounded by count and time; the
+# namespaces are deleted on exit, also on failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RATES=${RATES:-"0 50000 150000 300000 1000000000"}  # the last: as fast as the generator goes
+SECS=${SECS:-6}              # prober window per point; the flood lasts SECS + 3
+CONC=${CONC:-8}              # prober clients
+SYSTEMS=${SYSTEMS:-"kernel_sc1 kernel_sc2 synproxy synwall synwall_proxy"}
+GEN_CPU=${GEN_CPU:-$(( $(nproc) - 1 ))}   # the attacker's CPU, off synwall's worker (CPU 0)
+
+[ "${SKIP_SETUP:-}" ] || bash scripts/setup.sh
+command -v gnuplot >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gnuplot-nox >/dev/null
+cargo build --release --locked --quiet --bin synwall --bin synwall-flood
+SW=$PWD/target/release/synwall FLOOD=$PWD/target/release/synwall-flood
+
+. bench/testbed.sh
+work=$(mktemp -d /tmp/synwall-cmp.XXXXXX)
+HTTP= SWPID= FLOODPID=
+cleanup() {
+  for p in $FLOODPID $SWPID $HTTP; do kill "$p" 2>/dev/null || true; done
+  tb_destroy
+  rm -rf "$work"
+}
+trap cleanup EXIT
+tb_create "swc$(printf '%05x' $$)"
+mkdir "$work/www"; echo "hello" > "$work/www/index.html"
+tb_http_server "$work/www" "$work" 8080
+ip netns exec "$S" sysctl -qw net.ipv4.tcp_max_syn_backlog=4096
+ip netns exec "$C" ping -c1 -W1 198.18.0.1 >/dev/null
+
+"$SW" gen-secret > "$work/secret"
+for mode in kernel proxy; do
+  port=8080; [ "$mode" = proxy ] && port=80
+  printf '[datapath]\ninterface = "%s"\nstats_socket = "%s"\n[protect]\nports = [%s]\n[cookie]\nsecret_file = "%s"\n[handoff]\nmode = "%s"\nupstreams = ["127.0.0.1:8080"]\n' \
+    "$SI" "$work/stats.sock" "$port" "$work/secret" "$mode" > "$work/$mode.toml"
+done
+
+synproxy() { # -A or -D: SYNPROXY for port 8080 on the server veth
+  local r
+  for r in "-t raw $1 PREROUTING -i $SI -p tcp --dport 8080 --syn -j CT --notrack" \
+           "$1 INPUT -i $SI -p tcp --dport 8080 -m conntrack --ctstate INVALID,UNTRACKED -j SYNPROXY --sack-perm --timestamp --wscale 7 --mss 1460" \
+           "$1 INPUT -i $SI -p tcp --dport 8080 -m conntrack --ctstate INVALID -j DROP"; do
+    # shellcheck disable=SC2086
+    ip netns exec "$S" iptables $r
+  done
+}
+
+setup_system() { # name -> sets PORT
+  PORT=8080
+  case $1 in
+    kernel_sc1) ip netns exec "$S" sysctl -qw net.ipv4.tcp_syncookies=1 ;;
+    kernel_sc2) ip netns exec "$S" sysctl -qw net.ipv4.tcp_syncookies=2 ;;
+    synproxy)
+      ip netns exec "$S" sysctl -qw net.ipv4.tcp_syncookies=1 net.netfilter.nf_conntrack_tcp_loose=0
+      synproxy -A ;;
+    synwall|synwall_proxy)
+      local mode=kernel; [ "$1" = synwall_proxy ] && { mode=proxy; PORT=80; }
+      ip netns exec "$S" sysctl -qw net.ipv4.tcp_syncookies=1
+      ip netns exec "$S" "$SW" run --config "$work/$mode.toml" >/dev/null 2>"$work/synwall.log" &
+      SWPID=$!
+      tb_wait_stats "$SW" "$work/stats.sock" ;;
+  esac
+}
+teardown_system() {
+  case $1 in
+    synproxy) synproxy -D ;;
+    synwall|synwall_proxy) kill -TERM "$SWPID"; wait "$SWPID" || true; SWPID= ;;
+  esac
+}
+
+rx()   { ip netns exec "$C" cat "/sys/class/net/$CI/statistics/rx_packets"; }
+busy() { awk '/^cpu /{print $2+$3+$4+$7+$8}' /proc/stat; }
+HZ=$(getconf CLK_TCK)
+
+point() { # system rate -> one JSON line appended to $work/points
+  local sys=$1 rate=$2 r0 b0 r1 b1 flood='{"sent":0,"seconds":0,"pps":0}' probe
+  r0=$(rx); b0=$(busy)
+  if [ "$rate" -gt 0 ]; then
+    local dur=$((SECS + 3))
+    ip netns exec "$C" taskset -c "$GEN_CPU" "$FLOOD" --interface "$CI" --dst-mac "$SRV_MAC" \
+      --dst 198.18.0.1 --dport "$PORT" --rate "$rate" --count $((rate < 50000000 ? rate * dur : 50000000)) \
+      --duration "$dur" > "$work/flood.out" &
+    FLOODPID=$!
+    sleep 1
+  fi
+  probe=$(ip netns exec "$C" python3 bench/prober.py 198.18.0.1 "$PORT" "$CONC" "$SECS")
+  if [ -n "$FLOODPID" ]; then wait "$FLOODPID"; FLOODPID=; flood=$(cat "$work/flood.out"); fi
+  sleep 0.3
+  r1=$(rx); b1=$(busy)
+  python3 - "$sys" "$rate" "$flood" "$probe" "$r0" "$r1" "$b0" "$b1" "$HZ" >> "$work/points" <<'PY'
+import json, sys
+sysname, rate, flood, probe = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3]), json.loads(sys.argv[4])
+r0, r1, b0, b1, hz = map(int, sys.argv[5:10])
+secs = flood["seconds"] or 1
+cpu = (b1 - b0) / hz
+p = dict(system=sysname, rate=rate, offered_pps=round(flood["pps"]), syns=flood["sent"],
+         synacks_per_s=round((r1 - r0) / secs) if flood["sent"] else 0,
+         cpu_s=round(cpu, 2), cpu_s_per_million_syns=round(cpu / (flood["sent"] / 1e6), 3) if flood["sent"] else None)
+p.update(probe)
+print(json.dumps(p))
+PY
+  tail -1 "$work/points" >&2
+}
+
+for sys in $SYSTEMS; do
+  echo "==> $sys" >&2
+  setup_system "$sys"
+  for rate in $RATES; do point "$sys" "$rate"; done
+  teardown_system "$sys"
+done
+
+mkdir -p bench/results
+stamp=$(date -u +%Y%m%dT%H%M%SZ)
+python3 - "$work/points" "bench/results/compare-$stamp" "$work" <<'PY'
+import json, sys, collections
+points = [json.loads(l) for l in open(sys.argv[1])]
+out, work = sys.argv[2], sys.argv[3]
+by = collections.defaultdict(list)
+for p in points:
+    by[p["system"]].append(p)
+print(f"\n{'system':<15}{'rate':>11}{'offered/s':>11}{'SYN-ACK/s':>11}{'CPU s/M':>9}{'success':>9}{'conn p50':>10}{'conn p99':>10}{'req p99':>10}")
+for s, ps in by.items():
+    for p in ps:
+        f = lambda v, d=1: "-" if v is None else f"{v:.{d}f}"
+        rate = "none" if p["rate"] == 0 else ("max" if p["rate"] >= 1e9 else p["rate"])
+        print(f"{s:<15}{rate:>11}{p['offered_pps']:>11}{p['synacks_per_s']:>11}{f(p['cpu_s_per_million_syns'], 2):>9}"
+              f"{p['success'] * 100:>8.2f}%{f(p['connect_p50_ms']):>10}{f(p['connect_p99_ms']):>10}{f(p['request_p99_ms']):>10}")
+json.dump(dict(points=points), open(out + ".json", "w"), indent=1)
+# gnuplot data: one block per system, x = offered rate (k SYN/s).
+with open(f"{work}/plot.dat", "w") as d:
+    for s, ps in by.items():
+        d.write(f'"{s}"\n')
+        for p in ps:
+            d.write(f"{p['offered_pps'] / 1000:.1f} {p['success'] * 100:.3f} {p['connect_p99_ms'] or 'NaN'}\n")
+        d.write("\n\n")
+print(f"\nJSON: {out}.json")
+PY
+n=$(echo $SYSTEMS | wc -w)
+gnuplot <<GP
+set terminal pngcairo size 1200,500 font ",10"
+set output "bench/results/compare-$stamp.png"
+set multiplot layout 1,2 title "Legitimate clients under a spoofed SYN flood (veth testbed, one run)"
+set key bottom left
+set xlabel "flood offered (k SYN/s)"
+set ylabel "requests succeeded (%)"
+set yrange [0:105]
+plot for [i=0:$((n - 1))] "$work/plot.dat" index i using 1:2 with linespoints title columnheader(1)
+set ylabel "connect p99 (ms, log)"
+set logscale y
+set yrange [*:*]
+set key top left
+plot for [i=0:$((n - 1))] "$work/plot.dat" index i using 1:3 with linespoints title columnheader(1)
+unset multiplot
+GP
+echo "PNG: bench/results/compare-$stamp.png"
