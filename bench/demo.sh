@@ -51,7 +51,7 @@ probe() {
 }
 
 flood_start() {
-  ip netns exec "$C" taskset -c "$FLOOD_CPU" "$FLOOD" --interface "$CI" --dst-mac "$SRV_MAC" --dst 198.18.0.1 --dport 80 \
+  ip netns exec "$C" taskset -c "$FLOOD_CPU" "$FLOOD" --engine afxdp --interface "$CI" --dst-mac "$SRV_MAC" --dst 198.18.0.1 --dport 80 \
     --rate "$RATE" --count $((RATE * FLOOD_SECS)) --duration "$FLOOD_SECS" > "$work/flood.$1" &
   FLOODPID=$!
   sleep 1   # let the flood reach its rate before the clients start
