@@ -52,7 +52,7 @@ ip netns exec "$C" ping -c1 -W1 198.18.0.1 >/dev/null
 "$SW" gen-secret > "$work/secret"
 for mode in kernel proxy; do
   port=8080; [ "$mode" = proxy ] && port=80
-  printf '[datapath]\ninterface = "%s"\nstats_socket = "%s"\n[protect]\nports = [%s]\n[cookie]\nsecret_file = "%s"\n[handoff]\nmode = "%s"\nupstreams = ["127.0.0.1:8080"]\n' \
+  printf '[datapath]\ninterface = "%s"\nstats_socket = "%s"\n[protect]\nports = [%s]\n[cookie]\nsecret_file = "%s"\n[handoff]\nmode = "%s"\nupstreams = ["198.18.0.1:8080"]\n' \
     "$SI" "$work/stats.sock" "$port" "$work/secret" "$mode" > "$work/$mode.toml"
 done
 

@@ -7,7 +7,7 @@
 # One python http.server listens on port 8080 of the server namespace.
 #   direct:      client -> 198.18.0.1:8080, no synwall
 #   kernel mode: synwall protects 8080 and hands connections to that server
-#   proxy mode:  synwall protects 80 and relays to upstream 127.0.0.1:8080
+#   proxy mode:  synwall protects 80 and relays to upstream 198.18.0.1:8080
 # Writes a table and bench/results/handoff_latency-<time>.json.
 #
 # Network rules: namespaces and a veth pair made here, 198.18.0.0/15 only,
@@ -38,7 +38,7 @@ tb_http_server "$work/www" "$work" 8080
 
 "$SW" gen-secret > "$work/secret"
 conf() { # mode, protected port
-  printf '[datapath]\ninterface = "%s"\nstats_socket = "%s"\n[protect]\nports = [%s]\n[cookie]\nsecret_file = "%s"\n[handoff]\nmode = "%s"\nupstreams = ["127.0.0.1:8080"]\npipe_size = %s\n' \
+  printf '[datapath]\ninterface = "%s"\nstats_socket = "%s"\n[protect]\nports = [%s]\n[cookie]\nsecret_file = "%s"\n[handoff]\nmode = "%s"\nupstreams = ["198.18.0.1:8080"]\npipe_size = %s\n' \
     "$SI" "$work/stats.sock" "$2" "$work/secret" "$1" "${PIPE_SIZE:-1048576}" > "$work/$1.toml"
 }
 conf kernel 8080; conf proxy 80

@@ -244,13 +244,13 @@ const UPSTREAM_PY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/proxy/upst
 const CLIENT_PY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/proxy/client.py");
 
 /// A test upstream (tests/proxy/upstream.py) in the server namespace,
-/// listening on 127.0.0.1:`port`; killed on drop.
+/// listening on 198.18.0.1:`port` (over its loopback); killed on drop.
 struct Upstream(std::process::Child);
 
 impl Upstream {
     fn start(tb: &Testbed, args: &[&str], port: u16) -> Upstream {
         let port_s = port.to_string();
-        let mut a = vec!["python3", UPSTREAM_PY, args[0], "127.0.0.1", &port_s];
+        let mut a = vec!["python3", UPSTREAM_PY, args[0], "198.18.0.1", &port_s];
         a.extend_from_slice(&args[1..]);
         let child = tb
             .in_srv(&a)
@@ -312,7 +312,7 @@ fn server_behind_proxy_mode() {
     let tb = Testbed::new(2);
     tb.block_kernel_synacks(80);
     let _upstream = Upstream::start(&tb, &["http", www.to_str().unwrap()], 8080);
-    let sw = Synwall::start(&tb, dir.path(), &proxy_config(&["127.0.0.1:8080"], ""));
+    let sw = Synwall::start(&tb, dir.path(), &proxy_config(&["198.18.0.1:8080"], ""));
 
     serves_pages_bulk_and_many_clients(&tb, dir.path(), &www);
 
@@ -356,8 +356,8 @@ fn proxy_failover_proxy_protocol_half_close_idle_and_bound() {
     let tb = Testbed::new(1);
     tb.block_kernel_synacks(80);
     let _upstream = Upstream::start(&tb, &["report"], 9000);
-    // 127.0.0.3:81 swallows SYNs (connect timeout); nothing listens on
-    // 127.0.0.1:9 (refused); 127.0.0.1:9000 answers.
+    // 198.18.0.1:81 swallows SYNs (connect timeout); nothing listens on
+    // 198.18.0.1:9 (refused); 198.18.0.1:9000 answers.
     common::sh(&[
         "ip",
         "netns",
@@ -367,7 +367,7 @@ fn proxy_failover_proxy_protocol_half_close_idle_and_bound() {
         "-A",
         "OUTPUT",
         "-d",
-        "127.0.0.3",
+        "198.18.0.1",
         "-p",
         "tcp",
         "--dport",
@@ -379,7 +379,7 @@ fn proxy_failover_proxy_protocol_half_close_idle_and_bound() {
         &tb,
         dir.path(),
         &proxy_config(
-            &["127.0.0.3:81", "127.0.0.1:9", "127.0.0.1:9000"],
+            &["198.18.0.1:81", "198.18.0.1:9", "198.18.0.1:9000"],
             "connect_timeout_ms = 300\nidle_timeout_secs = 2\nmax_connections = 3\nproxy_protocol = true\n",
         ),
     );
@@ -455,7 +455,7 @@ fn dead_upstream_gives_a_prompt_close() {
         "-A",
         "OUTPUT",
         "-d",
-        "127.0.0.3",
+        "198.18.0.1",
         "-p",
         "tcp",
         "--dport",
@@ -467,7 +467,7 @@ fn dead_upstream_gives_a_prompt_close() {
         &tb,
         dir.path(),
         &proxy_config(
-            &["127.0.0.3:81", "127.0.0.1:9"],
+            &["198.18.0.1:81", "198.18.0.1:9"],
             "connect_timeout_ms = 300\n",
         ),
     );
