@@ -281,6 +281,28 @@ impl Drop for Upstream {
     }
 }
 
+/// Makes connects to 198.18.0.1:`port` time out: the server namespace
+/// drops their SYNs.
+fn swallow_syns_to(tb: &Testbed, port: u16) {
+    common::sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &tb.srv,
+        "iptables",
+        "-A",
+        "OUTPUT",
+        "-d",
+        "198.18.0.1",
+        "-p",
+        "tcp",
+        "--dport",
+        &port.to_string(),
+        "-j",
+        "DROP",
+    ]);
+}
+
 fn proxy_config(upstreams: &[&str], extra: &str) -> String {
     let list: Vec<String> = upstreams.iter().map(|u| format!("{u:?}")).collect();
     format!(
@@ -358,23 +380,7 @@ fn proxy_failover_proxy_protocol_half_close_idle_and_bound() {
     let _upstream = Upstream::start(&tb, &["report"], 9000);
     // 198.18.0.1:81 swallows SYNs (connect timeout); nothing listens on
     // 198.18.0.1:9 (refused); 198.18.0.1:9000 answers.
-    common::sh(&[
-        "ip",
-        "netns",
-        "exec",
-        &tb.srv,
-        "iptables",
-        "-A",
-        "OUTPUT",
-        "-d",
-        "198.18.0.1",
-        "-p",
-        "tcp",
-        "--dport",
-        "81",
-        "-j",
-        "DROP",
-    ]);
+    swallow_syns_to(&tb, 81);
     let sw = Synwall::start(
         &tb,
         dir.path(),
@@ -446,23 +452,7 @@ fn dead_upstream_gives_a_prompt_close() {
     let dir = tempfile::tempdir().unwrap();
     let tb = Testbed::new(1);
     tb.block_kernel_synacks(80);
-    common::sh(&[
-        "ip",
-        "netns",
-        "exec",
-        &tb.srv,
-        "iptables",
-        "-A",
-        "OUTPUT",
-        "-d",
-        "198.18.0.1",
-        "-p",
-        "tcp",
-        "--dport",
-        "81",
-        "-j",
-        "DROP",
-    ]);
+    swallow_syns_to(&tb, 81);
     let sw = Synwall::start(
         &tb,
         dir.path(),
