@@ -83,6 +83,38 @@ fn synacks(pcap: &Path) -> Vec<(Flow, u32, u32, Option<u32>)> {
     out
 }
 
+/// A bounded synwall-flood run (live-frames engine) from the client
+/// namespace; asserts it succeeded. 4,000 frames/s: the engine sends 1/20
+/// of the rate per call, and 200 frames fit the veth's 256-frame ring.
+fn run_flood(tb: &Testbed, mac: &str, dst: &str, mode: &str, count: &str) -> std::process::Output {
+    let out = tb
+        .in_cli(&[
+            env!("CARGO_BIN_EXE_synwall-flood"),
+            "--interface",
+            &tb.cli_if,
+            "--dst-mac",
+            mac,
+            "--dst",
+            dst,
+            "--mode",
+            mode,
+            "--count",
+            count,
+            "--rate",
+            "4000",
+            "--duration",
+            "10",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 #[test]
 fn kernel_client_gets_synwalls_synack() {
     if !common::require_root() {
@@ -192,33 +224,7 @@ fn kernel_client_gets_synwalls_synack() {
     // Forged ACKs (random cookies, spoofed benchmark-range sources) are all
     // dropped in XDP and counted; none passes as a valid cookie.
     let mac = tb.srv_mac();
-    let flood = tb
-        .in_cli(&[
-            env!("CARGO_BIN_EXE_synwall-flood"),
-            "--interface",
-            &tb.cli_if,
-            "--dst-mac",
-            &mac,
-            "--dst",
-            common::SERVER4,
-            "--mode",
-            "ack",
-            "--count",
-            "2000",
-            // Live-frames chunks are 1/20 of the rate per call: 200 frames
-            // fit the veth's 256-frame ring.
-            "--rate",
-            "4000",
-            "--duration",
-            "10",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        flood.status.success(),
-        "{}",
-        String::from_utf8_lossy(&flood.stderr)
-    );
+    let flood = run_flood(&tb, &mac, common::SERVER4, "ack", "2000");
     std::thread::sleep(Duration::from_millis(300));
     let after = sw.stats_json().unwrap();
     let dropped = after["xdp"]["drop_bad_cookie"].as_u64().unwrap()
@@ -243,29 +249,7 @@ fn kernel_client_gets_synwalls_synack() {
     };
     let before = synacks(&after);
     for (dst, count) in [(common::SERVER4, "3000"), (common::SERVER6, "1000")] {
-        let out = tb
-            .in_cli(&[
-                env!("CARGO_BIN_EXE_synwall-flood"),
-                "--interface",
-                &tb.cli_if,
-                "--dst-mac",
-                &mac,
-                "--dst",
-                dst,
-                "--count",
-                count,
-                "--rate",
-                "4000",
-                "--duration",
-                "10",
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        run_flood(&tb, &mac, dst, "syn", count);
     }
     std::thread::sleep(Duration::from_millis(300));
     let end = sw.stats_json().unwrap();
