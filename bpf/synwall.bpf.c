@@ -187,8 +187,10 @@ static __always_inline int find_tsecr(struct xdp_md *ctx, struct tcphdr *tcp, __
 }
 
 /*
- * An ACK to a protected port with no kernel socket: it completes one of our
- * handshakes or it is dropped here, before user space or the TCP stack.
+ * An ACK to a protected port with no kernel socket: does its cookie prove
+ * one of our handshakes? Returns SW_ACK_COOKIE_OK or the counter of the
+ * reason it does not (the caller counts, and drops it unless it follows a
+ * verified ACK of the same connection).
  *
  * A global function, so the verifier checks it once on its own instead of
  * once for every parse path that reaches it. It gets the context and the
@@ -208,35 +210,32 @@ __attribute__((noinline)) int sw_check_ack(struct xdp_md *ctx, __u32 l3_off, __u
 	l4_off &= 0x7ff;
 	tcp = data + l4_off;
 	if ((void *)(tcp + 1) > data_end)
-		return verdict(SW_DROP_TRUNC_TCP, XDP_DROP);
+		return SW_DROP_TRUNC_TCP;
 	cookie = bpf_ntohl(tcp->ack_seq) - 1;
 	client_isn = bpf_ntohl(tcp->seq) - 1;
 	slot = (cookie >> 9) & 1;
 	ts = find_tsecr(ctx, tcp, l4_off, &tsecr);
 	if (ts < 0)
-		return verdict(SW_DROP_BAD_OPTIONS, XDP_DROP);
+		return SW_DROP_BAD_OPTIONS;
 	key = bpf_map_lookup_elem(&keys, &slot);
 	if (!key)
-		return verdict(SW_DROP_BAD_COOKIE, XDP_DROP);
+		return SW_DROP_BAD_COOKIE;
 	if (v6) {
 		struct ipv6hdr *ip6 = data + l3_off;
 
 		if ((void *)(ip6 + 1) > data_end)
-			return verdict(SW_DROP_TRUNC_TCP, XDP_DROP);
+			return SW_DROP_TRUNC_TCP;
 		ok = cookie_check(key, (__u8 *)&ip6->saddr, (__u8 *)&ip6->daddr, 16, tcp->source,
 				  tcp->dest, client_isn, cookie, ts, tsecr);
 	} else {
 		struct iphdr *ip = data + l3_off;
 
 		if ((void *)(ip + 1) > data_end)
-			return verdict(SW_DROP_TRUNC_TCP, XDP_DROP);
+			return SW_DROP_TRUNC_TCP;
 		ok = cookie_check(key, (__u8 *)&ip->saddr, (__u8 *)&ip->daddr, 4, tcp->source, tcp->dest,
 				  client_isn, cookie, ts, tsecr);
 	}
-	if (!ok)
-		return verdict(SW_DROP_BAD_COOKIE, XDP_DROP);
-	set_meta(ctx, SW_META_HANDOFF);
-	return verdict(SW_ACK_COOKIE_OK, XDP_PASS);
+	return ok ? SW_ACK_COOKIE_OK : SW_DROP_BAD_COOKIE;
 }
 
 /* Where the headers of a TCP segment to a protected port are. */
@@ -247,6 +246,51 @@ struct pkt {
 	__u32 tuple_len;
 	struct bpf_sock_tuple tuple;
 };
+
+/*
+ * Connections in the middle of their hand-off. A receive batch (GRO, NAPI)
+ * goes through XDP and TC as a whole before TCP sees its first segment, so
+ * the segments right behind a handshake ACK (the request, an upload's first
+ * window) find no socket yet: XDP would drop them as bad cookies (their
+ * sequence numbers have moved on) and TC would hand the connection off a
+ * second time, which the kernel drops as a duplicate. Both would cost the
+ * client a retransmission. So XDP records each verified ACK here and passes
+ * the segments that follow it; TC records each hand-off and requeues the
+ * segments that meet the listener behind it once (through the device's
+ * backlog), by which time TCP has made the connection. Entries live for
+ * FLOW_TTL_NS; the map is LRU, so a flood of valid ACKs only evicts.
+ */
+#define FLOW_TTL_NS 1000000000ull	/* 1 s */
+#define FOLLOW_UP_WINDOW (1u << 20)	/* bytes a follow-up may lie past the ACK */
+#define MAX_DEFERRALS 64		/* requeues per hand-off, a bound on loops */
+#define SW_TC_INDEX_DEFERRED 0x5357	/* "SW" in tc_index: already requeued once */
+
+struct sw_flow_key {
+	struct bpf_sock_tuple tuple; /* as parsed; IPv4 leaves the tail zero */
+	__u32 v6;
+};
+
+struct sw_flow {
+	__u64 verified_ns;	/* XDP: the ACK's cookie validated */
+	__u64 assigned_ns;	/* TC: handed to the listener (0: not yet) */
+	__u32 seq;		/* the ACK's sequence number */
+	__u32 ack;		/* the ACK's acknowledgment number (our ISN + 1) */
+	__u32 deferrals;	/* requeues since assigned_ns */
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct sw_flow_key);
+	__type(value, struct sw_flow);
+} flows SEC(".maps");
+
+static __always_inline void flow_key(struct sw_flow_key *k, const struct pkt *p)
+{
+	__builtin_memcpy(&k->tuple, &p->tuple, sizeof(k->tuple));
+	k->v6 = p->v6;
+}
 
 /*
  * Parses Ethernet, up to two VLAN tags, IPv4 (options) or IPv6 (extension
@@ -386,7 +430,8 @@ int xdp_synwall(struct xdp_md *ctx)
 	/* A segment of an existing kernel socket (established, time-wait or
 	 * request) is the kernel's; only a listener (or nothing) is ours. */
 	{
-		struct bpf_sock *sk = bpf_skc_lookup_tcp(ctx, &p.tuple, p.tuple_len, BPF_F_CURRENT_NETNS, 0);
+		__u32 tuple_len = p.v6 ? sizeof(p.tuple.ipv6) : sizeof(p.tuple.ipv4);
+		struct bpf_sock *sk = bpf_skc_lookup_tcp(ctx, &p.tuple, tuple_len, BPF_F_CURRENT_NETNS, 0);
 
 		if (sk) {
 			int listener = sk->state == BPF_TCP_LISTEN;
@@ -402,9 +447,37 @@ int xdp_synwall(struct xdp_md *ctx)
 	if (tcp->rst)
 		return verdict(SW_PASS_RST, XDP_PASS);
 	if (!tcp->syn) {
+		struct sw_flow_key k = {};
+		struct sw_flow *f;
+		__u32 seq, ack;
+
 		if (!tcp->ack)
 			return verdict(SW_DROP_BAD_FLAGS, XDP_DROP);
-		return sw_check_ack(ctx, p.l3_off, p.l4_off, p.v6);
+		seq = bpf_ntohl(tcp->seq);
+		ack = bpf_ntohl(tcp->ack_seq);
+		flow_key(&k, &p);
+		rc = sw_check_ack(ctx, p.l3_off, p.l4_off, p.v6);
+		if (rc == SW_ACK_COOKIE_OK) {
+			struct sw_flow nf = { .verified_ns = bpf_ktime_get_ns(), .seq = seq, .ack = ack };
+
+			f = bpf_map_lookup_elem(&flows, &k);
+			if (f && f->ack == ack) {
+				f->verified_ns = nf.verified_ns;
+			} else {
+				bpf_map_update_elem(&flows, &k, &nf, BPF_ANY);
+			}
+			set_meta(ctx, SW_META_HANDOFF);
+			return verdict(rc, XDP_PASS);
+		}
+		/* A segment right behind a verified ACK of the same connection:
+		 * same acknowledgment, a little further on in sequence. */
+		if (rc == SW_DROP_BAD_COOKIE) {
+			f = bpf_map_lookup_elem(&flows, &k);
+			if (f && f->ack == ack && seq - f->seq < FOLLOW_UP_WINDOW &&
+			    bpf_ktime_get_ns() - f->verified_ns < FLOW_TTL_NS)
+				return verdict(SW_PASS_FOLLOW_UP, XDP_PASS);
+		}
+		return verdict(rc, XDP_DROP);
 	}
 	if (tcp->ack) /* a SYN-ACK to a server port: reflection, as the core drops it */
 		return verdict(SW_DROP_BAD_FLAGS, XDP_DROP);
@@ -453,7 +526,11 @@ const volatile __u8 our_wscale = 7;
 __attribute__((noinline)) int sw_handoff(struct __sk_buff *skb, struct pkt *p)
 {
 	struct bpf_tcp_req_attrs attrs = {};
+	struct sw_flow_key k = {};
 	struct opt_walk w = {};
+	struct sw_flow *f;
+	__u64 now;
+	int requeued;
 	struct bpf_sock *skc;
 	struct tcp_sock *tp;
 	struct sw_key *key;
@@ -486,6 +563,25 @@ __attribute__((noinline)) int sw_handoff(struct __sk_buff *skb, struct pkt *p)
 		return TC_ACT_OK;
 	}
 
+	/* This connection was handed off a moment ago, in this receive batch
+	 * most likely: TCP has not made the socket yet. Requeue the segment
+	 * once, behind the batch, where it finds the new socket (or, if the
+	 * hand-off failed, comes back here and is checked as itself). */
+	flow_key(&k, p);
+	f = bpf_map_lookup_elem(&flows, &k);
+	requeued = skb->tc_index == SW_TC_INDEX_DEFERRED;
+	if (requeued)
+		skb->tc_index = 0;
+	now = bpf_ktime_get_ns();
+	if (f && !requeued && f->assigned_ns && now - f->assigned_ns < FLOW_TTL_NS &&
+	    f->deferrals < MAX_DEFERRALS) {
+		bpf_sk_release(skc);
+		f->deferrals++;
+		skb->tc_index = SW_TC_INDEX_DEFERRED;
+		count(SW_HANDOFF_DEFERRED);
+		return bpf_redirect(skb->ifindex, BPF_F_INGRESS);
+	}
+
 	cookie = bpf_ntohl(th.ack_seq) - 1;
 	client_isn = bpf_ntohl(th.seq) - 1;
 	opt_len = th.doff * 4;
@@ -516,7 +612,10 @@ __attribute__((noinline)) int sw_handoff(struct __sk_buff *skb, struct pkt *p)
 	}
 	if (!ok) {
 		bpf_sk_release(skc);
-		count(SW_HANDOFF_BAD_COOKIE);
+		/* Behind an ACK whose hand-off did not complete (a full accept
+		 * queue): dropped, so the client resends it; the listener would
+		 * answer it with a reset. */
+		count(f ? SW_HANDOFF_FOLLOW_UP_DROP : SW_HANDOFF_BAD_COOKIE);
 		return TC_ACT_SHOT;
 	}
 
@@ -537,7 +636,20 @@ __attribute__((noinline)) int sw_handoff(struct __sk_buff *skb, struct pkt *p)
 	}
 	ret = bpf_sk_assign_tcp_reqsk(skb, (struct sock *)tp, &attrs, sizeof(attrs));
 	bpf_sk_release(skc);
-	count(ret ? SW_HANDOFF_FAILED : SW_HANDOFF_OK);
+	if (ret) {
+		count(SW_HANDOFF_FAILED);
+		return TC_ACT_OK;
+	}
+	count(SW_HANDOFF_OK);
+	if (f) {
+		f->assigned_ns = now;
+		f->deferrals = 0;
+	} else {
+		struct sw_flow nf = { .verified_ns = now, .assigned_ns = now, .seq = bpf_ntohl(th.seq),
+				      .ack = bpf_ntohl(th.ack_seq) };
+
+		bpf_map_update_elem(&flows, &k, &nf, BPF_ANY);
+	}
 	return TC_ACT_OK;
 }
 

@@ -28,6 +28,9 @@ enum sw_counter {
 	SW_HANDOFF_OK,		/* TC: connection handed to the local listener */
 	SW_HANDOFF_FAILED,	/* TC: the kernel refused the hand-off (passed as is) */
 	SW_HANDOFF_BAD_COOKIE,	/* TC: cookie invalid (XDP normally drops these first) */
+	SW_PASS_FOLLOW_UP,	/* a segment right behind a verified ACK: passed to TC */
+	SW_HANDOFF_DEFERRED,	/* TC: requeued behind its connection's hand-off */
+	SW_HANDOFF_FOLLOW_UP_DROP, /* TC: follow-up whose hand-off did not complete */
 	SW_COUNTER_MAX,
 };
 

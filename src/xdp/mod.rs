@@ -37,7 +37,7 @@ use crate::config::XdpMode;
 use skel::{SynwallSkel, SynwallSkelBuilder};
 
 /// Names of the XDP program's counters, in `enum sw_counter` order.
-pub const COUNTER_NAMES: [&str; 20] = [
+pub const COUNTER_NAMES: [&str; 23] = [
     "rx",
     "pass_not_ip",
     "pass_not_tcp",
@@ -58,6 +58,9 @@ pub const COUNTER_NAMES: [&str; 20] = [
     "handoff_ok",
     "handoff_failed",
     "handoff_bad_cookie",
+    "pass_follow_up",
+    "handoff_deferred",
+    "handoff_follow_up_drop",
 ];
 
 /// Why the XDP side failed.
@@ -279,6 +282,24 @@ impl Program {
                 .keys
                 .update(&((e & 1) as u32).to_ne_bytes(), &v, MapFlags::ANY)
                 .map_err(map_err("keys"))?;
+        }
+        Ok(())
+    }
+
+    /// Empties the map of connections in the middle of their hand-off
+    /// (`flows` in bpf/synwall.bpf.c), so that the next ACK of a
+    /// connection is judged by its cookie alone, not as a segment that
+    /// follows a verified ACK. For tests that replay one connection's ACK
+    /// with different cookies.
+    pub fn forget_flows(&self) -> Result<(), XdpError> {
+        let flows = &self.skel.maps.flows;
+        let keys: Vec<Vec<u8>> = flows.keys().collect();
+        for k in keys {
+            match flows.delete(&k) {
+                // Gone already (evicted): as good as deleted.
+                Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => {}
+                r => r.map_err(map_err("flows"))?,
+            }
         }
         Ok(())
     }
