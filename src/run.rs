@@ -141,8 +141,21 @@ pub fn interface_info(ifname: &str) -> Result<(u32, u32), RunError> {
     Ok((ifindex, queues.max(1)))
 }
 
+/// Seconds before an epoch begins that the XDP program gets its key. The
+/// workers switch keys on their own clocks at the epoch's first second; the
+/// program must already hold the key by then, or the ACKs of their first
+/// cookies would fail. The slot the new key takes held K(E-1), so the
+/// program stops accepting cookies of E-1 this much early: a cookie lives
+/// between `rotation_secs - 1` and `2 × rotation_secs` seconds.
+const KEY_LEAD_SECS: u64 = 1;
+
+/// The epoch whose keys the XDP program should hold now.
+fn program_epoch(now: UnixTime, rotation_secs: u64) -> u64 {
+    UnixTime(now.0.saturating_add(KEY_LEAD_SECS)).epoch(rotation_secs)
+}
+
 /// The control loop: serves counters and keeps the XDP program's cookie
-/// keys on the current epoch.
+/// keys on the current epoch (ahead by [`KEY_LEAD_SECS`]).
 fn control(
     listener: &UnixListener,
     stop: &AtomicBool,
@@ -218,7 +231,10 @@ pub fn run(cfg: &Config, secret: Secret, stop: Arc<AtomicBool>) -> Result<Snapsh
         mss_table: Some(cfg.cookie.mss_table.entries()),
         wscale: Some(cfg.synack.wscale),
     })?;
-    program.set_epoch_keys(&secret, UnixTime::now().epoch(cfg.cookie.rotation_secs))?;
+    program.set_epoch_keys(
+        &secret,
+        program_epoch(UnixTime::now(), cfg.cookie.rotation_secs),
+    )?;
     // Sockets go into the map before the program is attached, so no SYN
     // falls through to the kernel in between.
     let mut sockets = Vec::new();
@@ -325,9 +341,9 @@ pub fn run(cfg: &Config, secret: Secret, stop: Arc<AtomicBool>) -> Result<Snapsh
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
         tracing::info!(socket = %d.stats_socket.display(), "running; counters via `synwall stats`");
         let rotation = cfg.cookie.rotation_secs;
-        let mut epoch = UnixTime::now().epoch(rotation);
+        let mut epoch = program_epoch(UnixTime::now(), rotation);
         let mut tick = || {
-            let now = UnixTime::now().epoch(rotation);
+            let now = program_epoch(UnixTime::now(), rotation);
             if now != epoch {
                 match program.set_epoch_keys(&secret, now) {
                     Ok(()) => epoch = now,
@@ -354,4 +370,19 @@ pub fn read_stats(socket: &Path) -> std::io::Result<String> {
     let mut out = String::new();
     conn.read_to_string(&mut out)?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_program_gets_the_next_key_one_second_early() {
+        // Epochs of 60 s: the workers sign with K(1) from second 60 on.
+        assert_eq!(program_epoch(UnixTime(0), 60), 0);
+        assert_eq!(program_epoch(UnixTime(58), 60), 0);
+        assert_eq!(program_epoch(UnixTime(59), 60), 1);
+        assert_eq!(program_epoch(UnixTime(60), 60), 1);
+        assert_eq!(program_epoch(UnixTime(u64::MAX), 60), u64::MAX / 60);
+    }
 }

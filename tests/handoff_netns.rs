@@ -371,6 +371,77 @@ fn segments_behind_the_handshake_ack_are_not_lost() {
     eprintln!("{}", stats["xdp"]);
 }
 
+/// Cookie keys turn over every `rotation_secs`: the handshakes made in the
+/// first moments of a new epoch must go through like any other. Two
+/// clients connect back to back from 2 s before an epoch begins to 2 s
+/// after; not one ACK may fail its cookie or need resending.
+#[test]
+fn handshakes_across_a_key_rotation_all_succeed() {
+    if !common::require_root() {
+        return;
+    }
+    let _turn = quiet();
+    const ROTATION: u64 = 10;
+    let dir = tempfile::tempdir().unwrap();
+    let tb = Testbed::new(1);
+    tb.block_kernel_synacks(80);
+    let _server = Server::spawn(
+        &tb,
+        &["python3", FIRST_FLIGHT, "server", "198.18.0.1", "80"],
+        80,
+    );
+    let sw = Synwall::start(&tb, dir.path(), &format!("rotation_secs = {ROTATION}\n"));
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+    };
+    // The next epoch that begins at least 3 s from now.
+    let turn = ((now() + 3.0) / ROTATION as f64).ceil() * ROTATION as f64;
+    std::thread::sleep(Duration::from_secs_f64(turn - 2.0 - now()));
+    let before = client_retransmits(&tb);
+    let until = format!("@{}", turn + 2.0);
+    let clients: Vec<_> = (0..2)
+        .map(|_| {
+            tb.in_cli(&[
+                "python3",
+                FIRST_FLIGHT,
+                "client",
+                "198.18.0.1",
+                "80",
+                "100",
+                &until,
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+        })
+        .collect();
+    let mut made = 0;
+    for c in clients {
+        let out = c.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        made += text
+            .trim()
+            .strip_prefix("ok ")
+            .unwrap()
+            .parse::<u64>()
+            .unwrap();
+    }
+    let retransmits = client_retransmits(&tb) - before;
+    let stats = sw.stats_json().unwrap();
+    assert!(made > 200, "connections made: {made}");
+    assert_eq!(stats["xdp"]["drop_bad_cookie"], 0, "{stats}");
+    assert_eq!(retransmits, 0, "across the epoch's turn: {stats}");
+}
+
 const FIRST_FLIGHT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/handoff/first_flight.py");
 const UPSTREAM_PY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/proxy/upstream.py");
 const CLIENT_PY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/proxy/client.py");
