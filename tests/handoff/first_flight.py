@@ -2,7 +2,7 @@
 """Uploads whose first flight rides right behind the handshake ACK.
 
   first_flight.py server ADDR PORT
-  first_flight.py client ADDR PORT SIZE LIMIT
+  first_flight.py client ADDR PORT SIZE LIMIT [GAP_MS]
 
 The server answers each connection's upload (4-byte length, then the
 bytes) with the SHA-256 of what it read, then waits for the client to
@@ -10,7 +10,8 @@ close first (so TIME-WAIT stays on the client, which never reuses such a
 port). The client makes connections one after another, LIMIT of them, or
 until UNIX time T when LIMIT is @T, each sending SIZE random bytes the
 moment connect() returns (so the ACK and a full first window leave
-together), checks every digest and prints "ok N".
+together), pausing GAP_MS between connections, checks every digest and
+prints "ok N".
 """
 import hashlib
 import os
@@ -47,7 +48,7 @@ def server(addr, port):
                 print("error:", e, flush=True)
 
 
-def client(addr, port, size, limit):
+def client(addr, port, size, limit, gap_ms):
     until = float(limit[1:]) if limit.startswith("@") else None
     count = 0
     while (time.time() < until) if until is not None else (count < int(limit)):
@@ -58,6 +59,7 @@ def client(addr, port, size, limit):
         if got != hashlib.sha256(data).hexdigest():
             sys.exit(f"connection {count}: digest mismatch")
         count += 1
+        time.sleep(gap_ms / 1000)
     print("ok", count, flush=True)
 
 
@@ -65,4 +67,5 @@ if __name__ == "__main__":
     if sys.argv[1] == "server":
         server(sys.argv[2], int(sys.argv[3]))
     else:
-        client(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5])
+        gap = float(sys.argv[6]) if len(sys.argv) > 6 else 0
+        client(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], gap)
