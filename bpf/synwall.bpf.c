@@ -243,7 +243,6 @@ struct pkt {
 	__u32 l3_off;
 	__u32 l4_off;
 	__u32 v6;
-	__u32 tuple_len;
 	struct bpf_sock_tuple tuple;
 };
 
@@ -339,7 +338,6 @@ static __always_inline int parse(void *data, void *data_end, struct pkt *p)
 		tcp = l3 + ihl;
 		p->tuple.ipv4.saddr = ip->saddr;
 		p->tuple.ipv4.daddr = ip->daddr;
-		p->tuple_len = sizeof(p->tuple.ipv4);
 		p->v6 = 0;
 		dst.family = 4;
 		__builtin_memcpy(dst.addr, &ip->daddr, 4);
@@ -374,7 +372,6 @@ static __always_inline int parse(void *data, void *data_end, struct pkt *p)
 		tcp = q;
 		__builtin_memcpy(p->tuple.ipv6.saddr, &ip6->saddr, 16);
 		__builtin_memcpy(p->tuple.ipv6.daddr, &ip6->daddr, 16);
-		p->tuple_len = sizeof(p->tuple.ipv6);
 		p->v6 = 1;
 		dst.family = 6;
 		__builtin_memcpy(dst.addr, &ip6->daddr, 16);
