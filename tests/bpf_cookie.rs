@@ -67,11 +67,9 @@ fn ack_frame(v: &Value, client_isn: u32, cookie: u32, tsecr: Option<u32>) -> Vec
     .to_vec()
 }
 
-#[test]
-fn bpf_cookie_check_agrees_with_the_vectors() {
-    if !common::require_root() {
-        return;
-    }
+/// The shared test vectors, their secret and rotation, and the XDP program
+/// loaded with the vectors' ports.
+fn vectors_and_program() -> (Value, Secret, u64, Program) {
     let text = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/vectors/cookie.json"
@@ -80,12 +78,20 @@ fn bpf_cookie_check_agrees_with_the_vectors() {
     let d: Value = serde_json::from_str(&text).unwrap();
     let secret = Secret::from_hex(d["secret"].as_str().unwrap()).unwrap();
     let rot = d["rotation_secs"].as_u64().unwrap();
-    let ports: Vec<u16> = [80, 443, 8080].to_vec();
     let p = Program::load(&ProgramSettings {
-        ports,
+        ports: [80, 443, 8080].to_vec(),
         ..Default::default()
     })
     .unwrap();
+    (d, secret, rot, p)
+}
+
+#[test]
+fn bpf_cookie_check_agrees_with_the_vectors() {
+    if !common::require_root() {
+        return;
+    }
+    let (d, secret, rot, p) = vectors_and_program();
 
     let run = |v: &Value, cisn: u32, cookie: u32, tsecr: Option<u32>, valid: bool, name: &str| {
         p.set_epoch_keys(&secret, UnixTime(v["now"].as_u64().unwrap()).epoch(rot))
@@ -141,19 +147,7 @@ fn segments_behind_a_verified_ack_pass_and_nothing_else() {
     if !common::require_root() {
         return;
     }
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/vectors/cookie.json"
-    ))
-    .unwrap();
-    let d: Value = serde_json::from_str(&text).unwrap();
-    let secret = Secret::from_hex(d["secret"].as_str().unwrap()).unwrap();
-    let rot = d["rotation_secs"].as_u64().unwrap();
-    let p = Program::load(&ProgramSettings {
-        ports: [80, 443, 8080].to_vec(),
-        ..Default::default()
-    })
-    .unwrap();
+    let (d, secret, rot, p) = vectors_and_program();
     let u32_of = |v: &Value| v.as_u64().map(|x| x as u32);
     let v = &d["cookies"][0];
     let (cisn, cookie, tsecr) = (
