@@ -290,6 +290,42 @@ fn client_retransmits(tb: &Testbed) -> u64 {
     values.split_whitespace().nth(at).unwrap().parse().unwrap()
 }
 
+/// Runs tests/handoff/first_flight.py's client in the client namespace
+/// (after `prefix`, such as a taskset) against 198.18.0.1:`port`: uploads
+/// of `size` bytes, `limit` of them or until `@time`, `gap_ms` apart.
+/// Returns how many went through intact.
+fn first_flight_client(
+    tb: &Testbed,
+    prefix: &[&str],
+    port: &str,
+    size: &str,
+    limit: &str,
+    gap_ms: &str,
+) -> u64 {
+    let mut args = prefix.to_vec();
+    args.extend_from_slice(&[
+        "python3",
+        FIRST_FLIGHT,
+        "client",
+        "198.18.0.1",
+        port,
+        size,
+        limit,
+        gap_ms,
+    ]);
+    let out = tb.in_cli(&args).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "uploads: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text.trim()
+        .strip_prefix("ok ")
+        .and_then(|n| n.parse().ok())
+        .unwrap()
+}
+
 /// With GRO the stack runs TC on a whole receive batch before TCP sees its
 /// first segment, so the segments right behind the handshake ACK meet the
 /// listener in TC (and fail a cookie check in XDP, their sequence numbers
@@ -341,21 +377,7 @@ fn segments_behind_the_handshake_ack_are_not_lost() {
         .unwrap();
     let codes = String::from_utf8_lossy(&out.stdout).into_owned();
     // 20 uploads of 40 kB: a whole first window behind each ACK.
-    let up = tb
-        .in_cli(&[
-            "taskset",
-            "-c",
-            "0",
-            "python3",
-            FIRST_FLIGHT,
-            "client",
-            "198.18.0.1",
-            "8080",
-            "40000",
-            "20",
-        ])
-        .output()
-        .unwrap();
+    let uploaded = first_flight_client(&tb, &["taskset", "-c", "0"], "8080", "40000", "20", "0");
     let retransmits = client_retransmits(&tb) - before;
     let stats = sw.stats_json().unwrap();
 
@@ -365,12 +387,7 @@ fn segments_behind_the_handshake_ack_are_not_lost() {
         "{codes}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(
-        up.status.success() && String::from_utf8_lossy(&up.stdout).contains("ok 20"),
-        "uploads: {}{}",
-        String::from_utf8_lossy(&up.stdout),
-        String::from_utf8_lossy(&up.stderr)
-    );
+    assert_eq!(uploaded, 20, "uploads");
     assert_eq!(
         retransmits, 0,
         "no client segment needed a retransmission: {stats}"
@@ -420,30 +437,7 @@ fn handshakes_across_a_key_rotation_all_succeed() {
     std::thread::sleep(Duration::from_secs_f64(turn - 2.0 - now()));
     let before = client_retransmits(&tb);
     let until = format!("@{}", turn + 2.0);
-    let out = tb
-        .in_cli(&[
-            "python3",
-            FIRST_FLIGHT,
-            "client",
-            "198.18.0.1",
-            "80",
-            "100",
-            &until,
-            "0.5",
-        ])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let made: u64 = text
-        .trim()
-        .strip_prefix("ok ")
-        .and_then(|n| n.parse().ok())
-        .unwrap();
+    let made = first_flight_client(&tb, &[], "80", "100", &until, "0.5");
     let retransmits = client_retransmits(&tb) - before;
     let stats = sw.stats_json().unwrap();
     assert!(made > 200, "connections made: {made}");
