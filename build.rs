@@ -1,6 +1,6 @@
-//! Compiles bpf/synwall.bpf.c (the datapath) and bpf/flood.bpf.c (the bench
-//! kit's generator) into libbpf-rs skeletons (OUT_DIR/<name>.skel.rs).
-//! Needs clang and the kernel UAPI headers (scripts/setup.sh installs both).
+//! Compiles bpf/synwall.bpf.c (the datapath: XDP steering and the TC
+//! hand-off) into a libbpf-rs skeleton (OUT_DIR/synwall.skel.rs). Needs
+//! clang and the kernel UAPI headers (scripts/setup.sh installs both).
 
 use std::env;
 use std::path::PathBuf;
@@ -13,15 +13,13 @@ fn main() {
     // multiarch directory of the host.
     let arch = env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_else(|_| "x86_64".into());
     let multiarch = format!("-I/usr/include/{arch}-linux-gnu");
-    for name in ["synwall", "flood"] {
-        let src = format!("bpf/{name}.bpf.c");
-        if let Err(e) = SkeletonBuilder::new()
-            .source(&src)
-            .clang_args([multiarch.as_str(), "-Ibpf", "-Wall"])
-            .build_and_generate(out_dir.join(format!("{name}.skel.rs")))
-        {
-            panic!("building {src} failed (is clang installed? run scripts/setup.sh): {e:#}");
-        }
+    let src = "bpf/synwall.bpf.c";
+    if let Err(e) = SkeletonBuilder::new()
+        .source(src)
+        .clang_args([multiarch.as_str(), "-Ibpf", "-Wall"])
+        .build_and_generate(out_dir.join("synwall.skel.rs"))
+    {
+        panic!("building {src} failed (is clang installed? run scripts/setup.sh): {e:#}");
     }
     println!("cargo:rerun-if-changed=bpf");
 }

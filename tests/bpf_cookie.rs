@@ -9,9 +9,9 @@ use std::net::IpAddr;
 use serde_json::Value;
 use synwall::proto::cookie::Secret;
 use synwall::proto::time::UnixTime;
-use synwall::wire::build::{Ip, TcpFrame};
 use synwall::wire::tcp::flags;
 use synwall::xdp::{COUNTER_NAMES, Program, ProgramSettings, action};
+use synwall_bench::frame::{Ip, TcpFrame};
 
 fn counter(p: &Program, name: &str) -> u64 {
     let i = COUNTER_NAMES.iter().position(|n| *n == name).unwrap();

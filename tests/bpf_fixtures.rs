@@ -10,12 +10,12 @@ mod common;
 
 use std::net::{TcpListener, TcpStream};
 
-use synwall::wire::build::{Ip, TcpFrame, client_syn_options as os};
 use synwall::wire::ethernet::ethertype;
 use synwall::wire::ipv6::next_header as nh;
 use synwall::wire::tcp::flags;
 use synwall::xdp::{COUNTER_NAMES, Program, ProgramSettings, action};
 use synwall::xsk::{Xsk, XskConfig};
+use synwall_bench::frame::{Ip, TcpFrame, client_syn_options as os};
 
 const S4: [u8; 4] = [198, 18, 0, 1];
 const C4: [u8; 4] = [198, 18, 0, 2];

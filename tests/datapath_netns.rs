@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Synwall, Testbed};
+use common::{Synwall, Testbed, flood_bin};
 use synwall::proto::cookie::{self, Flow, KeyRing, Secret};
 use synwall::proto::time::UnixTime;
 use synwall::wire::{ethernet, ipv4, ipv6, tcp};
@@ -89,7 +89,7 @@ fn synacks(pcap: &Path) -> Vec<(Flow, u32, u32, Option<u32>)> {
 fn run_flood(tb: &Testbed, mac: &str, dst: &str, mode: &str, count: &str) -> std::process::Output {
     let out = tb
         .in_cli(&[
-            env!("CARGO_BIN_EXE_synwall-flood"),
+            flood_bin().to_str().unwrap(),
             "--interface",
             &tb.cli_if,
             "--dst-mac",

@@ -4,11 +4,11 @@ use proptest::prelude::*;
 use synwall::proto::cookie::{self, Flow, KeyRing, Secret};
 use synwall::proto::handshake::{Core, DropReason, Handoff, Settings, Verdict};
 use synwall::proto::time::UnixTime;
-use synwall::wire::build::{Ip, TcpFrame, client_syn_options as os};
 use synwall::wire::checksum;
 use synwall::wire::ethernet::{self, ethertype};
 use synwall::wire::tcp::{self, Timestamps, flags};
 use synwall::wire::{ipv4, ipv6};
+use synwall_bench::frame::{Ip, TcpFrame, client_syn_options as os};
 
 const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
 const SERVER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];

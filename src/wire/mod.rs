@@ -5,7 +5,6 @@
 //! no accessor can panic. A separate `Repr` holds the parsed meaning and has
 //! `parse` and `emit`.
 
-pub mod build;
 pub mod checksum;
 pub mod ethernet;
 pub mod ipv4;
@@ -50,17 +49,17 @@ pub(crate) fn be32(buf: &[u8], at: usize) -> u32 {
     }
 }
 
-/// Writes a big-endian u16 at `at` if it fits; callers have checked the length.
+/// Writes a big-endian u16 at `at` if it fits (a short buffer is left as is).
 #[inline(always)]
-pub(crate) fn put16(buf: &mut [u8], at: usize, v: u16) {
+pub fn put16(buf: &mut [u8], at: usize, v: u16) {
     if let Some(s) = buf.get_mut(at..at + 2) {
         s.copy_from_slice(&v.to_be_bytes());
     }
 }
 
-/// Writes a big-endian u32 at `at` if it fits; callers have checked the length.
+/// Writes a big-endian u32 at `at` if it fits (a short buffer is left as is).
 #[inline(always)]
-pub(crate) fn put32(buf: &mut [u8], at: usize, v: u32) {
+pub fn put32(buf: &mut [u8], at: usize, v: u32) {
     if let Some(s) = buf.get_mut(at..at + 4) {
         s.copy_from_slice(&v.to_be_bytes());
     }

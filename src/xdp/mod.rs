@@ -11,8 +11,6 @@
     reason = "libbpf FFI for the BPF link and generated skeleton code"
 )]
 
-pub mod flood;
-
 #[allow(
     missing_docs,
     unsafe_op_in_unsafe_fn,

@@ -248,6 +248,20 @@ impl Drop for Testbed {
     }
 }
 
+/// The bench kit's flood generator. It is another workspace member's
+/// binary, so cargo names no `CARGO_BIN_EXE_` for it here; `cargo test` at
+/// the workspace root builds it next to synwall.
+pub fn flood_bin() -> std::path::PathBuf {
+    let bin = Path::new(env!("CARGO_BIN_EXE_synwall")).with_file_name("synwall-flood");
+    assert!(
+        bin.exists(),
+        "{} is missing: run the tests from the workspace root (cargo test builds it) \
+         or cargo build -p synwall-bench",
+        bin.display()
+    );
+    bin
+}
+
 /// A `synwall run` in the server namespace, killed on drop.
 pub struct Synwall {
     pub child: Child,

@@ -2,8 +2,8 @@
 //! generator to make frames shaped like real clients' (any option order,
 //! VLAN tags, IPv4 options, IPv6 extension headers).
 
-use super::checksum::{self, PROTO_TCP};
-use super::{Error, Result, ethernet, ipv4, ipv6, put16, put32};
+use synwall::wire::checksum::{self, PROTO_TCP};
+use synwall::wire::{Error, Result, ethernet, ipv4, ipv6, put16, put32};
 
 /// The network layer of a built frame.
 #[derive(Debug, Clone, Copy)]
@@ -81,7 +81,7 @@ impl<'a> TcpFrame<'a> {
             dst_port: 80,
             seq: 0x1111_2222,
             ack: 0,
-            flags: super::tcp::flags::SYN,
+            flags: synwall::wire::tcp::flags::SYN,
             window: 64240,
             options,
             payload: b"",
@@ -192,7 +192,7 @@ impl TcpFrame<'_> {
         put16(t, 14, self.window);
         t[20..20 + self.options.len()].copy_from_slice(self.options);
         t[tcp_hl..seg_len].copy_from_slice(self.payload);
-        super::tcp::Packet::new_unchecked(&mut t[..seg_len]).fill_checksum(seed);
+        synwall::wire::tcp::Packet::new_unchecked(&mut t[..seg_len]).fill_checksum(seed);
         Ok(total)
     }
 
@@ -224,7 +224,7 @@ pub mod client_syn_options {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::{ipv6, tcp};
+    use synwall::wire::{ipv6, tcp};
 
     #[test]
     fn builds_valid_v6_with_ext_headers() {

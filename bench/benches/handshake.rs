@@ -8,7 +8,7 @@ use criterion::{Criterion, black_box, criterion_group, criterion_main};
 use synwall::proto::cookie::{self, Flow, KeyRing, Secret, SynAttrs};
 use synwall::proto::handshake::{Core, Settings, Verdict};
 use synwall::proto::time::UnixTime;
-use synwall::wire::build::{Ip, TcpFrame, client_syn_options};
+use synwall_bench::frame::{Ip, TcpFrame, client_syn_options};
 
 const NOW: UnixTime = UnixTime(1_790_000_000);
 

@@ -1,6 +1,6 @@
 //! synwall-flood: a bounded SYN/ACK flood generator.
 //!
-//! Two engines: `live` (default) runs bpf/flood.bpf.c through BPF_PROG_RUN
+//! Two engines: `live` (default) runs bench/bpf/flood.bpf.c through BPF_PROG_RUN
 //! in live-frames mode, so the kernel makes and transmits each frame with no
 //! socket or copy (the xdp-trafficgen technique); `afxdp` writes frames into
 //! an AF_XDP socket's transmit ring (copy mode on veth, slower).
@@ -18,10 +18,10 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
-use synwall::wire::build::{Ip, TcpFrame, client_syn_options};
 use synwall::wire::tcp::flags;
-use synwall::xdp::flood::{FloodMode, LiveFlood};
 use synwall::xsk::{Frame, Xsk, XskConfig};
+use synwall_bench::frame::{Ip, TcpFrame, client_syn_options};
+use synwall_bench::live::{FloodMode, LiveFlood};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Engine {

@@ -1,7 +1,9 @@
-//! The bench kit's live-frames flood engine (bpf/flood.bpf.c): the kernel
+//! The live-frames flood engine (bench/bpf/flood.bpf.c): the kernel
 //! runs an XDP program on a template frame through `BPF_PROG_RUN` with
 //! `BPF_F_TEST_XDP_LIVE_FRAMES` and transmits every result out of the given
 //! interface, so the generator needs no socket, skb or copy per frame.
+
+#![allow(unsafe_code, reason = "generated skeleton code (libbpf-cargo)")]
 
 #[allow(
     missing_docs,
@@ -21,7 +23,22 @@ use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags, ProgramInput};
 use skel::{FloodSkel, FloodSkelBuilder};
 
-use super::XdpError;
+/// Why the live engine failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FloodError {
+    /// The template frame is not one the program can vary.
+    #[error("flood template: {0}")]
+    Template(&'static str),
+    /// Loading (verification) failed.
+    #[error("loading the flood program failed: {0}")]
+    Load(#[source] libbpf_rs::Error),
+    /// Reading the frame counter failed.
+    #[error("reading the flood program's counter: {0}")]
+    Counter(#[source] libbpf_rs::Error),
+    /// BPF_PROG_RUN failed.
+    #[error("BPF_PROG_RUN (live frames) failed: {0}")]
+    Run(#[source] libbpf_rs::Error),
+}
 
 /// What the flood sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,12 +73,12 @@ impl LiveFlood {
     /// address is the base of its range (198.18.0.0 or 2001:2::) and whose
     /// source port, sequence and acknowledgment numbers are zero, with valid
     /// checksums. It goes out of interface `ifindex` (in this namespace).
-    pub fn new(template: Vec<u8>, mode: FloodMode, ifindex: u32) -> Result<LiveFlood, XdpError> {
+    pub fn new(template: Vec<u8>, mode: FloodMode, ifindex: u32) -> Result<LiveFlood, FloodError> {
         let ipv6 = template.get(12..14) == Some(&[0x86, 0xdd]);
         let l4 = if ipv6 { 14 + 40 } else { 14 + 20 };
         if template.len() < l4 + 20 {
-            return Err(XdpError::Missing(
-                "a flood template of Ethernet, IP and TCP headers".into(),
+            return Err(FloodError::Template(
+                "shorter than its Ethernet, IP and TCP headers",
             ));
         }
         // The program writes the checksums absolutely from these.
@@ -70,7 +87,7 @@ impl LiveFlood {
         let storage = Box::leak(Box::new(MaybeUninit::uninit()));
         let mut open = FloodSkelBuilder::default()
             .open(storage)
-            .map_err(XdpError::Load)?;
+            .map_err(FloodError::Load)?;
         if let Some(ro) = open.maps.rodata_data.as_deref_mut() {
             ro.is_ipv6 = u8::from(ipv6);
             ro.mode = match mode {
@@ -81,7 +98,7 @@ impl LiveFlood {
             ro.tcp_csum0 = tcp_csum0;
             ro.ip_csum0 = if ipv6 { 0 } else { ip_csum0 };
         }
-        let skel = open.load().map_err(XdpError::Load)?;
+        let skel = open.load().map_err(FloodError::Load)?;
         // struct xdp_md: data, data_end, data_meta, ingress_ifindex,
         // rx_queue_index, egress_ifindex.
         let mut ctx = [0u8; 24];
@@ -96,7 +113,7 @@ impl LiveFlood {
 
     /// Makes and transmits `frames` frames; returns how long the kernel
     /// took.
-    pub fn send(&mut self, frames: u32) -> Result<std::time::Duration, XdpError> {
+    pub fn send(&mut self, frames: u32) -> Result<std::time::Duration, FloodError> {
         let input = ProgramInput {
             data_in: Some(&self.template),
             context_in: Some(&mut self.ctx),
@@ -109,21 +126,18 @@ impl LiveFlood {
             .progs
             .xdp_flood
             .test_run(input)
-            .map_err(XdpError::TestRun)?;
+            .map_err(FloodError::Run)?;
         Ok(out.duration)
     }
 
     /// Frames the program has made so far (all CPUs).
-    pub fn made(&self) -> Result<u64, XdpError> {
+    pub fn made(&self) -> Result<u64, FloodError> {
         let vals = self
             .skel
             .maps
             .made
             .lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY)
-            .map_err(|source| XdpError::Map {
-                map: "made",
-                source,
-            })?
+            .map_err(FloodError::Counter)?
             .unwrap_or_default();
         Ok(vals
             .iter()

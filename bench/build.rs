@@ -1,0 +1,25 @@
+//! Compiles bench/bpf/flood.bpf.c (the live-frames flood generator) into a
+//! libbpf-rs skeleton (OUT_DIR/flood.skel.rs). Needs clang and the kernel
+//! UAPI headers (scripts/setup.sh installs both).
+
+use std::env;
+use std::path::PathBuf;
+
+use libbpf_cargo::SkeletonBuilder;
+
+fn main() {
+    let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+    // <linux/*.h> includes <asm/types.h>, which Debian keeps under the
+    // multiarch directory of the host.
+    let arch = env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_else(|_| "x86_64".into());
+    let multiarch = format!("-I/usr/include/{arch}-linux-gnu");
+    let src = "bpf/flood.bpf.c";
+    if let Err(e) = SkeletonBuilder::new()
+        .source(src)
+        .clang_args([multiarch.as_str(), "-Wall"])
+        .build_and_generate(out_dir.join("flood.skel.rs"))
+    {
+        panic!("building {src} failed (is clang installed? run scripts/setup.sh): {e:#}");
+    }
+    println!("cargo:rerun-if-changed=bpf");
+}
