@@ -210,7 +210,7 @@ __attribute__((noinline)) int sw_check_ack(struct xdp_md *ctx, __u32 l3_off, __u
 	l4_off &= 0x7ff;
 	tcp = data + l4_off;
 	if ((void *)(tcp + 1) > data_end)
-		return SW_DROP_TRUNC_TCP;
+		return SW_DROP_TRUNCATED_TCP;
 	cookie = bpf_ntohl(tcp->ack_seq) - 1;
 	client_isn = bpf_ntohl(tcp->seq) - 1;
 	slot = (cookie >> 9) & 1;
@@ -224,14 +224,14 @@ __attribute__((noinline)) int sw_check_ack(struct xdp_md *ctx, __u32 l3_off, __u
 		struct ipv6hdr *ip6 = data + l3_off;
 
 		if ((void *)(ip6 + 1) > data_end)
-			return SW_DROP_TRUNC_TCP;
+			return SW_DROP_TRUNCATED_TCP;
 		ok = cookie_check(key, (__u8 *)&ip6->saddr, (__u8 *)&ip6->daddr, 16, tcp->source,
 				  tcp->dest, client_isn, cookie, ts, tsecr);
 	} else {
 		struct iphdr *ip = data + l3_off;
 
 		if ((void *)(ip + 1) > data_end)
-			return SW_DROP_TRUNC_TCP;
+			return SW_DROP_TRUNCATED_TCP;
 		ok = cookie_check(key, (__u8 *)&ip->saddr, (__u8 *)&ip->daddr, 4, tcp->source, tcp->dest,
 				  client_isn, cookie, ts, tsecr);
 	}
@@ -295,7 +295,7 @@ static __always_inline void flow_key(struct sw_flow_key *k, const struct pkt *p)
  * Parses Ethernet, up to two VLAN tags, IPv4 (options) or IPv6 (extension
  * headers) and TCP. Returns -1 for a complete TCP header to a protected
  * port and address (p is filled), otherwise the counter that says why the
- * segment is not ours (SW_DROP_TRUNC_TCP: ours, but cut short).
+ * segment is not ours (SW_DROP_TRUNCATED_TCP: ours, but cut short).
  */
 static __always_inline int parse(void *data, void *data_end, struct pkt *p)
 {
@@ -307,7 +307,7 @@ static __always_inline int parse(void *data, void *data_end, struct pkt *p)
 	int i;
 
 	if ((void *)(eth + 1) > data_end)
-		return SW_PASS_TRUNC_L2L3;
+		return SW_PASS_TRUNCATED;
 	proto = eth->h_proto;
 	l3 = eth + 1;
 #pragma unroll
@@ -315,7 +315,7 @@ static __always_inline int parse(void *data, void *data_end, struct pkt *p)
 		if (!is_vlan(proto))
 			break;
 		if (l3 + 4 > data_end)
-			return SW_PASS_TRUNC_L2L3;
+			return SW_PASS_TRUNCATED;
 		proto = *(__u16 *)(l3 + 2);
 		l3 += 4;
 	}
@@ -327,14 +327,14 @@ static __always_inline int parse(void *data, void *data_end, struct pkt *p)
 		__u32 ihl;
 
 		if ((void *)(ip + 1) > data_end)
-			return SW_PASS_TRUNC_L2L3;
+			return SW_PASS_TRUNCATED;
 		if (ip->protocol != IPPROTO_TCP)
 			return SW_PASS_NOT_TCP;
 		if (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET))
 			return SW_PASS_FRAGMENT;
 		ihl = ip->ihl * 4;
 		if (ihl < sizeof(*ip))
-			return SW_PASS_TRUNC_L2L3;
+			return SW_PASS_TRUNCATED;
 		tcp = l3 + ihl;
 		p->tuple.ipv4.saddr = ip->saddr;
 		p->tuple.ipv4.daddr = ip->daddr;
@@ -347,7 +347,7 @@ static __always_inline int parse(void *data, void *data_end, struct pkt *p)
 		void *q;
 
 		if ((void *)(ip6 + 1) > data_end)
-			return SW_PASS_TRUNC_L2L3;
+			return SW_PASS_TRUNCATED;
 		nexthdr = ip6->nexthdr;
 		q = ip6 + 1;
 #pragma unroll
@@ -358,7 +358,7 @@ static __always_inline int parse(void *data, void *data_end, struct pkt *p)
 			    nexthdr != IPPROTO_DSTOPTS)
 				break;
 			if ((void *)(ext + 2) > data_end)
-				return SW_PASS_TRUNC_L2L3;
+				return SW_PASS_TRUNCATED;
 			nexthdr = ext[0];
 			q += 8 + ext[1] * 8;
 		}
@@ -381,7 +381,7 @@ static __always_inline int parse(void *data, void *data_end, struct pkt *p)
 
 	/* The ports first: whether this is ours at all. */
 	if ((void *)tcp + 4 > data_end)
-		return SW_PASS_TRUNC_L2L3;
+		return SW_PASS_TRUNCATED;
 	{
 		__u32 port = bpf_ntohs(tcp->dest);
 		__u8 *on = bpf_map_lookup_elem(&ports, &port);
@@ -392,7 +392,7 @@ static __always_inline int parse(void *data, void *data_end, struct pkt *p)
 	if (match_addresses && !bpf_map_lookup_elem(&addresses, &dst))
 		return SW_PASS_ADDR;
 	if ((void *)(tcp + 1) > data_end)
-		return SW_DROP_TRUNC_TCP;
+		return SW_DROP_TRUNCATED_TCP;
 	if (p->v6) {
 		p->tuple.ipv6.sport = tcp->source;
 		p->tuple.ipv6.dport = tcp->dest;
@@ -416,13 +416,13 @@ int xdp_synwall(struct xdp_md *ctx)
 
 	count(SW_RX);
 	rc = parse(data, data_end, &p);
-	if (rc == SW_DROP_TRUNC_TCP)
+	if (rc == SW_DROP_TRUNCATED_TCP)
 		return verdict(rc, XDP_DROP);
 	if (rc >= 0)
 		return verdict(rc, XDP_PASS);
 	tcp = data + (p.l4_off & 0x7ff);
 	if ((void *)(tcp + 1) > data_end)
-		return verdict(SW_DROP_TRUNC_TCP, XDP_DROP);
+		return verdict(SW_DROP_TRUNCATED_TCP, XDP_DROP);
 
 	/* A segment of an existing kernel socket (established, time-wait or
 	 * request) is the kernel's; only a listener (or nothing) is ours. */

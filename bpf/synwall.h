@@ -5,8 +5,8 @@
 #define SYNWALL_H
 
 /* Per-CPU counters of the XDP program, one slot each: every verdict and
- * every drop has its own. Keep names in step with src/xdp/mod.rs, which
- * prints them in this order. */
+ * every drop has its own. src/xdp/mod.rs names each one (lower case,
+ * without SW_) and fails to build when they drift apart. */
 enum sw_counter {
 	SW_RX = 0,		/* frames seen */
 	SW_PASS_NOT_IP,		/* not IPv4/IPv6 (ARP, LLDP, ...) */
@@ -17,8 +17,8 @@ enum sw_counter {
 	SW_PASS_SOCKET,		/* belongs to an established kernel socket */
 	SW_PASS_RST,		/* RST with no socket: the kernel ignores it */
 	SW_PASS_DEEP,		/* three VLAN tags or too many IPv6 ext headers */
-	SW_PASS_TRUNC_L2L3,	/* cut short before we know it is ours */
-	SW_DROP_TRUNC_TCP,	/* TCP header to a protected port cut short */
+	SW_PASS_TRUNCATED,	/* cut short before we know it is ours */
+	SW_DROP_TRUNCATED_TCP,	/* TCP header to a protected port cut short */
 	SW_SYN_REDIRECT,	/* SYN sent to this queue's AF_XDP socket */
 	SW_SYN_NO_XSK,		/* SYN, but no socket on this queue: passed */
 	SW_ACK_COOKIE_OK,	/* ACK with a valid cookie: passed for the hand-off */

@@ -209,6 +209,16 @@ pub enum HandoffMode {
     Proxy,
 }
 
+impl HandoffMode {
+    /// The mode as written in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HandoffMode::Kernel => "kernel",
+            HandoffMode::Proxy => "proxy",
+        }
+    }
+}
+
 /// `[handoff]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]

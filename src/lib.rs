@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod handoff;
+pub mod host;
 pub mod proto;
 pub mod replay;
 pub mod run;

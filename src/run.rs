@@ -2,6 +2,7 @@
 //! pinned worker per queue, counters on a Unix socket, and a clean stop.
 
 use std::io::Write;
+use std::net::TcpListener;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,19 +13,20 @@ use serde::Serialize;
 
 use crate::config::{Config, HandoffMode};
 use crate::handoff::proxy::{self, Proxy, ProxyCounters, ProxyError, ProxySettings, ProxySnapshot};
+use crate::host;
 use crate::proto::cookie::Secret;
 use crate::proto::handshake::Core;
 use crate::proto::time::UnixTime;
 use crate::worker::{self, WorkerControl, WorkerCounters, WorkerSnapshot};
-use crate::xdp::{self, Program, ProgramSettings};
-use crate::xsk::{Xsk, XskConfig};
+use crate::xdp::{self, Attachment, Program, ProgramSettings};
+use crate::xsk::{Frame, Xsk, XskConfig};
 
 /// Why the datapath could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     /// The interface does not exist (in this network namespace).
-    #[error("interface {0:?} not found: {1}")]
-    Interface(String, std::io::Error),
+    #[error("interface {0:?} not found")]
+    Interface(String, #[source] std::io::Error),
     /// A configured queue does not exist.
     #[error("interface {ifname} has {count} receive queues; queue {queue} does not exist")]
     Queue {
@@ -42,34 +44,20 @@ pub enum RunError {
     #[error(transparent)]
     Xsk(#[from] crate::xsk::XskError),
     /// The stats socket.
-    #[error("stats socket {0}: {1}")]
-    Stats(PathBuf, std::io::Error),
+    #[error("stats socket {0}")]
+    Stats(PathBuf, #[source] std::io::Error),
     /// Proxy mode could not start.
     #[error(transparent)]
     Proxy(#[from] ProxyError),
-    /// A configured feature this build or kernel cannot provide.
-    #[error("{0}")]
-    Unsupported(String),
-}
-
-/// True when some socket listens on TCP `port` (any address, IPv4 or
-/// IPv6), from /proc/net/tcp{,6} of this network namespace.
-pub fn is_listening(port: u16) -> bool {
-    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|f| {
-        std::fs::read_to_string(f).is_ok_and(|t| {
-            t.lines().skip(1).any(|l| {
-                let mut cols = l.split_whitespace();
-                let local = cols.nth(1).unwrap_or("");
-                let state = cols.nth(1).unwrap_or("");
-                state == "0A"
-                    && local
-                        .rsplit(':')
-                        .next()
-                        .and_then(|p| u16::from_str_radix(p, 16).ok())
-                        == Some(port)
-            })
-        })
-    })
+    /// The kernel cannot hand connections off (both modes need the kfunc).
+    #[error(
+        "{mode} mode hands connections off with the kfunc bpf_sk_assign_tcp_reqsk \
+         (Linux 6.9 or later); this kernel's BTF does not have it"
+    )]
+    NoHandoffKfunc {
+        /// The configured hand-off mode.
+        mode: &'static str,
+    },
 }
 
 /// Everything `synwall stats` shows.
@@ -88,27 +76,6 @@ pub struct Snapshot {
     pub proxy: Option<ProxySnapshot>,
 }
 
-/// Raises the soft descriptor limit to the hard one: each proxy session
-/// holds six descriptors. Warns when even that is too low.
-fn raise_fd_limit(max_connections: usize) {
-    use rustix::process::{Resource, getrlimit, setrlimit};
-    let mut lim = getrlimit(Resource::Nofile);
-    if lim.current < lim.maximum {
-        lim.current = lim.maximum;
-        let _ = setrlimit(Resource::Nofile, lim);
-    }
-    let have = getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX);
-    let need = max_connections as u64 * 6 + 256;
-    if have < need {
-        tracing::warn!(
-            have,
-            need,
-            "RLIMIT_NOFILE is below what [handoff] max_connections needs; \
-             raise LimitNOFILE or lower max_connections"
-        );
-    }
-}
-
 /// One worker in a [`Snapshot`].
 #[derive(Debug, Clone, Serialize)]
 pub struct WorkerEntry {
@@ -119,26 +86,6 @@ pub struct WorkerEntry {
     /// Its counters.
     #[serde(flatten)]
     pub counters: WorkerSnapshot,
-}
-
-fn sysfs(ifname: &str, leaf: &str) -> PathBuf {
-    Path::new("/sys/class/net").join(ifname).join(leaf)
-}
-
-/// The interface's index and its receive-queue count.
-pub fn interface_info(ifname: &str) -> Result<(u32, u32), RunError> {
-    let err = |e| RunError::Interface(ifname.to_owned(), e);
-    let idx = std::fs::read_to_string(sysfs(ifname, "ifindex")).map_err(err)?;
-    let ifindex = idx
-        .trim()
-        .parse()
-        .map_err(|_| err(std::io::Error::other("unreadable ifindex")))?;
-    let queues = std::fs::read_dir(sysfs(ifname, "queues"))
-        .map_err(err)?
-        .filter_map(Result::ok)
-        .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
-        .count() as u32;
-    Ok((ifindex, queues.max(1)))
 }
 
 /// Seconds before an epoch begins that the XDP program gets its key. The
@@ -154,32 +101,69 @@ fn program_epoch(now: UnixTime, rotation_secs: u64) -> u64 {
     UnixTime(now.0.saturating_add(KEY_LEAD_SECS)).epoch(rotation_secs)
 }
 
-/// The control loop: serves counters and keeps the XDP program's cookie
-/// keys on the current epoch (ahead by [`KEY_LEAD_SECS`]).
-fn control(
-    listener: &UnixListener,
-    stop: &AtomicBool,
-    snapshot: &dyn Fn() -> Snapshot,
-    tick: &mut dyn FnMut(),
-) {
-    while !stop.load(Ordering::Relaxed) {
-        tick();
-        match listener.accept() {
-            Ok((mut conn, _)) => {
-                let text = serde_json::to_string(&snapshot()).unwrap_or_default();
-                let _ = conn.write_all(text.as_bytes());
-                let _ = conn.write_all(b"\n");
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+/// Runs the datapath until `stop` is set; returns the final counters.
+///
+/// The steps follow the data flow: resolve what to serve, prepare the
+/// hand-off, load the program and fill its maps, open one AF_XDP socket
+/// per queue, attach (hand-off first, then XDP), then run the workers, the
+/// proxy and the control loop until stopped, and tear down.
+pub fn run(cfg: &Config, secret: Secret, stop: Arc<AtomicBool>) -> Result<Snapshot, RunError> {
+    let plan = resolve(cfg)?;
+    let proxy = prepare_handoff(cfg)?;
+    let program = load_program(cfg, &secret)?;
+    let sockets = open_sockets(cfg, &plan, &program)?;
+    let attached = attach(cfg, &plan, &program)?;
+    let stats = bind_stats(&cfg.datapath.stats_socket)?;
+    let datapath = Datapath {
+        cfg,
+        plan: &plan,
+        program: &program,
+        xdp_mode: attached.xdp.mode,
+        workers: plan
+            .queues
+            .iter()
+            .map(|_| WorkerCounters::default())
+            .collect(),
+        proxy: proxy.as_ref().map(|_| ProxyCounters::default()),
+    };
+    std::thread::scope(|s| {
+        datapath.spawn_workers(s, sockets, &secret, &stop);
+        if let Some((settings, listeners)) = proxy {
+            datapath.spawn_proxy(s, settings, listeners, &stop);
         }
-    }
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+        tracing::info!(socket = %cfg.datapath.stats_socket.display(), "running; counters via `synwall stats`");
+        datapath.control(&stats, &secret, &stop);
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    });
+    let last = datapath.snapshot();
+    teardown(attached, &cfg.datapath.stats_socket);
+    Ok(last)
 }
 
-/// Runs the datapath until `stop` is set; returns the final counters.
-pub fn run(cfg: &Config, secret: Secret, stop: Arc<AtomicBool>) -> Result<Snapshot, RunError> {
+/// What `run` serves, resolved against this host.
+#[derive(Debug)]
+struct Plan {
+    ifindex: u32,
+    /// Receive queues, one worker each.
+    queues: Vec<u32>,
+    /// The CPU each queue's worker is pinned to.
+    cpus: Vec<usize>,
+}
+
+/// Step 1: probes the kernel and resolves the interface, its queues and
+/// the workers' CPUs.
+fn resolve(cfg: &Config) -> Result<Plan, RunError> {
     let d = &cfg.datapath;
     xdp::probe()?;
-    let (ifindex, count) = interface_info(&d.interface)?;
+    if !xdp::has_handoff_kfunc() {
+        return Err(RunError::NoHandoffKfunc {
+            mode: cfg.handoff.mode.as_str(),
+        });
+    }
+    let iface =
+        host::interface(&d.interface).map_err(|e| RunError::Interface(d.interface.clone(), e))?;
+    let count = iface.rx_queues;
     let queues: Vec<u32> = if d.queues.is_empty() {
         (0..count).collect()
     } else {
@@ -192,16 +176,22 @@ pub fn run(cfg: &Config, secret: Secret, stop: Arc<AtomicBool>) -> Result<Snapsh
             queue,
         });
     }
-    if !xdp::has_handoff_kfunc() {
-        return Err(RunError::Unsupported(
-            "kernel-mode hand-off needs the kfunc bpf_sk_assign_tcp_reqsk (Linux 6.9 or later); \
-             this kernel's BTF does not have it"
-                .into(),
-        ));
-    }
-    // Proxy mode: our own listeners exist before the hand-off is attached,
-    // so the TC program finds them for the first valid ACK.
-    let proxy = match cfg.handoff.mode {
+    let ncpu = core_affinity::get_core_ids().map_or(1, |c| c.len()).max(1);
+    let cpus = (0..queues.len())
+        .map(|i| d.cpus.get(i).copied().unwrap_or(i % ncpu))
+        .collect();
+    Ok(Plan {
+        ifindex: iface.ifindex,
+        queues,
+        cpus,
+    })
+}
+
+/// Step 2: in proxy mode, our own listeners exist before the hand-off is
+/// attached, so the TC program finds them for the first valid ACK. In
+/// kernel mode, warns about protected ports nothing listens on.
+fn prepare_handoff(cfg: &Config) -> Result<Option<(ProxySettings, Vec<TcpListener>)>, RunError> {
+    match cfg.handoff.mode {
         HandoffMode::Proxy => {
             let settings = ProxySettings::from_config(&cfg.handoff)?;
             let listeners = proxy::listen(
@@ -209,22 +199,41 @@ pub fn run(cfg: &Config, secret: Secret, stop: Arc<AtomicBool>) -> Result<Snapsh
                 &cfg.protect.addresses,
                 cfg.handoff.backlog,
             )?;
-            raise_fd_limit(settings.max_connections);
-            Some((settings, listeners))
+            check_fd_limit(settings.max_connections);
+            Ok(Some((settings, listeners)))
         }
         HandoffMode::Kernel => {
             for &port in &cfg.protect.ports {
-                if !is_listening(port) {
+                if !host::is_listening(port) {
                     tracing::warn!(
                         port,
                         "nothing listens on this protected port: handed-off connections will be reset"
                     );
                 }
             }
-            None
+            Ok(None)
         }
-    };
-    let proxy_counters = ProxyCounters::default();
+    }
+}
+
+/// Raises the descriptor limit for proxy mode (six per session) and warns
+/// when even the hard limit is too low.
+fn check_fd_limit(max_connections: usize) {
+    let have = host::raise_fd_limit();
+    let need = max_connections as u64 * 6 + 256;
+    if have < need {
+        tracing::warn!(
+            have,
+            need,
+            "RLIMIT_NOFILE is below what [handoff] max_connections needs; \
+             raise LimitNOFILE or lower max_connections"
+        );
+    }
+}
+
+/// Step 3: loads the program with the protected ports and addresses and
+/// the cookie settings, and installs the current keys.
+fn load_program(cfg: &Config, secret: &Secret) -> Result<Program, RunError> {
     let program = Program::load(&ProgramSettings {
         ports: cfg.protect.ports.clone(),
         addresses: cfg.protect.addresses.clone(),
@@ -232,13 +241,26 @@ pub fn run(cfg: &Config, secret: Secret, stop: Arc<AtomicBool>) -> Result<Snapsh
         wscale: Some(cfg.synack.wscale),
     })?;
     program.set_epoch_keys(
-        &secret,
+        secret,
         program_epoch(UnixTime::now(), cfg.cookie.rotation_secs),
     )?;
-    // Sockets go into the map before the program is attached, so no SYN
-    // falls through to the kernel in between.
-    let mut sockets = Vec::new();
-    for &q in &queues {
+    Ok(program)
+}
+
+/// One queue's AF_XDP socket and its UMEM frames.
+type QueueSocket = (u32, Xsk, Vec<Frame>);
+
+/// Step 4: one AF_XDP socket (and UMEM) per queue, each put into the
+/// program's map before the program is attached, so no SYN falls through
+/// to the kernel in between.
+fn open_sockets(
+    cfg: &Config,
+    plan: &Plan,
+    program: &Program,
+) -> Result<Vec<QueueSocket>, RunError> {
+    let d = &cfg.datapath;
+    let mut sockets = Vec::with_capacity(plan.queues.len());
+    for &q in &plan.queues {
         let (xsk, frames) = Xsk::new(
             &d.interface,
             q,
@@ -249,117 +271,165 @@ pub fn run(cfg: &Config, secret: Secret, stop: Arc<AtomicBool>) -> Result<Snapsh
         program.set_socket(q, xsk.fd())?;
         sockets.push((q, xsk, frames));
     }
-    // The hand-off first: once XDP passes valid ACKs, TC must be there.
-    let handoff = program.attach_handoff(ifindex)?;
-    let attachment = program.attach(ifindex, d.xdp_mode)?;
+    Ok(sockets)
+}
+
+/// The program's two links; dropping them detaches both.
+struct Attached {
+    xdp: Attachment,
+    handoff: Attachment,
+}
+
+/// Step 5: the hand-off first (once XDP passes valid ACKs, TC must be
+/// there), then XDP.
+fn attach(cfg: &Config, plan: &Plan, program: &Program) -> Result<Attached, RunError> {
+    let d = &cfg.datapath;
+    let handoff = program.attach_handoff(plan.ifindex)?;
+    let xdp = program.attach(plan.ifindex, d.xdp_mode)?;
     tracing::info!(
-        interface = %d.interface, mode = attachment.mode, queues = ?queues,
+        interface = %d.interface, mode = xdp.mode, queues = ?plan.queues,
         ports = ?cfg.protect.ports, "XDP attached"
     );
+    Ok(Attached { xdp, handoff })
+}
 
-    let ncpu = core_affinity::get_core_ids().map_or(1, |c| c.len()).max(1);
-    let cpus: Vec<usize> = (0..queues.len())
-        .map(|i| d.cpus.get(i).copied().unwrap_or(i % ncpu))
-        .collect();
-    let proxy_enabled = proxy.is_some();
-    let counters: Vec<WorkerCounters> = queues.iter().map(|_| WorkerCounters::default()).collect();
-    let mut secret_txs = Vec::new();
-    let snapshot = || Snapshot {
-        interface: d.interface.clone(),
-        xdp_mode: attachment.mode,
-        workers: queues
-            .iter()
-            .zip(&cpus)
-            .zip(&counters)
-            .map(|((&queue, &cpu), c)| WorkerEntry {
-                queue,
-                cpu,
-                counters: c.snapshot(),
-            })
-            .collect(),
-        xdp: program
-            .counters()
-            .map(|c| xdp::COUNTER_NAMES.iter().copied().zip(c).collect())
-            .unwrap_or_default(),
-        proxy: proxy_enabled.then(|| proxy_counters.snapshot()),
-    };
-
-    if let Some(dir) = d.stats_socket.parent() {
+/// Step 6: the Unix socket `synwall stats` reads.
+fn bind_stats(path: &Path) -> Result<UnixListener, RunError> {
+    if let Some(dir) = path.parent() {
         let _ = std::fs::create_dir_all(dir);
     }
-    let _ = std::fs::remove_file(&d.stats_socket);
-    let listener = UnixListener::bind(&d.stats_socket)
-        .map_err(|e| RunError::Stats(d.stats_socket.clone(), e))?;
-    listener
-        .set_nonblocking(true)
-        .map_err(|e| RunError::Stats(d.stats_socket.clone(), e))?;
+    let _ = std::fs::remove_file(path);
+    let err = |e| RunError::Stats(path.to_owned(), e);
+    let listener = UnixListener::bind(path).map_err(err)?;
+    listener.set_nonblocking(true).map_err(err)?;
+    Ok(listener)
+}
 
-    std::thread::scope(|s| {
-        for ((q, xsk, frames), (&cpu, c)) in sockets.into_iter().zip(cpus.iter().zip(&counters)) {
-            let core = Core::new(cfg.core_settings(), secret.clone());
-            let (tx, rx) = crossbeam::channel::bounded(1);
-            secret_txs.push(tx);
-            let stop = &*stop;
-            let batch = d.batch_size as usize;
+/// The running datapath: what the workers, the proxy and the control loop
+/// share (read-only, or atomics).
+struct Datapath<'a> {
+    cfg: &'a Config,
+    plan: &'a Plan,
+    program: &'a Program,
+    xdp_mode: &'static str,
+    workers: Vec<WorkerCounters>,
+    proxy: Option<ProxyCounters>,
+}
+
+impl<'a> Datapath<'a> {
+    /// Step 7: one worker thread per queue, pinned to its CPU.
+    fn spawn_workers<'s>(
+        &'s self,
+        s: &'s std::thread::Scope<'s, '_>,
+        sockets: Vec<QueueSocket>,
+        secret: &Secret,
+        stop: &'s AtomicBool,
+    ) {
+        let batch = self.cfg.datapath.batch_size as usize;
+        for ((q, xsk, frames), (&cpu, counters)) in sockets
+            .into_iter()
+            .zip(self.plan.cpus.iter().zip(&self.workers))
+        {
+            let core = Core::new(self.cfg.core_settings(), secret.clone());
             std::thread::Builder::new()
                 .name(format!("synwall-q{q}"))
                 .spawn_scoped(s, move || {
                     if !core_affinity::set_for_current(core_affinity::CoreId { id: cpu }) {
                         tracing::warn!(queue = q, cpu, "could not pin worker");
                     }
-                    worker::run(
-                        xsk,
-                        frames,
-                        core,
-                        WorkerControl {
-                            stop,
-                            secrets: rx,
-                            counters: c,
-                            batch,
-                        },
-                    );
+                    let ctl = WorkerControl {
+                        stop,
+                        counters,
+                        batch,
+                    };
+                    worker::run(xsk, frames, core, ctl);
                 })
                 .expect("spawning a worker thread");
         }
-        if let Some((settings, listeners)) = proxy {
-            let counters = &proxy_counters;
-            let stop = &stop;
-            std::thread::Builder::new()
-                .name("synwall-proxy".into())
-                .spawn_scoped(s, move || {
-                    let result =
-                        Proxy::new(listeners, settings, counters).and_then(|mut p| p.run(stop));
-                    if let Err(e) = result {
-                        // Without the proxy the protected port is dead:
-                        // stop, so the XDP program detaches (fail open).
-                        tracing::error!("{e}; stopping");
-                        stop.store(true, Ordering::Relaxed);
-                    }
-                })
-                .expect("spawning the proxy thread");
-        }
-        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-        tracing::info!(socket = %d.stats_socket.display(), "running; counters via `synwall stats`");
-        let rotation = cfg.cookie.rotation_secs;
+    }
+
+    /// Step 7 (proxy mode): the proxy's event loop. If it fails, synwall
+    /// stops, so the XDP program detaches (fail open): without the proxy
+    /// the protected port is dead.
+    fn spawn_proxy<'s>(
+        &'s self,
+        s: &'s std::thread::Scope<'s, '_>,
+        settings: ProxySettings,
+        listeners: Vec<TcpListener>,
+        stop: &'s AtomicBool,
+    ) {
+        let Some(counters) = &self.proxy else { return };
+        std::thread::Builder::new()
+            .name("synwall-proxy".into())
+            .spawn_scoped(s, move || {
+                let result =
+                    Proxy::new(listeners, settings, counters).and_then(|mut p| p.run(stop));
+                if let Err(e) = result {
+                    tracing::error!("{e}; stopping");
+                    stop.store(true, Ordering::Relaxed);
+                }
+            })
+            .expect("spawning the proxy thread");
+    }
+
+    /// Step 8, the control loop: serves counters and keeps the XDP
+    /// program's cookie keys on the current epoch (ahead by
+    /// [`KEY_LEAD_SECS`]) until `stop` is set.
+    fn control(&self, stats: &UnixListener, secret: &Secret, stop: &AtomicBool) {
+        let rotation = self.cfg.cookie.rotation_secs;
         let mut epoch = program_epoch(UnixTime::now(), rotation);
-        let mut tick = || {
+        while !stop.load(Ordering::Relaxed) {
             let now = program_epoch(UnixTime::now(), rotation);
             if now != epoch {
-                match program.set_epoch_keys(&secret, now) {
+                match self.program.set_epoch_keys(secret, now) {
                     Ok(()) => epoch = now,
                     Err(e) => tracing::error!("cannot rotate the XDP cookie keys: {e}"),
                 }
             }
-        };
-        control(&listener, &stop, &snapshot, &mut tick);
-        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
-    });
-    let last = snapshot();
-    drop(attachment);
-    drop(handoff);
-    let _ = std::fs::remove_file(&d.stats_socket);
+            match stats.accept() {
+                Ok((mut conn, _)) => {
+                    let text = serde_json::to_string(&self.snapshot()).unwrap_or_default();
+                    let _ = conn.write_all(text.as_bytes());
+                    let _ = conn.write_all(b"\n");
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+
+    /// Every counter, now.
+    fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            interface: self.cfg.datapath.interface.clone(),
+            xdp_mode: self.xdp_mode,
+            workers: self
+                .plan
+                .queues
+                .iter()
+                .zip(&self.plan.cpus)
+                .zip(&self.workers)
+                .map(|((&queue, &cpu), c)| WorkerEntry {
+                    queue,
+                    cpu,
+                    counters: c.snapshot(),
+                })
+                .collect(),
+            xdp: self
+                .program
+                .counters()
+                .map(|c| xdp::COUNTER_NAMES.iter().copied().zip(c).collect())
+                .unwrap_or_default(),
+            proxy: self.proxy.as_ref().map(ProxyCounters::snapshot),
+        }
+    }
+}
+
+/// Step 9: detaches XDP and the hand-off and removes the stats socket.
+fn teardown(attached: Attached, stats_socket: &Path) {
+    drop(attached.xdp);
+    drop(attached.handoff);
+    let _ = std::fs::remove_file(stats_socket);
     tracing::info!("stopped; XDP detached");
-    Ok(last)
 }
 
 /// Reads the counters of a running `synwall run` from its stats socket.

@@ -3,14 +3,12 @@
 //!
 //! Nothing on the hot path is shared or locked. Counters live in plain
 //! integers and are published to this worker's own atomics once per batch.
-//! Control (stop, a new secret) is read once per batch.
+//! Control (stop) is read once per batch.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use crossbeam::channel::Receiver;
 use serde::Serialize;
 
-use crate::proto::cookie::Secret;
 use crate::proto::handshake::{Core, DropReason, Verdict};
 use crate::proto::time::UnixTime;
 use crate::xsk::{Frame, Xsk};
@@ -132,8 +130,6 @@ struct Local {
 pub struct WorkerControl<'a> {
     /// Set to stop the worker.
     pub stop: &'a AtomicBool,
-    /// New master secrets (fleet key rotation).
-    pub secrets: Receiver<Secret>,
     /// Where the counters are published.
     pub counters: &'a WorkerCounters,
     /// Frames per batch.
@@ -152,9 +148,6 @@ pub fn run(mut xsk: Xsk, mut free: Vec<Frame>, mut core: Core, ctl: WorkerContro
         if kernel_at.elapsed() >= std::time::Duration::from_secs(1) {
             ctl.counters.publish_kernel(xsk.kernel_stats());
             kernel_at = std::time::Instant::now();
-        }
-        if let Ok(secret) = ctl.secrets.try_recv() {
-            core.set_secret(secret);
         }
         xsk.complete(&mut free, 4 * batch);
         xsk.fill(&mut free);

@@ -326,12 +326,6 @@ impl Core {
         &self.settings
     }
 
-    /// Replaces the master secret (key rotation across the fleet).
-    pub fn set_secret(&mut self, secret: Secret) {
-        self.keys = KeyRing::new(&secret, self.keys.epoch());
-        self.secret = secret;
-    }
-
     /// The keys for `now`, re-derived when the epoch changed.
     #[inline]
     pub fn keys(&mut self, now: UnixTime) -> &KeyRing {

@@ -34,32 +34,60 @@ use libbpf_rs::{MapCore, MapFlags, MapType, ProgramInput, ProgramType};
 use crate::config::XdpMode;
 use skel::{SynwallSkel, SynwallSkelBuilder};
 
-/// Names of the XDP program's counters, in `enum sw_counter` order.
-pub const COUNTER_NAMES: [&str; 23] = [
-    "rx",
-    "pass_not_ip",
-    "pass_not_tcp",
-    "pass_fragment",
-    "pass_port",
-    "pass_addr",
-    "pass_socket",
-    "pass_rst",
-    "pass_deep",
-    "pass_truncated",
-    "drop_truncated_tcp",
-    "syn_redirect",
-    "syn_no_xsk",
-    "ack_cookie_ok",
-    "drop_bad_cookie",
-    "drop_bad_options",
-    "drop_bad_flags",
-    "handoff_ok",
-    "handoff_failed",
-    "handoff_bad_cookie",
-    "pass_follow_up",
-    "handoff_deferred",
-    "handoff_follow_up_drop",
-];
+/// Ties each counter name to its `enum sw_counter` constant (bpf/synwall.h,
+/// read from the skeleton's types): the build fails when a constant is
+/// missing here, out of order, or the enum has more.
+macro_rules! xdp_counters {
+    ($($id:ident => $name:literal,)*) => {
+        /// Names of the XDP program's counters, in `enum sw_counter` order.
+        pub const COUNTER_NAMES: [&str; COUNTERS] = [$($name),*];
+
+        const _: () = {
+            let mut i = 0;
+            $(
+                assert!(
+                    skel::types::sw_counter::$id.0 as usize == i,
+                    concat!(stringify!($id), " is not at its place in enum sw_counter")
+                );
+                i += 1;
+            )*
+            assert!(i == COUNTERS);
+        };
+
+        /// The constants' names, for the test that the names follow them.
+        #[cfg(test)]
+        const COUNTER_IDENTS: [&str; COUNTERS] = [$(stringify!($id)),*];
+    };
+}
+
+/// How many counters the program has (`SW_COUNTER_MAX`).
+const COUNTERS: usize = skel::types::sw_counter::SW_COUNTER_MAX.0 as usize;
+
+xdp_counters! {
+    SW_RX => "rx",
+    SW_PASS_NOT_IP => "pass_not_ip",
+    SW_PASS_NOT_TCP => "pass_not_tcp",
+    SW_PASS_FRAGMENT => "pass_fragment",
+    SW_PASS_PORT => "pass_port",
+    SW_PASS_ADDR => "pass_addr",
+    SW_PASS_SOCKET => "pass_socket",
+    SW_PASS_RST => "pass_rst",
+    SW_PASS_DEEP => "pass_deep",
+    SW_PASS_TRUNCATED => "pass_truncated",
+    SW_DROP_TRUNCATED_TCP => "drop_truncated_tcp",
+    SW_SYN_REDIRECT => "syn_redirect",
+    SW_SYN_NO_XSK => "syn_no_xsk",
+    SW_ACK_COOKIE_OK => "ack_cookie_ok",
+    SW_DROP_BAD_COOKIE => "drop_bad_cookie",
+    SW_DROP_BAD_OPTIONS => "drop_bad_options",
+    SW_DROP_BAD_FLAGS => "drop_bad_flags",
+    SW_HANDOFF_OK => "handoff_ok",
+    SW_HANDOFF_FAILED => "handoff_failed",
+    SW_HANDOFF_BAD_COOKIE => "handoff_bad_cookie",
+    SW_PASS_FOLLOW_UP => "pass_follow_up",
+    SW_HANDOFF_DEFERRED => "handoff_deferred",
+    SW_HANDOFF_FOLLOW_UP_DROP => "handoff_follow_up_drop",
+}
 
 /// Why the XDP side failed.
 #[derive(Debug, thiserror::Error)]
@@ -68,10 +96,10 @@ pub enum XdpError {
     #[error("this kernel lacks what synwall's XDP program needs: {0}")]
     Missing(String),
     /// Loading (verification) failed.
-    #[error("loading the XDP program failed: {0}")]
-    Load(libbpf_rs::Error),
+    #[error("loading the XDP program failed")]
+    Load(#[source] libbpf_rs::Error),
     /// A map update or lookup failed.
-    #[error("BPF map {map}: {source}")]
+    #[error("BPF map {map}")]
     Map {
         /// Which map.
         map: &'static str,
@@ -79,18 +107,18 @@ pub enum XdpError {
         source: libbpf_rs::Error,
     },
     /// Attaching failed.
-    #[error("attaching XDP ({mode}) to ifindex {ifindex} failed: {source}")]
+    #[error("attaching {what} to ifindex {ifindex} failed")]
     Attach {
-        /// The mode tried.
-        mode: &'static str,
+        /// What was attached how: "XDP (native)", "TC ingress (tcx)".
+        what: &'static str,
         /// The interface.
         ifindex: u32,
         /// The kernel's answer.
         source: std::io::Error,
     },
     /// A test run failed.
-    #[error("BPF_PROG_TEST_RUN failed: {0}")]
-    TestRun(libbpf_rs::Error),
+    #[error("BPF_PROG_TEST_RUN failed")]
+    TestRun(#[source] libbpf_rs::Error),
 }
 
 /// Checks that the kernel has every feature the program uses; the error
@@ -232,16 +260,17 @@ impl Program {
     /// Attaches to `ifindex` through a BPF link in the given mode; `Auto`
     /// tries native (driver) mode first, then generic.
     pub fn attach(&self, ifindex: u32, mode: XdpMode) -> Result<Attachment, XdpError> {
-        let tries: &[(u32, &'static str)] = match mode {
-            XdpMode::Native => &[(libbpf_sys::XDP_FLAGS_DRV_MODE, "native")],
-            XdpMode::Generic => &[(libbpf_sys::XDP_FLAGS_SKB_MODE, "generic")],
-            XdpMode::Auto => &[
-                (libbpf_sys::XDP_FLAGS_DRV_MODE, "native"),
-                (libbpf_sys::XDP_FLAGS_SKB_MODE, "generic"),
-            ],
+        const NATIVE: (u32, &str, &str) =
+            (libbpf_sys::XDP_FLAGS_DRV_MODE, "native", "XDP (native)");
+        const GENERIC: (u32, &str, &str) =
+            (libbpf_sys::XDP_FLAGS_SKB_MODE, "generic", "XDP (generic)");
+        let tries: &[(u32, &'static str, &'static str)] = match mode {
+            XdpMode::Native => &[NATIVE],
+            XdpMode::Generic => &[GENERIC],
+            XdpMode::Auto => &[NATIVE, GENERIC],
         };
         let mut last = None;
-        for &(flags, name) in tries {
+        for &(flags, name, what) in tries {
             match link_create(self.prog_fd(), ifindex, libbpf_sys::BPF_XDP, flags) {
                 Ok(link) => {
                     return Ok(Attachment {
@@ -252,7 +281,7 @@ impl Program {
                 }
                 Err(source) => {
                     last = Some(XdpError::Attach {
-                        mode: name,
+                        what,
                         ifindex,
                         source,
                     });
@@ -313,7 +342,7 @@ impl Program {
                 ifindex,
             })
             .map_err(|source| XdpError::Attach {
-                mode: "tcx ingress",
+                what: "TC ingress (tcx)",
                 ifindex,
                 source,
             })
@@ -400,4 +429,16 @@ pub mod action {
     pub const PASS: u32 = 2;
     /// Redirect (to an AF_XDP socket).
     pub const REDIRECT: u32 = 4;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counter_names_are_the_enum_constants_in_lower_case() {
+        for (id, name) in COUNTER_IDENTS.iter().zip(COUNTER_NAMES) {
+            assert_eq!(id.strip_prefix("SW_").unwrap().to_lowercase(), name);
+        }
+    }
 }

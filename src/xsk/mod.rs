@@ -38,24 +38,46 @@ pub struct XskConfig {
     pub ring_size: u32,
 }
 
-/// Why a socket could not be made.
+/// Why a socket could not be made. Each variant keeps xsk-rs's error as its
+/// source (printed after this message by an error chain).
 #[derive(Debug, thiserror::Error)]
 pub enum XskError {
-    /// A ring or frame size was rejected.
-    #[error("AF_XDP sizes rejected: {0}")]
-    Config(String),
+    /// The ring size is not a power of two.
+    #[error("AF_XDP ring size rejected")]
+    RingSize(#[source] xsk_rs::config::QueueSizeError),
+    /// The frame size was rejected.
+    #[error("AF_XDP frame size rejected")]
+    FrameSize(#[source] xsk_rs::config::FrameSizeError),
+    /// The UMEM settings were rejected.
+    #[error("AF_XDP UMEM settings rejected")]
+    UmemConfig(#[source] xsk_rs::config::UmemConfigBuilderError),
+    /// The ring size is zero.
+    #[error("AF_XDP ring size 0")]
+    ZeroRing,
     /// The UMEM could not be created.
-    #[error("AF_XDP UMEM: {0}")]
-    Umem(String),
+    #[error("AF_XDP UMEM")]
+    Umem(#[source] xsk_rs::umem::UmemCreateError),
+    /// The interface name cannot be passed to the kernel.
+    #[error("interface name {0:?} contains a NUL byte")]
+    InterfaceName(String),
     /// The socket could not be created or bound.
-    #[error("AF_XDP socket on {ifname} queue {queue}: {reason}")]
+    #[error("AF_XDP socket on {ifname} queue {queue}")]
     Socket {
         /// Interface.
         ifname: String,
         /// Queue.
         queue: u32,
-        /// What failed.
-        reason: String,
+        /// The kernel's (libxdp's) answer.
+        #[source]
+        source: xsk_rs::socket::SocketCreateError,
+    },
+    /// The socket came without fill and completion rings.
+    #[error("AF_XDP socket on {ifname} queue {queue}: no fill/completion rings returned")]
+    NoFillRing {
+        /// Interface.
+        ifname: String,
+        /// Queue.
+        queue: u32,
     },
 }
 
@@ -101,37 +123,37 @@ impl Xsk {
     /// synwall loads its program and fills its XSKMAP itself. Returns the
     /// socket and all frames, none in a ring yet.
     pub fn new(ifname: &str, queue: u32, cfg: XskConfig) -> Result<(Xsk, Vec<Frame>), XskError> {
-        let ring = QueueSize::new(cfg.ring_size).map_err(|e| XskError::Config(e.to_string()))?;
-        let frame_size = FrameSize::new(FRAME_SIZE).map_err(|e| XskError::Config(e.to_string()))?;
+        let ring = QueueSize::new(cfg.ring_size).map_err(XskError::RingSize)?;
+        let frame_size = FrameSize::new(FRAME_SIZE).map_err(XskError::FrameSize)?;
         let umem_cfg = UmemConfig::builder()
             .frame_size(frame_size)
             .fill_queue_size(ring)
             .comp_queue_size(ring)
             .build()
-            .map_err(|e| XskError::Config(e.to_string()))?;
-        let count = NonZeroU32::new(cfg.ring_size.saturating_mul(2))
-            .ok_or_else(|| XskError::Config("ring size 0".into()))?;
-        let (umem, descs) =
-            Umem::new(umem_cfg, count, false).map_err(|e| XskError::Umem(e.to_string()))?;
+            .map_err(XskError::UmemConfig)?;
+        let count = NonZeroU32::new(cfg.ring_size.saturating_mul(2)).ok_or(XskError::ZeroRing)?;
+        let (umem, descs) = Umem::new(umem_cfg, count, false).map_err(XskError::Umem)?;
         let sock_cfg = SocketConfig::builder()
             .rx_queue_size(ring)
             .tx_queue_size(ring)
             .libxdp_flags(LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
             .bind_flags(BindFlags::XDP_USE_NEED_WAKEUP)
             .build();
-        let sock_err = |reason: String| XskError::Socket {
-            ifname: ifname.to_owned(),
-            queue,
-            reason,
-        };
-        let name = std::ffi::CString::new(ifname).map_err(|e| sock_err(e.to_string()))?;
+        let name = std::ffi::CString::new(ifname)
+            .map_err(|_| XskError::InterfaceName(ifname.to_owned()))?;
         // SAFETY: the UMEM is not shared with another socket (one UMEM per
         // queue), and libxdp's program load is inhibited, which the xsk-rs
         // docs require to avoid a double free on drop.
         let (tx, rx, fq_cq) = unsafe { Socket::new(sock_cfg, &umem, &Interface::new(name), queue) }
-            .map_err(|e| sock_err(e.to_string()))?;
-        let (fill, comp) =
-            fq_cq.ok_or_else(|| sock_err("no fill/completion rings returned".into()))?;
+            .map_err(|source| XskError::Socket {
+                ifname: ifname.to_owned(),
+                queue,
+                source,
+            })?;
+        let (fill, comp) = fq_cq.ok_or_else(|| XskError::NoFillRing {
+            ifname: ifname.to_owned(),
+            queue,
+        })?;
         let frames = descs.into_iter().map(Frame).collect();
         Ok((
             Xsk {

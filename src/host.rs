@@ -1,0 +1,92 @@
+//! What this host (this network namespace, this process) offers, read from
+//! /proc and /sys: interfaces, listening sockets, the descriptor limit.
+
+use std::path::{Path, PathBuf};
+
+/// An interface's index and its receive-queue count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Interface {
+    /// Interface index.
+    pub ifindex: u32,
+    /// Receive queues (at least 1).
+    pub rx_queues: u32,
+}
+
+fn sysfs(ifname: &str, leaf: &str) -> PathBuf {
+    Path::new("/sys/class/net").join(ifname).join(leaf)
+}
+
+/// Looks up `ifname` in this network namespace.
+pub fn interface(ifname: &str) -> std::io::Result<Interface> {
+    let idx = std::fs::read_to_string(sysfs(ifname, "ifindex"))?;
+    let ifindex = idx
+        .trim()
+        .parse()
+        .map_err(|_| std::io::Error::other("unreadable ifindex"))?;
+    let queues = std::fs::read_dir(sysfs(ifname, "queues"))?
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
+        .count() as u32;
+    Ok(Interface {
+        ifindex,
+        rx_queues: queues.max(1),
+    })
+}
+
+/// True when some socket listens on TCP `port` (any address, IPv4 or
+/// IPv6), from /proc/net/tcp{,6} of this network namespace.
+pub fn is_listening(port: u16) -> bool {
+    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|f| {
+        std::fs::read_to_string(f).is_ok_and(|t| t.lines().skip(1).any(|l| listens_on(l, port)))
+    })
+}
+
+/// One line of /proc/net/tcp: `sl local_address rem_address st ...`, the
+/// local port in hex after the last colon, state 0A = TCP_LISTEN.
+fn listens_on(line: &str, port: u16) -> bool {
+    let mut cols = line.split_whitespace();
+    let local = cols.nth(1).unwrap_or("");
+    let state = cols.nth(1).unwrap_or("");
+    state == "0A"
+        && local
+            .rsplit(':')
+            .next()
+            .and_then(|p| u16::from_str_radix(p, 16).ok())
+            == Some(port)
+}
+
+/// Raises the soft descriptor limit to the hard one; returns the limit now
+/// in force.
+pub fn raise_fd_limit() -> u64 {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut lim = getrlimit(Resource::Nofile);
+    if lim.current < lim.maximum {
+        lim.current = lim.maximum;
+        let _ = setrlimit(Resource::Nofile, lim);
+    }
+    getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_listeners_from_proc_lines() {
+        let listen_80 = "   0: 00000000:0050 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0000000000000000 100 0 0 10 0";
+        let estab_80 = "   1: 0100007F:0050 0100007F:C350 01 00000000:00000000 00:00000000 00000000     0        0 2 1 0000000000000000 20 4 30 10 -1";
+        let v6_8080 = "   0: 00000000000000000000000000000000:1F90 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 3 1 0000000000000000 100 0 0 10 0";
+        assert!(listens_on(listen_80, 80));
+        assert!(!listens_on(listen_80, 81));
+        assert!(!listens_on(estab_80, 80));
+        assert!(listens_on(v6_8080, 8080));
+        assert!(!listens_on("", 80));
+    }
+
+    #[test]
+    fn loopback_exists_and_a_made_up_interface_does_not() {
+        let lo = interface("lo").expect("every namespace has lo");
+        assert!(lo.ifindex > 0 && lo.rx_queues >= 1);
+        assert!(interface("sw-no-such-if").is_err());
+    }
+}
