@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
- * docs/cookie.md in BPF C: the ACK check. Shares its test vectors with the
- * Rust implementation (tests/vectors/cookie.json, run through
- * BPF_PROG_TEST_RUN by tests/bpf_cookie.rs).
+ * docs/cookie.md in BPF C: the cookie's bit layout and its MAC. Shares its
+ * test vectors with the Rust implementation (tests/vectors/cookie.json,
+ * run through BPF_PROG_TEST_RUN by tests/bpf_cookie.rs).
  *
  * Keys: user space keeps keys[e & 1] = K(e) for the current and previous
  * epoch (BPF has no UTC clock), so a cookie's epoch-parity bit picks its
@@ -13,16 +13,66 @@
 
 #include <linux/types.h>
 
-#define COOKIE_VERSION 1
+#define COOKIE_VERSION 1 /* docs/cookie.md §4: INFO's top byte */
+
+/* The cookie (our ISN), docs/cookie.md §3 and §5:
+ *   bits 31..10  22 MAC bits
+ *   bit  9       epoch parity
+ *   bits 8..6    MSS index into mss_table
+ *   bits 5..2    the client's window scale, WSCALE_NONE without the option
+ *   bit  1       SACK-permitted
+ *   bit  0       ECN */
 #define ATTR_BITS 10
-#define ISN_MAC_MASK 0x3fffffULL
+#define ATTR_MASK ((1u << ATTR_BITS) - 1)
+#define COOKIE_EPOCH_SHIFT 9
+#define COOKIE_MSS_SHIFT 6
+#define COOKIE_MSS_MASK 0x7
+#define COOKIE_WSCALE_SHIFT 2
+#define COOKIE_WSCALE_MASK 0xf
+#define COOKIE_SACK_BIT (1u << 1)
+#define COOKIE_ECN_BIT (1u << 0)
+#define ISN_MAC_MASK 0x3fffffULL /* the 22 MAC bits of H */
+#define INFO_TS_BIT (1u << ATTR_BITS) /* INFO's T: timestamps negotiated */
 #define WSCALE_NONE 15
+#define WSCALE_MAX 14 /* RFC 7323 §2.3 */
+
+static __always_inline __u32 cookie_epoch_slot(__u32 cookie)
+{
+	return (cookie >> COOKIE_EPOCH_SHIFT) & 1;
+}
+
+static __always_inline __u32 cookie_mss_index(__u32 cookie)
+{
+	return (cookie >> COOKIE_MSS_SHIFT) & COOKIE_MSS_MASK;
+}
+
+/* The client's window-scale shift, or WSCALE_NONE. */
+static __always_inline __u32 cookie_wscale(__u32 cookie)
+{
+	return (cookie >> COOKIE_WSCALE_SHIFT) & COOKIE_WSCALE_MASK;
+}
+
+static __always_inline int cookie_sack(__u32 cookie)
+{
+	return !!(cookie & COOKIE_SACK_BIT);
+}
+
+static __always_inline int cookie_ecn(__u32 cookie)
+{
+	return !!(cookie & COOKIE_ECN_BIT);
+}
 
 /* One epoch key: the two little-endian SipHash key words. */
 struct sw_key {
 	__u64 k0;
 	__u64 k1;
 };
+
+/* SipHash-2-4 initialisation constants ("somepseudorandomlygeneratedbytes"). */
+#define SIP_C0 0x736f6d6570736575ULL
+#define SIP_C1 0x646f72616e646f6dULL
+#define SIP_C2 0x6c7967656e657261ULL
+#define SIP_C3 0x7465646279746573ULL
 
 #define ROTL(x, b) (__u64)(((x) << (b)) | ((x) >> (64 - (b))))
 #define SIPROUND                                                                                   \
@@ -39,10 +89,10 @@ struct sw_key {
 static __always_inline __u64 siphash24(const struct sw_key *k, const __u64 *w, int full, __u32 tail,
 				       __u64 len)
 {
-	__u64 v0 = k->k0 ^ 0x736f6d6570736575ULL;
-	__u64 v1 = k->k1 ^ 0x646f72616e646f6dULL;
-	__u64 v2 = k->k0 ^ 0x6c7967656e657261ULL;
-	__u64 v3 = k->k1 ^ 0x7465646279746573ULL;
+	__u64 v0 = k->k0 ^ SIP_C0;
+	__u64 v1 = k->k1 ^ SIP_C1;
+	__u64 v2 = k->k0 ^ SIP_C2;
+	__u64 v3 = k->k1 ^ SIP_C3;
 	__u64 b = (len << 56) | tail;
 	int i;
 
@@ -74,34 +124,38 @@ static __always_inline __u64 le64(const __u8 *p)
 	       (__u64)p[4] << 32 | (__u64)p[5] << 40 | (__u64)p[6] << 48 | (__u64)p[7] << 56;
 }
 
-/*
- * Checks an ACK's cookie (docs/cookie.md §5). Addresses and ports in network
- * order as on the wire; client_isn = seq - 1, cookie = ack_seq - 1 (host
- * order); has_ts/tsecr from the ACK's timestamps option. Returns 1 if valid.
- */
-static __always_inline int cookie_check(const struct sw_key *key, const __u8 *saddr,
-					const __u8 *daddr, int addr_len, __be16 sport, __be16 dport,
-					__u32 client_isn, __u32 cookie, int has_ts, __u32 tsecr)
+/* The connection a cookie belongs to, as docs/cookie.md §4's message M
+ * needs it: addresses and ports in network order as on the wire. */
+struct cookie_flow {
+	const __u8 *saddr; /* the client's */
+	const __u8 *daddr; /* ours */
+	int addr_len;	   /* 4 or 16 */
+	__be16 sport;
+	__be16 dport;
+};
+
+/* H = SipHash-2-4-64(K, M) for the client's ISN and the 10 attribute bits
+ * (docs/cookie.md §4). */
+static __always_inline __u64 cookie_mac(const struct sw_key *key, const struct cookie_flow *fl,
+					__u32 client_isn, __u32 attrs, int has_ts)
 {
 	__u8 m[48] = {};
 	__u64 w[6] = {};
-	__u32 attrs = cookie & ((1u << ATTR_BITS) - 1);
-	__u32 info = (COOKIE_VERSION << 24) | ((has_ts ? 1u : 0u) << ATTR_BITS) | attrs;
+	__u32 info = (COOKIE_VERSION << 24) | (has_ts ? INFO_TS_BIT : 0) | (attrs & ATTR_MASK);
 	int n, i, full;
-	__u64 h;
 
-	if (addr_len == 4) {
-		__builtin_memcpy(m, saddr, 4);
-		__builtin_memcpy(m + 4, daddr, 4);
+	if (fl->addr_len == 4) {
+		__builtin_memcpy(m, fl->saddr, 4);
+		__builtin_memcpy(m + 4, fl->daddr, 4);
 		n = 8;
 	} else {
-		__builtin_memcpy(m, saddr, 16);
-		__builtin_memcpy(m + 16, daddr, 16);
+		__builtin_memcpy(m, fl->saddr, 16);
+		__builtin_memcpy(m + 16, fl->daddr, 16);
 		n = 32;
 	}
 	/* ports as on the wire (big-endian), ISN and INFO big-endian */
-	__builtin_memcpy(m + n, &sport, 2);
-	__builtin_memcpy(m + n + 2, &dport, 2);
+	__builtin_memcpy(m + n, &fl->sport, 2);
+	__builtin_memcpy(m + n + 2, &fl->dport, 2);
 	m[n + 4] = client_isn >> 24;
 	m[n + 5] = client_isn >> 16;
 	m[n + 6] = client_isn >> 8;
@@ -116,7 +170,19 @@ static __always_inline int cookie_check(const struct sw_key *key, const __u8 *sa
 	for (i = 0; i < 6; i++)
 		w[i] = le64(m + 8 * i);
 	/* The last 4 bytes (16..20 or 40..44) are the tail word's low half. */
-	h = siphash24(key, w, full, full == 2 ? (__u32)w[2] : (__u32)w[5], n);
+	return siphash24(key, w, full, full == 2 ? (__u32)w[2] : (__u32)w[5], n);
+}
+
+/*
+ * Checks an ACK's cookie (docs/cookie.md §5): client_isn = seq - 1,
+ * cookie = ack_seq - 1 (host order); has_ts/tsecr from the ACK's
+ * timestamps option. Returns 1 if valid.
+ */
+static __always_inline int cookie_check(const struct sw_key *key, const struct cookie_flow *fl,
+					__u32 client_isn, __u32 cookie, int has_ts, __u32 tsecr)
+{
+	__u64 h = cookie_mac(key, fl, client_isn, cookie & ATTR_MASK, has_ts);
+
 	if ((cookie >> ATTR_BITS) != (h & ISN_MAC_MASK))
 		return 0;
 	if (has_ts && tsecr != (__u32)(h >> 32))
