@@ -281,13 +281,9 @@ fn ports<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u16>, D::Error> {
 }
 
 fn rotation<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    let v = u64::deserialize(d)?;
     // A cookie must outlive a handshake's round trip and SYN retransmits
     // (1 s, 3 s, RFC 6298); a day-long epoch would keep a leaked key useful.
-    if !(10..=86_400).contains(&v) {
-        return Err(invalid("rotation_secs must be between 10 and 86400"));
-    }
-    Ok(v)
+    ranged(d, "rotation_secs", 10, 86_400)
 }
 
 fn mss_table<'de, D: Deserializer<'de>>(d: D) -> Result<MssTable, D::Error> {
@@ -327,11 +323,7 @@ fn wscale<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
 }
 
 fn batch_size<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
-    let v = u32::deserialize(d)?;
-    if !(1..=1024).contains(&v) {
-        return Err(invalid("batch_size must be between 1 and 1024"));
-    }
-    Ok(v)
+    ranged(d, "batch_size", 1, 1024).map(|v| v as u32)
 }
 
 fn ring_size<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {

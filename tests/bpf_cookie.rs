@@ -6,17 +6,13 @@ mod common;
 
 use std::net::IpAddr;
 
+use common::counter;
 use serde_json::Value;
 use synwall::proto::cookie::Secret;
 use synwall::proto::time::UnixTime;
 use synwall::wire::tcp::flags;
-use synwall::xdp::{COUNTER_NAMES, Program, ProgramSettings, action};
+use synwall::xdp::{Program, ProgramSettings, action};
 use synwall_bench::frame::{Ip, TcpFrame};
-
-fn counter(p: &Program, name: &str) -> u64 {
-    let i = COUNTER_NAMES.iter().position(|n| *n == name).unwrap();
-    p.counters().unwrap()[i]
-}
 
 /// The client's ACK for a vector: seq = client ISN + 1, ack = cookie + 1,
 /// and a timestamps option echoing `tsecr` when there is one.

@@ -10,17 +10,14 @@ mod common;
 
 use std::net::{TcpListener, TcpStream};
 
+use common::counter;
 use synwall::wire::ethernet::ethertype;
 use synwall::wire::ipv6::next_header as nh;
 use synwall::wire::tcp::flags;
-use synwall::xdp::{COUNTER_NAMES, Program, ProgramSettings, action};
+use synwall::xdp::{Program, ProgramSettings, action};
 use synwall::xsk::{Xsk, XskConfig};
+use synwall_bench::frame::addr::{CLIENT4, SERVER4};
 use synwall_bench::frame::{Ip, TcpFrame, client_syn_options as os};
-
-const S4: [u8; 4] = [198, 18, 0, 1];
-const C4: [u8; 4] = [198, 18, 0, 2];
-const S6: [u8; 16] = [0x20, 1, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
-const C6: [u8; 16] = [0x20, 1, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
 
 fn seg<'a>(ip: Ip<'a>, dport: u16, fl: u8) -> TcpFrame<'a> {
     TcpFrame {
@@ -30,30 +27,12 @@ fn seg<'a>(ip: Ip<'a>, dport: u16, fl: u8) -> TcpFrame<'a> {
     }
 }
 
-fn v4<'a>() -> Ip<'a> {
-    Ip::V4 {
-        src: C4,
-        dst: S4,
-        ttl: 64,
-        options: &[],
-    }
-}
-
-fn v6(ext: &[(u8, usize)]) -> Ip<'_> {
-    Ip::V6 {
-        src: C6,
-        dst: S6,
-        hop_limit: 64,
-        ext,
-    }
-}
-
 /// (name, frame, action, counter) where a SYN to port 80 expects `syn`.
 fn table(syn: (u32, &'static str)) -> Vec<(&'static str, Vec<u8>, u32, &'static str)> {
     let deep: Vec<(u8, usize)> = (0..7).map(|_| (nh::DEST_OPTS, 8)).collect();
-    let mut frag4 = seg(v4(), 80, flags::SYN).to_vec();
+    let mut frag4 = seg(Ip::client_v4(), 80, flags::SYN).to_vec();
     frag4[14 + 6] |= 0x20; // more fragments
-    let mut udp = seg(v4(), 80, 0).to_vec();
+    let mut udp = seg(Ip::client_v4(), 80, 0).to_vec();
     udp[14 + 9] = 17;
     let mut arp = vec![0u8; 42];
     arp[12..14].copy_from_slice(&ethertype::ARP.to_be_bytes());
@@ -61,19 +40,19 @@ fn table(syn: (u32, &'static str)) -> Vec<(&'static str, Vec<u8>, u32, &'static 
     for at in [12, 16, 20] {
         three_tags[at..at + 2].copy_from_slice(&ethertype::VLAN.to_be_bytes());
     }
-    let syn4 = seg(v4(), 80, flags::SYN).to_vec();
+    let syn4 = seg(Ip::client_v4(), 80, flags::SYN).to_vec();
     vec![
         ("syn v4", syn4.clone(), syn.0, syn.1),
         (
             "syn v6",
-            seg(v6(&[]), 80, flags::SYN).to_vec(),
+            seg(Ip::client_v6(&[]), 80, flags::SYN).to_vec(),
             syn.0,
             syn.1,
         ),
         (
             "syn v6 ext",
             seg(
-                v6(&[(nh::HOP_BY_HOP, 8), (nh::ROUTING, 16)]),
+                Ip::client_v6(&[(nh::HOP_BY_HOP, 8), (nh::ROUTING, 16)]),
                 80,
                 flags::SYN,
             )
@@ -85,7 +64,7 @@ fn table(syn: (u32, &'static str)) -> Vec<(&'static str, Vec<u8>, u32, &'static 
             "syn vlan",
             TcpFrame {
                 vlans: &[(ethertype::VLAN, 7)],
-                ..seg(v4(), 80, flags::SYN)
+                ..seg(Ip::client_v4(), 80, flags::SYN)
             }
             .to_vec(),
             syn.0,
@@ -95,7 +74,7 @@ fn table(syn: (u32, &'static str)) -> Vec<(&'static str, Vec<u8>, u32, &'static 
             "syn qinq",
             TcpFrame {
                 vlans: &[(ethertype::QINQ, 7), (ethertype::VLAN, 8)],
-                ..seg(v4(), 80, flags::SYN)
+                ..seg(Ip::client_v4(), 80, flags::SYN)
             }
             .to_vec(),
             syn.0,
@@ -105,8 +84,8 @@ fn table(syn: (u32, &'static str)) -> Vec<(&'static str, Vec<u8>, u32, &'static 
             "syn v4 options",
             seg(
                 Ip::V4 {
-                    src: C4,
-                    dst: S4,
+                    src: CLIENT4,
+                    dst: SERVER4,
                     ttl: 64,
                     options: &[1, 1, 1, 0],
                 },
@@ -119,13 +98,13 @@ fn table(syn: (u32, &'static str)) -> Vec<(&'static str, Vec<u8>, u32, &'static 
         ),
         (
             "syn ecn",
-            seg(v4(), 80, flags::SYN | flags::ECE | flags::CWR).to_vec(),
+            seg(Ip::client_v4(), 80, flags::SYN | flags::ECE | flags::CWR).to_vec(),
             syn.0,
             syn.1,
         ),
         (
             "other port",
-            seg(v4(), 443, flags::SYN).to_vec(),
+            seg(Ip::client_v4(), 443, flags::SYN).to_vec(),
             action::PASS,
             "pass_port",
         ),
@@ -133,32 +112,32 @@ fn table(syn: (u32, &'static str)) -> Vec<(&'static str, Vec<u8>, u32, &'static 
         ("arp", arp, action::PASS, "pass_not_ip"),
         (
             "ack bad cookie",
-            seg(v4(), 80, flags::ACK).to_vec(),
+            seg(Ip::client_v4(), 80, flags::ACK).to_vec(),
             action::DROP,
             "drop_bad_cookie",
         ),
         (
             "rst no socket",
-            seg(v4(), 80, flags::RST).to_vec(),
+            seg(Ip::client_v4(), 80, flags::RST).to_vec(),
             action::PASS,
             "pass_rst",
         ),
         (
             "null flags",
-            seg(v4(), 80, 0).to_vec(),
+            seg(Ip::client_v4(), 80, 0).to_vec(),
             action::DROP,
             "drop_bad_flags",
         ),
         (
             "syn-ack",
-            seg(v4(), 80, flags::SYN | flags::ACK).to_vec(),
+            seg(Ip::client_v4(), 80, flags::SYN | flags::ACK).to_vec(),
             action::DROP,
             "drop_bad_flags",
         ),
         (
             "ack bad options",
             {
-                let mut f = seg(v4(), 80, flags::ACK).to_vec();
+                let mut f = seg(Ip::client_v4(), 80, flags::ACK).to_vec();
                 f[14 + 20 + 21] = 1; // the MSS option claims length 1
                 f
             },
@@ -168,14 +147,14 @@ fn table(syn: (u32, &'static str)) -> Vec<(&'static str, Vec<u8>, u32, &'static 
         ("v4 fragment", frag4, action::PASS, "pass_fragment"),
         (
             "v6 fragment",
-            seg(v6(&[(nh::FRAGMENT, 8)]), 80, flags::SYN).to_vec(),
+            seg(Ip::client_v6(&[(nh::FRAGMENT, 8)]), 80, flags::SYN).to_vec(),
             action::PASS,
             "pass_fragment",
         ),
         ("three vlan tags", three_tags, action::PASS, "pass_deep"),
         (
             "seven v6 ext headers",
-            seg(v6(&deep), 80, flags::SYN).to_vec(),
+            seg(Ip::client_v6(&deep), 80, flags::SYN).to_vec(),
             action::PASS,
             "pass_deep",
         ),
@@ -208,14 +187,6 @@ fn table(syn: (u32, &'static str)) -> Vec<(&'static str, Vec<u8>, u32, &'static 
             "drop_truncated_tcp",
         ),
     ]
-}
-
-fn counter(p: &Program, name: &str) -> u64 {
-    let i = COUNTER_NAMES
-        .iter()
-        .position(|n| *n == name)
-        .unwrap_or_else(|| panic!("no counter {name}"));
-    p.counters().unwrap()[i]
 }
 
 fn run_table(p: &Program, syn: (u32, &'static str)) {
@@ -256,13 +227,14 @@ fn protected_addresses_filter() {
     .unwrap();
     let before = counter(&p, "pass_addr");
     assert_eq!(
-        p.test_run(&seg(v4(), 80, flags::SYN).to_vec()).unwrap(),
+        p.test_run(&seg(Ip::client_v4(), 80, flags::SYN).to_vec())
+            .unwrap(),
         action::PASS
     );
     assert_eq!(counter(&p, "pass_addr"), before + 1);
     let to9 = seg(
         Ip::V4 {
-            src: C4,
+            src: CLIENT4,
             dst: [198, 18, 0, 9],
             ttl: 64,
             options: &[],
@@ -329,8 +301,8 @@ fn inner_fixture_table() {
         src_port: cport,
         ..seg(
             Ip::V4 {
-                src: S4,
-                dst: S4,
+                src: SERVER4,
+                dst: SERVER4,
                 ttl: 64,
                 options: &[],
             },
@@ -343,7 +315,8 @@ fn inner_fixture_table() {
     assert_eq!(counter(&p, "pass_socket"), before + 1, "established socket");
     let before = counter(&p, "syn_redirect");
     assert_eq!(
-        p.test_run(&seg(v4(), 80, flags::SYN).to_vec()).unwrap(),
+        p.test_run(&seg(Ip::client_v4(), 80, flags::SYN).to_vec())
+            .unwrap(),
         action::REDIRECT
     );
     assert_eq!(

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Synwall, Testbed, flood_bin};
+use common::{Synwall, Testbed, flood_bin, run_ok};
 use synwall::proto::cookie::{self, Flow, KeyRing, Secret};
 use synwall::proto::time::UnixTime;
 use synwall::wire::{ethernet, ipv4, ipv6, tcp};
@@ -87,8 +87,8 @@ fn synacks(pcap: &Path) -> Vec<(Flow, u32, u32, Option<u32>)> {
 /// namespace; asserts it succeeded. 4,000 frames/s: the engine sends 1/20
 /// of the rate per call, and 200 frames fit the veth's 256-frame ring.
 fn run_flood(tb: &Testbed, mac: &str, dst: &str, mode: &str, count: &str) -> std::process::Output {
-    let out = tb
-        .in_cli(&[
+    run_ok(
+        &mut tb.in_cli(&[
             flood_bin().to_str().unwrap(),
             "--interface",
             &tb.cli_if,
@@ -104,15 +104,9 @@ fn run_flood(tb: &Testbed, mac: &str, dst: &str, mode: &str, count: &str) -> std
             "4000",
             "--duration",
             "10",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+        ]),
+        "synwall-flood",
+    )
 }
 
 #[test]

@@ -8,7 +8,7 @@ mod common;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{Synwall, Testbed};
+use common::{Synwall, Testbed, run_ok};
 
 const BIG: usize = 64 << 20;
 
@@ -17,16 +17,51 @@ const BIG: usize = 64 << 20;
 /// keep busy is not a lost segment.
 static QUIET: std::sync::RwLock<()> = std::sync::RwLock::new(());
 
-fn quiet() -> std::sync::RwLockWriteGuard<'static, ()> {
-    QUIET
-        .write()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+/// A test's turn on the machine (see [`QUIET`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Turn {
+    Shared,
+    Quiet,
 }
 
-fn shared() -> std::sync::RwLockReadGuard<'static, ()> {
-    QUIET
-        .read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+enum TurnGuard {
+    Shared(
+        #[expect(dead_code, reason = "held, never read")] std::sync::RwLockReadGuard<'static, ()>,
+    ),
+    Quiet(
+        #[expect(dead_code, reason = "held, never read")] std::sync::RwLockWriteGuard<'static, ()>,
+    ),
+}
+
+/// What every hand-off test starts from: root, its turn, a scratch
+/// directory, and a testbed with `queues` queues on which the server
+/// kernel cannot answer SYNs to port 80 itself (only synwall can).
+struct Fixture {
+    tb: Testbed,
+    dir: tempfile::TempDir,
+    _turn: TurnGuard,
+}
+
+impl Fixture {
+    /// `None` when root tests are skipped here (SYNWALL_SKIP_ROOT).
+    fn new(queues: u32, turn: Turn) -> Option<Fixture> {
+        if !common::require_root() {
+            return None;
+        }
+        use std::sync::PoisonError;
+        let turn = match turn {
+            Turn::Shared => TurnGuard::Shared(QUIET.read().unwrap_or_else(PoisonError::into_inner)),
+            Turn::Quiet => TurnGuard::Quiet(QUIET.write().unwrap_or_else(PoisonError::into_inner)),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let tb = Testbed::new(queues);
+        tb.block_kernel_synacks(80);
+        Some(Fixture {
+            tb,
+            dir,
+            _turn: turn,
+        })
+    }
 }
 
 fn sha256(path: &std::path::Path) -> String {
@@ -142,20 +177,16 @@ fn serves_pages_bulk_and_many_clients(tb: &Testbed, dir: &std::path::Path, www: 
 
 #[test]
 fn unmodified_server_behind_kernel_mode() {
-    if !common::require_root() {
+    let Some(f) = Fixture::new(2, Turn::Shared) else {
         return;
-    }
-    let _turn = shared();
-    let dir = tempfile::tempdir().unwrap();
+    };
+    let (tb, dir) = (&f.tb, &f.dir);
     let www = web_root(dir.path());
     write_big_file(&www);
+    let mut server = http_server(tb, &www);
+    let sw = Synwall::start(tb, dir.path(), "[protect]\nports = [80, 8080]\n");
 
-    let tb = Testbed::new(2);
-    tb.block_kernel_synacks(80);
-    let mut server = http_server(&tb, &www);
-    let sw = Synwall::start(&tb, dir.path(), "[protect]\nports = [80, 8080]\n");
-
-    serves_pages_bulk_and_many_clients(&tb, dir.path(), &www);
+    serves_pages_bulk_and_many_clients(tb, dir.path(), &www);
 
     // 4. The kernel socket has the options the client asked for: a server
     // on another protected port reads TCP_INFO from its accepted socket.
@@ -179,18 +210,13 @@ c.sendall(b"ok"); c.close()
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(500));
-    let out = tb
-        .in_cli(&[
+    run_ok(
+        &mut tb.in_cli(&[
             "python3",
             "-c",
             "import socket; s=socket.create_connection(('198.18.0.1', 8080), 10); print(s.recv(2))",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "client: {}",
-        String::from_utf8_lossy(&out.stderr)
+        ]),
+        "client",
     );
     let info = String::from_utf8_lossy(&info_srv.wait_with_output().unwrap().stdout).into_owned();
     for want in ["ts=1", "sack=1", "wscale=1", "rcv_wscale=7", "snd_mss=1448"] {
@@ -232,17 +258,14 @@ c.sendall(b"ok"); c.close()
 
 #[test]
 fn request_in_the_handshake_ack_is_not_lost() {
-    if !common::require_root() {
+    let Some(f) = Fixture::new(1, Turn::Shared) else {
         return;
-    }
-    let _turn = shared();
-    let dir = tempfile::tempdir().unwrap();
+    };
+    let (tb, dir) = (&f.tb, &f.dir);
     let www = web_root(dir.path());
-    let tb = Testbed::new(1);
-    tb.block_kernel_synacks(80);
     // scapy owns this connection: the client kernel must not reset it.
-    let out = tb
-        .in_cli(&[
+    run_ok(
+        &mut tb.in_cli(&[
             "iptables",
             "-A",
             "OUTPUT",
@@ -253,12 +276,11 @@ fn request_in_the_handshake_ack_is_not_lost() {
             "RST",
             "-j",
             "DROP",
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let mut server = http_server(&tb, &www);
-    let sw = Synwall::start(&tb, dir.path(), "");
+        ]),
+        "iptables (client resets off)",
+    );
+    let mut server = http_server(tb, &www);
+    let sw = Synwall::start(tb, dir.path(), "");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/scapy/ack_with_data.py");
     let out = tb
         .in_cli(&["/usr/bin/python3", script, "198.18.0.1", "80"])
@@ -313,13 +335,8 @@ fn first_flight_client(
         limit,
         gap_ms,
     ]);
-    let out = tb.in_cli(&args).output().unwrap();
+    let out = run_ok(&mut tb.in_cli(&args), "uploads");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "uploads: {text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     text.trim()
         .strip_prefix("ok ")
         .and_then(|n| n.parse().ok())
@@ -333,22 +350,19 @@ fn first_flight_client(
 /// upload's first window must arrive without one retransmission.
 #[test]
 fn segments_behind_the_handshake_ack_are_not_lost() {
-    if !common::require_root() {
+    let Some(f) = Fixture::new(1, Turn::Quiet) else {
         return;
-    }
-    let _turn = quiet();
-    let dir = tempfile::tempdir().unwrap();
+    };
+    let (tb, dir) = (&f.tb, &f.dir);
     let www = web_root(dir.path());
-    let tb = Testbed::new(1);
-    tb.block_kernel_synacks(80);
     tb.block_kernel_synacks(8080);
-    let _server = Server(http_server(&tb, &www));
+    let _server = Server(http_server(tb, &www));
     let _uploads = Server::spawn(
-        &tb,
+        tb,
         &["python3", FIRST_FLIGHT, "server", "198.18.0.1", "8080"],
         8080,
     );
-    let sw = Synwall::start(&tb, dir.path(), "[protect]\nports = [80, 8080]\n");
+    let sw = Synwall::start(tb, dir.path(), "[protect]\nports = [80, 8080]\n");
     // The server's receive thread runs only when the client's CPU has
     // nothing else to do, so an ACK and what the client sends right after it
     // reach the server in one receive batch, as they do on a busy server.
@@ -366,7 +380,7 @@ fn segments_behind_the_handshake_ack_are_not_lost() {
         common::sh(&["taskset", "-p", "1", pid]);
         common::sh(&["chrt", "--idle", "-p", "0", pid]);
     }
-    let before = client_retransmits(&tb);
+    let before = client_retransmits(tb);
 
     // 100 requests one after another: each rides right behind its ACK.
     let script = "for i in $(seq 100); do curl -sS -o /dev/null -w '%{http_code}\\n' --max-time 10 \
@@ -377,8 +391,8 @@ fn segments_behind_the_handshake_ack_are_not_lost() {
         .unwrap();
     let codes = String::from_utf8_lossy(&out.stdout).into_owned();
     // 20 uploads of 40 kB: a whole first window behind each ACK.
-    let uploaded = first_flight_client(&tb, &["taskset", "-c", "0"], "8080", "40000", "20", "0");
-    let retransmits = client_retransmits(&tb) - before;
+    let uploaded = first_flight_client(tb, &["taskset", "-c", "0"], "8080", "40000", "20", "0");
+    let retransmits = client_retransmits(tb) - before;
     let stats = sw.stats_json().unwrap();
 
     assert_eq!(
@@ -412,20 +426,17 @@ fn segments_behind_the_handshake_ack_are_not_lost() {
 /// retransmission timer fires for want of CPU.)
 #[test]
 fn handshakes_across_a_key_rotation_all_succeed() {
-    if !common::require_root() {
+    let Some(f) = Fixture::new(1, Turn::Quiet) else {
         return;
-    }
-    let _turn = quiet();
+    };
+    let (tb, dir) = (&f.tb, &f.dir);
     const ROTATION: u64 = 10;
-    let dir = tempfile::tempdir().unwrap();
-    let tb = Testbed::new(1);
-    tb.block_kernel_synacks(80);
     let _server = Server::spawn(
-        &tb,
+        tb,
         &["python3", FIRST_FLIGHT, "server", "198.18.0.1", "80"],
         80,
     );
-    let sw = Synwall::start(&tb, dir.path(), &format!("rotation_secs = {ROTATION}\n"));
+    let sw = Synwall::start(tb, dir.path(), &format!("rotation_secs = {ROTATION}\n"));
     let now = || {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -435,10 +446,10 @@ fn handshakes_across_a_key_rotation_all_succeed() {
     // The next epoch that begins at least 3 s from now.
     let turn = ((now() + 3.0) / ROTATION as f64).ceil() * ROTATION as f64;
     std::thread::sleep(Duration::from_secs_f64(turn - 2.0 - now()));
-    let before = client_retransmits(&tb);
+    let before = client_retransmits(tb);
     let until = format!("@{}", turn + 2.0);
-    let made = first_flight_client(&tb, &[], "80", "100", &until, "0.5");
-    let retransmits = client_retransmits(&tb) - before;
+    let made = first_flight_client(tb, &[], "80", "100", &until, "0.5");
+    let retransmits = client_retransmits(tb) - before;
     let stats = sw.stats_json().unwrap();
     assert!(made > 200, "connections made: {made}");
     assert_eq!(stats["xdp"]["drop_bad_cookie"], 0, "{stats}");
@@ -539,19 +550,16 @@ fn proxy_drains(sw: &Synwall) -> serde_json::Value {
 
 #[test]
 fn server_behind_proxy_mode() {
-    if !common::require_root() {
+    let Some(f) = Fixture::new(2, Turn::Shared) else {
         return;
-    }
-    let _turn = shared();
-    let dir = tempfile::tempdir().unwrap();
+    };
+    let (tb, dir) = (&f.tb, &f.dir);
     let www = web_root(dir.path());
     write_big_file(&www);
-    let tb = Testbed::new(2);
-    tb.block_kernel_synacks(80);
-    let _upstream = Server::upstream(&tb, &["http", www.to_str().unwrap()], 8080);
-    let sw = Synwall::start(&tb, dir.path(), &proxy_config(&["198.18.0.1:8080"], ""));
+    let _upstream = Server::upstream(tb, &["http", www.to_str().unwrap()], 8080);
+    let sw = Synwall::start(tb, dir.path(), &proxy_config(&["198.18.0.1:8080"], ""));
 
-    serves_pages_bulk_and_many_clients(&tb, dir.path(), &www);
+    serves_pages_bulk_and_many_clients(tb, dir.path(), &www);
 
     let stats = proxy_drains(&sw);
     let p = &stats["proxy"];
@@ -575,30 +583,22 @@ fn server_behind_proxy_mode() {
 fn client_py(tb: &Testbed, args: &[&str]) -> String {
     let mut a = vec!["python3", CLIENT_PY];
     a.extend_from_slice(args);
-    let out = tb.in_cli(&a).output().unwrap();
-    assert!(
-        out.status.success(),
-        "client.py {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = run_ok(&mut tb.in_cli(&a), &format!("client.py {args:?}"));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]
 fn proxy_failover_proxy_protocol_half_close_idle_and_bound() {
-    if !common::require_root() {
+    let Some(f) = Fixture::new(1, Turn::Shared) else {
         return;
-    }
-    let _turn = shared();
-    let dir = tempfile::tempdir().unwrap();
-    let tb = Testbed::new(1);
-    tb.block_kernel_synacks(80);
-    let _upstream = Server::upstream(&tb, &["report"], 9000);
+    };
+    let (tb, dir) = (&f.tb, &f.dir);
+    let _upstream = Server::upstream(tb, &["report"], 9000);
     // 198.18.0.1:81 swallows SYNs (connect timeout); nothing listens on
     // 198.18.0.1:9 (refused); 198.18.0.1:9000 answers.
-    swallow_syns_to(&tb, 81);
+    swallow_syns_to(tb, 81);
     let sw = Synwall::start(
-        &tb,
+        tb,
         dir.path(),
         &proxy_config(
             &["198.18.0.1:81", "198.18.0.1:9", "198.18.0.1:9000"],
@@ -611,7 +611,7 @@ fn proxy_failover_proxy_protocol_half_close_idle_and_bound() {
     // client sends 1 MB and half-closes; the upstream answers only after
     // end of stream, with the address the PROXY v2 header gave it.
     for server in ["198.18.0.1", "198.18.0.1", "198.18.0.1", "2001:2::1"] {
-        let out = client_py(&tb, &["halfclose", server, "80", "1000000"]);
+        let out = client_py(tb, &["halfclose", server, "80", "1000000"]);
         let (me, reply) = out.trim().split_once(' ').unwrap();
         let me = me.strip_prefix("me=").unwrap();
         assert_eq!(
@@ -638,7 +638,7 @@ fn proxy_failover_proxy_protocol_half_close_idle_and_bound() {
 
     // A silent session is closed after the idle timeout (2 s, checked
     // every 50 ms; the connect may first spend 300 ms on a timeout).
-    let out = client_py(&tb, &["idle", "198.18.0.1", "80"]);
+    let out = client_py(tb, &["idle", "198.18.0.1", "80"]);
     let secs: f64 = out
         .trim()
         .strip_prefix("eof after ")
@@ -648,7 +648,7 @@ fn proxy_failover_proxy_protocol_half_close_idle_and_bound() {
     assert!((1.9..4.0).contains(&secs), "idle close after {secs} s");
 
     // At max_connections, one more client is reset and the others live on.
-    let out = client_py(&tb, &["bound", "198.18.0.1", "80", "3"]);
+    let out = client_py(tb, &["bound", "198.18.0.1", "80", "3"]);
     assert_eq!(
         out.lines().collect::<Vec<_>>(),
         ["extra:reset", "held:open", "held:open", "held:open"],
@@ -662,16 +662,13 @@ fn proxy_failover_proxy_protocol_half_close_idle_and_bound() {
 
 #[test]
 fn dead_upstream_gives_a_prompt_close() {
-    if !common::require_root() {
+    let Some(f) = Fixture::new(1, Turn::Shared) else {
         return;
-    }
-    let _turn = shared();
-    let dir = tempfile::tempdir().unwrap();
-    let tb = Testbed::new(1);
-    tb.block_kernel_synacks(80);
-    swallow_syns_to(&tb, 81);
+    };
+    let (tb, dir) = (&f.tb, &f.dir);
+    swallow_syns_to(tb, 81);
     let sw = Synwall::start(
-        &tb,
+        tb,
         dir.path(),
         &proxy_config(
             &["198.18.0.1:81", "198.18.0.1:9"],
@@ -680,7 +677,7 @@ fn dead_upstream_gives_a_prompt_close() {
     );
     for _ in 0..3 {
         let t0 = Instant::now();
-        let out = curl(&tb, &["http://198.18.0.1/index.html"]);
+        let out = curl(tb, &["http://198.18.0.1/index.html"]);
         let took = t0.elapsed();
         assert!(!out.status.success(), "no upstream, no page");
         // curl 56: "Connection reset by peer".

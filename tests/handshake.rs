@@ -8,14 +8,9 @@ use synwall::wire::checksum;
 use synwall::wire::ethernet::{self, ethertype};
 use synwall::wire::tcp::{self, Timestamps, flags};
 use synwall::wire::{ipv4, ipv6};
+use synwall_bench::frame::addr::{CLIENT_MAC, CLIENT4, SERVER_MAC, SERVER4, SERVER6};
 use synwall_bench::frame::{Ip, TcpFrame, client_syn_options as os};
 
-const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
-const SERVER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
-const CLIENT4: [u8; 4] = [198, 18, 0, 2];
-const SERVER4: [u8; 4] = [198, 18, 0, 1];
-const CLIENT6: [u8; 16] = [0x20, 0x01, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
-const SERVER6: [u8; 16] = [0x20, 0x01, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
 const NOW: UnixTime = UnixTime(1_790_000_000);
 
 fn secret() -> Secret {
@@ -24,24 +19,6 @@ fn secret() -> Secret {
 
 fn core() -> Core {
     Core::new(Settings::default(), secret())
-}
-
-fn v4<'a>() -> Ip<'a> {
-    Ip::V4 {
-        src: CLIENT4,
-        dst: SERVER4,
-        ttl: 64,
-        options: &[],
-    }
-}
-
-fn v6<'a>(ext: &'a [(u8, usize)]) -> Ip<'a> {
-    Ip::V6 {
-        src: CLIENT6,
-        dst: SERVER6,
-        hop_limit: 64,
-        ext,
-    }
 }
 
 fn syn<'a>(ip: Ip<'a>, options: &'a [u8]) -> TcpFrame<'a> {
@@ -171,7 +148,7 @@ fn established(v: Verdict) -> Handoff {
 #[test]
 fn linux_syn_gets_linux_shaped_synack() {
     let mut c = core();
-    let s = syn(v4(), &os::LINUX);
+    let s = syn(Ip::client_v4(), &os::LINUX);
     let (v, out) = run(&mut c, &s.to_vec(), NOW);
     assert_eq!(v, Verdict::Transmit(14 + 20 + 40));
     let r = parse_reply(&out);
@@ -211,7 +188,7 @@ fn linux_syn_gets_linux_shaped_synack() {
 #[test]
 fn windows_syn_without_timestamps() {
     let mut c = core();
-    let s = syn(v4(), &os::WINDOWS);
+    let s = syn(Ip::client_v4(), &os::WINDOWS);
     let (v, out) = run(&mut c, &s.to_vec(), NOW);
     assert!(matches!(v, Verdict::Transmit(_)));
     let r = parse_reply(&out);
@@ -228,7 +205,7 @@ fn windows_syn_without_timestamps() {
 #[test]
 fn macos_syn_with_eol_padding() {
     let mut c = core();
-    let s = syn(v4(), &os::MACOS);
+    let s = syn(Ip::client_v4(), &os::MACOS);
     let (_, out) = run(&mut c, &s.to_vec(), NOW);
     let r = parse_reply(&out);
     let ts = r.tcp.options.timestamps.unwrap();
@@ -248,7 +225,7 @@ fn macos_syn_with_eol_padding() {
 #[test]
 fn syn_without_options_gets_mss_only() {
     let mut c = core();
-    let s = syn(v4(), &[]);
+    let s = syn(Ip::client_v4(), &[]);
     let (v, out) = run(&mut c, &s.to_vec(), NOW);
     assert_eq!(v, Verdict::Transmit(14 + 20 + 24));
     let r = parse_reply(&out);
@@ -266,7 +243,7 @@ fn ecn_setup_syn_is_answered_with_ece() {
     let mut c = core();
     let s = TcpFrame {
         flags: flags::SYN | flags::ECE | flags::CWR,
-        ..syn(v4(), &os::LINUX)
+        ..syn(Ip::client_v4(), &os::LINUX)
     };
     let (_, out) = run(&mut c, &s.to_vec(), NOW);
     let r = parse_reply(&out);
@@ -284,7 +261,7 @@ fn vlan_and_qinq_tags_are_kept() {
         let mut c = core();
         let s = TcpFrame {
             vlans: tags,
-            ..syn(v4(), &os::LINUX)
+            ..syn(Ip::client_v4(), &os::LINUX)
         };
         let (v, out) = run(&mut c, &s.to_vec(), NOW);
         assert_eq!(v, Verdict::Transmit(14 + 4 * tags.len() + 60));
@@ -318,7 +295,7 @@ fn ipv6_with_extension_headers() {
         (ipv6::next_header::HOP_BY_HOP, 8),
         (ipv6::next_header::DEST_OPTS, 24),
     ];
-    let s = syn(v6(&ext), &os::LINUX);
+    let s = syn(Ip::client_v6(&ext), &os::LINUX);
     let (v, out) = run(&mut c, &s.to_vec(), NOW);
     assert_eq!(v, Verdict::Transmit(14 + 40 + 40));
     let r = parse_reply(&out);
@@ -336,7 +313,7 @@ fn ipv6_with_extension_headers() {
     // A fragment header means not a SYN we answer.
     let frag = [(ipv6::next_header::FRAGMENT, 8)];
     assert_eq!(
-        run(&mut c, &syn(v6(&frag), &os::LINUX).to_vec(), NOW).0,
+        run(&mut c, &syn(Ip::client_v6(&frag), &os::LINUX).to_vec(), NOW).0,
         Verdict::Pass
     );
 }
@@ -344,7 +321,7 @@ fn ipv6_with_extension_headers() {
 #[test]
 fn retransmitted_syn_gets_the_same_synack() {
     let mut c = core();
-    let f = syn(v4(), &os::WINDOWS).to_vec();
+    let f = syn(Ip::client_v4(), &os::WINDOWS).to_vec();
     let (_, a) = run(&mut c, &f, NOW);
     let (_, b) = run(&mut c, &f, UnixTime(NOW.0 + 1));
     assert_eq!(a, b);
@@ -353,7 +330,7 @@ fn retransmitted_syn_gets_the_same_synack() {
 #[test]
 fn cookie_expires_after_the_previous_epoch() {
     let mut c = core();
-    let s = syn(v4(), &os::LINUX);
+    let s = syn(Ip::client_v4(), &os::LINUX);
     let (_, out) = run(&mut c, &s.to_vec(), NOW);
     let r = parse_reply(&out);
     let mut o = Vec::new();
@@ -386,7 +363,7 @@ fn forged_acks_are_dropped() {
             seq: i.wrapping_mul(2_654_435_761),
             ack: i.wrapping_mul(0x9e37_79b9) ^ 0x5555,
             flags: flags::ACK,
-            ..syn(v4(), &[])
+            ..syn(Ip::client_v4(), &[])
         };
         assert_eq!(
             run(&mut c, &f.to_vec(), NOW).0,
@@ -412,7 +389,7 @@ fn invalid_flag_combinations() {
     ] {
         let f = TcpFrame {
             flags: fl,
-            ..syn(v4(), &os::LINUX)
+            ..syn(Ip::client_v4(), &os::LINUX)
         };
         assert_eq!(run(&mut c, &f.to_vec(), NOW).0, want, "flags {fl:#04x}");
     }
@@ -420,19 +397,19 @@ fn invalid_flag_combinations() {
 
 #[test]
 fn bad_checksums_are_dropped_unless_verification_is_off() {
-    let mut f = syn(v4(), &os::LINUX).to_vec();
+    let mut f = syn(Ip::client_v4(), &os::LINUX).to_vec();
     f[14 + 20 + 16] ^= 0x40;
     assert_eq!(
         run(&mut core(), &f, NOW).0,
         Verdict::Drop(DropReason::TcpChecksum)
     );
-    let mut g = syn(v4(), &os::LINUX).to_vec();
+    let mut g = syn(Ip::client_v4(), &os::LINUX).to_vec();
     g[14 + 10] ^= 0x01;
     assert_eq!(
         run(&mut core(), &g, NOW).0,
         Verdict::Drop(DropReason::Ipv4Checksum)
     );
-    let mut h = syn(v6(&[]), &os::LINUX).to_vec();
+    let mut h = syn(Ip::client_v6(&[]), &os::LINUX).to_vec();
     h[14 + 40 + 16] ^= 0x01;
     assert_eq!(
         run(&mut core(), &h, NOW).0,
@@ -455,18 +432,18 @@ fn not_ours_passes() {
     let mut c = core();
     let other_port = TcpFrame {
         dst_port: 443,
-        ..syn(v4(), &os::LINUX)
+        ..syn(Ip::client_v4(), &os::LINUX)
     };
     assert_eq!(run(&mut c, &other_port.to_vec(), NOW).0, Verdict::Pass);
     // UDP to port 80: flip the protocol byte (checksum no longer matters).
-    let mut udp = syn(v4(), &[]).to_vec();
+    let mut udp = syn(Ip::client_v4(), &[]).to_vec();
     udp[14 + 9] = 17;
     assert_eq!(run(&mut c, &udp, NOW).0, Verdict::Pass);
     let mut arp = vec![0u8; 42];
     arp[12..14].copy_from_slice(&ethertype::ARP.to_be_bytes());
     assert_eq!(run(&mut c, &arp, NOW).0, Verdict::Pass);
     // IPv4 fragment (MF set): the kernel reassembles it.
-    let mut frag = syn(v4(), &os::LINUX).to_vec();
+    let mut frag = syn(Ip::client_v4(), &os::LINUX).to_vec();
     frag[14 + 6] |= 0x20;
     assert_eq!(run(&mut c, &frag, NOW).0, Verdict::Pass);
     // Three VLAN tags: not parsed, not judged.
@@ -485,11 +462,11 @@ fn protected_addresses_limit_what_is_answered() {
     };
     let mut c = Core::new(settings, secret());
     assert_eq!(
-        run(&mut c, &syn(v4(), &os::LINUX).to_vec(), NOW).0,
+        run(&mut c, &syn(Ip::client_v4(), &os::LINUX).to_vec(), NOW).0,
         Verdict::Pass
     );
     assert_eq!(
-        run(&mut c, &syn(v6(&[]), &os::LINUX).to_vec(), NOW).0,
+        run(&mut c, &syn(Ip::client_v6(&[]), &os::LINUX).to_vec(), NOW).0,
         Verdict::Pass
     );
     let to9 = syn(
@@ -534,7 +511,7 @@ fn bad_sources_are_dropped() {
     }
     let group_mac = TcpFrame {
         src_mac: [0x01, 0, 0x5e, 0, 0, 1],
-        ..syn(v4(), &[])
+        ..syn(Ip::client_v4(), &[])
     };
     assert_eq!(
         run(&mut c, &group_mac.to_vec(), NOW).0,
@@ -542,7 +519,7 @@ fn bad_sources_are_dropped() {
     );
     let port0 = TcpFrame {
         src_port: 0,
-        ..syn(v4(), &[])
+        ..syn(Ip::client_v4(), &[])
     };
     assert_eq!(
         run(&mut c, &port0.to_vec(), NOW).0,
@@ -553,7 +530,7 @@ fn bad_sources_are_dropped() {
 #[test]
 fn malformed_headers_have_reasons() {
     let mut c = core();
-    let good = syn(v4(), &os::LINUX).to_vec();
+    let good = syn(Ip::client_v4(), &os::LINUX).to_vec();
     let mut ihl = good.clone();
     ihl[14] = 0x44;
     assert_eq!(
@@ -566,13 +543,13 @@ fn malformed_headers_have_reasons() {
         run(&mut c, &doff, NOW).0,
         Verdict::Drop(DropReason::TcpHeader)
     );
-    let bad_opt = syn(v4(), &[2, 5, 5, 0xb4, 0, 0, 0, 0]).to_vec();
+    let bad_opt = syn(Ip::client_v4(), &[2, 5, 5, 0xb4, 0, 0, 0, 0]).to_vec();
     assert_eq!(
         run(&mut c, &bad_opt, NOW).0,
         Verdict::Drop(DropReason::TcpOptions)
     );
     let deep: Vec<(u8, usize)> = (0..8).map(|_| (ipv6::next_header::DEST_OPTS, 8)).collect();
-    let f = syn(v6(&deep), &[]).to_vec();
+    let f = syn(Ip::client_v6(&deep), &[]).to_vec();
     assert_eq!(
         run(&mut c, &f, NOW).0,
         Verdict::Drop(DropReason::Ipv6ExtHeaders)
@@ -582,11 +559,15 @@ fn malformed_headers_have_reasons() {
 #[test]
 fn every_truncation_is_dropped() {
     for frame in [
-        syn(v4(), &os::LINUX).to_vec(),
-        syn(v6(&[(ipv6::next_header::HOP_BY_HOP, 8)]), &os::MACOS).to_vec(),
+        syn(Ip::client_v4(), &os::LINUX).to_vec(),
+        syn(
+            Ip::client_v6(&[(ipv6::next_header::HOP_BY_HOP, 8)]),
+            &os::MACOS,
+        )
+        .to_vec(),
         TcpFrame {
             vlans: &[(ethertype::QINQ, 1), (ethertype::VLAN, 2)],
-            ..syn(v4(), &os::WINDOWS)
+            ..syn(Ip::client_v4(), &os::WINDOWS)
         }
         .to_vec(),
     ] {
@@ -603,7 +584,7 @@ fn every_truncation_is_dropped() {
 #[test]
 fn no_room_for_the_reply() {
     let mut c = core();
-    let f = syn(v4(), &[]).to_vec();
+    let f = syn(Ip::client_v4(), &[]).to_vec();
     let mut buf = f.clone();
     assert_eq!(
         c.handle(NOW, &mut buf, f.len()),

@@ -5,6 +5,24 @@
 use synwall::wire::checksum::{self, PROTO_TCP};
 use synwall::wire::{Error, Result, ethernet, ipv4, ipv6, put16, put32};
 
+/// The testbed's addresses (bench/testbed.sh, tests/common): the server is
+/// 198.18.0.1 / 2001:2::1, the client 198.18.0.2 / 2001:2::2, from the
+/// benchmarking ranges (RFC 2544, RFC 5180).
+pub mod addr {
+    /// Server IPv4.
+    pub const SERVER4: [u8; 4] = [198, 18, 0, 1];
+    /// Client IPv4.
+    pub const CLIENT4: [u8; 4] = [198, 18, 0, 2];
+    /// Server IPv6.
+    pub const SERVER6: [u8; 16] = [0x20, 0x01, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+    /// Client IPv6.
+    pub const CLIENT6: [u8; 16] = [0x20, 0x01, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+    /// Server MAC (as [`super::TcpFrame::client_syn`] addresses it).
+    pub const SERVER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+    /// Client MAC.
+    pub const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
+}
+
 /// The network layer of a built frame.
 #[derive(Debug, Clone, Copy)]
 pub enum Ip<'a> {
@@ -66,6 +84,29 @@ const fn pad4(n: usize) -> usize {
     (n + 3) & !3
 }
 
+impl<'a> Ip<'a> {
+    /// IPv4 from the testbed's client to its server, TTL 64, no options.
+    pub fn client_v4() -> Self {
+        Ip::V4 {
+            src: addr::CLIENT4,
+            dst: addr::SERVER4,
+            ttl: 64,
+            options: &[],
+        }
+    }
+
+    /// IPv6 from the testbed's client to its server, hop limit 64, with
+    /// these extension headers.
+    pub fn client_v6(ext: &'a [(u8, usize)]) -> Self {
+        Ip::V6 {
+            src: addr::CLIENT6,
+            dst: addr::SERVER6,
+            hop_limit: 64,
+            ext,
+        }
+    }
+}
+
 impl<'a> TcpFrame<'a> {
     /// A client's SYN to port 80 with these options: client MAC
     /// 02:00:00:00:00:02 to server MAC 02:00:00:00:00:01, source port 40000,
@@ -73,8 +114,8 @@ impl<'a> TcpFrame<'a> {
     /// struct update syntax.
     pub fn client_syn(ip: Ip<'a>, options: &'a [u8]) -> Self {
         TcpFrame {
-            dst_mac: [0x02, 0, 0, 0, 0, 0x01],
-            src_mac: [0x02, 0, 0, 0, 0, 0x02],
+            dst_mac: addr::SERVER_MAC,
+            src_mac: addr::CLIENT_MAC,
             vlans: &[],
             ip,
             src_port: 40000,

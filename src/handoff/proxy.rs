@@ -211,13 +211,18 @@ pub fn listen(
     Ok(out)
 }
 
-fn listen_one(addr: SocketAddr, backlog: u32) -> rustix::io::Result<TcpListener> {
-    let fd = rustix::net::socket_with(
+/// A non-blocking, close-on-exec TCP socket of `addr`'s family.
+fn tcp_socket(addr: SocketAddr) -> rustix::io::Result<OwnedFd> {
+    rustix::net::socket_with(
         family(addr),
         SocketType::STREAM,
         SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
         None,
-    )?;
+    )
+}
+
+fn listen_one(addr: SocketAddr, backlog: u32) -> rustix::io::Result<TcpListener> {
+    let fd = tcp_socket(addr)?;
     sockopt::set_socket_reuseaddr(&fd, true)?;
     if addr.is_ipv6() {
         sockopt::set_ipv6_v6only(&fd, true)?;
@@ -711,12 +716,7 @@ impl<'a> Proxy<'a> {
 }
 
 fn start_connect(addr: SocketAddr) -> rustix::io::Result<TcpStream> {
-    let fd = rustix::net::socket_with(
-        family(addr),
-        SocketType::STREAM,
-        SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
-        None,
-    )?;
+    let fd = tcp_socket(addr)?;
     sockopt::set_tcp_nodelay(&fd, true)?;
     match rustix::net::connect(&fd, &addr) {
         Ok(()) | Err(Errno::INPROGRESS) => Ok(TcpStream::from(fd)),

@@ -368,8 +368,7 @@ impl Core {
         let l3 = eth.header_len;
         let ip = match ipv4::Packet::new_checked(&buf[l3..len]) {
             Ok(p) => p,
-            Err(WireError::Truncated) => return Verdict::Drop(DropReason::Truncated),
-            Err(_) => return Verdict::Drop(DropReason::Ipv4Header),
+            Err(e) => return header_drop(e, DropReason::Ipv4Header),
         };
         if ip.protocol() != PROTO_TCP || ip.is_fragment() {
             return Verdict::Pass;
@@ -401,8 +400,7 @@ impl Core {
         let l3 = eth.header_len;
         let ip = match ipv6::Packet::new_checked(&buf[l3..len]) {
             Ok(p) => p,
-            Err(WireError::Truncated) => return Verdict::Drop(DropReason::Truncated),
-            Err(_) => return Verdict::Drop(DropReason::Ipv6Header),
+            Err(e) => return header_drop(e, DropReason::Ipv6Header),
         };
         let up = match ip.upper_layer() {
             Ok(u) => u,
@@ -438,8 +436,7 @@ impl Core {
         let seed = net.pseudo(seg.len());
         let t = match tcp::Packet::new_checked(seg) {
             Ok(t) => t,
-            Err(WireError::Truncated) => return Verdict::Drop(DropReason::Truncated),
-            Err(_) => return Verdict::Drop(DropReason::TcpHeader),
+            Err(e) => return header_drop(e, DropReason::TcpHeader),
         };
         if self.settings.verify_checksums && !t.verify_checksum(seed) {
             return Verdict::Drop(DropReason::TcpChecksum);
@@ -588,6 +585,14 @@ impl Core {
         }
         Verdict::Transmit(total)
     }
+}
+
+/// A header that did not parse: cut short, or malformed in its own way.
+fn header_drop(e: WireError, malformed: DropReason) -> Verdict {
+    Verdict::Drop(match e {
+        WireError::Truncated => DropReason::Truncated,
+        _ => malformed,
+    })
 }
 
 fn seg_range<T: AsRef<[u8]>>(l3: usize, ip: &ipv4::Packet<T>) -> (usize, usize) {

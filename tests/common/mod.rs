@@ -41,18 +41,34 @@ pub fn require_root() -> bool {
     );
 }
 
-/// Runs a command and returns its output; panics with stderr on failure.
-pub fn sh(args: &[&str]) -> Output {
-    let out = Command::new(args[0])
-        .args(&args[1..])
+/// One of the XDP program's counters (summed over CPUs), by name.
+pub fn counter(p: &synwall::xdp::Program, name: &str) -> u64 {
+    let i = synwall::xdp::COUNTER_NAMES
+        .iter()
+        .position(|n| *n == name)
+        .unwrap_or_else(|| panic!("no counter {name}"));
+    p.counters().unwrap()[i]
+}
+
+/// Runs `cmd` to its end and returns its output; panics, naming `what`,
+/// with its stdout and stderr when it cannot start or fails.
+pub fn run_ok(cmd: &mut Command, what: &str) -> Output {
+    let out = cmd
         .output()
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        .unwrap_or_else(|e| panic!("{what}: cannot start: {e}"));
     assert!(
         out.status.success(),
-        "{args:?} failed: {}",
+        "{what} failed ({}): {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
     out
+}
+
+/// Runs a command given as words; as [`run_ok`].
+pub fn sh(args: &[&str]) -> Output {
+    run_ok(Command::new(args[0]).args(&args[1..]), &format!("{args:?}"))
 }
 
 pub struct Testbed {
@@ -193,8 +209,8 @@ impl Testbed {
     fn server_output_drop(&self, port: u16, mask: &str, set: &str) {
         let p = port.to_string();
         for tool in ["iptables", "ip6tables"] {
-            let out = self
-                .in_srv(&[
+            run_ok(
+                &mut self.in_srv(&[
                     tool,
                     "-A",
                     "OUTPUT",
@@ -209,13 +225,8 @@ impl Testbed {
                     set,
                     "-j",
                     "DROP",
-                ])
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{tool}: {}",
-                String::from_utf8_lossy(&out.stderr)
+                ]),
+                tool,
             );
         }
     }
