@@ -194,6 +194,25 @@ static __always_inline int parse(void *data, void *data_end, struct pkt *p)
 	return -1;
 }
 
+/* The cookie message's connection (docs/cookie.md §4) of a parsed segment,
+ * client as source: addresses and ports from its tuple. */
+static __always_inline void pkt_cookie_flow(const struct pkt *p, struct cookie_flow *fl)
+{
+	if (p->v6) {
+		fl->saddr = (const __u8 *)p->tuple.ipv6.saddr;
+		fl->daddr = (const __u8 *)p->tuple.ipv6.daddr;
+		fl->addr_len = 16;
+		fl->sport = p->tuple.ipv6.sport;
+		fl->dport = p->tuple.ipv6.dport;
+	} else {
+		fl->saddr = (const __u8 *)&p->tuple.ipv4.saddr;
+		fl->daddr = (const __u8 *)&p->tuple.ipv4.daddr;
+		fl->addr_len = 4;
+		fl->sport = p->tuple.ipv4.sport;
+		fl->dport = p->tuple.ipv4.dport;
+	}
+}
+
 /* The options walk: a bpf_loop callback over a stack copy of the option
  * bytes, so the verifier checks one step instead of every path through 40. */
 #define OPT_BUF_LEN 64 /* a power of two above TCP_MAX_OPTIONS */
@@ -208,11 +227,10 @@ struct opt_walk {
 	int found; /* 1: timestamps found, -1: malformed */
 };
 
-static __always_inline __u32 opt_be32(const struct opt_walk *w, __u32 at)
-{
-	return (__u32)OPT_AT(w, at) << 24 | (__u32)OPT_AT(w, at + 1) << 16 |
-	       (__u32)OPT_AT(w, at + 2) << 8 | OPT_AT(w, at + 3);
-}
+/* A big-endian u32 of the options at `at` (any walk with a buf). */
+#define OPT_BE32(w, at)                                                                            \
+	((__u32)OPT_AT(w, at) << 24 | (__u32)OPT_AT(w, (at) + 1) << 16 |                           \
+	 (__u32)OPT_AT(w, (at) + 2) << 8 | OPT_AT(w, (at) + 3))
 
 static long opt_step(__u64 i, void *arg)
 {
@@ -239,8 +257,8 @@ static long opt_step(__u64 i, void *arg)
 			w->found = -1;
 			return 1;
 		}
-		w->tsval = opt_be32(w, off + 2);
-		w->tsecr = opt_be32(w, off + 6);
+		w->tsval = OPT_BE32(w, off + 2);
+		w->tsecr = OPT_BE32(w, off + 6);
 		w->found = 1;
 		return 1;
 	}

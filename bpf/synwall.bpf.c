@@ -23,6 +23,7 @@
 #include "cookie.h"
 #include "maps.h"
 #include "parse.h"
+#include "synack.h"
 
 /* XDP -> TC: what XDP decided about a segment to a protected port, in 4
  * bytes of XDP metadata, so TC skips segments of established sockets
@@ -87,19 +88,7 @@ __attribute__((noinline)) int sw_ack_verdict(const struct pkt *p, const struct s
 	key = bpf_map_lookup_elem(&keys, &slot);
 	if (!key)
 		return SW_DROP_BAD_COOKIE;
-	if (p->v6) {
-		fl.saddr = (const __u8 *)p->tuple.ipv6.saddr;
-		fl.daddr = (const __u8 *)p->tuple.ipv6.daddr;
-		fl.addr_len = 16;
-		fl.sport = p->tuple.ipv6.sport;
-		fl.dport = p->tuple.ipv6.dport;
-	} else {
-		fl.saddr = (const __u8 *)&p->tuple.ipv4.saddr;
-		fl.daddr = (const __u8 *)&p->tuple.ipv4.daddr;
-		fl.addr_len = 4;
-		fl.sport = p->tuple.ipv4.sport;
-		fl.dport = p->tuple.ipv4.dport;
-	}
+	pkt_cookie_flow(p, &fl);
 	if (!cookie_check(key, &fl, a->seq - 1, cookie, a->opts.found == 1, a->opts.tsecr))
 		return SW_DROP_BAD_COOKIE;
 	return SW_ACK_COOKIE_OK;
@@ -168,8 +157,10 @@ static __always_inline int has_kernel_socket(struct xdp_md *ctx, struct pkt *p)
 /* XDP: an ACK (no SYN, no RST) with no socket. A valid cookie passes it to
  * the TC hand-off and records the connection; a segment right behind a
  * verified ACK of the same connection (same acknowledgment, a little
- * further on in sequence) passes too; anything else is dropped. */
-static __always_inline int xdp_ack(struct xdp_md *ctx, struct pkt *p, struct tcphdr *tcp)
+ * further on in sequence) passes too; anything else is dropped. Not
+ * inlined: its stack is not the SYN path's (the verifier allows 512 bytes
+ * along any chain of calls). */
+static __noinline int xdp_ack(struct xdp_md *ctx, struct pkt *p, struct tcphdr *tcp)
 {
 	struct sw_flow_key k = {};
 	struct sw_ack a = {};
@@ -206,10 +197,20 @@ static __always_inline int xdp_ack(struct xdp_md *ctx, struct pkt *p, struct tcp
 	return verdict(rc, XDP_DROP);
 }
 
-/* XDP: a SYN to a protected port goes to this queue's AF_XDP socket, or to
- * the kernel when the queue has none. */
-static __always_inline int xdp_syn(struct xdp_md *ctx)
+/* XDP: a SYN to a protected port. Answered here ([datapath] synack = "xdp",
+ * or "auto" while the worker is backed up) when sw_synack can; otherwise
+ * it goes to this queue's AF_XDP socket, or to the kernel when the queue
+ * has none. */
+static __always_inline int xdp_syn(struct xdp_md *ctx, struct pkt *p)
 {
+	int rc;
+
+	if (synack_mode == SYNACK_XDP) {
+		rc = sw_synack(ctx, p);
+		if (rc < 0)
+			return verdict(SW_SYNACK_XDP, XDP_TX);
+		count(rc);
+	}
 	if (bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS) == XDP_REDIRECT)
 		return verdict(SW_SYN_REDIRECT, XDP_REDIRECT);
 	return verdict(SW_SYN_NO_XSK, XDP_PASS);
@@ -246,7 +247,7 @@ int xdp_synwall(struct xdp_md *ctx)
 	}
 	if (tcp->ack) /* a SYN-ACK to a server port: reflection, as the core drops it */
 		return verdict(SW_DROP_BAD_FLAGS, XDP_DROP);
-	return xdp_syn(ctx);
+	return xdp_syn(ctx, &p);
 }
 
 /*

@@ -21,6 +21,15 @@ enum sw_counter {
 	SW_DROP_TRUNCATED_TCP,	/* TCP header to a protected port cut short */
 	SW_SYN_REDIRECT,	/* SYN sent to this queue's AF_XDP socket */
 	SW_SYN_NO_XSK,		/* SYN, but no socket on this queue: passed */
+	SW_SYNACK_XDP,		/* SYN answered by this program (XDP_TX) */
+	SW_SYN_WORKER_IP_EXT,	/* to the worker: IPv4 options or IPv6 extension headers */
+	SW_SYN_WORKER_PAYLOAD,	/* to the worker: the SYN carries data */
+	SW_SYN_WORKER_OPTIONS,	/* to the worker: TCP options the core rejects */
+	SW_SYN_WORKER_CHECKSUM,	/* to the worker: a bad IPv4 or TCP checksum */
+	SW_SYN_WORKER_SOURCE,	/* to the worker: a source the core refuses */
+	SW_SYN_WORKER_FLAGS,	/* to the worker: SYN with FIN */
+	SW_SYN_WORKER_SHAPE,	/* to the worker: truncated, or a bad IP version */
+	SW_SYN_WORKER_NO_ROOM,	/* to the worker: the frame cannot grow to the SYN-ACK */
 	SW_ACK_COOKIE_OK,	/* ACK with a valid cookie: passed for the hand-off */
 	SW_DROP_BAD_COOKIE,	/* ACK whose cookie does not validate */
 	SW_DROP_BAD_OPTIONS,	/* ACK with malformed TCP options */

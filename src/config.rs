@@ -77,6 +77,32 @@ pub enum XdpMode {
     Generic,
 }
 
+/// Who answers SYNs with SYN-ACKs (`[datapath] synack`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SynackMode {
+    /// The AF_XDP workers while they keep up; the XDP program answers the
+    /// SYNs a worker's ring has no room for.
+    #[default]
+    Auto,
+    /// The AF_XDP workers answer every SYN.
+    Afxdp,
+    /// The XDP program answers every SYN it can (XDP_TX); the workers get
+    /// the rest.
+    Xdp,
+}
+
+impl SynackMode {
+    /// The mode as written in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SynackMode::Auto => "auto",
+            SynackMode::Afxdp => "afxdp",
+            SynackMode::Xdp => "xdp",
+        }
+    }
+}
+
 /// `[datapath]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -98,6 +124,8 @@ pub struct Datapath {
     pub ring_size: u32,
     /// Verify IPv4 and TCP checksums of received frames.
     pub verify_checksums: bool,
+    /// Who answers SYNs.
+    pub synack: SynackMode,
     /// Unix socket where `synwall stats` reads the counters.
     pub stats_socket: PathBuf,
 }
@@ -112,6 +140,7 @@ impl Default for Datapath {
             batch_size: 64,
             ring_size: 2048,
             verify_checksums: true,
+            synack: SynackMode::Auto,
             stats_socket: PathBuf::from("/run/synwall/stats.sock"),
         }
     }

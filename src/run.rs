@@ -234,16 +234,13 @@ fn check_fd_limit(max_connections: usize) {
 /// Step 3: loads the program with the protected ports and addresses and
 /// the cookie settings, and installs the current keys.
 fn load_program(cfg: &Config, secret: &Secret) -> Result<Program, RunError> {
-    let program = Program::load(&ProgramSettings {
-        ports: cfg.protect.ports.clone(),
-        addresses: cfg.protect.addresses.clone(),
-        mss_table: Some(cfg.cookie.mss_table.entries()),
-        wscale: Some(cfg.synack.wscale),
-    })?;
-    program.set_epoch_keys(
-        secret,
-        program_epoch(UnixTime::now(), cfg.cookie.rotation_secs),
-    )?;
+    let program = Program::load(&ProgramSettings::from_core(
+        &cfg.core_settings(),
+        cfg.datapath.synack,
+    ))?;
+    let now = UnixTime::now();
+    program.set_epoch_keys(secret, program_epoch(now, cfg.cookie.rotation_secs))?;
+    program.set_mint_epoch(now.epoch(cfg.cookie.rotation_secs))?;
     Ok(program)
 }
 
@@ -374,16 +371,26 @@ impl<'a> Datapath<'a> {
 
     /// Step 8, the control loop: serves counters and keeps the XDP
     /// program's cookie keys on the current epoch (ahead by
-    /// [`KEY_LEAD_SECS`]) until `stop` is set.
+    /// [`KEY_LEAD_SECS`]) and its minting epoch on the workers' clock,
+    /// until `stop` is set.
     fn control(&self, stats: &UnixListener, secret: &Secret, stop: &AtomicBool) {
         let rotation = self.cfg.cookie.rotation_secs;
-        let mut epoch = program_epoch(UnixTime::now(), rotation);
+        let mut keys_epoch = program_epoch(UnixTime::now(), rotation);
+        let mut mint_epoch = UnixTime::now().epoch(rotation);
         while !stop.load(Ordering::Relaxed) {
-            let now = program_epoch(UnixTime::now(), rotation);
-            if now != epoch {
-                match self.program.set_epoch_keys(secret, now) {
-                    Ok(()) => epoch = now,
+            let now = UnixTime::now();
+            let want = program_epoch(now, rotation);
+            if want != keys_epoch {
+                match self.program.set_epoch_keys(secret, want) {
+                    Ok(()) => keys_epoch = want,
                     Err(e) => tracing::error!("cannot rotate the XDP cookie keys: {e}"),
+                }
+            }
+            let want = now.epoch(rotation);
+            if want != mint_epoch {
+                match self.program.set_mint_epoch(want) {
+                    Ok(()) => mint_epoch = want,
+                    Err(e) => tracing::error!("cannot turn the XDP minting epoch: {e}"),
                 }
             }
             match stats.accept() {

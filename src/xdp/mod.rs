@@ -31,7 +31,9 @@ use libbpf_rs::libbpf_sys;
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags, MapType, ProgramInput, ProgramType};
 
-use crate::config::XdpMode;
+use crate::config::{SynackMode, XdpMode};
+use crate::proto::cookie::{MssTable, Secret};
+use crate::proto::handshake::{Settings, SynAckSettings};
 use skel::{SynwallSkel, SynwallSkelBuilder};
 
 /// Ties each counter name to its `enum sw_counter` constant (bpf/synwall.h,
@@ -77,6 +79,15 @@ xdp_counters! {
     SW_DROP_TRUNCATED_TCP => "drop_truncated_tcp",
     SW_SYN_REDIRECT => "syn_redirect",
     SW_SYN_NO_XSK => "syn_no_xsk",
+    SW_SYNACK_XDP => "synack_xdp",
+    SW_SYN_WORKER_IP_EXT => "syn_worker_ip_ext",
+    SW_SYN_WORKER_PAYLOAD => "syn_worker_payload",
+    SW_SYN_WORKER_OPTIONS => "syn_worker_options",
+    SW_SYN_WORKER_CHECKSUM => "syn_worker_checksum",
+    SW_SYN_WORKER_SOURCE => "syn_worker_source",
+    SW_SYN_WORKER_FLAGS => "syn_worker_flags",
+    SW_SYN_WORKER_SHAPE => "syn_worker_shape",
+    SW_SYN_WORKER_NO_ROOM => "syn_worker_no_room",
     SW_ACK_COOKIE_OK => "ack_cookie_ok",
     SW_DROP_BAD_COOKIE => "drop_bad_cookie",
     SW_DROP_BAD_OPTIONS => "drop_bad_options",
@@ -165,17 +176,38 @@ pub fn has_handoff_kfunc() -> bool {
         .unwrap_or(false)
 }
 
-/// What the program protects, and how a hand-off builds the socket.
+/// What the program protects, how it answers SYNs, and how a hand-off
+/// builds the socket.
 #[derive(Debug, Clone, Default)]
 pub struct ProgramSettings {
     /// Protected TCP ports.
     pub ports: Vec<u16>,
     /// Protected destination addresses; empty protects all.
     pub addresses: Vec<IpAddr>,
-    /// The cookie MSS table (docs/cookie.md §3); default when `None`.
-    pub mss_table: Option<[u16; 8]>,
-    /// Our window-scale shift as advertised in SYN-ACKs; 7 when `None`.
-    pub wscale: Option<u8>,
+    /// The cookie MSS table (docs/cookie.md §3).
+    pub mss_table: MssTable,
+    /// The SYN-ACKs' shape, the same as the workers' core.
+    pub synack: SynAckSettings,
+    /// Who answers SYNs.
+    pub synack_mode: SynackMode,
+    /// Verify the IPv4 and TCP checksums of SYNs answered in XDP.
+    pub verify_checksums: bool,
+}
+
+impl ProgramSettings {
+    /// The settings the workers' core runs with, and who answers SYNs.
+    pub fn from_core(core: &Settings, synack_mode: SynackMode) -> ProgramSettings {
+        let mut addresses: Vec<IpAddr> = core.addresses_v4.iter().map(|&a| a.into()).collect();
+        addresses.extend(core.addresses_v6.iter().map(|&a| IpAddr::from(a)));
+        ProgramSettings {
+            ports: core.ports.iter().collect(),
+            addresses,
+            mss_table: core.mss_table,
+            synack: core.synack,
+            synack_mode,
+            verify_checksums: core.verify_checksums,
+        }
+    }
 }
 
 /// The loaded XDP program and its maps.
@@ -214,13 +246,21 @@ impl Program {
             .open(storage)
             .map_err(XdpError::Load)?;
         if let Some(ro) = open.maps.rodata_data.as_deref_mut() {
+            let s = &settings.synack;
             ro.match_addresses = u8::from(!settings.addresses.is_empty());
-            if let Some(t) = settings.mss_table {
-                ro.mss_table = t;
-            }
-            if let Some(w) = settings.wscale {
-                ro.our_wscale = w;
-            }
+            ro.mss_table = settings.mss_table.entries();
+            ro.our_wscale = s.wscale;
+            ro.synack_mode = match settings.synack_mode {
+                SynackMode::Afxdp => 0,
+                SynackMode::Xdp => 1,
+                SynackMode::Auto => 2,
+            };
+            ro.synack_window = s.window;
+            ro.synack_ttl = s.ttl;
+            ro.synack_mss_v4 = s.mss_v4;
+            ro.synack_mss_v6 = s.mss_v6;
+            ro.synack_ecn = u8::from(s.ecn);
+            ro.verify_checksums = u8::from(settings.verify_checksums);
         }
         let skel = open.load().map_err(XdpError::Load)?;
         for &port in &settings.ports {
@@ -294,11 +334,7 @@ impl Program {
     /// Installs the cookie keys of `epoch` and `epoch - 1` in their parity
     /// slots (docs/cookie.md: keys[e & 1] = K(e)). Call again whenever the
     /// epoch changes; the slot of `epoch - 2` is overwritten by `epoch`.
-    pub fn set_epoch_keys(
-        &self,
-        secret: &crate::proto::cookie::Secret,
-        epoch: u64,
-    ) -> Result<(), XdpError> {
+    pub fn set_epoch_keys(&self, secret: &Secret, epoch: u64) -> Result<(), XdpError> {
         for e in [epoch.wrapping_sub(1), epoch] {
             let (k0, k1) = secret.epoch_key(e).words();
             let mut v = [0u8; 16];
@@ -311,6 +347,21 @@ impl Program {
                 .map_err(map_err("keys"))?;
         }
         Ok(())
+    }
+
+    /// Mints the XDP program's cookies with the key of `epoch` (its parity
+    /// slot): call when the epoch turns, on the workers' clock, after the
+    /// key is in the map ([`Program::set_epoch_keys`]).
+    pub fn set_mint_epoch(&self, epoch: u64) -> Result<(), XdpError> {
+        self.skel
+            .maps
+            .mint_epoch
+            .update(
+                &0u32.to_ne_bytes(),
+                &((epoch & 1) as u32).to_ne_bytes(),
+                MapFlags::ANY,
+            )
+            .map_err(map_err("mint_epoch"))
     }
 
     /// Empties the map of connections in the middle of their hand-off
@@ -384,17 +435,25 @@ impl Program {
     /// Runs the program once on `frame` with BPF_PROG_TEST_RUN (receive
     /// queue 0, no device); returns the XDP action.
     pub fn test_run(&self, frame: &[u8]) -> Result<u32, XdpError> {
+        self.test_run_frame(frame).map(|(action, _)| action)
+    }
+
+    /// As [`Program::test_run`], and the frame as the program left it.
+    pub fn test_run_frame(&self, frame: &[u8]) -> Result<(u32, Vec<u8>), XdpError> {
+        let mut out = vec![0u8; 4096];
         let input = ProgramInput {
             data_in: Some(frame),
+            data_out: Some(&mut out),
             ..Default::default()
         };
-        let out = self
+        let result = self
             .skel
             .progs
             .xdp_synwall
             .test_run(input)
             .map_err(XdpError::TestRun)?;
-        Ok(out.return_value)
+        let data = result.data.map(|d| d.to_vec()).unwrap_or_default();
+        Ok((result.return_value, data))
     }
 }
 
@@ -427,6 +486,8 @@ pub mod action {
     pub const DROP: u32 = 1;
     /// Pass to the kernel stack.
     pub const PASS: u32 = 2;
+    /// Transmit back out of the receiving interface.
+    pub const TX: u32 = 3;
     /// Redirect (to an AF_XDP socket).
     pub const REDIRECT: u32 = 4;
 }

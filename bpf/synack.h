@@ -1,0 +1,448 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
+/*
+ * SYN -> SYN-ACK in XDP: the cookie (docs/cookie.md) minted with the same
+ * keys and MAC as the ACK check, the frame rewritten in place and sent back
+ * with XDP_TX. Byte for byte what the Rust core (src/proto/handshake.rs,
+ * answer_syn) writes for the same SYN, key and epoch; tests/bpf_synack.rs
+ * runs the handshake corpus through both and compares.
+ *
+ * Only the common shape is answered here: IPv4 without options or IPv6
+ * without extension headers (up to two VLAN tags), no payload, options the
+ * core parses the same way, checksums correct, a source the core accepts.
+ * Everything else goes to the AF_XDP worker, whose core answers or drops it
+ * with its reason; each such SYN is counted by why (SW_SYN_WORKER_*).
+ */
+#ifndef SYNWALL_SYNACK_H
+#define SYNWALL_SYNACK_H
+
+#include "maps.h"
+#include "parse.h"
+
+/* Who answers SYNs ([datapath] synack), written before load. */
+#define SYNACK_AFXDP 0 /* the AF_XDP workers, always */
+#define SYNACK_XDP 1   /* this program, always (the worker gets what it cannot answer) */
+#define SYNACK_AUTO 2  /* the workers while they keep up, this program for the excess */
+
+/* The SYN-ACK's shape, as the core's SynAckSettings (src/proto/handshake.rs). */
+const volatile __u8 synack_mode = SYNACK_AFXDP;
+const volatile __u16 synack_window = 64240;
+const volatile __u8 synack_ttl = 64;
+const volatile __u16 synack_mss_v4 = 1460;
+const volatile __u16 synack_mss_v6 = 1440;
+const volatile __u8 synack_ecn = 1;
+const volatile __u8 verify_checksums = 1;
+
+/* RFC 9293 §3.7.1 and RFC 8200 §8.3: the MSS assumed without the option
+ * (DEFAULT_MSS_V4 / DEFAULT_MSS_V6 in the core). */
+#define DEFAULT_MSS_V4 536
+#define DEFAULT_MSS_V6 1220
+
+/* TCP option kinds and lengths beyond those in parse.h (RFC 9293, 7323,
+ * 2018). */
+#define TCPOPT_MSS 2
+#define TCPOLEN_MSS 4
+#define TCPOPT_WINDOW 3
+#define TCPOLEN_WINDOW 3
+#define TCPOPT_SACK_PERM 4
+#define TCPOLEN_SACK_PERM 2
+#define TCPOPT_SACK 5
+
+#define TCP_FLAG_FIN 0x01
+#define TCP_FLAG_SYN 0x02
+#define TCP_FLAG_ACK 0x10
+#define TCP_FLAG_ECE 0x40
+#define TCP_FLAG_CWR 0x80
+
+#define IP_DF 0x4000 /* RFC 791: don't fragment */
+
+/* The epoch whose key mints cookies now: its parity picks the slot of the
+ * keys map. synwall's control loop writes it when the epoch turns (the
+ * key itself is in the map a second before). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} mint_epoch SEC(".maps");
+
+/* What a SYN's options say, as the core's tcp::Options::parse reads them:
+ * NOP skipped, EOL ends, a known kind with the wrong length or any option
+ * running past the end is malformed, unknown kinds are skipped, a repeated
+ * option keeps its last value. */
+struct syn_walk {
+	__u8 buf[OPT_BUF_LEN];
+	__u32 len;
+	__u32 off;
+	__u32 mss;    /* 0: none */
+	__u32 wscale; /* WSCALE_NONE: none */
+	__u32 sack;
+	__u32 ts;
+	__u32 tsval;
+	int bad;
+};
+
+static long syn_opt_step(__u64 i, void *arg)
+{
+	struct syn_walk *w = arg;
+	__u32 off = w->off, len, kind;
+
+	if (off >= w->len)
+		return 1;
+	kind = OPT_AT(w, off);
+	if (kind == TCPOPT_NOP) {
+		w->off++;
+		return 0;
+	}
+	if (kind == TCPOPT_EOL)
+		return 1;
+	len = OPT_AT(w, off + 1);
+	if (len < 2 || off + len > w->len) {
+		w->bad = 1;
+		return 1;
+	}
+	switch (kind) {
+	case TCPOPT_MSS:
+		if (len != TCPOLEN_MSS)
+			goto bad;
+		w->mss = (__u32)OPT_AT(w, off + 2) << 8 | OPT_AT(w, off + 3);
+		w->mss |= 0x10000; /* present, even when the value is 0 */
+		break;
+	case TCPOPT_WINDOW:
+		if (len != TCPOLEN_WINDOW)
+			goto bad;
+		w->wscale = OPT_AT(w, off + 2);
+		break;
+	case TCPOPT_SACK_PERM:
+		if (len != TCPOLEN_SACK_PERM)
+			goto bad;
+		w->sack = 1;
+		break;
+	case TCPOPT_TIMESTAMP:
+		if (len != TCPOLEN_TIMESTAMP)
+			goto bad;
+		w->ts = 1;
+		w->tsval = OPT_BE32(w, off + 2);
+		break;
+	case TCPOPT_SACK:
+		if (len <= 2 || (len - 2) % 8)
+			goto bad;
+		break;
+	default:
+		break;
+	}
+	w->off = off + len;
+	return 0;
+bad:
+	w->bad = 1;
+	return 1;
+}
+
+/* One's complement sum of a csum_diff result, folded and inverted: the
+ * checksum field's value, or 0 when verifying a correct one. */
+static __always_inline __u16 csum_fold(__s64 s)
+{
+	__u64 v = (__u32)s;
+
+	v = (v & 0xffff) + (v >> 16);
+	v = (v & 0xffff) + (v >> 16);
+	return ~v;
+}
+
+/* The TCP pseudo-header sum (RFC 9293 §3.1, RFC 8200 §8.1) of a segment of
+ * `tcp_len` bytes between these addresses; symmetric in them, so it serves
+ * the SYN and its answer. */
+static __always_inline __s64 pseudo_sum(const struct pkt *p, __u32 tcp_len)
+{
+	if (p->v6) {
+		struct {
+			__u8 saddr[16];
+			__u8 daddr[16];
+			__be32 len;
+			__be32 next;
+		} ph = {};
+
+		__builtin_memcpy(ph.saddr, p->tuple.ipv6.saddr, 16);
+		__builtin_memcpy(ph.daddr, p->tuple.ipv6.daddr, 16);
+		ph.len = bpf_htonl(tcp_len);
+		ph.next = bpf_htonl(IPPROTO_TCP);
+		return bpf_csum_diff(NULL, 0, (__be32 *)&ph, sizeof(ph), 0);
+	} else {
+		struct {
+			__be32 saddr;
+			__be32 daddr;
+			__be16 proto;
+			__be16 len;
+		} ph = {};
+
+		ph.saddr = p->tuple.ipv4.saddr;
+		ph.daddr = p->tuple.ipv4.daddr;
+		ph.proto = bpf_htons(IPPROTO_TCP);
+		ph.len = bpf_htons(tcp_len);
+		return bpf_csum_diff(NULL, 0, (__be32 *)&ph, sizeof(ph), 0);
+	}
+}
+
+/* The core's Net::bad_endpoints and its port and MAC checks: sources no
+ * SYN may come from (RFC 1122 §3.2.1.3, RFC 4291 §2.7). */
+static __always_inline int bad_endpoints(const struct pkt *p, const struct ethhdr *eth,
+					 const struct tcphdr *tcp)
+{
+	if (eth->h_source[0] & 1 || tcp->source == 0)
+		return 1;
+	if (p->v6) {
+		const __u8 *s = p->tuple.ipv6.saddr, *d = p->tuple.ipv6.daddr;
+		__u64 s_hi, s_lo, d_hi, d_lo;
+
+		__builtin_memcpy(&s_hi, s, 8);
+		__builtin_memcpy(&s_lo, s + 8, 8);
+		__builtin_memcpy(&d_hi, d, 8);
+		__builtin_memcpy(&d_lo, d + 8, 8);
+		if (s_hi == 0 && (s_lo == 0 || s_lo == bpf_cpu_to_be64(1)))
+			return 1;
+		if (s[0] == 0xff || d[0] == 0xff)
+			return 1;
+		return s_hi == d_hi && s_lo == d_lo;
+	} else {
+		__u32 s = bpf_ntohl(p->tuple.ipv4.saddr), d = bpf_ntohl(p->tuple.ipv4.daddr);
+
+		if (s >> 24 == 0 || s >> 24 == 127 || s >> 24 >= 224 || d >> 24 >= 224)
+			return 1;
+		return s == d;
+	}
+}
+
+/* The index of the largest MSS-table entry <= mss (0 below every entry):
+ * MssTable::index_for. */
+static __always_inline __u32 mss_index(__u32 mss)
+{
+	__u32 idx = 0;
+	int i;
+
+#pragma unroll
+	for (i = 1; i < 8; i++)
+		if (mss >= mss_table[i])
+			idx = i;
+	return idx;
+}
+
+/* The SYN-ACK's TCP header as 32-bit words in network order, options in
+ * Linux's order (tcp::Options::words): MSS; SACK-permitted folded into the
+ * timestamps word, else NOP NOP TS; NOP WS; NOP NOP SACK-permitted without
+ * timestamps. Returns its length (24..40). */
+static __always_inline __u32 synack_header(__be32 *h, const struct tcphdr *tcp, __u32 isn,
+					   __u32 flags, const struct syn_walk *w, __u32 tsval,
+					   __u16 our_mss)
+{
+	__u32 n;
+
+	/* ports swapped (as on the wire), seq, ack; offset/flags/window below */
+	__builtin_memcpy(&h[0], &tcp->dest, 2);
+	__builtin_memcpy((__u8 *)&h[0] + 2, &tcp->source, 2);
+	h[1] = bpf_htonl(isn);
+	h[2] = bpf_htonl(bpf_ntohl(tcp->seq) + 1);
+	h[4] = 0; /* checksum and urgent pointer */
+	h[5] = bpf_htonl(TCPOPT_MSS << 24 | TCPOLEN_MSS << 16 | our_mss);
+	n = 6;
+	if (w->ts) {
+		__u32 lead = w->sack ? (TCPOPT_SACK_PERM << 8 | TCPOLEN_SACK_PERM)
+				     : (TCPOPT_NOP << 8 | TCPOPT_NOP);
+
+		h[6] = bpf_htonl(lead << 16 | TCPOPT_TIMESTAMP << 8 | TCPOLEN_TIMESTAMP);
+		h[7] = bpf_htonl(tsval);
+		h[8] = bpf_htonl(w->tsval);
+		n = 9;
+	}
+	if (w->wscale != WSCALE_NONE) {
+		if (n == 6)
+			h[6] = bpf_htonl(TCPOPT_NOP << 24 | TCPOPT_WINDOW << 16 | TCPOLEN_WINDOW << 8 |
+					 our_wscale);
+		else
+			h[9] = bpf_htonl(TCPOPT_NOP << 24 | TCPOPT_WINDOW << 16 | TCPOLEN_WINDOW << 8 |
+					 our_wscale);
+		n++;
+	}
+	if (w->sack && !w->ts) {
+		__u32 v = bpf_htonl(TCPOPT_NOP << 24 | TCPOPT_NOP << 16 | TCPOPT_SACK_PERM << 8 |
+				    TCPOLEN_SACK_PERM);
+
+		if (n == 6)
+			h[6] = v;
+		else
+			h[7] = v;
+		n++;
+	}
+	h[3] = bpf_htonl((n << 28) | flags << 16 | synack_window);
+	return n * 4;
+}
+
+/* The SYN's IP layer: the common shape only (see the top of this file).
+ * Returns -1 when it is, or the worker counter. */
+static __always_inline int syn_ip_ok(void *data, void *data_end, const struct pkt *p, __u32 l3,
+				     __u32 l4, __u32 hlen)
+{
+	if (p->v6) {
+		struct ipv6hdr *ip6 = data + l3;
+
+		if ((void *)(ip6 + 1) > data_end || ip6->version != 6)
+			return SW_SYN_WORKER_SHAPE;
+		if (l4 != l3 + sizeof(*ip6))
+			return SW_SYN_WORKER_IP_EXT;
+		if (bpf_ntohs(ip6->payload_len) != hlen)
+			return SW_SYN_WORKER_PAYLOAD;
+	} else {
+		struct iphdr *ip = data + l3;
+
+		if ((void *)(ip + 1) > data_end || ip->version != 4)
+			return SW_SYN_WORKER_SHAPE;
+		if (ip->ihl != 5)
+			return SW_SYN_WORKER_IP_EXT;
+		if (bpf_ntohs(ip->tot_len) != sizeof(*ip) + hlen)
+			return SW_SYN_WORKER_PAYLOAD;
+		if (verify_checksums && csum_fold(bpf_csum_diff(NULL, 0, (__be32 *)ip, sizeof(*ip), 0)))
+			return SW_SYN_WORKER_CHECKSUM;
+	}
+	return -1;
+}
+
+/* The SYN-ACK's IP header over the SYN's (addresses swapped). */
+static __always_inline int write_ip(void *data, void *data_end, const struct pkt *p, __u32 l3,
+				    __u32 tcp_len)
+{
+	if (p->v6) {
+		struct ipv6hdr *ip6 = data + l3;
+
+		if ((void *)(ip6 + 1) > data_end)
+			return -1;
+		/* version 6, traffic class 0, flow label 0 */
+		*(__be32 *)ip6 = bpf_htonl(6u << 28);
+		ip6->payload_len = bpf_htons(tcp_len);
+		ip6->nexthdr = IPPROTO_TCP;
+		ip6->hop_limit = synack_ttl;
+		__builtin_memcpy(&ip6->saddr, p->tuple.ipv6.daddr, 16);
+		__builtin_memcpy(&ip6->daddr, p->tuple.ipv6.saddr, 16);
+	} else {
+		struct iphdr *ip = data + l3;
+		struct iphdr nip = {
+			.version = 4,
+			.ihl = 5,
+			.tos = 0,			/* RFC 3168 §6.1.1: a SYN-ACK is not ECN-capable */
+			.tot_len = bpf_htons(sizeof(nip) + tcp_len),
+			.id = 0,			/* RFC 6864 §4.1: unused in an atomic datagram */
+			.frag_off = bpf_htons(IP_DF),
+			.ttl = synack_ttl,
+			.protocol = IPPROTO_TCP,
+			.saddr = p->tuple.ipv4.daddr,
+			.daddr = p->tuple.ipv4.saddr,
+		};
+
+		if ((void *)(ip + 1) > data_end)
+			return -1;
+		nip.check = csum_fold(bpf_csum_diff(NULL, 0, (__be32 *)&nip, sizeof(nip), 0));
+		__builtin_memcpy(ip, &nip, sizeof(nip));
+	}
+	return 0;
+}
+
+/*
+ * Answers a SYN to a protected port in place. Returns -1 when the frame now
+ * holds the SYN-ACK (the caller returns XDP_TX), otherwise the counter of
+ * why the worker must answer it, with the frame untouched. A global
+ * function: the verifier checks it once.
+ */
+__attribute__((noinline)) int sw_synack(struct xdp_md *ctx, struct pkt *p)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct syn_walk w = { .wscale = WSCALE_NONE };
+	struct cookie_flow fl = {};
+	struct ethhdr *eth = data;
+	__u32 l3, l4, hlen, optlen, ecn, ws, attrs, slot, isn, tcp_len, flags, zero = 0;
+	__u8 mac_tmp[ETH_ALEN];
+	struct tcphdr *tcp;
+	struct sw_key *key;
+	__be32 h[10] = {};
+	__u32 *epoch;
+	__u64 mac;
+	__s64 sum;
+	int rc;
+
+	if (!p)
+		return SW_SYN_WORKER_SHAPE;
+	l3 = p->l3_off & L3_OFF_MASK;
+	l4 = p->l4_off & L4_OFF_MASK;
+	tcp = data + l4;
+	if ((void *)(eth + 1) > data_end || (void *)(tcp + 1) > data_end)
+		return SW_SYN_WORKER_SHAPE;
+	if (tcp->fin)
+		return SW_SYN_WORKER_FLAGS;
+	hlen = tcp->doff * 4;
+	if (hlen < sizeof(*tcp) || (void *)tcp + hlen > data_end)
+		return SW_SYN_WORKER_SHAPE;
+	rc = syn_ip_ok(data, data_end, p, l3, l4, hlen);
+	if (rc >= 0)
+		return rc;
+
+	optlen = hlen - sizeof(*tcp);
+	if (optlen > 0) {
+		if (bpf_xdp_load_bytes(ctx, l4 + sizeof(*tcp), w.buf, optlen))
+			return SW_SYN_WORKER_SHAPE;
+		w.len = optlen;
+		bpf_loop(TCP_MAX_OPTIONS, syn_opt_step, &w, 0);
+		if (w.bad)
+			return SW_SYN_WORKER_OPTIONS;
+	}
+	if (verify_checksums) {
+		sum = pseudo_sum(p, hlen);
+		sum = bpf_csum_diff(NULL, 0, (__be32 *)tcp, sizeof(*tcp), sum);
+		sum = bpf_csum_diff(NULL, 0, (__be32 *)w.buf, optlen & 0x3c, sum);
+		if (csum_fold(sum))
+			return SW_SYN_WORKER_CHECKSUM;
+	}
+	if (bad_endpoints(p, eth, tcp))
+		return SW_SYN_WORKER_SOURCE;
+
+	/* The cookie (docs/cookie.md §3 to §5), with the key of the epoch now. */
+	epoch = bpf_map_lookup_elem(&mint_epoch, &zero);
+	if (!epoch)
+		return SW_SYN_WORKER_SHAPE;
+	slot = *epoch & 1;
+	key = bpf_map_lookup_elem(&keys, &slot);
+	if (!key)
+		return SW_SYN_WORKER_SHAPE;
+	ecn = synack_ecn && tcp->ece && tcp->cwr;
+	ws = w.wscale == WSCALE_NONE ? WSCALE_NONE : (w.wscale > WSCALE_MAX ? WSCALE_MAX : w.wscale);
+	attrs = slot << COOKIE_EPOCH_SHIFT |
+		mss_index(w.mss ? w.mss & 0xffff : (p->v6 ? DEFAULT_MSS_V6 : DEFAULT_MSS_V4))
+			<< COOKIE_MSS_SHIFT |
+		ws << COOKIE_WSCALE_SHIFT | (w.sack ? COOKIE_SACK_BIT : 0) | (ecn ? COOKIE_ECN_BIT : 0);
+	pkt_cookie_flow(p, &fl);
+	mac = cookie_mac(key, &fl, bpf_ntohl(tcp->seq), attrs, w.ts);
+	isn = (__u32)(mac & ISN_MAC_MASK) << ATTR_BITS | attrs;
+
+	flags = TCP_FLAG_SYN | TCP_FLAG_ACK | (ecn ? TCP_FLAG_ECE : 0);
+	tcp_len = synack_header(h, tcp, isn, flags, &w, mac >> 32,
+				p->v6 ? synack_mss_v6 : synack_mss_v4);
+	sum = pseudo_sum(p, tcp_len);
+	sum = bpf_csum_diff(NULL, 0, h, tcp_len & 0x3c, sum);
+	((__u16 *)h)[8] = csum_fold(sum);
+
+	/* From here on the frame changes: its length first, so a tail that
+	 * cannot grow leaves it as it was. */
+	rc = (int)(l4 + tcp_len) - (int)(data_end - data);
+	if (rc && bpf_xdp_adjust_tail(ctx, rc))
+		return SW_SYN_WORKER_NO_ROOM;
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	eth = data;
+	if ((void *)(eth + 1) > data_end)
+		return SW_SYN_WORKER_NO_ROOM;
+	__builtin_memcpy(mac_tmp, eth->h_dest, ETH_ALEN);
+	__builtin_memcpy(eth->h_dest, eth->h_source, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, mac_tmp, ETH_ALEN);
+	if (write_ip(data, data_end, p, l3, tcp_len) ||
+	    bpf_xdp_store_bytes(ctx, l4, h, tcp_len & 0x3c))
+		return SW_SYN_WORKER_NO_ROOM;
+	return -1;
+}
+
+#endif

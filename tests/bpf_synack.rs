@@ -1,0 +1,464 @@
+//! SYN-ACKs from XDP (bpf/synack.h) against the Rust core, through
+//! BPF_PROG_TEST_RUN (root): for the same SYN, key and epoch the XDP
+//! program's SYN-ACK is the core's, byte for byte; a SYN the program does
+//! not answer goes to the worker with its reason counted, and the program
+//! never answers a SYN the core would not.
+
+mod common;
+
+use common::counter;
+use proptest::prelude::*;
+use synwall::config::SynackMode;
+use synwall::proto::cookie::Secret;
+use synwall::proto::handshake::{Core, Settings, Verdict};
+use synwall::proto::time::UnixTime;
+use synwall::wire::ethernet::ethertype;
+use synwall::wire::ipv6::next_header as nh;
+use synwall::wire::tcp::flags;
+use synwall::xdp::{COUNTER_NAMES, Program, ProgramSettings, action};
+use synwall_bench::frame::addr::{CLIENT4, SERVER4};
+use synwall_bench::frame::{Ip, TcpFrame, client_syn_options as os};
+
+const NOW: UnixTime = UnixTime(1_790_000_000);
+
+fn secret() -> Secret {
+    Secret::from_bytes(*b"synwall-test-key")
+}
+
+/// The program answering SYNs itself, with the core's default settings and
+/// the keys of `now`'s epoch.
+fn program(settings: &Settings, now: UnixTime) -> Program {
+    let p = Program::load(&ProgramSettings::from_core(settings, SynackMode::Xdp)).unwrap();
+    let epoch = now.epoch(settings.rotation_secs);
+    p.set_epoch_keys(&secret(), epoch).unwrap();
+    p.set_mint_epoch(epoch).unwrap();
+    p
+}
+
+/// The core's answer to `frame` at `now`, in a 2 KiB buffer.
+fn core_answer(settings: &Settings, frame: &[u8], now: UnixTime) -> (Verdict, Vec<u8>) {
+    let mut core = Core::new(settings.clone(), secret());
+    let mut buf = vec![0u8; 2048];
+    buf[..frame.len()].copy_from_slice(frame);
+    let v = core.handle(now, &mut buf, frame.len());
+    if let Verdict::Transmit(n) = v {
+        buf.truncate(n);
+    }
+    (v, buf)
+}
+
+/// The sum of the program's counters for SYNs it leaves to the worker.
+fn to_worker(p: &Program) -> u64 {
+    COUNTER_NAMES
+        .iter()
+        .filter(|n| n.starts_with("syn_worker_"))
+        .map(|n| counter(p, n))
+        .sum()
+}
+
+/// How the program handled one SYN, checked against the core.
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    /// Answered in XDP, with the core's bytes.
+    Answered,
+    /// Left to the worker (a reason counted).
+    ToWorker,
+}
+
+fn compare(p: &Program, settings: &Settings, frame: &[u8], now: UnixTime) -> Outcome {
+    let before = to_worker(p);
+    let (act, out) = p.test_run_frame(frame).unwrap();
+    let (verdict, reply) = core_answer(settings, frame, now);
+    if act == action::TX {
+        assert!(
+            matches!(verdict, Verdict::Transmit(_)),
+            "XDP answered a SYN the core does not ({verdict:?}): {frame:02x?}"
+        );
+        assert_eq!(
+            out, reply,
+            "XDP and the core wrote different SYN-ACKs for {frame:02x?}"
+        );
+        return Outcome::Answered;
+    }
+    // No AF_XDP socket here, so a SYN for the worker falls through to the
+    // kernel (XDP_PASS), having counted why it was not answered.
+    assert_eq!(act, action::PASS, "{frame:02x?}");
+    assert_eq!(to_worker(p), before + 1, "no reason counted: {frame:02x?}");
+    Outcome::ToWorker
+}
+
+fn v4_with(options: &[u8]) -> Ip<'_> {
+    Ip::V4 {
+        src: CLIENT4,
+        dst: SERVER4,
+        ttl: 64,
+        options,
+    }
+}
+
+#[test]
+fn the_handshake_corpus_gets_the_cores_bytes() {
+    if !common::require_root() {
+        return;
+    }
+    let settings = Settings::default();
+    let p = program(&settings, NOW);
+    let ecn = flags::SYN | flags::ECE | flags::CWR;
+    let qinq: &[(u16, u16)] = &[(ethertype::QINQ, 100), (ethertype::VLAN, 7)];
+    let cases: Vec<(&str, Vec<u8>, Outcome)> = vec![
+        (
+            "linux v4",
+            TcpFrame::client_syn(Ip::client_v4(), &os::LINUX).to_vec(),
+            Outcome::Answered,
+        ),
+        (
+            "windows v4 (no timestamps)",
+            TcpFrame::client_syn(Ip::client_v4(), &os::WINDOWS).to_vec(),
+            Outcome::Answered,
+        ),
+        (
+            "macos v4 (EOL padding)",
+            TcpFrame::client_syn(Ip::client_v4(), &os::MACOS).to_vec(),
+            Outcome::Answered,
+        ),
+        (
+            "no options",
+            TcpFrame::client_syn(Ip::client_v4(), &[]).to_vec(),
+            Outcome::Answered,
+        ),
+        (
+            "mss only",
+            TcpFrame::client_syn(Ip::client_v4(), &[2, 4, 0x05, 0x78]).to_vec(),
+            Outcome::Answered,
+        ),
+        (
+            "timestamps only (the SYN-ACK grows)",
+            TcpFrame::client_syn(Ip::client_v4(), &[1, 1, 8, 10, 0, 0, 0, 9, 0, 0, 0, 0]).to_vec(),
+            Outcome::Answered,
+        ),
+        (
+            "sack only",
+            TcpFrame::client_syn(Ip::client_v4(), &[1, 1, 4, 2]).to_vec(),
+            Outcome::Answered,
+        ),
+        (
+            "window scale 14+ is clamped",
+            TcpFrame::client_syn(Ip::client_v4(), &[1, 3, 3, 200]).to_vec(),
+            Outcome::Answered,
+        ),
+        (
+            "mss below the table",
+            TcpFrame::client_syn(Ip::client_v4(), &[2, 4, 0, 100]).to_vec(),
+            Outcome::Answered,
+        ),
+        (
+            "mss 0",
+            TcpFrame::client_syn(Ip::client_v4(), &[2, 4, 0, 0]).to_vec(),
+            Outcome::Answered,
+        ),
+        (
+            "jumbo mss",
+            TcpFrame::client_syn(Ip::client_v4(), &[2, 4, 0x23, 0x28, 1, 3, 3, 9]).to_vec(),
+            Outcome::Answered,
+        ),
+        (
+            "repeated option keeps the last",
+            TcpFrame::client_syn(Ip::client_v4(), &[2, 4, 0x05, 0xb4, 2, 4, 0x02, 0x18]).to_vec(),
+            Outcome::Answered,
+        ),
+        (
+            "unknown option skipped",
+            TcpFrame::client_syn(Ip::client_v4(), &[30, 6, 1, 2, 3, 4, 2, 4, 5, 0xb4]).to_vec(),
+            Outcome::Answered,
+        ),
+        (
+            "sack blocks skipped",
+            TcpFrame::client_syn(Ip::client_v4(), &[5, 10, 0, 0, 0, 1, 0, 0, 0, 2, 1, 1]).to_vec(),
+            Outcome::Answered,
+        ),
+        (
+            "ecn setup",
+            TcpFrame {
+                flags: ecn,
+                ..TcpFrame::client_syn(Ip::client_v4(), &os::LINUX)
+            }
+            .to_vec(),
+            Outcome::Answered,
+        ),
+        (
+            "ece without cwr",
+            TcpFrame {
+                flags: flags::SYN | flags::ECE,
+                ..TcpFrame::client_syn(Ip::client_v4(), &os::LINUX)
+            }
+            .to_vec(),
+            Outcome::Answered,
+        ),
+        (
+            "psh set",
+            TcpFrame {
+                flags: flags::SYN | flags::PSH,
+                ..TcpFrame::client_syn(Ip::client_v4(), &os::WINDOWS)
+            }
+            .to_vec(),
+            Outcome::Answered,
+        ),
+        (
+            "vlan",
+            TcpFrame {
+                vlans: &[(ethertype::VLAN, 42)],
+                ..TcpFrame::client_syn(Ip::client_v4(), &os::LINUX)
+            }
+            .to_vec(),
+            Outcome::Answered,
+        ),
+        (
+            "qinq",
+            TcpFrame {
+                vlans: qinq,
+                ..TcpFrame::client_syn(Ip::client_v4(), &os::MACOS)
+            }
+            .to_vec(),
+            Outcome::Answered,
+        ),
+        (
+            "linux v6",
+            TcpFrame::client_syn(Ip::client_v6(&[]), &os::LINUX).to_vec(),
+            Outcome::Answered,
+        ),
+        (
+            "windows v6",
+            TcpFrame::client_syn(Ip::client_v6(&[]), &os::WINDOWS).to_vec(),
+            Outcome::Answered,
+        ),
+        (
+            "no options v6",
+            TcpFrame::client_syn(Ip::client_v6(&[]), &[]).to_vec(),
+            Outcome::Answered,
+        ),
+        (
+            "ecn v6 in qinq",
+            TcpFrame {
+                flags: ecn,
+                vlans: qinq,
+                ..TcpFrame::client_syn(Ip::client_v6(&[]), &os::LINUX)
+            }
+            .to_vec(),
+            Outcome::Answered,
+        ),
+        // Left to the worker, each for its reason.
+        (
+            "ipv4 options",
+            TcpFrame::client_syn(v4_with(&[1, 1, 1, 0]), &os::LINUX).to_vec(),
+            Outcome::ToWorker,
+        ),
+        (
+            "ipv6 extension headers",
+            TcpFrame::client_syn(
+                Ip::client_v6(&[(nh::HOP_BY_HOP, 8), (nh::DEST_OPTS, 16)]),
+                &os::LINUX,
+            )
+            .to_vec(),
+            Outcome::ToWorker,
+        ),
+        (
+            "syn with data",
+            TcpFrame {
+                payload: b"hello",
+                ..TcpFrame::client_syn(Ip::client_v4(), &os::LINUX)
+            }
+            .to_vec(),
+            Outcome::ToWorker,
+        ),
+        (
+            "syn+fin",
+            TcpFrame {
+                flags: flags::SYN | flags::FIN,
+                ..TcpFrame::client_syn(Ip::client_v4(), &os::LINUX)
+            }
+            .to_vec(),
+            Outcome::ToWorker,
+        ),
+        (
+            "malformed mss length",
+            TcpFrame::client_syn(Ip::client_v4(), &[2, 3, 5, 1]).to_vec(),
+            Outcome::ToWorker,
+        ),
+        (
+            "option past the end",
+            TcpFrame::client_syn(Ip::client_v4(), &[1, 1, 8, 10]).to_vec(),
+            Outcome::ToWorker,
+        ),
+        (
+            "source port 0",
+            TcpFrame {
+                src_port: 0,
+                ..TcpFrame::client_syn(Ip::client_v4(), &os::LINUX)
+            }
+            .to_vec(),
+            Outcome::ToWorker,
+        ),
+        (
+            "loopback source",
+            TcpFrame::client_syn(
+                Ip::V4 {
+                    src: [127, 0, 0, 1],
+                    dst: SERVER4,
+                    ttl: 64,
+                    options: &[],
+                },
+                &os::LINUX,
+            )
+            .to_vec(),
+            Outcome::ToWorker,
+        ),
+        (
+            "multicast source mac",
+            TcpFrame {
+                src_mac: [1, 0, 0x5e, 0, 0, 1],
+                ..TcpFrame::client_syn(Ip::client_v4(), &os::LINUX)
+            }
+            .to_vec(),
+            Outcome::ToWorker,
+        ),
+    ];
+    for (name, frame, want) in cases {
+        assert_eq!(compare(&p, &settings, &frame, NOW), want, "{name}");
+    }
+
+    // A bad TCP checksum and a bad IPv4 header checksum go to the worker,
+    // whose core drops them.
+    for at in [14 + 20 + 16, 14 + 10] {
+        let mut f = TcpFrame::client_syn(Ip::client_v4(), &os::LINUX).to_vec();
+        f[at] ^= 0x5a;
+        let before = counter(&p, "syn_worker_checksum");
+        assert_eq!(compare(&p, &settings, &f, NOW), Outcome::ToWorker);
+        assert_eq!(counter(&p, "syn_worker_checksum"), before + 1);
+    }
+    assert!(counter(&p, "synack_xdp") >= 23);
+}
+
+#[test]
+fn settings_and_epochs_reach_the_xdp_answer() {
+    if !common::require_root() {
+        return;
+    }
+    // Another window, TTL, MSS, wscale, MSS table and no ECN; and both
+    // parities of the epoch.
+    let mut s = Settings::default();
+    s.synack.window = 29200;
+    s.synack.ttl = 33;
+    s.synack.mss_v4 = 1400;
+    s.synack.mss_v6 = 1380;
+    s.synack.wscale = 9;
+    s.synack.ecn = false;
+    s.rotation_secs = 10;
+    s.mss_table =
+        synwall::proto::cookie::MssTable::new([500, 600, 700, 800, 900, 1000, 1100, 1200]).unwrap();
+    for now in [NOW, UnixTime(NOW.0 + 10)] {
+        let p = program(&s, now);
+        let ecn = flags::SYN | flags::ECE | flags::CWR;
+        for f in [
+            TcpFrame {
+                flags: ecn,
+                ..TcpFrame::client_syn(Ip::client_v4(), &os::LINUX)
+            }
+            .to_vec(),
+            TcpFrame::client_syn(Ip::client_v6(&[]), &os::WINDOWS).to_vec(),
+        ] {
+            assert_eq!(compare(&p, &s, &f, now), Outcome::Answered);
+        }
+    }
+}
+
+/// SYNs with random addresses, ports, sequence numbers, VLAN tags, flags
+/// and option bytes (well-formed or not), all with correct checksums.
+fn any_syn() -> impl Strategy<Value = Vec<u8>> {
+    let options = prop_oneof![
+        Just(os::LINUX.to_vec()),
+        Just(os::WINDOWS.to_vec()),
+        Just(os::MACOS.to_vec()),
+        proptest::collection::vec(
+            prop_oneof![
+                Just(vec![1u8]),
+                Just(vec![0u8]),
+                any::<u16>().prop_map(|m| vec![2, 4, (m >> 8) as u8, m as u8]),
+                any::<u8>().prop_map(|w| vec![3, 3, w]),
+                Just(vec![4, 2]),
+                any::<[u8; 8]>().prop_map(|t| [&[8u8, 10][..], &t].concat()),
+                (0u8..12, any::<u8>()).prop_map(|(l, k)| vec![k, l, 0, 0]),
+            ],
+            0..6
+        )
+        .prop_map(|v| {
+            let mut o: Vec<u8> = v.concat();
+            o.truncate(40);
+            o
+        }),
+    ];
+    (
+        any::<bool>(),
+        proptest::collection::vec((Just(ethertype::VLAN), 0u16..4096), 0..=2),
+        any::<[u8; 4]>(),
+        any::<[u8; 16]>(),
+        any::<u16>(),
+        any::<u32>(),
+        options,
+        any::<u8>().prop_map(|f| (f & !(flags::ACK | flags::RST)) | flags::SYN),
+    )
+        .prop_map(|(v6, vlans, s4, s6, sport, seq, opts, fl)| {
+            let ip = if v6 {
+                Ip::V6 {
+                    src: s6,
+                    dst: synwall_bench::frame::addr::SERVER6,
+                    hop_limit: 64,
+                    ext: &[],
+                }
+            } else {
+                Ip::V4 {
+                    src: s4,
+                    dst: SERVER4,
+                    ttl: 64,
+                    options: &[],
+                }
+            };
+            TcpFrame {
+                vlans: &vlans,
+                src_port: sport,
+                seq,
+                flags: fl,
+                ..TcpFrame::client_syn(ip, &opts)
+            }
+            .to_vec()
+        })
+}
+
+#[test]
+fn random_syns_get_the_cores_bytes_or_go_to_the_worker() {
+    if !common::require_root() {
+        return;
+    }
+    let settings = Settings::default();
+    let p = program(&settings, NOW);
+    let tally = std::cell::RefCell::new((0u32, 0u32));
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases: 3000,
+        ..ProptestConfig::default()
+    });
+    runner
+        .run(&any_syn(), |frame| {
+            let mut t = tally.borrow_mut();
+            match compare(&p, &settings, &frame, NOW) {
+                Outcome::Answered => t.0 += 1,
+                Outcome::ToWorker => t.1 += 1,
+            }
+            Ok(())
+        })
+        .unwrap();
+    // Both paths were exercised, not one of them only.
+    let (answered, to_worker) = *tally.borrow();
+    assert!(
+        answered > 500 && to_worker > 500,
+        "{answered} answered, {to_worker} to the worker"
+    );
+}
