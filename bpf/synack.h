@@ -55,6 +55,38 @@ const volatile __u8 verify_checksums = 1;
 
 #define IP_DF 0x4000 /* RFC 791: don't fragment */
 
+/*
+ * synack = "auto": how far each queue's worker is behind. XDP counts the
+ * SYNs it redirects to the queue's AF_XDP socket; the worker publishes
+ * how many it has taken off its ring plus how many the kernel lost on the
+ * way (XDP_STATISTICS: rx_dropped, rx_ring_full). The difference is what
+ * waits in the ring. When it reaches auto_backlog, XDP answers the SYN
+ * itself; below it, the worker gets it. With auto_backlog at half the
+ * ring, the ring never overflows, so the count does not drift.
+ *
+ * One entry per queue, each half on its own cache line (XDP on the queue's
+ * NAPI CPU writes one, the worker the other). Mmapped by synwall.
+ */
+#define MAX_QUEUES 256 /* as the xsks map */
+
+struct sw_queue_load {
+	__u64 redirected; /* XDP: SYNs sent to the worker */
+	__u64 pad0[7];
+	__u64 taken;	  /* the worker: frames taken off the ring + lost by the kernel */
+	__u64 pad1[7];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, MAX_QUEUES);
+	__type(key, __u32);
+	__type(value, struct sw_queue_load);
+} queue_load SEC(".maps");
+
+/* SYNs waiting in a worker's ring from which XDP answers instead. */
+const volatile __u32 auto_backlog = 1024;
+
 /* The epoch whose key mints cookies now: its parity picks the slot of the
  * keys map. synwall's control loop writes it when the epoch turns (the
  * key itself is in the map a second before). */

@@ -197,22 +197,37 @@ static __noinline int xdp_ack(struct xdp_md *ctx, struct pkt *p, struct tcphdr *
 	return verdict(rc, XDP_DROP);
 }
 
-/* XDP: a SYN to a protected port. Answered here ([datapath] synack = "xdp",
- * or "auto" while the worker is backed up) when sw_synack can; otherwise
- * it goes to this queue's AF_XDP socket, or to the kernel when the queue
- * has none. */
+/* synack = "auto": is this queue's worker behind by auto_backlog SYNs? */
+static __always_inline int worker_backed_up(struct sw_queue_load *q)
+{
+	return q && q->redirected - *(volatile __u64 *)&q->taken >= auto_backlog;
+}
+
+/* XDP: a SYN to a protected port. Answered here (synack = "xdp", or
+ * "auto" while the queue's worker is backed up) when sw_synack can;
+ * otherwise it goes to this queue's AF_XDP socket, or to the kernel when
+ * the queue has none. */
 static __always_inline int xdp_syn(struct xdp_md *ctx, struct pkt *p)
 {
+	__u32 queue = ctx->rx_queue_index;
+	struct sw_queue_load *q = NULL;
 	int rc;
 
-	if (synack_mode == SYNACK_XDP) {
+	if (synack_mode == SYNACK_AUTO)
+		q = bpf_map_lookup_elem(&queue_load, &queue);
+	if (synack_mode == SYNACK_XDP || worker_backed_up(q)) {
+		if (q)
+			count(SW_SYN_BACKLOG);
 		rc = sw_synack(ctx, p);
 		if (rc < 0)
 			return verdict(SW_SYNACK_XDP, XDP_TX);
 		count(rc);
 	}
-	if (bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS) == XDP_REDIRECT)
+	if (bpf_redirect_map(&xsks, queue, XDP_PASS) == XDP_REDIRECT) {
+		if (q)
+			q->redirected++; /* one writer: the queue's NAPI */
 		return verdict(SW_SYN_REDIRECT, XDP_REDIRECT);
+	}
 	return verdict(SW_SYN_NO_XSK, XDP_PASS);
 }
 

@@ -22,6 +22,7 @@ enum sw_counter {
 	SW_SYN_REDIRECT,	/* SYN sent to this queue's AF_XDP socket */
 	SW_SYN_NO_XSK,		/* SYN, but no socket on this queue: passed */
 	SW_SYNACK_XDP,		/* SYN answered by this program (XDP_TX) */
+	SW_SYN_BACKLOG,		/* synack = "auto": the worker was backed up, XDP took the SYN */
 	SW_SYN_WORKER_IP_EXT,	/* to the worker: IPv4 options or IPv6 extension headers */
 	SW_SYN_WORKER_PAYLOAD,	/* to the worker: the SYN carries data */
 	SW_SYN_WORKER_OPTIONS,	/* to the worker: TCP options the core rejects */

@@ -11,14 +11,14 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::config::{Config, HandoffMode};
+use crate::config::{Config, HandoffMode, SynackMode};
 use crate::handoff::proxy::{self, Proxy, ProxyCounters, ProxyError, ProxySettings, ProxySnapshot};
 use crate::host;
 use crate::proto::cookie::Secret;
 use crate::proto::handshake::Core;
 use crate::proto::time::UnixTime;
 use crate::worker::{self, WorkerControl, WorkerCounters, WorkerSnapshot};
-use crate::xdp::{self, Attachment, Program, ProgramSettings};
+use crate::xdp::{self, Attachment, Program, ProgramSettings, QueueLoads};
 use crate::xsk::{Frame, Xsk, XskConfig};
 
 /// Why the datapath could not start.
@@ -114,6 +114,10 @@ pub fn run(cfg: &Config, secret: Secret, stop: Arc<AtomicBool>) -> Result<Snapsh
     let sockets = open_sockets(cfg, &plan, &program)?;
     let attached = attach(cfg, &plan, &program)?;
     let stats = bind_stats(&cfg.datapath.stats_socket)?;
+    let loads = match cfg.datapath.synack {
+        SynackMode::Auto => Some(program.queue_loads()?),
+        SynackMode::Afxdp | SynackMode::Xdp => None,
+    };
     let datapath = Datapath {
         cfg,
         plan: &plan,
@@ -125,6 +129,7 @@ pub fn run(cfg: &Config, secret: Secret, stop: Arc<AtomicBool>) -> Result<Snapsh
             .map(|_| WorkerCounters::default())
             .collect(),
         proxy: proxy.as_ref().map(|_| ProxyCounters::default()),
+        loads: loads.as_ref(),
     };
     std::thread::scope(|s| {
         datapath.spawn_workers(s, sockets, &secret, &stop);
@@ -234,10 +239,10 @@ fn check_fd_limit(max_connections: usize) {
 /// Step 3: loads the program with the protected ports and addresses and
 /// the cookie settings, and installs the current keys.
 fn load_program(cfg: &Config, secret: &Secret) -> Result<Program, RunError> {
-    let program = Program::load(&ProgramSettings::from_core(
-        &cfg.core_settings(),
-        cfg.datapath.synack,
-    ))?;
+    let program = Program::load(&ProgramSettings {
+        auto_backlog: cfg.datapath.ring_size / 2,
+        ..ProgramSettings::from_core(&cfg.core_settings(), cfg.datapath.synack)
+    })?;
     let now = UnixTime::now();
     program.set_epoch_keys(secret, program_epoch(now, cfg.cookie.rotation_secs))?;
     program.set_mint_epoch(now.epoch(cfg.cookie.rotation_secs))?;
@@ -311,6 +316,8 @@ struct Datapath<'a> {
     xdp_mode: &'static str,
     workers: Vec<WorkerCounters>,
     proxy: Option<ProxyCounters>,
+    /// synack = "auto": where the workers publish their progress.
+    loads: Option<&'a QueueLoads>,
 }
 
 impl<'a> Datapath<'a> {
@@ -328,6 +335,7 @@ impl<'a> Datapath<'a> {
             .zip(self.plan.cpus.iter().zip(&self.workers))
         {
             let core = Core::new(self.cfg.core_settings(), secret.clone());
+            let progress = self.loads.and_then(|l| l.progress(q));
             std::thread::Builder::new()
                 .name(format!("synwall-q{q}"))
                 .spawn_scoped(s, move || {
@@ -338,6 +346,7 @@ impl<'a> Datapath<'a> {
                         stop,
                         counters,
                         batch,
+                        progress,
                     };
                     worker::run(xsk, frames, core, ctl);
                 })

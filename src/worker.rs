@@ -11,7 +11,13 @@ use serde::Serialize;
 
 use crate::proto::handshake::{Core, DropReason, Verdict};
 use crate::proto::time::UnixTime;
+use crate::xdp::QueueProgress;
 use crate::xsk::{Frame, Xsk};
+
+/// How often the kernel's socket statistics are read: they feed the
+/// counters and, in synack = "auto", the frames the kernel lost before
+/// the ring (which the XDP program must not count as waiting).
+const KERNEL_STATS_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// How long an idle worker sleeps in poll() before re-checking control.
 pub const IDLE_POLL_MS: i32 = 100;
@@ -134,6 +140,9 @@ pub struct WorkerControl<'a> {
     pub counters: &'a WorkerCounters,
     /// Frames per batch.
     pub batch: usize,
+    /// Where the XDP program learns how far this worker has got
+    /// (synack = "auto"); `None` in the other modes.
+    pub progress: Option<QueueProgress<'a>>,
 }
 
 /// Runs until `ctl.stop` is set.
@@ -143,10 +152,13 @@ pub fn run(mut xsk: Xsk, mut free: Vec<Frame>, mut core: Core, ctl: WorkerContro
     let mut tx: Vec<Frame> = Vec::with_capacity(4 * batch);
     let mut l = Local::default();
     let mut kernel_at = std::time::Instant::now();
+    let mut kernel_lost = 0u64;
     xsk.fill(&mut free);
     while !ctl.stop.load(Ordering::Relaxed) {
-        if kernel_at.elapsed() >= std::time::Duration::from_secs(1) {
-            ctl.counters.publish_kernel(xsk.kernel_stats());
+        if kernel_at.elapsed() >= KERNEL_STATS_EVERY {
+            let k = xsk.kernel_stats();
+            kernel_lost = k.rx_dropped + k.rx_ring_full;
+            ctl.counters.publish_kernel(k);
             kernel_at = std::time::Instant::now();
         }
         xsk.complete(&mut free, 4 * batch);
@@ -200,6 +212,9 @@ pub fn run(mut xsk: Xsk, mut free: Vec<Frame>, mut core: Core, ctl: WorkerContro
             xsk.wakeup_tx();
         }
         ctl.counters.publish(&l);
+        if let Some(p) = &ctl.progress {
+            p.publish(l.rx + kernel_lost);
+        }
     }
     ctl.counters.publish(&l);
     ctl.counters.publish_kernel(xsk.kernel_stats());

@@ -11,6 +11,7 @@ mod common;
 use std::net::{TcpListener, TcpStream};
 
 use common::counter;
+use synwall::config::SynackMode;
 use synwall::wire::ethernet::ethertype;
 use synwall::wire::ipv6::next_header as nh;
 use synwall::wire::tcp::flags;
@@ -324,4 +325,43 @@ fn inner_fixture_table() {
         before + 1,
         "listener does not stop the redirect"
     );
+
+    synack_auto_takes_over_while_the_worker_is_backed_up(&xsk);
+}
+
+/// synack = "auto" (bpf/synack.h queue_load): with a backlog of 8, the
+/// ninth SYN the worker has not taken is answered in XDP; once the worker
+/// publishes that it took them, SYNs go to it again.
+fn synack_auto_takes_over_while_the_worker_is_backed_up(xsk: &Xsk) {
+    let p = Program::load(&ProgramSettings {
+        ports: vec![80],
+        synack_mode: SynackMode::Auto,
+        auto_backlog: 8,
+        ..Default::default()
+    })
+    .unwrap();
+    let secret = synwall::proto::cookie::Secret::from_bytes(*b"synwall-test-key");
+    p.set_epoch_keys(&secret, 7).unwrap();
+    p.set_mint_epoch(7).unwrap();
+    p.set_socket(0, xsk.fd()).unwrap();
+    let loads = p.queue_loads().unwrap();
+    let syn = TcpFrame::client_syn(Ip::client_v4(), &os::LINUX).to_vec();
+    for i in 0..8 {
+        assert_eq!(p.test_run(&syn).unwrap(), action::REDIRECT, "SYN {i}");
+    }
+    assert_eq!(
+        p.test_run(&syn).unwrap(),
+        action::TX,
+        "the ninth waits behind 8"
+    );
+    assert_eq!(counter(&p, "syn_backlog"), 1);
+    assert_eq!(counter(&p, "synack_xdp"), 1);
+    loads.progress(0).unwrap().publish(8);
+    assert_eq!(
+        p.test_run(&syn).unwrap(),
+        action::REDIRECT,
+        "the worker caught up"
+    );
+    assert_eq!(counter(&p, "syn_redirect"), 9);
+    assert!(loads.progress(256).is_none());
 }

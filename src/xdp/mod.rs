@@ -23,9 +23,12 @@ mod skel {
     include!(concat!(env!("OUT_DIR"), "/synwall.skel.rs"));
 }
 
+use std::ffi::c_void;
 use std::mem::MaybeUninit;
 use std::net::IpAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use libbpf_rs::libbpf_sys;
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
@@ -80,6 +83,7 @@ xdp_counters! {
     SW_SYN_REDIRECT => "syn_redirect",
     SW_SYN_NO_XSK => "syn_no_xsk",
     SW_SYNACK_XDP => "synack_xdp",
+    SW_SYN_BACKLOG => "syn_backlog",
     SW_SYN_WORKER_IP_EXT => "syn_worker_ip_ext",
     SW_SYN_WORKER_PAYLOAD => "syn_worker_payload",
     SW_SYN_WORKER_OPTIONS => "syn_worker_options",
@@ -192,6 +196,9 @@ pub struct ProgramSettings {
     pub synack_mode: SynackMode,
     /// Verify the IPv4 and TCP checksums of SYNs answered in XDP.
     pub verify_checksums: bool,
+    /// synack = "auto": SYNs waiting in a worker's ring from which XDP
+    /// answers instead (0: half of 2048, the default ring).
+    pub auto_backlog: u32,
 }
 
 impl ProgramSettings {
@@ -206,6 +213,7 @@ impl ProgramSettings {
             synack: core.synack,
             synack_mode,
             verify_checksums: core.verify_checksums,
+            auto_backlog: 0,
         }
     }
 }
@@ -261,6 +269,10 @@ impl Program {
             ro.synack_mss_v6 = s.mss_v6;
             ro.synack_ecn = u8::from(s.ecn);
             ro.verify_checksums = u8::from(settings.verify_checksums);
+            ro.auto_backlog = match settings.auto_backlog {
+                0 => 1024,
+                n => n,
+            };
         }
         let skel = open.load().map_err(XdpError::Load)?;
         for &port in &settings.ports {
@@ -364,6 +376,12 @@ impl Program {
             .map_err(map_err("mint_epoch"))
     }
 
+    /// The per-queue progress the workers publish for synack = "auto"
+    /// (`queue_load` in bpf/synack.h), mapped into this process.
+    pub fn queue_loads(&self) -> Result<QueueLoads, XdpError> {
+        QueueLoads::map(self.skel.maps.queue_load.as_fd())
+    }
+
     /// Empties the map of connections in the middle of their hand-off
     /// (`flows` in bpf/synwall.bpf.c), so that the next ACK of a
     /// connection is judged by its cookie alone, not as a segment that
@@ -454,6 +472,99 @@ impl Program {
             .map_err(XdpError::TestRun)?;
         let data = result.data.map(|d| d.to_vec()).unwrap_or_default();
         Ok((result.return_value, data))
+    }
+}
+
+/// The `queue_load` map (bpf/synack.h) mapped into this process: where each
+/// worker tells the XDP program how many SYNs it has taken off its ring.
+#[derive(Debug)]
+pub struct QueueLoads {
+    base: NonNull<c_void>,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain shared memory that every access reaches
+// through atomics ([`QueueProgress`]); nothing in it is tied to a thread.
+unsafe impl Send for QueueLoads {}
+// SAFETY: as above; shared access only hands out atomics.
+unsafe impl Sync for QueueLoads {}
+
+/// Bytes per `struct sw_queue_load`: two 64-byte cache lines.
+const QUEUE_LOAD_SIZE: usize = 128;
+/// Offset of `taken` in it.
+const QUEUE_LOAD_TAKEN: usize = 64;
+/// Entries of the map (MAX_QUEUES in bpf/synack.h).
+const MAX_QUEUES: usize = 256;
+
+impl QueueLoads {
+    fn map(fd: BorrowedFd<'_>) -> Result<QueueLoads, XdpError> {
+        const _: () = assert!(
+            size_of::<skel::types::sw_queue_load>() == QUEUE_LOAD_SIZE,
+            "struct sw_queue_load is two cache lines"
+        );
+        let len = QUEUE_LOAD_SIZE * MAX_QUEUES;
+        // SAFETY: a fresh shared mapping of the map's whole value area (an
+        // mmapable BPF array); no address is forced, so nothing of ours is
+        // replaced, and the mapping lives until `Drop` unmaps it.
+        let base = unsafe {
+            rustix::mm::mmap(
+                std::ptr::null_mut(),
+                len,
+                rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE,
+                rustix::mm::MapFlags::SHARED,
+                fd,
+                0,
+            )
+        }
+        .map_err(|e| XdpError::Map {
+            map: "queue_load",
+            source: libbpf_rs::Error::from(std::io::Error::from(e)),
+        })?;
+        let base = NonNull::new(base).ok_or(XdpError::Map {
+            map: "queue_load",
+            source: libbpf_rs::Error::from(std::io::Error::other("mmap returned null")),
+        })?;
+        Ok(QueueLoads { base, len })
+    }
+
+    /// Where the worker of `queue` publishes; `None` beyond MAX_QUEUES.
+    pub fn progress(&self, queue: u32) -> Option<QueueProgress<'_>> {
+        let at = (queue as usize)
+            .checked_mul(QUEUE_LOAD_SIZE)?
+            .checked_add(QUEUE_LOAD_TAKEN)?;
+        if at + 8 > self.len {
+            return None;
+        }
+        // SAFETY: `at` is within the mapping and 8-byte aligned (the
+        // mapping is page aligned, entries are 128 bytes, `taken` is at 64);
+        // the memory is only ever accessed atomically from this process (the
+        // XDP program reads it), and the reference lives no longer than the
+        // mapping (it borrows `self`).
+        let taken = unsafe { AtomicU64::from_ptr(self.base.as_ptr().cast::<u8>().add(at).cast()) };
+        Some(QueueProgress { taken })
+    }
+}
+
+impl Drop for QueueLoads {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping made in `map`; every
+        // `QueueProgress` borrowed from it is gone by now.
+        let _ = unsafe { rustix::mm::munmap(self.base.as_ptr(), self.len) };
+    }
+}
+
+/// One worker's slot in [`QueueLoads`].
+#[derive(Debug, Clone, Copy)]
+pub struct QueueProgress<'a> {
+    taken: &'a AtomicU64,
+}
+
+impl QueueProgress<'_> {
+    /// Frames the worker has taken off its ring, plus those the kernel
+    /// lost before the ring (so that what XDP redirected minus this is
+    /// what waits in the ring).
+    pub fn publish(&self, taken: u64) {
+        self.taken.store(taken, Ordering::Relaxed);
     }
 }
 
