@@ -1,6 +1,8 @@
-//! Compiles bench/bpf/flood.bpf.c (the live-frames flood generator) into a
-//! libbpf-rs skeleton (OUT_DIR/flood.skel.rs). Needs clang and the kernel
-//! UAPI headers (scripts/setup.sh installs both).
+//! Compiles the bench kit's BPF programs into libbpf-rs skeletons
+//! (OUT_DIR/<name>.skel.rs): bench/bpf/flood.bpf.c (the live-frames flood
+//! generator) and bench/bpf/testbed.bpf.c (the testbed's limit programs and
+//! the client-side sink). Needs clang and the kernel UAPI headers
+//! (scripts/setup.sh installs both).
 
 use std::env;
 use std::path::PathBuf;
@@ -13,13 +15,15 @@ fn main() {
     // multiarch directory of the host.
     let arch = env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_else(|_| "x86_64".into());
     let multiarch = format!("-I/usr/include/{arch}-linux-gnu");
-    let src = "bpf/flood.bpf.c";
-    if let Err(e) = SkeletonBuilder::new()
-        .source(src)
-        .clang_args([multiarch.as_str(), "-Wall"])
-        .build_and_generate(out_dir.join("flood.skel.rs"))
-    {
-        panic!("building {src} failed (is clang installed? run scripts/setup.sh): {e:#}");
+    for name in ["flood", "testbed"] {
+        let src = format!("bpf/{name}.bpf.c");
+        if let Err(e) = SkeletonBuilder::new()
+            .source(&src)
+            .clang_args([multiarch.as_str(), "-Wall"])
+            .build_and_generate(out_dir.join(format!("{name}.skel.rs")))
+        {
+            panic!("building {src} failed (is clang installed? run scripts/setup.sh): {e:#}");
+        }
     }
     println!("cargo:rerun-if-changed=bpf");
 }

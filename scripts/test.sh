@@ -9,6 +9,9 @@ bash scripts/setup.sh
 step() { printf '\n==> %s\n' "$*"; }
 step "cargo fmt --check";                          cargo fmt --check
 step "cargo clippy --all-targets -- -D warnings";  cargo clippy --locked --all-targets -- -D warnings
+# The netns tests run the bench kit's binaries (another workspace member's,
+# which cargo test alone does not build).
+step "cargo build --bins";                         cargo build --locked --bins
 step "cargo test";                                 cargo test --locked 2>&1 | tee /tmp/synwall-test.$$.log
 step "cargo bench --no-run";                       cargo bench --locked --no-run
 

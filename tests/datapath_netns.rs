@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Synwall, Testbed, flood_bin, run_ok};
+use common::{Synwall, Testbed};
 use synwall::proto::cookie::{self, Flow, KeyRing, Secret};
 use synwall::proto::time::UnixTime;
 use synwall::wire::{ethernet, ipv4, ipv6, tcp};
@@ -81,32 +81,6 @@ fn synacks(pcap: &Path) -> Vec<(Flow, u32, u32, Option<u32>)> {
         out.push((flow, r.seq, r.ack, r.options.timestamps.map(|ts| ts.tsval)));
     }
     out
-}
-
-/// A bounded synwall-flood run (live-frames engine) from the client
-/// namespace; asserts it succeeded. 4,000 frames/s: the engine sends 1/20
-/// of the rate per call, and 200 frames fit the veth's 256-frame ring.
-fn run_flood(tb: &Testbed, mac: &str, dst: &str, mode: &str, count: &str) -> std::process::Output {
-    run_ok(
-        &mut tb.in_cli(&[
-            flood_bin().to_str().unwrap(),
-            "--interface",
-            &tb.cli_if,
-            "--dst-mac",
-            mac,
-            "--dst",
-            dst,
-            "--mode",
-            mode,
-            "--count",
-            count,
-            "--rate",
-            "4000",
-            "--duration",
-            "10",
-        ]),
-        "synwall-flood",
-    )
 }
 
 #[test]
@@ -217,13 +191,11 @@ fn kernel_client_gets_synwalls_synack() {
 
     // Forged ACKs (random cookies, spoofed benchmark-range sources) are all
     // dropped in XDP and counted; none passes as a valid cookie.
-    let mac = tb.srv_mac();
-    let flood = run_flood(&tb, &mac, common::SERVER4, "ack", "2000");
+    let report = tb.flood(common::SERVER4, "ack", "2000");
     std::thread::sleep(Duration::from_millis(300));
     let after = sw.stats_json().unwrap();
     let dropped = after["xdp"]["drop_bad_cookie"].as_u64().unwrap()
         - stats["xdp"]["drop_bad_cookie"].as_u64().unwrap();
-    let report: serde_json::Value = serde_json::from_slice(&flood.stdout).unwrap();
     assert_eq!(report["sent"], 2000, "{report}");
     // Exactly the forged ACKs were dropped as bad cookies: none of them got
     // through. (ack_cookie_ok may still grow: the clients' FIN retransmits
@@ -243,7 +215,7 @@ fn kernel_client_gets_synwalls_synack() {
     };
     let before = synacks(&after);
     for (dst, count) in [(common::SERVER4, "3000"), (common::SERVER6, "1000")] {
-        run_flood(&tb, &mac, dst, "syn", count);
+        tb.flood(dst, "syn", count);
     }
     std::thread::sleep(Duration::from_millis(300));
     let end = sw.stats_json().unwrap();

@@ -257,6 +257,38 @@ c.sendall(b"ok"); c.close()
 }
 
 #[test]
+fn server_behind_synacks_from_xdp() {
+    // synack = "xdp": the XDP program answers the SYNs (the client-side
+    // sink lets the veth deliver XDP_TX frames, as a NIC's wire would);
+    // the same hand-off then delivers the connections.
+    let Some(f) = Fixture::new(1, Turn::Shared) else {
+        return;
+    };
+    let (tb, dir) = (&f.tb, &f.dir);
+    let www = web_root(dir.path());
+    let _sink = tb.sink();
+    let mut server = http_server(tb, &www);
+    let sw = Synwall::start_with(tb, dir.path(), "synack = \"xdp\"", "");
+    for url in [
+        "http://198.18.0.1/index.html",
+        "http://[2001:2::1]/index.html",
+    ] {
+        let out = curl(tb, &["-g", url]);
+        assert!(
+            out.status.success(),
+            "{url}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let stats = sw.stats_json().unwrap();
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(stats["xdp"]["synack_xdp"], 2, "{stats}");
+    assert_eq!(stats["workers"][0]["synacks"], 0, "{stats}");
+    assert!(stats["xdp"]["handoff_ok"].as_u64().unwrap() >= 2, "{stats}");
+}
+
+#[test]
 fn request_in_the_handshake_ack_is_not_lost() {
     let Some(f) = Fixture::new(1, Turn::Shared) else {
         return;

@@ -10,7 +10,10 @@
  * the low 80 bits of 2001:2::/48), the source port, the sequence number and
  * (ACKs) the acknowledgment number, and fixes the checksums.
  *
- * Pages are recycled between runs, so every field is written absolutely:
+ * Pages are recycled between runs, and veth hands frames over by
+ * reference: a receiver that rewrites a frame in place (an XDP_TX answer)
+ * rewrites the page the next frame is made from. So each frame starts as a
+ * fresh copy of the whole template (held here, not in the page), and the
  * checksums start from the template's, whose randomised fields are zero.
  */
 #include <linux/bpf.h>
@@ -29,6 +32,11 @@ const volatile __u8 mode = 0;
 /* The template's checksums as they sit in the frame. */
 const volatile __u16 tcp_csum0 = 0;
 const volatile __u16 ip_csum0 = 0;
+/* The template itself: Ethernet, IPv4 (20) or IPv6 (40), TCP with its
+ * options; at most TEMPLATE_MAX bytes. */
+#define TEMPLATE_MAX 128
+const volatile __u8 template[TEMPLATE_MAX] = {};
+const volatile __u32 template_len = 0;
 
 /* Frames made, per CPU (one slot). */
 struct {
@@ -65,6 +73,11 @@ int xdp_flood(struct xdp_md *ctx)
 	__u32 key = 0;
 	__u64 *n;
 
+	if (template_len == 0 || template_len > TEMPLATE_MAX ||
+	    bpf_xdp_store_bytes(ctx, 0, (void *)template, template_len))
+		return XDP_ABORTED;
+	data = (void *)(long)ctx->data;
+	end = (void *)(long)ctx->data_end;
 	if (is_ipv6) {
 		struct ipv6hdr *ip6 = data + sizeof(struct ethhdr);
 

@@ -4,7 +4,9 @@
 //! * [`frame`] builds whole client frames (SYNs and ACKs shaped like real
 //!   stacks', with VLAN tags, IPv4 options, IPv6 extension headers);
 //! * [`live`] is the live-frames flood engine (bench/bpf/flood.bpf.c run
-//!   through `BPF_PROG_RUN`).
+//!   through `BPF_PROG_RUN`);
+//! * [`testbed`] holds the testbed's XDP programs: the physical limits on
+//!   the server veth and the sink on the client veth.
 //!
 //! The `synwall-flood` binary and the criterion benches live here too, so
 //! installing synwall installs none of it.
@@ -13,3 +15,4 @@
 
 pub mod frame;
 pub mod live;
+pub mod testbed;

@@ -64,6 +64,10 @@ impl std::fmt::Debug for LiveFlood {
     }
 }
 
+/// Longest template the program copies into each frame (TEMPLATE_MAX in
+/// bench/bpf/flood.bpf.c).
+const TEMPLATE_MAX: usize = 128;
+
 /// Offset of the TCP checksum from the start of the TCP header (RFC 9293).
 const TCP_CSUM: usize = 16;
 
@@ -81,6 +85,9 @@ impl LiveFlood {
                 "shorter than its Ethernet, IP and TCP headers",
             ));
         }
+        if template.len() > TEMPLATE_MAX {
+            return Err(FloodError::Template("longer than 128 bytes"));
+        }
         // The program writes the checksums absolutely from these.
         let tcp_csum0 = u16::from_ne_bytes([template[l4 + TCP_CSUM], template[l4 + TCP_CSUM + 1]]);
         let ip_csum0 = u16::from_ne_bytes([template[24], template[25]]);
@@ -97,6 +104,8 @@ impl LiveFlood {
             };
             ro.tcp_csum0 = tcp_csum0;
             ro.ip_csum0 = if ipv6 { 0 } else { ip_csum0 };
+            ro.template[..template.len()].copy_from_slice(&template);
+            ro.template_len = template.len() as u32;
         }
         let skel = open.load().map_err(FloodError::Load)?;
         // struct xdp_md: data, data_end, data_meta, ingress_ifindex,

@@ -231,6 +231,64 @@ impl Testbed {
         }
     }
 
+    /// A bounded synwall-flood run (live-frames engine) from the client
+    /// namespace towards the server veth's MAC; asserts it succeeded and
+    /// returns its JSON line. 4,000 frames/s: the engine sends 1/20 of the
+    /// rate per call, and 200 frames fit the veth's 256-frame ring.
+    pub fn flood(&self, dst: &str, mode: &str, count: &str) -> serde_json::Value {
+        let mac = self.srv_mac();
+        let out = run_ok(
+            &mut self.in_cli(&[
+                flood_bin().to_str().unwrap(),
+                "--interface",
+                &self.cli_if,
+                "--dst-mac",
+                &mac,
+                "--dst",
+                dst,
+                "--mode",
+                mode,
+                "--count",
+                count,
+                "--rate",
+                "4000",
+                "--duration",
+                "10",
+            ]),
+            "synwall-flood",
+        );
+        serde_json::from_slice(&out.stdout).expect("synwall-flood prints JSON")
+    }
+
+    /// The client-side sink (bench/bpf/testbed.bpf.c xdp_sink) on the
+    /// client veth: answers to spoofed flood sources are dropped there, and
+    /// the veth delivers the server's XDP_TX frames at all.
+    pub fn sink(&self) -> TestbedXdp {
+        TestbedXdp::attach(self.in_cli(&[
+            bench_bin("synwall-testbed-xdp").to_str().unwrap(),
+            "--interface",
+            &self.cli_if,
+            "--program",
+            "sink",
+            "--seconds",
+            "120",
+        ]))
+    }
+
+    /// One of the testbed's limit programs (drop, bounce, reflect) on the
+    /// server veth.
+    pub fn limit(&self, program: &str) -> TestbedXdp {
+        TestbedXdp::attach(self.in_srv(&[
+            bench_bin("synwall-testbed-xdp").to_str().unwrap(),
+            "--interface",
+            &self.srv_if,
+            "--program",
+            program,
+            "--seconds",
+            "120",
+        ]))
+    }
+
     /// The server veth's MAC address.
     pub fn srv_mac(&self) -> String {
         let out = self
@@ -259,11 +317,16 @@ impl Drop for Testbed {
     }
 }
 
-/// The bench kit's flood generator. It is another workspace member's
-/// binary, so cargo names no `CARGO_BIN_EXE_` for it here; `cargo test` at
-/// the workspace root builds it next to synwall.
+/// The bench kit's flood generator.
 pub fn flood_bin() -> std::path::PathBuf {
-    let bin = Path::new(env!("CARGO_BIN_EXE_synwall")).with_file_name("synwall-flood");
+    bench_bin("synwall-flood")
+}
+
+/// A binary of the bench kit. It is another workspace member's, so cargo
+/// names no `CARGO_BIN_EXE_` for it here; `cargo test` at the workspace
+/// root builds it next to synwall.
+pub fn bench_bin(name: &str) -> std::path::PathBuf {
+    let bin = Path::new(env!("CARGO_BIN_EXE_synwall")).with_file_name(name);
     assert!(
         bin.exists(),
         "{} is missing: run the tests from the workspace root (cargo test builds it) \
@@ -271,6 +334,42 @@ pub fn flood_bin() -> std::path::PathBuf {
         bin.display()
     );
     bin
+}
+
+/// A synwall-testbed-xdp process holding its program on an interface;
+/// killed (and so detached) on drop.
+pub struct TestbedXdp {
+    child: Child,
+    out: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl TestbedXdp {
+    fn attach(mut cmd: Command) -> TestbedXdp {
+        use std::io::BufRead;
+        let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        assert!(line.contains("attached"), "synwall-testbed-xdp: {line}");
+        TestbedXdp { child, out }
+    }
+
+    /// Detaches the program and returns its counters.
+    pub fn finish(mut self) -> serde_json::Value {
+        use std::io::BufRead;
+        sh(&["kill", "-TERM", &self.child.id().to_string()]);
+        let mut line = String::new();
+        self.out.read_line(&mut line).unwrap();
+        let _ = self.child.wait();
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
+    }
+}
+
+impl Drop for TestbedXdp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// A `synwall run` in the server namespace, killed on drop.
@@ -283,13 +382,18 @@ impl Synwall {
     /// Starts synwall with the testbed's server veth, native XDP, the test
     /// secret, and `extra` appended to its config; waits until it serves stats.
     pub fn start(tb: &Testbed, dir: &Path, extra: &str) -> Synwall {
+        Synwall::start_with(tb, dir, "", extra)
+    }
+
+    /// As [`Synwall::start`], with `datapath` added to `[datapath]`.
+    pub fn start_with(tb: &Testbed, dir: &Path, datapath: &str, extra: &str) -> Synwall {
         std::fs::write(dir.join("secret"), SECRET).unwrap();
         let stats = dir.join("stats.sock");
         let cfg = dir.join("synwall.toml");
         std::fs::write(
             &cfg,
             format!(
-                "[datapath]\ninterface = \"{}\"\nxdp_mode = \"native\"\nstats_socket = \"{}\"\n[cookie]\nsecret_file = \"{}\"\n{extra}",
+                "[datapath]\ninterface = \"{}\"\nxdp_mode = \"native\"\nstats_socket = \"{}\"\n{datapath}\n[cookie]\nsecret_file = \"{}\"\n{extra}",
                 tb.srv_if,
                 stats.display(),
                 dir.join("secret").display()

@@ -1,0 +1,196 @@
+// SPDX-License-Identifier: GPL-2.0
+/* The bench kit's XDP programs for the testbed (synwall-testbed-xdp).
+ *
+ * On the server veth, the testbed's physical limits, measured with the same
+ * generator as the systems compared:
+ *   xdp_drop     every frame dropped: what XDP can take in at all;
+ *   xdp_bounce   every frame sent back unmodified (XDP_TX);
+ *   xdp_reflect  a SYN rewritten into a SYN-ACK without a cookie (MACs,
+ *                addresses and ports swapped, SYN|ACK, ack = seq + 1,
+ *                checksums updated) and sent back: the cheapest possible
+ *                answer, against which synwall's XDP answer is measured.
+ * Each counts the frames it sees and whether they arrived as the
+ * generator's SYNs to `expect_port` at `expect_addr` (a receiver that
+ * rewrites frames in place must not change what the generator sends).
+ *
+ * On the client veth:
+ *   xdp_sink     TCP segments to any address but the client's own (answers
+ *                to spoofed flood sources) are counted and dropped before
+ *                the stack, as they would leave on a real wire; the rest
+ *                (the real clients' traffic, ARP, neighbour discovery)
+ *                passes. Having an XDP program also lets veth deliver the
+ *                server's XDP_TX frames at all.
+ */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/tcp.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+/* Set by user space before load. */
+const volatile __be32 expect_addr = 0;	   /* server IPv4 (reflect/bounce/drop) */
+const volatile __be16 expect_port = 0;	   /* server port */
+const volatile __be32 keep_addr4 = 0;	   /* sink: the client's IPv4 */
+/* sink: the client's IPv6, as two words in memory order (a const volatile
+ * array copied with memcpy would be folded to its zero initialiser). */
+const volatile __u64 keep_addr6_hi = 0;
+const volatile __u64 keep_addr6_lo = 0;
+
+enum tb_counter {
+	TB_RX,		/* IPv4 TCP segments seen (the rest passes, uncounted) */
+	TB_AS_SENT,	/* SYNs to expect_addr:expect_port, as the generator sends */
+	TB_ALTERED,	/* other TCP: a rewritten frame, or not the generator's */
+	TB_DROPPED,	/* sink: answers to spoofed sources dropped */
+	TB_PASSED,	/* sink: the client's own traffic passed */
+	TB_COUNTER_MAX,
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, TB_COUNTER_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} counters SEC(".maps");
+
+static __always_inline void count(__u32 c)
+{
+	__u64 *v = bpf_map_lookup_elem(&counters, &c);
+
+	if (v)
+		*v += 1;
+}
+
+/* One's complement sum folded to 16 bits (RFC 1071). */
+static __always_inline __u16 fold(__u32 s)
+{
+	s = (s & 0xffff) + (s >> 16);
+	s = (s & 0xffff) + (s >> 16);
+	return (__u16)s;
+}
+
+/* The IPv4 TCP header of a frame without VLAN tags or IP options. */
+static __always_inline struct tcphdr *tcp_v4(void *data, void *end, struct iphdr **ipp)
+{
+	struct ethhdr *eth = data;
+	struct iphdr *ip = (void *)(eth + 1);
+	struct tcphdr *tcp = (void *)(ip + 1);
+
+	if ((void *)(tcp + 1) > end || eth->h_proto != bpf_htons(ETH_P_IP) || ip->ihl != 5 ||
+	    ip->protocol != IPPROTO_TCP)
+		return NULL;
+	*ipp = ip;
+	return tcp;
+}
+
+/* A limit program's verdict on one frame: `action` for the generator's
+ * SYNs and any other TCP (counted apart), XDP_PASS for the rest (ARP,
+ * neighbour discovery). *as_sent says whether it is the generator's SYN. */
+static __always_inline int limit(struct xdp_md *ctx, int action, struct iphdr **ipp,
+				 struct tcphdr **tcpp)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct tcphdr *tcp = tcp_v4(data, end, ipp);
+
+	*tcpp = NULL;
+	if (!tcp)
+		return XDP_PASS;
+	count(TB_RX);
+	if ((*ipp)->daddr == expect_addr && tcp->dest == expect_port && tcp->syn && !tcp->ack) {
+		count(TB_AS_SENT);
+		*tcpp = tcp;
+	} else {
+		count(TB_ALTERED);
+	}
+	return action;
+}
+
+SEC("xdp")
+int xdp_drop(struct xdp_md *ctx)
+{
+	struct iphdr *ip;
+	struct tcphdr *tcp;
+
+	return limit(ctx, XDP_DROP, &ip, &tcp);
+}
+
+SEC("xdp")
+int xdp_bounce(struct xdp_md *ctx)
+{
+	struct iphdr *ip;
+	struct tcphdr *tcp;
+
+	return limit(ctx, XDP_TX, &ip, &tcp);
+}
+
+SEC("xdp")
+int xdp_reflect(struct xdp_md *ctx)
+{
+	struct ethhdr *eth = (void *)(long)ctx->data;
+	__be32 addr, old[3], new[3];
+	__u8 mac[ETH_ALEN];
+	struct tcphdr *tcp;
+	struct iphdr *ip;
+	__be16 port;
+	int act = limit(ctx, XDP_DROP, &ip, &tcp);
+
+	if (!tcp || (void *)(eth + 1) > (void *)(long)ctx->data_end)
+		return act;
+	__builtin_memcpy(mac, eth->h_dest, ETH_ALEN);
+	__builtin_memcpy(eth->h_dest, eth->h_source, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, mac, ETH_ALEN);
+	/* Swapping addresses or ports leaves both checksums as they are. */
+	addr = ip->saddr;
+	ip->saddr = ip->daddr;
+	ip->daddr = addr;
+	port = tcp->source;
+	tcp->source = tcp->dest;
+	tcp->dest = port;
+	/* seq, ack and the offset/flags word change: update the checksum. */
+	__builtin_memcpy(old, &tcp->seq, sizeof(old));
+	tcp->ack_seq = bpf_htonl(bpf_ntohl(tcp->seq) + 1);
+	tcp->seq = bpf_htonl(0x53570000);
+	tcp->ack = 1;
+	__builtin_memcpy(new, &tcp->seq, sizeof(new));
+	tcp->check = ~fold((__u32)bpf_csum_diff(old, sizeof(old), new, sizeof(new),
+						(__u16)~tcp->check));
+	return XDP_TX;
+}
+
+SEC("xdp")
+int xdp_sink(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+
+	if ((void *)(eth + 1) > end)
+		return XDP_PASS;
+	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = (void *)(eth + 1);
+
+		if ((void *)(ip + 1) <= end && ip->protocol == IPPROTO_TCP && ip->daddr != keep_addr4) {
+			count(TB_DROPPED);
+			return XDP_DROP;
+		}
+	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = (void *)(eth + 1);
+
+		__u64 d[2];
+
+		if ((void *)(ip6 + 1) > end)
+			return XDP_PASS;
+		__builtin_memcpy(d, &ip6->daddr, 16);
+		if (ip6->nexthdr == IPPROTO_TCP && (d[0] != keep_addr6_hi || d[1] != keep_addr6_lo)) {
+			count(TB_DROPPED);
+			return XDP_DROP;
+		}
+	}
+	count(TB_PASSED);
+	return XDP_PASS;
+}
+
+char LICENSE[] SEC("license") = "GPL";
