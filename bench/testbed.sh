@@ -12,6 +12,17 @@
 #                               IPv4 address, backlog 4096, no request
 #                               logging; sets HTTP
 #   tb_wait_stats SYNWALL SOCK  waits until `synwall stats` answers
+#   tb_sides SERVER_CPU CLIENT_CPU
+#                               pins each side's receive work: the server
+#                               veth's NAPI thread to SERVER_CPU, the client
+#                               veth's (threaded too; it has NAPI once an
+#                               XDP program is attached) to CLIENT_CPU
+#   tb_xdp TESTBED_XDP PROGRAM SECONDS
+#                               starts synwall-testbed-xdp PROGRAM (sink on
+#                               the client veth; drop, bounce, reflect on
+#                               the server veth), waits until it is
+#                               attached; sets XDPPID, its output in $work/xdp.out
+#   tb_xdp_stop                 detaches it; prints its counters (JSON)
 #   tb_destroy
 
 tb_create() {
@@ -53,6 +64,33 @@ PYSRV
   HTTP=$!
   for _ in $(seq 50); do ip netns exec "$S" ss -Hltn "sport = :$port" | grep -q . && return 0; sleep 0.1; done
   echo "http server did not start" >&2; return 1
+}
+
+tb_sides() {
+  ip netns exec "$C" sh -c "echo 1 > /sys/class/net/$CI/threaded"
+  local p
+  for p in $(pgrep "^napi/$SI-"); do taskset -pc "$1" "$p" >/dev/null; done
+  for p in $(pgrep "^napi/$CI-"); do taskset -pc "$2" "$p" >/dev/null; done
+}
+
+tb_xdp() {
+  local ns=$S dev=$SI _
+  [ "$2" = sink ] && ns=$C dev=$CI
+  : > "$work/xdp.out"
+  ip netns exec "$ns" "$1" --interface "$dev" --program "$2" --seconds "$3" > "$work/xdp.out" &
+  XDPPID=$!
+  for _ in $(seq 100); do grep -q attached "$work/xdp.out" && return 0; sleep 0.05; done
+  echo "synwall-testbed-xdp $2 did not attach" >&2; return 1
+}
+
+tb_xdp_stop() {
+  local _
+  kill -TERM "$XDPPID" 2>/dev/null || true
+  # Its counters are its second line (wait alone would not do from a subshell).
+  for _ in $(seq 100); do [ "$(wc -l < "$work/xdp.out")" -ge 2 ] && break; sleep 0.05; done
+  wait "$XDPPID" 2>/dev/null || true
+  XDPPID=
+  tail -n 1 "$work/xdp.out"
 }
 
 tb_wait_stats() {
