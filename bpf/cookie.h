@@ -117,11 +117,30 @@ static __always_inline __u64 siphash24(const struct sw_key *k, const __u64 *w, i
 	return v0 ^ v1 ^ v2 ^ v3;
 }
 
-/* Little-endian load of 8 message bytes. */
-static __always_inline __u64 le64(const __u8 *p)
+/* Message bytes read as SipHash reads them: little-endian, whatever the
+ * host's byte order. */
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define LE32(v) (v)
+#define LE64(v) (v)
+#else
+#define LE32(v) __builtin_bswap32(v)
+#define LE64(v) __builtin_bswap64(v)
+#endif
+
+static __always_inline __u32 le32_at(const __u8 *p)
 {
-	return (__u64)p[0] | (__u64)p[1] << 8 | (__u64)p[2] << 16 | (__u64)p[3] << 24 |
-	       (__u64)p[4] << 32 | (__u64)p[5] << 40 | (__u64)p[6] << 48 | (__u64)p[7] << 56;
+	__u32 v;
+
+	__builtin_memcpy(&v, p, 4);
+	return LE32(v);
+}
+
+static __always_inline __u64 le64_at(const __u8 *p)
+{
+	__u64 v;
+
+	__builtin_memcpy(&v, p, 8);
+	return LE64(v);
 }
 
 /* The connection a cookie belongs to, as docs/cookie.md §4's message M
@@ -135,42 +154,31 @@ struct cookie_flow {
 };
 
 /* H = SipHash-2-4-64(K, M) for the client's ISN and the 10 attribute bits
- * (docs/cookie.md §4). */
+ * (docs/cookie.md §4). M is built as SipHash's 64-bit words directly:
+ * IPv4 client(4) server(4) | ports(4) ISN(4) | INFO(4), 20 bytes; IPv6
+ * client(16) server(16) | ports(4) ISN(4) | INFO(4), 44 bytes. ISN and
+ * INFO are big-endian in M, so read little-endian they are byte-swapped. */
 static __always_inline __u64 cookie_mac(const struct sw_key *key, const struct cookie_flow *fl,
 					__u32 client_isn, __u32 attrs, int has_ts)
 {
-	__u8 m[48] = {};
-	__u64 w[6] = {};
 	__u32 info = (COOKIE_VERSION << 24) | (has_ts ? INFO_TS_BIT : 0) | (attrs & ATTR_MASK);
-	int n, i, full;
+	__u8 ports[4];
+	__u64 w[5] = {}, tail_word;
 
+	__builtin_memcpy(ports, &fl->sport, 2);
+	__builtin_memcpy(ports + 2, &fl->dport, 2);
+	tail_word = (__u64)le32_at(ports) | (__u64)__builtin_bswap32(client_isn) << 32;
 	if (fl->addr_len == 4) {
-		__builtin_memcpy(m, fl->saddr, 4);
-		__builtin_memcpy(m + 4, fl->daddr, 4);
-		n = 8;
-	} else {
-		__builtin_memcpy(m, fl->saddr, 16);
-		__builtin_memcpy(m + 16, fl->daddr, 16);
-		n = 32;
+		w[0] = (__u64)le32_at(fl->saddr) | (__u64)le32_at(fl->daddr) << 32;
+		w[1] = tail_word;
+		return siphash24(key, w, 2, __builtin_bswap32(info), 20);
 	}
-	/* ports as on the wire (big-endian), ISN and INFO big-endian */
-	__builtin_memcpy(m + n, &fl->sport, 2);
-	__builtin_memcpy(m + n + 2, &fl->dport, 2);
-	m[n + 4] = client_isn >> 24;
-	m[n + 5] = client_isn >> 16;
-	m[n + 6] = client_isn >> 8;
-	m[n + 7] = client_isn;
-	m[n + 8] = info >> 24;
-	m[n + 9] = info >> 16;
-	m[n + 10] = info >> 8;
-	m[n + 11] = info;
-	n += 12; /* 20 or 44 */
-	full = n / 8;
-#pragma unroll
-	for (i = 0; i < 6; i++)
-		w[i] = le64(m + 8 * i);
-	/* The last 4 bytes (16..20 or 40..44) are the tail word's low half. */
-	return siphash24(key, w, full, full == 2 ? (__u32)w[2] : (__u32)w[5], n);
+	w[0] = le64_at(fl->saddr);
+	w[1] = le64_at(fl->saddr + 8);
+	w[2] = le64_at(fl->daddr);
+	w[3] = le64_at(fl->daddr + 8);
+	w[4] = tail_word;
+	return siphash24(key, w, 5, __builtin_bswap32(info), 44);
 }
 
 /*

@@ -101,12 +101,16 @@ struct {
  * NOP skipped, EOL ends, a known kind with the wrong length or any option
  * running past the end is malformed, unknown kinds are skipped, a repeated
  * option keeps its last value. */
+/* No window-scale option: beyond any one-byte shift (a client may send 15,
+ * the cookie's own "none", which the cookie clamps to 14). */
+#define SYN_NO_WSCALE 0x100
+
 struct syn_walk {
 	__u8 buf[OPT_BUF_LEN];
 	__u32 len;
 	__u32 off;
 	__u32 mss;    /* 0: none */
-	__u32 wscale; /* WSCALE_NONE: none */
+	__u32 wscale; /* the shift as sent (0..255), or SYN_NO_WSCALE */
 	__u32 sack;
 	__u32 ts;
 	__u32 tsval;
@@ -284,7 +288,7 @@ static __always_inline __u32 synack_header(__be32 *h, const struct tcphdr *tcp, 
 		h[8] = bpf_htonl(w->tsval);
 		n = 9;
 	}
-	if (w->wscale != WSCALE_NONE) {
+	if (w->wscale != SYN_NO_WSCALE) {
 		if (n == 6)
 			h[6] = bpf_htonl(TCPOPT_NOP << 24 | TCPOPT_WINDOW << 16 | TCPOLEN_WINDOW << 8 |
 					 our_wscale);
@@ -385,7 +389,7 @@ __attribute__((noinline)) int sw_synack(struct xdp_md *ctx, struct pkt *p)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
-	struct syn_walk w = { .wscale = WSCALE_NONE };
+	struct syn_walk w = { .wscale = SYN_NO_WSCALE };
 	struct cookie_flow fl = {};
 	struct ethhdr *eth = data;
 	__u32 l3, l4, hlen, optlen, ecn, ws, attrs, slot, isn, tcp_len, flags, zero = 0;
@@ -442,7 +446,7 @@ __attribute__((noinline)) int sw_synack(struct xdp_md *ctx, struct pkt *p)
 	if (!key)
 		return SW_SYN_WORKER_SHAPE;
 	ecn = synack_ecn && tcp->ece && tcp->cwr;
-	ws = w.wscale == WSCALE_NONE ? WSCALE_NONE : (w.wscale > WSCALE_MAX ? WSCALE_MAX : w.wscale);
+	ws = w.wscale == SYN_NO_WSCALE ? WSCALE_NONE : (w.wscale > WSCALE_MAX ? WSCALE_MAX : w.wscale);
 	attrs = slot << COOKIE_EPOCH_SHIFT |
 		mss_index(w.mss ? w.mss & 0xffff : (p->v6 ? DEFAULT_MSS_V6 : DEFAULT_MSS_V4))
 			<< COOKIE_MSS_SHIFT |

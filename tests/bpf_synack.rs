@@ -142,6 +142,11 @@ fn the_handshake_corpus_gets_the_cores_bytes() {
             Outcome::Answered,
         ),
         (
+            "window scale 15 (the cookie's own none) is clamped, not lost",
+            TcpFrame::client_syn(Ip::client_v4(), &[3, 3, 15, 4, 2, 0, 0, 0]).to_vec(),
+            Outcome::Answered,
+        ),
+        (
             "window scale 14+ is clamped",
             TcpFrame::client_syn(Ip::client_v4(), &[1, 3, 3, 200]).to_vec(),
             Outcome::Answered,
