@@ -97,14 +97,14 @@ struct {
 	__type(value, __u32);
 } mint_epoch SEC(".maps");
 
-/* What a SYN's options say, as the core's tcp::Options::parse reads them:
- * NOP skipped, EOL ends, a known kind with the wrong length or any option
- * running past the end is malformed, unknown kinds are skipped, a repeated
- * option keeps its last value. */
 /* No window-scale option: beyond any one-byte shift (a client may send 15,
  * the cookie's own "none", which the cookie clamps to 14). */
 #define SYN_NO_WSCALE 0x100
 
+/* What a SYN's options say, as the core's tcp::Options::parse reads them:
+ * NOP skipped, EOL ends, a known kind with the wrong length or any option
+ * running past the end is malformed, unknown kinds are skipped, a repeated
+ * option keeps its last value. */
 struct syn_walk {
 	__u8 buf[OPT_BUF_LEN];
 	__u32 len;
@@ -117,9 +117,9 @@ struct syn_walk {
 	int bad;
 };
 
-static long syn_opt_step(__u64 i, void *arg)
+/* One option; 1 when the walk is over (end, EOL or malformed). */
+static __always_inline long syn_opt(struct syn_walk *w)
 {
-	struct syn_walk *w = arg;
 	__u32 off = w->off, len, kind;
 
 	if (off >= w->len)
@@ -173,49 +173,77 @@ bad:
 	return 1;
 }
 
-/* One's complement sum of a csum_diff result, folded and inverted: the
- * checksum field's value, or 0 when verifying a correct one. */
-static __always_inline __u16 csum_fold(__s64 s)
+static long syn_opt_step(__u64 i, void *arg)
 {
-	__u64 v = (__u32)s;
+	return syn_opt(arg);
+}
 
-	v = (v & 0xffff) + (v >> 16);
-	v = (v & 0xffff) + (v >> 16);
-	return ~v;
+/* Options a common SYN has, NOPs included (Linux 5, Windows 6, macOS 8),
+ * walked inline; the rare longer list goes on in bpf_loop. */
+#define SYN_OPTS_INLINE 8
+
+static __always_inline void syn_walk_run(struct syn_walk *w, __u32 len)
+{
+	int i;
+
+	w->len = len;
+#pragma unroll
+	for (i = 0; i < SYN_OPTS_INLINE; i++)
+		if (syn_opt(w))
+			return;
+	bpf_loop(TCP_MAX_OPTIONS - SYN_OPTS_INLINE, syn_opt_step, w, 0);
+}
+
+/* Checksums (RFC 1071) as 64-bit sums of 32-bit words read in memory
+ * order: folded to 16 bits, the result is already in network order. */
+static __always_inline __u16 csum_fold(__u64 s)
+{
+	s = (s & 0xffffffff) + (s >> 32);
+	s = (s & 0xffffffff) + (s >> 32);
+	s = (s & 0xffff) + (s >> 16);
+	s = (s & 0xffff) + (s >> 16);
+	return ~s;
+}
+
+static __always_inline __u32 load32(const void *p)
+{
+	__u32 v;
+
+	__builtin_memcpy(&v, p, 4);
+	return v;
 }
 
 /* The TCP pseudo-header sum (RFC 9293 §3.1, RFC 8200 §8.1) of a segment of
  * `tcp_len` bytes between these addresses; symmetric in them, so it serves
  * the SYN and its answer. */
-static __always_inline __s64 pseudo_sum(const struct pkt *p, __u32 tcp_len)
+static __always_inline __u64 pseudo_sum(const struct pkt *p, __u32 tcp_len)
 {
-	if (p->v6) {
-		struct {
-			__u8 saddr[16];
-			__u8 daddr[16];
-			__be32 len;
-			__be32 next;
-		} ph = {};
+	const __u8 *a;
+	__u64 s;
+	int i;
 
-		__builtin_memcpy(ph.saddr, p->tuple.ipv6.saddr, 16);
-		__builtin_memcpy(ph.daddr, p->tuple.ipv6.daddr, 16);
-		ph.len = bpf_htonl(tcp_len);
-		ph.next = bpf_htonl(IPPROTO_TCP);
-		return bpf_csum_diff(NULL, 0, (__be32 *)&ph, sizeof(ph), 0);
-	} else {
-		struct {
-			__be32 saddr;
-			__be32 daddr;
-			__be16 proto;
-			__be16 len;
-		} ph = {};
+	if (!p->v6)
+		return (__u64)p->tuple.ipv4.saddr + p->tuple.ipv4.daddr + bpf_htons(IPPROTO_TCP) +
+		       bpf_htons(tcp_len);
+	a = (const __u8 *)p->tuple.ipv6.saddr;
+	s = bpf_htonl(tcp_len) + bpf_htonl(IPPROTO_TCP);
+#pragma unroll
+	for (i = 0; i < 8; i++)
+		s += load32(a + 4 * i); /* saddr then daddr: adjacent in the tuple */
+	return s;
+}
 
-		ph.saddr = p->tuple.ipv4.saddr;
-		ph.daddr = p->tuple.ipv4.daddr;
-		ph.proto = bpf_htons(IPPROTO_TCP);
-		ph.len = bpf_htons(tcp_len);
-		return bpf_csum_diff(NULL, 0, (__be32 *)&ph, sizeof(ph), 0);
-	}
+/* The sum of n (<= 10) 32-bit words at w. */
+static __always_inline __u64 words_sum(const void *w, __u32 n)
+{
+	__u64 s = 0;
+	int i;
+
+#pragma unroll
+	for (i = 0; i < 10; i++)
+		if (i < n)
+			s += load32((const __u8 *)w + 4 * i);
+	return s;
 }
 
 /* The core's Net::bad_endpoints and its port and MAC checks: sources no
@@ -334,7 +362,7 @@ static __always_inline int syn_ip_ok(void *data, void *data_end, const struct pk
 			return SW_SYN_WORKER_IP_EXT;
 		if (bpf_ntohs(ip->tot_len) != sizeof(*ip) + hlen)
 			return SW_SYN_WORKER_PAYLOAD;
-		if (verify_checksums && csum_fold(bpf_csum_diff(NULL, 0, (__be32 *)ip, sizeof(*ip), 0)))
+		if (verify_checksums && csum_fold(words_sum(ip, 5)))
 			return SW_SYN_WORKER_CHECKSUM;
 	}
 	return -1;
@@ -373,8 +401,28 @@ static __always_inline int write_ip(void *data, void *data_end, const struct pkt
 
 		if ((void *)(ip + 1) > data_end)
 			return -1;
-		nip.check = csum_fold(bpf_csum_diff(NULL, 0, (__be32 *)&nip, sizeof(nip), 0));
+		nip.check = csum_fold(words_sum(&nip, 5));
 		__builtin_memcpy(ip, &nip, sizeof(nip));
+	}
+	return 0;
+}
+
+/* The SYN-ACK's TCP header (n words, 6..10) over the SYN's. */
+static __always_inline int write_tcp(void *data, void *data_end, __u32 l4, const __be32 *h,
+				     __u32 n)
+{
+	__be32 *th = data + l4;
+	int i;
+
+	if ((void *)(th + 6) > data_end)
+		return -1;
+#pragma unroll
+	for (i = 0; i < 10; i++) {
+		if (i >= n)
+			break;
+		if ((void *)(th + i + 1) > data_end)
+			return -1;
+		th[i] = h[i];
 	}
 	return 0;
 }
@@ -399,7 +447,6 @@ __attribute__((noinline)) int sw_synack(struct xdp_md *ctx, struct pkt *p)
 	__be32 h[10] = {};
 	__u32 *epoch;
 	__u64 mac;
-	__s64 sum;
 	int rc;
 
 	if (!p)
@@ -422,18 +469,13 @@ __attribute__((noinline)) int sw_synack(struct xdp_md *ctx, struct pkt *p)
 	if (optlen > 0) {
 		if (bpf_xdp_load_bytes(ctx, l4 + sizeof(*tcp), w.buf, optlen))
 			return SW_SYN_WORKER_SHAPE;
-		w.len = optlen;
-		bpf_loop(TCP_MAX_OPTIONS, syn_opt_step, &w, 0);
+		syn_walk_run(&w, optlen);
 		if (w.bad)
 			return SW_SYN_WORKER_OPTIONS;
 	}
-	if (verify_checksums) {
-		sum = pseudo_sum(p, hlen);
-		sum = bpf_csum_diff(NULL, 0, (__be32 *)tcp, sizeof(*tcp), sum);
-		sum = bpf_csum_diff(NULL, 0, (__be32 *)w.buf, optlen & 0x3c, sum);
-		if (csum_fold(sum))
-			return SW_SYN_WORKER_CHECKSUM;
-	}
+	if (verify_checksums &&
+	    csum_fold(pseudo_sum(p, hlen) + words_sum(tcp, 5) + words_sum(w.buf, optlen / 4)))
+		return SW_SYN_WORKER_CHECKSUM;
 	if (bad_endpoints(p, eth, tcp))
 		return SW_SYN_WORKER_SOURCE;
 
@@ -458,9 +500,7 @@ __attribute__((noinline)) int sw_synack(struct xdp_md *ctx, struct pkt *p)
 	flags = TCP_FLAG_SYN | TCP_FLAG_ACK | (ecn ? TCP_FLAG_ECE : 0);
 	tcp_len = synack_header(h, tcp, isn, flags, &w, mac >> 32,
 				p->v6 ? synack_mss_v6 : synack_mss_v4);
-	sum = pseudo_sum(p, tcp_len);
-	sum = bpf_csum_diff(NULL, 0, h, tcp_len & 0x3c, sum);
-	((__u16 *)h)[8] = csum_fold(sum);
+	((__u16 *)h)[8] = csum_fold(pseudo_sum(p, tcp_len) + words_sum(h, tcp_len / 4));
 
 	/* From here on the frame changes: its length first, so a tail that
 	 * cannot grow leaves it as it was. */
@@ -475,8 +515,7 @@ __attribute__((noinline)) int sw_synack(struct xdp_md *ctx, struct pkt *p)
 	__builtin_memcpy(mac_tmp, eth->h_dest, ETH_ALEN);
 	__builtin_memcpy(eth->h_dest, eth->h_source, ETH_ALEN);
 	__builtin_memcpy(eth->h_source, mac_tmp, ETH_ALEN);
-	if (write_ip(data, data_end, p, l3, tcp_len) ||
-	    bpf_xdp_store_bytes(ctx, l4, h, tcp_len & 0x3c))
+	if (write_ip(data, data_end, p, l3, tcp_len) || write_tcp(data, data_end, l4, h, tcp_len / 4))
 		return SW_SYN_WORKER_NO_ROOM;
 	return -1;
 }
