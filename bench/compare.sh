@@ -1,59 +1,78 @@
 #!/usr/bin/env bash
 # The comparison runner: one testbed, one generator, one prober, one run,
-# the same flood rates against each system in turn:
-#   kernel_sc1  the kernel alone, net.ipv4.tcp_syncookies=1 (cookies when
-#               the SYN queue overflows), a plain server
-#   kernel_sc2  the kernel alone, tcp_syncookies=2 (cookies always)
-#   synproxy    netfilter SYNPROXY (iptables) in front of the same server
-#   synwall     synwall, kernel-mode hand-off to the same server
-#   synwall_proxy  synwall, proxy mode, relaying to the same server
-# For each system and flood rate (0 = no flood, the baseline): SYN-ACKs per
-# second, CPU seconds per million SYNs (all CPUs), and the prober's success
-# rate and latency. Output: a table, bench/results/compare-<time>.json and
-# bench/results/compare-<time>.png (gnuplot).
-# Run as root:  bash bench/compare.sh      (RATES="0 100000 ..." to choose)
+# the same floods against each system in turn:
+#   kernel_sc1     the kernel alone, net.ipv4.tcp_syncookies=1 (cookies when
+#                  the SYN queue overflows), a plain server
+#   kernel_sc2     the kernel alone, tcp_syncookies=2 (cookies always)
+#   synproxy       netfilter SYNPROXY (iptables) in front of the same server
+#   synwall_afxdp, synwall_xdp, synwall_auto
+#                  synwall, kernel-mode hand-off to the same server, with
+#                  [datapath] synack = "afxdp", "xdp", "auto" (the default)
+#   synwall_proxy  synwall (synack = "auto"), proxy mode, relaying to it
+# and first, at the generator's maximum, the testbed's limits: an XDP
+# program on the server veth that drops every frame, one that sends it
+# back unmodified (bounce), one that answers with a cookie-less SYN-ACK
+# (reflect).
+#
+# For each system: a no-flood baseline, then a ladder of paced flood rates
+# (RATES), then the generator's maximum. Per point: SYN-ACKs per second,
+# CPU seconds per million SYNs (all CPUs), the prober's success rate and
+# latency. A system's knee is the highest paced rate at which success stays
+# >= 99.9% and connect p99 <= 2x its own no-flood p99. Output: a table,
+# bench/results/compare-<time>.json and .png (gnuplot).
+# Run as root:  bash bench/compare.sh   (RATES, SYSTEMS, SECS to choose)
+#
+# The testbed as in bench/synack_rate.sh: the client veth's sink drops the
+# answers to spoofed sources for every system; the server side's receive
+# work is on CPU 0 and the client side's (generator, client veth) on CPU 1,
+# both at softirq-like priority.
 #
 # Network rules: two namespaces made here, one veth pair, 198.18.0.0/15
 # only, no default route; every flood is bounded by count and time; the
 # namespaces are deleted on exit, also on failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RATES=${RATES:-"0 50000 150000 300000 1000000000"}  # the last: as fast as the generator goes
-# Paced rates use the AF_XDP engine, which paces in batches of 64 frames;
-# the live-frames engine sends 50 ms bursts at full speed (each BPF_PROG_RUN
-# call has ~13 ms of set-up), which a veth's 256-frame ring cannot absorb,
-# so it is used for the unpaced top rate only.
-LIVE_ABOVE=${LIVE_ABOVE:-300000}
+# Paced rates use the AF_XDP engine, which paces in batches of 64 frames
+# (about 300k/s at most here); the live-frames engine sends 50 ms bursts at
+# full speed (each BPF_PROG_RUN call has ms of set-up), which a veth's
+# 256-frame ring cannot absorb, so it is used for the unpaced maximum only.
+RATES=${RATES:-"50000 100000 150000 200000 250000 300000"}
+MAX=1000000000               # "as fast as the generator goes"
 SECS=${SECS:-6}              # prober window per point; the flood lasts SECS + 3
 CONC=${CONC:-8}              # prober clients
-SYSTEMS=${SYSTEMS:-"kernel_sc1 kernel_sc2 synproxy synwall synwall_proxy"}
+SYSTEMS=${SYSTEMS:-"kernel_sc1 kernel_sc2 synproxy synwall_afxdp synwall_xdp synwall_auto synwall_proxy"}
+LIMITS=${LIMITS:-"drop bounce reflect"}
 GEN_CPU=${GEN_CPU:-$(( $(nproc) - 1 ))}   # the attacker's CPU, off synwall's worker (CPU 0)
 
 [ "${SKIP_SETUP:-}" ] || bash scripts/setup.sh
 command -v gnuplot >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gnuplot-nox >/dev/null
-cargo build --release --locked --quiet --bin synwall --bin synwall-flood
+cargo build --release --locked --quiet --bin synwall --bin synwall-flood --bin synwall-testbed-xdp
 SW=$PWD/target/release/synwall FLOOD=$PWD/target/release/synwall-flood
+TBX=$PWD/target/release/synwall-testbed-xdp
 
 . bench/testbed.sh
 work=$(mktemp -d /tmp/synwall-cmp.XXXXXX)
-HTTP= SWPID= FLOODPID=
+HTTP= SWPID= FLOODPID= XDPPID= SINKPID=
 cleanup() {
-  for p in $FLOODPID $SWPID $HTTP; do kill "$p" 2>/dev/null || true; done
+  for p in $FLOODPID $SWPID $HTTP $XDPPID $SINKPID; do kill "$p" 2>/dev/null || true; done
   tb_destroy
   rm -rf "$work"
 }
 trap cleanup EXIT
 tb_create "swc$(printf '%05x' $$)"
+tb_xdp "$TBX" sink 7200; SINKPID=$XDPPID; XDPPID=
+tb_sides 0 "$GEN_CPU"
 mkdir "$work/www"; echo "hello" > "$work/www/index.html"
 tb_http_server "$work/www" "$work" 8080
 ip netns exec "$S" sysctl -qw net.ipv4.tcp_max_syn_backlog=4096
 ip netns exec "$C" ping -c1 -W1 198.18.0.1 >/dev/null
 
 "$SW" gen-secret > "$work/secret"
-for mode in kernel proxy; do
-  port=8080; [ "$mode" = proxy ] && port=80
-  printf '[datapath]\ninterface = "%s"\nstats_socket = "%s"\n[protect]\nports = [%s]\n[cookie]\nsecret_file = "%s"\n[handoff]\nmode = "%s"\nupstreams = ["198.18.0.1:8080"]\n' \
-    "$SI" "$work/stats.sock" "$port" "$work/secret" "$mode" > "$work/$mode.toml"
+for sys in synwall_afxdp synwall_xdp synwall_auto synwall_proxy; do
+  mode=kernel port=8080 synack=${sys#synwall_}
+  [ "$sys" = synwall_proxy ] && mode=proxy port=80 synack=auto
+  printf '[datapath]\ninterface = "%s"\nstats_socket = "%s"\nsynack = "%s"\n[protect]\nports = [%s]\n[cookie]\nsecret_file = "%s"\n[handoff]\nmode = "%s"\nupstreams = ["198.18.0.1:8080"]\n' \
+    "$SI" "$work/stats.sock" "$synack" "$port" "$work/secret" "$mode" > "$work/$sys.toml"
 done
 
 synproxy() { # -A or -D: SYNPROXY for port 8080 on the server veth
@@ -74,10 +93,10 @@ setup_system() { # name -> sets PORT
     synproxy)
       ip netns exec "$S" sysctl -qw net.ipv4.tcp_syncookies=1 net.netfilter.nf_conntrack_tcp_loose=0
       synproxy -A ;;
-    synwall|synwall_proxy)
-      local mode=kernel; [ "$1" = synwall_proxy ] && { mode=proxy; PORT=80; }
+    synwall_*)
+      [ "$1" = synwall_proxy ] && PORT=80
       ip netns exec "$S" sysctl -qw net.ipv4.tcp_syncookies=1
-      ip netns exec "$S" "$SW" run --config "$work/$mode.toml" >/dev/null 2>"$work/synwall.log" &
+      ip netns exec "$S" "$SW" run --config "$work/$1.toml" >/dev/null 2>"$work/synwall.log" &
       SWPID=$!
       tb_wait_stats "$SW" "$work/stats.sock" ;;
   esac
@@ -85,7 +104,7 @@ setup_system() { # name -> sets PORT
 teardown_system() {
   case $1 in
     synproxy) synproxy -D ;;
-    synwall|synwall_proxy) kill -TERM "$SWPID"; wait "$SWPID" || true; SWPID= ;;
+    synwall_*) kill -TERM "$SWPID"; wait "$SWPID" || true; SWPID= ;;
   esac
 }
 
@@ -98,7 +117,7 @@ point() { # system rate -> one JSON line appended to $work/points
   r0=$(rx); b0=$(busy)
   if [ "$rate" -gt 0 ]; then
     local dur=$((SECS + 3))
-    local engine=afxdp; [ "$rate" -gt "$LIVE_ABOVE" ] && engine=live
+    local engine=afxdp; [ "$rate" -ge "$MAX" ] && engine=live
     ip netns exec "$C" taskset -c "$GEN_CPU" "$FLOOD" --engine "$engine" --interface "$CI" --dst-mac "$SRV_MAC" \
       --dst 198.18.0.1 --dport "$PORT" --rate "$rate" --count $((rate < 50000000 ? rate * dur : 50000000)) \
       --duration "$dur" > "$work/flood.out" &
@@ -124,22 +143,56 @@ PY
   tail -1 "$work/points" >&2
 }
 
+limit() { # program: the flood at the generator's maximum against it
+  local r0 r1 out
+  tb_xdp "$TBX" "$1" 600
+  r0=$(rx)
+  out=$(ip netns exec "$C" taskset -c "$GEN_CPU" "$FLOOD" --interface "$CI" --dst-mac "$SRV_MAC" \
+        --dst 198.18.0.1 --dport 80 --count 50000000 --duration "$SECS")
+  sleep 0.3
+  r1=$(rx)
+  python3 - "$1" "$out" "$r0" "$r1" "$(tb_xdp_stop)" >> "$work/limits" <<'PY'
+import json, sys
+name, f, r0, r1, own = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), json.loads(sys.argv[5])
+s = f["seconds"]
+rate = own["rx"] / s if name == "drop" else (r1 - r0) / s
+print(json.dumps(dict(limit=name, offered_pps=round(f["pps"]), rate=round(rate))))
+PY
+  tail -1 "$work/limits" >&2
+}
+
+: > "$work/limits"
+for l in $LIMITS; do limit "$l"; done
 for sys in $SYSTEMS; do
   echo "==> $sys" >&2
   setup_system "$sys"
-  for rate in $RATES; do point "$sys" "$rate"; done
+  for rate in 0 $RATES $MAX; do point "$sys" "$rate"; done
   teardown_system "$sys"
 done
 
 mkdir -p bench/results
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
-python3 - "$work/points" "bench/results/compare-$stamp" "$work" <<'PY'
+python3 - "$work/points" "bench/results/compare-$stamp" "$work" "$MAX" <<'PY'
 import json, sys, collections
 points = [json.loads(l) for l in open(sys.argv[1])]
-out, work = sys.argv[2], sys.argv[3]
+out, work, top = sys.argv[2], sys.argv[3], int(sys.argv[4])
+limits = {l["limit"]: l for l in map(json.loads, open(f"{work}/limits"))}
 by = collections.defaultdict(list)
 for p in points:
     by[p["system"]].append(p)
+
+def knee(ps):
+    """The highest paced rate below which every point kept success >= 99.9%
+    and connect p99 <= 2x the no-flood p99; None if even the lowest failed."""
+    base = next(p for p in ps if p["rate"] == 0)
+    best = None
+    for p in sorted((p for p in ps if 0 < p["rate"] < top), key=lambda p: p["rate"]):
+        if p["success"] >= 0.999 and p["connect_p99_ms"] is not None \
+                and p["connect_p99_ms"] <= 2 * base["connect_p99_ms"]:
+            best = p["rate"]
+        else:
+            break
+    return best
 print(f"\n{'system':<15}{'rate':>11}{'offered/s':>11}{'SYN-ACK/s':>11}{'CPU s/M':>9}{'success':>9}{'conn p50':>10}{'conn p99':>10}{'req p99':>10}")
 for s, ps in by.items():
     for p in ps:
@@ -147,11 +200,27 @@ for s, ps in by.items():
         rate = "none" if p["rate"] == 0 else ("max" if p["rate"] >= 1e9 else p["rate"])
         print(f"{s:<15}{rate:>11}{p['offered_pps']:>11}{p['synacks_per_s']:>11}{f(p['cpu_s_per_million_syns'], 2):>9}"
               f"{p['success'] * 100:>8.2f}%{f(p['connect_p50_ms']):>10}{f(p['connect_p99_ms']):>10}{f(p['request_p99_ms']):>10}")
-json.dump(dict(points=points), open(out + ".json", "w"), indent=1)
+knees = {s: knee(ps) for s, ps in by.items()}
+print("\nKnee (highest paced rate with success >= 99.9% and connect p99 <= 2x the system's no-flood p99):")
+kk = knees.get("kernel_sc2") or knees.get("kernel_sc1")
+for s, k in knees.items():
+    ratio = f"  ({k / kk:.1f}x the kernel's)" if k and kk else ""
+    print(f"  {s:<15}{'below the lowest rate' if k is None else f'{k:,} SYN/s'}{ratio}")
+if limits:
+    print("\nAt the generator's maximum, against the testbed's limits (SYN-ACK/s, or frames taken in for drop):")
+    for n, l in limits.items():
+        print(f"  limit_{n:<9}{l['rate']:>11,}  (offered {l['offered_pps']:,}/s)")
+    for s, ps in by.items():
+        m = next((p for p in ps if p["rate"] >= top), None)
+        if m:
+            fr = "  ".join(f"{m['synacks_per_s'] / limits[n]['rate']:.2f} of {n}" for n in ("bounce", "reflect") if n in limits)
+            print(f"  {s:<15}{m['synacks_per_s']:>11,}  {fr}")
+json.dump(dict(points=points, knees=knees, limits=limits), open(out + ".json", "w"), indent=1)
 # gnuplot data: one block per system, x = offered rate (k SYN/s).
 with open(f"{work}/plot.dat", "w") as d:
     for s, ps in by.items():
-        d.write(f'"{s}"\n')
+        k = knees[s]
+        d.write(f'"{s} (knee {"-" if k is None else f"{k // 1000}k"})"\n')
         for p in ps:
             d.write(f"{p['offered_pps'] / 1000:.1f} {p['success'] * 100:.3f} {p['connect_p99_ms'] or 'NaN'}\n")
         d.write("\n\n")
@@ -161,7 +230,7 @@ n=$(echo $SYSTEMS | wc -w)
 gnuplot <<GP
 set terminal pngcairo size 1200,500 font ",10" noenhanced
 set output "bench/results/compare-$stamp.png"
-set multiplot layout 1,2 title "Legitimate clients under a spoofed SYN flood (veth testbed, one run)"
+set multiplot layout 1,2 title "Legitimate clients under a spoofed SYN flood (veth testbed, one run; knee: success >= 99.9%, connect p99 <= 2x no flood)"
 set key bottom left
 set xlabel "flood offered (k SYN/s)"
 set ylabel "requests succeeded (%)"

@@ -13,7 +13,8 @@
 #                               logging; sets HTTP
 #   tb_wait_stats SYNWALL SOCK  waits until `synwall stats` answers
 #   tb_sides SERVER_CPU CLIENT_CPU
-#                               pins each side's receive work: the server
+#                               pins each side's receive work, at softirq-like
+#                               real-time priority: the server
 #                               veth's NAPI thread to SERVER_CPU, the client
 #                               veth's (threaded too; it has NAPI once an
 #                               XDP program is attached) to CLIENT_CPU
@@ -69,8 +70,10 @@ PYSRV
 tb_sides() {
   ip netns exec "$C" sh -c "echo 1 > /sys/class/net/$CI/threaded"
   local p
-  for p in $(pgrep "^napi/$SI-"); do taskset -pc "$1" "$p" >/dev/null; done
-  for p in $(pgrep "^napi/$CI-"); do taskset -pc "$2" "$p" >/dev/null; done
+  # A NIC's receive work runs in softirq, ahead of every process on its
+  # CPU; a NAPI thread is an ordinary one unless it is given that priority.
+  for p in $(pgrep "^napi/$SI-"); do taskset -pc "$1" "$p" >/dev/null; chrt -f -p 50 "$p"; done
+  for p in $(pgrep "^napi/$CI-"); do taskset -pc "$2" "$p" >/dev/null; chrt -f -p 50 "$p"; done
 }
 
 tb_xdp() {

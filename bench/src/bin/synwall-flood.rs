@@ -248,10 +248,21 @@ fn afxdp(a: &Args, dst_mac: [u8; 6], src_mac: [u8; 6]) -> Result<u64, String> {
     let (mut sent, mut n) = (0u64, 0u64);
     let deadline = Duration::from_secs_f64(a.duration);
     let t0 = Instant::now();
+    // Frames the pacing let go by while the generator was behind.
+    let mut forgone = 0u64;
     while sent < a.count && t0.elapsed() < deadline {
         if a.rate > 0 {
-            // Pace: never ahead of rate × elapsed.
-            let allowed = (t0.elapsed().as_secs_f64() * a.rate as f64) as u64;
+            // Pace: never ahead of rate × elapsed, and, like a link, never
+            // more than one batch behind: a generator that was held up
+            // (another task on its CPU) does not catch up in one burst,
+            // which would overflow any receive ring and make the flood's
+            // losses the generator's doing.
+            let mut allowed = (t0.elapsed().as_secs_f64() * a.rate as f64) as u64 - forgone;
+            let most = sent + a.batch as u64;
+            if allowed > most {
+                forgone += allowed - most;
+                allowed = most;
+            }
             if sent >= allowed {
                 std::thread::sleep(Duration::from_micros(200));
                 continue;
