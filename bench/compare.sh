@@ -60,7 +60,7 @@ cleanup() {
 }
 trap cleanup EXIT
 tb_create "swc$(printf '%05x' $$)"
-tb_xdp "$TBX" sink 7200; SINKPID=$XDPPID; XDPPID=
+tb_xdp "$TBX" sink 3600; SINKPID=$XDPPID; XDPPID=
 tb_sides 0 "$GEN_CPU"
 mkdir "$work/www"; echo "hello" > "$work/www/index.html"
 tb_http_server "$work/www" "$work" 8080
@@ -109,12 +109,13 @@ teardown_system() {
 }
 
 rx()   { ip netns exec "$C" cat "/sys/class/net/$CI/statistics/rx_packets"; }
-busy() { awk '/^cpu /{print $2+$3+$4+$7+$8}' /proc/stat; }
+busy() { awk '/^cpu /{print $2+$3+$4+$7+$8}' /proc/stat; }         # all CPUs
+srv_busy() { awk '/^cpu0 /{print $2+$3+$4+$7+$8}' /proc/stat; }    # the server side's CPU
 HZ=$(getconf CLK_TCK)
 
 point() { # system rate -> one JSON line appended to $work/points
-  local sys=$1 rate=$2 r0 b0 r1 b1 flood='{"sent":0,"seconds":0,"pps":0}' probe
-  r0=$(rx); b0=$(busy)
+  local sys=$1 rate=$2 r0 b0 r1 b1 c0 c1 flood='{"sent":0,"seconds":0,"pps":0}' probe
+  r0=$(rx); b0=$(busy); c0=$(srv_busy)
   if [ "$rate" -gt 0 ]; then
     local dur=$((SECS + 3))
     local engine=afxdp; [ "$rate" -ge "$MAX" ] && engine=live
@@ -127,16 +128,18 @@ point() { # system rate -> one JSON line appended to $work/points
   probe=$(ip netns exec "$C" python3 bench/prober.py 198.18.0.1 "$PORT" "$CONC" "$SECS")
   if [ -n "$FLOODPID" ]; then wait "$FLOODPID"; FLOODPID=; flood=$(cat "$work/flood.out"); fi
   sleep 0.3
-  r1=$(rx); b1=$(busy)
-  python3 - "$sys" "$rate" "$flood" "$probe" "$r0" "$r1" "$b0" "$b1" "$HZ" >> "$work/points" <<'PY'
+  r1=$(rx); b1=$(busy); c1=$(srv_busy)
+  python3 - "$sys" "$rate" "$flood" "$probe" "$r0" "$r1" "$b0" "$b1" "$HZ" "$c0" "$c1" >> "$work/points" <<'PY'
 import json, sys
 sysname, rate, flood, probe = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3]), json.loads(sys.argv[4])
-r0, r1, b0, b1, hz = map(int, sys.argv[5:10])
+r0, r1, b0, b1, hz, c0, c1 = map(int, sys.argv[5:12])
 secs = flood["seconds"] or 1
 cpu = (b1 - b0) / hz
+srv = (c1 - c0) / hz
 p = dict(system=sysname, rate=rate, offered_pps=round(flood["pps"]), syns=flood["sent"],
          synacks_per_s=round((r1 - r0) / secs) if flood["sent"] else 0,
-         cpu_s=round(cpu, 2), cpu_s_per_million_syns=round(cpu / (flood["sent"] / 1e6), 3) if flood["sent"] else None)
+         cpu_s=round(cpu, 2), cpu_s_per_million_syns=round(cpu / (flood["sent"] / 1e6), 3) if flood["sent"] else None,
+         srv_cpu_s_per_million_syns=round(srv / (flood["sent"] / 1e6), 3) if flood["sent"] else None)
 p.update(probe)
 print(json.dumps(p))
 PY
@@ -193,12 +196,12 @@ def knee(ps):
         else:
             break
     return best
-print(f"\n{'system':<15}{'rate':>11}{'offered/s':>11}{'SYN-ACK/s':>11}{'CPU s/M':>9}{'success':>9}{'conn p50':>10}{'conn p99':>10}{'req p99':>10}")
+print(f"\n{'system':<15}{'rate':>11}{'offered/s':>11}{'SYN-ACK/s':>11}{'CPU s/M':>9}{'srv s/M':>9}{'success':>9}{'conn p50':>10}{'conn p99':>10}{'req p99':>10}")
 for s, ps in by.items():
     for p in ps:
         f = lambda v, d=1: "-" if v is None else f"{v:.{d}f}"
         rate = "none" if p["rate"] == 0 else ("max" if p["rate"] >= 1e9 else p["rate"])
-        print(f"{s:<15}{rate:>11}{p['offered_pps']:>11}{p['synacks_per_s']:>11}{f(p['cpu_s_per_million_syns'], 2):>9}"
+        print(f"{s:<15}{rate:>11}{p['offered_pps']:>11}{p['synacks_per_s']:>11}{f(p['cpu_s_per_million_syns'], 2):>9}{f(p['srv_cpu_s_per_million_syns'], 2):>9}"
               f"{p['success'] * 100:>8.2f}%{f(p['connect_p50_ms']):>10}{f(p['connect_p99_ms']):>10}{f(p['request_p99_ms']):>10}")
 knees = {s: knee(ps) for s, ps in by.items()}
 print("\nKnee (highest paced rate with success >= 99.9% and connect p99 <= 2x the system's no-flood p99):")

@@ -35,16 +35,9 @@ fn program(settings: &Settings, now: UnixTime) -> Program {
     p
 }
 
-/// The core's answer to `frame` at `now`, in a 2 KiB buffer.
+/// The core's answer to `frame` at `now`.
 fn core_answer(settings: &Settings, frame: &[u8], now: UnixTime) -> (Verdict, Vec<u8>) {
-    let mut core = Core::new(settings.clone(), secret());
-    let mut buf = vec![0u8; 2048];
-    buf[..frame.len()].copy_from_slice(frame);
-    let v = core.handle(now, &mut buf, frame.len());
-    if let Verdict::Transmit(n) = v {
-        buf.truncate(n);
-    }
-    (v, buf)
+    common::core_run(&mut Core::new(settings.clone(), secret()), frame, now)
 }
 
 /// The sum of the program's counters for SYNs it leaves to the worker.

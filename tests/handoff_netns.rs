@@ -124,19 +124,28 @@ fn curl(tb: &Testbed, args: &[&str]) -> std::process::Output {
     tb.in_cli(&a).output().unwrap()
 }
 
+/// The test page over IPv4 and IPv6.
+const PAGE_URLS: [&str; 2] = [
+    "http://198.18.0.1/index.html",
+    "http://[2001:2::1]/index.html",
+];
+
+/// curl of `url` from the client namespace; asserts it succeeded.
+fn curl_ok(tb: &Testbed, url: &str) -> std::process::Output {
+    let out = curl(tb, &["-g", url]);
+    assert!(
+        out.status.success(),
+        "{url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// A page over IPv4 and IPv6, `www/big.bin` intact, 200 concurrent clients.
 fn serves_pages_bulk_and_many_clients(tb: &Testbed, dir: &std::path::Path, www: &std::path::Path) {
     // 1. A page over IPv4 and IPv6.
-    for url in [
-        "http://198.18.0.1/index.html",
-        "http://[2001:2::1]/index.html",
-    ] {
-        let out = curl(tb, &["-g", url]);
-        assert!(
-            out.status.success(),
-            "{url}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+    for url in PAGE_URLS {
+        let out = curl_ok(tb, url);
         assert_eq!(
             String::from_utf8_lossy(&out.stdout),
             "hello from behind synwall\n",
@@ -269,16 +278,8 @@ fn server_behind_synacks_from_xdp() {
     let _sink = tb.sink();
     let mut server = http_server(tb, &www);
     let sw = Synwall::start_with(tb, dir.path(), "synack = \"xdp\"", "");
-    for url in [
-        "http://198.18.0.1/index.html",
-        "http://[2001:2::1]/index.html",
-    ] {
-        let out = curl(tb, &["-g", url]);
-        assert!(
-            out.status.success(),
-            "{url}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+    for url in PAGE_URLS {
+        curl_ok(tb, url);
     }
     let stats = sw.stats_json().unwrap();
     let _ = server.kill();

@@ -1,5 +1,9 @@
 //! The handshake core against frames shaped like real clients'.
 
+mod common;
+
+use common::core_run as run;
+
 use proptest::prelude::*;
 use synwall::proto::cookie::{self, Flow, KeyRing, Secret};
 use synwall::proto::handshake::{Core, DropReason, Handoff, Settings, Verdict};
@@ -23,17 +27,6 @@ fn core() -> Core {
 
 fn syn<'a>(ip: Ip<'a>, options: &'a [u8]) -> TcpFrame<'a> {
     TcpFrame::client_syn(ip, options)
-}
-
-/// Runs the core over a frame in a 2 KiB buffer (an AF_XDP frame's size).
-fn run(core: &mut Core, frame: &[u8], now: UnixTime) -> (Verdict, Vec<u8>) {
-    let mut buf = vec![0u8; 2048];
-    buf[..frame.len()].copy_from_slice(frame);
-    let v = core.handle(now, &mut buf, frame.len());
-    if let Verdict::Transmit(n) = v {
-        buf.truncate(n);
-    }
-    (v, buf)
 }
 
 /// A parsed reply with every checksum verified.

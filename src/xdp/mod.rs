@@ -456,6 +456,21 @@ impl Program {
         self.test_run_frame(frame).map(|(action, _)| action)
     }
 
+    /// TEMP: ns per run.
+    pub fn test_run_repeat(&self, frame: &[u8], repeat: u32) -> std::time::Duration {
+        let input = ProgramInput {
+            data_in: Some(frame),
+            repeat,
+            ..Default::default()
+        };
+        self.skel
+            .progs
+            .xdp_synwall
+            .test_run(input)
+            .unwrap()
+            .duration
+    }
+
     /// As [`Program::test_run`], and the frame as the program left it.
     pub fn test_run_frame(&self, frame: &[u8]) -> Result<(u32, Vec<u8>), XdpError> {
         let mut out = vec![0u8; 4096];

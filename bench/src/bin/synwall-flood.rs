@@ -22,6 +22,7 @@ use synwall::wire::tcp::flags;
 use synwall::xsk::{Frame, Xsk, XskConfig};
 use synwall_bench::frame::{Ip, TcpFrame, client_syn_options};
 use synwall_bench::live::{FloodMode, LiveFlood};
+use synwall_bench::{ifindex, in_bench_range};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Engine {
@@ -85,20 +86,6 @@ fn parse_mac(s: &str) -> Option<[u8; 6]> {
         .filter_map(|h| u8::from_str_radix(h, 16).ok())
         .collect();
     v.try_into().ok()
-}
-
-/// True inside 198.18.0.0/15 or 2001:2::/48 (RFC 2544, RFC 5180).
-fn in_bench_range(a: IpAddr) -> bool {
-    match a {
-        IpAddr::V4(v) => {
-            let o = v.octets();
-            o[0] == 198 && (o[1] & 0xfe) == 18
-        }
-        IpAddr::V6(v) => {
-            let s = v.segments();
-            s[0] == 0x2001 && s[1] == 0x0002 && s[2] == 0
-        }
-    }
 }
 
 struct Rng(u64);
@@ -196,10 +183,7 @@ fn template(a: &Args, dst_mac: [u8; 6], src_mac: [u8; 6]) -> Vec<u8> {
 /// Live-frames engine: chunks of frames per BPF_PROG_RUN call, paced to
 /// `--rate` in 50 ms steps (bursts at the engine's full speed).
 fn live(a: &Args, dst_mac: [u8; 6], src_mac: [u8; 6]) -> Result<u64, String> {
-    let ifindex: u32 = std::fs::read_to_string(format!("/sys/class/net/{}/ifindex", a.interface))
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .ok_or("cannot read the interface's index")?;
+    let ifindex = ifindex(&a.interface)?;
     let mode = match a.mode {
         Mode::Syn => FloodMode::Syn,
         Mode::Ack => FloodMode::Ack,
@@ -340,31 +324,4 @@ fn afxdp(a: &Args, dst_mac: [u8; 6], src_mac: [u8; 6]) -> Result<u64, String> {
         }
     }
     Ok(sent)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_benchmark_ranges() {
-        for ok in [
-            "198.18.0.1",
-            "198.19.255.254",
-            "2001:2::1",
-            "2001:2:0:ffff::1",
-        ] {
-            assert!(in_bench_range(ok.parse().unwrap()), "{ok}");
-        }
-        for bad in [
-            "198.20.0.1",
-            "198.17.255.255",
-            "10.0.0.1",
-            "2001:3::1",
-            "2001:2:1::1",
-            "::1",
-        ] {
-            assert!(!in_bench_range(bad.parse().unwrap()), "{bad}");
-        }
-    }
 }

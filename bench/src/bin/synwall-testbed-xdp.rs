@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
 use synwall_bench::testbed::{Addresses, Attached, Role};
+use synwall_bench::{ifindex, in_bench_range};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Program {
@@ -52,16 +53,6 @@ struct Args {
     client6: Ipv6Addr,
 }
 
-fn in_bench_range4(a: Ipv4Addr) -> bool {
-    let o = a.octets();
-    o[0] == 198 && (o[1] & 0xfe) == 18
-}
-
-fn in_bench_range6(a: Ipv6Addr) -> bool {
-    let s = a.segments();
-    s[0] == 0x2001 && s[1] == 2 && s[2] == 0
-}
-
 fn main() {
     let a = Args::parse();
     if let Err(e) = run(&a) {
@@ -71,16 +62,16 @@ fn main() {
 }
 
 fn run(a: &Args) -> Result<(), String> {
-    if !(in_bench_range4(a.server) && in_bench_range4(a.client) && in_bench_range6(a.client6)) {
+    if ![a.server.into(), a.client.into(), a.client6.into()]
+        .into_iter()
+        .all(in_bench_range)
+    {
         return Err("addresses must be in 198.18.0.0/15 and 2001:2::/48".into());
     }
     if !(a.seconds > 0.0 && a.seconds <= 3600.0) {
         return Err("--seconds must be in (0, 3600]".into());
     }
-    let ifindex: u32 = std::fs::read_to_string(format!("/sys/class/net/{}/ifindex", a.interface))
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .ok_or("cannot read the interface's index")?;
+    let ifindex = ifindex(&a.interface)?;
     let role = match a.program {
         Program::Drop => Role::Drop,
         Program::Bounce => Role::Bounce,
