@@ -9,6 +9,10 @@
 #                  listener)
 #   synwall_afxdp, synwall_xdp, synwall_auto
 #                  synwall with [datapath] synack = "afxdp", "xdp", "auto"
+#   synwall_<mode>_busy
+#                  the same with preferred busy polling (busy_poll_us = 50,
+#                  the veth's napi_defer_hard_irqs = 2, gro_flush_timeout
+#                  = 200 us), not in the default list
 # The client veth has the sink (bench/bpf/testbed.bpf.c) for every system:
 # answers to spoofed sources die there, counted, as on a real wire. The
 # server side (its veth's NAPI thread, synwall's worker) is on CPU 0, the
@@ -67,8 +71,12 @@ start_system() { # name
     limit_*) tb_xdp "$TBX" "${1#limit_}" 600 ;;
     kernel) ;;
     synwall_*)
-      printf '[datapath]\ninterface = "%s"\nstats_socket = "%s"\ncpus = [%s]\nsynack = "%s"\n[cookie]\nsecret_file = "%s"\n' \
-        "$SI" "$work/stats.sock" "$SRV_CPU" "${1#synwall_}" "$work/secret" > "$work/synwall.toml"
+      local mode=${1#synwall_} busy=0
+      case $mode in *_busy) mode=${mode%_busy} busy=50 ;; esac
+      ip netns exec "$S" sh -c "echo $((busy ? 2 : 0)) > /sys/class/net/$SI/napi_defer_hard_irqs; \
+        echo $((busy ? 200000 : 0)) > /sys/class/net/$SI/gro_flush_timeout"
+      printf '[datapath]\ninterface = "%s"\nstats_socket = "%s"\ncpus = [%s]\nsynack = "%s"\nbusy_poll_us = %s\n[cookie]\nsecret_file = "%s"\n' \
+        "$SI" "$work/stats.sock" "$SRV_CPU" "$mode" "$busy" "$work/secret" > "$work/synwall.toml"
       ip netns exec "$S" "$SW" run --config "$work/synwall.toml" >/dev/null 2>"$work/synwall.log" &
       SWPID=$!
       tb_wait_stats "$SW" "$work/stats.sock" ;;

@@ -126,6 +126,12 @@ pub struct Datapath {
     pub verify_checksums: bool,
     /// Who answers SYNs.
     pub synack: SynackMode,
+    /// Preferred busy polling: microseconds a worker's poll may spin (0: off).
+    #[serde(deserialize_with = "busy_poll_us")]
+    pub busy_poll_us: u32,
+    /// Preferred busy polling: frames per poll.
+    #[serde(deserialize_with = "busy_poll_budget")]
+    pub busy_poll_budget: u32,
     /// Unix socket where `synwall stats` reads the counters.
     pub stats_socket: PathBuf,
 }
@@ -141,6 +147,8 @@ impl Default for Datapath {
             ring_size: 2048,
             verify_checksums: true,
             synack: SynackMode::Auto,
+            busy_poll_us: 0,
+            busy_poll_budget: 64,
             stats_socket: PathBuf::from("/run/synwall/stats.sock"),
         }
     }
@@ -349,6 +357,15 @@ fn wscale<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
         return Err(invalid("wscale must be at most 14 (RFC 7323 §2.3)"));
     }
     Ok(v)
+}
+
+fn busy_poll_us<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    ranged(d, "busy_poll_us", 0, 1_000_000).map(|v| v as u32)
+}
+
+fn busy_poll_budget<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    // The kernel takes at most U16_MAX (sk_setsockopt, net/core/sock.c).
+    ranged(d, "busy_poll_budget", 1, 65_535).map(|v| v as u32)
 }
 
 fn batch_size<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
@@ -579,6 +596,31 @@ mod tests {
         );
         let missing = parse("[cookie]\nsecret_file = \"/nonexistent/synwall\"\n").unwrap();
         assert!(missing.secret().is_err());
+    }
+
+    #[test]
+    fn synack_mode_and_busy_polling_are_read_and_checked() {
+        let cfg =
+            parse("[datapath]\nsynack = \"xdp\"\nbusy_poll_us = 50\nbusy_poll_budget = 128\n")
+                .unwrap();
+        assert_eq!(cfg.datapath.synack, SynackMode::Xdp);
+        assert_eq!(
+            (cfg.datapath.busy_poll_us, cfg.datapath.busy_poll_budget),
+            (50, 128)
+        );
+        let d = parse("").unwrap().datapath;
+        assert_eq!((d.synack, d.busy_poll_us), (SynackMode::Auto, 0));
+        let e = parse("[datapath]\nsynack = \"fast\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 2") && e.contains("afxdp"), "{e}");
+        let e = parse("[datapath]\nbusy_poll_us = 2000000\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("busy_poll_us must be between 0 and 1000000"),
+            "{e}"
+        );
     }
 
     #[test]

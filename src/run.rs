@@ -19,7 +19,7 @@ use crate::proto::handshake::Core;
 use crate::proto::time::UnixTime;
 use crate::worker::{self, WorkerControl, WorkerCounters, WorkerSnapshot};
 use crate::xdp::{self, Attachment, Program, ProgramSettings, QueueLoads};
-use crate::xsk::{Frame, Xsk, XskConfig};
+use crate::xsk::{BusyPoll, Frame, Xsk, XskConfig};
 
 /// Why the datapath could not start.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +43,9 @@ pub enum RunError {
     /// AF_XDP.
     #[error(transparent)]
     Xsk(#[from] crate::xsk::XskError),
+    /// Busy polling could not be turned on.
+    #[error("turning on busy polling for the AF_XDP socket of queue {0}")]
+    BusyPoll(u32, #[source] std::io::Error),
     /// The stats socket.
     #[error("stats socket {0}")]
     Stats(PathBuf, #[source] std::io::Error),
@@ -270,6 +273,13 @@ fn open_sockets(
                 ring_size: d.ring_size,
             },
         )?;
+        if d.busy_poll_us > 0 {
+            xsk.set_busy_poll(BusyPoll {
+                usecs: d.busy_poll_us,
+                budget: d.busy_poll_budget,
+            })
+            .map_err(|e| RunError::BusyPoll(q, e))?;
+        }
         program.set_socket(q, xsk.fd())?;
         sockets.push((q, xsk, frames));
     }
@@ -330,6 +340,7 @@ impl<'a> Datapath<'a> {
         stop: &'s AtomicBool,
     ) {
         let batch = self.cfg.datapath.batch_size as usize;
+        let busy_poll = self.cfg.datapath.busy_poll_us > 0;
         for ((q, xsk, frames), (&cpu, counters)) in sockets
             .into_iter()
             .zip(self.plan.cpus.iter().zip(&self.workers))
@@ -347,6 +358,7 @@ impl<'a> Datapath<'a> {
                         counters,
                         batch,
                         progress,
+                        busy_poll,
                     };
                     worker::run(xsk, frames, core, ctl);
                 })

@@ -143,6 +143,8 @@ pub struct WorkerControl<'a> {
     /// Where the XDP program learns how far this worker has got
     /// (synack = "auto"); `None` in the other modes.
     pub progress: Option<QueueProgress<'a>>,
+    /// Busy-poll the socket's NAPI context instead of sleeping in poll().
+    pub busy_poll: bool,
 }
 
 /// Runs until `ctl.stop` is set.
@@ -163,8 +165,16 @@ pub fn run(mut xsk: Xsk, mut free: Vec<Frame>, mut core: Core, ctl: WorkerContro
         }
         xsk.complete(&mut free, 4 * batch);
         xsk.fill(&mut free);
-        // Block in poll() only when nothing waits to be sent.
-        let timeout = if tx.is_empty() { IDLE_POLL_MS } else { 0 };
+        // Block in poll() only when nothing waits to be sent; when busy
+        // polling, drive the receive work from here and never block.
+        if ctl.busy_poll {
+            xsk.busy_poll();
+        }
+        let timeout = if tx.is_empty() && !ctl.busy_poll {
+            IDLE_POLL_MS
+        } else {
+            0
+        };
         let n = xsk.receive(&mut rx, batch, timeout);
         if n == 0 {
             l.rx_empty_polls += 1;

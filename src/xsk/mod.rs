@@ -27,6 +27,22 @@ pub const FRAME_SIZE: u32 = 2048;
 /// net/xdp/xsk.c).
 const TX_KICK_BATCH: usize = 32;
 
+/// Preferred busy polling of the socket's NAPI context by the worker
+/// (Documentation/networking/napi.rst): the worker's own recvfrom() runs
+/// the interface's receive work instead of the NAPI thread or softirq.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BusyPoll {
+    /// SO_BUSY_POLL: microseconds one poll may spin.
+    pub usecs: u32,
+    /// SO_BUSY_POLL_BUDGET: frames one poll may process.
+    pub budget: u32,
+}
+
+// include/uapi/asm-generic/socket.h (x86, arm64 and most others).
+const SO_BUSY_POLL: libc::c_int = 46;
+const SO_PREFER_BUSY_POLL: libc::c_int = 69;
+const SO_BUSY_POLL_BUDGET: libc::c_int = 70;
+
 /// One UMEM frame owned by user space.
 #[derive(Debug)]
 pub struct Frame(FrameDesc);
@@ -279,6 +295,51 @@ impl Xsk {
         let n = unsafe { self.comp.consume(&mut self.scratch) };
         out.extend(self.scratch[..n].iter().map(|d| Frame(*d)));
         n
+    }
+
+    /// Turns on preferred busy polling for this socket.
+    pub fn set_busy_poll(&self, b: BusyPoll) -> std::io::Result<()> {
+        let fd = self.rx.fd().as_raw_fd();
+        for (opt, v) in [
+            (SO_PREFER_BUSY_POLL, 1),
+            (SO_BUSY_POLL, b.usecs),
+            (SO_BUSY_POLL_BUDGET, b.budget),
+        ] {
+            let v = libc::c_int::try_from(v).unwrap_or(libc::c_int::MAX);
+            // SAFETY: `fd` is this socket's open descriptor; the option
+            // value is a live c_int whose size is passed with it, and the
+            // kernel copies it before returning.
+            let rc = unsafe {
+                libc::setsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    opt,
+                    (&v as *const libc::c_int).cast(),
+                    size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            if rc != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    }
+
+    /// With busy polling on: runs the socket's NAPI context once from this
+    /// thread (a non-blocking, empty recvfrom), filling the rx ring.
+    pub fn busy_poll(&self) {
+        // SAFETY: a zero-length receive into no buffer on this socket's
+        // open descriptor; the kernel writes nothing back.
+        let _ = unsafe {
+            libc::recvfrom(
+                self.rx.fd().as_raw_fd(),
+                std::ptr::null_mut(),
+                0,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+            )
+        };
     }
 
     /// Wakes the kernel to refill rx (need_wakeup on the fill ring).
