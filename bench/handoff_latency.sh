@@ -15,6 +15,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REQUESTS=${REQUESTS:-500}     # sequential requests per round
+SYNACK=${SYNACK:-auto}        # [datapath] synack (xdp needs an XDP program on the client veth)
 BULK_MB=${BULK_MB:-256}       # size of each bulk download
 ROUNDS=${ROUNDS:-2}
 [ "${SKIP_SETUP:-}" ] || bash scripts/setup.sh
@@ -38,8 +39,8 @@ tb_http_server "$work/www" "$work" 8080
 
 "$SW" gen-secret > "$work/secret"
 conf() { # mode, protected port
-  printf '[datapath]\ninterface = "%s"\nstats_socket = "%s"\n[protect]\nports = [%s]\n[cookie]\nsecret_file = "%s"\n[handoff]\nmode = "%s"\nupstreams = ["198.18.0.1:8080"]\npipe_size = %s\n' \
-    "$SI" "$work/stats.sock" "$2" "$work/secret" "$1" "${PIPE_SIZE:-1048576}" > "$work/$1.toml"
+  printf '[datapath]\ninterface = "%s"\nstats_socket = "%s"\nsynack = "%s"\n[protect]\nports = [%s]\n[cookie]\nsecret_file = "%s"\n[handoff]\nmode = "%s"\nupstreams = ["198.18.0.1:8080"]\npipe_size = %s\n' \
+    "$SI" "$work/stats.sock" "${SYNACK:-auto}" "$2" "$work/secret" "$1" "${PIPE_SIZE:-1048576}" > "$work/$1.toml"
 }
 conf kernel 8080; conf proxy 80
 

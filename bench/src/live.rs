@@ -5,7 +5,7 @@
 
 #![allow(unsafe_code, reason = "generated skeleton code (libbpf-cargo)")]
 
-crate::bpf_skeleton!("flood");
+synwall::bpf_skeleton!("flood");
 
 use std::mem::MaybeUninit;
 

@@ -4,7 +4,7 @@
 
 #![allow(unsafe_code, reason = "generated skeleton code (libbpf-cargo)")]
 
-crate::bpf_skeleton!("testbed");
+synwall::bpf_skeleton!("testbed");
 
 use std::mem::MaybeUninit;
 use std::net::{Ipv4Addr, Ipv6Addr};
