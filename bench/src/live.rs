@@ -9,9 +9,10 @@ synwall::bpf_skeleton!("flood");
 
 use std::mem::MaybeUninit;
 
+use libbpf_rs::ProgramInput;
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-use libbpf_rs::{MapCore, MapFlags, ProgramInput};
 use skel::{FloodSkel, FloodSkelBuilder};
+use synwall::xdp::percpu_sum;
 
 /// Why the live engine failed.
 #[derive(Debug, thiserror::Error)]
@@ -131,16 +132,6 @@ impl LiveFlood {
 
     /// Frames the program has made so far (all CPUs).
     pub fn made(&self) -> Result<u64, FloodError> {
-        let vals = self
-            .skel
-            .maps
-            .made
-            .lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY)
-            .map_err(FloodError::Counter)?
-            .unwrap_or_default();
-        Ok(vals
-            .iter()
-            .map(|v| u64::from_ne_bytes(v[..8].try_into().unwrap_or_default()))
-            .sum())
+        percpu_sum(&self.skel.maps.made, 0).map_err(FloodError::Counter)
     }
 }

@@ -9,9 +9,10 @@ synwall::bpf_skeleton!("testbed");
 use std::mem::MaybeUninit;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
+use libbpf_rs::Link;
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-use libbpf_rs::{Link, MapCore, MapFlags};
 use skel::{TestbedSkel, TestbedSkelBuilder};
+use synwall::xdp::percpu_sum;
 
 /// Which program to attach.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,20 +115,7 @@ impl Attached {
 
     /// The counters now.
     pub fn counters(&self) -> Result<Counters, TestbedError> {
-        let get = |i: u32| -> Result<u64, TestbedError> {
-            let per_cpu = self
-                .skel
-                .maps
-                .counters
-                .lookup_percpu(&i.to_ne_bytes(), MapFlags::ANY)
-                .map_err(TestbedError::Counters)?
-                .unwrap_or_default();
-            Ok(per_cpu
-                .iter()
-                .filter_map(|v| v.get(..8).and_then(|b| b.try_into().ok()))
-                .map(u64::from_ne_bytes)
-                .sum())
-        };
+        let get = |i: u32| percpu_sum(&self.skel.maps.counters, i).map_err(TestbedError::Counters);
         Ok(Counters {
             rx: get(0)?,
             as_sent: get(1)?,

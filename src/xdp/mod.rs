@@ -444,18 +444,7 @@ impl Program {
     pub fn counters(&self) -> Result<[u64; COUNTER_NAMES.len()], XdpError> {
         let mut out = [0u64; COUNTER_NAMES.len()];
         for (i, slot) in out.iter_mut().enumerate() {
-            let per_cpu = self
-                .skel
-                .maps
-                .counters
-                .lookup_percpu(&(i as u32).to_ne_bytes(), MapFlags::ANY)
-                .map_err(map_err("counters"))?
-                .unwrap_or_default();
-            *slot = per_cpu
-                .iter()
-                .filter_map(|v| v.get(..8).and_then(|b| b.try_into().ok()))
-                .map(u64::from_ne_bytes)
-                .sum();
+            *slot = percpu_sum(&self.skel.maps.counters, i as u32).map_err(map_err("counters"))?;
         }
         Ok(out)
     }
@@ -464,21 +453,6 @@ impl Program {
     /// queue 0, no device); returns the XDP action.
     pub fn test_run(&self, frame: &[u8]) -> Result<u32, XdpError> {
         self.test_run_frame(frame).map(|(action, _)| action)
-    }
-
-    /// TEMP: ns per run.
-    pub fn test_run_repeat(&self, frame: &[u8], repeat: u32) -> std::time::Duration {
-        let input = ProgramInput {
-            data_in: Some(frame),
-            repeat,
-            ..Default::default()
-        };
-        self.skel
-            .progs
-            .xdp_synwall
-            .test_run(input)
-            .unwrap()
-            .duration
     }
 
     /// As [`Program::test_run`], and the frame as the program left it.
@@ -591,6 +565,19 @@ impl QueueProgress<'_> {
     pub fn publish(&self, taken: u64) {
         self.taken.store(taken, Ordering::Relaxed);
     }
+}
+
+/// Slot `index` of a per-CPU array of u64 counters, summed over all CPUs
+/// (the bench kit's programs count the same way).
+pub fn percpu_sum(map: &impl MapCore, index: u32) -> Result<u64, libbpf_rs::Error> {
+    let per_cpu = map
+        .lookup_percpu(&index.to_ne_bytes(), MapFlags::ANY)?
+        .unwrap_or_default();
+    Ok(per_cpu
+        .iter()
+        .filter_map(|v| v.get(..8).and_then(|b| b.try_into().ok()))
+        .map(u64::from_ne_bytes)
+        .sum())
 }
 
 /// A BPF link of `prog` to `ifindex`; closing the fd detaches it.
