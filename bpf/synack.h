@@ -61,8 +61,11 @@ const volatile __u8 verify_checksums = 1;
  * how many it has taken off its ring plus how many the kernel lost on the
  * way (XDP_STATISTICS: rx_dropped, rx_ring_full). The difference is what
  * waits in the ring. When it reaches auto_backlog, XDP answers the SYN
- * itself; below it, the worker gets it. With auto_backlog at half the
- * ring, the ring never overflows, so the count does not drift.
+ * itself, and goes on answering for auto_hold_ns (the worker meanwhile
+ * drains its ring): under a flood the worker would otherwise take a
+ * little every time it caught up, at the price of a copy per frame. Below
+ * it, the worker gets the SYN. With auto_backlog at half the ring, the
+ * ring never overflows, so the count does not drift.
  *
  * One entry per queue, each half on its own cache line (XDP on the queue's
  * NAPI CPU writes one, the worker the other). Mmapped by synwall.
@@ -71,7 +74,8 @@ const volatile __u8 verify_checksums = 1;
 
 struct sw_queue_load {
 	__u64 redirected; /* XDP: SYNs sent to the worker */
-	__u64 pad0[7];
+	__u64 xdp_until;  /* XDP: answer here until this bpf_ktime_get_ns() */
+	__u64 pad0[6];
 	__u64 taken;	  /* the worker: frames taken off the ring + lost by the kernel */
 	__u64 pad1[7];
 };
@@ -86,6 +90,8 @@ struct {
 
 /* SYNs waiting in a worker's ring from which XDP answers instead. */
 const volatile __u32 auto_backlog = 1024;
+/* How long XDP goes on answering once the worker was backed up. */
+const volatile __u64 auto_hold_ns = 0;
 
 /* The epoch whose key mints cookies now: its parity picks the slot of the
  * keys map. synwall's control loop writes it when the epoch turns (the

@@ -197,10 +197,23 @@ static __noinline int xdp_ack(struct xdp_md *ctx, struct pkt *p, struct tcphdr *
 	return verdict(rc, XDP_DROP);
 }
 
-/* synack = "auto": is this queue's worker behind by auto_backlog SYNs? */
+/* synack = "auto": is this queue's worker behind by auto_backlog SYNs, or
+ * was it within the last auto_hold_ns? */
 static __always_inline int worker_backed_up(struct sw_queue_load *q)
 {
-	return q && q->redirected - *(volatile __u64 *)&q->taken >= auto_backlog;
+	__u64 now;
+
+	if (!q)
+		return 0;
+	if (!auto_hold_ns)
+		return q->redirected - *(volatile __u64 *)&q->taken >= auto_backlog;
+	now = bpf_ktime_get_ns();
+	if (now < q->xdp_until)
+		return 1;
+	if (q->redirected - *(volatile __u64 *)&q->taken < auto_backlog)
+		return 0;
+	q->xdp_until = now + auto_hold_ns; /* one writer: the queue's NAPI */
+	return 1;
 }
 
 /* XDP: a SYN to a protected port. Answered here (synack = "xdp", or

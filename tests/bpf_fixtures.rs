@@ -331,12 +331,23 @@ fn inner_fixture_table() {
 
 /// synack = "auto" (bpf/synack.h queue_load): with a backlog of 8, the
 /// ninth SYN the worker has not taken is answered in XDP; once the worker
-/// publishes that it took them, SYNs go to it again.
+/// publishes that it took them, SYNs go to it again, unless XDP holds on
+/// (auto_hold) after a backlog.
 fn synack_auto_takes_over_while_the_worker_is_backed_up(xsk: &Xsk) {
+    for hold in [
+        std::time::Duration::ZERO,
+        std::time::Duration::from_secs(30),
+    ] {
+        auto_with_hold(xsk, hold);
+    }
+}
+
+fn auto_with_hold(xsk: &Xsk, hold: std::time::Duration) {
     let p = Program::load(&ProgramSettings {
         ports: vec![80],
         synack_mode: SynackMode::Auto,
         auto_backlog: 8,
+        auto_hold: hold,
         ..Default::default()
     })
     .unwrap();
@@ -357,6 +368,12 @@ fn synack_auto_takes_over_while_the_worker_is_backed_up(xsk: &Xsk) {
     assert_eq!(counter(&p, "syn_backlog"), 1);
     assert_eq!(counter(&p, "synack_xdp"), 1);
     loads.progress(0).unwrap().publish(8);
+    if !hold.is_zero() {
+        // The worker caught up, but XDP holds on for `hold`.
+        assert_eq!(p.test_run(&syn).unwrap(), action::TX, "held");
+        assert_eq!(counter(&p, "syn_redirect"), 8);
+        return;
+    }
     assert_eq!(
         p.test_run(&syn).unwrap(),
         action::REDIRECT,
