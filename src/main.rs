@@ -15,8 +15,22 @@ use synwall::proto::handshake::Core;
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
+    /// How log lines are written: "auto" (into the journal, with
+    /// priorities, when stderr is a systemd journal stream; otherwise
+    /// text), "text" (colours only on a terminal), "json" (one object per
+    /// line, for log shippers) or "journald".
+    #[arg(long, value_enum, default_value_t = LogFormat::Auto, global = true)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Auto,
+    Text,
+    Json,
+    Journald,
 }
 
 #[derive(Debug, Subcommand)]
@@ -59,15 +73,56 @@ enum Command {
     },
 }
 
-fn main() -> ExitCode {
-    tracing_subscriber::fmt()
+/// True when stderr is the journal stream systemd gave this service
+/// (JOURNAL_STREAM names its device and inode, systemd.exec(5)).
+fn stderr_is_journal() -> bool {
+    let Some(want) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Ok(st) = rustix::fs::fstat(std::io::stderr()) else {
+        return false;
+    };
+    want.to_string_lossy() == format!("{}:{}", st.st_dev, st.st_ino)
+}
+
+/// Logging as `--log-format` says, filtered by RUST_LOG (default info).
+fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
+    use tracing_subscriber::prelude::*;
+    let filter = || {
+        tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+    };
+    let journald = match format {
+        LogFormat::Journald => true,
+        LogFormat::Auto => stderr_is_journal(),
+        LogFormat::Text | LogFormat::Json => false,
+    };
+    if journald {
+        match tracing_journald::layer() {
+            Ok(layer) => {
+                tracing_subscriber::registry()
+                    .with(filter())
+                    .with(layer)
+                    .init();
+                return;
+            }
+            Err(e) => eprintln!("synwall: cannot log to the journal ({e}); logging to stderr"),
+        }
+    }
+    let fmt = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
-    match run(Cli::parse()) {
+        .with_env_filter(filter());
+    match format {
+        LogFormat::Json => fmt.json().init(),
+        _ => fmt.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("synwall: {e:#}");

@@ -72,3 +72,73 @@ fn replay_rejects_a_non_capture() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read capture"));
 }
+
+/// `synwall run` on an interface that does not exist, without a secret
+/// file: it logs a warning (the random secret) and then fails.
+fn failing_run(args: &[&str]) -> (std::process::Output, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("synwall.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[datapath]\ninterface = \"sw-no-such-if\"\nstats_socket = \"{}\"\n",
+            dir.path().join("stats.sock").display()
+        ),
+    )
+    .unwrap();
+    let mut a = args.to_vec();
+    a.extend(["run", "--config", cfg.to_str().unwrap()]);
+    (synwall(&a), dir)
+}
+
+#[test]
+fn logs_carry_no_colours_off_a_terminal() {
+    let (out, _dir) = failing_run(&[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("WARN") && err.contains("secret_file"), "{err}");
+    assert!(!err.contains('\u{1b}'), "ANSI escapes in a pipe: {err:?}");
+}
+
+#[test]
+fn log_format_json_gives_one_object_per_line() {
+    let (out, _dir) = failing_run(&["--log-format", "json"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line = err
+        .lines()
+        .find(|l| l.contains("secret_file"))
+        .unwrap_or_else(|| panic!("no warning: {err}"));
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(v["level"], "WARN", "{v}");
+    assert!(
+        v["fields"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("random secret"),
+        "{v}"
+    );
+    // The failure itself is reported once, as the last line.
+    assert!(
+        err.trim_end()
+            .lines()
+            .last()
+            .unwrap()
+            .starts_with("synwall: "),
+        "{err}"
+    );
+}
+
+#[test]
+fn log_format_journald_writes_to_the_journal_or_says_it_cannot() {
+    let (out, _dir) = failing_run(&["--log-format", "journald"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    if std::path::Path::new("/run/systemd/journal/socket").exists() {
+        // The warning went to the journal, with its priority, not stderr.
+        assert!(!err.contains("secret_file"), "{err}");
+    } else {
+        assert!(err.contains("cannot log to the journal"), "{err}");
+        assert!(err.contains("WARN") && err.contains("secret_file"), "{err}");
+    }
+}
