@@ -104,6 +104,41 @@ fn program_epoch(now: UnixTime, rotation_secs: u64) -> u64 {
     UnixTime(now.0.saturating_add(KEY_LEAD_SECS)).epoch(rotation_secs)
 }
 
+/// The epochs the XDP program works with at one moment: the keys it holds
+/// (ahead by [`KEY_LEAD_SECS`]) and the one it mints with (on the workers'
+/// clock, so that XDP and the workers sign with the same key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ProgramEpochs {
+    keys: u64,
+    mint: u64,
+}
+
+impl ProgramEpochs {
+    fn at(now: UnixTime, rotation_secs: u64) -> ProgramEpochs {
+        ProgramEpochs {
+            keys: program_epoch(now, rotation_secs),
+            mint: now.epoch(rotation_secs),
+        }
+    }
+
+    /// Writes into the program what differs from `have` (everything when
+    /// `None`).
+    fn install(
+        self,
+        program: &Program,
+        secret: &Secret,
+        have: Option<ProgramEpochs>,
+    ) -> Result<(), xdp::XdpError> {
+        if have.map(|h| h.keys) != Some(self.keys) {
+            program.set_epoch_keys(secret, self.keys)?;
+        }
+        if have.map(|h| h.mint) != Some(self.mint) {
+            program.set_mint_epoch(self.mint)?;
+        }
+        Ok(())
+    }
+}
+
 /// Runs the datapath until `stop` is set; returns the final counters.
 ///
 /// The steps follow the data flow: resolve what to serve, prepare the
@@ -246,9 +281,7 @@ fn load_program(cfg: &Config, secret: &Secret) -> Result<Program, RunError> {
         auto_backlog: cfg.datapath.ring_size / 2,
         ..ProgramSettings::from_core(&cfg.core_settings(), cfg.datapath.synack)
     })?;
-    let now = UnixTime::now();
-    program.set_epoch_keys(secret, program_epoch(now, cfg.cookie.rotation_secs))?;
-    program.set_mint_epoch(now.epoch(cfg.cookie.rotation_secs))?;
+    ProgramEpochs::at(UnixTime::now(), cfg.cookie.rotation_secs).install(&program, secret, None)?;
     Ok(program)
 }
 
@@ -396,22 +429,13 @@ impl<'a> Datapath<'a> {
     /// until `stop` is set.
     fn control(&self, stats: &UnixListener, secret: &Secret, stop: &AtomicBool) {
         let rotation = self.cfg.cookie.rotation_secs;
-        let mut keys_epoch = program_epoch(UnixTime::now(), rotation);
-        let mut mint_epoch = UnixTime::now().epoch(rotation);
+        let mut have = ProgramEpochs::at(UnixTime::now(), rotation);
         while !stop.load(Ordering::Relaxed) {
-            let now = UnixTime::now();
-            let want = program_epoch(now, rotation);
-            if want != keys_epoch {
-                match self.program.set_epoch_keys(secret, want) {
-                    Ok(()) => keys_epoch = want,
-                    Err(e) => tracing::error!("cannot rotate the XDP cookie keys: {e}"),
-                }
-            }
-            let want = now.epoch(rotation);
-            if want != mint_epoch {
-                match self.program.set_mint_epoch(want) {
-                    Ok(()) => mint_epoch = want,
-                    Err(e) => tracing::error!("cannot turn the XDP minting epoch: {e}"),
+            let want = ProgramEpochs::at(UnixTime::now(), rotation);
+            if want != have {
+                match want.install(self.program, secret, Some(have)) {
+                    Ok(()) => have = want,
+                    Err(e) => tracing::error!("cannot turn the XDP program's cookie epoch: {e}"),
                 }
             }
             match stats.accept() {
@@ -482,5 +506,17 @@ mod tests {
         assert_eq!(program_epoch(UnixTime(59), 60), 1);
         assert_eq!(program_epoch(UnixTime(60), 60), 1);
         assert_eq!(program_epoch(UnixTime(u64::MAX), 60), u64::MAX / 60);
+    }
+
+    #[test]
+    fn xdp_mints_on_the_workers_clock_with_keys_a_second_ahead() {
+        // In the last second of epoch 0 the keys of epoch 1 are in place,
+        // but XDP still mints with epoch 0's, as the workers do; both turn
+        // at second 60.
+        let e = |t| ProgramEpochs::at(UnixTime(t), 60);
+        assert_eq!(e(58), ProgramEpochs { keys: 0, mint: 0 });
+        assert_eq!(e(59), ProgramEpochs { keys: 1, mint: 0 });
+        assert_eq!(e(60), ProgramEpochs { keys: 1, mint: 1 });
+        assert_eq!(e(60).mint, UnixTime(60).epoch(60), "the core's epoch");
     }
 }
