@@ -290,6 +290,32 @@ fn server_behind_synacks_from_xdp() {
 }
 
 #[test]
+fn server_behind_busy_polling_workers() {
+    // [datapath] busy_poll_us: the socket options take, and the worker,
+    // which then never sleeps in poll(), still answers every SYN.
+    let Some(f) = Fixture::new(1, Turn::Shared) else {
+        return;
+    };
+    let (tb, dir) = (&f.tb, &f.dir);
+    let www = web_root(dir.path());
+    let mut server = http_server(tb, &www);
+    let sw = Synwall::start_with(
+        tb,
+        dir.path(),
+        "synack = \"afxdp\"\nbusy_poll_us = 50\nbusy_poll_budget = 64",
+        "",
+    );
+    for url in PAGE_URLS {
+        curl_ok(tb, url);
+    }
+    let stats = sw.stats_json().unwrap();
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(stats["workers"][0]["synacks"], 2, "{stats}");
+    assert_eq!(stats["xdp"]["synack_xdp"], 0, "{stats}");
+}
+
+#[test]
 fn request_in_the_handshake_ack_is_not_lost() {
     let Some(f) = Fixture::new(1, Turn::Shared) else {
         return;
@@ -459,17 +485,36 @@ fn segments_behind_the_handshake_ack_are_not_lost() {
 /// retransmission timer fires for want of CPU.)
 #[test]
 fn handshakes_across_a_key_rotation_all_succeed() {
+    handshakes_across_a_key_rotation("");
+}
+
+#[test]
+fn handshakes_across_a_key_rotation_with_synacks_from_xdp() {
+    // XDP mints the cookies: the control loop must turn its minting epoch
+    // and its keys so that no handshake fails around the turn.
+    handshakes_across_a_key_rotation("synack = \"xdp\"");
+}
+
+/// A client connecting every 0.5 ms from 2 s before an epoch's turn to 2 s
+/// after: every handshake succeeds, first time.
+fn handshakes_across_a_key_rotation(datapath: &str) {
     let Some(f) = Fixture::new(1, Turn::Quiet) else {
         return;
     };
     let (tb, dir) = (&f.tb, &f.dir);
+    let _sink = tb.sink();
     const ROTATION: u64 = 10;
     let _server = Server::spawn(
         tb,
         &["python3", FIRST_FLIGHT, "server", "198.18.0.1", "80"],
         80,
     );
-    let sw = Synwall::start(tb, dir.path(), &format!("rotation_secs = {ROTATION}\n"));
+    let sw = Synwall::start_with(
+        tb,
+        dir.path(),
+        datapath,
+        &format!("rotation_secs = {ROTATION}\n"),
+    );
     let now = || {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -487,6 +532,12 @@ fn handshakes_across_a_key_rotation_all_succeed() {
     assert!(made > 200, "connections made: {made}");
     assert_eq!(stats["xdp"]["drop_bad_cookie"], 0, "{stats}");
     assert_eq!(retransmits, 0, "across the epoch's turn: {stats}");
+    if !datapath.is_empty() {
+        assert!(
+            stats["xdp"]["synack_xdp"].as_u64().unwrap() >= made,
+            "{stats}"
+        );
+    }
 }
 
 const FIRST_FLIGHT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/handoff/first_flight.py");
