@@ -10,10 +10,14 @@
 #include "synwall.h"
 #include "cookie.h"
 
-/* Settings written by synwall before load (read-only at run time). */
-const volatile __u8 match_addresses = 0; /* 1: only sw_addr entries are protected */
-const volatile __u16 mss_table[8] = { 536, 1220, 1300, 1360, 1400, 1440, 1460, 8960 };
-const volatile __u8 our_wscale = 7; /* our window scale in SYN-ACKs */
+/* Settings a reload may change: one mmapped section (.data.live) that
+ * synwall rewrites in place while the program runs. Each is read once per
+ * packet, so a packet sees each value either old or new. */
+#define LIVE SEC(".data.live")
+
+volatile __u8 match_addresses LIVE = 0; /* 1: only sw_addr entries are protected */
+volatile __u16 mss_table[8] LIVE = { 536, 1220, 1300, 1360, 1400, 1440, 1460, 8960 };
+volatile __u8 our_wscale LIVE = 7; /* our window scale in SYN-ACKs */
 
 /* The AF_XDP socket of each receive queue, by queue index; synwall puts
  * each worker's socket here. */

@@ -23,14 +23,17 @@
 #define SYNACK_XDP 1   /* this program, always (the worker gets what it cannot answer) */
 #define SYNACK_AUTO 2  /* the workers while they keep up, this program for the excess */
 
-/* The SYN-ACK's shape, as the core's SynAckSettings (src/proto/handshake.rs). */
+/* Written before load, fixed for the program's life. */
 const volatile __u8 synack_mode = SYNACK_AFXDP;
-const volatile __u16 synack_window = 64240;
-const volatile __u8 synack_ttl = 64;
-const volatile __u16 synack_mss_v4 = 1460;
-const volatile __u16 synack_mss_v6 = 1440;
-const volatile __u8 synack_ecn = 1;
 const volatile __u8 verify_checksums = 1;
+
+/* The SYN-ACK's shape, as the core's SynAckSettings (src/proto/handshake.rs);
+ * a reload rewrites it. */
+volatile __u16 synack_window LIVE = 64240;
+volatile __u8 synack_ttl LIVE = 64;
+volatile __u16 synack_mss_v4 LIVE = 1460;
+volatile __u16 synack_mss_v6 LIVE = 1440;
+volatile __u8 synack_ecn LIVE = 1;
 
 /* RFC 9293 §3.7.1 and RFC 8200 §8.3: the MSS assumed without the option
  * (DEFAULT_MSS_V4 / DEFAULT_MSS_V6 in the core). */

@@ -460,3 +460,70 @@ fn random_syns_get_the_cores_bytes_or_go_to_the_worker() {
         "{answered} answered, {to_worker} to the worker"
     );
 }
+
+/// A reload moves the running program to new settings in place: ports
+/// added and removed, the address filter turned on and off, a new SYN-ACK
+/// shape. After each step it answers exactly as a core with the new
+/// settings does, byte for byte.
+#[test]
+fn an_update_in_place_matches_a_core_with_the_new_settings() {
+    if !common::require_root() {
+        return;
+    }
+    let syn_to = |port: u16, dst: [u8; 4]| {
+        TcpFrame {
+            dst_port: port,
+            ip: Ip::V4 {
+                src: CLIENT4,
+                dst,
+                ttl: 64,
+                options: &[],
+            },
+            ..TcpFrame::client_syn(Ip::client_v4(), &os::LINUX)
+        }
+        .to_vec()
+    };
+    let passed = |p: &Program, frame: &[u8], settings: &Settings| {
+        assert_eq!(p.test_run(frame).unwrap(), action::PASS);
+        let (verdict, _) = core_answer(settings, frame, NOW);
+        assert!(matches!(verdict, Verdict::Pass), "{verdict:?}");
+    };
+    let a = Settings::default();
+    let p = program(&a, NOW);
+    passed(&p, &syn_to(81, SERVER4), &a);
+
+    let mut b = a.clone();
+    b.ports = synwall::proto::handshake::PortSet::new(&[80, 81]);
+    b.synack.window = 1000;
+    b.synack.ttl = 33;
+    b.synack.mss_v4 = 1400;
+    b.synack.wscale = 9;
+    b.synack.ecn = false;
+    let from = |s: &Settings| ProgramSettings::from_core(s, SynackMode::Xdp);
+    p.update(&from(&a), &from(&b)).unwrap();
+    for port in [80, 81] {
+        assert_eq!(
+            compare(&p, &b, &syn_to(port, SERVER4), NOW),
+            Outcome::Answered
+        );
+    }
+
+    let mut c = b.clone();
+    c.ports = synwall::proto::handshake::PortSet::new(&[81]);
+    c.addresses_v4 = vec![[198, 18, 0, 9]];
+    p.update(&from(&b), &from(&c)).unwrap();
+    passed(&p, &syn_to(80, [198, 18, 0, 9]), &c);
+    passed(&p, &syn_to(81, SERVER4), &c);
+    assert_eq!(
+        compare(&p, &c, &syn_to(81, [198, 18, 0, 9]), NOW),
+        Outcome::Answered
+    );
+
+    p.update(&from(&c), &from(&a)).unwrap();
+    passed(&p, &syn_to(81, SERVER4), &a);
+    assert_eq!(
+        compare(&p, &a, &syn_to(80, [198, 18, 0, 9]), NOW),
+        Outcome::Answered,
+        "the address filter is off again"
+    );
+}

@@ -141,6 +141,9 @@ pub enum XdpError {
         /// The kernel's answer.
         source: std::io::Error,
     },
+    /// The loaded object has no mapped `.data.live` section.
+    #[error("the loaded XDP program has no mapped .data.live section")]
+    NoLiveSection,
     /// A test run failed.
     #[error("BPF_PROG_TEST_RUN failed")]
     TestRun(#[source] libbpf_rs::Error),
@@ -242,6 +245,9 @@ impl ProgramSettings {
 /// The loaded XDP program and its maps.
 pub struct Program {
     skel: SynwallSkel<'static>,
+    /// The program's `.data.live` section (bpf/maps.h), mapped into this
+    /// process: the settings a reload rewrites in place.
+    live: std::sync::Mutex<&'static mut skel::types::data_live>,
 }
 
 impl std::fmt::Debug for Program {
@@ -264,6 +270,26 @@ fn map_err(map: &'static str) -> impl FnOnce(libbpf_rs::Error) -> XdpError {
     move |source| XdpError::Map { map, source }
 }
 
+/// The `addresses` map key of one address (`struct sw_addr`).
+fn addr_key(addr: &IpAddr) -> Vec<u8> {
+    let mut key = skel::types::sw_addr::default();
+    match addr {
+        IpAddr::V4(a) => {
+            key.family = 4;
+            key.addr[..4].copy_from_slice(&a.octets());
+        }
+        IpAddr::V6(a) => {
+            key.family = 6;
+            key.addr.copy_from_slice(&a.octets());
+        }
+    }
+    let mut raw = Vec::with_capacity(20);
+    raw.push(key.family);
+    raw.extend_from_slice(&key.pad);
+    raw.extend_from_slice(&key.addr);
+    raw
+}
+
 impl Program {
     /// Opens, configures and loads (verifies) the program.
     pub fn load(settings: &ProgramSettings) -> Result<Program, XdpError> {
@@ -275,20 +301,11 @@ impl Program {
             .open(storage)
             .map_err(XdpError::Load)?;
         if let Some(ro) = open.maps.rodata_data.as_deref_mut() {
-            let s = &settings.synack;
-            ro.match_addresses = u8::from(!settings.addresses.is_empty());
-            ro.mss_table = settings.mss_table.entries();
-            ro.our_wscale = s.wscale;
             ro.synack_mode = match settings.synack_mode {
                 SynackMode::Afxdp => 0,
                 SynackMode::Xdp => 1,
                 SynackMode::Auto => 2,
             };
-            ro.synack_window = s.window;
-            ro.synack_ttl = s.ttl;
-            ro.synack_mss_v4 = s.mss_v4;
-            ro.synack_mss_v6 = s.mss_v6;
-            ro.synack_ecn = u8::from(s.ecn);
             ro.verify_checksums = u8::from(settings.verify_checksums);
             ro.auto_backlog = match settings.auto_backlog {
                 0 => 1024,
@@ -296,35 +313,75 @@ impl Program {
             };
             ro.auto_hold_ns = settings.auto_hold.as_nanos().try_into().unwrap_or(u64::MAX);
         }
-        let skel = open.load().map_err(XdpError::Load)?;
-        for &port in &settings.ports {
-            skel.maps
-                .ports
-                .update(&u32::from(port).to_ne_bytes(), &[1], MapFlags::ANY)
+        let mut skel = open.load().map_err(XdpError::Load)?;
+        let live = skel
+            .maps
+            .data_live_data
+            .take()
+            .ok_or(XdpError::NoLiveSection)?;
+        let program = Program {
+            skel,
+            live: std::sync::Mutex::new(live),
+        };
+        program.update(&ProgramSettings::default(), settings)?;
+        Ok(program)
+    }
+
+    /// Moves the running program from `old` to `new` settings: the
+    /// protected ports and addresses and the SYN-ACK's shape. What only a
+    /// load sets (who answers SYNs, checksum checks, the auto backlog and
+    /// hold) is taken from the load and not looked at here.
+    ///
+    /// The order keeps protection on throughout: new ports and addresses
+    /// are added before old ones are removed, and the address filter is
+    /// turned on only once its entries are in (off before they go).
+    pub fn update(&self, old: &ProgramSettings, new: &ProgramSettings) -> Result<(), XdpError> {
+        use std::collections::HashSet;
+        let port_key = |p: u16| u32::from(p).to_ne_bytes();
+        let (old_ports, new_ports): (HashSet<u16>, HashSet<u16>) = (
+            old.ports.iter().copied().collect(),
+            new.ports.iter().copied().collect(),
+        );
+        for &port in new_ports.difference(&old_ports) {
+            let m = &self.skel.maps.ports;
+            m.update(&port_key(port), &[1], MapFlags::ANY)
                 .map_err(map_err("ports"))?;
         }
-        for addr in &settings.addresses {
-            let mut key = skel::types::sw_addr::default();
-            match addr {
-                IpAddr::V4(a) => {
-                    key.family = 4;
-                    key.addr[..4].copy_from_slice(&a.octets());
-                }
-                IpAddr::V6(a) => {
-                    key.family = 6;
-                    key.addr.copy_from_slice(&a.octets());
-                }
-            }
-            let mut raw = Vec::with_capacity(20);
-            raw.push(key.family);
-            raw.extend_from_slice(&key.pad);
-            raw.extend_from_slice(&key.addr);
-            skel.maps
-                .addresses
-                .update(&raw, &[1], MapFlags::ANY)
+        for addr in new.addresses.iter().filter(|a| !old.addresses.contains(a)) {
+            let m = &self.skel.maps.addresses;
+            m.update(&addr_key(addr), &[1], MapFlags::ANY)
                 .map_err(map_err("addresses"))?;
         }
-        Ok(Program { skel })
+        self.write_live(new);
+        for &port in old_ports.difference(&new_ports) {
+            let m = &self.skel.maps.ports;
+            m.update(&port_key(port), &[0], MapFlags::ANY)
+                .map_err(map_err("ports"))?;
+        }
+        for addr in old.addresses.iter().filter(|a| !new.addresses.contains(a)) {
+            match self.skel.maps.addresses.delete(&addr_key(addr)) {
+                Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => {}
+                r => r.map_err(map_err("addresses"))?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the `.data.live` section from `s`.
+    fn write_live(&self, s: &ProgramSettings) {
+        let mut live = self
+            .live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let a = &s.synack;
+        live.match_addresses = u8::from(!s.addresses.is_empty());
+        live.mss_table = s.mss_table.entries();
+        live.our_wscale = a.wscale;
+        live.synack_window = a.window;
+        live.synack_ttl = a.ttl;
+        live.synack_mss_v4 = a.mss_v4;
+        live.synack_mss_v6 = a.mss_v6;
+        live.synack_ecn = u8::from(a.ecn);
     }
 
     fn prog_fd(&self) -> BorrowedFd<'_> {
