@@ -62,6 +62,16 @@ pub struct Config {
     pub synack: SynAck,
     /// What happens to established connections.
     pub handoff: Handoff,
+    /// The Prometheus endpoint.
+    pub metrics: Metrics,
+}
+
+/// `[metrics]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Metrics {
+    /// Address of the Prometheus endpoint (`GET /metrics`); unset: off.
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 /// How XDP is attached.
@@ -476,6 +486,60 @@ impl Config {
             })
     }
 
+    /// The keys whose values differ between `self` and `new` but that a
+    /// reload cannot change: everything in `[datapath]` (interface, queues,
+    /// rings, CPUs, the program's mode and the stats socket are fixed when
+    /// the sockets are opened and the program is loaded), the hand-off mode
+    /// and the proxy's accept backlog. Every other key changes live.
+    pub fn restart_only_changes(&self, new: &Config) -> Vec<&'static str> {
+        // Destructured without `..`: a new [datapath] key does not compile
+        // until it is placed here.
+        let Datapath {
+            interface,
+            xdp_mode,
+            queues,
+            cpus,
+            batch_size,
+            ring_size,
+            verify_checksums,
+            synack,
+            busy_poll_us,
+            busy_poll_budget,
+            stats_socket,
+        } = &self.datapath;
+        let n = &new.datapath;
+        let mut out = Vec::new();
+        let mut check = |changed: bool, key: &'static str| {
+            if changed {
+                out.push(key);
+            }
+        };
+        check(*interface != n.interface, "datapath.interface");
+        check(*xdp_mode != n.xdp_mode, "datapath.xdp_mode");
+        check(*queues != n.queues, "datapath.queues");
+        check(*cpus != n.cpus, "datapath.cpus");
+        check(*batch_size != n.batch_size, "datapath.batch_size");
+        check(*ring_size != n.ring_size, "datapath.ring_size");
+        check(
+            *verify_checksums != n.verify_checksums,
+            "datapath.verify_checksums",
+        );
+        check(*synack != n.synack, "datapath.synack");
+        check(*busy_poll_us != n.busy_poll_us, "datapath.busy_poll_us");
+        check(
+            *busy_poll_budget != n.busy_poll_budget,
+            "datapath.busy_poll_budget",
+        );
+        check(*stats_socket != n.stats_socket, "datapath.stats_socket");
+        check(self.handoff.mode != new.handoff.mode, "handoff.mode");
+        check(
+            self.handoff.backlog != new.handoff.backlog,
+            "handoff.backlog",
+        );
+        check(self.metrics.listen != new.metrics.listen, "metrics.listen");
+        out
+    }
+
     /// The handshake core's settings.
     pub fn core_settings(&self) -> Settings {
         let (mut v4, mut v6) = (Vec::new(), Vec::new());
@@ -620,6 +684,33 @@ mod tests {
         assert!(
             e.contains("busy_poll_us must be between 0 and 1000000"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn a_reload_names_each_key_that_needs_a_restart() {
+        let old = parse("[protect]\nports = [80]\n").unwrap();
+        let live = parse(
+            "[protect]\nports = [80, 81]\naddresses = [\"198.18.0.1\"]\n\
+             [synack]\nwindow = 1000\n[cookie]\nrotation_secs = 30\n\
+             [handoff]\nupstreams = [\"198.18.0.1:8080\"]\nidle_timeout_secs = 9\n",
+        )
+        .unwrap();
+        assert_eq!(old.restart_only_changes(&live), Vec::<&str>::new());
+        let fixed = parse(
+            "[datapath]\ninterface = \"sw0\"\nring_size = 4096\nsynack = \"xdp\"\n\
+             [handoff]\nbacklog = 10\n[metrics]\nlisten = \"127.0.0.1:9717\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            old.restart_only_changes(&fixed),
+            [
+                "datapath.interface",
+                "datapath.ring_size",
+                "datapath.synack",
+                "handoff.backlog",
+                "metrics.listen"
+            ]
         );
     }
 

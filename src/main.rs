@@ -56,7 +56,9 @@ enum Command {
     /// Print a new random master secret (32 hex digits) for `cookie.secret_file`.
     GenSecret,
     /// Run the datapath on `[datapath] interface` until SIGINT or SIGTERM,
-    /// then detach and print the final counters as JSON.
+    /// then detach and print the final counters as JSON. SIGHUP reloads
+    /// the configuration file. Exits non-zero when protection stops for
+    /// any other reason.
     Run {
         /// Configuration file.
         #[arg(long)]
@@ -64,13 +66,48 @@ enum Command {
     },
     /// Print the counters of a running `synwall run` as JSON.
     Stats {
-        /// Configuration of the running instance (for its stats socket).
-        #[arg(long, conflicts_with = "socket")]
-        config: Option<PathBuf>,
-        /// The stats socket itself.
-        #[arg(long)]
-        socket: Option<PathBuf>,
+        #[command(flatten)]
+        instance: Instance,
     },
+    /// Make a running `synwall run` read its configuration file again (as
+    /// SIGHUP does) and say whether the new one was applied; exits
+    /// non-zero when it was rejected (the old one keeps running).
+    Reload {
+        #[command(flatten)]
+        instance: Instance,
+    },
+}
+
+/// Which running instance: by its configuration or its stats socket.
+#[derive(Debug, clap::Args)]
+struct Instance {
+    /// Configuration of the running instance (for its stats socket).
+    #[arg(long, conflicts_with = "socket")]
+    config: Option<PathBuf>,
+    /// The stats socket itself.
+    #[arg(long)]
+    socket: Option<PathBuf>,
+}
+
+impl Instance {
+    fn socket(&self) -> anyhow::Result<PathBuf> {
+        Ok(match (&self.socket, &self.config) {
+            (Some(p), _) => p.clone(),
+            (None, Some(c)) => Config::load(c)?.datapath.stats_socket,
+            (None, None) => Config::default().datapath.stats_socket,
+        })
+    }
+
+    /// Sends `what` to the instance and returns its answer.
+    fn ask(&self, what: &str) -> anyhow::Result<String> {
+        let path = self.socket()?;
+        synwall::run::request(&path, what).with_context(|| {
+            format!(
+                "cannot reach synwall at {} (is it running?)",
+                path.display()
+            )
+        })
+    }
 }
 
 /// True when stderr is the journal stream systemd gave this service
@@ -183,27 +220,34 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run { config } => {
             let cfg = Config::load(&config)?;
             let secret = secret(&cfg)?;
-            let stop = Arc::new(AtomicBool::new(false));
-            for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-                signal_hook::flag::register(sig, Arc::clone(&stop))
+            let ctl = synwall::run::Control {
+                config_path: config,
+                stop: Arc::new(AtomicBool::new(false)),
+                reload: Arc::new(AtomicBool::new(false)),
+            };
+            use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+            for (sig, flag) in [
+                (SIGINT, &ctl.stop),
+                (SIGTERM, &ctl.stop),
+                (SIGHUP, &ctl.reload),
+            ] {
+                signal_hook::flag::register(sig, Arc::clone(flag))
                     .context("installing signal handlers")?;
             }
-            let last = synwall::run::run(&cfg, secret, stop)?;
+            let last = synwall::run::run(&cfg, secret, &ctl)?;
             println!("{}", serde_json::to_string(&last)?);
         }
-        Command::Stats { config, socket } => {
-            let path = match (socket, config) {
-                (Some(p), _) => p,
-                (None, Some(c)) => Config::load(&c)?.datapath.stats_socket,
-                (None, None) => Config::default().datapath.stats_socket,
-            };
-            let text = synwall::run::read_stats(&path).with_context(|| {
-                format!(
-                    "cannot read counters from {} (is synwall running?)",
-                    path.display()
-                )
-            })?;
-            print!("{text}");
+        Command::Stats { instance } => print!("{}", instance.ask("stats")?),
+        Command::Reload { instance } => {
+            let answer: serde_json::Value = serde_json::from_str(&instance.ask("reload")?)
+                .context("the running synwall gave no answer")?;
+            match answer["reload"].as_str() {
+                Some("ok") => println!("reloaded"),
+                _ => anyhow::bail!(
+                    "reload rejected, the running configuration stays: {}",
+                    answer["error"].as_str().unwrap_or("no reason given")
+                ),
+            }
         }
     }
     Ok(())

@@ -6,10 +6,12 @@
 //! Control (stop) is read once per batch.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::Serialize;
 
-use crate::proto::handshake::{Core, DropReason, Verdict};
+use crate::proto::cookie::Secret;
+use crate::proto::handshake::{Core, DropReason, Settings, Verdict};
 use crate::proto::time::UnixTime;
 use crate::xdp::QueueProgress;
 use crate::xsk::{Frame, Xsk};
@@ -21,6 +23,43 @@ const KERNEL_STATS_EVERY: std::time::Duration = std::time::Duration::from_millis
 
 /// How long an idle worker sleeps in poll() before re-checking control.
 pub const IDLE_POLL_MS: i32 = 100;
+
+/// The settings and secret the workers' cores run with. A reload publishes
+/// new ones; each worker sees the change at its next batch (one relaxed
+/// load of the generation per batch) and builds a new core from them.
+#[derive(Debug)]
+pub struct SharedCore {
+    generation: AtomicU64,
+    current: Mutex<Arc<(Settings, Secret)>>,
+}
+
+impl SharedCore {
+    /// The settings and secret of the start.
+    pub fn new(settings: Settings, secret: Secret) -> SharedCore {
+        SharedCore {
+            generation: AtomicU64::new(1),
+            current: Mutex::new(Arc::new((settings, secret))),
+        }
+    }
+
+    /// Hands new settings and a new secret to every worker.
+    pub fn publish(&self, settings: Settings, secret: Secret) {
+        *self.current.lock().unwrap_or_else(PoisonError::into_inner) = Arc::new((settings, secret));
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// A core with the current settings; `seen` becomes their generation.
+    pub fn core(&self, seen: &mut u64) -> Core {
+        *seen = self.generation.load(Ordering::Acquire);
+        let current = Arc::clone(&self.current.lock().unwrap_or_else(PoisonError::into_inner));
+        Core::new(current.0.clone(), current.1.clone())
+    }
+
+    /// As [`SharedCore::core`], only if the settings changed since `seen`.
+    pub fn refresh(&self, seen: &mut u64) -> Option<Core> {
+        (self.generation.load(Ordering::Relaxed) != *seen).then(|| self.core(seen))
+    }
+}
 
 /// Counters of one worker, readable from other threads.
 #[derive(Debug, Default)]
@@ -94,6 +133,12 @@ impl WorkerCounters {
         }
     }
 
+    /// A number that grows on every pass of the worker's loop (busy or
+    /// idle, at least every [`IDLE_POLL_MS`]): what the watchdog watches.
+    pub fn progress(&self) -> u64 {
+        self.rx.load(Ordering::Relaxed) + self.rx_empty_polls.load(Ordering::Relaxed)
+    }
+
     /// Reads the counters.
     pub fn snapshot(&self) -> WorkerSnapshot {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -145,17 +190,31 @@ pub struct WorkerControl<'a> {
     pub progress: Option<QueueProgress<'a>>,
     /// Busy-poll the socket's NAPI context instead of sleeping in poll().
     pub busy_poll: bool,
+    /// Where the core's settings come from (and change on a reload).
+    pub core: &'a SharedCore,
+}
+
+/// The frames a worker holds between ring operations.
+struct Rings {
+    rx: Vec<Frame>,
+    tx: Vec<Frame>,
+    free: Vec<Frame>,
 }
 
 /// Runs until `ctl.stop` is set.
-pub fn run(mut xsk: Xsk, mut free: Vec<Frame>, mut core: Core, ctl: WorkerControl<'_>) {
+pub fn run(mut xsk: Xsk, free: Vec<Frame>, ctl: WorkerControl<'_>) {
     let batch = ctl.batch.max(1);
-    let mut rx: Vec<Frame> = Vec::with_capacity(batch);
-    let mut tx: Vec<Frame> = Vec::with_capacity(4 * batch);
+    let mut f = Rings {
+        rx: Vec::with_capacity(batch),
+        tx: Vec::with_capacity(4 * batch),
+        free,
+    };
     let mut l = Local::default();
+    let mut seen = 0;
+    let mut core = ctl.core.core(&mut seen);
     let mut kernel_at = std::time::Instant::now();
     let mut kernel_lost = 0u64;
-    xsk.fill(&mut free);
+    xsk.fill(&mut f.free);
     while !ctl.stop.load(Ordering::Relaxed) {
         if kernel_at.elapsed() >= KERNEL_STATS_EVERY {
             let k = xsk.kernel_stats();
@@ -163,64 +222,17 @@ pub fn run(mut xsk: Xsk, mut free: Vec<Frame>, mut core: Core, ctl: WorkerContro
             ctl.counters.publish_kernel(k);
             kernel_at = std::time::Instant::now();
         }
-        xsk.complete(&mut free, 4 * batch);
-        xsk.fill(&mut free);
-        // Block in poll() only when nothing waits to be sent; when busy
-        // polling, drive the receive work from here and never block.
-        if ctl.busy_poll {
-            xsk.busy_poll();
-        }
-        let timeout = if tx.is_empty() && !ctl.busy_poll {
-            IDLE_POLL_MS
-        } else {
-            0
-        };
-        let n = xsk.receive(&mut rx, batch, timeout);
-        if n == 0 {
-            l.rx_empty_polls += 1;
-            if xsk.fill_needs_wakeup() {
-                xsk.wakeup_rx();
+        xsk.complete(&mut f.free, 4 * batch);
+        xsk.fill(&mut f.free);
+        if receive(&mut xsk, &mut f, &mut l, &ctl) > 0 {
+            // A reload that came while this worker slept in poll() applies
+            // to the frames that woke it.
+            if let Some(c) = ctl.core.refresh(&mut seen) {
+                core = c;
             }
-        } else {
-            l.rx += n as u64;
-            let now = UnixTime::now();
-            for mut frame in rx.drain(..) {
-                let v = xsk.rewrite(&mut frame, |buf, len| {
-                    let v = core.handle(now, buf, len);
-                    let send = match v {
-                        Verdict::Transmit(n) => Some(n),
-                        _ => None,
-                    };
-                    (v, send)
-                });
-                match v {
-                    Verdict::Transmit(_) => {
-                        l.synacks += 1;
-                        tx.push(frame);
-                    }
-                    Verdict::Drop(r) => {
-                        l.drops[r.index()] += 1;
-                        free.push(frame);
-                    }
-                    Verdict::Pass | Verdict::Established(_) => {
-                        l.unexpected += 1;
-                        free.push(frame);
-                    }
-                }
-            }
+            answer(&mut xsk, &mut core, &mut f, &mut l);
         }
-        xsk.transmit(&mut tx);
-        if !tx.is_empty() {
-            l.tx_ring_full += 1;
-            // Do not hoard frames behind a stuck tx ring: keep at most
-            // three batches waiting, give the oldest up.
-            let excess = tx.len().saturating_sub(3 * batch);
-            if excess > 0 {
-                l.tx_dropped += excess as u64;
-                free.extend(tx.drain(..excess));
-            }
-            xsk.wakeup_tx();
-        }
+        transmit(&mut xsk, &mut f, &mut l, batch);
         ctl.counters.publish(&l);
         if let Some(p) = &ctl.progress {
             p.publish(l.rx + kernel_lost);
@@ -228,4 +240,100 @@ pub fn run(mut xsk: Xsk, mut free: Vec<Frame>, mut core: Core, ctl: WorkerContro
     }
     ctl.counters.publish(&l);
     ctl.counters.publish_kernel(xsk.kernel_stats());
+}
+
+/// Takes up to one batch from the rx ring (waiting in poll() when idle);
+/// returns how many frames came.
+fn receive(xsk: &mut Xsk, f: &mut Rings, l: &mut Local, ctl: &WorkerControl) -> usize {
+    // Block in poll() only when nothing waits to be sent; when busy
+    // polling, drive the receive work from here and never block.
+    if ctl.busy_poll {
+        xsk.busy_poll();
+    }
+    let timeout = if f.tx.is_empty() && !ctl.busy_poll {
+        IDLE_POLL_MS
+    } else {
+        0
+    };
+    let n = xsk.receive(&mut f.rx, ctl.batch.max(1), timeout);
+    if n == 0 {
+        l.rx_empty_polls += 1;
+        if xsk.fill_needs_wakeup() {
+            xsk.wakeup_rx();
+        }
+    }
+    l.rx += n as u64;
+    n
+}
+
+/// Answers the received frames: SYN-ACKs written in place onto the tx
+/// list, everything else back to the free list.
+fn answer(xsk: &mut Xsk, core: &mut Core, f: &mut Rings, l: &mut Local) {
+    let now = UnixTime::now();
+    for mut frame in f.rx.drain(..) {
+        let v = xsk.rewrite(&mut frame, |buf, len| {
+            let v = core.handle(now, buf, len);
+            let send = match v {
+                Verdict::Transmit(n) => Some(n),
+                _ => None,
+            };
+            (v, send)
+        });
+        match v {
+            Verdict::Transmit(_) => {
+                l.synacks += 1;
+                f.tx.push(frame);
+            }
+            Verdict::Drop(r) => {
+                l.drops[r.index()] += 1;
+                f.free.push(frame);
+            }
+            Verdict::Pass | Verdict::Established(_) => {
+                l.unexpected += 1;
+                f.free.push(frame);
+            }
+        }
+    }
+}
+
+/// Queues the waiting SYN-ACKs on the tx ring; what does not fit waits,
+/// up to three batches, and the oldest beyond that are given up.
+fn transmit(xsk: &mut Xsk, f: &mut Rings, l: &mut Local, batch: usize) {
+    xsk.transmit(&mut f.tx);
+    if !f.tx.is_empty() {
+        l.tx_ring_full += 1;
+        // Do not hoard frames behind a stuck tx ring.
+        let excess = f.tx.len().saturating_sub(3 * batch);
+        if excess > 0 {
+            l.tx_dropped += excess as u64;
+            f.free.extend(f.tx.drain(..excess));
+        }
+        xsk.wakeup_tx();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::handshake::PortSet;
+
+    #[test]
+    fn a_published_change_reaches_each_worker_once() {
+        let shared = SharedCore::new(Settings::default(), Secret::from_bytes([1; 16]));
+        let (mut a, mut b) = (0, 0);
+        let _ = shared.core(&mut a);
+        let _ = shared.core(&mut b);
+        assert!(shared.refresh(&mut a).is_none(), "nothing changed");
+        let settings = Settings {
+            ports: PortSet::new(&[81]),
+            ..Settings::default()
+        };
+        shared.publish(settings, Secret::from_bytes([2; 16]));
+        assert!(shared.refresh(&mut a).is_some());
+        assert!(shared.refresh(&mut a).is_none(), "only once");
+        assert!(shared.refresh(&mut b).is_some(), "every worker");
+        let now = shared.current.lock().unwrap();
+        assert!(now.0.ports.contains(81) && !now.0.ports.contains(80));
+        assert_eq!(now.1, Secret::from_bytes([2; 16]));
+    }
 }

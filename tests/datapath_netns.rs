@@ -289,3 +289,44 @@ fn killed_synwall_leaves_no_program() {
     let _ = server.kill();
     let _ = server.wait();
 }
+
+/// Waits (10 s at most) for synwall to exit; its status and log.
+fn exit_of(mut sw: Synwall, dir: &Path) -> (std::process::ExitStatus, String) {
+    let t0 = Instant::now();
+    loop {
+        if let Some(st) = sw.child.try_wait().unwrap() {
+            return (
+                st,
+                std::fs::read_to_string(dir.join("synwall.log")).unwrap(),
+            );
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "synwall still runs");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn sighup_reloads_sigterm_stops_cleanly_and_a_lost_interface_fails() {
+    if !common::require_root() {
+        return;
+    }
+    // SIGHUP never kills; SIGTERM is a clean stop (exit 0).
+    let dir = tempfile::tempdir().unwrap();
+    let tb = Testbed::new(1);
+    let sw = Synwall::start(&tb, dir.path(), "");
+    sw.signal("-HUP");
+    std::thread::sleep(Duration::from_millis(300));
+    let stats = sw.stats_json().expect("still running after SIGHUP");
+    assert_eq!(stats["reloads_ok"], 1, "{stats}");
+    sw.signal("-TERM");
+    let (st, log) = exit_of(sw, dir.path());
+    assert!(st.success(), "SIGTERM: {st}: {log}");
+
+    // The interface going away ends protection: a non-zero exit that says
+    // why, so that Restart=on-failure brings synwall back.
+    let sw = Synwall::start(&tb, dir.path(), "");
+    common::sh(&["ip", "-n", &tb.srv, "link", "del", &tb.srv_if]);
+    let (st, log) = exit_of(sw, dir.path());
+    assert!(!st.success(), "lost interface: {st}: {log}");
+    assert!(log.contains("no longer attached"), "{log}");
+}

@@ -783,3 +783,178 @@ fn dead_upstream_gives_a_prompt_close() {
     assert_eq!(p["upstream_connect_failures"], 3, "{stats}");
     assert_eq!(p["active"], 0, "{stats}");
 }
+
+/// Polls the stats until `key` reaches `want` (10 s at most).
+fn wait_for_stat(sw: &Synwall, key: &str, want: u64) -> serde_json::Value {
+    let t0 = Instant::now();
+    loop {
+        let stats = sw.stats_json().unwrap();
+        if stats[key] == want {
+            return stats;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "{key} != {want}: {stats}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A rate-limited download of big.bin from `url` (about 4 s), in the
+/// background.
+fn slow_download(tb: &Testbed, url: &str, to: &std::path::Path) -> std::process::Child {
+    tb.in_cli(&[
+        "curl",
+        "-sS",
+        "--max-time",
+        "60",
+        "--limit-rate",
+        "16M",
+        "-o",
+        to.to_str().unwrap(),
+        url,
+    ])
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap()
+}
+
+/// Waits for a [`slow_download`] and checks it got big.bin of `www` whole.
+fn download_intact(download: std::process::Child, got: &std::path::Path, www: &std::path::Path) {
+    let out = download.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the download across the reloads: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(sha256(got), sha256(&www.join("big.bin")), "download intact");
+}
+
+#[test]
+fn a_reload_adds_and_removes_a_port_while_a_download_goes_on() {
+    let Some(f) = Fixture::new(1, Turn::Shared) else {
+        return;
+    };
+    let (tb, dir) = (&f.tb, &f.dir);
+    tb.block_kernel_synacks(8081);
+    let www = web_root(dir.path());
+    write_big_file(&www);
+    let _server = Server(http_server(tb, &www));
+    let www_s = www.to_str().unwrap();
+    let args = [
+        "python3",
+        "-m",
+        "http.server",
+        "8081",
+        "--bind",
+        "::",
+        "-d",
+        www_s,
+    ];
+    let _second = Server::spawn(tb, &args, 8081);
+    let mut sw = Synwall::start(tb, dir.path(), "");
+    let page = "http://198.18.0.1:8081/index.html";
+    let unanswered = |why: &str| {
+        let out = curl(tb, &["--connect-timeout", "2", page]);
+        assert!(!out.status.success(), "{why}: port 8081 answered");
+    };
+    unanswered("before the reload (only the kernel could answer, and it may not)");
+
+    let got = dir.path().join("got.bin");
+    let download = slow_download(tb, "http://198.18.0.1/big.bin", &got);
+    std::thread::sleep(Duration::from_millis(500));
+
+    // 1. SIGHUP with the port added: synwall answers it.
+    sw.rewrite_config("[protect]\nports = [80, 8081]\n");
+    sw.signal("-HUP");
+    wait_for_stat(&sw, "reloads_ok", 1);
+    curl_ok(tb, page);
+    curl_ok(tb, "http://[2001:2::1]:8081/index.html");
+
+    // 2. A broken file on SIGHUP changes nothing, and is counted.
+    sw.rewrite_config("[protect]\nports = [80, 8081\n");
+    sw.signal("-HUP");
+    wait_for_stat(&sw, "reloads_failed", 1);
+    curl_ok(tb, page);
+
+    // 3. `synwall reload` names the key that needs a restart.
+    sw.rewrite_config("[protect]\nports = [80]\n[handoff]\nbacklog = 7\n");
+    let out = sw.reload();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("handoff.backlog"),
+        "{err}"
+    );
+    curl_ok(tb, page);
+
+    // 4. ... and applies a good file: the port is the kernel's again.
+    sw.rewrite_config("");
+    let out = run_ok(
+        std::process::Command::new(env!("CARGO_BIN_EXE_synwall")).args([
+            "reload",
+            "--socket",
+            sw.stats.to_str().unwrap(),
+        ]),
+        "synwall reload",
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "reloaded\n");
+    unanswered("after the port was removed");
+
+    download_intact(download, &got, &www);
+    assert!(
+        sw.child.try_wait().unwrap().is_none(),
+        "SIGHUP did not kill synwall"
+    );
+    let stats = sw.stats_json().unwrap();
+    assert_eq!(
+        (
+            stats["reloads_ok"].as_u64(),
+            stats["reloads_failed"].as_u64()
+        ),
+        (Some(2), Some(2)),
+        "{stats}"
+    );
+}
+
+#[test]
+fn a_reload_moves_the_proxy_to_a_new_upstream_and_port() {
+    let Some(f) = Fixture::new(1, Turn::Shared) else {
+        return;
+    };
+    let (tb, dir) = (&f.tb, &f.dir);
+    tb.block_kernel_synacks(81);
+    let www = web_root(dir.path());
+    write_big_file(&www);
+    let www2 = dir.path().join("www2");
+    std::fs::create_dir(&www2).unwrap();
+    std::fs::write(www2.join("index.html"), "the new upstream\n").unwrap();
+    let _a = Server::upstream(tb, &["http", www.to_str().unwrap()], 8080);
+    let _b = Server::upstream(tb, &["http", www2.to_str().unwrap()], 8090);
+    let sw = Synwall::start(tb, dir.path(), &proxy_config(&["198.18.0.1:8080"], ""));
+    let got = dir.path().join("got.bin");
+    let download = slow_download(tb, "http://198.18.0.1/big.bin", &got);
+    std::thread::sleep(Duration::from_millis(500));
+
+    let moved = "[protect]\nports = [80, 81]\n".to_string()
+        + &proxy_config(&["198.18.0.1:8090"], "idle_timeout_secs = 60\n");
+    sw.rewrite_config(&moved);
+    sw.signal("-HUP");
+    wait_for_stat(&sw, "reloads_ok", 1);
+    for url in [
+        "http://198.18.0.1/index.html",
+        "http://198.18.0.1:81/index.html",
+    ] {
+        let out = curl_ok(tb, url);
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "the new upstream\n",
+            "{url}"
+        );
+    }
+    download_intact(download, &got, &www);
+    let stats = proxy_drains(&sw);
+    assert_eq!(
+        stats["proxy"]["completed"], stats["proxy"]["sessions"],
+        "{stats}"
+    );
+}

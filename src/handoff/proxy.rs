@@ -176,39 +176,63 @@ fn bump(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
 }
 
-/// Listening sockets for the protected ports: on each protected address, or
-/// on 0.0.0.0 and [::] (IPv6-only, skipped when the host has no IPv6) when
-/// none is configured.
-pub fn listen(
-    ports: &[u16],
-    addresses: &[IpAddr],
-    backlog: u32,
-) -> Result<Vec<TcpListener>, ProxyError> {
-    let wildcard = addresses.is_empty();
-    let ips: Vec<IpAddr> = if wildcard {
+/// The addresses synwall's listeners take for the protected ports: each
+/// protected address, or 0.0.0.0 and [::] when none is configured.
+pub fn listen_addrs(ports: &[u16], addresses: &[IpAddr]) -> Vec<SocketAddr> {
+    let ips: Vec<IpAddr> = if addresses.is_empty() {
         vec![Ipv4Addr::UNSPECIFIED.into(), Ipv6Addr::UNSPECIFIED.into()]
     } else {
         addresses.to_vec()
     };
+    ports
+        .iter()
+        .flat_map(|&port| ips.iter().map(move |&ip| SocketAddr::new(ip, port)))
+        .collect()
+}
+
+/// Listening sockets on `addrs` (from [`listen_addrs`]); the IPv6 wildcard
+/// is skipped, with a warning, when the host has no IPv6.
+pub fn listen(addrs: &[SocketAddr], backlog: u32) -> Result<Vec<Listener>, ProxyError> {
     let mut out = Vec::new();
-    for &port in ports {
-        for &ip in &ips {
-            let addr = SocketAddr::new(ip, port);
-            match listen_one(addr, backlog) {
-                Ok(l) => out.push(l),
-                Err(e) if wildcard && ip.is_ipv6() && e == Errno::AFNOSUPPORT => {
-                    tracing::warn!(%addr, "no IPv6 on this host; listening on IPv4 only");
-                }
-                Err(e) => {
-                    return Err(ProxyError::Listen {
-                        addr,
-                        source: e.into(),
-                    });
-                }
+    for &addr in addrs {
+        match listen_one(addr, backlog) {
+            Ok(l) => out.push(Listener { addr, socket: l }),
+            Err(e) if addr.ip() == Ipv6Addr::UNSPECIFIED && e == Errno::AFNOSUPPORT => {
+                tracing::warn!(%addr, "no IPv6 on this host; listening on IPv4 only");
+            }
+            Err(e) => {
+                return Err(ProxyError::Listen {
+                    addr,
+                    source: e.into(),
+                });
             }
         }
     }
     Ok(out)
+}
+
+/// One of synwall's listening sockets and the address it is bound to.
+#[derive(Debug)]
+pub struct Listener {
+    /// The address.
+    pub addr: SocketAddr,
+    /// The socket.
+    pub socket: TcpListener,
+}
+
+/// What a reload gives the running proxy: new settings, the listeners of
+/// newly protected addresses, and the addresses no longer protected, whose
+/// listeners close. Sessions in progress go on.
+#[derive(Debug)]
+pub struct ProxyUpdate {
+    /// The new settings (upstreams resolved).
+    pub settings: ProxySettings,
+    /// Listeners to add.
+    pub open: Vec<Listener>,
+    /// Listeners to close.
+    pub close: Vec<SocketAddr>,
+    /// Told once the update is in effect (or why it is not).
+    pub applied: Option<std::sync::mpsc::Sender<Result<(), String>>>,
 }
 
 /// A non-blocking, close-on-exec TCP socket of `addr`'s family.
@@ -255,6 +279,8 @@ struct Pipe {
     pending: usize,
     /// Its capacity in bytes.
     cap: usize,
+    /// The size asked for (`pipe_size`).
+    size: usize,
 }
 
 impl Pipe {
@@ -269,6 +295,7 @@ impl Pipe {
             w,
             pending: 0,
             cap,
+            size,
         })
     }
 }
@@ -382,7 +409,9 @@ pub struct Proxy<'a> {
     settings: ProxySettings,
     counters: &'a ProxyCounters,
     epoll: OwnedFd,
-    listeners: Vec<TcpListener>,
+    /// By epoll token; a closed listener leaves its slot empty, so the
+    /// tokens of the others stay valid.
+    listeners: Vec<Option<Listener>>,
     sessions: Vec<Option<Session>>,
     free: Vec<usize>,
     /// Slots closed during the current batch of events: reused only after
@@ -408,37 +437,76 @@ fn reset_on_close(s: &TcpStream) {
 impl<'a> Proxy<'a> {
     /// Registers the listeners.
     pub fn new(
-        listeners: Vec<TcpListener>,
+        listeners: Vec<Listener>,
         settings: ProxySettings,
         counters: &'a ProxyCounters,
     ) -> Result<Proxy<'a>, ProxyError> {
-        let poll_err = |e: Errno| ProxyError::Poll(e.into());
-        let ep = epoll::create(epoll::CreateFlags::CLOEXEC).map_err(poll_err)?;
-        for (i, l) in listeners.iter().enumerate() {
-            l.set_nonblocking(true).map_err(ProxyError::Poll)?;
-            epoll::add(
-                &ep,
-                l,
-                epoll::EventData::new_u64(LISTENER | i as u64),
-                epoll::EventFlags::IN | epoll::EventFlags::ET,
-            )
-            .map_err(poll_err)?;
-        }
-        Ok(Proxy {
+        let ep =
+            epoll::create(epoll::CreateFlags::CLOEXEC).map_err(|e| ProxyError::Poll(e.into()))?;
+        let mut proxy = Proxy {
             settings,
             counters,
             epoll: ep,
-            listeners,
+            listeners: Vec::new(),
             sessions: Vec::new(),
             free: Vec::new(),
             dead: Vec::new(),
             pipes: Vec::new(),
             next_upstream: 0,
-        })
+        };
+        for l in listeners {
+            proxy.add_listener(l)?;
+        }
+        Ok(proxy)
     }
 
-    /// Serves until `stop` is set, then closes every session.
-    pub fn run(&mut self, stop: &AtomicBool) -> Result<(), ProxyError> {
+    fn add_listener(&mut self, l: Listener) -> Result<(), ProxyError> {
+        l.socket.set_nonblocking(true).map_err(ProxyError::Poll)?;
+        epoll::add(
+            &self.epoll,
+            &l.socket,
+            epoll::EventData::new_u64(LISTENER | self.listeners.len() as u64),
+            epoll::EventFlags::IN | epoll::EventFlags::ET,
+        )
+        .map_err(|e| ProxyError::Poll(e.into()))?;
+        self.listeners.push(Some(l));
+        Ok(())
+    }
+
+    /// Applies a reload: sessions keep their upstream and pipes; new ones
+    /// get the new settings.
+    fn update(&mut self, mut u: ProxyUpdate) {
+        let applied = u.applied.take();
+        let result = self.apply(u).map_err(|e| e.to_string());
+        if let Some(tx) = applied {
+            let _ = tx.send(result);
+        }
+    }
+
+    fn apply(&mut self, u: ProxyUpdate) -> Result<(), ProxyError> {
+        if u.settings.pipe_size != self.settings.pipe_size {
+            self.pipes.clear();
+        }
+        self.settings = u.settings;
+        for slot in &mut self.listeners {
+            if slot.as_ref().is_some_and(|l| u.close.contains(&l.addr)) {
+                // Closing the socket also takes it out of epoll.
+                *slot = None;
+            }
+        }
+        for l in u.open {
+            self.add_listener(l)?;
+        }
+        Ok(())
+    }
+
+    /// Serves until `stop` is set, then closes every session; applies the
+    /// updates that arrive on `updates` as it goes.
+    pub fn run(
+        &mut self,
+        stop: &AtomicBool,
+        updates: &std::sync::mpsc::Receiver<ProxyUpdate>,
+    ) -> Result<(), ProxyError> {
         let mut events: Vec<epoll::Event> = Vec::with_capacity(256);
         let timeout = rustix::event::Timespec {
             tv_sec: 0,
@@ -469,6 +537,9 @@ impl<'a> Proxy<'a> {
                 next_tick = now + TICK;
             }
             self.free.append(&mut self.dead);
+            while let Ok(u) = updates.try_recv() {
+                self.update(u);
+            }
         }
         for slot in 0..self.sessions.len() {
             if self.sessions[slot].is_some() {
@@ -480,7 +551,10 @@ impl<'a> Proxy<'a> {
 
     fn accept(&mut self, listener: usize) {
         loop {
-            match self.listeners[listener].accept() {
+            let Some(Some(l)) = self.listeners.get(listener) else {
+                return;
+            };
+            match l.socket.accept() {
                 Ok((stream, peer)) => self.open(stream, peer),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
                 Err(e) => {
@@ -706,7 +780,8 @@ impl<'a> Proxy<'a> {
         }
         c.active.fetch_sub(1, Ordering::Relaxed);
         for d in [s.up, s.down] {
-            if d.pipe.pending == 0 && self.pipes.len() < PIPE_POOL {
+            let reusable = d.pipe.pending == 0 && d.pipe.size == self.settings.pipe_size;
+            if reusable && self.pipes.len() < PIPE_POOL {
                 self.pipes.push(d.pipe);
             }
         }

@@ -266,6 +266,43 @@ pub struct Attachment {
     pub ifindex: u32,
 }
 
+/// What the kernel says about an attachment's link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkInfo {
+    /// The link's id (as `bpftool link` shows it).
+    pub id: u32,
+    /// The attached program's id.
+    pub prog_id: u32,
+    /// The interface it is attached to; 0 once detached (the interface
+    /// went away, or someone detached the link).
+    pub ifindex: u32,
+}
+
+impl Attachment {
+    /// The link as the kernel sees it now.
+    pub fn info(&self) -> std::io::Result<LinkInfo> {
+        let mut info = libbpf_sys::bpf_link_info::default();
+        let mut len = size_of::<libbpf_sys::bpf_link_info>() as u32;
+        // SAFETY: the link fd is ours and open; `info` and `len` are valid
+        // for writes of `len` bytes, and libbpf keeps neither pointer.
+        let r = unsafe {
+            libbpf_sys::bpf_link_get_info_by_fd(self._link.as_raw_fd(), &mut info, &mut len)
+        };
+        if r < 0 {
+            return Err(std::io::Error::from_raw_os_error(-r));
+        }
+        // SAFETY: both our link types (XDP and TCX) describe themselves
+        // with the interface index as the first word of the union, and the
+        // kernel filled the union (or left it zeroed) for this link.
+        let ifindex = unsafe { info.__bindgen_anon_1.xdp.ifindex };
+        Ok(LinkInfo {
+            id: info.id,
+            prog_id: info.prog_id,
+            ifindex,
+        })
+    }
+}
+
 fn map_err(map: &'static str) -> impl FnOnce(libbpf_rs::Error) -> XdpError {
     move |source| XdpError::Map { map, source }
 }

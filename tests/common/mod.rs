@@ -392,6 +392,9 @@ impl Drop for TestbedXdp {
 pub struct Synwall {
     pub child: Child,
     pub stats: std::path::PathBuf,
+    /// Its configuration file, and the part of it before the test's own.
+    pub config: std::path::PathBuf,
+    base: String,
 }
 
 impl Synwall {
@@ -406,16 +409,13 @@ impl Synwall {
         std::fs::write(dir.join("secret"), SECRET).unwrap();
         let stats = dir.join("stats.sock");
         let cfg = dir.join("synwall.toml");
-        std::fs::write(
-            &cfg,
-            format!(
-                "[datapath]\ninterface = \"{}\"\nxdp_mode = \"native\"\nstats_socket = \"{}\"\n{datapath}\n[cookie]\nsecret_file = \"{}\"\n{extra}",
-                tb.srv_if,
-                stats.display(),
-                dir.join("secret").display()
-            ),
-        )
-        .unwrap();
+        let base = format!(
+            "[datapath]\ninterface = \"{}\"\nxdp_mode = \"native\"\nstats_socket = \"{}\"\n{datapath}\n[cookie]\nsecret_file = \"{}\"\n",
+            tb.srv_if,
+            stats.display(),
+            dir.join("secret").display()
+        );
+        std::fs::write(&cfg, format!("{base}{extra}")).unwrap();
         let child = tb
             .in_srv(&[
                 env!("CARGO_BIN_EXE_synwall"),
@@ -427,7 +427,12 @@ impl Synwall {
             .stderr(std::fs::File::create(dir.join("synwall.log")).unwrap())
             .spawn()
             .unwrap();
-        let mut sw = Synwall { child, stats };
+        let mut sw = Synwall {
+            child,
+            stats,
+            config: cfg,
+            base,
+        };
         let t0 = Instant::now();
         while sw.stats_json().is_none() {
             if let Ok(Some(st)) = sw.child.try_wait() {
@@ -455,6 +460,20 @@ impl Synwall {
             .success()
             .then(|| serde_json::from_slice(&out.stdout).ok())
             .flatten()
+    }
+
+    /// Rewrites the configuration file with `extra` in place of the
+    /// test's part (the running synwall reads it on a reload).
+    pub fn rewrite_config(&self, extra: &str) {
+        std::fs::write(&self.config, format!("{}{extra}", self.base)).unwrap();
+    }
+
+    /// `synwall reload` for this instance.
+    pub fn reload(&self) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_synwall"))
+            .args(["reload", "--socket", self.stats.to_str().unwrap()])
+            .output()
+            .unwrap()
     }
 
     /// Sends a signal (e.g. "-TERM") to synwall.

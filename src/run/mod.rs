@@ -1,25 +1,32 @@
 //! `synwall run`: load and attach the XDP program, one AF_XDP socket and one
 //! pinned worker per queue, counters on a Unix socket, and a clean stop.
 
-use std::io::Write;
-use std::net::TcpListener;
-use std::os::unix::net::UnixListener;
+mod reload;
+
+use std::io::{Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::thread::{Scope, ScopedJoinHandle};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 use crate::config::{Config, HandoffMode, SynackMode};
-use crate::handoff::proxy::{self, Proxy, ProxyCounters, ProxyError, ProxySettings, ProxySnapshot};
+use crate::handoff::proxy::{
+    self, Listener, Proxy, ProxyCounters, ProxyError, ProxySettings, ProxySnapshot, ProxyUpdate,
+};
 use crate::host;
 use crate::proto::cookie::Secret;
-use crate::proto::handshake::Core;
 use crate::proto::time::UnixTime;
-use crate::worker::{self, WorkerControl, WorkerCounters, WorkerSnapshot};
+use crate::worker::{self, SharedCore, WorkerControl, WorkerCounters, WorkerSnapshot};
+
 use crate::xdp::{self, Attachment, Program, ProgramSettings, QueueLoads};
 use crate::xsk::{BusyPoll, Frame, Xsk, XskConfig};
+use reload::Live;
+pub use reload::ReloadError;
 
 /// Why the datapath could not start.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +59,9 @@ pub enum RunError {
     /// Proxy mode could not start.
     #[error(transparent)]
     Proxy(#[from] ProxyError),
+    /// Protection stopped while running (a thread failed or exited).
+    #[error("protection stopped: {0}")]
+    Stopped(String),
     /// The kernel cannot hand connections off (both modes need the kfunc).
     #[error(
         "{mode} mode hands connections off with the kfunc bpf_sk_assign_tcp_reqsk \
@@ -77,6 +87,14 @@ pub struct Snapshot {
     /// Proxy-mode counters (absent in kernel mode).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub proxy: Option<ProxySnapshot>,
+    /// Seconds since the datapath started.
+    pub uptime_secs: u64,
+    /// The key epoch cookies are minted with now.
+    pub epoch: u64,
+    /// Reloads applied.
+    pub reloads_ok: u64,
+    /// Reloads rejected (the configuration stayed as it was).
+    pub reloads_failed: u64,
 }
 
 /// One worker in a [`Snapshot`].
@@ -98,6 +116,10 @@ pub struct WorkerEntry {
 /// program stops accepting cookies of E-1 this much early: a cookie lives
 /// between `rotation_secs - 1` and `2 × rotation_secs` seconds.
 const KEY_LEAD_SECS: u64 = 1;
+
+/// How often the control loop checks that the XDP and TC links are still
+/// attached.
+const LINK_CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// The epoch whose keys the XDP program should hold now.
 fn program_epoch(now: UnixTime, rotation_secs: u64) -> u64 {
@@ -139,13 +161,25 @@ impl ProgramEpochs {
     }
 }
 
-/// Runs the datapath until `stop` is set; returns the final counters.
+/// How `run` is told to stop or to reload, and where it reloads from.
+#[derive(Debug, Clone)]
+pub struct Control {
+    /// The configuration file (read again on each reload).
+    pub config_path: PathBuf,
+    /// Set (SIGINT, SIGTERM) to stop.
+    pub stop: Arc<AtomicBool>,
+    /// Set (SIGHUP) to reload.
+    pub reload: Arc<AtomicBool>,
+}
+
+/// Runs the datapath until `ctl.stop` is set; returns the final counters,
+/// or why protection stopped on its own.
 ///
 /// The steps follow the data flow: resolve what to serve, prepare the
 /// hand-off, load the program and fill its maps, open one AF_XDP socket
 /// per queue, attach (hand-off first, then XDP), then run the workers, the
 /// proxy and the control loop until stopped, and tear down.
-pub fn run(cfg: &Config, secret: Secret, stop: Arc<AtomicBool>) -> Result<Snapshot, RunError> {
+pub fn run(cfg: &Config, secret: Secret, ctl: &Control) -> Result<Snapshot, RunError> {
     let plan = resolve(cfg)?;
     let proxy = prepare_handoff(cfg)?;
     let program = load_program(cfg, &secret)?;
@@ -156,11 +190,18 @@ pub fn run(cfg: &Config, secret: Secret, stop: Arc<AtomicBool>) -> Result<Snapsh
         SynackMode::Auto => Some(program.queue_loads()?),
         SynackMode::Afxdp | SynackMode::Xdp => None,
     };
+    let (proxy_tx, proxy_rx) = mpsc::channel();
+    let mut live = Live {
+        cfg: cfg.clone(),
+        secret: secret.clone(),
+        program: ProgramSettings::from_core(&cfg.core_settings(), cfg.datapath.synack),
+        epochs: ProgramEpochs::at(UnixTime::now(), cfg.cookie.rotation_secs),
+    };
     let datapath = Datapath {
         cfg,
         plan: &plan,
         program: &program,
-        xdp_mode: attached.xdp.mode,
+        attached: &attached,
         workers: plan
             .queues
             .iter()
@@ -168,20 +209,71 @@ pub fn run(cfg: &Config, secret: Secret, stop: Arc<AtomicBool>) -> Result<Snapsh
             .collect(),
         proxy: proxy.as_ref().map(|_| ProxyCounters::default()),
         loads: loads.as_ref(),
+        core: SharedCore::new(cfg.core_settings(), secret),
+        proxy_updates: proxy.as_ref().map(|_| proxy_tx),
+        started: Instant::now(),
+        epoch: AtomicU64::new(live.epochs.mint),
+        reloads_ok: AtomicU64::new(0),
+        reloads_failed: AtomicU64::new(0),
     };
-    std::thread::scope(|s| {
-        datapath.spawn_workers(s, sockets, &secret, &stop);
+    let failure = std::thread::scope(|s| {
+        let mut threads = datapath.spawn_workers(s, sockets, &ctl.stop);
         if let Some((settings, listeners)) = proxy {
-            datapath.spawn_proxy(s, settings, listeners, &stop);
+            threads.push(datapath.spawn_proxy(s, settings, listeners, proxy_rx, &ctl.stop));
         }
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
         tracing::info!(socket = %cfg.datapath.stats_socket.display(), "running; counters via `synwall stats`");
-        datapath.control(&stats, &secret, &stop);
+        let exited = datapath.control(&stats, &mut live, ctl, &threads);
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+        ctl.stop.store(true, Ordering::Relaxed);
+        join(threads, exited)
     });
     let last = datapath.snapshot();
     teardown(attached, &cfg.datapath.stats_socket);
-    Ok(last)
+    match failure {
+        Some(why) => Err(RunError::Stopped(why)),
+        None => Ok(last),
+    }
+}
+
+/// A thread of the datapath: its name and handle; `Err` is why it failed.
+type Thread<'s> = (String, ScopedJoinHandle<'s, Result<(), String>>);
+
+/// Joins every thread; returns the first failure: a thread's error or
+/// panic, or else what stopped the control loop (`exited`).
+fn join(threads: Vec<Thread<'_>>, exited: Option<String>) -> Option<String> {
+    let mut failure = None;
+    for (name, handle) in threads {
+        let why = match handle.join() {
+            Ok(Ok(())) => continue,
+            Ok(Err(e)) => format!("{name}: {e}"),
+            Err(panic) => {
+                let msg = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                format!("{name} panicked: {msg}")
+            }
+        };
+        failure.get_or_insert(why);
+    }
+    failure.or(exited)
+}
+
+/// An error and its causes, each once: "a: b: c".
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
 }
 
 /// What `run` serves, resolved against this host.
@@ -233,28 +325,30 @@ fn resolve(cfg: &Config) -> Result<Plan, RunError> {
 /// Step 2: in proxy mode, our own listeners exist before the hand-off is
 /// attached, so the TC program finds them for the first valid ACK. In
 /// kernel mode, warns about protected ports nothing listens on.
-fn prepare_handoff(cfg: &Config) -> Result<Option<(ProxySettings, Vec<TcpListener>)>, RunError> {
+fn prepare_handoff(cfg: &Config) -> Result<Option<(ProxySettings, Vec<Listener>)>, RunError> {
     match cfg.handoff.mode {
         HandoffMode::Proxy => {
             let settings = ProxySettings::from_config(&cfg.handoff)?;
-            let listeners = proxy::listen(
-                &cfg.protect.ports,
-                &cfg.protect.addresses,
-                cfg.handoff.backlog,
-            )?;
+            let addrs = proxy::listen_addrs(&cfg.protect.ports, &cfg.protect.addresses);
+            let listeners = proxy::listen(&addrs, cfg.handoff.backlog)?;
             check_fd_limit(settings.max_connections);
             Ok(Some((settings, listeners)))
         }
         HandoffMode::Kernel => {
-            for &port in &cfg.protect.ports {
-                if !host::is_listening(port) {
-                    tracing::warn!(
-                        port,
-                        "nothing listens on this protected port: handed-off connections will be reset"
-                    );
-                }
-            }
+            warn_unserved_ports(&cfg.protect.ports);
             Ok(None)
+        }
+    }
+}
+
+/// Kernel mode: warns about protected ports nothing listens on.
+fn warn_unserved_ports(ports: &[u16]) {
+    for &port in ports {
+        if !host::is_listening(port) {
+            tracing::warn!(
+                port,
+                "nothing listens on this protected port: handed-off connections will be reset"
+            );
         }
     }
 }
@@ -320,6 +414,7 @@ fn open_sockets(
 }
 
 /// The program's two links; dropping them detaches both.
+#[derive(Debug)]
 struct Attached {
     xdp: Attachment,
     handoff: Attachment,
@@ -353,35 +448,72 @@ fn bind_stats(path: &Path) -> Result<UnixListener, RunError> {
 /// The running datapath: what the workers, the proxy and the control loop
 /// share (read-only, or atomics).
 struct Datapath<'a> {
+    /// The configuration of the start: its restart-only keys hold for the
+    /// whole run (the live ones are in the control loop's [`Live`]).
     cfg: &'a Config,
     plan: &'a Plan,
     program: &'a Program,
-    xdp_mode: &'static str,
+    attached: &'a Attached,
     workers: Vec<WorkerCounters>,
     proxy: Option<ProxyCounters>,
     /// synack = "auto": where the workers publish their progress.
     loads: Option<&'a QueueLoads>,
+    /// The workers' core settings and secret.
+    core: SharedCore,
+    /// Proxy mode: where reloads reach the proxy thread.
+    proxy_updates: Option<mpsc::Sender<ProxyUpdate>>,
+    started: Instant,
+    /// The epoch cookies are minted with.
+    epoch: AtomicU64,
+    reloads_ok: AtomicU64,
+    reloads_failed: AtomicU64,
+}
+
+/// What a client asks on the stats socket.
+#[derive(Debug, PartialEq, Eq)]
+enum Request {
+    Stats,
+    Reload,
+}
+
+/// Reads a client's one-line request: "reload", or anything else
+/// (nothing at all included) for the counters.
+fn read_request(conn: &mut UnixStream) -> Request {
+    let _ = conn.set_read_timeout(Some(Duration::from_millis(200)));
+    let mut line = Vec::new();
+    let mut buf = [0u8; 64];
+    while line.len() < 64 && !line.contains(&b'\n') {
+        match conn.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => line.extend_from_slice(&buf[..n]),
+        }
+    }
+    match String::from_utf8_lossy(&line).trim() {
+        "reload" => Request::Reload,
+        _ => Request::Stats,
+    }
 }
 
 impl<'a> Datapath<'a> {
     /// Step 7: one worker thread per queue, pinned to its CPU.
     fn spawn_workers<'s>(
         &'s self,
-        s: &'s std::thread::Scope<'s, '_>,
+        s: &'s Scope<'s, '_>,
         sockets: Vec<QueueSocket>,
-        secret: &Secret,
         stop: &'s AtomicBool,
-    ) {
+    ) -> Vec<Thread<'s>> {
         let batch = self.cfg.datapath.batch_size as usize;
         let busy_poll = self.cfg.datapath.busy_poll_us > 0;
+        let mut threads = Vec::new();
         for ((q, xsk, frames), (&cpu, counters)) in sockets
             .into_iter()
             .zip(self.plan.cpus.iter().zip(&self.workers))
         {
-            let core = Core::new(self.cfg.core_settings(), secret.clone());
             let progress = self.loads.and_then(|l| l.progress(q));
-            std::thread::Builder::new()
-                .name(format!("synwall-q{q}"))
+            let name = format!("synwall-q{q}");
+            let core = &self.core;
+            let handle = std::thread::Builder::new()
+                .name(name.clone())
                 .spawn_scoped(s, move || {
                     if !core_affinity::set_for_current(core_affinity::CoreId { id: cpu }) {
                         tracing::warn!(queue = q, cpu, "could not pin worker");
@@ -392,68 +524,152 @@ impl<'a> Datapath<'a> {
                         batch,
                         progress,
                         busy_poll,
+                        core,
                     };
-                    worker::run(xsk, frames, core, ctl);
+                    worker::run(xsk, frames, ctl);
+                    Ok(())
                 })
                 .expect("spawning a worker thread");
+            threads.push((name, handle));
         }
+        threads
     }
 
     /// Step 7 (proxy mode): the proxy's event loop. If it fails, synwall
-    /// stops, so the XDP program detaches (fail open): without the proxy
-    /// the protected port is dead.
+    /// stops with an error, so the XDP program detaches (fail open):
+    /// without the proxy the protected port is dead.
     fn spawn_proxy<'s>(
         &'s self,
-        s: &'s std::thread::Scope<'s, '_>,
+        s: &'s Scope<'s, '_>,
         settings: ProxySettings,
-        listeners: Vec<TcpListener>,
+        listeners: Vec<Listener>,
+        updates: mpsc::Receiver<ProxyUpdate>,
         stop: &'s AtomicBool,
-    ) {
-        let Some(counters) = &self.proxy else { return };
-        std::thread::Builder::new()
-            .name("synwall-proxy".into())
+    ) -> Thread<'s> {
+        let counters = self.proxy.as_ref();
+        let name = "synwall-proxy".to_string();
+        let handle = std::thread::Builder::new()
+            .name(name.clone())
             .spawn_scoped(s, move || {
-                let result =
-                    Proxy::new(listeners, settings, counters).and_then(|mut p| p.run(stop));
-                if let Err(e) = result {
-                    tracing::error!("{e}; stopping");
-                    stop.store(true, Ordering::Relaxed);
-                }
+                let Some(counters) = counters else {
+                    return Ok(());
+                };
+                Proxy::new(listeners, settings, counters)
+                    .and_then(|mut p| p.run(stop, &updates))
+                    .map_err(|e| error_chain(&e))
             })
             .expect("spawning the proxy thread");
+        (name, handle)
     }
 
-    /// Step 8, the control loop: serves counters and keeps the XDP
-    /// program's cookie keys on the current epoch (ahead by
-    /// [`KEY_LEAD_SECS`]) and its minting epoch on the workers' clock,
-    /// until `stop` is set.
-    fn control(&self, stats: &UnixListener, secret: &Secret, stop: &AtomicBool) {
-        let rotation = self.cfg.cookie.rotation_secs;
-        let mut have = ProgramEpochs::at(UnixTime::now(), rotation);
-        while !stop.load(Ordering::Relaxed) {
-            let want = ProgramEpochs::at(UnixTime::now(), rotation);
-            if want != have {
-                match want.install(self.program, secret, Some(have)) {
-                    Ok(()) => have = want,
-                    Err(e) => tracing::error!("cannot turn the XDP program's cookie epoch: {e}"),
+    /// Step 8, the control loop, until `ctl.stop` is set or a thread ends
+    /// on its own (whose name it returns): keeps the XDP program's cookie
+    /// epochs turning, reloads on request, and serves the stats socket.
+    fn control(
+        &self,
+        stats: &UnixListener,
+        live: &mut Live,
+        ctl: &Control,
+        threads: &[Thread<'_>],
+    ) -> Option<String> {
+        let mut links_checked = Instant::now();
+        while !ctl.stop.load(Ordering::Relaxed) {
+            if let Some((name, _)) = threads.iter().find(|(_, h)| h.is_finished()) {
+                return Some(format!("{name} exited"));
+            }
+            if links_checked.elapsed() >= LINK_CHECK_EVERY {
+                links_checked = Instant::now();
+                if let Some(lost) = self.lost_link() {
+                    return Some(lost);
                 }
+            }
+            self.turn_epochs(live);
+            if ctl.reload.swap(false, Ordering::Relaxed) {
+                let _ = self.reload_and_report(live, &ctl.config_path);
             }
             match stats.accept() {
                 Ok((mut conn, _)) => {
-                    let text = serde_json::to_string(&self.snapshot()).unwrap_or_default();
+                    let reply = match read_request(&mut conn) {
+                        Request::Stats => serde_json::to_value(self.snapshot()),
+                        Request::Reload => {
+                            Ok(match self.reload_and_report(live, &ctl.config_path) {
+                                Ok(()) => serde_json::json!({ "reload": "ok" }),
+                                Err(e) => serde_json::json!({ "reload": "failed", "error": e }),
+                            })
+                        }
+                    };
+                    let text = reply.map(|v| v.to_string()).unwrap_or_default();
                     let _ = conn.write_all(text.as_bytes());
                     let _ = conn.write_all(b"\n");
                 }
                 Err(_) => std::thread::sleep(Duration::from_millis(50)),
             }
         }
+        None
+    }
+
+    /// A link that is no longer attached (the interface went away, or
+    /// someone detached it): without it there is no protection.
+    fn lost_link(&self) -> Option<String> {
+        let ifname = &self.cfg.datapath.interface;
+        for (what, a) in [
+            ("XDP", &self.attached.xdp),
+            ("TC hand-off", &self.attached.handoff),
+        ] {
+            if matches!(a.info(), Ok(i) if i.ifindex == 0) {
+                return Some(format!(
+                    "the {what} link is no longer attached to {ifname} \
+                     (the interface went away, or the link was detached)"
+                ));
+            }
+        }
+        None
+    }
+
+    /// Keeps the program's keys on the current epoch (ahead by
+    /// [`KEY_LEAD_SECS`]) and its minting epoch on the workers' clock.
+    fn turn_epochs(&self, live: &mut Live) {
+        let want = ProgramEpochs::at(UnixTime::now(), live.cfg.cookie.rotation_secs);
+        if want == live.epochs {
+            return;
+        }
+        match want.install(self.program, &live.secret, Some(live.epochs)) {
+            Ok(()) => {
+                live.epochs = want;
+                self.epoch.store(want.mint, Ordering::Relaxed);
+            }
+            Err(e) => tracing::error!("cannot turn the XDP program's cookie epoch: {e}"),
+        }
+    }
+
+    /// A reload, told to systemd (RELOADING=1 … READY=1), logged and
+    /// counted; a rejected one leaves everything as it was.
+    fn reload_and_report(&self, live: &mut Live, path: &Path) -> Result<(), String> {
+        let mut reloading = vec![sd_notify::NotifyState::Reloading];
+        if let Ok(now) = sd_notify::NotifyState::monotonic_usec_now() {
+            reloading.push(now);
+        }
+        let _ = sd_notify::notify(&reloading);
+        let result = self.reload(live, path).map_err(|e| error_chain(&e));
+        match &result {
+            Ok(()) => {
+                self.reloads_ok.fetch_add(1, Ordering::Relaxed);
+                self.epoch.store(live.epochs.mint, Ordering::Relaxed);
+            }
+            Err(e) => {
+                self.reloads_failed.fetch_add(1, Ordering::Relaxed);
+                tracing::error!("reload rejected, the running configuration stays: {e}");
+            }
+        }
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+        result
     }
 
     /// Every counter, now.
     fn snapshot(&self) -> Snapshot {
         Snapshot {
             interface: self.cfg.datapath.interface.clone(),
-            xdp_mode: self.xdp_mode,
+            xdp_mode: self.attached.xdp.mode,
             workers: self
                 .plan
                 .queues
@@ -472,6 +688,10 @@ impl<'a> Datapath<'a> {
                 .map(|c| xdp::COUNTER_NAMES.iter().copied().zip(c).collect())
                 .unwrap_or_default(),
             proxy: self.proxy.as_ref().map(ProxyCounters::snapshot),
+            uptime_secs: self.started.elapsed().as_secs(),
+            epoch: self.epoch.load(Ordering::Relaxed),
+            reloads_ok: self.reloads_ok.load(Ordering::Relaxed),
+            reloads_failed: self.reloads_failed.load(Ordering::Relaxed),
         }
     }
 }
@@ -484,11 +704,13 @@ fn teardown(attached: Attached, stats_socket: &Path) {
     tracing::info!("stopped; XDP detached");
 }
 
-/// Reads the counters of a running `synwall run` from its stats socket.
-pub fn read_stats(socket: &Path) -> std::io::Result<String> {
-    use std::io::Read;
-    let mut conn = std::os::unix::net::UnixStream::connect(socket)?;
-    conn.set_read_timeout(Some(Duration::from_secs(5)))?;
+/// Asks a running `synwall run` on its stats socket: "stats" for the
+/// counters, "reload" to reload (the answer says whether it was applied).
+pub fn request(socket: &Path, what: &str) -> std::io::Result<String> {
+    let mut conn = UnixStream::connect(socket)?;
+    conn.write_all(format!("{what}\n").as_bytes())?;
+    conn.shutdown(std::net::Shutdown::Write)?;
+    conn.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut out = String::new();
     conn.read_to_string(&mut out)?;
     Ok(out)
@@ -497,6 +719,39 @@ pub fn read_stats(socket: &Path) -> std::io::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every way a datapath thread can end is a failure, except a clean
+    /// return after a stop.
+    #[test]
+    fn a_failed_panicked_or_exited_thread_is_a_failure() {
+        fn spawn<'s>(s: &'s Scope<'s, '_>, body: fn() -> Result<(), String>) -> Thread<'s> {
+            let h = std::thread::Builder::new().spawn_scoped(s, body).unwrap();
+            ("t".into(), h)
+        }
+        std::thread::scope(|s| {
+            assert_eq!(join(vec![spawn(s, || Ok(()))], None), None);
+            assert_eq!(
+                join(vec![spawn(s, || Ok(()))], Some("t exited".into())),
+                Some("t exited".into())
+            );
+            assert_eq!(
+                join(
+                    vec![spawn(s, || Ok(())), spawn(s, || Err("epoll".into()))],
+                    None
+                ),
+                Some("t: epoll".into())
+            );
+            let why = join(vec![spawn(s, || panic!("boom"))], None).unwrap();
+            assert!(why.contains("panicked: boom"), "{why}");
+        });
+    }
+
+    #[test]
+    fn an_error_prints_each_cause_once() {
+        let io = std::io::Error::other("no such device");
+        let e = RunError::Stats("/run/x".into(), io);
+        assert_eq!(error_chain(&e), "stats socket /run/x: no such device");
+    }
 
     #[test]
     fn the_program_gets_the_next_key_one_second_early() {

@@ -1,0 +1,158 @@
+//! Live reload (SIGHUP or `synwall reload`): the configuration file is read
+//! again and what it changes is applied to the running datapath by writing
+//! maps and shared state. XDP stays attached, the AF_XDP sockets stay
+//! open, established and proxied connections go on.
+//!
+//! A reload is checked and prepared in full (parse, restart-only keys,
+//! secret, upstream names, new listeners) before anything changes; if any
+//! of that fails, the running configuration stays as it was.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use crate::config::{Config, ConfigError, HandoffMode};
+use crate::handoff::proxy::{self, ProxyError, ProxySettings, ProxyUpdate};
+use crate::proto::cookie::Secret;
+use crate::proto::time::UnixTime;
+use crate::xdp::{self, ProgramSettings};
+
+use super::{Datapath, ProgramEpochs};
+
+/// Why a reload was rejected (the running configuration is unchanged).
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// Keys that only a restart can change.
+    #[error(
+        "these keys cannot change while synwall runs (restart it to change them): {}",
+        .0.join(", ")
+    )]
+    RestartOnly(Vec<&'static str>),
+    /// The new file does not parse, or its secret cannot be read.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Upstreams that do not resolve, listeners that cannot be opened.
+    #[error(transparent)]
+    Proxy(#[from] ProxyError),
+    /// A map write failed (the program may be half way: reload again).
+    #[error(transparent)]
+    Xdp(#[from] xdp::XdpError),
+    /// The proxy could not take the new settings or listeners.
+    #[error("the proxy did not take the new configuration: {0}")]
+    ProxyApply(String),
+}
+
+/// The configuration in effect.
+#[derive(Debug)]
+pub(super) struct Live {
+    pub cfg: Config,
+    pub secret: Secret,
+    pub program: ProgramSettings,
+    /// The epochs the program holds.
+    pub epochs: ProgramEpochs,
+}
+
+/// A reload that has passed every check.
+struct Prepared {
+    cfg: Config,
+    secret: Secret,
+    program: ProgramSettings,
+    proxy: Option<ProxyUpdate>,
+}
+
+/// The listener addresses a configuration asks for (proxy mode).
+fn listen_addrs(cfg: &Config) -> Vec<SocketAddr> {
+    proxy::listen_addrs(&cfg.protect.ports, &cfg.protect.addresses)
+}
+
+/// Reads `path` and checks it against the running configuration; opens
+/// the proxy's new listeners.
+fn prepare(live: &Live, path: &Path) -> Result<Prepared, ReloadError> {
+    let cfg = Config::load(path)?;
+    let fixed = live.cfg.restart_only_changes(&cfg);
+    if !fixed.is_empty() {
+        return Err(ReloadError::RestartOnly(fixed));
+    }
+    let secret = match cfg.secret()? {
+        Some(s) => s,
+        None => {
+            if live.cfg.cookie.secret_file.is_some() {
+                tracing::warn!("cookie.secret_file removed: keeping the secret in use");
+            }
+            live.secret.clone()
+        }
+    };
+    let proxy = match cfg.handoff.mode {
+        HandoffMode::Kernel => None,
+        HandoffMode::Proxy => {
+            let settings = ProxySettings::from_config(&cfg.handoff)?;
+            let (have, want) = (listen_addrs(&live.cfg), listen_addrs(&cfg));
+            let new: Vec<SocketAddr> = want.iter().filter(|a| !have.contains(a)).copied().collect();
+            Some(ProxyUpdate {
+                settings,
+                open: proxy::listen(&new, cfg.handoff.backlog)?,
+                close: have.into_iter().filter(|a| !want.contains(a)).collect(),
+                applied: None,
+            })
+        }
+    };
+    let program = ProgramSettings::from_core(&cfg.core_settings(), cfg.datapath.synack);
+    Ok(Prepared {
+        cfg,
+        secret,
+        program,
+        proxy,
+    })
+}
+
+/// How long a reload waits for the proxy thread to take an update (it
+/// looks for one at least every 50 ms).
+const PROXY_APPLY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl Datapath<'_> {
+    /// Hands the proxy thread its update and waits until it is in effect,
+    /// so that "reloaded" means new connections get the new settings.
+    fn update_proxy(
+        &self,
+        tx: &std::sync::mpsc::Sender<ProxyUpdate>,
+        mut update: ProxyUpdate,
+    ) -> Result<(), ReloadError> {
+        let (done, applied) = std::sync::mpsc::channel();
+        update.applied = Some(done);
+        tx.send(update)
+            .map_err(|_| ReloadError::ProxyApply("the proxy thread has stopped".into()))?;
+        match applied.recv_timeout(PROXY_APPLY_TIMEOUT) {
+            Ok(r) => r.map_err(ReloadError::ProxyApply),
+            Err(_) => Err(ReloadError::ProxyApply(
+                "no answer from the proxy thread".into(),
+            )),
+        }
+    }
+
+    /// Reloads from `path`: prepares, then applies to the program, the
+    /// workers and the proxy.
+    pub(super) fn reload(&self, live: &mut Live, path: &Path) -> Result<(), ReloadError> {
+        let p = prepare(live, path)?;
+        self.program.update(&live.program, &p.program)?;
+        let epochs = ProgramEpochs::at(UnixTime::now(), p.cfg.cookie.rotation_secs);
+        epochs.install(self.program, &p.secret, None)?;
+        self.core.publish(p.cfg.core_settings(), p.secret.clone());
+        if let (Some(update), Some(tx)) = (p.proxy, &self.proxy_updates) {
+            super::check_fd_limit(update.settings.max_connections);
+            self.update_proxy(tx, update)?;
+        }
+        if p.cfg.handoff.mode == HandoffMode::Kernel {
+            super::warn_unserved_ports(&p.cfg.protect.ports);
+        }
+        tracing::info!(
+            ports = ?p.cfg.protect.ports, addresses = ?p.cfg.protect.addresses,
+            "configuration reloaded"
+        );
+        *live = Live {
+            cfg: p.cfg,
+            secret: p.secret,
+            program: p.program,
+            epochs,
+        };
+        Ok(())
+    }
+}
