@@ -10,6 +10,8 @@ APT_PACKAGES=(
   iproute2 iptables ethtool tcpdump tshark python3-scapy curl iputils-ping
   # bench scripts: pgrep (NAPI threads), chrt and taskset come with util-linux
   procps
+  # metrics test: an independent parser of the Prometheus text format
+  python3-prometheus-client
 )
 
 missing=()

@@ -90,7 +90,7 @@ pub struct WorkerSnapshot {
     /// Frames the core passed or accepted, which an AF_XDP worker cannot
     /// hand back to the kernel (the XDP program only sends SYNs here).
     pub unexpected: u64,
-    /// Drops by reason.
+    /// Drops by reason (every reason, zeros included).
     pub drops: std::collections::BTreeMap<&'static str, u64>,
     /// The kernel's view of the socket (XDP_STATISTICS), refreshed about
     /// once a second: `rx_dropped`, `rx_fill_ring_empty`, `rx_ring_full`,
@@ -153,7 +153,6 @@ impl WorkerCounters {
                 .iter()
                 .zip(&self.drops)
                 .map(|(r, a)| (r.as_str(), get(a)))
-                .filter(|&(_, v)| v > 0)
                 .collect(),
             kernel: KERNEL_NAMES
                 .iter()

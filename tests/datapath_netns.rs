@@ -330,3 +330,116 @@ fn sighup_reloads_sigterm_stops_cleanly_and_a_lost_interface_fails() {
     assert!(!st.success(), "lost interface: {st}: {log}");
     assert!(log.contains("no longer attached"), "{log}");
 }
+
+const PARSE_METRICS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/ops/parse_metrics.py");
+
+/// Scrapes `url` from the server namespace and parses it with the
+/// reference parser; the content type and the families.
+fn scrape(tb: &Testbed, url: &str) -> (String, serde_json::Value) {
+    let out = common::run_ok(
+        &mut tb.in_srv(&["curl", "-sS", "--max-time", "5", "-D", "/dev/stderr", url]),
+        "scrape",
+    );
+    let headers = String::from_utf8_lossy(&out.stderr).to_lowercase();
+    let mut parser = Command::new("/usr/bin/python3")
+        .arg(PARSE_METRICS)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    parser.stdin.take().unwrap().write_all(&out.stdout).unwrap();
+    let parsed = parser.wait_with_output().unwrap();
+    assert!(
+        parsed.status.success(),
+        "the reference parser rejects the exposition: {}\n{}",
+        String::from_utf8_lossy(&parsed.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    (headers, serde_json::from_slice(&parsed.stdout).unwrap())
+}
+
+/// The values of a family's samples whose labels include `want`.
+fn samples(families: &serde_json::Value, family: &str) -> Vec<(serde_json::Value, f64)> {
+    families[family]["samples"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no family {family}: {families}"))
+        .iter()
+        .map(|s| (s[1].clone(), s[2].as_f64().unwrap()))
+        .collect()
+}
+
+#[test]
+fn metrics_endpoint_serves_every_counter_to_a_prometheus_parser() {
+    if !common::require_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let tb = Testbed::new(2);
+    tb.block_kernel_synacks(80);
+    let sw = Synwall::start(&tb, dir.path(), "[metrics]\nlisten = \"198.18.0.1:9717\"\n");
+    // Handshakes with no listener behind: SYN-ACKs from the workers.
+    for _ in 0..3 {
+        let _ = connect(&tb, common::SERVER4, 0.5);
+    }
+    let (headers, m) = scrape(&tb, "http://198.18.0.1:9717/metrics");
+    assert!(headers.contains("text/plain; version=0.0.4"), "{headers}");
+    for (name, fam) in m.as_object().unwrap() {
+        assert!(name.starts_with("synwall_"), "{name}");
+        assert!(
+            !fam["help"].as_str().unwrap().is_empty(),
+            "{name} has no HELP"
+        );
+        assert!(
+            ["counter", "gauge"].contains(&fam["type"].as_str().unwrap()),
+            "{name}: {fam}"
+        );
+    }
+    // Every label value is there, zeros included.
+    let verdicts = samples(&m, "synwall_xdp_packets");
+    let n_verdicts = synwall::xdp::COUNTER_NAMES
+        .iter()
+        .filter(|n| **n != "rx" && !n.starts_with("handoff_"))
+        .count();
+    assert_eq!(verdicts.len(), n_verdicts, "{verdicts:?}");
+    let drops = samples(&m, "synwall_worker_drops");
+    let reasons = synwall::proto::handshake::DropReason::ALL.len();
+    assert_eq!(
+        drops.len(),
+        2 * reasons,
+        "two queues × every reason: {drops:?}"
+    );
+    assert!(drops.iter().any(|(_, v)| *v == 0.0), "zeros are present");
+    // ... and the values are the counters.
+    let synacks: f64 = samples(&m, "synwall_worker_synacks")
+        .iter()
+        .map(|s| s.1)
+        .sum();
+    assert!(synacks >= 3.0, "{synacks}");
+    let stats = sw.stats_json().unwrap();
+    assert_eq!(
+        samples(&m, "synwall_cookie_epoch")[0].1,
+        stats["epoch"].as_f64().unwrap()
+    );
+    let info = &samples(&m, "synwall_build_info")[0].0;
+    assert_eq!(info["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(samples(&m, "synwall_proxy_sessions_active")[0].1, 0.0);
+    assert!(m["synwall_uptime_seconds"]["type"] == "gauge", "{m}");
+    let reloads = samples(&m, "synwall_reloads");
+    assert_eq!(reloads.len(), 2);
+    // Anything else is not found.
+    let out = tb
+        .in_srv(&[
+            "curl",
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "http://198.18.0.1:9717/",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "404");
+}

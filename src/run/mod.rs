@@ -19,6 +19,7 @@ use crate::handoff::proxy::{
     self, Listener, Proxy, ProxyCounters, ProxyError, ProxySettings, ProxySnapshot, ProxyUpdate,
 };
 use crate::host;
+use crate::metrics;
 use crate::proto::cookie::Secret;
 use crate::proto::time::UnixTime;
 use crate::worker::{self, SharedCore, WorkerControl, WorkerCounters, WorkerSnapshot};
@@ -56,6 +57,9 @@ pub enum RunError {
     /// The stats socket.
     #[error("stats socket {0}")]
     Stats(PathBuf, #[source] std::io::Error),
+    /// The metrics endpoint could not listen.
+    #[error("metrics endpoint {0}")]
+    Metrics(std::net::SocketAddr, #[source] std::io::Error),
     /// Proxy mode could not start.
     #[error(transparent)]
     Proxy(#[from] ProxyError),
@@ -116,6 +120,10 @@ pub struct WorkerEntry {
 /// program stops accepting cookies of E-1 this much early: a cookie lives
 /// between `rotation_secs - 1` and `2 × rotation_secs` seconds.
 const KEY_LEAD_SECS: u64 = 1;
+
+/// How long the control loop waits for a client (stats socket or metrics)
+/// when none is there.
+const CONTROL_IDLE: Duration = Duration::from_millis(50);
 
 /// How often the control loop checks that the XDP and TC links are still
 /// attached.
@@ -186,6 +194,10 @@ pub fn run(cfg: &Config, secret: Secret, ctl: &Control) -> Result<Snapshot, RunE
     let sockets = open_sockets(cfg, &plan, &program)?;
     let attached = attach(cfg, &plan, &program)?;
     let stats = bind_stats(&cfg.datapath.stats_socket)?;
+    let metrics = match cfg.metrics.listen {
+        Some(addr) => Some(metrics::Server::bind(addr).map_err(|e| RunError::Metrics(addr, e))?),
+        None => None,
+    };
     let loads = match cfg.datapath.synack {
         SynackMode::Auto => Some(program.queue_loads()?),
         SynackMode::Afxdp | SynackMode::Xdp => None,
@@ -215,6 +227,7 @@ pub fn run(cfg: &Config, secret: Secret, ctl: &Control) -> Result<Snapshot, RunE
         epoch: AtomicU64::new(live.epochs.mint),
         reloads_ok: AtomicU64::new(0),
         reloads_failed: AtomicU64::new(0),
+        metrics,
     };
     let failure = std::thread::scope(|s| {
         let mut threads = datapath.spawn_workers(s, sockets, &ctl.stop);
@@ -467,6 +480,8 @@ struct Datapath<'a> {
     epoch: AtomicU64,
     reloads_ok: AtomicU64,
     reloads_failed: AtomicU64,
+    /// The Prometheus endpoint, when configured.
+    metrics: Option<metrics::Server>,
 }
 
 /// What a client asks on the stats socket.
@@ -587,25 +602,35 @@ impl<'a> Datapath<'a> {
             if ctl.reload.swap(false, Ordering::Relaxed) {
                 let _ = self.reload_and_report(live, &ctl.config_path);
             }
-            match stats.accept() {
-                Ok((mut conn, _)) => {
-                    let reply = match read_request(&mut conn) {
-                        Request::Stats => serde_json::to_value(self.snapshot()),
-                        Request::Reload => {
-                            Ok(match self.reload_and_report(live, &ctl.config_path) {
-                                Ok(()) => serde_json::json!({ "reload": "ok" }),
-                                Err(e) => serde_json::json!({ "reload": "failed", "error": e }),
-                            })
-                        }
-                    };
-                    let text = reply.map(|v| v.to_string()).unwrap_or_default();
-                    let _ = conn.write_all(text.as_bytes());
-                    let _ = conn.write_all(b"\n");
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            let wait = if self.serve_stats(stats, live, ctl) {
+                Duration::ZERO
+            } else {
+                CONTROL_IDLE
+            };
+            match &self.metrics {
+                Some(m) => m.serve(wait, || self.snapshot()),
+                None => std::thread::sleep(wait),
             }
         }
         None
+    }
+
+    /// Answers one client of the stats socket, if one is waiting.
+    fn serve_stats(&self, stats: &UnixListener, live: &mut Live, ctl: &Control) -> bool {
+        let Ok((mut conn, _)) = stats.accept() else {
+            return false;
+        };
+        let reply = match read_request(&mut conn) {
+            Request::Stats => serde_json::to_value(self.snapshot()),
+            Request::Reload => Ok(match self.reload_and_report(live, &ctl.config_path) {
+                Ok(()) => serde_json::json!({ "reload": "ok" }),
+                Err(e) => serde_json::json!({ "reload": "failed", "error": e }),
+            }),
+        };
+        let text = reply.map(|v| v.to_string()).unwrap_or_default();
+        let _ = conn.write_all(text.as_bytes());
+        let _ = conn.write_all(b"\n");
+        true
     }
 
     /// A link that is no longer attached (the interface went away, or

@@ -1,0 +1,355 @@
+//! The Prometheus endpoint (`[metrics] listen`): every counter of a
+//! [`Snapshot`] in the text exposition format (0.0.4), encoded by
+//! `prometheus-client`, with node_exporter-style names and units. Every
+//! label value is always present, zeros included, so that a rate over a
+//! reason that has not happened yet is 0, not missing.
+
+use std::net::SocketAddr;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::handoff::proxy::ProxySnapshot;
+use crate::proto::handshake::DropReason;
+use crate::run::Snapshot;
+
+/// Labels of one sample.
+type Labels = Vec<(&'static str, String)>;
+
+/// One sample: its labels and value.
+type Sample = (Labels, u64);
+
+/// The text exposition of `s`.
+pub fn render(s: &Snapshot) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(SnapshotCollector(s.clone())));
+    let mut out = String::new();
+    // Writing into a String cannot fail.
+    let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &registry);
+    out
+}
+
+/// Content type of [`render`]'s output.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+#[derive(Debug)]
+struct SnapshotCollector(Snapshot);
+
+/// Writes one metric family.
+fn family(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<Unit>,
+    kind: MetricType,
+    samples: Vec<Sample>,
+) -> Result<(), std::fmt::Error> {
+    let mut m = enc.encode_descriptor(name, help, unit.as_ref(), kind)?;
+    for (labels, v) in samples {
+        let sample = m.encode_family(&labels)?;
+        match kind {
+            MetricType::Gauge => ConstGauge::new(v as i64).encode(sample)?,
+            _ => ConstCounter::new(v).encode(sample)?,
+        }
+    }
+    Ok(())
+}
+
+fn counter(enc: &mut DescriptorEncoder, name: &str, help: &str, samples: Vec<Sample>) -> Fr {
+    family(enc, name, help, None, MetricType::Counter, samples)
+}
+
+fn gauge(enc: &mut DescriptorEncoder, name: &str, help: &str, samples: Vec<Sample>) -> Fr {
+    family(enc, name, help, None, MetricType::Gauge, samples)
+}
+
+type Fr = Result<(), std::fmt::Error>;
+
+fn one(v: u64) -> Vec<Sample> {
+    vec![(Vec::new(), v)]
+}
+
+impl SnapshotCollector {
+    /// Build info, uptime, epoch, reloads.
+    fn process(&self, enc: &mut DescriptorEncoder) -> Fr {
+        let s = &self.0;
+        let info = vec![
+            ("version", env!("CARGO_PKG_VERSION").to_string()),
+            ("interface", s.interface.clone()),
+            ("xdp_mode", s.xdp_mode.to_string()),
+        ];
+        gauge(
+            enc,
+            "synwall_build_info",
+            "synwall's version and what it serves; always 1.",
+            vec![(info, 1)],
+        )?;
+        family(
+            enc,
+            "synwall_uptime",
+            "Seconds since the datapath started.",
+            Some(Unit::Seconds),
+            MetricType::Gauge,
+            one(s.uptime_secs),
+        )?;
+        gauge(
+            enc,
+            "synwall_cookie_epoch",
+            "The key epoch cookies are minted with now.",
+            one(s.epoch),
+        )?;
+        let reloads = vec![
+            (vec![("result", "ok".to_string())], s.reloads_ok),
+            (vec![("result", "failed".to_string())], s.reloads_failed),
+        ];
+        counter(
+            enc,
+            "synwall_reloads",
+            "Reloads applied (ok) and rejected (failed).",
+            reloads,
+        )
+    }
+
+    /// The XDP and TC programs' counters.
+    fn xdp(&self, enc: &mut DescriptorEncoder) -> Fr {
+        let s = &self.0;
+        let get = |name: &str| s.xdp.get(name).copied().unwrap_or(0);
+        counter(
+            enc,
+            "synwall_xdp_received_packets",
+            "Packets the XDP program saw.",
+            one(get("rx")),
+        )?;
+        let (handoff, verdicts): (Vec<_>, Vec<_>) = crate::xdp::COUNTER_NAMES
+            .iter()
+            .filter(|n| **n != "rx")
+            .partition(|n| n.starts_with("handoff_"));
+        let rows = |names: Vec<&&'static str>, label: &'static str, strip: &str| -> Vec<Sample> {
+            names
+                .into_iter()
+                .map(|n| {
+                    (
+                        vec![(label, n.trim_start_matches(strip).to_string())],
+                        get(n),
+                    )
+                })
+                .collect()
+        };
+        counter(
+            enc,
+            "synwall_xdp_packets",
+            "Packets by the XDP program's verdict (README: what each counter means).",
+            rows(verdicts, "verdict", ""),
+        )?;
+        counter(
+            enc,
+            "synwall_handoff_packets",
+            "ACKs the TC program handled, by result.",
+            rows(handoff, "result", "handoff_"),
+        )
+    }
+
+    /// Per worker (queue) counters.
+    fn workers(&self, enc: &mut DescriptorEncoder) -> Fr {
+        let ws = &self.0.workers;
+        let per = |f: &dyn Fn(&crate::run::WorkerEntry) -> u64| -> Vec<Sample> {
+            ws.iter()
+                .map(|w| (vec![("queue", w.queue.to_string())], f(w)))
+                .collect()
+        };
+        counter(
+            enc,
+            "synwall_worker_received_packets",
+            "Frames a worker took from its AF_XDP socket.",
+            per(&|w| w.counters.rx),
+        )?;
+        counter(
+            enc,
+            "synwall_worker_synacks",
+            "SYN-ACKs a worker queued for transmission.",
+            per(&|w| w.counters.synacks),
+        )?;
+        counter(
+            enc,
+            "synwall_worker_tx_ring_full",
+            "Batches that found the tx ring full.",
+            per(&|w| w.counters.tx_ring_full),
+        )?;
+        counter(
+            enc,
+            "synwall_worker_tx_dropped_packets",
+            "SYN-ACKs given up because the tx ring stayed full.",
+            per(&|w| w.counters.tx_dropped),
+        )?;
+        counter(
+            enc,
+            "synwall_worker_empty_polls",
+            "Polls that returned no frame.",
+            per(&|w| w.counters.rx_empty_polls),
+        )?;
+        counter(
+            enc,
+            "synwall_worker_unexpected_packets",
+            "Frames a worker cannot answer nor hand back (not SYNs).",
+            per(&|w| w.counters.unexpected),
+        )?;
+        let mut drops = Vec::new();
+        let mut kernel = Vec::new();
+        for w in ws {
+            let q = w.queue.to_string();
+            for r in DropReason::ALL {
+                let v = w.counters.drops.get(r.as_str()).copied().unwrap_or(0);
+                drops.push((
+                    vec![("queue", q.clone()), ("reason", r.as_str().to_string())],
+                    v,
+                ));
+            }
+            for (event, &v) in &w.counters.kernel {
+                kernel.push((vec![("queue", q.clone()), ("event", event.to_string())], v));
+            }
+        }
+        counter(
+            enc,
+            "synwall_worker_drops",
+            "Frames a worker dropped, by reason.",
+            drops,
+        )?;
+        counter(
+            enc,
+            "synwall_afxdp_kernel_events",
+            "The kernel's AF_XDP socket statistics (XDP_STATISTICS), by event.",
+            kernel,
+        )
+    }
+
+    /// Proxy mode (zeros in kernel mode).
+    fn proxy(&self, enc: &mut DescriptorEncoder) -> Fr {
+        let p = self.0.proxy.clone().unwrap_or_default();
+        let ProxySnapshot {
+            sessions,
+            active,
+            rejected,
+            completed,
+            upstream_connect_failures,
+            upstream_connect_timeouts,
+            upstream_unavailable,
+            upstream_errors,
+            client_errors,
+            idle_timeouts,
+            accept_errors,
+            internal_errors,
+            bytes_to_upstream,
+            bytes_to_client,
+        } = p;
+        counter(
+            enc,
+            "synwall_proxy_sessions",
+            "Client connections the proxy accepted.",
+            one(sessions),
+        )?;
+        gauge(
+            enc,
+            "synwall_proxy_sessions_active",
+            "Proxy sessions open now.",
+            one(active),
+        )?;
+        let label = |k: &'static str, v: &str| vec![(k, v.to_string())];
+        let ended = vec![
+            (label("reason", "completed"), completed),
+            (label("reason", "rejected"), rejected),
+            (
+                label("reason", "upstream_unavailable"),
+                upstream_unavailable,
+            ),
+            (label("reason", "upstream_error"), upstream_errors),
+            (label("reason", "client_error"), client_errors),
+            (label("reason", "idle_timeout"), idle_timeouts),
+            (label("reason", "internal_error"), internal_errors),
+        ];
+        counter(
+            enc,
+            "synwall_proxy_sessions_ended",
+            "Proxy sessions ended, by reason.",
+            ended,
+        )?;
+        let connects = vec![
+            (label("result", "failed"), upstream_connect_failures),
+            (label("result", "timeout"), upstream_connect_timeouts),
+        ];
+        counter(
+            enc,
+            "synwall_proxy_upstream_connect_errors",
+            "Upstream connect attempts that failed, by result.",
+            connects,
+        )?;
+        counter(
+            enc,
+            "synwall_proxy_accept_errors",
+            "accept() failures of the proxy's listeners.",
+            one(accept_errors),
+        )?;
+        let bytes = vec![
+            (label("direction", "to_upstream"), bytes_to_upstream),
+            (label("direction", "to_client"), bytes_to_client),
+        ];
+        family(
+            enc,
+            "synwall_proxy_relayed",
+            "Payload bytes relayed, by direction.",
+            Some(Unit::Bytes),
+            MetricType::Counter,
+            bytes,
+        )
+    }
+}
+
+impl Collector for SnapshotCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Fr {
+        self.process(&mut enc)?;
+        self.xdp(&mut enc)?;
+        self.workers(&mut enc)?;
+        self.proxy(&mut enc)
+    }
+}
+
+/// The endpoint's HTTP server (its own threads read requests; the control
+/// loop answers them).
+pub struct Server(tiny_http::Server);
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("metrics::Server")
+    }
+}
+
+impl Server {
+    /// Listens on `addr`.
+    pub fn bind(addr: SocketAddr) -> std::io::Result<Server> {
+        tiny_http::Server::http(addr)
+            .map(Server)
+            .map_err(std::io::Error::other)
+    }
+
+    /// Answers the requests that have arrived, waiting up to `wait` for
+    /// the first; `snapshot` is taken once per scrape.
+    pub fn serve(&self, wait: std::time::Duration, snapshot: impl Fn() -> Snapshot) {
+        let mut next = self.0.recv_timeout(wait);
+        while let Ok(Some(req)) = next {
+            let response = if req.url() == "/metrics" && *req.method() == tiny_http::Method::Get {
+                let mut r = tiny_http::Response::from_string(render(&snapshot()));
+                if let Ok(h) = tiny_http::Header::from_bytes("Content-Type", CONTENT_TYPE) {
+                    r.add_header(h);
+                }
+                r
+            } else {
+                tiny_http::Response::from_string("synwall: GET /metrics\n").with_status_code(404)
+            };
+            let _ = req.respond(response);
+            next = self.0.try_recv();
+        }
+    }
+}
