@@ -139,6 +139,11 @@ impl WorkerCounters {
         self.rx.load(Ordering::Relaxed) + self.rx_empty_polls.load(Ordering::Relaxed)
     }
 
+    /// SYN-ACKs queued so far.
+    pub fn synacks(&self) -> u64 {
+        self.synacks.load(Ordering::Relaxed)
+    }
+
     /// Reads the counters.
     pub fn snapshot(&self) -> WorkerSnapshot {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);

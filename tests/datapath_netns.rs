@@ -443,3 +443,70 @@ fn metrics_endpoint_serves_every_counter_to_a_prometheus_parser() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "404");
 }
+
+/// The datagrams synwall sends to its notify socket within `for_`.
+fn notifications(sock: &std::os::unix::net::UnixDatagram, for_: Duration) -> Vec<String> {
+    let t0 = Instant::now();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while t0.elapsed() < for_ {
+        if let Ok(n) = sock.recv(&mut buf) {
+            out.extend(
+                String::from_utf8_lossy(&buf[..n])
+                    .lines()
+                    .map(str::to_owned),
+            );
+        }
+    }
+    out
+}
+
+fn count(msgs: &[String], what: &str) -> usize {
+    msgs.iter().filter(|m| m.starts_with(what)).count()
+}
+
+#[test]
+fn watchdog_pings_only_while_the_datapath_runs_and_status_tells_the_rate() {
+    if !common::require_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let tb = Testbed::new(2);
+    let path = dir.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let env = [
+        ("NOTIFY_SOCKET", path.to_str().unwrap()),
+        // WatchdogSec=0.4: a ping every 0.2 s while all is well.
+        ("WATCHDOG_USEC", "400000"),
+    ];
+    let sw = Synwall::start_env(&tb, dir.path(), "", "", &env);
+    let msgs = notifications(&sock, Duration::from_millis(2500));
+    assert_eq!(count(&msgs, "READY=1"), 1, "{msgs:?}");
+    assert!(count(&msgs, "WATCHDOG=1") >= 5, "{msgs:?}");
+    assert!(
+        msgs.iter()
+            .any(|m| m.starts_with("STATUS=answering ") && m.contains("key epoch")),
+        "{msgs:?}"
+    );
+
+    // Stopped, synwall sends nothing: systemd's watchdog fires.
+    sw.signal("-STOP");
+    let _ = notifications(&sock, Duration::from_millis(200));
+    let stopped = notifications(&sock, Duration::from_millis(1200));
+    assert_eq!(count(&stopped, "WATCHDOG=1"), 0, "{stopped:?}");
+    sw.signal("-CONT");
+    let resumed = notifications(&sock, Duration::from_millis(1200));
+    assert!(count(&resumed, "WATCHDOG=1") >= 1, "{resumed:?}");
+
+    // A reload is bracketed for systemd.
+    sw.signal("-HUP");
+    let reload = notifications(&sock, Duration::from_millis(600));
+    let i = reload
+        .iter()
+        .position(|m| m == "RELOADING=1")
+        .expect("RELOADING=1");
+    assert!(reload[i + 1].starts_with("MONOTONIC_USEC="), "{reload:?}");
+    assert!(reload[i + 2..].iter().any(|m| m == "READY=1"), "{reload:?}");
+}

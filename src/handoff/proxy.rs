@@ -114,6 +114,9 @@ pub struct ProxyCounters {
     internal_errors: AtomicU64,
     bytes_to_upstream: AtomicU64,
     bytes_to_client: AtomicU64,
+    /// Passes of the event loop (at least one per tick): what the
+    /// watchdog watches.
+    loops: AtomicU64,
 }
 
 /// A copy of [`ProxyCounters`] for `synwall stats`.
@@ -150,6 +153,12 @@ pub struct ProxySnapshot {
 }
 
 impl ProxyCounters {
+    /// A number that grows on every pass of the proxy's event loop (at
+    /// least every 50 ms).
+    pub fn progress(&self) -> u64 {
+        self.loops.load(Ordering::Relaxed)
+    }
+
     /// Reads every counter.
     pub fn snapshot(&self) -> ProxySnapshot {
         let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
@@ -537,6 +546,7 @@ impl<'a> Proxy<'a> {
                 next_tick = now + TICK;
             }
             self.free.append(&mut self.dead);
+            bump(&self.counters.loops);
             while let Ok(u) = updates.try_recv() {
                 self.update(u);
             }

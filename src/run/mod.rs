@@ -2,6 +2,7 @@
 //! pinned worker per queue, counters on a Unix socket, and a clean stop.
 
 mod reload;
+mod supervise;
 
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -588,7 +589,9 @@ impl<'a> Datapath<'a> {
         threads: &[Thread<'_>],
     ) -> Option<String> {
         let mut links_checked = Instant::now();
+        let mut supervisor = supervise::Supervisor::new(self);
         while !ctl.stop.load(Ordering::Relaxed) {
+            supervisor.tick(self);
             if let Some((name, _)) = threads.iter().find(|(_, h)| h.is_finished()) {
                 return Some(format!("{name} exited"));
             }

@@ -406,6 +406,17 @@ impl Synwall {
 
     /// As [`Synwall::start`], with `datapath` added to `[datapath]`.
     pub fn start_with(tb: &Testbed, dir: &Path, datapath: &str, extra: &str) -> Synwall {
+        Synwall::start_env(tb, dir, datapath, extra, &[])
+    }
+
+    /// As [`Synwall::start_with`], with `env` added to its environment.
+    pub fn start_env(
+        tb: &Testbed,
+        dir: &Path,
+        datapath: &str,
+        extra: &str,
+        env: &[(&str, &str)],
+    ) -> Synwall {
         std::fs::write(dir.join("secret"), SECRET).unwrap();
         let stats = dir.join("stats.sock");
         let cfg = dir.join("synwall.toml");
@@ -423,6 +434,7 @@ impl Synwall {
                 "--config",
                 cfg.to_str().unwrap(),
             ])
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(dir.join("synwall.log")).unwrap())
             .spawn()
