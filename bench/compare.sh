@@ -67,7 +67,7 @@ tb_http_server "$work/www" "$work" 8080
 ip netns exec "$S" sysctl -qw net.ipv4.tcp_max_syn_backlog=4096
 ip netns exec "$C" ping -c1 -W1 198.18.0.1 >/dev/null
 
-"$SW" gen-secret > "$work/secret"
+(umask 077; "$SW" gen-secret > "$work/secret")
 for sys in synwall_afxdp synwall_xdp synwall_auto synwall_proxy; do
   mode=kernel port=8080 synack=${sys#synwall_}
   [ "$sys" = synwall_proxy ] && mode=proxy port=80 synack=auto

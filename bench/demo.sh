@@ -76,7 +76,7 @@ echo "==> 2/3 the server alone under a ${RATE} SYN/s flood"
 d0=$(ring_drops); flood_start kernel; probe kernel; flood_stop; echo "kernel $(( $(ring_drops) - d0 ))" > "$work/drops"
 
 echo "==> 3/3 the server behind synwall under the same flood"
-"$SW" gen-secret > "$work/secret"
+(umask 077; "$SW" gen-secret > "$work/secret")
 printf "[datapath]\ninterface = \"%s\"\nring_size = ${RING}\nsynack = \"${SYNACK}\"\nstats_socket = \"%s\"\n[cookie]\nsecret_file = \"%s\"\n" \
   "$SI" "$work/stats.sock" "$work/secret" > "$work/synwall.toml"
 ip netns exec "$S" "$SW" run --config "$work/synwall.toml" > "$work/final.json" 2> "$work/synwall.log" &

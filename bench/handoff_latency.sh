@@ -37,7 +37,7 @@ mkdir "$work/www"; echo "hello" > "$work/www/index.html"
 head -c $((BULK_MB << 20)) /dev/zero > "$work/www/bulk.bin"
 tb_http_server "$work/www" "$work" 8080
 
-"$SW" gen-secret > "$work/secret"
+(umask 077; "$SW" gen-secret > "$work/secret")
 conf() { # mode, protected port
   printf '[datapath]\ninterface = "%s"\nstats_socket = "%s"\nsynack = "%s"\n[protect]\nports = [%s]\n[cookie]\nsecret_file = "%s"\n[handoff]\nmode = "%s"\nupstreams = ["198.18.0.1:8080"]\npipe_size = %s\n' \
     "$SI" "$work/stats.sock" "${SYNACK:-auto}" "$2" "$work/secret" "$1" "${PIPE_SIZE:-1048576}" > "$work/$1.toml"

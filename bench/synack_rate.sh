@@ -64,7 +64,7 @@ import socket,time
 s=socket.socket(); s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)
 s.bind(("198.18.0.1",80)); s.listen(4096); time.sleep(3600)' &
 LISTENER=$!
-echo 00112233445566778899aabbccddeeff > "$work/secret"
+(umask 077; echo 00112233445566778899aabbccddeeff > "$work/secret")
 
 start_system() { # name
   case $1 in

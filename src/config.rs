@@ -15,7 +15,7 @@ use crate::proto::handshake::{PortSet, Settings, SynAckSettings};
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Read {
         /// The file.
         path: PathBuf,
@@ -31,15 +31,26 @@ pub enum ConfigError {
         message: String,
     },
     /// The secret file is unreadable or malformed.
-    #[error("cookie secret {path}: {source}")]
+    #[error("cookie secret {path}")]
     Secret {
         /// The secret file.
         path: PathBuf,
         /// What is wrong with it.
         source: SecretError,
     },
+    /// The secret file can be read by other users.
+    #[error(
+        "cookie secret {path} can be read by other users (mode {mode:04o}); \
+         anyone who reads it can forge cookies: chmod 0600 {path}"
+    )]
+    SecretMode {
+        /// The secret file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
     /// The secret file could not be read.
-    #[error("cannot read cookie secret {path}: {source}")]
+    #[error("cannot read cookie secret {path}")]
     SecretRead {
         /// The secret file.
         path: PathBuf,
@@ -324,6 +335,13 @@ fn ports<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u16>, D::Error> {
     if v.contains(&0) {
         return Err(invalid("port 0 cannot be protected"));
     }
+    if let Some(p) = v
+        .iter()
+        .enumerate()
+        .find_map(|(i, p)| v[..i].contains(p).then_some(p))
+    {
+        return Err(invalid(format!("port {p} is listed twice")));
+    }
     Ok(v)
 }
 
@@ -401,6 +419,20 @@ fn upstreams<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
         if host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
             return Err(invalid(format!("upstream {u:?} is not host:port")));
         }
+        if let Some(inner) = host.strip_prefix('[') {
+            let ok = inner
+                .strip_suffix(']')
+                .is_some_and(|a| a.parse::<std::net::Ipv6Addr>().is_ok());
+            if !ok {
+                return Err(invalid(format!(
+                    "upstream {u:?}: not an IPv6 address in brackets"
+                )));
+            }
+        } else if host.contains(':') {
+            return Err(invalid(format!(
+                "upstream {u:?}: an IPv6 address needs brackets and a port, as \"[2001:db8::1]:80\""
+            )));
+        }
     }
     Ok(v)
 }
@@ -474,10 +506,23 @@ impl Config {
         let Some(path) = &self.cookie.secret_file else {
             return Ok(None);
         };
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::SecretRead {
+        let read_err = |source| ConfigError::SecretRead {
             path: path.clone(),
             source,
-        })?;
+        };
+        let text = std::fs::read_to_string(path).map_err(read_err)?;
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .map_err(read_err)?
+            .permissions()
+            .mode()
+            & 0o7777;
+        if mode & 0o044 != 0 {
+            return Err(ConfigError::SecretMode {
+                path: path.clone(),
+                mode,
+            });
+        }
         Secret::from_hex(&text)
             .map(Some)
             .map_err(|source| ConfigError::Secret {
@@ -647,17 +692,22 @@ mod tests {
         let p = dir.path().join("secret");
         std::fs::write(&p, "00112233445566778899aabbccddeeff\n").unwrap();
         let cfg = parse(&format!("[cookie]\nsecret_file = {:?}\n", p)).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let chmod = |mode| std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode));
+        chmod(0o644).unwrap();
+        let err = crate::run::error_chain(&cfg.secret().unwrap_err());
+        assert!(
+            err.contains("mode 0644") && err.contains("chmod 0600"),
+            "{err}"
+        );
+        chmod(0o600).unwrap();
         assert_eq!(
             cfg.secret().unwrap().unwrap().to_hex(),
             "00112233445566778899aabbccddeeff"
         );
         std::fs::write(&p, "short").unwrap();
-        assert!(
-            cfg.secret()
-                .unwrap_err()
-                .to_string()
-                .contains("32 hexadecimal digits")
-        );
+        let err = crate::run::error_chain(&cfg.secret().unwrap_err());
+        assert!(err.contains("32 hexadecimal digits"), "{err}");
         let missing = parse("[cookie]\nsecret_file = \"/nonexistent/synwall\"\n").unwrap();
         assert!(missing.secret().is_err());
     }
@@ -685,6 +735,20 @@ mod tests {
             e.contains("busy_poll_us must be between 0 and 1000000"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn duplicate_ports_and_bare_ipv6_upstreams_are_errors() {
+        let e = err("[protect]\nports = [80, 443, 80]\n");
+        assert!(e.contains("port 80 is listed twice"), "{e}");
+        let e = err("[handoff]\nupstreams = [\"2001:db8::1\"]\n");
+        assert!(e.contains("needs brackets"), "{e}");
+        let e = err("[handoff]\nupstreams = [\"[2001:db8::1]\"]\n");
+        assert!(e.contains("not host:port"), "{e}");
+        let e = err("[handoff]\nupstreams = [\"[not-v6]:80\"]\n");
+        assert!(e.contains("not an IPv6 address"), "{e}");
+        let ok = parse("[handoff]\nupstreams = [\"[2001:db8::1]:80\", \"up.example:8080\"]\n");
+        assert!(ok.is_ok(), "{ok:?}");
     }
 
     #[test]

@@ -33,6 +33,14 @@ pub fn interface(ifname: &str) -> std::io::Result<Interface> {
     })
 }
 
+/// The CPUs this process may run on (and so pin workers to).
+pub fn allowed_cpus() -> Vec<usize> {
+    core_affinity::get_core_ids()
+        .map(|ids| ids.into_iter().map(|c| c.id).collect::<Vec<_>>())
+        .filter(|ids| !ids.is_empty())
+        .unwrap_or_else(|| vec![0])
+}
+
 /// True when some socket listens on TCP `port` (any address, IPv4 or
 /// IPv6), from /proc/net/tcp{,6} of this network namespace.
 pub fn is_listening(port: u16) -> bool {

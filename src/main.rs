@@ -193,7 +193,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::CheckConfig { file } => {
             let cfg = Config::load(&file)?;
-            cfg.secret()?;
+            let findings = synwall::check::check(&cfg);
+            let mut errors = 0;
+            for f in &findings {
+                let what = match f.severity {
+                    synwall::check::Severity::Error => {
+                        errors += 1;
+                        "error"
+                    }
+                    synwall::check::Severity::Warning => "warning",
+                };
+                eprintln!("{}: {what}: {}", file.display(), f.message);
+            }
+            if errors > 0 {
+                anyhow::bail!("{}: {errors} error(s)", file.display());
+            }
             println!(
                 "{}: ok (ports {:?}, hand-off {:?}, interface {})",
                 file.display(),

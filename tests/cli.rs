@@ -1,5 +1,7 @@
 //! The command line as an operator uses it.
 
+mod common;
+
 use std::process::Command;
 
 fn synwall(args: &[&str]) -> std::process::Output {
@@ -39,6 +41,9 @@ fn check_config_reports_line_and_column() {
 fn check_config_reports_a_bad_secret_file() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("secret"), "not hex at all").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    let private = std::fs::Permissions::from_mode(0o600);
+    std::fs::set_permissions(dir.path().join("secret"), private).unwrap();
     let p = dir.path().join("c.toml");
     std::fs::write(
         &p,
@@ -141,4 +146,53 @@ fn log_format_journald_writes_to_the_journal_or_says_it_cannot() {
         assert!(err.contains("cannot log to the journal"), "{err}");
         assert!(err.contains("WARN") && err.contains("secret_file"), "{err}");
     }
+}
+
+#[test]
+fn check_config_names_each_problem_once() {
+    if !common::require_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, common::SECRET).unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[datapath]\ninterface = \"sw-no-such-if\"\ncpus = [9999]\n\
+             [cookie]\nsecret_file = {secret:?}\n\
+             [handoff]\nmode = \"proxy\"\nupstreams = [\"no-such-upstream.invalid:80\"]\n\
+             [metrics]\nlisten = \"0.0.0.0:9717\"\n"
+        ),
+    )
+    .unwrap();
+    // In a namespace with no network, so the name fails to resolve at once.
+    let out = Command::new("unshare")
+        .args(["-n", env!("CARGO_BIN_EXE_synwall"), "check-config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for (severity, what) in [
+        ("error", "can be read by other users (mode 0644)"),
+        ("error", "no-such-upstream.invalid:80\" does not resolve"),
+        ("error", "CPU 9999 is not one synwall may run on"),
+        (
+            "warning",
+            "\"sw-no-such-if\" is not in this network namespace",
+        ),
+        ("warning", "not a loopback address"),
+    ] {
+        let lines: Vec<&str> = err.lines().filter(|l| l.contains(what)).collect();
+        assert_eq!(lines.len(), 1, "{what}: {err}");
+        assert!(lines[0].contains(&format!(": {severity}: ")), "{err}");
+    }
+    assert!(err.contains("3 error(s)"), "{err}");
+
+    // An I/O error prints its cause once.
+    let out = synwall(&["check-config", "/nonexistent/synwall.toml"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
 }

@@ -52,6 +52,14 @@ pub enum RunError {
     /// AF_XDP.
     #[error(transparent)]
     Xsk(#[from] crate::xsk::XskError),
+    /// A configured CPU is not one this process may run on.
+    #[error("[datapath] cpus: CPU {cpu} is not one synwall may run on here (allowed: {allowed:?})")]
+    Cpu {
+        /// The CPU.
+        cpu: usize,
+        /// Those it may run on.
+        allowed: Vec<usize>,
+    },
     /// Busy polling could not be turned on.
     #[error("turning on busy polling for the AF_XDP socket of queue {0}")]
     BusyPoll(u32, #[source] std::io::Error),
@@ -325,15 +333,30 @@ fn resolve(cfg: &Config) -> Result<Plan, RunError> {
             queue,
         });
     }
-    let ncpu = core_affinity::get_core_ids().map_or(1, |c| c.len()).max(1);
-    let cpus = (0..queues.len())
-        .map(|i| d.cpus.get(i).copied().unwrap_or(i % ncpu))
-        .collect();
+    let cpus = worker_cpus(&d.cpus, queues.len())?;
     Ok(Plan {
         ifindex: iface.ifindex,
         queues,
         cpus,
     })
+}
+
+/// The CPU of each of `workers` workers: the configured ones in order,
+/// then the allowed CPUs round robin; an error names a configured CPU this
+/// process may not run on.
+pub fn worker_cpus(configured: &[usize], workers: usize) -> Result<Vec<usize>, RunError> {
+    let allowed = host::allowed_cpus();
+    if let Some(&cpu) = configured.iter().find(|c| !allowed.contains(c)) {
+        return Err(RunError::Cpu { cpu, allowed });
+    }
+    Ok((0..workers)
+        .map(|i| {
+            configured
+                .get(i)
+                .copied()
+                .unwrap_or(allowed[i % allowed.len()])
+        })
+        .collect())
 }
 
 /// Step 2: in proxy mode, our own listeners exist before the hand-off is

@@ -418,6 +418,9 @@ impl Synwall {
         env: &[(&str, &str)],
     ) -> Synwall {
         std::fs::write(dir.join("secret"), SECRET).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.join("secret"), std::fs::Permissions::from_mode(0o600))
+            .unwrap();
         let stats = dir.join("stats.sock");
         let cfg = dir.join("synwall.toml");
         let base = format!(

@@ -1,0 +1,120 @@
+//! `synwall check-config`: what would make `run` fail or misbehave on
+//! this host, beyond the file's own syntax and ranges (which parsing
+//! checks): the secret, the upstreams, the interface and its queues, the
+//! CPUs, the kernel, the listeners behind kernel mode and an exposed
+//! metrics endpoint.
+
+use crate::config::{Config, HandoffMode};
+use crate::handoff::proxy::ProxySettings;
+use crate::host;
+
+/// How bad a finding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    /// `run` would fail or the configuration is unsafe.
+    Error,
+    /// Fine where the file is meant to run, maybe not here (the file may
+    /// be checked on another machine), or worth knowing.
+    Warning,
+}
+
+/// One thing check-config found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    /// How bad.
+    pub severity: Severity,
+    /// What, and what to do about it.
+    pub message: String,
+}
+
+fn error(message: String) -> Finding {
+    Finding {
+        severity: Severity::Error,
+        message,
+    }
+}
+
+fn warning(message: String) -> Finding {
+    Finding {
+        severity: Severity::Warning,
+        message,
+    }
+}
+
+/// Everything found about `cfg` on this host, errors first.
+pub fn check(cfg: &Config) -> Vec<Finding> {
+    let mut out = Vec::new();
+    if let Err(e) = cfg.secret() {
+        out.push(error(crate::run::error_chain(&e)));
+    }
+    if !cfg.handoff.upstreams.is_empty()
+        && let Err(e) = ProxySettings::from_config(&cfg.handoff)
+    {
+        out.push(error(crate::run::error_chain(&e)));
+    }
+    out.extend(interface(cfg));
+    if let Err(e) = crate::run::worker_cpus(&cfg.datapath.cpus, cfg.datapath.cpus.len()) {
+        out.push(error(e.to_string()));
+    }
+    out.extend(kernel(cfg));
+    if let Some(addr) = cfg.metrics.listen
+        && !addr.ip().is_loopback()
+    {
+        out.push(warning(format!(
+            "[metrics] listen = \"{addr}\" is not a loopback address; the endpoint has \
+             no authentication, so firewall it"
+        )));
+    }
+    out.sort_by_key(|f| f.severity != Severity::Error);
+    out
+}
+
+/// The interface and its queues, as this network namespace has them.
+fn interface(cfg: &Config) -> Vec<Finding> {
+    let d = &cfg.datapath;
+    match host::interface(&d.interface) {
+        Err(e) => vec![warning(format!(
+            "[datapath] interface {:?} is not in this network namespace ({e}); \
+             `run` needs it where it runs",
+            d.interface
+        ))],
+        Ok(iface) => d
+            .queues
+            .iter()
+            .filter(|&&q| q >= iface.rx_queues)
+            .map(|q| {
+                error(format!(
+                    "[datapath] queues: {} has {} receive queues; queue {q} does not exist",
+                    d.interface, iface.rx_queues
+                ))
+            })
+            .collect(),
+    }
+}
+
+/// What the kernel lacks, and ports nothing serves in kernel mode.
+fn kernel(cfg: &Config) -> Vec<Finding> {
+    let mut out = Vec::new();
+    if let Err(e) = crate::xdp::probe() {
+        out.push(warning(format!(
+            "{e}; `run` will refuse to start on this kernel"
+        )));
+    } else if !crate::xdp::has_handoff_kfunc() {
+        out.push(warning(format!(
+            "this kernel lacks the kfunc bpf_sk_assign_tcp_reqsk (Linux 6.9 or later), \
+             which {} mode needs: `run` will refuse to start on it",
+            cfg.handoff.mode.as_str()
+        )));
+    }
+    if cfg.handoff.mode == HandoffMode::Kernel {
+        for &port in &cfg.protect.ports {
+            if !host::is_listening(port) {
+                out.push(warning(format!(
+                    "kernel mode: nothing listens on protected port {port} here; \
+                     handed-off connections would be reset"
+                )));
+            }
+        }
+    }
+    out
+}
