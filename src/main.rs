@@ -69,6 +69,16 @@ enum Command {
         #[command(flatten)]
         instance: Instance,
     },
+    /// Show what a running `synwall run` serves and how: interface, XDP
+    /// mode, program and link ids, copy or zero-copy per queue, kernel
+    /// features, the secret's fingerprint, epoch and uptime.
+    Status {
+        #[command(flatten)]
+        instance: Instance,
+        /// Print JSON (for scripts) instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Make a running `synwall run` read its configuration file again (as
     /// SIGHUP does) and say whether the new one was applied; exits
     /// non-zero when it was rejected (the old one keeps running).
@@ -252,6 +262,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string(&last)?);
         }
         Command::Stats { instance } => print!("{}", instance.ask("stats")?),
+        Command::Status { instance, json } => {
+            let text = instance.ask("status")?;
+            if json {
+                print!("{text}");
+            } else {
+                let status: synwall::run::Status =
+                    serde_json::from_str(&text).context("the running synwall gave no status")?;
+                print!("{}", synwall::run::status_text(&status));
+            }
+        }
         Command::Reload { instance } => {
             let answer: serde_json::Value = serde_json::from_str(&instance.ask("reload")?)
                 .context("the running synwall gave no answer")?;

@@ -510,3 +510,50 @@ fn watchdog_pings_only_while_the_datapath_runs_and_status_tells_the_rate() {
     assert!(reload[i + 1].starts_with("MONOTONIC_USEC="), "{reload:?}");
     assert!(reload[i + 2..].iter().any(|m| m == "READY=1"), "{reload:?}");
 }
+
+#[test]
+fn status_shows_links_queues_and_the_secrets_fingerprint_only() {
+    if !common::require_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let tb = Testbed::new(2);
+    let sw = Synwall::start(&tb, dir.path(), "[protect]\nports = [80, 443]\n");
+    let status = |args: &[&str]| {
+        let mut a = vec!["status", "--socket", sw.stats.to_str().unwrap()];
+        a.extend_from_slice(args);
+        let out = common::run_ok(
+            Command::new(env!("CARGO_BIN_EXE_synwall")).args(&a),
+            "synwall status",
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let s: serde_json::Value = serde_json::from_str(&status(&["--json"])).unwrap();
+    assert_eq!(s["interface"], tb.srv_if.as_str(), "{s}");
+    assert_eq!(s["xdp_mode"], "native", "{s}");
+    assert_eq!(s["pid"], sw.child.id(), "{s}");
+    let prog = s["xdp_link"]["prog_id"].as_u64().unwrap();
+    assert!(s["xdp_link"]["attached"] == true && s["xdp_link"]["link_id"].as_u64() > Some(0));
+    assert!(
+        tb.srv_link().contains(&format!("prog/xdp id {prog}")),
+        "the program ip link shows: {}",
+        tb.srv_link()
+    );
+    assert_eq!(s["handoff_link"]["attached"], true, "{s}");
+    let queues = s["queues"].as_array().unwrap();
+    assert_eq!(queues.len(), 2, "{s}");
+    // veth has no zero-copy AF_XDP: copy mode, as the kernel reports it.
+    assert!(queues.iter().all(|q| q["zero_copy"] == false), "{s}");
+    assert_eq!(s["ports"], serde_json::json!([80, 443]));
+    let fp = Secret::from_hex(SECRET).unwrap().fingerprint();
+    assert_eq!(s["secret_fingerprint"], fp.as_str(), "{s}");
+    let text = status(&[]);
+    assert!(text.contains(&format!("fingerprint {fp}")), "{text}");
+    assert!(
+        text.contains("XDP native") && text.contains("0 copy (cpu"),
+        "{text}"
+    );
+    for shown in [&text, &s.to_string()] {
+        assert!(!shown.contains(SECRET), "the secret itself is never shown");
+    }
+}

@@ -125,6 +125,18 @@ impl Secret {
         self.0.iter().map(|b| format!("{b:02x}")).collect()
     }
 
+    /// A fingerprint that tells secrets apart without revealing them: the
+    /// first 64 bits of SipHash-2-4-128 keyed with the secret over
+    /// `"synwall secret fingerprint v1"` (29 bytes, so never a key
+    /// derivation's 24-byte message), as 16 hex digits. Nodes of one fleet
+    /// show the same one (docs/cookie.md §2).
+    pub fn fingerprint(&self) -> String {
+        let h = SipHasher24x128::new_with_key(&self.0)
+            .hash(b"synwall secret fingerprint v1")
+            .as_bytes();
+        h[..8].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     /// The key of `epoch`: SipHash-2-4-128 keyed with the secret over
     /// `KDF_LABEL || epoch (u64, big-endian)` (docs/cookie.md §2).
     pub fn epoch_key(&self, epoch: u64) -> EpochKey {
@@ -371,6 +383,16 @@ pub fn check(
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn the_fingerprint_tells_secrets_apart_and_is_not_a_key() {
+        let a = Secret::from_bytes(*b"synwall-test-key");
+        let b = Secret::from_bytes(*b"synwall-test-kez");
+        assert_eq!(a.fingerprint(), a.clone().fingerprint());
+        assert_ne!(a.fingerprint(), b.fingerprint());
+        assert_eq!(a.fingerprint().len(), 16);
+        assert!(!a.to_hex().contains(&a.fingerprint()));
+    }
 
     #[test]
     fn siphash_reference_vector() {

@@ -2,6 +2,7 @@
 //! pinned worker per queue, counters on a Unix socket, and a clean stop.
 
 mod reload;
+mod status;
 mod supervise;
 
 use std::io::{Read, Write};
@@ -29,6 +30,7 @@ use crate::xdp::{self, Attachment, Program, ProgramSettings, QueueLoads};
 use crate::xsk::{BusyPoll, Frame, Xsk, XskConfig};
 use reload::Live;
 pub use reload::ReloadError;
+pub use status::{Status, human as status_text};
 
 /// Why the datapath could not start.
 #[derive(Debug, thiserror::Error)]
@@ -237,6 +239,7 @@ pub fn run(cfg: &Config, secret: Secret, ctl: &Control) -> Result<Snapshot, RunE
         reloads_ok: AtomicU64::new(0),
         reloads_failed: AtomicU64::new(0),
         metrics,
+        zero_copy: sockets.iter().map(|(_, x, _)| x.zero_copy().ok()).collect(),
     };
     let failure = std::thread::scope(|s| {
         let mut threads = datapath.spawn_workers(s, sockets, &ctl.stop);
@@ -506,6 +509,8 @@ struct Datapath<'a> {
     reloads_failed: AtomicU64,
     /// The Prometheus endpoint, when configured.
     metrics: Option<metrics::Server>,
+    /// Per queue: AF_XDP zero-copy or copy (as the kernel said at bind).
+    zero_copy: Vec<Option<bool>>,
 }
 
 /// What a client asks on the stats socket.
@@ -513,6 +518,7 @@ struct Datapath<'a> {
 enum Request {
     Stats,
     Reload,
+    Status,
 }
 
 /// Reads a client's one-line request: "reload", or anything else
@@ -529,6 +535,7 @@ fn read_request(conn: &mut UnixStream) -> Request {
     }
     match String::from_utf8_lossy(&line).trim() {
         "reload" => Request::Reload,
+        "status" => Request::Status,
         _ => Request::Stats,
     }
 }
@@ -648,6 +655,7 @@ impl<'a> Datapath<'a> {
         };
         let reply = match read_request(&mut conn) {
             Request::Stats => serde_json::to_value(self.snapshot()),
+            Request::Status => serde_json::to_value(self.status(live, &ctl.config_path)),
             Request::Reload => Ok(match self.reload_and_report(live, &ctl.config_path) {
                 Ok(()) => serde_json::json!({ "reload": "ok" }),
                 Err(e) => serde_json::json!({ "reload": "failed", "error": e }),

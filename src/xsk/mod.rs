@@ -297,6 +297,28 @@ impl Xsk {
         n
     }
 
+    /// True when the socket is bound in zero-copy mode (the driver's own
+    /// buffers), false in copy mode (XDP_OPTIONS).
+    pub fn zero_copy(&self) -> std::io::Result<bool> {
+        let mut opts = libc::xdp_options { flags: 0 };
+        let mut len = size_of::<libc::xdp_options>() as libc::socklen_t;
+        // SAFETY: `fd` is this socket's open descriptor; `opts` and `len`
+        // are live and `len` is the size of `opts`, which the kernel fills.
+        let rc = unsafe {
+            libc::getsockopt(
+                self.rx.fd().as_raw_fd(),
+                libc::SOL_XDP,
+                libc::XDP_OPTIONS,
+                (&mut opts as *mut libc::xdp_options).cast(),
+                &mut len,
+            )
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(opts.flags & libc::XDP_OPTIONS_ZEROCOPY != 0)
+    }
+
     /// Turns on preferred busy polling for this socket.
     pub fn set_busy_poll(&self, b: BusyPoll) -> std::io::Result<()> {
         let fd = self.rx.fd().as_raw_fd();

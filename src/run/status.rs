@@ -1,0 +1,257 @@
+//! `synwall status`: what a running instance serves and how, in the spirit
+//! of `xdp-loader status` and `bpftool net`: the interface and XDP mode,
+//! program and link ids, copy or zero-copy per queue, what the kernel has,
+//! the configuration in effect, the secret's fingerprint (never the
+//! secret), the key epoch and the uptime.
+
+use std::fmt::Write;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+
+use serde::{Deserialize, Serialize};
+
+use super::Datapath;
+use super::reload::Live;
+use crate::xdp::Attachment;
+
+/// One BPF link.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LinkStatus {
+    /// The link's id (`bpftool link show id N`).
+    pub link_id: u32,
+    /// The program's id (`bpftool prog show id N`).
+    pub prog_id: u32,
+    /// Still attached to the interface.
+    pub attached: bool,
+}
+
+/// One receive queue and its worker.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct QueueStatus {
+    /// The queue.
+    pub queue: u32,
+    /// Its worker's CPU.
+    pub cpu: usize,
+    /// AF_XDP zero-copy (true) or copy mode; `None` if the kernel did not say.
+    pub zero_copy: Option<bool>,
+}
+
+/// What `synwall status --json` prints.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Status {
+    /// synwall's version.
+    pub version: String,
+    /// Its process id.
+    pub pid: u32,
+    /// The configuration file (read again on reload).
+    pub config: PathBuf,
+    /// Seconds since the datapath started.
+    pub uptime_secs: u64,
+    /// The interface.
+    pub interface: String,
+    /// Its index.
+    pub ifindex: u32,
+    /// XDP attach mode in effect: "native" or "generic".
+    pub xdp_mode: String,
+    /// The XDP program's link.
+    pub xdp_link: Option<LinkStatus>,
+    /// The TC hand-off program's link.
+    pub handoff_link: Option<LinkStatus>,
+    /// Receive queues served.
+    pub queues: Vec<QueueStatus>,
+    /// Who answers SYNs.
+    pub synack: String,
+    /// Where established connections go.
+    pub handoff: String,
+    /// Protected ports.
+    pub ports: Vec<u16>,
+    /// Protected addresses (empty: all).
+    pub addresses: Vec<IpAddr>,
+    /// The secret's fingerprint (docs/cookie.md §2).
+    pub secret_fingerprint: String,
+    /// Where the secret comes from: its file, or "random".
+    pub secret_source: String,
+    /// The key epoch cookies are minted with.
+    pub epoch: u64,
+    /// Seconds per epoch.
+    pub rotation_secs: u64,
+    /// Reloads applied and rejected.
+    pub reloads_ok: u64,
+    /// Reloads rejected.
+    pub reloads_failed: u64,
+    /// The running kernel.
+    pub kernel: KernelStatus,
+}
+
+/// What the kernel was found to have.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KernelStatus {
+    /// `uname -r`.
+    pub release: String,
+    /// The kfunc both hand-off modes need (Linux 6.9).
+    pub handoff_kfunc: bool,
+    /// Busy polling configured for the AF_XDP sockets.
+    pub busy_poll: bool,
+}
+
+fn link(a: &Attachment) -> Option<LinkStatus> {
+    a.info().ok().map(|i| LinkStatus {
+        link_id: i.id,
+        prog_id: i.prog_id,
+        attached: i.ifindex != 0,
+    })
+}
+
+impl Datapath<'_> {
+    /// The status now.
+    pub(super) fn status(&self, live: &Live, config: &std::path::Path) -> Status {
+        let cfg = &live.cfg;
+        Status {
+            version: env!("CARGO_PKG_VERSION").into(),
+            pid: std::process::id(),
+            config: config.to_owned(),
+            uptime_secs: self.started.elapsed().as_secs(),
+            interface: cfg.datapath.interface.clone(),
+            ifindex: self.plan.ifindex,
+            xdp_mode: self.attached.xdp.mode.into(),
+            xdp_link: link(&self.attached.xdp),
+            handoff_link: link(&self.attached.handoff),
+            queues: self
+                .plan
+                .queues
+                .iter()
+                .zip(&self.plan.cpus)
+                .zip(&self.zero_copy)
+                .map(|((&queue, &cpu), &zero_copy)| QueueStatus {
+                    queue,
+                    cpu,
+                    zero_copy,
+                })
+                .collect(),
+            synack: cfg.datapath.synack.as_str().into(),
+            handoff: cfg.handoff.mode.as_str().into(),
+            ports: cfg.protect.ports.clone(),
+            addresses: cfg.protect.addresses.clone(),
+            secret_fingerprint: live.secret.fingerprint(),
+            secret_source: cfg
+                .cookie
+                .secret_file
+                .as_ref()
+                .map_or("random (no cookie.secret_file)".into(), |p| {
+                    p.display().to_string()
+                }),
+            epoch: self.epoch.load(Ordering::Relaxed),
+            rotation_secs: cfg.cookie.rotation_secs,
+            reloads_ok: self.reloads_ok.load(Ordering::Relaxed),
+            reloads_failed: self.reloads_failed.load(Ordering::Relaxed),
+            kernel: KernelStatus {
+                release: rustix::system::uname()
+                    .release()
+                    .to_string_lossy()
+                    .into_owned(),
+                handoff_kfunc: crate::xdp::has_handoff_kfunc(),
+                busy_poll: cfg.datapath.busy_poll_us > 0,
+            },
+        }
+    }
+}
+
+fn link_text(l: &Option<LinkStatus>) -> String {
+    match l {
+        Some(l) if l.attached => format!("prog id {}, link id {}", l.prog_id, l.link_id),
+        Some(l) => format!("DETACHED (prog id {}, link id {})", l.prog_id, l.link_id),
+        None => "unknown".into(),
+    }
+}
+
+fn duration(secs: u64) -> String {
+    let (d, h, m, s) = (secs / 86400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) => format!("{m}m {s}s"),
+        (0, _, _) => format!("{h}h {m}m"),
+        _ => format!("{d}d {h}h"),
+    }
+}
+
+/// The status for a person.
+pub fn human(s: &Status) -> String {
+    let mut o = String::new();
+    let yes = |b: bool| if b { "yes" } else { "no" };
+    let _ = writeln!(
+        o,
+        "synwall {} (pid {}), up {}, config {}",
+        s.version,
+        s.pid,
+        duration(s.uptime_secs),
+        s.config.display()
+    );
+    let _ = writeln!(
+        o,
+        "interface  {} (ifindex {}): XDP {} ({}); TC hand-off ({})",
+        s.interface,
+        s.ifindex,
+        s.xdp_mode,
+        link_text(&s.xdp_link),
+        link_text(&s.handoff_link)
+    );
+    let queues: Vec<String> = s
+        .queues
+        .iter()
+        .map(|q| {
+            let mode = match q.zero_copy {
+                Some(true) => "zero-copy",
+                Some(false) => "copy",
+                None => "unknown",
+            };
+            format!("{} {mode} (cpu {})", q.queue, q.cpu)
+        })
+        .collect();
+    let _ = writeln!(o, "queues     {}", queues.join(", "));
+    let addresses = if s.addresses.is_empty() {
+        "every address".to_string()
+    } else {
+        let a: Vec<String> = s.addresses.iter().map(IpAddr::to_string).collect();
+        a.join(", ")
+    };
+    let ports: Vec<String> = s.ports.iter().map(u16::to_string).collect();
+    let _ = writeln!(
+        o,
+        "protects   ports {} on {addresses}; SYN-ACKs by {}; hand-off to {}",
+        ports.join(", "),
+        s.synack,
+        s.handoff
+    );
+    let _ = writeln!(
+        o,
+        "cookies    secret {} (fingerprint {}), epoch {} of {} s; {} reloads, {} rejected",
+        s.secret_source,
+        s.secret_fingerprint,
+        s.epoch,
+        s.rotation_secs,
+        s.reloads_ok,
+        s.reloads_failed
+    );
+    let _ = writeln!(
+        o,
+        "kernel     {}: bpf_sk_assign_tcp_reqsk {}, busy polling {}",
+        s.kernel.release,
+        yes(s.kernel.handoff_kfunc),
+        yes(s.kernel.busy_poll)
+    );
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::duration;
+
+    #[test]
+    fn uptime_reads_as_a_person_would_say_it() {
+        assert_eq!(duration(5), "5s");
+        assert_eq!(duration(65), "1m 5s");
+        assert_eq!(duration(3 * 3600 + 61), "3h 1m");
+        assert_eq!(duration(2 * 86400 + 3600), "2d 1h");
+    }
+}
