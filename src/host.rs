@@ -33,6 +33,30 @@ pub fn interface(ifname: &str) -> std::io::Result<Interface> {
     })
 }
 
+/// Linux capability numbers (include/uapi/linux/capability.h).
+pub mod cap {
+    /// Bind ports below 1024.
+    pub const NET_BIND_SERVICE: u32 = 10;
+    /// Network configuration: attach XDP and TC.
+    pub const NET_ADMIN: u32 = 12;
+    /// Raw sockets: AF_XDP.
+    pub const NET_RAW: u32 = 13;
+    /// Everything the others do not cover.
+    pub const SYS_ADMIN: u32 = 21;
+    /// Performance monitoring: the verifier's pointer checks.
+    pub const PERFMON: u32 = 38;
+    /// BPF programs and maps.
+    pub const BPF: u32 = 39;
+}
+
+/// This process's effective capabilities (CapEff in /proc/self/status) as
+/// a bit set; `None` if unreadable.
+pub fn effective_capabilities() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+    u64::from_str_radix(hex.trim(), 16).ok()
+}
+
 /// The CPUs this process may run on (and so pin workers to).
 pub fn allowed_cpus() -> Vec<usize> {
     core_affinity::get_core_ids()

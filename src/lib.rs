@@ -10,6 +10,7 @@
 #![warn(missing_docs)]
 
 pub mod check;
+pub mod cli;
 pub mod config;
 pub mod handoff;
 pub mod host;

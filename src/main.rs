@@ -6,118 +6,30 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::Parser;
+use synwall::cli::{Cli, Command, Instance, LogFormat};
 use synwall::config::Config;
 use synwall::proto::cookie::Secret;
 use synwall::proto::handshake::Core;
 
-/// SYN-flood-resistant TCP front end.
-#[derive(Debug, Parser)]
-#[command(version, about)]
-struct Cli {
-    /// How log lines are written: "auto" (into the journal, with
-    /// priorities, when stderr is a systemd journal stream; otherwise
-    /// text), "text" (colours only on a terminal), "json" (one object per
-    /// line, for log shippers) or "journald".
-    #[arg(long, value_enum, default_value_t = LogFormat::Auto, global = true)]
-    log_format: LogFormat,
-    #[command(subcommand)]
-    command: Command,
+/// Where the instance's stats socket is.
+fn socket_of(i: &Instance) -> anyhow::Result<PathBuf> {
+    Ok(match (&i.socket, &i.config) {
+        (Some(p), _) => p.clone(),
+        (None, Some(c)) => Config::load(c)?.datapath.stats_socket,
+        (None, None) => Config::default().datapath.stats_socket,
+    })
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum LogFormat {
-    Auto,
-    Text,
-    Json,
-    Journald,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Check a configuration file; errors name the line and column.
-    CheckConfig {
-        /// The TOML file.
-        file: PathBuf,
-    },
-    /// Run the handshake core over a capture (pcap or pcapng, Ethernet) and
-    /// write what it would transmit to a pcap; prints a JSON summary.
-    Replay {
-        /// Configuration (defaults when omitted).
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// Input capture.
-        #[arg(long)]
-        input: PathBuf,
-        /// Output pcap of the replies.
-        #[arg(long)]
-        output: PathBuf,
-    },
-    /// Print a new random master secret (32 hex digits) for `cookie.secret_file`.
-    GenSecret,
-    /// Run the datapath on `[datapath] interface` until SIGINT or SIGTERM,
-    /// then detach and print the final counters as JSON. SIGHUP reloads
-    /// the configuration file. Exits non-zero when protection stops for
-    /// any other reason.
-    Run {
-        /// Configuration file.
-        #[arg(long)]
-        config: PathBuf,
-    },
-    /// Print the counters of a running `synwall run` as JSON.
-    Stats {
-        #[command(flatten)]
-        instance: Instance,
-    },
-    /// Show what a running `synwall run` serves and how: interface, XDP
-    /// mode, program and link ids, copy or zero-copy per queue, kernel
-    /// features, the secret's fingerprint, epoch and uptime.
-    Status {
-        #[command(flatten)]
-        instance: Instance,
-        /// Print JSON (for scripts) instead of text.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Make a running `synwall run` read its configuration file again (as
-    /// SIGHUP does) and say whether the new one was applied; exits
-    /// non-zero when it was rejected (the old one keeps running).
-    Reload {
-        #[command(flatten)]
-        instance: Instance,
-    },
-}
-
-/// Which running instance: by its configuration or its stats socket.
-#[derive(Debug, clap::Args)]
-struct Instance {
-    /// Configuration of the running instance (for its stats socket).
-    #[arg(long, conflicts_with = "socket")]
-    config: Option<PathBuf>,
-    /// The stats socket itself.
-    #[arg(long)]
-    socket: Option<PathBuf>,
-}
-
-impl Instance {
-    fn socket(&self) -> anyhow::Result<PathBuf> {
-        Ok(match (&self.socket, &self.config) {
-            (Some(p), _) => p.clone(),
-            (None, Some(c)) => Config::load(c)?.datapath.stats_socket,
-            (None, None) => Config::default().datapath.stats_socket,
-        })
-    }
-
-    /// Sends `what` to the instance and returns its answer.
-    fn ask(&self, what: &str) -> anyhow::Result<String> {
-        let path = self.socket()?;
-        synwall::run::request(&path, what).with_context(|| {
-            format!(
-                "cannot reach synwall at {} (is it running?)",
-                path.display()
-            )
-        })
-    }
+/// Sends `what` to the instance and returns its answer.
+fn ask(i: &Instance, what: &str) -> anyhow::Result<String> {
+    let path = socket_of(i)?;
+    synwall::run::request(&path, what).with_context(|| {
+        format!(
+            "cannot reach synwall at {} (is it running?)",
+            path.display()
+        )
+    })
 }
 
 /// True when stderr is the journal stream systemd gave this service
@@ -261,9 +173,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let last = synwall::run::run(&cfg, secret, &ctl)?;
             println!("{}", serde_json::to_string(&last)?);
         }
-        Command::Stats { instance } => print!("{}", instance.ask("stats")?),
+        Command::Stats { instance } => print!("{}", ask(&instance, "stats")?),
         Command::Status { instance, json } => {
-            let text = instance.ask("status")?;
+            let text = ask(&instance, "status")?;
             if json {
                 print!("{text}");
             } else {
@@ -273,7 +185,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Reload { instance } => {
-            let answer: serde_json::Value = serde_json::from_str(&instance.ask("reload")?)
+            let answer: serde_json::Value = serde_json::from_str(&ask(&instance, "reload")?)
                 .context("the running synwall gave no answer")?;
             match answer["reload"].as_str() {
                 Some("ok") => println!("reloaded"),

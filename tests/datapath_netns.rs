@@ -481,7 +481,14 @@ fn watchdog_pings_only_while_the_datapath_runs_and_status_tells_the_rate() {
         // WatchdogSec=0.4: a ping every 0.2 s while all is well.
         ("WATCHDOG_USEC", "400000"),
     ];
-    let sw = Synwall::start_env(&tb, dir.path(), "", "", &env);
+    let sw = Synwall::launch(
+        &tb,
+        dir.path(),
+        &common::Launch {
+            env: &env,
+            ..Default::default()
+        },
+    );
     let msgs = notifications(&sock, Duration::from_millis(2500));
     assert_eq!(count(&msgs, "READY=1"), 1, "{msgs:?}");
     assert!(count(&msgs, "WATCHDOG=1") >= 5, "{msgs:?}");
@@ -556,4 +563,116 @@ fn status_shows_links_queues_and_the_secrets_fingerprint_only() {
     for shown in [&text, &s.to_string()] {
         assert!(!shown.contains(SECRET), "the secret itself is never shown");
     }
+}
+
+/// The capabilities systemd/synwall.service gives synwall.
+fn unit_capabilities() -> Vec<String> {
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/systemd/synwall.service"
+    ))
+    .unwrap();
+    let line = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("AmbientCapabilities="))
+        .unwrap();
+    line.split_whitespace()
+        .map(|c| c.strip_prefix("CAP_").unwrap().to_lowercase())
+        .collect()
+}
+
+/// setpriv arguments: user nobody with exactly `caps` (lower case, no CAP_).
+fn as_nobody_with(caps: &[String]) -> Vec<String> {
+    let set = caps
+        .iter()
+        .map(|c| format!("+{c}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let list = format!("-all,{set}");
+    [
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--inh-caps",
+        &list,
+        "--ambient-caps",
+        &list,
+        "--bounding-set",
+        &list,
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+#[test]
+fn the_units_capabilities_are_enough_and_each_is_needed() {
+    if !common::require_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    common::sh(&["chown", "-R", "65534:65534", dir.path().to_str().unwrap()]);
+    let tb = Testbed::new(1);
+    tb.block_kernel_synacks(80);
+    let caps = unit_capabilities();
+    assert!(!caps.contains(&"sys_admin".to_string()), "{caps:?}");
+
+    // Each of the kernel-mode ones is needed, and the error names it.
+    let how = common::Launch::default();
+    let (cfg, _) = Synwall::write_config(&tb, dir.path(), &how);
+    common::sh(&[
+        "chown",
+        "65534",
+        dir.path().join("secret").to_str().unwrap(),
+    ]);
+    for drop in ["bpf", "perfmon", "net_admin", "net_raw"] {
+        let fewer: Vec<String> = caps.iter().filter(|c| *c != drop).cloned().collect();
+        let mut args = as_nobody_with(&fewer);
+        args.extend(
+            [
+                "timeout",
+                "10",
+                env!("CARGO_BIN_EXE_synwall"),
+                "run",
+                "--config",
+            ]
+            .map(str::to_owned),
+        );
+        args.push(cfg.to_str().unwrap().to_owned());
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = tb.in_srv(&a).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "without {drop}: {err}");
+        assert!(
+            err.contains(&format!("lacks CAP_{}", drop.to_uppercase())),
+            "{err}"
+        );
+    }
+
+    // With exactly the unit's, as nobody: synwall answers a handshake.
+    let prefix = as_nobody_with(&caps);
+    let prefix: Vec<&str> = prefix.iter().map(String::as_str).collect();
+    let sw = Synwall::launch(
+        &tb,
+        dir.path(),
+        &common::Launch {
+            prefix: &prefix,
+            ..Default::default()
+        },
+    );
+    common::sh(&[
+        "chown",
+        "65534",
+        dir.path().join("secret").to_str().unwrap(),
+    ]);
+    let _ = connect(&tb, common::SERVER4, 1.0);
+    let stats = sw.stats_json().unwrap();
+    let synacks: u64 = stats["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["synacks"].as_u64().unwrap())
+        .sum::<u64>()
+        + stats["xdp"]["synack_xdp"].as_u64().unwrap();
+    assert!(synacks >= 1, "{stats}");
 }

@@ -54,6 +54,12 @@ pub enum RunError {
     /// AF_XDP.
     #[error(transparent)]
     Xsk(#[from] crate::xsk::XskError),
+    /// The process lacks capabilities the datapath needs.
+    #[error(
+        "synwall lacks {}: run it as root or with the capabilities of systemd/synwall.service",
+        .0.join(", ")
+    )]
+    Capabilities(Vec<&'static str>),
     /// A configured CPU is not one this process may run on.
     #[error("[datapath] cpus: CPU {cpu} is not one synwall may run on here (allowed: {allowed:?})")]
     Cpu {
@@ -315,6 +321,10 @@ struct Plan {
 /// the workers' CPUs.
 fn resolve(cfg: &Config) -> Result<Plan, RunError> {
     let d = &cfg.datapath;
+    let missing = missing_capabilities(cfg, host::effective_capabilities());
+    if !missing.is_empty() {
+        return Err(RunError::Capabilities(missing));
+    }
     xdp::probe()?;
     if !xdp::has_handoff_kfunc() {
         return Err(RunError::NoHandoffKfunc {
@@ -342,6 +352,34 @@ fn resolve(cfg: &Config) -> Result<Plan, RunError> {
         queues,
         cpus,
     })
+}
+
+/// The capabilities `cfg` needs that `have` (an effective set) lacks;
+/// CAP_SYS_ADMIN stands in for CAP_BPF and CAP_PERFMON, as the kernel
+/// lets it. Nothing is missing when the set cannot be read.
+fn missing_capabilities(cfg: &Config, have: Option<u64>) -> Vec<&'static str> {
+    use host::cap;
+    let Some(have) = have else {
+        return Vec::new();
+    };
+    let has = |c: u32| have & (1 << c) != 0;
+    let admin = has(cap::SYS_ADMIN);
+    let low_port = cfg.protect.ports.iter().any(|&p| p < 1024);
+    let proxy = cfg.handoff.mode == HandoffMode::Proxy;
+    [
+        (has(cap::BPF) || admin, "CAP_BPF"),
+        (has(cap::PERFMON) || admin, "CAP_PERFMON"),
+        (has(cap::NET_ADMIN), "CAP_NET_ADMIN"),
+        (has(cap::NET_RAW), "CAP_NET_RAW"),
+        (
+            !(proxy && low_port) || has(cap::NET_BIND_SERVICE),
+            "CAP_NET_BIND_SERVICE",
+        ),
+    ]
+    .into_iter()
+    .filter(|(ok, _)| !ok)
+    .map(|(_, name)| name)
+    .collect()
 }
 
 /// The CPU of each of `workers` workers: the configured ones in order,
@@ -803,6 +841,33 @@ mod tests {
             let why = join(vec![spawn(s, || panic!("boom"))], None).unwrap();
             assert!(why.contains("panicked: boom"), "{why}");
         });
+    }
+
+    #[test]
+    fn the_capabilities_each_mode_needs() {
+        use host::cap;
+        let set = |caps: &[u32]| Some(caps.iter().fold(0u64, |s, c| s | 1 << c));
+        let kernel = Config::default();
+        let base = [cap::BPF, cap::PERFMON, cap::NET_ADMIN, cap::NET_RAW];
+        assert!(missing_capabilities(&kernel, set(&base)).is_empty());
+        assert_eq!(
+            missing_capabilities(&kernel, set(&[cap::SYS_ADMIN, cap::NET_ADMIN])),
+            ["CAP_NET_RAW"],
+            "CAP_SYS_ADMIN stands in for CAP_BPF and CAP_PERFMON"
+        );
+        assert_eq!(
+            missing_capabilities(&kernel, set(&[cap::NET_ADMIN, cap::NET_RAW])),
+            ["CAP_BPF", "CAP_PERFMON"]
+        );
+        let mut proxy = Config::default();
+        proxy.handoff.mode = HandoffMode::Proxy;
+        assert_eq!(
+            missing_capabilities(&proxy, set(&base)),
+            ["CAP_NET_BIND_SERVICE"]
+        );
+        proxy.protect.ports = vec![8080];
+        assert!(missing_capabilities(&proxy, set(&base)).is_empty());
+        assert!(missing_capabilities(&kernel, None).is_empty());
     }
 
     #[test]

@@ -388,6 +388,19 @@ impl Drop for TestbedXdp {
     }
 }
 
+/// How a test starts synwall.
+#[derive(Debug, Default)]
+pub struct Launch<'a> {
+    /// Added to `[datapath]`.
+    pub datapath: &'a str,
+    /// Appended to the config.
+    pub extra: &'a str,
+    /// Added to its environment.
+    pub env: &'a [(&'a str, &'a str)],
+    /// A command synwall runs under (e.g. setpriv).
+    pub prefix: &'a [&'a str],
+}
+
 /// A `synwall run` in the server namespace, killed on drop.
 pub struct Synwall {
     pub child: Child,
@@ -406,17 +419,20 @@ impl Synwall {
 
     /// As [`Synwall::start`], with `datapath` added to `[datapath]`.
     pub fn start_with(tb: &Testbed, dir: &Path, datapath: &str, extra: &str) -> Synwall {
-        Synwall::start_env(tb, dir, datapath, extra, &[])
+        Synwall::launch(
+            tb,
+            dir,
+            &Launch {
+                datapath,
+                extra,
+                ..Launch::default()
+            },
+        )
     }
 
-    /// As [`Synwall::start_with`], with `env` added to its environment.
-    pub fn start_env(
-        tb: &Testbed,
-        dir: &Path,
-        datapath: &str,
-        extra: &str,
-        env: &[(&str, &str)],
-    ) -> Synwall {
+    /// Writes the config (and secret) of `how` into `dir`; returns the
+    /// config file and the part of it before the test's own.
+    pub fn write_config(tb: &Testbed, dir: &Path, how: &Launch) -> (std::path::PathBuf, String) {
         std::fs::write(dir.join("secret"), SECRET).unwrap();
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(dir.join("secret"), std::fs::Permissions::from_mode(0o600))
@@ -424,20 +440,30 @@ impl Synwall {
         let stats = dir.join("stats.sock");
         let cfg = dir.join("synwall.toml");
         let base = format!(
-            "[datapath]\ninterface = \"{}\"\nxdp_mode = \"native\"\nstats_socket = \"{}\"\n{datapath}\n[cookie]\nsecret_file = \"{}\"\n",
+            "[datapath]\ninterface = \"{}\"\nxdp_mode = \"native\"\nstats_socket = \"{}\"\n{}\n[cookie]\nsecret_file = \"{}\"\n",
             tb.srv_if,
             stats.display(),
+            how.datapath,
             dir.join("secret").display()
         );
-        std::fs::write(&cfg, format!("{base}{extra}")).unwrap();
+        std::fs::write(&cfg, format!("{base}{}", how.extra)).unwrap();
+        (cfg, base)
+    }
+
+    /// Starts synwall as `how` says; waits until it serves stats.
+    pub fn launch(tb: &Testbed, dir: &Path, how: &Launch) -> Synwall {
+        let (cfg, base) = Synwall::write_config(tb, dir, how);
+        let stats = dir.join("stats.sock");
+        let mut args = how.prefix.to_vec();
+        args.extend([
+            env!("CARGO_BIN_EXE_synwall"),
+            "run",
+            "--config",
+            cfg.to_str().unwrap(),
+        ]);
         let child = tb
-            .in_srv(&[
-                env!("CARGO_BIN_EXE_synwall"),
-                "run",
-                "--config",
-                cfg.to_str().unwrap(),
-            ])
-            .envs(env.iter().copied())
+            .in_srv(&args)
+            .envs(how.env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(dir.join("synwall.log")).unwrap())
             .spawn()
