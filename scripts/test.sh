@@ -7,13 +7,14 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 
 step() { printf '\n==> %s\n' "$*"; }
-step "cargo fmt --check";                          cargo fmt --check
-step "cargo clippy --all-targets -- -D warnings";  cargo clippy --locked --all-targets -- -D warnings
+step "cargo fmt --check";                          cargo fmt --all --check
+step "cargo clippy --all-targets -- -D warnings";  cargo clippy --locked --workspace --all-targets -- -D warnings
 # The netns tests run the bench kit's binaries (another workspace member's,
 # which cargo test alone does not build).
 step "cargo build --bins";                         cargo build --locked --bins
 step "cargo test";                                 cargo test --locked 2>&1 | tee /tmp/synwall-test.$$.log
 step "cargo bench --no-run";                       cargo bench --locked --no-run
+step "Debian package";                             bash scripts/package.sh && bash scripts/check-package.sh
 
 # One closing line for the whole run, summed over every test binary.
 awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "\nsynwall: %d passed, %d failed, %d skipped\n", p, f, i }' \
