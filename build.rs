@@ -14,8 +14,11 @@ fn main() {
     let arch = env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_else(|_| "x86_64".into());
     let multiarch = format!("-I/usr/include/{arch}-linux-gnu");
     let src = "bpf/synwall.bpf.c";
+    // The object itself too: attach = "libxdp" loads its XDP program a
+    // second time, as a dispatcher's extension (src/xdp/libxdp.rs).
     if let Err(e) = SkeletonBuilder::new()
         .source(src)
+        .obj(out_dir.join("synwall.bpf.o"))
         .clang_args([multiarch.as_str(), "-Ibpf", "-Wall"])
         .build_and_generate(out_dir.join("synwall.skel.rs"))
     {

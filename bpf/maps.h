@@ -19,6 +19,21 @@ volatile __u8 match_addresses LIVE = 0; /* 1: only sw_addr entries are protected
 volatile __u16 mss_table[8] LIVE = { 536, 1220, 1300, 1360, 1400, 1440, 1460, 8960 };
 volatile __u8 our_wscale LIVE = 7; /* our window scale in SYN-ACKs */
 
+/* attach = "libxdp": the program stays in the dispatcher if synwall dies
+ * without detaching it (the dispatcher's links are pinned, not ours), so
+ * it fails open by itself: synwall writes bpf_ktime_get_ns() here every
+ * 100 ms, and once it is HEARTBEAT_STALE_NS old every packet passes. */
+const volatile __u8 require_heartbeat = 0;
+volatile __u64 heartbeat_ns LIVE = 0;
+/* 2 s: twenty missed beats; long enough for a loaded box, short enough
+ * that a dead synwall's port is the kernel's again within a blink. */
+#define HEARTBEAT_STALE_NS 2000000000ULL
+
+static __always_inline int heartbeat_stale(void)
+{
+	return require_heartbeat && bpf_ktime_get_ns() - heartbeat_ns > HEARTBEAT_STALE_NS;
+}
+
 /* The AF_XDP socket of each receive queue, by queue index; synwall puts
  * each worker's socket here. */
 struct {

@@ -254,6 +254,8 @@ int xdp_synwall(struct xdp_md *ctx)
 	int rc;
 
 	count(SW_RX);
+	if (heartbeat_stale())
+		return verdict(SW_PASS_STALE, XDP_PASS);
 	rc = parse(data, data_end, &p);
 	if (rc == SW_DROP_TRUNCATED_TCP)
 		return verdict(rc, XDP_DROP);

@@ -41,6 +41,7 @@ enum sw_counter {
 	SW_PASS_FOLLOW_UP,	/* a segment right behind a verified ACK: passed to TC */
 	SW_HANDOFF_DEFERRED,	/* TC: requeued behind its connection's hand-off */
 	SW_HANDOFF_FOLLOW_UP_DROP, /* TC: follow-up whose hand-off did not complete */
+	SW_PASS_STALE,		/* attach = "libxdp": synwall's heartbeat stopped, all passed */
 	SW_COUNTER_MAX,
 };
 

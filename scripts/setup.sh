@@ -12,6 +12,8 @@ APT_PACKAGES=(
   procps
   # metrics test: an independent parser of the Prometheus text format
   python3-prometheus-client
+  # attach = "libxdp" tests: another XDP program (xdp-filter) and xdp-loader
+  xdp-tools
   # the Debian package: dpkg-shlibdeps for its dependencies, dpkg-deb
   dpkg-dev
 )

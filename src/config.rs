@@ -98,6 +98,29 @@ pub enum XdpMode {
     Generic,
 }
 
+/// How the XDP program is attached (`[datapath] attach`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttachMode {
+    /// synwall's own BPF link: the interface is synwall's alone, and the
+    /// program goes when synwall does.
+    #[default]
+    Link,
+    /// One program of libxdp's dispatcher, beside other XDP programs
+    /// (xdp-loader's convention).
+    Libxdp,
+}
+
+impl AttachMode {
+    /// The mode as written in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttachMode::Link => "link",
+            AttachMode::Libxdp => "libxdp",
+        }
+    }
+}
+
 /// Who answers SYNs with SYN-ACKs (`[datapath] synack`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -132,6 +155,8 @@ pub struct Datapath {
     pub interface: String,
     /// XDP attach mode.
     pub xdp_mode: XdpMode,
+    /// Alone through a BPF link, or in libxdp's dispatcher.
+    pub attach: AttachMode,
     /// Receive queues to serve; empty serves all of the interface's queues.
     pub queues: Vec<u32>,
     /// CPUs to pin workers to, one per queue in order; empty pins worker i
@@ -162,6 +187,7 @@ impl Default for Datapath {
         Datapath {
             interface: "eth0".into(),
             xdp_mode: XdpMode::Auto,
+            attach: AttachMode::Link,
             queues: Vec::new(),
             cpus: Vec::new(),
             batch_size: 64,
@@ -542,6 +568,7 @@ impl Config {
         let Datapath {
             interface,
             xdp_mode,
+            attach,
             queues,
             cpus,
             batch_size,
@@ -561,6 +588,7 @@ impl Config {
         };
         check(*interface != n.interface, "datapath.interface");
         check(*xdp_mode != n.xdp_mode, "datapath.xdp_mode");
+        check(*attach != n.attach, "datapath.attach");
         check(*queues != n.queues, "datapath.queues");
         check(*cpus != n.cpus, "datapath.cpus");
         check(*batch_size != n.batch_size, "datapath.batch_size");

@@ -557,7 +557,7 @@ fn status_shows_links_queues_and_the_secrets_fingerprint_only() {
     let text = status(&[]);
     assert!(text.contains(&format!("fingerprint {fp}")), "{text}");
     assert!(
-        text.contains("XDP native") && text.contains("0 copy (cpu"),
+        text.contains("XDP native by link") && text.contains("0 copy (cpu"),
         "{text}"
     );
     for shown in [&text, &s.to_string()] {
@@ -675,4 +675,201 @@ fn the_units_capabilities_are_enough_and_each_is_needed() {
         .sum::<u64>()
         + stats["xdp"]["synack_xdp"].as_u64().unwrap();
     assert!(synacks >= 1, "{stats}");
+}
+
+/// A bpffs of the test's own for libxdp's pins (LIBXDP_BPFFS), unmounted
+/// on drop: `ip netns exec` gives each process a fresh /sys, so libxdp's
+/// users must share one mounted elsewhere.
+struct Bpffs(tempfile::TempDir);
+
+impl Bpffs {
+    fn mount() -> Bpffs {
+        let dir = tempfile::tempdir().unwrap();
+        common::sh(&["mount", "-t", "bpf", "bpf", dir.path().to_str().unwrap()]);
+        Bpffs(dir)
+    }
+
+    fn path(&self) -> &str {
+        self.0.path().to_str().unwrap()
+    }
+}
+
+impl Drop for Bpffs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.0.path()).status();
+    }
+}
+
+/// How many programs of `name` `xdp-loader status` lists on the interface.
+fn xdp_loader_count(tb: &Testbed, bpffs: &Bpffs, name: &str) -> usize {
+    let out = tb
+        .in_srv(&["xdp-loader", "status", &tb.srv_if])
+        .env("LIBXDP_BPFFS", bpffs.path())
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.split_whitespace().any(|w| w == name))
+        .count()
+}
+
+#[test]
+fn libxdp_attach_fails_open_after_a_crash_and_cleans_up_after_itself() {
+    if !common::require_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let tb = Testbed::new(1);
+    let bpffs = Bpffs::mount();
+    let env = [("LIBXDP_BPFFS", bpffs.path())];
+    let launch = common::Launch {
+        // XDP answers every SYN: a program left behind that went on doing so
+        // would break every connection (no hand-off without synwall).
+        datapath: "attach = \"libxdp\"\nsynack = \"xdp\"",
+        env: &env,
+        ..Default::default()
+    };
+    // The client-side sink lets the veth deliver XDP_TX frames.
+    let _sink = tb.sink();
+    let mut server = tb
+        .in_srv(&["python3", "-m", "http.server", "80", "--bind", "198.18.0.1"])
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    let fetch = |what: &str| {
+        let out = tb
+            .in_cli(&[
+                "curl",
+                "-sS",
+                "--max-time",
+                "10",
+                "-o",
+                "/dev/null",
+                "http://198.18.0.1/",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{what}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+
+    let sw = Synwall::launch(&tb, dir.path(), &launch);
+    fetch("through synwall");
+    let stats = sw.stats_json().unwrap();
+    assert!(stats["xdp"]["synack_xdp"].as_u64() >= Some(1), "{stats}");
+    assert_eq!(xdp_loader_count(&tb, &bpffs, "xdp_synwall"), 1);
+
+    // Killed, synwall cannot detach: its program stays, and passes every
+    // packet once the heartbeat is 2 s old, so the kernel serves the port.
+    sw.signal("-KILL");
+    drop(sw);
+    assert_eq!(
+        xdp_loader_count(&tb, &bpffs, "xdp_synwall"),
+        1,
+        "left behind"
+    );
+    std::thread::sleep(Duration::from_millis(2500));
+    fetch("from the kernel, past the stale program");
+
+    // The next start takes the stale program out; a clean stop its own.
+    let sw = Synwall::launch(&tb, dir.path(), &launch);
+    let log = std::fs::read_to_string(dir.path().join("synwall.log")).unwrap();
+    assert!(
+        log.contains("removed synwall programs a previous run left"),
+        "{log}"
+    );
+    assert_eq!(
+        xdp_loader_count(&tb, &bpffs, "xdp_synwall"),
+        1,
+        "only the new one"
+    );
+    fetch("through the new synwall");
+    sw.signal("-TERM");
+    let (st, log) = exit_of(sw, dir.path());
+    assert!(st.success(), "{log}");
+    assert_eq!(
+        xdp_loader_count(&tb, &bpffs, "xdp_synwall"),
+        0,
+        "nothing left"
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+}
+
+#[test]
+fn libxdp_attach_shares_the_interface_where_the_kernel_runs_the_dispatcher() {
+    if !common::require_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let tb = Testbed::new(1);
+    let bpffs = Bpffs::mount();
+    let env = [("LIBXDP_BPFFS", bpffs.path())];
+    // xdp-filter, the operator's other XDP program, goes first.
+    common::run_ok(
+        tb.in_srv(&["xdp-filter", "load", "-m", "native", &tb.srv_if])
+            .env("LIBXDP_BPFFS", bpffs.path()),
+        "xdp-filter load",
+    );
+    let in_dispatcher = tb
+        .in_srv(&["xdp-loader", "status", &tb.srv_if])
+        .env("LIBXDP_BPFFS", bpffs.path())
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("xdp_dispatcher"))
+        .unwrap();
+    let (cfg, _) = Synwall::write_config(
+        &tb,
+        dir.path(),
+        &common::Launch {
+            datapath: "attach = \"libxdp\"",
+            ..Default::default()
+        },
+    );
+    if in_dispatcher {
+        let sw = Synwall::launch(
+            &tb,
+            dir.path(),
+            &common::Launch {
+                datapath: "attach = \"libxdp\"",
+                env: &env,
+                ..Default::default()
+            },
+        );
+        assert_eq!(xdp_loader_count(&tb, &bpffs, "xdp_synwall"), 1);
+        assert_eq!(
+            xdp_loader_count(&tb, &bpffs, "xdpfilt_alw_all"),
+            1,
+            "both run"
+        );
+        drop(sw);
+    } else {
+        // Where the kernel refuses the dispatcher's extension programs,
+        // libxdp attaches each program alone, so a second one is refused
+        // with a reason, and the first is left as it was.
+        eprintln!("this kernel refuses libxdp's dispatcher: checking the refusal");
+        let out = tb
+            .in_srv(&[
+                env!("CARGO_BIN_EXE_synwall"),
+                "run",
+                "--config",
+                cfg.to_str().unwrap(),
+            ])
+            .env("LIBXDP_BPFFS", bpffs.path())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{err}");
+        assert!(err.contains("outside a dispatcher"), "{err}");
+        assert_eq!(
+            xdp_loader_count(&tb, &bpffs, "xdpfilt_alw_all"),
+            1,
+            "untouched"
+        );
+    }
 }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::config::{Config, HandoffMode, SynackMode};
+use crate::config::{AttachMode, Config, HandoffMode, SynackMode};
 use crate::handoff::proxy::{
     self, Listener, Proxy, ProxyCounters, ProxyError, ProxySettings, ProxySnapshot, ProxyUpdate,
 };
@@ -252,6 +252,9 @@ pub fn run(cfg: &Config, secret: Secret, ctl: &Control) -> Result<Snapshot, RunE
         if let Some((settings, listeners)) = proxy {
             threads.push(datapath.spawn_proxy(s, settings, listeners, proxy_rx, &ctl.stop));
         }
+        if cfg.datapath.attach == AttachMode::Libxdp {
+            threads.push(spawn_heartbeat(s, program.heartbeat(), &ctl.stop));
+        }
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
         tracing::info!(socket = %cfg.datapath.stats_socket.display(), "running; counters via `synwall stats`");
         let exited = datapath.control(&stats, &mut live, ctl, &threads);
@@ -269,6 +272,31 @@ pub fn run(cfg: &Config, secret: Secret, ctl: &Control) -> Result<Snapshot, RunE
 
 /// A thread of the datapath: its name and handle; `Err` is why it failed.
 type Thread<'s> = (String, ScopedJoinHandle<'s, Result<(), String>>);
+
+/// How often the heartbeat thread beats (the program fails open after 2 s
+/// without one, bpf/maps.h).
+const HEARTBEAT_EVERY: Duration = Duration::from_millis(100);
+
+/// attach = "libxdp": the thread that keeps the program's heartbeat, so
+/// that it passes everything once synwall is gone.
+fn spawn_heartbeat<'s>(
+    s: &'s Scope<'s, '_>,
+    heartbeat: xdp::Heartbeat<'s>,
+    stop: &'s AtomicBool,
+) -> Thread<'s> {
+    let name = "synwall-heartbeat".to_string();
+    let handle = std::thread::Builder::new()
+        .name(name.clone())
+        .spawn_scoped(s, move || {
+            while !stop.load(Ordering::Relaxed) {
+                heartbeat.beat();
+                std::thread::sleep(HEARTBEAT_EVERY);
+            }
+            Ok(())
+        })
+        .expect("spawning the heartbeat thread");
+    (name, handle)
+}
 
 /// Joins every thread; returns the first failure: a thread's error or
 /// panic, or else what stopped the control loop (`exited`).
@@ -451,8 +479,10 @@ fn check_fd_limit(max_connections: usize) {
 fn load_program(cfg: &Config, secret: &Secret) -> Result<Program, RunError> {
     let program = Program::load(&ProgramSettings {
         auto_backlog: cfg.datapath.ring_size / 2,
+        heartbeat: cfg.datapath.attach == AttachMode::Libxdp,
         ..ProgramSettings::from_core(&cfg.core_settings(), cfg.datapath.synack)
     })?;
+    program.heartbeat().beat();
     ProgramEpochs::at(UnixTime::now(), cfg.cookie.rotation_secs).install(&program, secret, None)?;
     Ok(program)
 }
@@ -503,10 +533,23 @@ struct Attached {
 fn attach(cfg: &Config, plan: &Plan, program: &Program) -> Result<Attached, RunError> {
     let d = &cfg.datapath;
     let handoff = program.attach_handoff(plan.ifindex)?;
-    let xdp = program.attach(plan.ifindex, d.xdp_mode)?;
+    let xdp = match d.attach {
+        AttachMode::Link => program.attach(plan.ifindex, d.xdp_mode)?,
+        AttachMode::Libxdp => {
+            let stale = xdp::remove_stale_dispatcher_programs(plan.ifindex);
+            if stale > 0 {
+                tracing::warn!(
+                    stale,
+                    "removed synwall programs a previous run left in the dispatcher"
+                );
+            }
+            program.heartbeat().beat();
+            program.attach_dispatcher(plan.ifindex, d.xdp_mode)?
+        }
+    };
     tracing::info!(
-        interface = %d.interface, mode = xdp.mode, queues = ?plan.queues,
-        ports = ?cfg.protect.ports, "XDP attached"
+        interface = %d.interface, mode = xdp.mode, attach = d.attach.as_str(),
+        queues = ?plan.queues, ports = ?cfg.protect.ports, "XDP attached"
     );
     Ok(Attached { xdp, handoff })
 }

@@ -54,6 +54,8 @@ pub struct Status {
     pub ifindex: u32,
     /// XDP attach mode in effect: "native" or "generic".
     pub xdp_mode: String,
+    /// How XDP is attached: "link", "libxdp dispatcher", or libxdp alone.
+    pub attach: String,
     /// The XDP program's link.
     pub xdp_link: Option<LinkStatus>,
     /// The TC hand-off program's link.
@@ -115,6 +117,7 @@ impl Datapath<'_> {
             interface: cfg.datapath.interface.clone(),
             ifindex: self.plan.ifindex,
             xdp_mode: self.attached.xdp.mode.into(),
+            attach: self.attached.xdp.how.into(),
             xdp_link: link(&self.attached.xdp),
             handoff_link: link(&self.attached.handoff),
             queues: self
@@ -189,10 +192,11 @@ pub fn human(s: &Status) -> String {
     );
     let _ = writeln!(
         o,
-        "interface  {} (ifindex {}): XDP {} ({}); TC hand-off ({})",
+        "interface  {} (ifindex {}): XDP {} by {} ({}); TC hand-off ({})",
         s.interface,
         s.ifindex,
         s.xdp_mode,
+        s.attach,
         link_text(&s.xdp_link),
         link_text(&s.handoff_link)
     );

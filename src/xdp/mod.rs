@@ -33,6 +33,9 @@ macro_rules! bpf_skeleton {
 
 bpf_skeleton!("synwall");
 
+mod libxdp;
+pub use libxdp::remove_stale as remove_stale_dispatcher_programs;
+
 use std::ffi::c_void;
 use std::mem::MaybeUninit;
 use std::net::IpAddr;
@@ -112,6 +115,7 @@ xdp_counters! {
     SW_PASS_FOLLOW_UP => "pass_follow_up",
     SW_HANDOFF_DEFERRED => "handoff_deferred",
     SW_HANDOFF_FOLLOW_UP_DROP => "handoff_follow_up_drop",
+    SW_PASS_STALE => "pass_stale",
 }
 
 /// Why the XDP side failed.
@@ -222,6 +226,9 @@ pub struct ProgramSettings {
     /// synack = "auto": how long XDP goes on answering once the worker was
     /// backed up (zero: only while it is).
     pub auto_hold: std::time::Duration,
+    /// Pass every packet unless [`Program::heartbeat`] beat within 2 s
+    /// (for attach = "libxdp", where the program can outlive synwall).
+    pub heartbeat: bool,
 }
 
 impl ProgramSettings {
@@ -238,6 +245,7 @@ impl ProgramSettings {
             verify_checksums: core.verify_checksums,
             auto_backlog: 0,
             auto_hold: AUTO_HOLD,
+            heartbeat: false,
         }
     }
 }
@@ -246,8 +254,58 @@ impl ProgramSettings {
 pub struct Program {
     skel: SynwallSkel<'static>,
     /// The program's `.data.live` section (bpf/maps.h), mapped into this
-    /// process: the settings a reload rewrites in place.
-    live: std::sync::Mutex<&'static mut skel::types::data_live>,
+    /// process: the settings a reload rewrites in place ...
+    live: std::sync::Mutex<LiveFields>,
+    /// ... and the heartbeat, written on its own (by another thread).
+    heartbeat: &'static std::sync::atomic::AtomicU64,
+}
+
+/// The fields of `.data.live` a reload writes, borrowed one by one so that
+/// the heartbeat beside them is not.
+struct LiveFields {
+    match_addresses: &'static mut u8,
+    mss_table: &'static mut [u16; 8],
+    our_wscale: &'static mut u8,
+    synack_window: &'static mut u16,
+    synack_ttl: &'static mut u8,
+    synack_mss_v4: &'static mut u16,
+    synack_mss_v6: &'static mut u16,
+    synack_ecn: &'static mut u8,
+}
+
+/// Splits the mapped section into the reload's fields and the heartbeat.
+fn split_live(
+    live: &'static mut skel::types::data_live,
+) -> (LiveFields, &'static std::sync::atomic::AtomicU64) {
+    let skel::types::data_live {
+        match_addresses,
+        mss_table,
+        our_wscale,
+        heartbeat_ns,
+        synack_window,
+        synack_ttl,
+        synack_mss_v4,
+        synack_mss_v6,
+        synack_ecn,
+        ..
+    } = live;
+    // SAFETY: `heartbeat_ns` is a naturally aligned u64 (the BPF compiler
+    // aligns it; repr(C) keeps it) in the mapped section, which stays
+    // mapped for the process's life (the skeleton is leaked); the only
+    // Rust reference to it, the exclusive one, is given up here, so from
+    // now on it is accessed only through this atomic.
+    let heartbeat = unsafe { std::sync::atomic::AtomicU64::from_ptr(heartbeat_ns) };
+    let fields = LiveFields {
+        match_addresses,
+        mss_table,
+        our_wscale,
+        synack_window,
+        synack_ttl,
+        synack_mss_v4,
+        synack_mss_v6,
+        synack_ecn,
+    };
+    (fields, heartbeat)
 }
 
 impl std::fmt::Debug for Program {
@@ -259,11 +317,27 @@ impl std::fmt::Debug for Program {
 /// The attachment: detaches when dropped (or when the process dies).
 #[derive(Debug)]
 pub struct Attachment {
-    _link: OwnedFd,
+    held: Held,
     /// The mode that took effect.
     pub mode: &'static str,
+    /// How: "link", "tcx", "libxdp dispatcher", or libxdp's fallback.
+    pub how: &'static str,
     /// The interface.
     pub ifindex: u32,
+}
+
+/// The program's heartbeat (`heartbeat_ns` in bpf/maps.h).
+#[derive(Debug, Clone, Copy)]
+pub struct Heartbeat<'a>(&'a std::sync::atomic::AtomicU64);
+
+impl Heartbeat<'_> {
+    /// Tells the program synwall is alive (CLOCK_MONOTONIC, the clock of
+    /// bpf_ktime_get_ns).
+    pub fn beat(&self) {
+        let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+        let ns = (t.tv_sec as u64).saturating_mul(1_000_000_000) + t.tv_nsec as u64;
+        self.0.store(ns, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// What the kernel says about an attachment's link.
@@ -278,16 +352,29 @@ pub struct LinkInfo {
     pub ifindex: u32,
 }
 
+/// What keeps an attachment in place.
+#[derive(Debug)]
+enum Held {
+    /// Our own BPF link.
+    Link(OwnedFd),
+    /// Our program in libxdp's dispatcher.
+    Dispatcher(libxdp::DispatcherProgram),
+}
+
 impl Attachment {
-    /// The link as the kernel sees it now.
+    /// The link as the kernel sees it now (in libxdp's dispatcher: the
+    /// dispatcher's program id as the link's id).
     pub fn info(&self) -> std::io::Result<LinkInfo> {
+        let link = match &self.held {
+            Held::Link(fd) => fd,
+            Held::Dispatcher(p) => return Ok(p.info()),
+        };
         let mut info = libbpf_sys::bpf_link_info::default();
         let mut len = size_of::<libbpf_sys::bpf_link_info>() as u32;
         // SAFETY: the link fd is ours and open; `info` and `len` are valid
         // for writes of `len` bytes, and libbpf keeps neither pointer.
-        let r = unsafe {
-            libbpf_sys::bpf_link_get_info_by_fd(self._link.as_raw_fd(), &mut info, &mut len)
-        };
+        let r =
+            unsafe { libbpf_sys::bpf_link_get_info_by_fd(link.as_raw_fd(), &mut info, &mut len) };
         if r < 0 {
             return Err(std::io::Error::from_raw_os_error(-r));
         }
@@ -349,6 +436,7 @@ impl Program {
                 n => n,
             };
             ro.auto_hold_ns = settings.auto_hold.as_nanos().try_into().unwrap_or(u64::MAX);
+            ro.require_heartbeat = u8::from(settings.heartbeat);
         }
         let mut skel = open.load().map_err(XdpError::Load)?;
         let live = skel
@@ -356,9 +444,11 @@ impl Program {
             .data_live_data
             .take()
             .ok_or(XdpError::NoLiveSection)?;
+        let (live, heartbeat) = split_live(live);
         let program = Program {
             skel,
             live: std::sync::Mutex::new(live),
+            heartbeat,
         };
         program.update(&ProgramSettings::default(), settings)?;
         Ok(program)
@@ -411,14 +501,14 @@ impl Program {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let a = &s.synack;
-        live.match_addresses = u8::from(!s.addresses.is_empty());
-        live.mss_table = s.mss_table.entries();
-        live.our_wscale = a.wscale;
-        live.synack_window = a.window;
-        live.synack_ttl = a.ttl;
-        live.synack_mss_v4 = a.mss_v4;
-        live.synack_mss_v6 = a.mss_v6;
-        live.synack_ecn = u8::from(a.ecn);
+        *live.match_addresses = u8::from(!s.addresses.is_empty());
+        *live.mss_table = s.mss_table.entries();
+        *live.our_wscale = a.wscale;
+        *live.synack_window = a.window;
+        *live.synack_ttl = a.ttl;
+        *live.synack_mss_v4 = a.mss_v4;
+        *live.synack_mss_v6 = a.mss_v6;
+        *live.synack_ecn = u8::from(a.ecn);
     }
 
     fn prog_fd(&self) -> BorrowedFd<'_> {
@@ -442,8 +532,9 @@ impl Program {
             match link_create(self.prog_fd(), ifindex, libbpf_sys::BPF_XDP, flags) {
                 Ok(link) => {
                     return Ok(Attachment {
-                        _link: link,
+                        held: Held::Link(link),
                         mode: name,
+                        how: "link",
                         ifindex,
                     });
                 }
@@ -457,6 +548,32 @@ impl Program {
             }
         }
         Err(last.unwrap_or(XdpError::Missing("an XDP attach mode".into())))
+    }
+
+    /// Adds the program to libxdp's dispatcher on `ifindex` (creating the
+    /// dispatcher if the interface has none), beside the programs there;
+    /// `Auto` tries native mode first, then generic. Load the program
+    /// with `heartbeat` set, and keep [`Program::heartbeat`] beating.
+    pub fn attach_dispatcher(&self, ifindex: u32, mode: XdpMode) -> Result<Attachment, XdpError> {
+        let (program, mode) = libxdp::DispatcherProgram::attach(&self.skel, ifindex, mode)?;
+        let how = if libxdp::Dispatcher::is_dispatcher(ifindex) {
+            "libxdp dispatcher"
+        } else {
+            // libxdp's own fallback when the kernel refuses the
+            // dispatcher's extension programs.
+            "libxdp, alone (this kernel refused the dispatcher)"
+        };
+        Ok(Attachment {
+            held: Held::Dispatcher(program),
+            mode,
+            how,
+            ifindex,
+        })
+    }
+
+    /// The heartbeat the program needs when loaded with `heartbeat` set.
+    pub fn heartbeat(&self) -> Heartbeat<'_> {
+        Heartbeat(self.heartbeat)
     }
 
     /// Installs the cookie keys of `epoch` and `epoch - 1` in their parity
@@ -522,8 +639,9 @@ impl Program {
         let fd = self.skel.progs.tc_handoff.as_fd();
         link_create(fd, ifindex, libbpf_sys::BPF_TCX_INGRESS, 0)
             .map(|link| Attachment {
-                _link: link,
+                held: Held::Link(link),
                 mode: "tcx",
+                how: "link",
                 ifindex,
             })
             .map_err(|source| XdpError::Attach {
