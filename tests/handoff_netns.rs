@@ -871,6 +871,34 @@ fn a_reload_adds_and_removes_a_port_while_a_download_goes_on() {
     curl_ok(tb, page);
     curl_ok(tb, "http://[2001:2::1]:8081/index.html");
 
+    // ... and a new secret: the fingerprint changes, handshakes go on.
+    let status = |sw: &Synwall| -> serde_json::Value {
+        let out = run_ok(
+            std::process::Command::new(env!("CARGO_BIN_EXE_synwall")).args([
+                "status",
+                "--json",
+                "--socket",
+                sw.stats.to_str().unwrap(),
+            ]),
+            "synwall status",
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let before = status(&sw)["secret_fingerprint"].clone();
+    std::fs::write(
+        dir.path().join("secret"),
+        "00112233445566778899aabbccddeeff",
+    )
+    .unwrap();
+    sw.signal("-HUP");
+    wait_for_stat(&sw, "reloads_ok", 2);
+    assert_ne!(
+        status(&sw)["secret_fingerprint"],
+        before,
+        "the new secret is in use"
+    );
+    curl_ok(tb, page);
+
     // 2. A broken file on SIGHUP changes nothing, and is counted.
     sw.rewrite_config("[protect]\nports = [80, 8081\n");
     sw.signal("-HUP");
@@ -911,7 +939,7 @@ fn a_reload_adds_and_removes_a_port_while_a_download_goes_on() {
             stats["reloads_ok"].as_u64(),
             stats["reloads_failed"].as_u64()
         ),
-        (Some(2), Some(2)),
+        (Some(3), Some(2)),
         "{stats}"
     );
 }
