@@ -67,6 +67,8 @@ fn scapy_syns_get_synacks_tshark_accepts_and_acks_validate() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     std::fs::write(d.join("secret"), "00112233445566778899aabbccddeeff\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(d.join("secret"), std::fs::Permissions::from_mode(0o600)).unwrap();
     std::fs::write(
         d.join("synwall.toml"),
         "[cookie]\nsecret_file = \"secret\"\n",
