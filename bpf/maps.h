@@ -59,6 +59,25 @@ struct {
 	__type(value, __u8);
 } addresses SEC(".maps");
 
+/* Source prefixes ([protect] allow and deny) for traffic to protected
+ * ports: an allowed source goes to the kernel untouched, a denied one is
+ * dropped; allow is looked at first. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 16384);
+	__type(key, struct sw_prefix);
+	__type(value, __u8);
+} allow SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 16384);
+	__type(key, struct sw_prefix);
+	__type(value, __u8);
+} deny SEC(".maps");
+
 /* Cookie keys by epoch parity: keys[e & 1] = K(e) for the current and the
  * previous epoch, rewritten by synwall when the epoch changes. */
 struct {

@@ -63,6 +63,27 @@ static __always_inline int is_protected_port(__be16 dport)
 	return 1;
 }
 
+/* The source's verdict from the allow and deny lists: SW_PASS_ALLOWED,
+ * SW_DROP_DENIED, or -1 (neither). */
+static __always_inline int source_list(const struct pkt *p)
+{
+	struct sw_prefix key = { .prefixlen = 8 + 128 };
+
+	if (p->v6) {
+		key.data[0] = 6;
+		__builtin_memcpy(&key.data[1], p->tuple.ipv6.saddr, 16);
+	} else {
+		key.prefixlen = 8 + 32;
+		key.data[0] = 4;
+		__builtin_memcpy(&key.data[1], &p->tuple.ipv4.saddr, 4);
+	}
+	if (bpf_map_lookup_elem(&allow, &key))
+		return SW_PASS_ALLOWED;
+	if (bpf_map_lookup_elem(&deny, &key))
+		return SW_DROP_DENIED;
+	return -1;
+}
+
 /* IPv6 extension headers we walk (RFC 8200 §4). */
 static __always_inline int is_ipv6_ext(__u8 nexthdr)
 {

@@ -264,6 +264,11 @@ int xdp_synwall(struct xdp_md *ctx)
 	tcp = data + (p.l4_off & L4_OFF_MASK);
 	if ((void *)(tcp + 1) > data_end)
 		return verdict(SW_DROP_TRUNCATED_TCP, XDP_DROP);
+	rc = source_list(&p);
+	if (rc == SW_PASS_ALLOWED)
+		return verdict(rc, XDP_PASS);
+	if (rc == SW_DROP_DENIED)
+		return verdict(rc, XDP_DROP);
 	if (has_kernel_socket(ctx, &p)) {
 		set_meta(ctx, SW_META_PASS);
 		return verdict(SW_PASS_SOCKET, XDP_PASS);

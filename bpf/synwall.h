@@ -42,6 +42,8 @@ enum sw_counter {
 	SW_HANDOFF_DEFERRED,	/* TC: requeued behind its connection's hand-off */
 	SW_HANDOFF_FOLLOW_UP_DROP, /* TC: follow-up whose hand-off did not complete */
 	SW_PASS_STALE,		/* attach = "libxdp": synwall's heartbeat stopped, all passed */
+	SW_PASS_ALLOWED,	/* source in [protect] allow: to the kernel untouched */
+	SW_DROP_DENIED,		/* source in [protect] deny */
 	SW_COUNTER_MAX,
 };
 
@@ -50,6 +52,14 @@ struct sw_addr {
 	__u8 family; /* 4 or 6 */
 	__u8 pad[3];
 	__u8 addr[16];
+};
+
+/* A source prefix of the allow and deny lists (LPM trie key): the family
+ * byte (4 or 6) then the address, so one trie holds both families;
+ * prefixlen counts the family byte's 8 bits too. */
+struct sw_prefix {
+	__u32 prefixlen;
+	__u8 data[17];
 };
 
 #endif

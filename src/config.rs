@@ -210,6 +210,11 @@ pub struct Protect {
     pub ports: Vec<u16>,
     /// Protected destination addresses; empty protects all of them.
     pub addresses: Vec<IpAddr>,
+    /// Source prefixes whose traffic to the protected ports goes to the
+    /// kernel untouched, in peace and under attack (monitoring, partners).
+    pub allow: Vec<ipnet::IpNet>,
+    /// Source prefixes whose traffic to the protected ports is dropped.
+    pub deny: Vec<ipnet::IpNet>,
 }
 
 impl Default for Protect {
@@ -217,6 +222,8 @@ impl Default for Protect {
         Protect {
             ports: vec![80],
             addresses: Vec::new(),
+            allow: Vec::new(),
+            deny: Vec::new(),
         }
     }
 }

@@ -527,3 +527,51 @@ fn an_update_in_place_matches_a_core_with_the_new_settings() {
         "the address filter is off again"
     );
 }
+
+/// The allow and deny lists: a denied source's SYN is dropped, an allowed
+/// one's goes to the kernel untouched (allow first), both families, and
+/// an update takes each away again.
+#[test]
+fn allow_and_deny_lists_decide_before_anything_else() {
+    if !common::require_root() {
+        return;
+    }
+    let s = Settings::default();
+    let p = program(&s, NOW);
+    let from = |allow: &[&str], deny: &[&str]| ProgramSettings {
+        allow: allow.iter().map(|a| a.parse().unwrap()).collect(),
+        deny: deny.iter().map(|a| a.parse().unwrap()).collect(),
+        ..ProgramSettings::from_core(&s, SynackMode::Xdp)
+    };
+    let v4 = TcpFrame::client_syn(Ip::client_v4(), &os::LINUX).to_vec();
+    let v6 = TcpFrame::client_syn(Ip::client_v6(&[]), &os::LINUX).to_vec();
+    let run = |frame: &[u8], counter_name: &str| {
+        let before = counter(&p, counter_name);
+        let act = p.test_run(frame).unwrap();
+        (act, counter(&p, counter_name) - before)
+    };
+    assert_eq!(compare(&p, &s, &v4, NOW), Outcome::Answered);
+
+    let none = from(&[], &[]);
+    let denied = from(&[], &["198.18.0.0/24", "2001:2::/48"]);
+    p.update(&none, &denied).unwrap();
+    assert_eq!(run(&v4, "drop_denied"), (action::DROP, 1));
+    assert_eq!(run(&v6, "drop_denied"), (action::DROP, 1));
+
+    let allowed = from(&["198.18.0.2/32"], &["198.18.0.0/24", "2001:2::/48"]);
+    p.update(&denied, &allowed).unwrap();
+    assert_eq!(
+        run(&v4, "pass_allowed"),
+        (action::PASS, 1),
+        "allow is looked at first"
+    );
+    assert_eq!(run(&v6, "drop_denied"), (action::DROP, 1));
+
+    // A prefix that does not cover the client changes nothing.
+    let elsewhere = from(&[], &["198.18.1.0/24", "2001:2:0:1::/64"]);
+    p.update(&allowed, &elsewhere).unwrap();
+    assert_eq!(compare(&p, &s, &v4, NOW), Outcome::Answered);
+    assert_eq!(compare(&p, &s, &v6, NOW), Outcome::Answered);
+    p.update(&elsewhere, &none).unwrap();
+    assert_eq!(compare(&p, &s, &v4, NOW), Outcome::Answered);
+}

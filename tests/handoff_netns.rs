@@ -986,3 +986,53 @@ fn a_reload_moves_the_proxy_to_a_new_upstream_and_port() {
         "{stats}"
     );
 }
+
+#[test]
+fn deny_and_allow_lists_change_verdicts_on_a_live_flow() {
+    let Some(f) = Fixture::new(1, Turn::Shared) else {
+        return;
+    };
+    let (tb, dir) = (&f.tb, &f.dir);
+    let www = web_root(dir.path());
+    let _server = Server(http_server(tb, &www));
+    let lists =
+        |allow: &str, deny: &str| format!("[protect]\nallow = [{allow}]\ndeny = [{deny}]\n");
+    let sw = Synwall::start(
+        tb,
+        dir.path(),
+        &lists("", "\"198.18.0.2/32\", \"2001:2::/48\""),
+    );
+    let xdp = |key: &str| sw.stats_json().unwrap()["xdp"][key].as_u64().unwrap();
+    let refused = |url: &str| {
+        let out = curl(tb, &["-g", "--connect-timeout", "2", url]);
+        assert!(!out.status.success(), "{url} answered");
+    };
+    for url in PAGE_URLS {
+        refused(url);
+    }
+    assert!(xdp("drop_denied") >= 2, "both families denied");
+    assert_eq!(xdp("syn_redirect"), 0);
+
+    // The client's prefix taken off the list: synwall serves it.
+    sw.rewrite_config(&lists("", "\"198.18.1.0/24\""));
+    sw.signal("-HUP");
+    wait_for_stat(&sw, "reloads_ok", 1);
+    for url in PAGE_URLS {
+        curl_ok(tb, url);
+    }
+
+    // Allowed, the client's SYNs go to the kernel, whose own SYN-ACKs
+    // this testbed blocks: synwall does not answer them.
+    let redirected = xdp("syn_redirect");
+    sw.rewrite_config(&lists("\"198.18.0.2/32\"", ""));
+    sw.signal("-HUP");
+    wait_for_stat(&sw, "reloads_ok", 2);
+    refused(PAGE_URLS[0]);
+    assert!(xdp("pass_allowed") >= 1);
+    assert_eq!(
+        xdp("syn_redirect"),
+        redirected,
+        "no SYN of an allowed source reached synwall"
+    );
+    curl_ok(tb, PAGE_URLS[1]);
+}

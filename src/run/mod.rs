@@ -223,7 +223,7 @@ pub fn run(cfg: &Config, secret: Secret, ctl: &Control) -> Result<Snapshot, RunE
     let mut live = Live {
         cfg: cfg.clone(),
         secret: secret.clone(),
-        program: ProgramSettings::from_core(&cfg.core_settings(), cfg.datapath.synack),
+        program: program_settings(cfg),
         epochs: ProgramEpochs::at(UnixTime::now(), cfg.cookie.rotation_secs),
     };
     let datapath = Datapath {
@@ -477,14 +477,23 @@ fn check_fd_limit(max_connections: usize) {
 /// Step 3: loads the program with the protected ports and addresses and
 /// the cookie settings, and installs the current keys.
 fn load_program(cfg: &Config, secret: &Secret) -> Result<Program, RunError> {
-    let program = Program::load(&ProgramSettings {
-        auto_backlog: cfg.datapath.ring_size / 2,
-        heartbeat: cfg.datapath.attach == AttachMode::Libxdp,
-        ..ProgramSettings::from_core(&cfg.core_settings(), cfg.datapath.synack)
-    })?;
+    let program = Program::load(&program_settings(cfg))?;
     program.heartbeat().beat();
     ProgramEpochs::at(UnixTime::now(), cfg.cookie.rotation_secs).install(&program, secret, None)?;
     Ok(program)
+}
+
+/// What the XDP program runs with for `cfg`: the workers' core settings,
+/// who answers SYNs, the source lists, and (fixed at load) the auto
+/// backlog and whether it needs the heartbeat.
+fn program_settings(cfg: &Config) -> ProgramSettings {
+    ProgramSettings {
+        auto_backlog: cfg.datapath.ring_size / 2,
+        heartbeat: cfg.datapath.attach == AttachMode::Libxdp,
+        allow: cfg.protect.allow.clone(),
+        deny: cfg.protect.deny.clone(),
+        ..ProgramSettings::from_core(&cfg.core_settings(), cfg.datapath.synack)
+    }
 }
 
 /// One queue's AF_XDP socket and its UMEM frames.

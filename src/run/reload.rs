@@ -95,7 +95,7 @@ fn prepare(live: &Live, path: &Path) -> Result<Prepared, ReloadError> {
             })
         }
     };
-    let program = ProgramSettings::from_core(&cfg.core_settings(), cfg.datapath.synack);
+    let program = super::program_settings(&cfg);
     Ok(Prepared {
         cfg,
         secret,

@@ -116,6 +116,8 @@ xdp_counters! {
     SW_HANDOFF_DEFERRED => "handoff_deferred",
     SW_HANDOFF_FOLLOW_UP_DROP => "handoff_follow_up_drop",
     SW_PASS_STALE => "pass_stale",
+    SW_PASS_ALLOWED => "pass_allowed",
+    SW_DROP_DENIED => "drop_denied",
 }
 
 /// Why the XDP side failed.
@@ -229,6 +231,10 @@ pub struct ProgramSettings {
     /// Pass every packet unless [`Program::heartbeat`] beat within 2 s
     /// (for attach = "libxdp", where the program can outlive synwall).
     pub heartbeat: bool,
+    /// Sources passed to the kernel untouched.
+    pub allow: Vec<ipnet::IpNet>,
+    /// Sources dropped.
+    pub deny: Vec<ipnet::IpNet>,
 }
 
 impl ProgramSettings {
@@ -246,6 +252,8 @@ impl ProgramSettings {
             auto_backlog: 0,
             auto_hold: AUTO_HOLD,
             heartbeat: false,
+            allow: Vec::new(),
+            deny: Vec::new(),
         }
     }
 }
@@ -394,6 +402,40 @@ fn map_err(map: &'static str) -> impl FnOnce(libbpf_rs::Error) -> XdpError {
     move |source| XdpError::Map { map, source }
 }
 
+/// The `allow` / `deny` trie key of a prefix (`struct sw_prefix`: the
+/// prefix length counting the family byte, the family, the address, and
+/// padding to 24 bytes).
+fn prefix_key(net: &ipnet::IpNet) -> [u8; 24] {
+    let mut key = [0u8; 24];
+    let (family, len, octets): (u8, u8, Vec<u8>) = match net.trunc() {
+        ipnet::IpNet::V4(n) => (4, n.prefix_len(), n.addr().octets().to_vec()),
+        ipnet::IpNet::V6(n) => (6, n.prefix_len(), n.addr().octets().to_vec()),
+    };
+    key[..4].copy_from_slice(&(8 + u32::from(len)).to_ne_bytes());
+    key[4] = family;
+    key[5..5 + octets.len()].copy_from_slice(&octets);
+    key
+}
+
+/// Moves a prefix trie from `old` to `new`: additions first, then
+/// removals.
+fn update_prefixes(
+    map: &impl MapCore,
+    old: &[ipnet::IpNet],
+    new: &[ipnet::IpNet],
+) -> Result<(), libbpf_rs::Error> {
+    for net in new.iter().filter(|n| !old.contains(n)) {
+        map.update(&prefix_key(net), &[1], MapFlags::ANY)?;
+    }
+    for net in old.iter().filter(|n| !new.contains(n)) {
+        match map.delete(&prefix_key(net)) {
+            Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => {}
+            r => r?,
+        }
+    }
+    Ok(())
+}
+
 /// The `addresses` map key of one address (`struct sw_addr`).
 fn addr_key(addr: &IpAddr) -> Vec<u8> {
     let mut key = skel::types::sw_addr::default();
@@ -478,6 +520,12 @@ impl Program {
             let m = &self.skel.maps.addresses;
             m.update(&addr_key(addr), &[1], MapFlags::ANY)
                 .map_err(map_err("addresses"))?;
+        }
+        for (map, old, new, name) in [
+            (&self.skel.maps.allow, &old.allow, &new.allow, "allow"),
+            (&self.skel.maps.deny, &old.deny, &new.deny, "deny"),
+        ] {
+            update_prefixes(map, old, new).map_err(map_err(name))?;
         }
         self.write_live(new);
         for &port in old_ports.difference(&new_ports) {
