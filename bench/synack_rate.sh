@@ -13,6 +13,10 @@
 #                  the same with preferred busy polling (busy_poll_us = 50,
 #                  the veth's napi_defer_hard_irqs = 2, gro_flush_timeout
 #                  = 200 us), not in the default list
+#   synwall_<mode>_noguard, synwall_<mode>_guard32
+#                  the reflection guard off ([reflection] synacks_per_prefix
+#                  = 0), or keyed per /32 (prefix_v4 = 32: a window per
+#                  source) instead of the default /24, not in the default list
 # The client veth has the sink (bench/bpf/testbed.bpf.c) for every system:
 # answers to spoofed sources die there, counted, as on a real wire. The
 # server side (its veth's NAPI thread, synwall's worker) is on CPU 0, the
@@ -71,11 +75,15 @@ start_system() { # name
     limit_*) tb_xdp "$TBX" "${1#limit_}" 600 ;;
     kernel) ;;
     synwall_*)
-      local mode=${1#synwall_} busy=0
+      local mode=${1#synwall_} busy=0 guard=""
       case $mode in *_busy) mode=${mode%_busy} busy=50 ;; esac
+      case $mode in
+        *_noguard) mode=${mode%_noguard} guard='[reflection]\nsynacks_per_prefix = 0\n' ;;
+        *_guard32) mode=${mode%_guard32} guard='[reflection]\nprefix_v4 = 32\n' ;;
+      esac
       ip netns exec "$S" sh -c "echo $((busy ? 2 : 0)) > /sys/class/net/$SI/napi_defer_hard_irqs; \
         echo $((busy ? 200000 : 0)) > /sys/class/net/$SI/gro_flush_timeout"
-      printf '[datapath]\ninterface = "%s"\nstats_socket = "%s"\ncpus = [%s]\nsynack = "%s"\nbusy_poll_us = %s\n[cookie]\nsecret_file = "%s"\n' \
+      printf "[datapath]\ninterface = \"%s\"\nstats_socket = \"%s\"\ncpus = [%s]\nsynack = \"%s\"\nbusy_poll_us = %s\n[cookie]\nsecret_file = \"%s\"\n$guard" \
         "$SI" "$work/stats.sock" "$SRV_CPU" "$mode" "$busy" "$work/secret" > "$work/synwall.toml"
       ip netns exec "$S" "$SW" run --config "$work/synwall.toml" >/dev/null 2>"$work/synwall.log" &
       SWPID=$!

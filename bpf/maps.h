@@ -78,6 +78,31 @@ struct {
 	__type(value, __u8);
 } deny SEC(".maps");
 
+/* The reflection guard ([reflection]): caps on SYN-ACKs per second towards
+ * one source prefix (0: off) and in total per CPU (0: off); a reload
+ * rewrites them. */
+volatile __u32 reflect_prefix_cap LIVE = 0;
+volatile __u32 reflect_total_cap LIVE = 0;
+volatile __u8 reflect_v4_len LIVE = 24;
+volatile __u8 reflect_v6_len LIVE = 48;
+
+/* The guard's windows per prefix (masked struct sw_prefix); the least
+ * recently used go when a flood spreads over more prefixes. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct sw_prefix);
+	__type(value, struct sw_window);
+} reflect_prefix SEC(".maps");
+
+/* The guard's window for the total, per CPU. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct sw_window);
+} reflect_total SEC(".maps");
+
 /* Cookie keys by epoch parity: keys[e & 1] = K(e) for the current and the
  * previous epoch, rewritten by synwall when the epoch changes. */
 struct {

@@ -220,12 +220,84 @@ static __always_inline int worker_backed_up(struct sw_queue_load *q)
  * "auto" while the queue's worker is backed up) when sw_synack can;
  * otherwise it goes to this queue's AF_XDP socket, or to the kernel when
  * the queue has none. */
+#define NS_PER_SEC 1000000000ULL
+
+/* Counts one SYN-ACK in `w`; true when that passes `cap` this second. The
+ * window restarts once a second has gone by (two CPUs may both restart
+ * it: the cap is then a little loose, never tight). */
+static __always_inline int window_full(struct sw_window *w, __u64 now, __u32 cap)
+{
+	if (now - w->start_ns >= NS_PER_SEC) {
+		w->start_ns = now;
+		w->count = 0;
+	}
+	return __sync_fetch_and_add(&w->count, 1) >= cap;
+}
+
+/* The source's prefix for the guard: the first reflect_v4_len (v6) bits. */
+static __always_inline void source_prefix(const struct pkt *p, struct sw_prefix *key)
+{
+	__u32 words[4] = {};
+	__u32 len, i;
+
+	if (p->v6) {
+		key->data[0] = 6;
+		__builtin_memcpy(words, p->tuple.ipv6.saddr, 16);
+		len = reflect_v6_len;
+	} else {
+		key->data[0] = 4;
+		words[0] = p->tuple.ipv4.saddr;
+		len = reflect_v4_len;
+	}
+	key->prefixlen = len;
+	for (i = 0; i < 4; i++) {
+		__u32 keep = len >= 32 ? 32 : len;
+
+		words[i] &= keep ? bpf_htonl(~0U << (32 - keep)) : 0;
+		len -= keep;
+	}
+	__builtin_memcpy(&key->data[1], words, 16);
+}
+
+/* The reflection guard: true when this SYN's SYN-ACK would pass a cap.
+ * Not inlined: its keys would otherwise join xdp_synwall's stack frame,
+ * which with sw_synack's must stay within 512 bytes. */
+static __noinline int reflection_capped(const struct pkt *p)
+{
+	__u32 prefix_cap = reflect_prefix_cap, total_cap = reflect_total_cap, zero = 0;
+	struct sw_prefix key = {};
+	struct sw_window *w;
+	__u64 now;
+
+	if (!prefix_cap && !total_cap)
+		return 0;
+	now = bpf_ktime_get_ns();
+	if (total_cap) {
+		w = bpf_map_lookup_elem(&reflect_total, &zero);
+		if (w && window_full(w, now, total_cap))
+			return 1;
+	}
+	if (!prefix_cap)
+		return 0;
+	source_prefix(p, &key);
+	w = bpf_map_lookup_elem(&reflect_prefix, &key);
+	if (!w) {
+		struct sw_window fresh = { .start_ns = now, .count = 1 };
+
+		bpf_map_update_elem(&reflect_prefix, &key, &fresh, BPF_NOEXIST);
+		return 0;
+	}
+	return window_full(w, now, prefix_cap);
+}
+
 static __always_inline int xdp_syn(struct xdp_md *ctx, struct pkt *p)
 {
 	__u32 queue = ctx->rx_queue_index;
 	struct sw_queue_load *q = NULL;
 	int rc;
 
+	if (reflection_capped(p))
+		return verdict(SW_DROP_REFLECTION_CAP, XDP_DROP);
 	if (synack_mode == SYNACK_AUTO)
 		q = bpf_map_lookup_elem(&queue_load, &queue);
 	if (synack_mode == SYNACK_XDP || worker_backed_up(q)) {

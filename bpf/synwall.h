@@ -44,6 +44,7 @@ enum sw_counter {
 	SW_PASS_STALE,		/* attach = "libxdp": synwall's heartbeat stopped, all passed */
 	SW_PASS_ALLOWED,	/* source in [protect] allow: to the kernel untouched */
 	SW_DROP_DENIED,		/* source in [protect] deny */
+	SW_DROP_REFLECTION_CAP,	/* SYN whose SYN-ACK would pass a [reflection] cap */
 	SW_COUNTER_MAX,
 };
 
@@ -52,6 +53,13 @@ struct sw_addr {
 	__u8 family; /* 4 or 6 */
 	__u8 pad[3];
 	__u8 addr[16];
+};
+
+/* A one-second window of SYN-ACKs towards one prefix (the reflection
+ * guard, bpf/synwall.bpf.c). */
+struct sw_window {
+	__u64 start_ns;
+	__u64 count;
 };
 
 /* A source prefix of the allow and deny lists (LPM trie key): the family

@@ -75,6 +75,37 @@ pub struct Config {
     pub handoff: Handoff,
     /// The Prometheus endpoint.
     pub metrics: Metrics,
+    /// Caps on our SYN-ACKs, so that a spoofed flood cannot turn synwall
+    /// into a reflector.
+    pub reflection: Reflection,
+}
+
+/// `[reflection]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Reflection {
+    /// SYN-ACKs per second towards one source prefix; 0: no cap.
+    pub synacks_per_prefix: u32,
+    /// The prefix length of IPv4 sources.
+    #[serde(deserialize_with = "prefix_v4")]
+    pub prefix_v4: u8,
+    /// The prefix length of IPv6 sources.
+    #[serde(deserialize_with = "prefix_v6")]
+    pub prefix_v6: u8,
+    /// SYN-ACKs per second in all; 0: no cap. Enforced per CPU, each
+    /// getting an equal share.
+    pub synacks_total: u32,
+}
+
+impl Default for Reflection {
+    fn default() -> Self {
+        Reflection {
+            synacks_per_prefix: 10_000,
+            prefix_v4: 24,
+            prefix_v6: 48,
+            synacks_total: 0,
+        }
+    }
 }
 
 /// `[metrics]`.
@@ -494,6 +525,14 @@ fn max_connections<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
 fn pipe_size<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     // One page up to the kernel's default /proc/sys/fs/pipe-max-size.
     ranged(d, "pipe_size", 4096, 1 << 20).map(|v| v as u32)
+}
+
+fn prefix_v4<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
+    ranged(d, "prefix_v4", 1, 32).map(|v| v as u8)
+}
+
+fn prefix_v6<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
+    ranged(d, "prefix_v6", 1, 128).map(|v| v as u8)
 }
 
 fn backlog<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {

@@ -575,3 +575,92 @@ fn allow_and_deny_lists_decide_before_anything_else() {
     p.update(&elsewhere, &none).unwrap();
     assert_eq!(compare(&p, &s, &v4, NOW), Outcome::Answered);
 }
+
+/// The reflection guard: at most the cap of SYN-ACKs per second towards a
+/// source prefix (the rest dropped and counted), other prefixes untouched,
+/// the total cap on top; a reload takes the caps away.
+#[test]
+fn the_reflection_guard_caps_synacks_per_prefix_and_in_all() {
+    if !common::require_root() {
+        return;
+    }
+    let s = Settings::default();
+    let p = program(&s, NOW);
+    let with = |per_prefix, total_per_cpu| ProgramSettings {
+        reflection: synwall::xdp::ReflectionCaps {
+            per_prefix,
+            total_per_cpu,
+            ..Default::default()
+        },
+        ..ProgramSettings::from_core(&s, SynackMode::Xdp)
+    };
+    let from = |src: [u8; 4]| {
+        TcpFrame::client_syn(
+            Ip::V4 {
+                src,
+                dst: SERVER4,
+                ttl: 64,
+                options: &[],
+            },
+            &os::LINUX,
+        )
+        .to_vec()
+    };
+    let v6 = |last: u8| {
+        let mut src = synwall_bench::frame::addr::CLIENT6;
+        src[15] = last;
+        TcpFrame::client_syn(
+            Ip::V6 {
+                src,
+                dst: synwall_bench::frame::addr::SERVER6,
+                hop_limit: 64,
+                ext: &[],
+            },
+            &os::LINUX,
+        )
+        .to_vec()
+    };
+    let capped = || counter(&p, "drop_reflection_cap");
+    p.update(&with(0, 0), &with(2, 0)).unwrap();
+    for last in [2, 3] {
+        assert_eq!(p.test_run(&from([198, 18, 0, last])).unwrap(), action::TX);
+    }
+    assert_eq!(
+        p.test_run(&from([198, 18, 0, 9])).unwrap(),
+        action::DROP,
+        "same /24"
+    );
+    assert_eq!(capped(), 1);
+    assert_eq!(
+        p.test_run(&from([198, 18, 1, 2])).unwrap(),
+        action::TX,
+        "another /24"
+    );
+    for last in [2, 3] {
+        assert_eq!(p.test_run(&v6(last)).unwrap(), action::TX);
+    }
+    assert_eq!(p.test_run(&v6(7)).unwrap(), action::DROP, "same /48");
+    assert_eq!(capped(), 2);
+
+    // The total, one per CPU: of one SYN more than there are CPUs, two
+    // ran on the same CPU (BPF_PROG_TEST_RUN runs on the caller's).
+    p.update(&with(2, 0), &with(0, 1)).unwrap();
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    let before = capped();
+    let runs: Vec<u32> = (0..=cpus)
+        .map(|i| p.test_run(&from([198, 18, 5, i as u8])).unwrap())
+        .collect();
+    assert!(runs.contains(&action::DROP), "{runs:?}");
+    assert_eq!(
+        capped() - before,
+        runs.iter().filter(|a| **a == action::DROP).count() as u64
+    );
+    p.update(&with(0, 1), &with(0, 0)).unwrap();
+    for _ in 0..3 {
+        assert_eq!(
+            p.test_run(&from([198, 18, 0, 9])).unwrap(),
+            action::TX,
+            "no caps"
+        );
+    }
+}

@@ -29,6 +29,10 @@
 const volatile __u8 is_ipv6 = 0;
 /* 0: SYN, 1: ACK (template has ACK), 2: mix (template has SYN; half ACK). */
 const volatile __u8 mode = 0;
+/* IPv4: which bits of the source's last 16 (198.18.H.L, as stored) are
+ * random, and the fixed ones (synwall-flood --source-net). */
+const volatile __u16 src_host_mask = 0xffff;
+const volatile __u16 src_host_set = 0;
 /* The template's checksums as they sit in the frame. */
 const volatile __u16 tcp_csum0 = 0;
 const volatile __u16 ip_csum0 = 0;
@@ -98,7 +102,7 @@ int xdp_flood(struct xdp_md *ctx)
 		if ((void *)(tcp + 1) > end)
 			return XDP_ABORTED;
 		/* 198.18.H.L with H >= 1: never the testbed's 198.18.0.x. */
-		__u16 host = r1 & 0xffff;
+		__u16 host = (r1 & src_host_mask) | src_host_set;
 
 		if ((bpf_ntohs(host) >> 8) == 0)
 			host |= bpf_htons(0x0100);

@@ -42,6 +42,48 @@ pub enum FloodMode {
     Mix,
 }
 
+/// The IPv4 sources of a live flood: 198.18.H.L with the bits of `mask`
+/// (of H.L) random and the others `set`. Every source of 198.18.1.0 to
+/// 198.18.255.255 by default (never the testbed's own 198.18.0.x).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceNet {
+    /// Random bits of the last 16.
+    pub mask: u16,
+    /// Fixed bits of the last 16.
+    pub set: u16,
+}
+
+impl Default for SourceNet {
+    fn default() -> Self {
+        SourceNet {
+            mask: 0xffff,
+            set: 0,
+        }
+    }
+}
+
+impl SourceNet {
+    /// The sources of `net`, which must lie in 198.18.1.0 to
+    /// 198.18.255.255 (a prefix of /16 to /32 inside 198.18.0.0/16, not
+    /// touching 198.18.0.0/24).
+    pub fn v4(net: std::net::Ipv4Addr, len: u8) -> Option<SourceNet> {
+        let o = net.octets();
+        if o[..2] != [198, 18] || !(16..=32).contains(&len) {
+            return None;
+        }
+        let host_bits = 32 - u32::from(len);
+        let mask = if host_bits >= 16 {
+            0xffff
+        } else {
+            (1u16 << host_bits) - 1
+        };
+        let set = u16::from_be_bytes([o[2], o[3]]) & !mask;
+        // 198.18.0.x is the testbed's own: a net reaching into it is refused.
+        let lowest_h = set >> 8;
+        (len > 16 && lowest_h != 0).then_some(SourceNet { mask, set })
+    }
+}
+
 /// A loaded flood program with its template.
 pub struct LiveFlood {
     skel: FloodSkel<'static>,
@@ -68,7 +110,12 @@ impl LiveFlood {
     /// address is the base of its range (198.18.0.0 or 2001:2::) and whose
     /// source port, sequence and acknowledgment numbers are zero, with valid
     /// checksums. It goes out of interface `ifindex` (in this namespace).
-    pub fn new(template: Vec<u8>, mode: FloodMode, ifindex: u32) -> Result<LiveFlood, FloodError> {
+    pub fn new(
+        template: Vec<u8>,
+        mode: FloodMode,
+        ifindex: u32,
+        sources: SourceNet,
+    ) -> Result<LiveFlood, FloodError> {
         let ipv6 = template.get(12..14) == Some(&[0x86, 0xdd]);
         let l4 = if ipv6 { 14 + 40 } else { 14 + 20 };
         if template.len() < l4 + 20 {
@@ -97,6 +144,8 @@ impl LiveFlood {
             ro.ip_csum0 = if ipv6 { 0 } else { ip_csum0 };
             ro.template[..template.len()].copy_from_slice(&template);
             ro.template_len = template.len() as u32;
+            ro.src_host_mask = sources.mask.to_be();
+            ro.src_host_set = sources.set.to_be();
         }
         let skel = open.load().map_err(FloodError::Load)?;
         // struct xdp_md: data, data_end, data_meta, ingress_ifindex,

@@ -492,7 +492,20 @@ fn program_settings(cfg: &Config) -> ProgramSettings {
         heartbeat: cfg.datapath.attach == AttachMode::Libxdp,
         allow: cfg.protect.allow.clone(),
         deny: cfg.protect.deny.clone(),
+        reflection: reflection_caps(&cfg.reflection),
         ..ProgramSettings::from_core(&cfg.core_settings(), cfg.datapath.synack)
+    }
+}
+
+/// `[reflection]` as the program takes it: the total split over the CPUs
+/// (rounded up, so the whole is never under the configured total).
+fn reflection_caps(r: &crate::config::Reflection) -> xdp::ReflectionCaps {
+    let cpus = host::allowed_cpus().len().max(1) as u32;
+    xdp::ReflectionCaps {
+        per_prefix: r.synacks_per_prefix,
+        v4_len: r.prefix_v4,
+        v6_len: r.prefix_v6,
+        total_per_cpu: r.synacks_total.div_ceil(cpus),
     }
 }
 

@@ -118,6 +118,7 @@ xdp_counters! {
     SW_PASS_STALE => "pass_stale",
     SW_PASS_ALLOWED => "pass_allowed",
     SW_DROP_DENIED => "drop_denied",
+    SW_DROP_REFLECTION_CAP => "drop_reflection_cap",
 }
 
 /// Why the XDP side failed.
@@ -235,6 +236,34 @@ pub struct ProgramSettings {
     pub allow: Vec<ipnet::IpNet>,
     /// Sources dropped.
     pub deny: Vec<ipnet::IpNet>,
+    /// The reflection guard's caps.
+    pub reflection: ReflectionCaps,
+}
+
+/// The reflection guard's caps (bpf/maps.h): SYN-ACKs per second towards
+/// one source prefix and per CPU in all, 0 for none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReflectionCaps {
+    /// Per source prefix.
+    pub per_prefix: u32,
+    /// IPv4 prefix length.
+    pub v4_len: u8,
+    /// IPv6 prefix length.
+    pub v6_len: u8,
+    /// Per CPU, in all.
+    pub total_per_cpu: u32,
+}
+
+impl Default for ReflectionCaps {
+    /// No caps.
+    fn default() -> Self {
+        ReflectionCaps {
+            per_prefix: 0,
+            v4_len: 24,
+            v6_len: 48,
+            total_per_cpu: 0,
+        }
+    }
 }
 
 impl ProgramSettings {
@@ -254,6 +283,7 @@ impl ProgramSettings {
             heartbeat: false,
             allow: Vec::new(),
             deny: Vec::new(),
+            reflection: ReflectionCaps::default(),
         }
     }
 }
@@ -271,6 +301,10 @@ pub struct Program {
 /// The fields of `.data.live` a reload writes, borrowed one by one so that
 /// the heartbeat beside them is not.
 struct LiveFields {
+    reflect_prefix_cap: &'static mut u32,
+    reflect_total_cap: &'static mut u32,
+    reflect_v4_len: &'static mut u8,
+    reflect_v6_len: &'static mut u8,
     match_addresses: &'static mut u8,
     mss_table: &'static mut [u16; 8],
     our_wscale: &'static mut u8,
@@ -286,6 +320,10 @@ fn split_live(
     live: &'static mut skel::types::data_live,
 ) -> (LiveFields, &'static std::sync::atomic::AtomicU64) {
     let skel::types::data_live {
+        reflect_prefix_cap,
+        reflect_total_cap,
+        reflect_v4_len,
+        reflect_v6_len,
         match_addresses,
         mss_table,
         our_wscale,
@@ -304,6 +342,10 @@ fn split_live(
     // now on it is accessed only through this atomic.
     let heartbeat = unsafe { std::sync::atomic::AtomicU64::from_ptr(heartbeat_ns) };
     let fields = LiveFields {
+        reflect_prefix_cap,
+        reflect_total_cap,
+        reflect_v4_len,
+        reflect_v6_len,
         match_addresses,
         mss_table,
         our_wscale,
@@ -557,6 +599,11 @@ impl Program {
         *live.synack_mss_v4 = a.mss_v4;
         *live.synack_mss_v6 = a.mss_v6;
         *live.synack_ecn = u8::from(a.ecn);
+        let r = &s.reflection;
+        *live.reflect_prefix_cap = r.per_prefix;
+        *live.reflect_total_cap = r.total_per_cpu;
+        *live.reflect_v4_len = r.v4_len;
+        *live.reflect_v6_len = r.v6_len;
     }
 
     fn prog_fd(&self) -> BorrowedFd<'_> {

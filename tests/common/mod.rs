@@ -252,27 +252,40 @@ impl Testbed {
     /// returns its JSON line. 4,000 frames/s: the engine sends 1/20 of the
     /// rate per call, and 200 frames fit the veth's 256-frame ring.
     pub fn flood(&self, dst: &str, mode: &str, count: &str) -> serde_json::Value {
+        self.flood_with(dst, mode, count, "4000", &[])
+    }
+
+    /// As [`Testbed::flood`], at `rate` frames per second and with `extra`
+    /// arguments (e.g. `--source-net`).
+    pub fn flood_with(
+        &self,
+        dst: &str,
+        mode: &str,
+        count: &str,
+        rate: &str,
+        extra: &[&str],
+    ) -> serde_json::Value {
         let mac = self.srv_mac();
-        let out = run_ok(
-            &mut self.in_cli(&[
-                flood_bin().to_str().unwrap(),
-                "--interface",
-                &self.cli_if,
-                "--dst-mac",
-                &mac,
-                "--dst",
-                dst,
-                "--mode",
-                mode,
-                "--count",
-                count,
-                "--rate",
-                "4000",
-                "--duration",
-                "10",
-            ]),
-            "synwall-flood",
-        );
+        let bin = flood_bin();
+        let mut args = vec![
+            bin.to_str().unwrap(),
+            "--interface",
+            &self.cli_if,
+            "--dst-mac",
+            &mac,
+            "--dst",
+            dst,
+            "--mode",
+            mode,
+            "--count",
+            count,
+            "--rate",
+            rate,
+            "--duration",
+            "10",
+        ];
+        args.extend_from_slice(extra);
+        let out = run_ok(&mut self.in_cli(&args), "synwall-flood");
         serde_json::from_slice(&out.stdout).expect("synwall-flood prints JSON")
     }
 

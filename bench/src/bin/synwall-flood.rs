@@ -21,7 +21,7 @@ use clap::{Parser, ValueEnum};
 use synwall::wire::tcp::flags;
 use synwall::xsk::{Frame, Xsk, XskConfig};
 use synwall_bench::frame::{Ip, TcpFrame, client_syn_options};
-use synwall_bench::live::{FloodMode, LiveFlood};
+use synwall_bench::live::{FloodMode, LiveFlood, SourceNet};
 use synwall_bench::{ifindex, in_bench_range};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -75,6 +75,11 @@ struct Args {
     /// Frames per ring operation (afxdp engine).
     #[arg(long, default_value_t = 64)]
     batch: usize,
+    /// IPv4 sources from this prefix only (live engine), e.g.
+    /// 198.18.7.0/24: inside 198.18.1.0-198.18.255.255. Default: all of
+    /// them.
+    #[arg(long)]
+    source_net: Option<String>,
     /// Offered rate in frames per second (0: as fast as possible).
     #[arg(long, default_value_t = 0)]
     rate: u64,
@@ -117,6 +122,9 @@ fn run(a: &Args) -> Result<(), String> {
     }
     if !(a.duration > 0.0 && a.duration <= 600.0) || a.count == 0 {
         return Err("a flood needs --count > 0 and 0 < --duration <= 600".into());
+    }
+    if a.source_net.is_some() && matches!(a.engine, Engine::Afxdp) {
+        return Err("--source-net needs the live engine".into());
     }
     let dst_mac = parse_mac(&a.dst_mac).ok_or("bad --dst-mac")?;
     let src_mac = std::fs::read_to_string(format!("/sys/class/net/{}/address", a.interface))
@@ -189,8 +197,22 @@ fn live(a: &Args, dst_mac: [u8; 6], src_mac: [u8; 6]) -> Result<u64, String> {
         Mode::Ack => FloodMode::Ack,
         Mode::Mix => FloodMode::Mix,
     };
-    let mut flood =
-        LiveFlood::new(template(a, dst_mac, src_mac), mode, ifindex).map_err(|e| e.to_string())?;
+    let sources = match &a.source_net {
+        None => SourceNet::default(),
+        Some(net) => {
+            let bad =
+                || format!("--source-net {net}: not a prefix inside 198.18.1.0-198.18.255.255");
+            let (addr, len) = net.split_once('/').ok_or_else(bad)?;
+            let addr: std::net::Ipv4Addr = addr.parse().map_err(|_| bad())?;
+            let len: u8 = len.parse().map_err(|_| bad())?;
+            if a.dst.is_ipv6() {
+                return Err("--source-net is for IPv4 floods".into());
+            }
+            SourceNet::v4(addr, len).ok_or_else(bad)?
+        }
+    };
+    let mut flood = LiveFlood::new(template(a, dst_mac, src_mac), mode, ifindex, sources)
+        .map_err(|e| e.to_string())?;
     // Each BPF_PROG_RUN call costs about 13 ms of set-up here (measured:
     // 388 calls/s with 5 frames each), so frames go in large chunks: 50 ms
     // of the paced rate (20 calls/s), or 131,072 when unpaced (~0.1 s).
