@@ -69,6 +69,8 @@ static __always_inline int source_list(const struct pkt *p)
 {
 	struct sw_prefix key = { .prefixlen = 8 + 128 };
 
+	if (!have_allow && !have_deny)
+		return -1;
 	if (p->v6) {
 		key.data[0] = 6;
 		__builtin_memcpy(&key.data[1], p->tuple.ipv6.saddr, 16);
@@ -77,9 +79,9 @@ static __always_inline int source_list(const struct pkt *p)
 		key.data[0] = 4;
 		__builtin_memcpy(&key.data[1], &p->tuple.ipv4.saddr, 4);
 	}
-	if (bpf_map_lookup_elem(&allow, &key))
+	if (have_allow && bpf_map_lookup_elem(&allow, &key))
 		return SW_PASS_ALLOWED;
-	if (bpf_map_lookup_elem(&deny, &key))
+	if (have_deny && bpf_map_lookup_elem(&deny, &key))
 		return SW_DROP_DENIED;
 	return -1;
 }

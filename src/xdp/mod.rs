@@ -301,6 +301,8 @@ pub struct Program {
 /// The fields of `.data.live` a reload writes, borrowed one by one so that
 /// the heartbeat beside them is not.
 struct LiveFields {
+    have_allow: &'static mut u8,
+    have_deny: &'static mut u8,
     reflect_prefix_cap: &'static mut u32,
     reflect_total_cap: &'static mut u32,
     reflect_v4_len: &'static mut u8,
@@ -320,6 +322,8 @@ fn split_live(
     live: &'static mut skel::types::data_live,
 ) -> (LiveFields, &'static std::sync::atomic::AtomicU64) {
     let skel::types::data_live {
+        have_allow,
+        have_deny,
         reflect_prefix_cap,
         reflect_total_cap,
         reflect_v4_len,
@@ -342,6 +346,8 @@ fn split_live(
     // now on it is accessed only through this atomic.
     let heartbeat = unsafe { std::sync::atomic::AtomicU64::from_ptr(heartbeat_ns) };
     let fields = LiveFields {
+        have_allow,
+        have_deny,
         reflect_prefix_cap,
         reflect_total_cap,
         reflect_v4_len,
@@ -599,6 +605,8 @@ impl Program {
         *live.synack_mss_v4 = a.mss_v4;
         *live.synack_mss_v6 = a.mss_v6;
         *live.synack_ecn = u8::from(a.ecn);
+        *live.have_allow = u8::from(!s.allow.is_empty());
+        *live.have_deny = u8::from(!s.deny.is_empty());
         let r = &s.reflection;
         *live.reflect_prefix_cap = r.per_prefix;
         *live.reflect_total_cap = r.total_per_cpu;
