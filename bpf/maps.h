@@ -59,6 +59,22 @@ struct {
 	__type(value, __u8);
 } addresses SEC(".maps");
 
+/* [attack] mode, and whether synwall's control loop sees an attack now
+ * (auto): in peacetime (and always in "off") SYNs go to the kernel and
+ * ACKs without our cookie pass, since they may carry the kernel's own. */
+#define ATTACK_ALWAYS 0
+#define ATTACK_AUTO 1
+#define ATTACK_OFF 2
+volatile __u8 attack_mode LIVE = ATTACK_ALWAYS;
+volatile __u8 under_attack LIVE = 0;
+
+static __always_inline int peacetime(void)
+{
+	__u8 mode = attack_mode;
+
+	return mode == ATTACK_OFF || (mode == ATTACK_AUTO && !under_attack);
+}
+
 /* Source prefixes ([protect] allow and deny) for traffic to protected
  * ports: an allowed source goes to the kernel untouched, a denied one is
  * dropped; allow is looked at first. A list that is empty is not looked

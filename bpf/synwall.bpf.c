@@ -194,6 +194,8 @@ static __noinline int xdp_ack(struct xdp_md *ctx, struct pkt *p, struct tcphdr *
 		    bpf_ktime_get_ns() - f->verified_ns < FLOW_TTL_NS)
 			return verdict(SW_PASS_FOLLOW_UP, XDP_PASS);
 	}
+	if (peacetime())
+		return verdict(SW_PASS_PEACE_ACK, XDP_PASS);
 	return verdict(rc, XDP_DROP);
 }
 
@@ -298,6 +300,8 @@ static __always_inline int xdp_syn(struct xdp_md *ctx, struct pkt *p)
 	struct sw_queue_load *q = NULL;
 	int rc;
 
+	if (peacetime())
+		return verdict(SW_PASS_PEACE, XDP_PASS);
 	if (reflection_capped(p))
 		return verdict(SW_DROP_REFLECTION_CAP, XDP_DROP);
 	if (synack_mode == SYNACK_AUTO)

@@ -45,6 +45,8 @@ enum sw_counter {
 	SW_PASS_ALLOWED,	/* source in [protect] allow: to the kernel untouched */
 	SW_DROP_DENIED,		/* source in [protect] deny */
 	SW_DROP_REFLECTION_CAP,	/* SYN whose SYN-ACK would pass a [reflection] cap */
+	SW_PASS_PEACE,		/* [attack] auto in peacetime, or off: SYN to the kernel */
+	SW_PASS_PEACE_ACK,	/* the same: an ACK without our cookie (maybe the kernel's) */
 	SW_COUNTER_MAX,
 };
 

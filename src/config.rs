@@ -78,6 +78,62 @@ pub struct Config {
     /// Caps on our SYN-ACKs, so that a spoofed flood cannot turn synwall
     /// into a reflector.
     pub reflection: Reflection,
+    /// When synwall answers SYNs: always, or only under attack.
+    pub attack: Attack,
+}
+
+/// When SYNs are synwall's (`[attack] mode`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttackMode {
+    /// Every SYN, always.
+    #[default]
+    Always,
+    /// The kernel's in peacetime; synwall's while the SYN rate says attack.
+    Auto,
+    /// The kernel's: synwall only watches and counts.
+    Off,
+}
+
+impl AttackMode {
+    /// The mode as written in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttackMode::Always => "always",
+            AttackMode::Auto => "auto",
+            AttackMode::Off => "off",
+        }
+    }
+}
+
+/// `[attack]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Attack {
+    /// Who answers SYNs.
+    pub mode: AttackMode,
+    /// SYNs per second to the protected ports above which an attack begins
+    /// (once it lasted `enter_ms`).
+    pub enter_syn_rate: u64,
+    /// How long the rate must stay above `enter_syn_rate`.
+    pub enter_ms: u64,
+    /// SYNs per second below which an attack ends (once it lasted
+    /// `leave_secs`).
+    pub leave_syn_rate: u64,
+    /// How long the rate must stay below `leave_syn_rate`.
+    pub leave_secs: u64,
+}
+
+impl Default for Attack {
+    fn default() -> Self {
+        Attack {
+            mode: AttackMode::Always,
+            enter_syn_rate: 20_000,
+            enter_ms: 200,
+            leave_syn_rate: 5_000,
+            leave_secs: 10,
+        }
+    }
 }
 
 /// `[reflection]`.
@@ -560,6 +616,10 @@ impl Config {
                 ),
             });
         }
+        cfg.check_attack().map_err(|message| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        })?;
         Ok(cfg)
     }
 
@@ -657,6 +717,18 @@ impl Config {
         );
         check(self.metrics.listen != new.metrics.listen, "metrics.listen");
         out
+    }
+
+    /// Checks the keys parsing cannot check one by one.
+    fn check_attack(&self) -> Result<(), String> {
+        let a = &self.attack;
+        if a.leave_syn_rate > a.enter_syn_rate {
+            return Err("[attack] leave_syn_rate must not be above enter_syn_rate".into());
+        }
+        if a.enter_ms == 0 || a.leave_secs == 0 {
+            return Err("[attack] enter_ms and leave_secs must be above 0".into());
+        }
+        Ok(())
     }
 
     /// The handshake core's settings.

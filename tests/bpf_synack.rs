@@ -664,3 +664,43 @@ fn the_reflection_guard_caps_synacks_per_prefix_and_in_all() {
         );
     }
 }
+
+/// [attack] mode = "auto": in peacetime SYNs and ACKs without our cookie
+/// go to the kernel; under attack the program answers and drops as ever;
+/// "off" is peacetime for good.
+#[test]
+fn auto_mode_passes_in_peacetime_and_answers_under_attack() {
+    if !common::require_root() {
+        return;
+    }
+    use synwall::config::AttackMode;
+    let s = Settings::default();
+    let p = program(&s, NOW);
+    let with = |attack_mode| ProgramSettings {
+        attack_mode,
+        ..ProgramSettings::from_core(&s, SynackMode::Xdp)
+    };
+    let syn = TcpFrame::client_syn(Ip::client_v4(), &os::WINDOWS).to_vec();
+    let forged_ack = TcpFrame {
+        flags: flags::ACK,
+        seq: 1001,
+        ack: 0x1234_5678,
+        ..TcpFrame::client_syn(Ip::client_v4(), &[])
+    }
+    .to_vec();
+    let runs = |frame: &[u8], name: &str| {
+        let before = counter(&p, name);
+        (p.test_run(frame).unwrap(), counter(&p, name) - before)
+    };
+    p.update(&with(AttackMode::Always), &with(AttackMode::Auto)).unwrap();
+    assert_eq!(runs(&syn, "pass_peace"), (action::PASS, 1));
+    assert_eq!(runs(&forged_ack, "pass_peace_ack"), (action::PASS, 1), "maybe the kernel's cookie");
+    p.set_under_attack(true);
+    assert_eq!(compare(&p, &s, &syn, NOW), Outcome::Answered);
+    assert_eq!(runs(&forged_ack, "drop_bad_cookie"), (action::DROP, 1));
+    p.update(&with(AttackMode::Auto), &with(AttackMode::Off)).unwrap();
+    assert_eq!(runs(&syn, "pass_peace"), (action::PASS, 1), "off: the kernel's, attack or not");
+    p.update(&with(AttackMode::Off), &with(AttackMode::Always)).unwrap();
+    p.set_under_attack(false);
+    assert_eq!(compare(&p, &s, &syn, NOW), Outcome::Answered, "always");
+}

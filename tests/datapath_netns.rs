@@ -961,3 +961,80 @@ fn a_flood_spoofing_one_prefix_gets_at_most_its_cap_while_another_is_served() {
     let _ = listener.kill();
     let _ = listener.wait();
 }
+
+/// Polls the stats until `pred` holds (within `secs`).
+fn wait_until(sw: &Synwall, secs: f64, what: &str, pred: impl Fn(&serde_json::Value) -> bool) {
+    let t0 = Instant::now();
+    loop {
+        let stats = sw.stats_json().unwrap();
+        if pred(&stats) {
+            return;
+        }
+        assert!(t0.elapsed().as_secs_f64() < secs, "{what}: {stats}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn auto_mode_leaves_peacetime_to_the_kernel_and_takes_over_under_attack() {
+    if !common::require_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let tb = Testbed::new(1);
+    let mut listener = tb
+        .in_srv(&["python3", "-c", "import socket,time\ns=socket.socket()\ns.bind(('198.18.0.1',80))\ns.listen(1024)\ntime.sleep(40)"])
+        .spawn()
+        .unwrap();
+    let sw = Synwall::start(
+        &tb,
+        dir.path(),
+        "[attack]\nmode = \"auto\"\nenter_syn_rate = 2000\nenter_ms = 100\nleave_syn_rate = 500\nleave_secs = 1\n\
+         [reflection]\nsynacks_per_prefix = 0\n",
+    );
+    let xdp = |s: &serde_json::Value, k: &str| s["xdp"][k].as_u64().unwrap();
+    let stats = || sw.stats_json().unwrap();
+
+    // Peacetime: the kernel answers, synwall only counts.
+    assert!(connect(&tb, common::SERVER4, 2.0), "peacetime connect");
+    let s = stats();
+    assert!(
+        xdp(&s, "pass_peace") >= 1 && xdp(&s, "syn_redirect") == 0,
+        "{s}"
+    );
+    assert_eq!(s["under_attack"], false, "{s}");
+
+    for cycle in 1..=3u64 {
+        let before = stats();
+        std::thread::scope(|sc| {
+            let flood = sc.spawn(|| tb.flood_with(common::SERVER4, "syn", "6000", "3000", &[]));
+            wait_until(&sw, 1.5, "attack begins", |s| s["under_attack"] == true);
+            assert!(
+                connect(&tb, common::SERVER4, 2.0),
+                "cycle {cycle}: under attack"
+            );
+            flood.join().unwrap();
+        });
+        let during = stats();
+        assert!(
+            xdp(&during, "syn_redirect") > xdp(&before, "syn_redirect"),
+            "{during}"
+        );
+        wait_until(&sw, 4.0, "attack ends", |s| s["under_attack"] == false);
+        let peace = xdp(&stats(), "pass_peace");
+        assert!(
+            connect(&tb, common::SERVER4, 2.0),
+            "cycle {cycle}: back in peacetime"
+        );
+        assert!(
+            xdp(&stats(), "pass_peace") > peace,
+            "the kernel answered again"
+        );
+        assert_eq!(stats()["attacks"], cycle);
+    }
+    let log = std::fs::read_to_string(dir.path().join("synwall.log")).unwrap();
+    assert_eq!(log.matches("attack started").count(), 3, "{log}");
+    assert_eq!(log.matches("attack ended").count(), 3, "{log}");
+    let _ = listener.kill();
+    let _ = listener.wait();
+}

@@ -1,6 +1,7 @@
 //! `synwall run`: load and attach the XDP program, one AF_XDP socket and one
 //! pinned worker per queue, counters on a Unix socket, and a clean stop.
 
+mod attack;
 mod reload;
 mod status;
 mod supervise;
@@ -116,6 +117,10 @@ pub struct Snapshot {
     pub reloads_ok: u64,
     /// Reloads rejected (the configuration stayed as it was).
     pub reloads_failed: u64,
+    /// An attack is on (the `[attack]` detector).
+    pub under_attack: bool,
+    /// Attacks seen since the start.
+    pub attacks: u64,
 }
 
 /// One worker in a [`Snapshot`].
@@ -244,6 +249,8 @@ pub fn run(cfg: &Config, secret: Secret, ctl: &Control) -> Result<Snapshot, RunE
         epoch: AtomicU64::new(live.epochs.mint),
         reloads_ok: AtomicU64::new(0),
         reloads_failed: AtomicU64::new(0),
+        under_attack: AtomicBool::new(false),
+        attacks: AtomicU64::new(0),
         metrics,
         zero_copy: sockets.iter().map(|(_, x, _)| x.zero_copy().ok()).collect(),
     };
@@ -493,6 +500,7 @@ fn program_settings(cfg: &Config) -> ProgramSettings {
         allow: cfg.protect.allow.clone(),
         deny: cfg.protect.deny.clone(),
         reflection: reflection_caps(&cfg.reflection),
+        attack_mode: cfg.attack.mode,
         ..ProgramSettings::from_core(&cfg.core_settings(), cfg.datapath.synack)
     }
 }
@@ -610,6 +618,9 @@ struct Datapath<'a> {
     epoch: AtomicU64,
     reloads_ok: AtomicU64,
     reloads_failed: AtomicU64,
+    /// The attack detector's state, for the snapshot.
+    under_attack: AtomicBool,
+    attacks: AtomicU64,
     /// The Prometheus endpoint, when configured.
     metrics: Option<metrics::Server>,
     /// Per queue: AF_XDP zero-copy or copy (as the kernel said at bind).
@@ -723,8 +734,10 @@ impl<'a> Datapath<'a> {
     ) -> Option<String> {
         let mut links_checked = Instant::now();
         let mut supervisor = supervise::Supervisor::new(self);
+        let mut detector = attack::Detector::new();
         while !ctl.stop.load(Ordering::Relaxed) {
             supervisor.tick(self);
+            self.watch_attack(&mut detector, live);
             if let Some((name, _)) = threads.iter().find(|(_, h)| h.is_finished()) {
                 return Some(format!("{name} exited"));
             }
@@ -854,7 +867,64 @@ impl<'a> Datapath<'a> {
             epoch: self.epoch.load(Ordering::Relaxed),
             reloads_ok: self.reloads_ok.load(Ordering::Relaxed),
             reloads_failed: self.reloads_failed.load(Ordering::Relaxed),
+            under_attack: self.under_attack.load(Ordering::Relaxed),
+            attacks: self.attacks.load(Ordering::Relaxed),
         }
+    }
+
+    /// Feeds the attack detector the SYNs and SYN-ACKs counted so far;
+    /// logs an attack's start and end and tells the program.
+    fn watch_attack(&self, detector: &mut attack::Detector, live: &Live) {
+        let Ok(c) = self.program.counters() else {
+            return;
+        };
+        let get = |name: &str| {
+            xdp::COUNTER_NAMES
+                .iter()
+                .position(|n| *n == name)
+                .map_or(0, |i| c[i])
+        };
+        let syns = [
+            "syn_redirect",
+            "synack_xdp",
+            "syn_no_xsk",
+            "drop_reflection_cap",
+            "pass_peace",
+        ]
+        .iter()
+        .map(|n| get(n))
+        .sum();
+        let answered = get("synack_xdp")
+            + self
+                .workers
+                .iter()
+                .map(WorkerCounters::synacks)
+                .sum::<u64>();
+        let event = detector.sample(Instant::now(), syns, answered, &live.cfg.attack);
+        match event {
+            Some(attack::Event::Started { rate }) => tracing::warn!(
+                syn_rate = rate as u64,
+                mode = live.cfg.attack.mode.as_str(),
+                "attack started: SYNs to the protected ports above enter_syn_rate"
+            ),
+            Some(attack::Event::Ended {
+                duration,
+                peak,
+                syns,
+                answered,
+            }) => tracing::warn!(
+                duration_secs = duration.as_secs(),
+                peak_syn_rate = peak as u64,
+                syns,
+                answered,
+                "attack ended"
+            ),
+            None => return,
+        }
+        let on = detector.under_attack();
+        self.program.set_under_attack(on);
+        self.under_attack.store(on, Ordering::Relaxed);
+        self.attacks.store(detector.attacks, Ordering::Relaxed);
     }
 }
 

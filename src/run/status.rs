@@ -84,6 +84,12 @@ pub struct Status {
     pub reloads_failed: u64,
     /// The running kernel.
     pub kernel: KernelStatus,
+    /// `[attack] mode`.
+    pub attack_mode: String,
+    /// An attack is on.
+    pub under_attack: bool,
+    /// Attacks seen since the start.
+    pub attacks: u64,
 }
 
 /// What the kernel was found to have.
@@ -156,6 +162,9 @@ impl Datapath<'_> {
                 handoff_kfunc: crate::xdp::has_handoff_kfunc(),
                 busy_poll: cfg.datapath.busy_poll_us > 0,
             },
+            attack_mode: cfg.attack.mode.as_str().into(),
+            under_attack: self.under_attack.load(Ordering::Relaxed),
+            attacks: self.attacks.load(Ordering::Relaxed),
         }
     }
 }
@@ -236,6 +245,17 @@ pub fn human(s: &Status) -> String {
         s.rotation_secs,
         s.reloads_ok,
         s.reloads_failed
+    );
+    let _ = writeln!(
+        o,
+        "attack     {} (mode {}); {} attacks since the start",
+        if s.under_attack {
+            "UNDER ATTACK"
+        } else {
+            "none now"
+        },
+        s.attack_mode,
+        s.attacks
     );
     let _ = writeln!(
         o,

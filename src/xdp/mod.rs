@@ -47,7 +47,7 @@ use libbpf_rs::libbpf_sys;
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags, MapType, ProgramInput, ProgramType};
 
-use crate::config::{SynackMode, XdpMode};
+use crate::config::{AttackMode, SynackMode, XdpMode};
 use crate::proto::cookie::{MssTable, Secret};
 use crate::proto::handshake::{Settings, SynAckSettings};
 use skel::{SynwallSkel, SynwallSkelBuilder};
@@ -119,6 +119,8 @@ xdp_counters! {
     SW_PASS_ALLOWED => "pass_allowed",
     SW_DROP_DENIED => "drop_denied",
     SW_DROP_REFLECTION_CAP => "drop_reflection_cap",
+    SW_PASS_PEACE => "pass_peace",
+    SW_PASS_PEACE_ACK => "pass_peace_ack",
 }
 
 /// Why the XDP side failed.
@@ -238,6 +240,8 @@ pub struct ProgramSettings {
     pub deny: Vec<ipnet::IpNet>,
     /// The reflection guard's caps.
     pub reflection: ReflectionCaps,
+    /// When SYNs are synwall's.
+    pub attack_mode: AttackMode,
 }
 
 /// The reflection guard's caps (bpf/maps.h): SYN-ACKs per second towards
@@ -284,6 +288,7 @@ impl ProgramSettings {
             allow: Vec::new(),
             deny: Vec::new(),
             reflection: ReflectionCaps::default(),
+            attack_mode: AttackMode::Always,
         }
     }
 }
@@ -294,13 +299,14 @@ pub struct Program {
     /// The program's `.data.live` section (bpf/maps.h), mapped into this
     /// process: the settings a reload rewrites in place ...
     live: std::sync::Mutex<LiveFields>,
-    /// ... and the heartbeat, written on its own (by another thread).
-    heartbeat: &'static std::sync::atomic::AtomicU64,
+    /// ... and the heartbeat and the attack state, written on their own.
+    atomics: LiveAtomics,
 }
 
 /// The fields of `.data.live` a reload writes, borrowed one by one so that
 /// the heartbeat beside them is not.
 struct LiveFields {
+    attack_mode: &'static mut u8,
     have_allow: &'static mut u8,
     have_deny: &'static mut u8,
     reflect_prefix_cap: &'static mut u32,
@@ -318,10 +324,10 @@ struct LiveFields {
 }
 
 /// Splits the mapped section into the reload's fields and the heartbeat.
-fn split_live(
-    live: &'static mut skel::types::data_live,
-) -> (LiveFields, &'static std::sync::atomic::AtomicU64) {
+fn split_live(live: &'static mut skel::types::data_live) -> (LiveFields, LiveAtomics) {
     let skel::types::data_live {
+        attack_mode,
+        under_attack,
         have_allow,
         have_deny,
         reflect_prefix_cap,
@@ -339,6 +345,10 @@ fn split_live(
         synack_ecn,
         ..
     } = live;
+    // SAFETY: as for the heartbeat below: `under_attack` is a u8 (any
+    // alignment) in the mapped section, its exclusive reference given up
+    // here; the control loop writes it through this atomic alone.
+    let under_attack = unsafe { std::sync::atomic::AtomicU8::from_ptr(under_attack) };
     // SAFETY: `heartbeat_ns` is a naturally aligned u64 (the BPF compiler
     // aligns it; repr(C) keeps it) in the mapped section, which stays
     // mapped for the process's life (the skeleton is leaked); the only
@@ -346,6 +356,7 @@ fn split_live(
     // now on it is accessed only through this atomic.
     let heartbeat = unsafe { std::sync::atomic::AtomicU64::from_ptr(heartbeat_ns) };
     let fields = LiveFields {
+        attack_mode,
         have_allow,
         have_deny,
         reflect_prefix_cap,
@@ -361,7 +372,19 @@ fn split_live(
         synack_mss_v6,
         synack_ecn,
     };
-    (fields, heartbeat)
+    (
+        fields,
+        LiveAtomics {
+            heartbeat,
+            under_attack,
+        },
+    )
+}
+
+/// The fields of `.data.live` written apart from a reload.
+struct LiveAtomics {
+    heartbeat: &'static std::sync::atomic::AtomicU64,
+    under_attack: &'static std::sync::atomic::AtomicU8,
 }
 
 impl std::fmt::Debug for Program {
@@ -534,11 +557,11 @@ impl Program {
             .data_live_data
             .take()
             .ok_or(XdpError::NoLiveSection)?;
-        let (live, heartbeat) = split_live(live);
+        let (live, atomics) = split_live(live);
         let program = Program {
             skel,
             live: std::sync::Mutex::new(live),
-            heartbeat,
+            atomics,
         };
         program.update(&ProgramSettings::default(), settings)?;
         Ok(program)
@@ -605,6 +628,11 @@ impl Program {
         *live.synack_mss_v4 = a.mss_v4;
         *live.synack_mss_v6 = a.mss_v6;
         *live.synack_ecn = u8::from(a.ecn);
+        *live.attack_mode = match s.attack_mode {
+            AttackMode::Always => 0,
+            AttackMode::Auto => 1,
+            AttackMode::Off => 2,
+        };
         *live.have_allow = u8::from(!s.allow.is_empty());
         *live.have_deny = u8::from(!s.deny.is_empty());
         let r = &s.reflection;
@@ -676,7 +704,15 @@ impl Program {
 
     /// The heartbeat the program needs when loaded with `heartbeat` set.
     pub fn heartbeat(&self) -> Heartbeat<'_> {
-        Heartbeat(self.heartbeat)
+        Heartbeat(self.atomics.heartbeat)
+    }
+
+    /// Tells the program whether synwall sees an attack ([attack] mode =
+    /// "auto": SYNs are synwall's only then).
+    pub fn set_under_attack(&self, attack: bool) {
+        self.atomics
+            .under_attack
+            .store(u8::from(attack), std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Installs the cookie keys of `epoch` and `epoch - 1` in their parity
