@@ -114,6 +114,17 @@ struct {
 	__type(value, struct sw_window);
 } reflect_prefix SEC(".maps");
 
+/* The per-source SYN limit ([attack] syns_per_source; 0: off) and its
+ * windows per /32 or /64. */
+volatile __u32 source_syn_cap LIVE = 0;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct sw_prefix);
+	__type(value, struct sw_window);
+} source_windows SEC(".maps");
+
 /* The guard's window for the total, per CPU. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

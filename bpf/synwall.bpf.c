@@ -236,8 +236,9 @@ static __always_inline int window_full(struct sw_window *w, __u64 now, __u32 cap
 	return __sync_fetch_and_add(&w->count, 1) >= cap;
 }
 
-/* The source's prefix for the guard: the first reflect_v4_len (v6) bits. */
-static __always_inline void source_prefix(const struct pkt *p, struct sw_prefix *key)
+/* The source's prefix: its first v4_len (IPv6: v6_len) bits. */
+static __always_inline void source_prefix(const struct pkt *p, struct sw_prefix *key,
+					  __u32 v4_len, __u32 v6_len)
 {
 	__u32 words[4] = {};
 	__u32 len, i;
@@ -245,11 +246,11 @@ static __always_inline void source_prefix(const struct pkt *p, struct sw_prefix 
 	if (p->v6) {
 		key->data[0] = 6;
 		__builtin_memcpy(words, p->tuple.ipv6.saddr, 16);
-		len = reflect_v6_len;
+		len = v6_len;
 	} else {
 		key->data[0] = 4;
 		words[0] = p->tuple.ipv4.saddr;
-		len = reflect_v4_len;
+		len = v4_len;
 	}
 	key->prefixlen = len;
 	for (i = 0; i < 4; i++) {
@@ -259,6 +260,21 @@ static __always_inline void source_prefix(const struct pkt *p, struct sw_prefix 
 		len -= keep;
 	}
 	__builtin_memcpy(&key->data[1], words, 16);
+}
+
+/* Counts one in `key`'s window of `map` (an LRU hash of struct
+ * sw_window); true when that passes `cap` this second. */
+static __always_inline int prefix_full(void *map, struct sw_prefix *key, __u64 now, __u32 cap)
+{
+	struct sw_window *w = bpf_map_lookup_elem(map, key);
+
+	if (!w) {
+		struct sw_window fresh = { .start_ns = now, .count = 1 };
+
+		bpf_map_update_elem(map, key, &fresh, BPF_NOEXIST);
+		return 0;
+	}
+	return window_full(w, now, cap);
 }
 
 /* The reflection guard: true when this SYN's SYN-ACK would pass a cap.
@@ -283,15 +299,22 @@ static __noinline int reflection_capped(const struct pkt *p)
 	}
 	if (!prefix_cap)
 		return 0;
-	source_prefix(p, &key);
-	w = bpf_map_lookup_elem(&reflect_prefix, &key);
-	if (!w) {
-		struct sw_window fresh = { .start_ns = now, .count = 1 };
+	source_prefix(p, &key, reflect_v4_len, reflect_v6_len);
+	return prefix_full(&reflect_prefix, &key, now, prefix_cap);
+}
 
-		bpf_map_update_elem(&reflect_prefix, &key, &fresh, BPF_NOEXIST);
+/* The per-source SYN limit ([attack] syns_per_source): under attack, at
+ * most that many SYNs per second from one /32 (IPv6 /64), for floods from
+ * real addresses. Not inlined, as reflection_capped. */
+static __noinline int source_capped(const struct pkt *p)
+{
+	__u32 cap = source_syn_cap;
+	struct sw_prefix key = {};
+
+	if (!cap || !under_attack)
 		return 0;
-	}
-	return window_full(w, now, prefix_cap);
+	source_prefix(p, &key, 32, 64);
+	return prefix_full(&source_windows, &key, bpf_ktime_get_coarse_ns(), cap);
 }
 
 static __always_inline int xdp_syn(struct xdp_md *ctx, struct pkt *p)
@@ -302,6 +325,8 @@ static __always_inline int xdp_syn(struct xdp_md *ctx, struct pkt *p)
 
 	if (peacetime())
 		return verdict(SW_PASS_PEACE, XDP_PASS);
+	if (source_capped(p))
+		return verdict(SW_DROP_SOURCE_CAP, XDP_DROP);
 	if (reflection_capped(p))
 		return verdict(SW_DROP_REFLECTION_CAP, XDP_DROP);
 	if (synack_mode == SYNACK_AUTO)

@@ -47,6 +47,7 @@ enum sw_counter {
 	SW_DROP_REFLECTION_CAP,	/* SYN whose SYN-ACK would pass a [reflection] cap */
 	SW_PASS_PEACE,		/* [attack] auto in peacetime, or off: SYN to the kernel */
 	SW_PASS_PEACE_ACK,	/* the same: an ACK without our cookie (maybe the kernel's) */
+	SW_DROP_SOURCE_CAP,	/* under attack: a source past [attack] syns_per_source */
 	SW_COUNTER_MAX,
 };
 

@@ -122,6 +122,9 @@ pub struct Attack {
     pub leave_syn_rate: u64,
     /// How long the rate must stay below `leave_syn_rate`.
     pub leave_secs: u64,
+    /// Under attack: SYNs per second one /32 (IPv6 /64) may send; 0: no
+    /// limit. For floods from real, not spoofed, addresses.
+    pub syns_per_source: u32,
 }
 
 impl Default for Attack {
@@ -132,6 +135,7 @@ impl Default for Attack {
             enter_ms: 200,
             leave_syn_rate: 5_000,
             leave_secs: 10,
+            syns_per_source: 0,
         }
     }
 }

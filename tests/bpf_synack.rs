@@ -692,15 +692,69 @@ fn auto_mode_passes_in_peacetime_and_answers_under_attack() {
         let before = counter(&p, name);
         (p.test_run(frame).unwrap(), counter(&p, name) - before)
     };
-    p.update(&with(AttackMode::Always), &with(AttackMode::Auto)).unwrap();
+    p.update(&with(AttackMode::Always), &with(AttackMode::Auto))
+        .unwrap();
     assert_eq!(runs(&syn, "pass_peace"), (action::PASS, 1));
-    assert_eq!(runs(&forged_ack, "pass_peace_ack"), (action::PASS, 1), "maybe the kernel's cookie");
+    assert_eq!(
+        runs(&forged_ack, "pass_peace_ack"),
+        (action::PASS, 1),
+        "maybe the kernel's cookie"
+    );
     p.set_under_attack(true);
     assert_eq!(compare(&p, &s, &syn, NOW), Outcome::Answered);
     assert_eq!(runs(&forged_ack, "drop_bad_cookie"), (action::DROP, 1));
-    p.update(&with(AttackMode::Auto), &with(AttackMode::Off)).unwrap();
-    assert_eq!(runs(&syn, "pass_peace"), (action::PASS, 1), "off: the kernel's, attack or not");
-    p.update(&with(AttackMode::Off), &with(AttackMode::Always)).unwrap();
+    p.update(&with(AttackMode::Auto), &with(AttackMode::Off))
+        .unwrap();
+    assert_eq!(
+        runs(&syn, "pass_peace"),
+        (action::PASS, 1),
+        "off: the kernel's, attack or not"
+    );
+    p.update(&with(AttackMode::Off), &with(AttackMode::Always))
+        .unwrap();
     p.set_under_attack(false);
     assert_eq!(compare(&p, &s, &syn, NOW), Outcome::Answered, "always");
+}
+
+/// [attack] syns_per_source: under attack only, at most that many SYNs
+/// per second from one /32 (here 2); other sources go on.
+#[test]
+fn the_per_source_limit_holds_under_attack_only() {
+    if !common::require_root() {
+        return;
+    }
+    let s = Settings::default();
+    let p = program(&s, NOW);
+    let base = ProgramSettings::from_core(&s, SynackMode::Xdp);
+    let limited = ProgramSettings {
+        syns_per_source: 2,
+        ..base.clone()
+    };
+    p.update(&base, &limited).unwrap();
+    let from = |last: u8| {
+        TcpFrame::client_syn(
+            Ip::V4 {
+                src: [198, 18, 3, last],
+                dst: SERVER4,
+                ttl: 64,
+                options: &[],
+            },
+            &os::LINUX,
+        )
+        .to_vec()
+    };
+    for _ in 0..3 {
+        assert_eq!(
+            p.test_run(&from(1)).unwrap(),
+            action::TX,
+            "no attack: no limit"
+        );
+    }
+    p.set_under_attack(true);
+    let before = counter(&p, "drop_source_cap");
+    let acts: Vec<u32> = (0..3).map(|_| p.test_run(&from(2)).unwrap()).collect();
+    assert_eq!(acts, [action::TX, action::TX, action::DROP]);
+    assert_eq!(counter(&p, "drop_source_cap") - before, 1);
+    assert_eq!(p.test_run(&from(3)).unwrap(), action::TX, "another source");
+    p.set_under_attack(false);
 }

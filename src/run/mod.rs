@@ -501,6 +501,7 @@ fn program_settings(cfg: &Config) -> ProgramSettings {
         deny: cfg.protect.deny.clone(),
         reflection: reflection_caps(&cfg.reflection),
         attack_mode: cfg.attack.mode,
+        syns_per_source: cfg.attack.syns_per_source,
         ..ProgramSettings::from_core(&cfg.core_settings(), cfg.datapath.synack)
     }
 }

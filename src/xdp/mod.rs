@@ -121,6 +121,7 @@ xdp_counters! {
     SW_DROP_REFLECTION_CAP => "drop_reflection_cap",
     SW_PASS_PEACE => "pass_peace",
     SW_PASS_PEACE_ACK => "pass_peace_ack",
+    SW_DROP_SOURCE_CAP => "drop_source_cap",
 }
 
 /// Why the XDP side failed.
@@ -242,6 +243,8 @@ pub struct ProgramSettings {
     pub reflection: ReflectionCaps,
     /// When SYNs are synwall's.
     pub attack_mode: AttackMode,
+    /// Under attack: SYNs per second from one /32 or /64 (0: no limit).
+    pub syns_per_source: u32,
 }
 
 /// The reflection guard's caps (bpf/maps.h): SYN-ACKs per second towards
@@ -289,6 +292,7 @@ impl ProgramSettings {
             deny: Vec::new(),
             reflection: ReflectionCaps::default(),
             attack_mode: AttackMode::Always,
+            syns_per_source: 0,
         }
     }
 }
@@ -307,6 +311,7 @@ pub struct Program {
 /// the heartbeat beside them is not.
 struct LiveFields {
     attack_mode: &'static mut u8,
+    source_syn_cap: &'static mut u32,
     have_allow: &'static mut u8,
     have_deny: &'static mut u8,
     reflect_prefix_cap: &'static mut u32,
@@ -327,6 +332,7 @@ struct LiveFields {
 fn split_live(live: &'static mut skel::types::data_live) -> (LiveFields, LiveAtomics) {
     let skel::types::data_live {
         attack_mode,
+        source_syn_cap,
         under_attack,
         have_allow,
         have_deny,
@@ -357,6 +363,7 @@ fn split_live(live: &'static mut skel::types::data_live) -> (LiveFields, LiveAto
     let heartbeat = unsafe { std::sync::atomic::AtomicU64::from_ptr(heartbeat_ns) };
     let fields = LiveFields {
         attack_mode,
+        source_syn_cap,
         have_allow,
         have_deny,
         reflect_prefix_cap,
@@ -633,6 +640,7 @@ impl Program {
             AttackMode::Auto => 1,
             AttackMode::Off => 2,
         };
+        *live.source_syn_cap = s.syns_per_source;
         *live.have_allow = u8::from(!s.allow.is_empty());
         *live.have_deny = u8::from(!s.deny.is_empty());
         let r = &s.reflection;
