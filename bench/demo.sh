@@ -77,12 +77,15 @@ d0=$(ring_drops); flood_start kernel; probe kernel; flood_stop; echo "kernel $((
 
 echo "==> 3/3 the server behind synwall under the same flood"
 (umask 077; "$SW" gen-secret > "$work/secret")
-printf "[datapath]\ninterface = \"%s\"\nring_size = ${RING}\nsynack = \"${SYNACK}\"\nstats_socket = \"%s\"\n[cookie]\nsecret_file = \"%s\"\n" \
+# The attack detector's defaults but leave_secs: the attack ends 2 s after
+# the flood, and both events are in the log before synwall stops.
+printf "[datapath]\ninterface = \"%s\"\nring_size = ${RING}\nsynack = \"${SYNACK}\"\nstats_socket = \"%s\"\n[cookie]\nsecret_file = \"%s\"\n[attack]\nleave_secs = 2\n" \
   "$SI" "$work/stats.sock" "$work/secret" > "$work/synwall.toml"
 ip netns exec "$S" "$SW" run --config "$work/synwall.toml" > "$work/final.json" 2> "$work/synwall.log" &
 SWPID=$!
 tb_wait_stats "$SW" "$work/stats.sock"
 d0=$(ring_drops); flood_start synwall; probe synwall; flood_stop; echo "synwall $(( $(ring_drops) - d0 ))" >> "$work/drops"
+sleep 3   # leave_secs of calm: the attack ends
 "$SW" stats --socket "$work/stats.sock" > "$work/stats.json"
 kill -TERM "$SWPID"; wait "$SWPID"; SWPID=
 
@@ -115,6 +118,10 @@ print(f"synwall answered {synacks} SYNs with cookie SYN-ACKs ({x['synack_xdp']} 
       f"{x['syn_backlog']} while its worker was backed up), handed "
       f"{x['handoff_ok']} connections to the server ({x['handoff_failed']} hand-offs failed), dropped "
       f"{x['drop_bad_cookie']} bad ACKs; no half-open state was kept.")
+print("synwall's log of the attack:")
+for line in open(f"{work}/synwall.log"):
+    if "attack started" in line or "attack ended" in line:
+        print("  " + line.rstrip())
 ok_base = result("baseline")[0]
 sys.exit(0 if ok_base > 0 else 1)
 PY
