@@ -13,6 +13,10 @@
 #                  the same with preferred busy polling (busy_poll_us = 50,
 #                  the veth's napi_defer_hard_irqs = 2, gro_flush_timeout
 #                  = 200 us), not in the default list
+#   synwall_<mode>[_noguard|_guard32]_auto
+#                  the same with [attack] mode = "auto" (the kernel's until
+#                  the detector sees the flood, 200 ms in), not in the
+#                  default list
 #   synwall_<mode>_noguard, synwall_<mode>_guard32
 #                  the reflection guard off ([reflection] synacks_per_prefix
 #                  = 0), or keyed per /32 (prefix_v4 = 32: a window per
@@ -75,7 +79,8 @@ start_system() { # name
     limit_*) tb_xdp "$TBX" "${1#limit_}" 600 ;;
     kernel) ;;
     synwall_*)
-      local mode=${1#synwall_} busy=0 guard=""
+      local mode=${1#synwall_} busy=0 guard="" attack=""
+      case $mode in *_auto) mode=${mode%_auto} attack='[attack]\nmode = "auto"\n' ;; esac
       case $mode in *_busy) mode=${mode%_busy} busy=50 ;; esac
       case $mode in
         *_noguard) mode=${mode%_noguard} guard='[reflection]\nsynacks_per_prefix = 0\n' ;;
@@ -83,7 +88,7 @@ start_system() { # name
       esac
       ip netns exec "$S" sh -c "echo $((busy ? 2 : 0)) > /sys/class/net/$SI/napi_defer_hard_irqs; \
         echo $((busy ? 200000 : 0)) > /sys/class/net/$SI/gro_flush_timeout"
-      printf "[datapath]\ninterface = \"%s\"\nstats_socket = \"%s\"\ncpus = [%s]\nsynack = \"%s\"\nbusy_poll_us = %s\n[cookie]\nsecret_file = \"%s\"\n$guard" \
+      printf "[datapath]\ninterface = \"%s\"\nstats_socket = \"%s\"\ncpus = [%s]\nsynack = \"%s\"\nbusy_poll_us = %s\n[cookie]\nsecret_file = \"%s\"\n$guard$attack" \
         "$SI" "$work/stats.sock" "$SRV_CPU" "$mode" "$busy" "$work/secret" > "$work/synwall.toml"
       ip netns exec "$S" "$SW" run --config "$work/synwall.toml" >/dev/null 2>"$work/synwall.log" &
       SWPID=$!
