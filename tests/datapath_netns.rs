@@ -1006,7 +1006,19 @@ fn auto_mode_leaves_peacetime_to_the_kernel_and_takes_over_under_attack() {
 
     for cycle in 1..=3u64 {
         let before = stats();
-        std::thread::scope(|sc| {
+        // A client connects again and again across both switches.
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let (tries, failures) = std::thread::scope(|sc| {
+            let client = sc.spawn(|| {
+                let (mut tries, mut failures) = (0u32, 0u32);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    tries += 1;
+                    if !connect(&tb, common::SERVER4, 3.0) {
+                        failures += 1;
+                    }
+                }
+                (tries, failures)
+            });
             let flood = sc.spawn(|| tb.flood_with(common::SERVER4, "syn", "6000", "3000", &[]));
             wait_until(&sw, 1.5, "attack begins", |s| s["under_attack"] == true);
             assert!(
@@ -1014,13 +1026,20 @@ fn auto_mode_leaves_peacetime_to_the_kernel_and_takes_over_under_attack() {
                 "cycle {cycle}: under attack"
             );
             flood.join().unwrap();
+            wait_until(&sw, 4.0, "attack ends", |s| s["under_attack"] == false);
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            client.join().unwrap()
         });
+        assert!(tries >= 10, "cycle {cycle}: {tries} connects");
+        assert_eq!(
+            failures, 0,
+            "cycle {cycle}: connects failed across the switches ({tries} tried)"
+        );
         let during = stats();
         assert!(
             xdp(&during, "syn_redirect") > xdp(&before, "syn_redirect"),
             "{during}"
         );
-        wait_until(&sw, 4.0, "attack ends", |s| s["under_attack"] == false);
         let peace = xdp(&stats(), "pass_peace");
         assert!(
             connect(&tb, common::SERVER4, 2.0),
