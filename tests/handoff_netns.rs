@@ -73,8 +73,9 @@ fn sha256(path: &std::path::Path) -> String {
         .to_owned()
 }
 
-/// A python http.server serving `dir` on port 80 (IPv4 and IPv6).
-fn http_server(tb: &Testbed, dir: &std::path::Path) -> std::process::Child {
+/// A python http.server serving `dir` on port 80 (IPv4 and IPv6), killed
+/// on drop (also when the test fails).
+fn http_server(tb: &Testbed, dir: &std::path::Path) -> Server {
     let mut child = tb
         .in_srv(&["python3", "-m", "http.server", "80", "--bind", "::"])
         .current_dir(dir)
@@ -86,7 +87,7 @@ fn http_server(tb: &Testbed, dir: &std::path::Path) -> std::process::Child {
     while t0.elapsed() < Duration::from_secs(10) {
         let out = tb.in_srv(&["ss", "-Hltn", "sport = :80"]).output().unwrap();
         if !out.stdout.is_empty() {
-            return child;
+            return Server(child);
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -192,7 +193,7 @@ fn unmodified_server_behind_kernel_mode() {
     let (tb, dir) = (&f.tb, &f.dir);
     let www = web_root(dir.path());
     write_big_file(&www);
-    let mut server = http_server(tb, &www);
+    let server = http_server(tb, &www);
     let sw = Synwall::start(tb, dir.path(), "[protect]\nports = [80, 8080]\n");
 
     serves_pages_bulk_and_many_clients(tb, dir.path(), &www);
@@ -261,8 +262,7 @@ c.sendall(b"ok"); c.close()
         "every connection went through the hand-off: {stats}"
     );
     assert_eq!(stats["xdp"]["handoff_failed"], 0, "{stats}");
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
 }
 
 #[test]
@@ -276,14 +276,13 @@ fn server_behind_synacks_from_xdp() {
     let (tb, dir) = (&f.tb, &f.dir);
     let www = web_root(dir.path());
     let _sink = tb.sink();
-    let mut server = http_server(tb, &www);
+    let server = http_server(tb, &www);
     let sw = Synwall::start_with(tb, dir.path(), "synack = \"xdp\"", "");
     for url in PAGE_URLS {
         curl_ok(tb, url);
     }
     let stats = sw.stats_json().unwrap();
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
     assert_eq!(stats["xdp"]["synack_xdp"], 2, "{stats}");
     assert_eq!(stats["workers"][0]["synacks"], 0, "{stats}");
     assert!(stats["xdp"]["handoff_ok"].as_u64().unwrap() >= 2, "{stats}");
@@ -298,7 +297,7 @@ fn server_behind_busy_polling_workers() {
     };
     let (tb, dir) = (&f.tb, &f.dir);
     let www = web_root(dir.path());
-    let mut server = http_server(tb, &www);
+    let server = http_server(tb, &www);
     let sw = Synwall::start_with(
         tb,
         dir.path(),
@@ -309,8 +308,7 @@ fn server_behind_busy_polling_workers() {
         curl_ok(tb, url);
     }
     let stats = sw.stats_json().unwrap();
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
     assert_eq!(stats["workers"][0]["synacks"], 2, "{stats}");
     assert_eq!(stats["xdp"]["synack_xdp"], 0, "{stats}");
 }
@@ -338,7 +336,7 @@ fn request_in_the_handshake_ack_is_not_lost() {
         ]),
         "iptables (client resets off)",
     );
-    let mut server = http_server(tb, &www);
+    let server = http_server(tb, &www);
     let sw = Synwall::start(tb, dir.path(), "");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/scapy/ack_with_data.py");
     let out = tb
@@ -347,8 +345,7 @@ fn request_in_the_handshake_ack_is_not_lost() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let stats = sw.stats_json().unwrap();
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
     assert!(
         out.status.success(),
         "the server answered the request that rode on the ACK: {text}{}\n{stats}",
@@ -415,7 +412,7 @@ fn segments_behind_the_handshake_ack_are_not_lost() {
     let (tb, dir) = (&f.tb, &f.dir);
     let www = web_root(dir.path());
     tb.block_kernel_synacks(8080);
-    let _server = Server(http_server(tb, &www));
+    let _server = http_server(tb, &www);
     let _uploads = Server::spawn(
         tb,
         &["python3", FIRST_FLIGHT, "server", "198.18.0.1", "8080"],
@@ -839,7 +836,7 @@ fn a_reload_adds_and_removes_a_port_while_a_download_goes_on() {
     tb.block_kernel_synacks(8081);
     let www = web_root(dir.path());
     write_big_file(&www);
-    let _server = Server(http_server(tb, &www));
+    let _server = http_server(tb, &www);
     let www_s = www.to_str().unwrap();
     let args = [
         "python3",
@@ -994,7 +991,7 @@ fn deny_and_allow_lists_change_verdicts_on_a_live_flow() {
     };
     let (tb, dir) = (&f.tb, &f.dir);
     let www = web_root(dir.path());
-    let _server = Server(http_server(tb, &www));
+    let _server = http_server(tb, &www);
     let lists =
         |allow: &str, deny: &str| format!("[protect]\nallow = [{allow}]\ndeny = [{deny}]\n");
     let sw = Synwall::start(
