@@ -14,6 +14,9 @@
  * synwall rewrites in place while the program runs. Each is read once per
  * packet, so a packet sees each value either old or new. */
 #define LIVE SEC(".data.live")
+/* What synwall's threads write on their own, apart from reloads: the
+ * heartbeat and the attack state (.data.beat, also mmapped). */
+#define BEAT SEC(".data.beat")
 
 volatile __u8 match_addresses LIVE = 0; /* 1: only sw_addr entries are protected */
 volatile __u16 mss_table[8] LIVE = { 536, 1220, 1300, 1360, 1400, 1440, 1460, 8960 };
@@ -24,7 +27,7 @@ volatile __u8 our_wscale LIVE = 7; /* our window scale in SYN-ACKs */
  * it fails open by itself: synwall writes bpf_ktime_get_ns() here every
  * 100 ms, and once it is HEARTBEAT_STALE_NS old every packet passes. */
 const volatile __u8 require_heartbeat = 0;
-volatile __u64 heartbeat_ns LIVE = 0;
+volatile __u64 heartbeat_ns BEAT = 0;
 /* 2 s: twenty missed beats; long enough for a loaded box, short enough
  * that a dead synwall's port is the kernel's again within a blink. */
 #define HEARTBEAT_STALE_NS 2000000000ULL
@@ -66,7 +69,7 @@ struct {
 #define ATTACK_AUTO 1
 #define ATTACK_OFF 2
 volatile __u8 attack_mode LIVE = ATTACK_ALWAYS;
-volatile __u8 under_attack LIVE = 0;
+volatile __u8 under_attack BEAT = 0;
 
 static __always_inline int peacetime(void)
 {

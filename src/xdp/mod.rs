@@ -152,7 +152,7 @@ pub enum XdpError {
         source: std::io::Error,
     },
     /// The loaded object has no mapped `.data.live` section.
-    #[error("the loaded XDP program has no mapped .data.live section")]
+    #[error("the loaded XDP program lacks a mapped .data.live or .data.beat section")]
     NoLiveSection,
     /// A test run failed.
     #[error("BPF_PROG_TEST_RUN failed")]
@@ -301,97 +301,39 @@ impl ProgramSettings {
 pub struct Program {
     skel: SynwallSkel<'static>,
     /// The program's `.data.live` section (bpf/maps.h), mapped into this
-    /// process: the settings a reload rewrites in place ...
-    live: std::sync::Mutex<LiveFields>,
-    /// ... and the heartbeat and the attack state, written on their own.
+    /// process: the settings a reload rewrites in place.
+    live: std::sync::Mutex<&'static mut skel::types::data_live>,
+    /// The heartbeat and the attack state (`.data.beat`).
     atomics: LiveAtomics,
 }
 
-/// The fields of `.data.live` a reload writes, borrowed one by one so that
-/// the heartbeat beside them is not.
-struct LiveFields {
-    attack_mode: &'static mut u8,
-    source_syn_cap: &'static mut u32,
-    have_allow: &'static mut u8,
-    have_deny: &'static mut u8,
-    reflect_prefix_cap: &'static mut u32,
-    reflect_total_cap: &'static mut u32,
-    reflect_v4_len: &'static mut u8,
-    reflect_v6_len: &'static mut u8,
-    match_addresses: &'static mut u8,
-    mss_table: &'static mut [u16; 8],
-    our_wscale: &'static mut u8,
-    synack_window: &'static mut u16,
-    synack_ttl: &'static mut u8,
-    synack_mss_v4: &'static mut u16,
-    synack_mss_v6: &'static mut u16,
-    synack_ecn: &'static mut u8,
-}
-
-/// Splits the mapped section into the reload's fields and the heartbeat.
-fn split_live(live: &'static mut skel::types::data_live) -> (LiveFields, LiveAtomics) {
-    let skel::types::data_live {
-        attack_mode,
-        source_syn_cap,
-        under_attack,
-        have_allow,
-        have_deny,
-        reflect_prefix_cap,
-        reflect_total_cap,
-        reflect_v4_len,
-        reflect_v6_len,
-        match_addresses,
-        mss_table,
-        our_wscale,
-        heartbeat_ns,
-        synack_window,
-        synack_ttl,
-        synack_mss_v4,
-        synack_mss_v6,
-        synack_ecn,
-        ..
-    } = live;
-    // SAFETY: as for the heartbeat below: `under_attack` is a u8 (any
-    // alignment) in the mapped section, its exclusive reference given up
-    // here; the control loop writes it through this atomic alone.
-    let under_attack = unsafe { std::sync::atomic::AtomicU8::from_ptr(under_attack) };
-    // SAFETY: `heartbeat_ns` is a naturally aligned u64 (the BPF compiler
-    // aligns it; repr(C) keeps it) in the mapped section, which stays
-    // mapped for the process's life (the skeleton is leaked); the only
-    // Rust reference to it, the exclusive one, is given up here, so from
-    // now on it is accessed only through this atomic.
-    let heartbeat = unsafe { std::sync::atomic::AtomicU64::from_ptr(heartbeat_ns) };
-    let fields = LiveFields {
-        attack_mode,
-        source_syn_cap,
-        have_allow,
-        have_deny,
-        reflect_prefix_cap,
-        reflect_total_cap,
-        reflect_v4_len,
-        reflect_v6_len,
-        match_addresses,
-        mss_table,
-        our_wscale,
-        synack_window,
-        synack_ttl,
-        synack_mss_v4,
-        synack_mss_v6,
-        synack_ecn,
-    };
-    (
-        fields,
-        LiveAtomics {
-            heartbeat,
-            under_attack,
-        },
-    )
-}
-
-/// The fields of `.data.live` written apart from a reload.
+/// The `.data.beat` section (bpf/maps.h): written by synwall's own
+/// threads as atomics, never by a reload.
 struct LiveAtomics {
     heartbeat: &'static std::sync::atomic::AtomicU64,
     under_attack: &'static std::sync::atomic::AtomicU8,
+}
+
+impl LiveAtomics {
+    fn of(beat: &'static mut skel::types::data_beat) -> LiveAtomics {
+        let skel::types::data_beat {
+            heartbeat_ns,
+            under_attack,
+            ..
+        } = beat;
+        // SAFETY: both fields live in the mapped section, which stays
+        // mapped for the process's life (the skeleton is leaked);
+        // `heartbeat_ns` is a naturally aligned u64 (the BPF compiler aligns
+        // it, repr(C) keeps it), `under_attack` a u8; the only Rust
+        // references to them, the exclusive ones, are given up here, so from
+        // now on they are accessed only through these atomics.
+        unsafe {
+            LiveAtomics {
+                heartbeat: std::sync::atomic::AtomicU64::from_ptr(heartbeat_ns),
+                under_attack: std::sync::atomic::AtomicU8::from_ptr(under_attack),
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Program {
@@ -564,7 +506,12 @@ impl Program {
             .data_live_data
             .take()
             .ok_or(XdpError::NoLiveSection)?;
-        let (live, atomics) = split_live(live);
+        let beat = skel
+            .maps
+            .data_beat_data
+            .take()
+            .ok_or(XdpError::NoLiveSection)?;
+        let atomics = LiveAtomics::of(beat);
         let program = Program {
             skel,
             live: std::sync::Mutex::new(live),
@@ -627,27 +574,27 @@ impl Program {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let a = &s.synack;
-        *live.match_addresses = u8::from(!s.addresses.is_empty());
-        *live.mss_table = s.mss_table.entries();
-        *live.our_wscale = a.wscale;
-        *live.synack_window = a.window;
-        *live.synack_ttl = a.ttl;
-        *live.synack_mss_v4 = a.mss_v4;
-        *live.synack_mss_v6 = a.mss_v6;
-        *live.synack_ecn = u8::from(a.ecn);
-        *live.attack_mode = match s.attack_mode {
+        live.match_addresses = u8::from(!s.addresses.is_empty());
+        live.mss_table = s.mss_table.entries();
+        live.our_wscale = a.wscale;
+        live.synack_window = a.window;
+        live.synack_ttl = a.ttl;
+        live.synack_mss_v4 = a.mss_v4;
+        live.synack_mss_v6 = a.mss_v6;
+        live.synack_ecn = u8::from(a.ecn);
+        live.attack_mode = match s.attack_mode {
             AttackMode::Always => 0,
             AttackMode::Auto => 1,
             AttackMode::Off => 2,
         };
-        *live.source_syn_cap = s.syns_per_source;
-        *live.have_allow = u8::from(!s.allow.is_empty());
-        *live.have_deny = u8::from(!s.deny.is_empty());
+        live.source_syn_cap = s.syns_per_source;
+        live.have_allow = u8::from(!s.allow.is_empty());
+        live.have_deny = u8::from(!s.deny.is_empty());
         let r = &s.reflection;
-        *live.reflect_prefix_cap = r.per_prefix;
-        *live.reflect_total_cap = r.total_per_cpu;
-        *live.reflect_v4_len = r.v4_len;
-        *live.reflect_v6_len = r.v6_len;
+        live.reflect_prefix_cap = r.per_prefix;
+        live.reflect_total_cap = r.total_per_cpu;
+        live.reflect_v4_len = r.v4_len;
+        live.reflect_v6_len = r.v6_len;
     }
 
     fn prog_fd(&self) -> BorrowedFd<'_> {
