@@ -628,6 +628,15 @@ struct Datapath<'a> {
     zero_copy: Vec<Option<bool>>,
 }
 
+/// Running totals of SYNs and of our answers.
+#[derive(Debug, Clone, Copy)]
+struct SynTotals {
+    /// SYNs to the protected ports.
+    syns: u64,
+    /// SYN-ACKs sent, by the workers and by XDP.
+    answered: u64,
+}
+
 /// What a client asks on the stats socket.
 #[derive(Debug, PartialEq, Eq)]
 enum Request {
@@ -873,34 +882,41 @@ impl<'a> Datapath<'a> {
         }
     }
 
-    /// Feeds the attack detector the SYNs and SYN-ACKs counted so far;
-    /// logs an attack's start and end and tells the program.
-    fn watch_attack(&self, detector: &mut attack::Detector, live: &Live) {
-        let Ok(c) = self.program.counters() else {
-            return;
-        };
+    /// SYNs to the protected ports and SYN-ACKs sent so far, from the
+    /// program's counters and the workers'.
+    fn syn_totals(&self) -> Option<SynTotals> {
+        let c = self.program.counters().ok()?;
         let get = |name: &str| {
             xdp::COUNTER_NAMES
                 .iter()
                 .position(|n| *n == name)
                 .map_or(0, |i| c[i])
         };
+        // Each SYN to a protected port gets exactly one of these verdicts.
         let syns = [
             "syn_redirect",
             "synack_xdp",
             "syn_no_xsk",
             "drop_reflection_cap",
+            "drop_source_cap",
             "pass_peace",
         ]
         .iter()
         .map(|n| get(n))
         .sum();
-        let answered = get("synack_xdp")
-            + self
-                .workers
-                .iter()
-                .map(WorkerCounters::synacks)
-                .sum::<u64>();
+        let workers: u64 = self.workers.iter().map(WorkerCounters::synacks).sum();
+        Some(SynTotals {
+            syns,
+            answered: get("synack_xdp") + workers,
+        })
+    }
+
+    /// Feeds the attack detector the SYNs and SYN-ACKs counted so far;
+    /// logs an attack's start and end and tells the program.
+    fn watch_attack(&self, detector: &mut attack::Detector, live: &Live) {
+        let Some(SynTotals { syns, answered }) = self.syn_totals() else {
+            return;
+        };
         let event = detector.sample(Instant::now(), syns, answered, &live.cfg.attack);
         match event {
             Some(attack::Event::Started { rate }) => tracing::warn!(

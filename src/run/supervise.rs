@@ -87,19 +87,7 @@ fn progress(dp: &Datapath<'_>) -> Vec<u64> {
 
 /// SYN-ACKs sent so far, by the workers and by XDP.
 fn synacks(dp: &Datapath<'_>) -> u64 {
-    let workers: u64 = dp.workers.iter().map(|w| w.synacks()).sum();
-    let xdp = dp
-        .program
-        .counters()
-        .ok()
-        .and_then(|c| {
-            crate::xdp::COUNTER_NAMES
-                .iter()
-                .position(|n| *n == "synack_xdp")
-                .map(|i| c[i])
-        })
-        .unwrap_or(0);
-    workers + xdp
+    dp.syn_totals().map_or(0, |t| t.answered)
 }
 
 #[cfg(test)]
