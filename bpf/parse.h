@@ -67,10 +67,12 @@ static __always_inline int is_protected_port(__be16 dport)
  * SW_DROP_DENIED, or -1 (neither). */
 static __always_inline int source_list(const struct pkt *p)
 {
-	struct sw_prefix key = { .prefixlen = 8 + 128 };
+	struct sw_prefix key;
 
 	if (!have_allow && !have_deny)
 		return -1;
+	__builtin_memset(&key, 0, sizeof(key));
+	key.prefixlen = 8 + 128;
 	if (p->v6) {
 		key.data[0] = 6;
 		__builtin_memcpy(&key.data[1], p->tuple.ipv6.saddr, 16);

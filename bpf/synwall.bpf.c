@@ -277,7 +277,8 @@ static __always_inline int prefix_full(void *map, struct sw_prefix *key, __u64 n
 	return window_full(w, now, cap);
 }
 
-/* The reflection guard: true when this SYN's SYN-ACK would pass a cap.
+/* The reflection guard: true when this SYN's SYN-ACK would pass a cap
+ * (called only with a cap on).
  * Not inlined: its keys would otherwise join xdp_synwall's stack frame,
  * which with sw_synack's must stay within 512 bytes. */
 static __noinline int reflection_capped(const struct pkt *p)
@@ -287,8 +288,6 @@ static __noinline int reflection_capped(const struct pkt *p)
 	struct sw_window *w;
 	__u64 now;
 
-	if (!prefix_cap && !total_cap)
-		return 0;
 	/* A tick's resolution is plenty for one-second windows, and the
 	 * coarse clock costs a fraction of the precise one. */
 	now = bpf_ktime_get_coarse_ns();
@@ -303,16 +302,14 @@ static __noinline int reflection_capped(const struct pkt *p)
 	return prefix_full(&reflect_prefix, &key, now, prefix_cap);
 }
 
-/* The per-source SYN limit ([attack] syns_per_source): under attack, at
- * most that many SYNs per second from one /32 (IPv6 /64), for floods from
- * real addresses. Not inlined, as reflection_capped. */
+/* The per-source SYN limit ([attack] syns_per_source; called only with it
+ * on, under attack): at most that many SYNs per second from one /32 (IPv6
+ * /64), for floods from real addresses. Not inlined, as reflection_capped. */
 static __noinline int source_capped(const struct pkt *p)
 {
 	__u32 cap = source_syn_cap;
 	struct sw_prefix key = {};
 
-	if (!cap || !under_attack)
-		return 0;
 	source_prefix(p, &key, 32, 64);
 	return prefix_full(&source_windows, &key, bpf_ktime_get_coarse_ns(), cap);
 }
@@ -325,9 +322,10 @@ static __always_inline int xdp_syn(struct xdp_md *ctx, struct pkt *p)
 
 	if (peacetime())
 		return verdict(SW_PASS_PEACE, XDP_PASS);
-	if (source_capped(p))
+	/* The caps' checks are calls; a cap that is off costs no call. */
+	if (source_syn_cap && under_attack && source_capped(p))
 		return verdict(SW_DROP_SOURCE_CAP, XDP_DROP);
-	if (reflection_capped(p))
+	if ((reflect_prefix_cap || reflect_total_cap) && reflection_capped(p))
 		return verdict(SW_DROP_REFLECTION_CAP, XDP_DROP);
 	if (synack_mode == SYNACK_AUTO)
 		q = bpf_map_lookup_elem(&queue_load, &queue);
