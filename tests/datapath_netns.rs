@@ -285,14 +285,11 @@ fn killed_synwall_leaves_no_program() {
         std::thread::sleep(Duration::from_millis(50));
     }
     // A listener now answers directly: the port is not a black hole.
-    let mut server = tb.in_srv(&["python3", "-c", "import socket,time\ns=socket.socket()\ns.bind(('198.18.0.1',80))\ns.listen()\ntime.sleep(5)"]).spawn().unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    let _listener = tb.listener(80, 5);
     assert!(
         connect(&tb, common::SERVER4, 3.0),
         "kernel serves the port after synwall died"
     );
-    let _ = server.kill();
-    let _ = server.wait();
 }
 
 /// Waits (10 s at most) for synwall to exit; its status and log.
@@ -736,13 +733,14 @@ fn libxdp_attach_fails_open_after_a_crash_and_cleans_up_after_itself() {
     };
     // The client-side sink lets the veth deliver XDP_TX frames.
     let _sink = tb.sink();
-    let mut server = tb
-        .in_srv(&["python3", "-m", "http.server", "80", "--bind", "198.18.0.1"])
-        .current_dir(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let _server = common::KillOnDrop(
+        tb.in_srv(&["python3", "-m", "http.server", "80", "--bind", "198.18.0.1"])
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     std::thread::sleep(Duration::from_millis(700));
     let fetch = |what: &str| {
         let out = tb
@@ -803,8 +801,6 @@ fn libxdp_attach_fails_open_after_a_crash_and_cleans_up_after_itself() {
         0,
         "nothing left"
     );
-    let _ = server.kill();
-    let _ = server.wait();
 }
 
 #[test]
@@ -901,10 +897,7 @@ fn a_flood_spoofing_one_prefix_gets_at_most_its_cap_while_another_is_served() {
     let _sink = tb.sink();
     // A listener, so that the client's handshakes are handed off (with
     // none, the kernel's reset can beat connect() back to the client).
-    let mut listener = tb
-        .in_srv(&["python3", "-c", "import socket,time\ns=socket.socket()\ns.bind(('198.18.0.1',80))\ns.listen(64)\ntime.sleep(20)"])
-        .spawn()
-        .unwrap();
+    let _listener = tb.listener(80, 20);
     let sw = Synwall::start(&tb, dir.path(), "[reflection]\nsynacks_per_prefix = 500\n");
     let answered = |s: &serde_json::Value| -> u64 {
         s["workers"][0]["synacks"].as_u64().unwrap() + s["xdp"]["synack_xdp"].as_u64().unwrap()
@@ -958,21 +951,6 @@ fn a_flood_spoofing_one_prefix_gets_at_most_its_cap_while_another_is_served() {
     assert_eq!(verdicts, xdp["rx"].as_u64().unwrap(), "{stats}");
     let dropped = xdp["drop_reflection_cap"].as_u64().unwrap();
     assert!(dropped + all >= sent / 2, "{sent} sent: {stats}");
-    let _ = listener.kill();
-    let _ = listener.wait();
-}
-
-/// Polls the stats until `pred` holds (within `secs`).
-fn wait_until(sw: &Synwall, secs: f64, what: &str, pred: impl Fn(&serde_json::Value) -> bool) {
-    let t0 = Instant::now();
-    loop {
-        let stats = sw.stats_json().unwrap();
-        if pred(&stats) {
-            return;
-        }
-        assert!(t0.elapsed().as_secs_f64() < secs, "{what}: {stats}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]
@@ -982,10 +960,7 @@ fn auto_mode_leaves_peacetime_to_the_kernel_and_takes_over_under_attack() {
     }
     let dir = tempfile::tempdir().unwrap();
     let tb = Testbed::new(1);
-    let mut listener = tb
-        .in_srv(&["python3", "-c", "import socket,time\ns=socket.socket()\ns.bind(('198.18.0.1',80))\ns.listen(1024)\ntime.sleep(40)"])
-        .spawn()
-        .unwrap();
+    let _listener = tb.listener(80, 40);
     let sw = Synwall::start(
         &tb,
         dir.path(),
@@ -1020,13 +995,13 @@ fn auto_mode_leaves_peacetime_to_the_kernel_and_takes_over_under_attack() {
                 (tries, failures)
             });
             let flood = sc.spawn(|| tb.flood_with(common::SERVER4, "syn", "6000", "3000", &[]));
-            wait_until(&sw, 1.5, "attack begins", |s| s["under_attack"] == true);
+            sw.wait_for(1.5, "attack begins", |s| s["under_attack"] == true);
             assert!(
                 connect(&tb, common::SERVER4, 2.0),
                 "cycle {cycle}: under attack"
             );
             flood.join().unwrap();
-            wait_until(&sw, 4.0, "attack ends", |s| s["under_attack"] == false);
+            sw.wait_for(4.0, "attack ends", |s| s["under_attack"] == false);
             stop.store(true, std::sync::atomic::Ordering::Relaxed);
             client.join().unwrap()
         });
@@ -1054,6 +1029,4 @@ fn auto_mode_leaves_peacetime_to_the_kernel_and_takes_over_under_attack() {
     let log = std::fs::read_to_string(dir.path().join("synwall.log")).unwrap();
     assert_eq!(log.matches("attack started").count(), 3, "{log}");
     assert_eq!(log.matches("attack ended").count(), 3, "{log}");
-    let _ = listener.kill();
-    let _ = listener.wait();
 }

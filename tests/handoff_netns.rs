@@ -87,7 +87,7 @@ fn http_server(tb: &Testbed, dir: &std::path::Path) -> Server {
     while t0.elapsed() < Duration::from_secs(10) {
         let out = tb.in_srv(&["ss", "-Hltn", "sport = :80"]).output().unwrap();
         if !out.stdout.is_empty() {
-            return Server(child);
+            return Server(common::KillOnDrop(child));
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -542,7 +542,7 @@ const UPSTREAM_PY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/proxy/upst
 const CLIENT_PY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/proxy/client.py");
 
 /// A server process in the server namespace, killed on drop.
-struct Server(std::process::Child);
+struct Server(#[expect(dead_code, reason = "held, never read")] common::KillOnDrop);
 
 impl Server {
     /// Runs `args` in the server namespace and waits until something
@@ -554,7 +554,7 @@ impl Server {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let server = Server(child);
+        let server = Server(common::KillOnDrop(child));
         let t0 = Instant::now();
         let filter = format!("sport = :{port}");
         while tb
@@ -577,13 +577,6 @@ impl Server {
         let mut a = vec!["python3", UPSTREAM_PY, args[0], "198.18.0.1", &port_s];
         a.extend_from_slice(&args[1..]);
         Server::spawn(tb, &a, port)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 
@@ -783,18 +776,7 @@ fn dead_upstream_gives_a_prompt_close() {
 
 /// Polls the stats until `key` reaches `want` (10 s at most).
 fn wait_for_stat(sw: &Synwall, key: &str, want: u64) -> serde_json::Value {
-    let t0 = Instant::now();
-    loop {
-        let stats = sw.stats_json().unwrap();
-        if stats[key] == want {
-            return stats;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "{key} != {want}: {stats}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    sw.wait_for(10.0, &format!("{key} != {want}"), |s| s[key] == want)
 }
 
 /// A rate-limited download of big.bin from `url` (about 4 s), in the

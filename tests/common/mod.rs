@@ -401,6 +401,42 @@ impl Drop for TestbedXdp {
     }
 }
 
+/// A process of a test (in one of its namespaces), killed on drop, also
+/// when the test fails.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Testbed {
+    /// A plain listener on 198.18.0.1:`port` in the server namespace
+    /// (backlog 1024) that accepts nothing and ends after `secs`; returns
+    /// once it listens.
+    pub fn listener(&self, port: u16, secs: u32) -> KillOnDrop {
+        let script = format!(
+            "import socket,time\ns=socket.socket()\ns.bind(('198.18.0.1',{port}))\ns.listen(1024)\ntime.sleep({secs})"
+        );
+        let child = KillOnDrop(self.in_srv(&["python3", "-c", &script]).spawn().unwrap());
+        let filter = format!("sport = :{port}");
+        let t0 = Instant::now();
+        while self
+            .in_srv(&["ss", "-Hltn", &filter])
+            .output()
+            .unwrap()
+            .stdout
+            .is_empty()
+        {
+            assert!(t0.elapsed() < Duration::from_secs(10), "listener on {port}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        child
+    }
+}
+
 /// How a test starts synwall.
 #[derive(Debug, Default)]
 pub struct Launch<'a> {
@@ -528,6 +564,24 @@ impl Synwall {
             .args(["reload", "--socket", self.stats.to_str().unwrap()])
             .output()
             .unwrap()
+    }
+
+    /// Polls the stats until `pred` holds (within `secs`); returns them.
+    pub fn wait_for(
+        &self,
+        secs: f64,
+        what: &str,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let t0 = Instant::now();
+        loop {
+            let stats = self.stats_json().unwrap();
+            if pred(&stats) {
+                return stats;
+            }
+            assert!(t0.elapsed().as_secs_f64() < secs, "{what}: {stats}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Sends a signal (e.g. "-TERM") to synwall.
