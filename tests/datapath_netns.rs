@@ -1030,3 +1030,138 @@ fn auto_mode_leaves_peacetime_to_the_kernel_and_takes_over_under_attack() {
     assert_eq!(log.matches("attack started").count(), 3, "{log}");
     assert_eq!(log.matches("attack ended").count(), 3, "{log}");
 }
+
+/// tests/scapy/split_handshake.py in the client namespace: a handshake
+/// whose SYN is sent now and whose ACK (carrying `ping`) waits for
+/// [`Split::finish`].
+struct Split {
+    child: common::KillOnDrop,
+    /// Whether the SYN-ACK carried a TCP Fast Open cookie: only the
+    /// kernel's does.
+    kernel_synack: bool,
+}
+
+impl Split {
+    fn start(tb: &Testbed, sport: u16) -> Split {
+        use std::io::BufRead;
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/scapy/split_handshake.py"
+        );
+        let mut child = common::KillOnDrop(
+            tb.in_cli(&[
+                "/usr/bin/python3",
+                script,
+                common::SERVER4,
+                "80",
+                &sport.to_string(),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+        );
+        let mut line = String::new();
+        std::io::BufReader::new(child.0.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let kernel_synack = match line.trim() {
+            "synack tfo=1" => true,
+            "synack tfo=0" => false,
+            other => panic!("split handshake from {sport}: {other:?}"),
+        };
+        Split {
+            child,
+            kernel_synack,
+        }
+    }
+
+    /// Sends the ACK; true if the server answered the data it carried.
+    fn finish(mut self) -> bool {
+        use std::io::Write;
+        self.child
+            .0
+            .stdin
+            .as_mut()
+            .unwrap()
+            .write_all(b"\n")
+            .unwrap();
+        self.child.0.wait().unwrap().success()
+    }
+}
+
+/// A server on 198.18.0.1:80 with TCP Fast Open on that answers each
+/// connection's first read with `pong`, for `secs`.
+fn pong_server(tb: &Testbed, secs: u32) -> common::KillOnDrop {
+    common::run_ok(
+        &mut tb.in_srv(&["sysctl", "-qw", "net.ipv4.tcp_fastopen=3"]),
+        "sysctl tcp_fastopen",
+    );
+    let script = format!(
+        "import socket,signal\nsignal.alarm({secs})\ns=socket.socket()\n\
+         s.setsockopt(socket.IPPROTO_TCP,socket.TCP_FASTOPEN,16)\n\
+         s.bind(('198.18.0.1',80))\ns.listen(128)\n\
+         while True:\n c,_=s.accept()\n c.recv(64)\n c.sendall(b'pong\\n')\n c.close()\n"
+    );
+    let child = common::KillOnDrop(tb.in_srv(&["python3", "-c", &script]).spawn().unwrap());
+    let t0 = Instant::now();
+    while tb
+        .in_srv(&["ss", "-Hltn", "sport = :80"])
+        .output()
+        .unwrap()
+        .stdout
+        .is_empty()
+    {
+        assert!(t0.elapsed() < Duration::from_secs(10), "pong server");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
+}
+
+#[test]
+fn handshakes_begun_on_one_side_of_an_attack_switch_complete_on_the_other() {
+    if !common::require_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let tb = Testbed::new(1);
+    tb.block_client_resets();
+    let _server = pong_server(&tb, 60);
+    let sw = Synwall::start(
+        &tb,
+        dir.path(),
+        "[attack]\nmode = \"auto\"\nenter_syn_rate = 2000\nenter_ms = 100\nleave_syn_rate = 500\nleave_secs = 1\n\
+         [reflection]\nsynacks_per_prefix = 0\n",
+    );
+
+    // Peacetime: the kernel's own SYN-ACK (its Fast Open cookie) and its
+    // request socket.
+    let kernels = Split::start(&tb, 47001);
+    assert!(kernels.kernel_synack, "peacetime SYN-ACK from the kernel");
+    let (before, ours) = std::thread::scope(|sc| {
+        let flood = sc.spawn(|| tb.flood_with(common::SERVER4, "syn", "6000", "3000", &[]));
+        sw.wait_for(1.5, "attack begins", |s| s["under_attack"] == true);
+        let before = sw.stats_json().unwrap();
+        // Under attack: synwall's SYN-ACK, its cookie.
+        let ours = Split::start(&tb, 47002);
+        assert!(!ours.kernel_synack, "SYN-ACK under attack from synwall");
+        // The kernel's half-open handshake completes under attack.
+        assert!(kernels.finish(), "kernel handshake completed under attack");
+        flood.join().unwrap();
+        (before, ours)
+    });
+    sw.wait_for(4.0, "attack ends", |s| s["under_attack"] == false);
+    let handoffs = before["xdp"]["handoff_ok"].as_u64().unwrap();
+    // Back in peacetime, the cookie minted under attack still validates.
+    assert!(ours.finish(), "attack cookie completed in peacetime");
+    let after = sw.stats_json().unwrap();
+    assert_eq!(
+        after["xdp"]["handoff_ok"].as_u64().unwrap(),
+        handoffs + 1,
+        "{after}"
+    );
+    assert!(
+        after["xdp"]["pass_socket"].as_u64().unwrap() >= 1,
+        "{after}"
+    );
+}

@@ -321,21 +321,7 @@ fn request_in_the_handshake_ack_is_not_lost() {
     let (tb, dir) = (&f.tb, &f.dir);
     let www = web_root(dir.path());
     // scapy owns this connection: the client kernel must not reset it.
-    run_ok(
-        &mut tb.in_cli(&[
-            "iptables",
-            "-A",
-            "OUTPUT",
-            "-p",
-            "tcp",
-            "--tcp-flags",
-            "RST",
-            "RST",
-            "-j",
-            "DROP",
-        ]),
-        "iptables (client resets off)",
-    );
+    tb.block_client_resets();
     let server = http_server(tb, &www);
     let sw = Synwall::start(tb, dir.path(), "");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/scapy/ack_with_data.py");

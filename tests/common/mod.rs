@@ -222,6 +222,29 @@ impl Testbed {
         self.server_output_drop(port, "RST", "RST");
     }
 
+    /// Drops every RST the client kernel sends (IPv4 and IPv6), for a
+    /// test whose scripted client (scapy) owns connections the client
+    /// kernel knows nothing of.
+    pub fn block_client_resets(&self) {
+        for tool in ["iptables", "ip6tables"] {
+            run_ok(
+                &mut self.in_cli(&[
+                    tool,
+                    "-A",
+                    "OUTPUT",
+                    "-p",
+                    "tcp",
+                    "--tcp-flags",
+                    "RST",
+                    "RST",
+                    "-j",
+                    "DROP",
+                ]),
+                tool,
+            );
+        }
+    }
+
     fn server_output_drop(&self, port: u16, mask: &str, set: &str) {
         let p = port.to_string();
         for tool in ["iptables", "ip6tables"] {
