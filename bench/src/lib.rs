@@ -1,6 +1,8 @@
 //! synwall's bench kit: what tests, benches and the flood generator need,
 //! and the product never does.
 //!
+//! * [`corpus`] is the test corpus (frames, mutations) the differential
+//!   check and the fuzz seeds draw from;
 //! * [`frame`] builds whole client frames (SYNs and ACKs shaped like real
 //!   stacks', with VLAN tags, IPv4 options, IPv6 extension headers);
 //! * [`live`] is the live-frames flood engine (bench/bpf/flood.bpf.c run
@@ -13,6 +15,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod corpus;
 pub mod frame;
 pub mod live;
 pub mod testbed;
