@@ -179,3 +179,86 @@ fn segments_behind_a_verified_ack_pass_and_nothing_else() {
     assert_eq!(p.test_run(&follow_up).unwrap(), action::DROP);
     assert_eq!(counter(&p, "pass_follow_up"), 1);
 }
+
+/// Forged ACKs, measured: random ACKs (random source, port, sequence and
+/// acknowledgment numbers; half with a timestamps option and a random
+/// TSecr) through the program's cookie check. docs/cookie.md bounds the
+/// acceptance at 2^-22 an attempt without timestamps and 2^-54 with; the
+/// counts must be within what those allow (Poisson tails below 1e-6).
+/// `SYNWALL_FORGED_ACKS` sets the total (default 10^7).
+#[test]
+fn forged_acks_are_accepted_no_more_often_than_the_spec_allows() {
+    if !common::require_root() {
+        return;
+    }
+    let total: u64 = std::env::var("SYNWALL_FORGED_ACKS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000_000);
+    let (d, secret, rot, p) = vectors_and_program();
+    let now = UnixTime(d["checks"][0]["now"].as_u64().unwrap());
+    p.set_epoch_keys(&secret, now.epoch(rot)).unwrap();
+    let ts = [1u8, 1, 8, 10, 0, 0, 0, 7, 0, 0, 0, 0];
+    let template = |opts: &[u8]| {
+        TcpFrame {
+            flags: flags::ACK,
+            ..TcpFrame::client_syn(Ip::client_v4(), opts)
+        }
+        .to_vec()
+    };
+    // Byte offsets in the frame: source address, source port, sequence,
+    // acknowledgment, TSecr.
+    let (src, sport, seq, ack, tsecr) = (26, 34, 38, 42, 62);
+    let mut frames = [template(&[]), template(&ts)];
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut accepted = [0u64; 2];
+    for i in 0..total {
+        let with_ts = (i & 1) as usize;
+        let f = &mut frames[with_ts];
+        let (a, b) = (next(), next());
+        f[src + 2..src + 4].copy_from_slice(&(a as u16).to_be_bytes());
+        f[sport..sport + 2].copy_from_slice(&((a >> 16) as u16).to_be_bytes());
+        f[seq..seq + 4].copy_from_slice(&((a >> 32) as u32).to_be_bytes());
+        f[ack..ack + 4].copy_from_slice(&(b as u32).to_be_bytes());
+        if with_ts == 1 {
+            f[tsecr..tsecr + 4].copy_from_slice(&((b >> 32) as u32).to_be_bytes());
+        }
+        if p.test_run(f).unwrap() == action::PASS {
+            accepted[with_ts] += 1;
+        }
+    }
+    let each = total / 2;
+    let expected = each as f64 / f64::from(1u32 << 22);
+    eprintln!(
+        "forged ACKs: {} of {each} accepted without timestamps (expected {expected:.2}), {} of {each} with (expected {:.1e})",
+        accepted[0],
+        accepted[1],
+        each as f64 / 2f64.powi(54)
+    );
+    // Every attempt reached the cookie check and was counted.
+    assert_eq!(
+        counter(&p, "drop_bad_cookie") + counter(&p, "ack_cookie_ok"),
+        total
+    );
+    let bound = poisson_bound(expected, 1e-6);
+    assert!(accepted[0] <= bound, "{} > {bound}", accepted[0]);
+    assert_eq!(accepted[1], 0);
+}
+
+/// The smallest k with P(X > k) < `tail` for X ~ Poisson(`mean`).
+fn poisson_bound(mean: f64, tail: f64) -> u64 {
+    let (mut k, mut term) = (0u64, (-mean).exp());
+    let mut cdf = term;
+    while 1.0 - cdf >= tail {
+        k += 1;
+        term *= mean / k as f64;
+        cdf += term;
+    }
+    k
+}
