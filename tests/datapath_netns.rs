@@ -1165,3 +1165,151 @@ fn handshakes_begun_on_one_side_of_an_attack_switch_complete_on_the_other() {
         "{after}"
     );
 }
+
+const ECHO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/faults/echo.py");
+
+/// tests/faults/echo.py's server on 198.18.0.1:80 for `secs`, once it
+/// listens.
+fn echo_server(tb: &Testbed, secs: &str) -> common::KillOnDrop {
+    let child = common::KillOnDrop(
+        tb.in_srv(&["python3", ECHO, "server", common::SERVER4, "80", secs])
+            .spawn()
+            .unwrap(),
+    );
+    let t0 = Instant::now();
+    while tb
+        .in_srv(&["ss", "-Hltn", "sport = :80"])
+        .output()
+        .unwrap()
+        .stdout
+        .is_empty()
+    {
+        assert!(t0.elapsed() < Duration::from_secs(10), "echo server");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
+}
+
+#[test]
+fn sigkill_under_flood_gives_the_port_to_the_kernel_within_a_second() {
+    if !common::require_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let tb = Testbed::new(1);
+    let _server = echo_server(&tb, "40");
+    let sw = Synwall::start(&tb, dir.path(), "");
+    // A connection synwall handed to the kernel, talking throughout.
+    let talker = tb
+        .in_cli(&["python3", ECHO, "client", common::SERVER4, "80", "6"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let stats = sw.stats_json().unwrap();
+    assert_eq!(stats["xdp"]["handoff_ok"], 1, "{stats}");
+
+    let took = std::thread::scope(|sc| {
+        let flood = sc.spawn(|| tb.flood_with(common::SERVER4, "syn", "16000", "4000", &[]));
+        std::thread::sleep(Duration::from_millis(1000));
+        sw.signal("-KILL");
+        let killed = Instant::now();
+        // New clients: the kernel (its own SYN cookies) answers at once.
+        while !connect(&tb, common::SERVER4, 0.25) {
+            assert!(killed.elapsed() < Duration::from_secs(3), "nobody answers");
+        }
+        let took = killed.elapsed();
+        eprintln!("the kernel answered {took:?} after SIGKILL");
+        flood.join().unwrap();
+        took
+    });
+    assert!(
+        took < Duration::from_secs(1),
+        "served {took:?} after SIGKILL"
+    );
+    let out = talker.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the established connection lived on: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn the_interface_going_down_and_up_is_survived() {
+    if !common::require_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let tb = Testbed::new(1);
+    tb.block_kernel_synacks(80);
+    let _server = echo_server(&tb, "40");
+    let mut sw = Synwall::start(&tb, dir.path(), "");
+    assert!(connect(&tb, common::SERVER4, 2.0), "before");
+    common::sh(&["ip", "-n", &tb.srv, "link", "set", &tb.srv_if, "down"]);
+    std::thread::sleep(Duration::from_millis(500));
+    common::sh(&["ip", "-n", &tb.srv, "link", "set", &tb.srv_if, "up"]);
+    let t0 = Instant::now();
+    while !connect(&tb, common::SERVER4, 0.5) {
+        let exited = sw.child.try_wait().unwrap();
+        let log = std::fs::read_to_string(dir.path().join("synwall.log")).unwrap();
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "no recovery, exit {exited:?}: {log}\n{:?}",
+            sw.stats_json()
+        );
+    }
+    eprintln!("recovered {:?} after the link came up", t0.elapsed());
+    assert!(sw.child.try_wait().unwrap().is_none(), "still running");
+    let stats = sw.stats_json().unwrap();
+    assert!(stats["xdp"]["handoff_ok"].as_u64().unwrap() >= 2, "{stats}");
+}
+
+#[test]
+fn an_unreadable_secret_at_start_is_a_clear_error() {
+    if !common::require_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let tb = Testbed::new(1);
+    let (cfg, _) = Synwall::write_config(&tb, dir.path(), &common::Launch::default());
+    let secret = dir.path().join("secret");
+    let run = || {
+        let out = tb
+            .in_srv(&[
+                "timeout",
+                "20",
+                env!("CARGO_BIN_EXE_synwall"),
+                "run",
+                "--config",
+                cfg.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let named = secret.display().to_string();
+    // Missing.
+    std::fs::remove_file(&secret).unwrap();
+    let err = run();
+    assert!(
+        err.contains(&named) && err.contains("No such file"),
+        "{err}"
+    );
+    // A directory where the file should be.
+    std::fs::create_dir(&secret).unwrap();
+    let err = run();
+    assert!(err.contains(&named), "{err}");
+    std::fs::remove_dir(&secret).unwrap();
+    // Readable by others: refused, and said why.
+    std::fs::write(&secret, common::SECRET).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err = run();
+    assert!(err.contains(&named) && err.contains("0600"), "{err}");
+    // Nothing was left attached by any of them.
+    assert!(!tb.srv_link().contains("xdp"), "{}", tb.srv_link());
+}

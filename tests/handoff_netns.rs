@@ -1050,3 +1050,88 @@ fn deny_and_allow_lists_change_verdicts_on_a_live_flow() {
     );
     curl_ok(tb, PAGE_URLS[1]);
 }
+
+#[test]
+fn an_upstream_killed_mid_transfer_closes_its_client_promptly_and_spares_the_others() {
+    let Some(f) = Fixture::new(1, Turn::Shared) else {
+        return;
+    };
+    let (tb, dir) = (&f.tb, &f.dir);
+    let www = web_root(dir.path());
+    write_big_file(&www);
+    let www_s = www.to_str().unwrap();
+    let doomed = Server::upstream(tb, &["http", www_s], 8081);
+    let _spared = Server::upstream(tb, &["http", www_s], 8082);
+    let sw = Synwall::start(
+        tb,
+        dir.path(),
+        &proxy_config(&["198.18.0.1:8081", "198.18.0.1:8082"], ""),
+    );
+    // Round robin: the first download goes to 8081, the second to 8082.
+    let (got_a, got_b) = (dir.path().join("a.bin"), dir.path().join("b.bin"));
+    let a = slow_download(tb, "http://198.18.0.1/big.bin", &got_a);
+    sw.wait_for(5.0, "first session", |s| s["proxy"]["active"] == 1);
+    let b = slow_download(tb, "http://198.18.0.1/big.bin", &got_b);
+    sw.wait_for(5.0, "second session", |s| s["proxy"]["active"] == 2);
+    std::thread::sleep(Duration::from_millis(500));
+
+    drop(doomed);
+    let killed = Instant::now();
+    let out = a.wait_with_output().unwrap();
+    let took = killed.elapsed();
+    assert!(
+        !out.status.success(),
+        "the download from the killed upstream cannot complete"
+    );
+    assert!(
+        took < Duration::from_secs(1),
+        "its client was closed {took:?} after the upstream died"
+    );
+    download_intact(b, &got_b, &www);
+    let stats = proxy_drains(&sw);
+    assert_eq!(stats["proxy"]["active"], 0, "{stats}");
+}
+
+#[test]
+fn a_full_accept_queue_makes_clients_wait_and_resets_none() {
+    let Some(f) = Fixture::new(1, Turn::Shared) else {
+        return;
+    };
+    let (tb, dir) = (&f.tb, &f.dir);
+    // A listener with room for 2 that accepts nothing for 3 s, then
+    // answers every connection's first read with "hello".
+    let script = "import socket,threading,time,signal\nsignal.alarm(40)\n\
+         s=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
+         s.bind(('198.18.0.1',80))\ns.listen(2)\ntime.sleep(3)\n\
+         def one(c):\n c.recv(16)\n c.sendall(b'hello')\n c.close()\n\
+         while True:\n c,_=s.accept()\n threading.Thread(target=one,args=(c,)).start()\n";
+    let _server = Server::spawn(tb, &["python3", "-c", script], 80);
+    let sw = Synwall::start(tb, dir.path(), "");
+    let overflows = || {
+        let out = tb
+            .in_srv(&["nstat", "-az", "TcpExtListenOverflows"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.lines()
+            .find(|l| l.starts_with("TcpExtListenOverflows"))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .unwrap()
+    };
+    let before = overflows();
+    let clients = "import socket,concurrent.futures\n\
+         def one(i):\n try:\n  s=socket.create_connection(('198.18.0.1',80),timeout=30)\n  s.sendall(b'hi')\n  \
+         return 'ok' if s.recv(16)==b'hello' else 'wrong'\n except ConnectionResetError:\n  return 'reset'\n \
+         except Exception as e:\n  return type(e).__name__\n\
+         with concurrent.futures.ThreadPoolExecutor(12) as ex:\n print(' '.join(ex.map(one,range(12))))\n";
+    let t0 = Instant::now();
+    let out = run_ok(&mut tb.in_cli(&["python3", "-c", clients]), "clients");
+    let took = t0.elapsed();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stats = sw.stats_json().unwrap();
+    assert_eq!(text.trim(), ["ok"; 12].join(" "), "{stats}");
+    // They did wait for the queue: it overflowed, and the last got in
+    // only after the listener began to accept.
+    assert!(overflows() > before, "the accept queue overflowed");
+    assert!(took > Duration::from_secs(2), "{took:?}");
+}
