@@ -8,6 +8,8 @@ APT_PACKAGES=(
   clang llvm libelf-dev zlib1g-dev m4 pkg-config make gcc
   # network namespaces, XDP/TC inspection, traffic tools for the tests
   iproute2 iptables ethtool tcpdump tshark python3-scapy curl iputils-ping
+  # the soak: BPF map occupancy
+  bpftool
   # bench scripts: pgrep (NAPI threads), chrt and taskset come with util-linux
   procps
   # metrics test: an independent parser of the Prometheus text format
