@@ -1083,8 +1083,14 @@ fn an_upstream_killed_mid_transfer_closes_its_client_promptly_and_spares_the_oth
         !out.status.success(),
         "the download from the killed upstream cannot complete"
     );
+    // The upstream's kernel closed its socket with a FIN, as at the end of
+    // any response: the proxy passes on what was in flight (the socket
+    // buffers on the way hold up to about 10 MiB, which curl reads at
+    // 16 MiB/s: 0.3-1.3 s measured), then the close. Without the close,
+    // curl would wait out its 60 s.
+    eprintln!("the client saw the close {took:?} after the upstream died");
     assert!(
-        took < Duration::from_secs(1),
+        took < Duration::from_secs(3),
         "its client was closed {took:?} after the upstream died"
     );
     download_intact(b, &got_b, &www);
