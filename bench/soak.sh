@@ -155,7 +155,8 @@ running=1; kill -0 "$SWPID" 2>/dev/null || running=0
 
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p bench/results
-python3 - "$work" "$reloads" "$running" "$RATE" "$SOAK_SECS" "bench/results/soak-$stamp" "$P99_MAX_RATIO" <<'PY'
+rc=0
+python3 - "$work" "$reloads" "$running" "$RATE" "$SOAK_SECS" "bench/results/soak-$stamp" "$P99_MAX_RATIO" <<'PY' || rc=$?
 import json, sys
 work, reloads, running, rate, secs, out = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1", int(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
 ratio = float(sys.argv[7])
@@ -201,7 +202,6 @@ with open(f"{work}/plot.dat", "w") as f:
 open(f"{work}/names", "w").write(" ".join(sorted(last["maps"])))
 sys.exit(0 if all(checks.values()) else 1)
 PY
-rc=$?
 names=$(cat "$work/names")
 {
   echo 'set terminal pngcairo size 1000,450 font ",10" noenhanced'

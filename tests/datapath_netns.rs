@@ -1120,19 +1120,7 @@ fn pong_server(tb: &Testbed, secs: u32) -> common::KillOnDrop {
          s.bind(('198.18.0.1',80))\ns.listen(128)\n\
          while True:\n c,_=s.accept()\n c.recv(64)\n c.sendall(b'pong\\n')\n c.close()\n"
     );
-    let child = common::KillOnDrop(tb.in_srv(&["python3", "-c", &script]).spawn().unwrap());
-    let t0 = Instant::now();
-    while tb
-        .in_srv(&["ss", "-Hltn", "sport = :80"])
-        .output()
-        .unwrap()
-        .stdout
-        .is_empty()
-    {
-        assert!(t0.elapsed() < Duration::from_secs(10), "pong server");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child
+    tb.serve(&mut tb.in_srv(&["python3", "-c", &script]), 80)
 }
 
 #[test]
@@ -1189,23 +1177,10 @@ const ECHO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/faults/echo.py");
 /// tests/faults/echo.py's server on 198.18.0.1:80 for `secs`, once it
 /// listens.
 fn echo_server(tb: &Testbed, secs: &str) -> common::KillOnDrop {
-    let child = common::KillOnDrop(
-        tb.in_srv(&["python3", ECHO, "server", common::SERVER4, "80", secs])
-            .spawn()
-            .unwrap(),
-    );
-    let t0 = Instant::now();
-    while tb
-        .in_srv(&["ss", "-Hltn", "sport = :80"])
-        .output()
-        .unwrap()
-        .stdout
-        .is_empty()
-    {
-        assert!(t0.elapsed() < Duration::from_secs(10), "echo server");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child
+    tb.serve(
+        &mut tb.in_srv(&["python3", ECHO, "server", common::SERVER4, "80", secs]),
+        80,
+    )
 }
 
 #[test]

@@ -76,24 +76,11 @@ fn sha256(path: &std::path::Path) -> String {
 /// A python http.server serving `dir` on port 80 (IPv4 and IPv6), killed
 /// on drop (also when the test fails).
 fn http_server(tb: &Testbed, dir: &std::path::Path) -> Server {
-    let mut child = tb
-        .in_srv(&["python3", "-m", "http.server", "80", "--bind", "::"])
-        .current_dir(dir)
+    let mut cmd = tb.in_srv(&["python3", "-m", "http.server", "80", "--bind", "::"]);
+    cmd.current_dir(dir)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let t0 = Instant::now();
-    while t0.elapsed() < Duration::from_secs(10) {
-        let out = tb.in_srv(&["ss", "-Hltn", "sport = :80"]).output().unwrap();
-        if !out.stdout.is_empty() {
-            return Server(common::KillOnDrop(child));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("http.server did not start");
+        .stderr(Stdio::null());
+    Server(tb.serve(&mut cmd, 80))
 }
 
 /// `www/big.bin`: 64 MiB of xorshift noise (no runs a relay could
@@ -583,26 +570,9 @@ impl Server {
     /// Runs `args` in the server namespace and waits until something
     /// listens on `port`.
     fn spawn(tb: &Testbed, args: &[&str], port: u16) -> Server {
-        let child = tb
-            .in_srv(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let server = Server(common::KillOnDrop(child));
-        let t0 = Instant::now();
-        let filter = format!("sport = :{port}");
-        while tb
-            .in_srv(&["ss", "-Hltn", &filter])
-            .output()
-            .unwrap()
-            .stdout
-            .is_empty()
-        {
-            assert!(t0.elapsed() < Duration::from_secs(10), "server {args:?}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        server
+        let mut cmd = tb.in_srv(args);
+        cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        Server(tb.serve(&mut cmd, port))
     }
 
     /// A test upstream (tests/proxy/upstream.py) listening on

@@ -443,7 +443,13 @@ impl Testbed {
         let script = format!(
             "import socket,time\ns=socket.socket()\ns.bind(('198.18.0.1',{port}))\ns.listen(1024)\ntime.sleep({secs})"
         );
-        let child = KillOnDrop(self.in_srv(&["python3", "-c", &script]).spawn().unwrap());
+        self.serve(&mut self.in_srv(&["python3", "-c", &script]), port)
+    }
+
+    /// Spawns `cmd` (a server in the server namespace) and returns it once
+    /// something listens on TCP `port` there (10 s at most).
+    pub fn serve(&self, cmd: &mut Command, port: u16) -> KillOnDrop {
+        let child = KillOnDrop(cmd.spawn().unwrap());
         let filter = format!("sport = :{port}");
         let t0 = Instant::now();
         while self
@@ -453,7 +459,10 @@ impl Testbed {
             .stdout
             .is_empty()
         {
-            assert!(t0.elapsed() < Duration::from_secs(10), "listener on {port}");
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "nothing listens on {port}: {cmd:?}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         child
