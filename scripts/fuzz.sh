@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every fuzz target (fuzz/fuzz_targets/) for SYNWALL_FUZZ_SECS seconds
-# each (default 20; the README's test command uses the default, a long run
+# each (default 15; the README's test command uses the default, a long run
 # sets e.g. 1200), from seeds written by `synwall-xtask fuzz-seeds` plus
 # the corpus earlier runs grew in target/fuzz/corpus/. Prints each target's
 # executions and coverage; fails on the first crash, leaving its input in
@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-secs=${SYNWALL_FUZZ_SECS:-20}
+secs=${SYNWALL_FUZZ_SECS:-15}
 targets=${SYNWALL_FUZZ_TARGETS:-wire core config replay proxy_protocol}
 if ! cargo fuzz --version >/dev/null 2>&1; then
   cargo install --locked cargo-fuzz --version 0.13.1
@@ -18,12 +18,16 @@ fi
 out=target/fuzz
 rm -rf "$out/seeds"
 cargo run --locked -q -p synwall-xtask -- fuzz-seeds "$out/seeds"
-cargo fuzz build --sanitizer none
+# Short runs build unoptimised (half the build time; a run of seconds needs
+# no speed), long ones optimised.
+profile=()
+[ "$secs" -lt 300 ] && profile=(--dev)
+cargo fuzz build --sanitizer none "${profile[@]}"
 
 for t in $targets; do
   mkdir -p "$out/corpus/$t" "$out/artifacts/$t"
   log="$out/$t.log"
-  if ! cargo fuzz run --sanitizer none "$t" "$out/corpus/$t" "$out/seeds/$t" -- \
+  if ! cargo fuzz run --sanitizer none "${profile[@]}" "$t" "$out/corpus/$t" "$out/seeds/$t" -- \
       -max_total_time="$secs" -max_len=4096 -timeout=10 -print_final_stats=1 \
       -artifact_prefix="$out/artifacts/$t/" >"$log" 2>&1; then
     tail -40 "$log"

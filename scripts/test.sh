@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 
 bash scripts/setup.sh
 
-step() { printf '\n==> %s\n' "$*"; }
+start=$SECONDS
+step() { printf '\n==> [%ds] %s\n' $((SECONDS - start)) "$*"; }
 step "cargo fmt --check";                          cargo fmt --all --check
 step "cargo clippy --all-targets -- -D warnings";  cargo clippy --locked --workspace --all-targets -- -D warnings
 # The netns tests run the bench kit's binaries (another workspace member's,
