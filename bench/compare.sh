@@ -53,12 +53,7 @@ TBX=$PWD/target/release/synwall-testbed-xdp
 . bench/testbed.sh
 work=$(mktemp -d /tmp/synwall-cmp.XXXXXX)
 HTTP= SWPID= FLOODPID= XDPPID= SINKPID=
-cleanup() {
-  for p in $FLOODPID $SWPID $HTTP $XDPPID $SINKPID; do kill "$p" 2>/dev/null || true; done
-  tb_destroy
-  rm -rf "$work"
-}
-trap cleanup EXIT
+trap 'tb_cleanup $FLOODPID $SWPID $HTTP $XDPPID $SINKPID' EXIT
 tb_create "swc$(printf '%05x' $$)"
 tb_xdp "$TBX" sink 3600; SINKPID=$XDPPID; XDPPID=
 tb_sides 0 "$GEN_CPU"

@@ -34,12 +34,7 @@ TBX=$PWD/target/release/synwall-testbed-xdp
 . bench/testbed.sh
 work=$(mktemp -d /tmp/synwall-demo.XXXXXX)
 HTTP= SWPID= FLOODPID= XDPPID=
-cleanup() {
-  for p in $FLOODPID $SWPID $HTTP $XDPPID; do kill "$p" 2>/dev/null || true; done
-  tb_destroy
-  rm -rf "$work"
-}
-trap cleanup EXIT
+trap 'tb_cleanup $FLOODPID $SWPID $HTTP $XDPPID' EXIT
 tb_create "swd$(printf '%05x' $$)"
 # As on a real wire, the answers to spoofed sources leave and are gone: the
 # client veth's sink drops them before the client's stack, for all three

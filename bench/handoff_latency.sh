@@ -25,12 +25,7 @@ SW=$PWD/target/release/synwall
 . bench/testbed.sh
 work=$(mktemp -d /tmp/synwall-lat.XXXXXX)
 HTTP= SWPID=
-cleanup() {
-  for p in $SWPID $HTTP; do kill "$p" 2>/dev/null || true; done
-  tb_destroy
-  rm -rf "$work"
-}
-trap cleanup EXIT
+trap 'tb_cleanup $SWPID $HTTP' EXIT
 tb_create "swl$(printf '%05x' $$)"
 
 mkdir "$work/www"; echo "hello" > "$work/www/index.html"

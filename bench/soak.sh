@@ -59,12 +59,7 @@ SW=$bin/synwall FLOOD=$bin/synwall-flood TBX=$bin/synwall-testbed-xdp
 . bench/testbed.sh
 work=$(mktemp -d /tmp/synwall-soak.XXXXXX)
 HTTP= SWPID= FLOODPID= XDPPID= PROBEPID=
-cleanup() {
-  for p in $FLOODPID $PROBEPID $SWPID $HTTP $XDPPID; do kill "$p" 2>/dev/null || true; done
-  tb_destroy
-  rm -rf "$work"
-}
-trap cleanup EXIT
+trap 'tb_cleanup $FLOODPID $PROBEPID $SWPID $HTTP $XDPPID' EXIT
 tb_create "swk$(printf '%05x' $$)"
 tb_xdp "$TBX" sink $((SOAK_SECS + BASE_SECS + 120))
 tb_sides 0 "$FLOOD_CPU"

@@ -46,12 +46,7 @@ TBX=$PWD/target/release/synwall-testbed-xdp
 . bench/testbed.sh
 work=$(mktemp -d /tmp/synwall-rate.XXXXXX)
 LISTENER= SWPID= XDPPID= SINKPID=
-cleanup() {
-  for p in $SWPID $LISTENER $XDPPID $SINKPID; do kill "$p" 2>/dev/null || true; done
-  tb_destroy
-  rm -rf "$work"
-}
-trap cleanup EXIT
+trap 'tb_cleanup $SWPID $LISTENER $XDPPID $SINKPID' EXIT
 tb_create "swr$(printf '%05x' $$)" 1
 ip netns exec "$S" sysctl -qw net.ipv4.tcp_syncookies=2
 ip netns exec "$S" sysctl -qw net.ipv4.tcp_max_syn_backlog=65536

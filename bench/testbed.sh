@@ -25,6 +25,8 @@
 #                               attached; sets XDPPID, its output in $work/xdp.out
 #   tb_xdp_stop                 detaches it; prints its counters (JSON)
 #   tb_destroy
+#   tb_cleanup PID...           for the caller's EXIT trap: kills each PID
+#                               (empty ones skipped), tb_destroy, removes $work
 
 tb_create() {
   local q=${2:-1}
@@ -106,4 +108,11 @@ tb_destroy() {
   [ -n "${S:-}" ] && ip netns del "$S" 2>/dev/null
   [ -n "${C:-}" ] && ip netns del "$C" 2>/dev/null
   return 0
+}
+
+tb_cleanup() {
+  local p
+  for p in "$@"; do kill "$p" 2>/dev/null || true; done
+  tb_destroy
+  rm -rf "$work"
 }
