@@ -210,18 +210,12 @@ fn forged_acks_are_accepted_no_more_often_than_the_spec_allows() {
     // acknowledgment, TSecr.
     let (src, sport, seq, ack, tsecr) = (26, 34, 38, 42, 62);
     let mut frames = [template(&[]), template(&ts)];
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
+    let mut rng = synwall_bench::corpus::Rng::new(0x9e37_79b9_7f4a_7c15);
     let mut accepted = [0u64; 2];
     for i in 0..total {
         let with_ts = (i & 1) as usize;
         let f = &mut frames[with_ts];
-        let (a, b) = (next(), next());
+        let (a, b) = (rng.next_u64(), rng.next_u64());
         f[src + 2..src + 4].copy_from_slice(&(a as u16).to_be_bytes());
         f[sport..sport + 2].copy_from_slice(&((a >> 16) as u16).to_be_bytes());
         f[seq..seq + 4].copy_from_slice(&((a >> 32) as u32).to_be_bytes());

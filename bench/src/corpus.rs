@@ -105,8 +105,8 @@ pub fn others() -> Vec<(&'static str, Vec<u8>)> {
 /// acknowledged, its timestamp echoed), with `payload`; `None` if `synack`
 /// is not a TCP segment.
 pub fn ack_for(syn: &TcpFrame<'_>, synack: &[u8], payload: &[u8]) -> Option<Vec<u8>> {
-    let (off, _) = tcp_offset(synack)?;
-    let t = tcp::Packet::new_checked(&synack[off..]).ok()?;
+    let (off, end, _) = tcp_segment(synack)?;
+    let t = tcp::Packet::new_checked(&synack[off..end]).ok()?;
     let r = tcp::Repr::parse(&t).ok()?;
     let mut opts = Vec::new();
     if let Some(ts) = r.options.timestamps {
@@ -151,10 +151,10 @@ pub fn frames(core: &mut Core, now: UnixTime) -> Vec<(String, Vec<u8>)> {
     out
 }
 
-/// Where the TCP header starts in `frame` and the pseudo-header seed of
-/// its checksum, if the frame is an unfragmented TCP segment over IPv4 or
-/// IPv6 whose lengths fit the frame.
-fn tcp_offset(frame: &[u8]) -> Option<(usize, u64)> {
+/// Where the TCP segment starts and ends in `frame` and the pseudo-header
+/// seed of its checksum, if the frame is an unfragmented TCP segment over
+/// IPv4 or IPv6 whose lengths fit the frame.
+fn tcp_segment(frame: &[u8]) -> Option<(usize, usize, u64)> {
     let l2 = ethernet::L2::walk(frame).ok()?;
     let l3 = frame.get(l2.header_len..)?;
     match l2.ethertype {
@@ -166,7 +166,7 @@ fn tcp_offset(frame: &[u8]) -> Option<(usize, u64)> {
             }
             let len = (end - ip.header_len()) as u16;
             let seed = checksum::pseudo_v4(ip.src_addr(), ip.dst_addr(), 6, len);
-            Some((l2.header_len + ip.header_len(), seed))
+            Some((l2.header_len + ip.header_len(), l2.header_len + end, seed))
         }
         ethernet::ethertype::IPV6 => {
             let ip = ipv6::Packet::new_checked(l3).ok()?;
@@ -176,7 +176,11 @@ fn tcp_offset(frame: &[u8]) -> Option<(usize, u64)> {
             }
             let len = ip.total_len().checked_sub(upper.offset)? as u32;
             let seed = checksum::pseudo_v6(ip.src_addr(), ip.dst_addr(), 6, len);
-            Some((l2.header_len + upper.offset, seed))
+            Some((
+                l2.header_len + upper.offset,
+                l2.header_len + ip.total_len(),
+                seed,
+            ))
         }
         _ => None,
     }
@@ -195,28 +199,12 @@ pub fn fix_checksums(frame: &mut [u8]) {
         let c = checksum::checksum(header);
         header[10..12].copy_from_slice(&c.to_be_bytes());
     }
-    let Some((off, seed)) = tcp_offset(frame) else {
+    let Some((off, end, seed)) = tcp_segment(frame) else {
         return;
     };
-    let end = off + segment_len(frame, off);
     if let Ok(mut t) = tcp::Packet::new_checked(&mut frame[off..end]) {
         t.fill_checksum(seed);
     }
-}
-
-/// The TCP segment's length: the IP payload's end less `off`.
-fn segment_len(frame: &[u8], off: usize) -> usize {
-    let Ok(l2) = ethernet::L2::walk(frame) else {
-        return 0;
-    };
-    let l3 = &frame[l2.header_len..];
-    let end = match l2.ethertype {
-        ethernet::ethertype::IPV4 => {
-            ipv4::Packet::new_checked(l3).map(|ip| usize::from(ip.total_len()))
-        }
-        _ => ipv6::Packet::new_checked(l3).map(|ip| ip.total_len()),
-    };
-    (l2.header_len + end.unwrap_or(0)).saturating_sub(off)
 }
 
 /// A small, fast, seeded generator (xorshift64*), so a failing run can be
@@ -289,7 +277,7 @@ fn mutate_once(f: &mut Vec<u8>, rng: &mut Rng) {
 
 /// Sets a TCP or IP header field that parsers branch on.
 fn mutate_field(f: &mut [u8], rng: &mut Rng) {
-    let Some((off, _)) = tcp_offset(f) else {
+    let Some((off, _, _)) = tcp_segment(f) else {
         return;
     };
     let v = rng.next_u64() as u8;
@@ -335,11 +323,10 @@ mod tests {
         let mut rng = Rng::new(7);
         for (_, syn) in syns() {
             let mut f = syn.to_vec();
-            let (off, _) = tcp_offset(&f).unwrap();
+            let (off, _, _) = tcp_segment(&f).unwrap();
             f[off + 4] ^= 0xff; // the sequence number
             fix_checksums(&mut f);
-            let (off, seed) = tcp_offset(&f).unwrap();
-            let end = off + segment_len(&f, off);
+            let (off, end, seed) = tcp_segment(&f).unwrap();
             assert!(
                 tcp::Packet::new_checked(&f[off..end])
                     .unwrap()
