@@ -4,9 +4,9 @@
  * test vectors with the Rust implementation (tests/vectors/cookie.json,
  * run through BPF_PROG_TEST_RUN by tests/bpf_cookie.rs).
  *
- * Keys: user space keeps keys[e & 1] = K(e) for the current and previous
- * epoch (BPF has no UTC clock), so a cookie's epoch-parity bit picks its
- * key and K(E-2) has been overwritten by K(E).
+ * Keys: user space keeps keys[e & 1] = K(e) for the two accepted epochs
+ * (BPF has no UTC clock; docs/cookie.md §2), so a cookie's epoch-parity
+ * bit picks its key.
  */
 #ifndef SYNWALL_COOKIE_H
 #define SYNWALL_COOKIE_H

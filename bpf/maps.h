@@ -136,14 +136,24 @@ struct {
 	__type(value, struct sw_window);
 } reflect_total SEC(".maps");
 
-/* Cookie keys by epoch parity: keys[e & 1] = K(e) for the current and the
- * previous epoch, rewritten by synwall when the epoch changes. */
+/* Cookie keys by secret and epoch parity: keys[2s + (e & 1)] = K_s(e) for
+ * the two accepted epochs (docs/cookie.md §2), s = 0 for the secret that
+ * mints and s = 1 for the rollover's other secret. synwall rewrites them
+ * as the schedule moves on. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 2);
+	__uint(max_entries, 4);
 	__type(key, __u32);
 	__type(value, struct sw_key);
 } keys SEC(".maps");
+
+/* How many secrets' keys the keys map holds: 1, or 2 during a rollover. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} secret_count SEC(".maps");
 
 /* Verdict and drop counters, per CPU (enum sw_counter). */
 struct {

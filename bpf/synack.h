@@ -98,7 +98,7 @@ const volatile __u64 auto_hold_ns = 0;
 
 /* The epoch whose key mints cookies now: its parity picks the slot of the
  * keys map. synwall's control loop writes it when the epoch turns (the
- * key itself is in the map a second before). */
+ * key itself is in the map skew_secs before). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);

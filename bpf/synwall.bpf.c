@@ -68,12 +68,14 @@ static __always_inline __u32 ack_begin(const struct tcphdr *tcp, struct sw_ack *
 }
 
 /*
- * Does an ACK's cookie prove one of our handshakes (docs/cookie.md §5)?
- * Returns SW_ACK_COOKIE_OK or the counter of the reason it does not. The
- * one check both XDP and TC run; a global function, so the verifier checks
- * it once on its own instead of on every path that reaches it.
+ * Does an ACK's cookie prove one of our handshakes with the keys of secret
+ * `secret` (0: the one that mints, 1: the rollover's other one)? Returns
+ * SW_ACK_COOKIE_OK or the counter of the reason it does not (docs/cookie.md
+ * §5). A global function, so the verifier checks it once on its own
+ * instead of on every path that reaches it.
  */
-__attribute__((noinline)) int sw_ack_verdict(const struct pkt *p, const struct sw_ack *a)
+__attribute__((noinline)) int sw_cookie_verdict(const struct pkt *p, const struct sw_ack *a,
+						__u32 secret)
 {
 	struct cookie_flow fl = {};
 	struct sw_key *key;
@@ -84,7 +86,7 @@ __attribute__((noinline)) int sw_ack_verdict(const struct pkt *p, const struct s
 	if (a->opts.found < 0)
 		return SW_DROP_BAD_OPTIONS;
 	cookie = a->ack - 1;
-	slot = cookie_epoch_slot(cookie);
+	slot = 2 * (secret & 1) + cookie_epoch_slot(cookie);
 	key = bpf_map_lookup_elem(&keys, &slot);
 	if (!key)
 		return SW_DROP_BAD_COOKIE;
@@ -92,6 +94,22 @@ __attribute__((noinline)) int sw_ack_verdict(const struct pkt *p, const struct s
 	if (!cookie_check(key, &fl, a->seq - 1, cookie, a->opts.found == 1, a->opts.tsecr))
 		return SW_DROP_BAD_COOKIE;
 	return SW_ACK_COOKIE_OK;
+}
+
+/* The one cookie check XDP and TC both run: the minting secret first, the
+ * rollover's other one only when that fails and a rollover is on, so a
+ * rollover costs nothing but the failing ACKs' second MAC. */
+static __always_inline int sw_ack_verdict(const struct pkt *p, const struct sw_ack *a)
+{
+	__u32 zero = 0, *count;
+	int rc = sw_cookie_verdict(p, a, 0);
+
+	if (rc != SW_DROP_BAD_COOKIE)
+		return rc;
+	count = bpf_map_lookup_elem(&secret_count, &zero);
+	if (count && *count > 1)
+		return sw_cookie_verdict(p, a, 1);
+	return rc;
 }
 
 /*

@@ -44,8 +44,16 @@ fn warning(message: String) -> Finding {
 /// Everything found about `cfg` on this host, errors first.
 pub fn check(cfg: &Config) -> Vec<Finding> {
     let mut out = Vec::new();
-    if let Err(e) = cfg.secret() {
-        out.push(error(crate::run::error_chain(&e)));
+    let secrets = [cfg.secret(), cfg.previous_secret()];
+    for e in secrets.iter().filter_map(|r| r.as_ref().err()) {
+        out.push(error(crate::run::error_chain(e)));
+    }
+    if let [Ok(Some(a)), Ok(Some(b))] = &secrets
+        && a == b
+    {
+        out.push(warning(
+            "cookie.previous_secret_file holds the same secret as cookie.secret_file".into(),
+        ));
     }
     if !cfg.handoff.upstreams.is_empty()
         && let Err(e) = ProxySettings::from_config(&cfg.handoff)

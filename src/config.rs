@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Deserializer, de};
 
-use crate::proto::cookie::{MSS_TABLE_LEN, MssTable, Secret, SecretError};
+use crate::proto::cookie::{MSS_TABLE_LEN, MssTable, Secret, SecretError, Secrets};
 use crate::proto::handshake::{PortSet, Settings, SynAckSettings};
 
 /// Why a configuration could not be used.
@@ -57,6 +57,31 @@ pub enum ConfigError {
         /// The I/O error.
         source: std::io::Error,
     },
+}
+
+/// A secret file: 32 hex digits, readable by its owner alone.
+fn read_secret(path: &Path) -> Result<Secret, ConfigError> {
+    let read_err = |source| ConfigError::SecretRead {
+        path: path.to_owned(),
+        source,
+    };
+    let text = std::fs::read_to_string(path).map_err(read_err)?;
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)
+        .map_err(read_err)?
+        .permissions()
+        .mode()
+        & 0o7777;
+    if mode & 0o044 != 0 {
+        return Err(ConfigError::SecretMode {
+            path: path.to_owned(),
+            mode,
+        });
+    }
+    Secret::from_hex(&text).map_err(|source| ConfigError::Secret {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// The whole configuration.
@@ -326,19 +351,46 @@ pub struct CookieConfig {
     /// File holding the fleet's master secret (32 hex digits); unset means a
     /// random secret per start.
     pub secret_file: Option<PathBuf>,
+    /// A second secret whose cookies are accepted but never minted: the
+    /// other side of a rollover (docs/fleet.md).
+    pub previous_secret_file: Option<PathBuf>,
     /// Seconds per key epoch; a cookie lives one to two epochs.
     #[serde(deserialize_with = "rotation")]
     pub rotation_secs: u64,
+    /// The clock difference between nodes that cookies tolerate: the next
+    /// epoch's key is accepted this long before the epoch begins. Between 1
+    /// and half of `rotation_secs`; unset, 10 s or half an epoch if less.
+    pub skew_secs: Option<u64>,
     /// The 8 MSS values a cookie can carry, strictly ascending.
     #[serde(deserialize_with = "mss_table")]
     pub mss_table: MssTable,
+}
+
+impl CookieConfig {
+    /// The skew tolerance in effect (`skew_secs` or its default).
+    pub fn skew_secs(&self) -> u64 {
+        self.skew_secs
+            .unwrap_or(crate::proto::cookie::DEFAULT_SKEW_SECS.min(self.rotation_secs / 2))
+    }
+
+    fn check_skew(&self) -> Result<(), String> {
+        match self.skew_secs {
+            Some(s) if s == 0 || s > self.rotation_secs / 2 => Err(format!(
+                "[cookie] skew_secs must be between 1 and half of rotation_secs ({})",
+                self.rotation_secs / 2
+            )),
+            _ => Ok(()),
+        }
+    }
 }
 
 impl Default for CookieConfig {
     fn default() -> Self {
         CookieConfig {
             secret_file: None,
+            previous_secret_file: None,
             rotation_secs: 60,
+            skew_secs: None,
             mss_table: MssTable::default(),
         }
     }
@@ -620,10 +672,12 @@ impl Config {
                 ),
             });
         }
-        cfg.check_attack().map_err(|message| ConfigError::Parse {
-            path: path.to_owned(),
-            message,
-        })?;
+        cfg.check_attack()
+            .and_then(|()| cfg.cookie.check_skew())
+            .map_err(|message| ConfigError::Parse {
+                path: path.to_owned(),
+                message,
+            })?;
         Ok(cfg)
     }
 
@@ -639,32 +693,28 @@ impl Config {
     /// The master secret from `cookie.secret_file`, or `None` when unset
     /// (the caller then makes a random one and warns).
     pub fn secret(&self) -> Result<Option<Secret>, ConfigError> {
-        let Some(path) = &self.cookie.secret_file else {
-            return Ok(None);
-        };
-        let read_err = |source| ConfigError::SecretRead {
-            path: path.clone(),
-            source,
-        };
-        let text = std::fs::read_to_string(path).map_err(read_err)?;
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(path)
-            .map_err(read_err)?
-            .permissions()
-            .mode()
-            & 0o7777;
-        if mode & 0o044 != 0 {
-            return Err(ConfigError::SecretMode {
-                path: path.clone(),
-                mode,
-            });
-        }
-        Secret::from_hex(&text)
-            .map(Some)
-            .map_err(|source| ConfigError::Secret {
-                path: path.clone(),
-                source,
-            })
+        self.cookie
+            .secret_file
+            .as_deref()
+            .map(read_secret)
+            .transpose()
+    }
+
+    /// The rollover's other secret from `cookie.previous_secret_file`.
+    pub fn previous_secret(&self) -> Result<Option<Secret>, ConfigError> {
+        self.cookie
+            .previous_secret_file
+            .as_deref()
+            .map(read_secret)
+            .transpose()
+    }
+
+    /// The secrets to run with: `mint` and the previous secret, if any.
+    pub fn secrets(&self, mint: Secret) -> Result<Secrets, ConfigError> {
+        Ok(Secrets {
+            mint,
+            accept: self.previous_secret()?,
+        })
     }
 
     /// The keys whose values differ between `self` and `new` but that a
@@ -750,6 +800,7 @@ impl Config {
             addresses_v6: v6,
             mss_table: self.cookie.mss_table,
             rotation_secs: self.cookie.rotation_secs,
+            skew_secs: self.cookie.skew_secs(),
             synack: SynAckSettings {
                 window: self.synack.window,
                 ttl: self.synack.ttl,
@@ -860,6 +911,53 @@ mod tests {
         assert!(err.contains("32 hexadecimal digits"), "{err}");
         let missing = parse("[cookie]\nsecret_file = \"/nonexistent/synwall\"\n").unwrap();
         assert!(missing.secret().is_err());
+    }
+
+    #[test]
+    fn the_previous_secret_is_read_like_the_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        std::fs::write(&a, "00112233445566778899aabbccddeeff\n").unwrap();
+        std::fs::write(&b, "ffeeddccbbaa99887766554433221100\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        for p in [&a, &b] {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        let cfg = parse(&format!(
+            "[cookie]\nsecret_file = {a:?}\nprevious_secret_file = {b:?}\n"
+        ))
+        .unwrap();
+        let s = cfg.secrets(cfg.secret().unwrap().unwrap()).unwrap();
+        assert_eq!(s.mint.to_hex(), "00112233445566778899aabbccddeeff");
+        assert_eq!(
+            s.accept.unwrap().to_hex(),
+            "ffeeddccbbaa99887766554433221100"
+        );
+        std::fs::set_permissions(&b, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let err = crate::run::error_chain(&cfg.previous_secret().unwrap_err());
+        assert!(err.contains("mode 0640"), "{err}");
+        assert!(parse("").unwrap().previous_secret().unwrap().is_none());
+    }
+
+    #[test]
+    fn the_skew_defaults_to_10_s_or_half_an_epoch_and_is_checked() {
+        assert_eq!(parse("").unwrap().cookie.skew_secs(), 10);
+        let short = parse("[cookie]\nrotation_secs = 12\n").unwrap();
+        assert_eq!(short.cookie.skew_secs(), 6);
+        assert_eq!(short.core_settings().schedule().skew_secs(), 6);
+        let set = parse("[cookie]\nskew_secs = 25\n").unwrap();
+        assert_eq!(set.core_settings().skew_secs, 25);
+        for bad in [
+            "skew_secs = 0",
+            "skew_secs = 31",
+            "rotation_secs = 10\nskew_secs = 6",
+        ] {
+            let e = err(&format!("[cookie]\n{bad}\n"));
+            assert!(
+                e.contains("skew_secs must be between 1 and half"),
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]

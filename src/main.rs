@@ -144,7 +144,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             output,
         } => {
             let cfg = load(config.as_ref())?;
-            let mut core = Core::new(cfg.core_settings(), secret(&cfg)?);
+            let mut core = Core::new(cfg.core_settings(), cfg.secrets(secret(&cfg)?)?);
             let data = std::fs::read(&input)
                 .with_context(|| format!("cannot read {}", input.display()))?;
             let out = std::fs::File::create(&output)
@@ -155,7 +155,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::GenSecret => println!("{}", Secret::random()?.to_hex()),
         Command::Run { config } => {
             let cfg = Config::load(&config)?;
-            let secret = secret(&cfg)?;
+            let secrets = cfg.secrets(secret(&cfg)?)?;
             let ctl = synwall::run::Control {
                 config_path: config,
                 stop: Arc::new(AtomicBool::new(false)),
@@ -170,7 +170,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 signal_hook::flag::register(sig, Arc::clone(flag))
                     .context("installing signal handlers")?;
             }
-            let last = synwall::run::run(&cfg, secret, &ctl)?;
+            let last = synwall::run::run(&cfg, secrets, &ctl)?;
             println!("{}", serde_json::to_string(&last)?);
         }
         Command::Stats { instance } => print!("{}", ask(&instance, "stats")?),

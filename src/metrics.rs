@@ -102,6 +102,22 @@ impl SnapshotCollector {
             "The key epoch cookies are minted with now.",
             one(s.epoch),
         )?;
+        let secrets = std::iter::once(("mint", &s.secret_fingerprint))
+            .chain(s.previous_secret_fingerprint.iter().map(|f| ("accept", f)))
+            .map(|(role, f)| {
+                (
+                    vec![("fingerprint", f.clone()), ("role", role.to_string())],
+                    1,
+                )
+            })
+            .collect();
+        gauge(
+            enc,
+            "synwall_cookie_secret_info",
+            "Fingerprints of the cookie secrets (docs/cookie.md §2): the one that \
+             mints, and the accepted one during a rollover; always 1.",
+            secrets,
+        )?;
         let reloads = vec![
             (vec![("result", "ok".to_string())], s.reloads_ok),
             (vec![("result", "failed".to_string())], s.reloads_failed),

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::Serialize;
 
-use crate::proto::cookie::Secret;
+use crate::proto::cookie::Secrets;
 use crate::proto::handshake::{Core, DropReason, Settings, Verdict};
 use crate::proto::time::UnixTime;
 use crate::xdp::QueueProgress;
@@ -30,21 +30,22 @@ pub const IDLE_POLL_MS: i32 = 100;
 #[derive(Debug)]
 pub struct SharedCore {
     generation: AtomicU64,
-    current: Mutex<Arc<(Settings, Secret)>>,
+    current: Mutex<Arc<(Settings, Secrets)>>,
 }
 
 impl SharedCore {
     /// The settings and secret of the start.
-    pub fn new(settings: Settings, secret: Secret) -> SharedCore {
+    pub fn new(settings: Settings, secrets: Secrets) -> SharedCore {
         SharedCore {
             generation: AtomicU64::new(1),
-            current: Mutex::new(Arc::new((settings, secret))),
+            current: Mutex::new(Arc::new((settings, secrets))),
         }
     }
 
     /// Hands new settings and a new secret to every worker.
-    pub fn publish(&self, settings: Settings, secret: Secret) {
-        *self.current.lock().unwrap_or_else(PoisonError::into_inner) = Arc::new((settings, secret));
+    pub fn publish(&self, settings: Settings, secrets: Secrets) {
+        *self.current.lock().unwrap_or_else(PoisonError::into_inner) =
+            Arc::new((settings, secrets));
         self.generation.fetch_add(1, Ordering::Release);
     }
 
@@ -319,11 +320,12 @@ fn transmit(xsk: &mut Xsk, f: &mut Rings, l: &mut Local, batch: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::cookie::Secret;
     use crate::proto::handshake::PortSet;
 
     #[test]
     fn a_published_change_reaches_each_worker_once() {
-        let shared = SharedCore::new(Settings::default(), Secret::from_bytes([1; 16]));
+        let shared = SharedCore::new(Settings::default(), Secret::from_bytes([1; 16]).into());
         let (mut a, mut b) = (0, 0);
         let _ = shared.core(&mut a);
         let _ = shared.core(&mut b);
@@ -332,12 +334,12 @@ mod tests {
             ports: PortSet::new(&[81]),
             ..Settings::default()
         };
-        shared.publish(settings, Secret::from_bytes([2; 16]));
+        shared.publish(settings, Secret::from_bytes([2; 16]).into());
         assert!(shared.refresh(&mut a).is_some());
         assert!(shared.refresh(&mut a).is_none(), "only once");
         assert!(shared.refresh(&mut b).is_some(), "every worker");
         let now = shared.current.lock().unwrap();
         assert!(now.0.ports.contains(81) && !now.0.ports.contains(80));
-        assert_eq!(now.1, Secret::from_bytes([2; 16]));
+        assert_eq!(now.1.mint, Secret::from_bytes([2; 16]));
     }
 }

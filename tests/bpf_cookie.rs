@@ -6,9 +6,8 @@ mod common;
 
 use std::net::IpAddr;
 
-use common::counter;
+use common::{counter, vectors};
 use serde_json::Value;
-use synwall::proto::cookie::Secret;
 use synwall::proto::time::UnixTime;
 use synwall::wire::tcp::flags;
 use synwall::xdp::{Program, ProgramSettings, action};
@@ -63,23 +62,28 @@ fn ack_frame(v: &Value, client_isn: u32, cookie: u32, tsecr: Option<u32>) -> Vec
     .to_vec()
 }
 
-/// The shared test vectors, their secret and rotation, and the XDP program
-/// loaded with the vectors' ports.
-fn vectors_and_program() -> (Value, Secret, u64, Program) {
+/// Fills the program's keys as synwall does at vector `v`'s moment, with
+/// the secrets of its validator.
+fn install(p: &Program, d: &Value, v: &Value) {
+    let now = UnixTime(v["now"].as_u64().unwrap());
+    p.set_epoch_keys(&vectors::validator(d, v), &vectors::schedule(d).at(now))
+        .unwrap();
+}
+
+/// The shared test vectors and the XDP program loaded with their ports.
+fn vectors_and_program() -> (Value, Program) {
     let text = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/vectors/cookie.json"
     ))
     .unwrap();
     let d: Value = serde_json::from_str(&text).unwrap();
-    let secret = Secret::from_hex(d["secret"].as_str().unwrap()).unwrap();
-    let rot = d["rotation_secs"].as_u64().unwrap();
     let p = Program::load(&ProgramSettings {
         ports: [80, 443, 8080].to_vec(),
         ..Default::default()
     })
     .unwrap();
-    (d, secret, rot, p)
+    (d, p)
 }
 
 #[test]
@@ -87,11 +91,10 @@ fn bpf_cookie_check_agrees_with_the_vectors() {
     if !common::require_root() {
         return;
     }
-    let (d, secret, rot, p) = vectors_and_program();
+    let (d, p) = vectors_and_program();
 
     let run = |v: &Value, cisn: u32, cookie: u32, tsecr: Option<u32>, valid: bool, name: &str| {
-        p.set_epoch_keys(&secret, UnixTime(v["now"].as_u64().unwrap()).epoch(rot))
-            .unwrap();
+        install(&p, &d, v);
         // Each vector on its own: not a follow-up of an earlier one's ACK.
         p.forget_flows().unwrap();
         let (ok0, bad0) = (counter(&p, "ack_cookie_ok"), counter(&p, "drop_bad_cookie"));
@@ -131,7 +134,11 @@ fn bpf_cookie_check_agrees_with_the_vectors() {
         );
         n += 1;
     }
-    assert_eq!(n, 80, "every vector ran");
+    assert_eq!(
+        n,
+        20 + d["checks"].as_array().unwrap().len(),
+        "every vector ran"
+    );
 }
 
 /// A segment right behind a verified ACK (same connection, same
@@ -143,7 +150,7 @@ fn segments_behind_a_verified_ack_pass_and_nothing_else() {
     if !common::require_root() {
         return;
     }
-    let (d, secret, rot, p) = vectors_and_program();
+    let (d, p) = vectors_and_program();
     let u32_of = |v: &Value| v.as_u64().map(|x| x as u32);
     let v = &d["cookies"][0];
     let (cisn, cookie, tsecr) = (
@@ -151,8 +158,7 @@ fn segments_behind_a_verified_ack_pass_and_nothing_else() {
         u32_of(&v["isn"]).unwrap(),
         u32_of(&v["tsval"]),
     );
-    p.set_epoch_keys(&secret, UnixTime(v["now"].as_u64().unwrap()).epoch(rot))
-        .unwrap();
+    install(&p, &d, v);
     let follow_up = ack_frame(v, cisn.wrapping_add(1448), cookie, tsecr);
     let other_ack = ack_frame(v, cisn.wrapping_add(1448), cookie ^ 0x400, tsecr);
     let far = ack_frame(v, cisn.wrapping_add(1 << 21), cookie, tsecr);
@@ -195,9 +201,8 @@ fn forged_acks_are_accepted_no_more_often_than_the_spec_allows() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10_000_000);
-    let (d, secret, rot, p) = vectors_and_program();
-    let now = UnixTime(d["checks"][0]["now"].as_u64().unwrap());
-    p.set_epoch_keys(&secret, now.epoch(rot)).unwrap();
+    let (d, p) = vectors_and_program();
+    install(&p, &d, &d["checks"][0]);
     let ts = [1u8, 1, 8, 10, 0, 0, 0, 7, 0, 0, 0, 0];
     let template = |opts: &[u8]| {
         TcpFrame {

@@ -215,9 +215,9 @@ fn xdp_and_the_core_agree_on_a_million_frames() {
     let mut rng = Rng::new(env("SYNWALL_DIFF_SEED", 0x5eed_cafe));
     let settings = Settings::default();
     let p = Program::load(&ProgramSettings::from_core(&settings, SynackMode::Xdp)).unwrap();
-    let epoch = NOW.epoch(settings.rotation_secs);
-    p.set_epoch_keys(&secret(), epoch).unwrap();
-    p.set_mint_epoch(epoch).unwrap();
+    let epochs = settings.schedule().at(NOW);
+    p.set_epoch_keys(&secret().into(), &epochs).unwrap();
+    p.set_mint_epoch(epochs.current).unwrap();
     let mut core = Core::new(settings.clone(), secret());
     let corpus = corpus::frames(&mut core, NOW);
 

@@ -29,9 +29,9 @@ fn secret() -> Secret {
 /// the keys of `now`'s epoch.
 fn program(settings: &Settings, now: UnixTime) -> Program {
     let p = Program::load(&ProgramSettings::from_core(settings, SynackMode::Xdp)).unwrap();
-    let epoch = now.epoch(settings.rotation_secs);
-    p.set_epoch_keys(&secret(), epoch).unwrap();
-    p.set_mint_epoch(epoch).unwrap();
+    let epochs = settings.schedule().at(now);
+    p.set_epoch_keys(&secret().into(), &epochs).unwrap();
+    p.set_mint_epoch(epochs.current).unwrap();
     p
 }
 

@@ -5,7 +5,11 @@
 //! intentional change of the spec (bump its version!), run
 //! `SYNWALL_WRITE_VECTORS=1 cargo test --test cookie_vectors`.
 
+mod common;
+
 use std::net::IpAddr;
+
+use common::vectors;
 
 use serde_json::{Value, json};
 use synwall::proto::cookie::{self, Flow, KeyRing, MssTable, Secret, SynAttrs};
@@ -13,7 +17,10 @@ use synwall::proto::time::UnixTime;
 
 const PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors/cookie.json");
 const SECRET: &str = "000102030405060708090a0b0c0d0e0f";
+/// The other secret of the rollover checks.
+const ROLLOVER_SECRET: &str = "f0e0d0c0b0a090807060504030201000";
 const ROTATION: u64 = 60;
+const SKEW: u64 = 10;
 const NOW: u64 = 1_790_000_000;
 
 fn flow(v: &Value) -> Flow {
@@ -37,6 +44,21 @@ fn flow(v: &Value) -> Flow {
         },
         _ => panic!("mixed families in {v}"),
     }
+}
+
+fn check(d: &Value, ch: &Value) -> Result<SynAttrs, cookie::CookieError> {
+    let ring = KeyRing::at(
+        &vectors::validator(d, ch),
+        &vectors::schedule(d),
+        UnixTime(ch["now"].as_u64().unwrap()),
+    );
+    cookie::check(
+        &ring,
+        &flow(ch),
+        ch["client_isn"].as_u64().unwrap() as u32,
+        ch["cookie_isn"].as_u64().unwrap() as u32,
+        ch["tsecr"].as_u64().map(|t| t as u32),
+    )
 }
 
 fn attrs_json(a: &SynAttrs) -> Value {
@@ -117,12 +139,19 @@ fn compute() -> Value {
         let base = |name: &str, at: u64, cookie_isn: u32, tsecr: Option<u32>, client_isn: u32| {
             json!({"name": format!("{}-{name}", c["name"].as_str().unwrap()),
                    "src": c["src"], "dst": c["dst"], "sport": c["sport"], "dport": c["dport"],
-                   "now": at, "client_isn": client_isn, "cookie_isn": cookie_isn, "tsecr": tsecr})
+                   "now": at, "client_isn": client_isn, "cookie_isn": cookie_isn, "tsecr": tsecr,
+                   "validator": "one"})
         };
-        checks.push(base("same-epoch", now, isn, tsval, cisn));
-        checks.push(base("next-epoch", now + ROTATION, isn, tsval, cisn));
-        checks.push(base("expired", now + 2 * ROTATION, isn, tsval, cisn));
-        checks.push(base("from-future", now - ROTATION, isn, tsval, cisn));
+        // The times around the cookie's epoch [start, start + ROTATION) at
+        // which it is and is not accepted (docs/cookie.md §2).
+        let start = now - now % ROTATION;
+        let at = |name: &str, t: u64| base(name, t, isn, tsval, cisn);
+        checks.push(at("same-epoch", now));
+        checks.push(at("next-epoch", start + 2 * ROTATION - SKEW - 1));
+        checks.push(at("expired", start + 2 * ROTATION - SKEW));
+        checks.push(at("skew-ahead", start - SKEW));
+        checks.push(at("from-future", start - SKEW - 1));
+        checks.push(at("epoch-ago", start - ROTATION));
         checks.push(base("isn-bit", now, isn ^ 0x0040_0000, tsval, cisn));
         checks.push(base("attr-bit", now, isn ^ 0x4, tsval, cisn));
         checks.push(base("client-isn", now, isn, tsval, cisn.wrapping_add(1)));
@@ -133,34 +162,38 @@ fn compute() -> Value {
             }
             None => checks.push(base("ts-added", now, isn, Some(0), cisn)),
         }
+        for (name, who, t) in [
+            ("rollover", "rollover", now),
+            (
+                "rollover-next-epoch",
+                "rollover",
+                start + 2 * ROTATION - SKEW - 1,
+            ),
+            ("other-secret", "other", now),
+        ] {
+            let mut v = at(name, t);
+            v["validator"] = json!(who);
+            checks.push(v);
+        }
     }
-    for ch in &mut checks {
-        let ring = KeyRing::new(
-            &secret,
-            UnixTime(ch["now"].as_u64().unwrap()).epoch(ROTATION),
-        );
-        let r = cookie::check(
-            &ring,
-            &flow(ch),
-            ch["client_isn"].as_u64().unwrap() as u32,
-            ch["cookie_isn"].as_u64().unwrap() as u32,
-            ch["tsecr"].as_u64().map(|t| t as u32),
-        );
-        ch["valid"] = json!(r.is_ok());
-        ch["attrs"] = r.map_or(Value::Null, |a| attrs_json(&a));
-    }
-
-    json!({
+    let mut d = json!({
         "spec": "docs/cookie.md, cookie version 1",
         "secret": SECRET,
+        "rollover_secret": ROLLOVER_SECRET,
         "rotation_secs": ROTATION,
+        "skew_secs": SKEW,
         "mss_table": MssTable::default().entries(),
         "keys": keys,
         "cookies": cookies,
-        "checks": checks,
-    })
+    });
+    for ch in &mut checks {
+        let r = check(&d, ch);
+        ch["valid"] = json!(r.is_ok());
+        ch["attrs"] = r.map_or(Value::Null, |a| attrs_json(&a));
+    }
+    d["checks"] = json!(checks);
+    d
 }
-
 #[test]
 fn vectors_match_the_implementation() {
     let computed = compute();
@@ -207,14 +240,7 @@ fn vectors_match_the_implementation() {
     }
     let mut valid = 0;
     for ch in stored["checks"].as_array().unwrap() {
-        let ring = KeyRing::new(&secret, UnixTime(ch["now"].as_u64().unwrap()).epoch(rot));
-        let r = cookie::check(
-            &ring,
-            &flow(ch),
-            ch["client_isn"].as_u64().unwrap() as u32,
-            ch["cookie_isn"].as_u64().unwrap() as u32,
-            ch["tsecr"].as_u64().map(|t| t as u32),
-        );
+        let r = check(&stored, ch);
         assert_eq!(r.is_ok(), ch["valid"].as_bool().unwrap(), "{}", ch["name"]);
         if let Ok(a) = r {
             valid += 1;

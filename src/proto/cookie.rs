@@ -7,6 +7,8 @@
 use siphasher::sip::SipHasher24;
 use siphasher::sip128::SipHasher24 as SipHasher24x128;
 
+use super::time::UnixTime;
+
 /// MAC bits carried in the ISN. A random ACK without timestamps is accepted
 /// with probability 2^-22 (docs/cookie.md §5); Linux's own cookies, about 2^-21.
 pub const ISN_MAC_BITS: u32 = 22;
@@ -184,30 +186,134 @@ impl EpochKey {
     }
 }
 
-/// The current and the previous epoch's keys: the only two accepted.
-#[derive(Debug, Clone)]
-pub struct KeyRing {
-    current: EpochKey,
-    previous: EpochKey,
+/// When each epoch's key is accepted (docs/cookie.md §2): always the epoch
+/// now, and beside it the previous one, except in the last `skew_secs` of
+/// an epoch, when the next one takes the previous one's parity slot. A
+/// node whose clock runs up to `skew_secs` ahead of this one (or up to
+/// `rotation_secs - skew_secs` behind) therefore mints cookies this one
+/// accepts, and no more than two keys per secret are ever accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeySchedule {
+    rotation_secs: u64,
+    skew_secs: u64,
 }
 
-impl KeyRing {
-    /// Keys for `epoch` and `epoch - 1`.
-    pub fn new(secret: &Secret, epoch: u64) -> Self {
-        KeyRing {
-            current: secret.epoch_key(epoch),
-            previous: secret.epoch_key(epoch.wrapping_sub(1)),
+/// The clock difference between nodes that the default schedule tolerates
+/// in both directions, when `rotation_secs` allows it (at most half of it).
+pub const DEFAULT_SKEW_SECS: u64 = 10;
+
+/// The epochs whose keys are accepted at one moment, and the moments
+/// (UNIX seconds, `[from, until)`) between which that holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Epochs {
+    /// The epoch now: it signs new cookies.
+    pub current: u64,
+    /// The other accepted epoch: `current - 1`, or `current + 1` in the
+    /// epoch's last `skew_secs`.
+    pub neighbour: u64,
+    /// The first second of this state.
+    pub from: u64,
+    /// The first second after it.
+    pub until: u64,
+}
+
+impl Epochs {
+    /// `epoch` and the one before it: an epoch's state outside its last
+    /// `skew_secs`, regardless of the moment.
+    pub const fn with_previous(epoch: u64) -> Self {
+        Epochs {
+            current: epoch,
+            neighbour: epoch.wrapping_sub(1),
+            from: 0,
+            until: 0,
+        }
+    }
+}
+
+impl KeySchedule {
+    /// A schedule of `rotation_secs`-second epochs (at least 1) whose next
+    /// key is accepted `skew_secs` before its epoch begins. The lead is
+    /// kept between 1 s and half an epoch (0 for 1-second epochs); the
+    /// configuration rejects values outside that range.
+    pub const fn new(rotation_secs: u64, skew_secs: u64) -> Self {
+        let rotation_secs = if rotation_secs == 0 { 1 } else { rotation_secs };
+        let max = rotation_secs / 2;
+        let skew_secs = if skew_secs > max {
+            max
+        } else if skew_secs == 0 && max > 0 {
+            1
+        } else {
+            skew_secs
+        };
+        KeySchedule {
+            rotation_secs,
+            skew_secs,
         }
     }
 
-    /// The current epoch.
-    pub const fn epoch(&self) -> u64 {
-        self.current.epoch
+    /// Seconds per epoch.
+    pub const fn rotation_secs(&self) -> u64 {
+        self.rotation_secs
     }
 
-    /// The key that signs new cookies.
-    pub const fn current(&self) -> &EpochKey {
-        &self.current
+    /// Seconds before an epoch begins at which its key is accepted.
+    pub const fn skew_secs(&self) -> u64 {
+        self.skew_secs
+    }
+
+    /// The accepted epochs at `now`.
+    pub const fn at(&self, now: UnixTime) -> Epochs {
+        let current = now.epoch(self.rotation_secs);
+        let start = current * self.rotation_secs;
+        let end = start.saturating_add(self.rotation_secs);
+        let lead = end - self.skew_secs;
+        if now.0 >= lead {
+            Epochs {
+                current,
+                neighbour: current.wrapping_add(1),
+                from: lead,
+                until: end,
+            }
+        } else {
+            Epochs {
+                current,
+                neighbour: current.wrapping_sub(1),
+                from: start,
+                until: lead,
+            }
+        }
+    }
+}
+
+/// The secrets a node works with: one mints and is accepted; during a
+/// rollover a second one is accepted too (docs/cookie.md §2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Secrets {
+    /// Signs new cookies.
+    pub mint: Secret,
+    /// Also accepted (`cookie.previous_secret_file`), never used to sign.
+    pub accept: Option<Secret>,
+}
+
+impl From<Secret> for Secrets {
+    fn from(mint: Secret) -> Self {
+        Secrets { mint, accept: None }
+    }
+}
+
+/// One secret's keys of the two accepted epochs.
+#[derive(Debug, Clone)]
+struct KeyPair {
+    current: EpochKey,
+    neighbour: EpochKey,
+}
+
+impl KeyPair {
+    fn new(secret: &Secret, epochs: &Epochs) -> Self {
+        KeyPair {
+            current: secret.epoch_key(epochs.current),
+            neighbour: secret.epoch_key(epochs.neighbour),
+        }
     }
 
     /// The key a cookie with epoch parity `bit` was signed with.
@@ -215,8 +321,50 @@ impl KeyRing {
         if u64::from(bit) == self.current.epoch & 1 {
             &self.current
         } else {
-            &self.previous
+            &self.neighbour
         }
+    }
+}
+
+/// The accepted keys at one moment: two epochs of the minting secret, and
+/// of the accepted one during a rollover.
+#[derive(Debug, Clone)]
+pub struct KeyRing {
+    mint: KeyPair,
+    accept: Option<KeyPair>,
+}
+
+impl KeyRing {
+    /// Keys of one secret for `epoch` and `epoch - 1` (an epoch's state
+    /// outside its last `skew_secs`).
+    pub fn new(secret: &Secret, epoch: u64) -> Self {
+        KeyRing::of(
+            &Secrets::from(secret.clone()),
+            &Epochs::with_previous(epoch),
+        )
+    }
+
+    /// The keys of `secrets` for `epochs`.
+    pub fn of(secrets: &Secrets, epochs: &Epochs) -> Self {
+        KeyRing {
+            mint: KeyPair::new(&secrets.mint, epochs),
+            accept: secrets.accept.as_ref().map(|s| KeyPair::new(s, epochs)),
+        }
+    }
+
+    /// The keys of `secrets` at `now` under `schedule`.
+    pub fn at(secrets: &Secrets, schedule: &KeySchedule, now: UnixTime) -> Self {
+        KeyRing::of(secrets, &schedule.at(now))
+    }
+
+    /// The current epoch.
+    pub const fn epoch(&self) -> u64 {
+        self.mint.current.epoch
+    }
+
+    /// The key that signs new cookies.
+    pub const fn current(&self) -> &EpochKey {
+        &self.mint.current
     }
 }
 
@@ -366,13 +514,14 @@ pub fn check(
     tsecr: Option<u32>,
 ) -> Result<SynAttrs, CookieError> {
     let bits = cookie_isn & ATTR_MASK;
-    let key = keys.for_parity(bits >> 9);
     let mut buf = [0u8; 44];
     let n = message(&mut buf, flow, client_isn, bits, tsecr.is_some());
-    let h = key.mac(&buf[..n]);
-    let isn_ok = u64::from(cookie_isn >> ATTR_BITS) == h & MAC_MASK;
-    let ts_ok = tsecr.is_none_or(|t| t == (h >> 32) as u32);
-    if isn_ok && ts_ok {
+    let proves = |pair: &KeyPair| {
+        let h = pair.for_parity(bits >> 9).mac(&buf[..n]);
+        let isn_ok = u64::from(cookie_isn >> ATTR_BITS) == h & MAC_MASK;
+        isn_ok && tsecr.is_none_or(|t| t == (h >> 32) as u32)
+    };
+    if proves(&keys.mint) || keys.accept.as_ref().is_some_and(proves) {
         Ok(decode_attrs(bits, tsecr.is_some()))
     } else {
         Err(CookieError::BadMac)

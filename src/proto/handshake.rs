@@ -10,7 +10,7 @@
 //!   RST ──► Pass (the kernel ignores it without a socket)
 //! ```
 
-use super::cookie::{self, Flow, KeyRing, MssTable, Secret, SynAttrs};
+use super::cookie::{self, Flow, KeyRing, KeySchedule, MssTable, Secrets, SynAttrs};
 use super::time::UnixTime;
 use crate::wire::checksum::{self, PROTO_TCP};
 use crate::wire::tcp::{self, Timestamps, flags};
@@ -218,6 +218,9 @@ pub struct Settings {
     pub mss_table: MssTable,
     /// Seconds per cookie epoch.
     pub rotation_secs: u64,
+    /// Seconds before an epoch at which its key is accepted: the clock
+    /// difference between nodes that cookies tolerate (docs/cookie.md §2).
+    pub skew_secs: u64,
     /// SYN-ACK shape.
     pub synack: SynAckSettings,
     /// Verify IPv4 and TCP checksums of incoming frames.
@@ -232,6 +235,7 @@ impl Default for Settings {
             addresses_v6: Vec::new(),
             mss_table: MssTable::default(),
             rotation_secs: 60,
+            skew_secs: cookie::DEFAULT_SKEW_SECS,
             synack: SynAckSettings::default(),
             verify_checksums: true,
         }
@@ -239,6 +243,11 @@ impl Default for Settings {
 }
 
 impl Settings {
+    /// When each epoch's key is accepted.
+    pub const fn schedule(&self) -> KeySchedule {
+        KeySchedule::new(self.rotation_secs, self.skew_secs)
+    }
+
     /// Whether a segment to `dport` at the destination of `net` is ours.
     fn protects(&self, dport: u16, net: &Net) -> bool {
         if !self.ports.contains(dport) {
@@ -258,9 +267,9 @@ impl Settings {
 #[derive(Debug, Clone)]
 pub struct Core {
     settings: Settings,
-    secret: Secret,
+    secrets: Secrets,
     keys: KeyRing,
-    /// `[start, end)` in UNIX seconds of the keys' epoch, so the hot path
+    /// `[start, end)` in UNIX seconds of the keys' state, so the hot path
     /// compares instead of dividing.
     epoch_secs: (u64, u64),
 }
@@ -310,14 +319,16 @@ impl Net {
 }
 
 impl Core {
-    /// A core with these settings and secret.
-    pub fn new(settings: Settings, secret: Secret) -> Self {
-        let keys = KeyRing::new(&secret, 0);
+    /// A core with these settings and secret (or secrets, during a
+    /// rollover).
+    pub fn new(settings: Settings, secrets: impl Into<Secrets>) -> Self {
+        let secrets = secrets.into();
+        let epochs = settings.schedule().at(UnixTime(0));
         Core {
-            epoch_secs: (0, settings.rotation_secs.max(1)),
+            keys: KeyRing::of(&secrets, &epochs),
+            epoch_secs: (epochs.from, epochs.until),
             settings,
-            secret,
-            keys,
+            secrets,
         }
     }
 
@@ -331,11 +342,9 @@ impl Core {
     pub fn keys(&mut self, now: UnixTime) -> &KeyRing {
         let (start, end) = self.epoch_secs;
         if now.0 < start || now.0 >= end {
-            let interval = self.settings.rotation_secs.max(1);
-            let epoch = now.epoch(interval);
-            self.keys = KeyRing::new(&self.secret, epoch);
-            let start = epoch * interval;
-            self.epoch_secs = (start, start.saturating_add(interval));
+            let epochs = self.settings.schedule().at(now);
+            self.keys = KeyRing::of(&self.secrets, &epochs);
+            self.epoch_secs = (epochs.from, epochs.until);
         }
         &self.keys
     }

@@ -23,7 +23,7 @@ use crate::handoff::proxy::{
 };
 use crate::host;
 use crate::metrics;
-use crate::proto::cookie::Secret;
+use crate::proto::cookie::{Epochs, KeySchedule, Secrets};
 use crate::proto::time::UnixTime;
 use crate::worker::{self, SharedCore, WorkerControl, WorkerCounters, WorkerSnapshot};
 
@@ -113,6 +113,12 @@ pub struct Snapshot {
     pub uptime_secs: u64,
     /// The key epoch cookies are minted with now.
     pub epoch: u64,
+    /// The minting secret's fingerprint (docs/cookie.md §2): equal on every
+    /// node of a fleet.
+    pub secret_fingerprint: String,
+    /// The fingerprint of the rollover's other, accepted secret.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous_secret_fingerprint: Option<String>,
     /// Reloads applied.
     pub reloads_ok: u64,
     /// Reloads rejected (the configuration stayed as it was).
@@ -135,14 +141,6 @@ pub struct WorkerEntry {
     pub counters: WorkerSnapshot,
 }
 
-/// Seconds before an epoch begins that the XDP program gets its key. The
-/// workers switch keys on their own clocks at the epoch's first second; the
-/// program must already hold the key by then, or the ACKs of their first
-/// cookies would fail. The slot the new key takes held K(E-1), so the
-/// program stops accepting cookies of E-1 this much early: a cookie lives
-/// between `rotation_secs - 1` and `2 × rotation_secs` seconds.
-const KEY_LEAD_SECS: u64 = 1;
-
 /// How long the control loop waits for a client (stats socket or metrics)
 /// when none is there.
 const CONTROL_IDLE: Duration = Duration::from_millis(50);
@@ -151,25 +149,22 @@ const CONTROL_IDLE: Duration = Duration::from_millis(50);
 /// attached.
 const LINK_CHECK_EVERY: Duration = Duration::from_secs(1);
 
-/// The epoch whose keys the XDP program should hold now.
-fn program_epoch(now: UnixTime, rotation_secs: u64) -> u64 {
-    UnixTime(now.0.saturating_add(KEY_LEAD_SECS)).epoch(rotation_secs)
-}
-
-/// The epochs the XDP program works with at one moment: the keys it holds
-/// (ahead by [`KEY_LEAD_SECS`]) and the one it mints with (on the workers'
-/// clock, so that XDP and the workers sign with the same key).
+/// The epochs the XDP program works with at one moment: the two whose
+/// keys it holds (docs/cookie.md §2) and the one it mints with, both on the
+/// workers' clock. The next epoch's key is in the map `skew_secs` before
+/// the workers mint with it, so XDP and the workers always agree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct ProgramEpochs {
-    keys: u64,
+    keys: (u64, u64),
     mint: u64,
 }
 
 impl ProgramEpochs {
-    fn at(now: UnixTime, rotation_secs: u64) -> ProgramEpochs {
+    fn at(now: UnixTime, schedule: &KeySchedule) -> ProgramEpochs {
+        let e = schedule.at(now);
         ProgramEpochs {
-            keys: program_epoch(now, rotation_secs),
-            mint: now.epoch(rotation_secs),
+            keys: (e.current, e.neighbour),
+            mint: e.current,
         }
     }
 
@@ -178,11 +173,18 @@ impl ProgramEpochs {
     fn install(
         self,
         program: &Program,
-        secret: &Secret,
+        secrets: &Secrets,
         have: Option<ProgramEpochs>,
     ) -> Result<(), xdp::XdpError> {
         if have.map(|h| h.keys) != Some(self.keys) {
-            program.set_epoch_keys(secret, self.keys)?;
+            let (current, neighbour) = self.keys;
+            let epochs = Epochs {
+                current,
+                neighbour,
+                from: 0,
+                until: 0,
+            };
+            program.set_epoch_keys(secrets, &epochs)?;
         }
         if have.map(|h| h.mint) != Some(self.mint) {
             program.set_mint_epoch(self.mint)?;
@@ -209,10 +211,10 @@ pub struct Control {
 /// hand-off, load the program and fill its maps, open one AF_XDP socket
 /// per queue, attach (hand-off first, then XDP), then run the workers, the
 /// proxy and the control loop until stopped, and tear down.
-pub fn run(cfg: &Config, secret: Secret, ctl: &Control) -> Result<Snapshot, RunError> {
+pub fn run(cfg: &Config, secrets: Secrets, ctl: &Control) -> Result<Snapshot, RunError> {
     let plan = resolve(cfg)?;
     let proxy = prepare_handoff(cfg)?;
-    let program = load_program(cfg, &secret)?;
+    let program = load_program(cfg, &secrets)?;
     let sockets = open_sockets(cfg, &plan, &program)?;
     let attached = attach(cfg, &plan, &program)?;
     let stats = bind_stats(&cfg.datapath.stats_socket)?;
@@ -227,9 +229,9 @@ pub fn run(cfg: &Config, secret: Secret, ctl: &Control) -> Result<Snapshot, RunE
     let (proxy_tx, proxy_rx) = mpsc::channel();
     let mut live = Live {
         cfg: cfg.clone(),
-        secret: secret.clone(),
+        secrets: secrets.clone(),
         program: program_settings(cfg),
-        epochs: ProgramEpochs::at(UnixTime::now(), cfg.cookie.rotation_secs),
+        epochs: ProgramEpochs::at(UnixTime::now(), &cfg.core_settings().schedule()),
     };
     let datapath = Datapath {
         cfg,
@@ -243,7 +245,7 @@ pub fn run(cfg: &Config, secret: Secret, ctl: &Control) -> Result<Snapshot, RunE
             .collect(),
         proxy: proxy.as_ref().map(|_| ProxyCounters::default()),
         loads: loads.as_ref(),
-        core: SharedCore::new(cfg.core_settings(), secret),
+        core: SharedCore::new(cfg.core_settings(), secrets),
         proxy_updates: proxy.as_ref().map(|_| proxy_tx),
         started: Instant::now(),
         epoch: AtomicU64::new(live.epochs.mint),
@@ -269,7 +271,7 @@ pub fn run(cfg: &Config, secret: Secret, ctl: &Control) -> Result<Snapshot, RunE
         ctl.stop.store(true, Ordering::Relaxed);
         join(threads, exited)
     });
-    let last = datapath.snapshot();
+    let last = datapath.snapshot(&live);
     teardown(attached, &cfg.datapath.stats_socket);
     match failure {
         Some(why) => Err(RunError::Stopped(why)),
@@ -483,10 +485,11 @@ fn check_fd_limit(max_connections: usize) {
 
 /// Step 3: loads the program with the protected ports and addresses and
 /// the cookie settings, and installs the current keys.
-fn load_program(cfg: &Config, secret: &Secret) -> Result<Program, RunError> {
+fn load_program(cfg: &Config, secrets: &Secrets) -> Result<Program, RunError> {
     let program = Program::load(&program_settings(cfg))?;
     program.heartbeat().beat();
-    ProgramEpochs::at(UnixTime::now(), cfg.cookie.rotation_secs).install(&program, secret, None)?;
+    ProgramEpochs::at(UnixTime::now(), &cfg.core_settings().schedule())
+        .install(&program, secrets, None)?;
     Ok(program)
 }
 
@@ -775,7 +778,7 @@ impl<'a> Datapath<'a> {
                 CONTROL_IDLE
             };
             match &self.metrics {
-                Some(m) => m.serve(wait, || self.snapshot()),
+                Some(m) => m.serve(wait, || self.snapshot(live)),
                 None => std::thread::sleep(wait),
             }
         }
@@ -788,7 +791,7 @@ impl<'a> Datapath<'a> {
             return false;
         };
         let reply = match read_request(&mut conn) {
-            Request::Stats => serde_json::to_value(self.snapshot()),
+            Request::Stats => serde_json::to_value(self.snapshot(live)),
             Request::Status => serde_json::to_value(self.status(live, &ctl.config_path)),
             Request::Reload => Ok(match self.reload_and_report(live, &ctl.config_path) {
                 Ok(()) => serde_json::json!({ "reload": "ok" }),
@@ -819,14 +822,13 @@ impl<'a> Datapath<'a> {
         None
     }
 
-    /// Keeps the program's keys on the current epoch (ahead by
-    /// [`KEY_LEAD_SECS`]) and its minting epoch on the workers' clock.
+    /// Keeps the program's keys and its minting epoch on the schedule.
     fn turn_epochs(&self, live: &mut Live) {
-        let want = ProgramEpochs::at(UnixTime::now(), live.cfg.cookie.rotation_secs);
+        let want = ProgramEpochs::at(UnixTime::now(), &live.cfg.core_settings().schedule());
         if want == live.epochs {
             return;
         }
-        match want.install(self.program, &live.secret, Some(live.epochs)) {
+        match want.install(self.program, &live.secrets, Some(live.epochs)) {
             Ok(()) => {
                 live.epochs = want;
                 self.epoch.store(want.mint, Ordering::Relaxed);
@@ -859,8 +861,10 @@ impl<'a> Datapath<'a> {
     }
 
     /// Every counter, now.
-    fn snapshot(&self) -> Snapshot {
+    fn snapshot(&self, live: &Live) -> Snapshot {
         Snapshot {
+            secret_fingerprint: live.secrets.mint.fingerprint(),
+            previous_secret_fingerprint: live.secrets.accept.as_ref().map(|s| s.fingerprint()),
             interface: self.cfg.datapath.interface.clone(),
             xdp_mode: self.attached.xdp.mode,
             workers: self
@@ -1038,24 +1042,26 @@ mod tests {
     }
 
     #[test]
-    fn the_program_gets_the_next_key_one_second_early() {
-        // Epochs of 60 s: the workers sign with K(1) from second 60 on.
-        assert_eq!(program_epoch(UnixTime(0), 60), 0);
-        assert_eq!(program_epoch(UnixTime(58), 60), 0);
-        assert_eq!(program_epoch(UnixTime(59), 60), 1);
-        assert_eq!(program_epoch(UnixTime(60), 60), 1);
-        assert_eq!(program_epoch(UnixTime(u64::MAX), 60), u64::MAX / 60);
-    }
-
-    #[test]
-    fn xdp_mints_on_the_workers_clock_with_keys_a_second_ahead() {
-        // In the last second of epoch 0 the keys of epoch 1 are in place,
-        // but XDP still mints with epoch 0's, as the workers do; both turn
-        // at second 60.
-        let e = |t| ProgramEpochs::at(UnixTime(t), 60);
-        assert_eq!(e(58), ProgramEpochs { keys: 0, mint: 0 });
-        assert_eq!(e(59), ProgramEpochs { keys: 1, mint: 0 });
-        assert_eq!(e(60), ProgramEpochs { keys: 1, mint: 1 });
+    fn xdp_holds_the_next_key_skew_seconds_early_and_mints_on_the_workers_clock() {
+        // Epochs of 60 s, 10 s of skew: from second 50 the map holds K(1)
+        // beside K(0), but XDP still mints with epoch 0's key, as the
+        // workers do; both turn at second 60, when the map need not change.
+        let schedule = KeySchedule::new(60, 10);
+        let e = |t| ProgramEpochs::at(UnixTime(t), &schedule);
+        let at = |current, neighbour, mint| ProgramEpochs {
+            keys: (current, neighbour),
+            mint,
+        };
+        assert_eq!(e(49), at(0, u64::MAX, 0));
+        assert_eq!(e(50), at(0, 1, 0));
+        assert_eq!(e(59), at(0, 1, 0));
+        assert_eq!(e(60), at(1, 0, 1));
         assert_eq!(e(60).mint, UnixTime(60).epoch(60), "the core's epoch");
+        let slots = |p: ProgramEpochs| {
+            let mut v = [p.keys.0, p.keys.1];
+            v.sort_by_key(|e| e & 1);
+            v
+        };
+        assert_eq!(slots(e(59)), slots(e(60)), "no key changes at the turn");
     }
 }

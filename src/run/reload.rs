@@ -12,7 +12,7 @@ use std::path::Path;
 
 use crate::config::{Config, ConfigError, HandoffMode};
 use crate::handoff::proxy::{self, ProxyError, ProxySettings, ProxyUpdate};
-use crate::proto::cookie::Secret;
+use crate::proto::cookie::Secrets;
 use crate::proto::time::UnixTime;
 use crate::xdp::{self, ProgramSettings};
 
@@ -45,7 +45,7 @@ pub enum ReloadError {
 #[derive(Debug)]
 pub(super) struct Live {
     pub cfg: Config,
-    pub secret: Secret,
+    pub secrets: Secrets,
     pub program: ProgramSettings,
     /// The epochs the program holds.
     pub epochs: ProgramEpochs,
@@ -54,7 +54,7 @@ pub(super) struct Live {
 /// A reload that has passed every check.
 struct Prepared {
     cfg: Config,
-    secret: Secret,
+    secrets: Secrets,
     program: ProgramSettings,
     proxy: Option<ProxyUpdate>,
 }
@@ -78,9 +78,10 @@ fn prepare(live: &Live, path: &Path) -> Result<Prepared, ReloadError> {
             if live.cfg.cookie.secret_file.is_some() {
                 tracing::warn!("cookie.secret_file removed: keeping the secret in use");
             }
-            live.secret.clone()
+            live.secrets.mint.clone()
         }
     };
+    let secrets = cfg.secrets(secret)?;
     let proxy = match cfg.handoff.mode {
         HandoffMode::Kernel => None,
         HandoffMode::Proxy => {
@@ -98,7 +99,7 @@ fn prepare(live: &Live, path: &Path) -> Result<Prepared, ReloadError> {
     let program = super::program_settings(&cfg);
     Ok(Prepared {
         cfg,
-        secret,
+        secrets,
         program,
         proxy,
     })
@@ -133,9 +134,9 @@ impl Datapath<'_> {
     pub(super) fn reload(&self, live: &mut Live, path: &Path) -> Result<(), ReloadError> {
         let p = prepare(live, path)?;
         self.program.update(&live.program, &p.program)?;
-        let epochs = ProgramEpochs::at(UnixTime::now(), p.cfg.cookie.rotation_secs);
-        epochs.install(self.program, &p.secret, None)?;
-        self.core.publish(p.cfg.core_settings(), p.secret.clone());
+        let epochs = ProgramEpochs::at(UnixTime::now(), &p.cfg.core_settings().schedule());
+        epochs.install(self.program, &p.secrets, None)?;
+        self.core.publish(p.cfg.core_settings(), p.secrets.clone());
         if let (Some(update), Some(tx)) = (p.proxy, &self.proxy_updates) {
             super::check_fd_limit(update.settings.max_connections);
             self.update_proxy(tx, update)?;
@@ -149,7 +150,7 @@ impl Datapath<'_> {
         );
         *live = Live {
             cfg: p.cfg,
-            secret: p.secret,
+            secrets: p.secrets,
             program: p.program,
             epochs,
         };

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Datapath;
 use super::reload::Live;
+use crate::proto::cookie::Secret;
 use crate::xdp::Attachment;
 
 /// One BPF link.
@@ -74,10 +75,15 @@ pub struct Status {
     pub secret_fingerprint: String,
     /// Where the secret comes from: its file, or "random".
     pub secret_source: String,
+    /// The fingerprint of the rollover's other secret, accepted but never
+    /// minted with (`cookie.previous_secret_file`).
+    pub previous_secret_fingerprint: Option<String>,
     /// The key epoch cookies are minted with.
     pub epoch: u64,
     /// Seconds per epoch.
     pub rotation_secs: u64,
+    /// The clock difference between nodes that cookies tolerate.
+    pub skew_secs: u64,
     /// Reloads applied and rejected.
     pub reloads_ok: u64,
     /// Reloads rejected.
@@ -142,7 +148,8 @@ impl Datapath<'_> {
             handoff: cfg.handoff.mode.as_str().into(),
             ports: cfg.protect.ports.clone(),
             addresses: cfg.protect.addresses.clone(),
-            secret_fingerprint: live.secret.fingerprint(),
+            secret_fingerprint: live.secrets.mint.fingerprint(),
+            previous_secret_fingerprint: live.secrets.accept.as_ref().map(Secret::fingerprint),
             secret_source: cfg
                 .cookie
                 .secret_file
@@ -152,6 +159,7 @@ impl Datapath<'_> {
                 }),
             epoch: self.epoch.load(Ordering::Relaxed),
             rotation_secs: cfg.cookie.rotation_secs,
+            skew_secs: cfg.cookie.skew_secs(),
             reloads_ok: self.reloads_ok.load(Ordering::Relaxed),
             reloads_failed: self.reloads_failed.load(Ordering::Relaxed),
             kernel: KernelStatus {
@@ -236,13 +244,19 @@ pub fn human(s: &Status) -> String {
         s.synack,
         s.handoff
     );
+    let also = s
+        .previous_secret_fingerprint
+        .as_ref()
+        .map_or(String::new(), |f| format!(", also accepting {f}"));
     let _ = writeln!(
         o,
-        "cookies    secret {} (fingerprint {}), epoch {} of {} s; {} reloads, {} rejected",
+        "cookies    secret {} (fingerprint {}{also}), epoch {} of {} s, skew {} s; \
+         {} reloads, {} rejected",
         s.secret_source,
         s.secret_fingerprint,
         s.epoch,
         s.rotation_secs,
+        s.skew_secs,
         s.reloads_ok,
         s.reloads_failed
     );

@@ -48,7 +48,7 @@ use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags, MapType, ProgramInput, ProgramType};
 
 use crate::config::{AttackMode, SynackMode, XdpMode};
-use crate::proto::cookie::{MssTable, Secret};
+use crate::proto::cookie::{Epochs, MssTable, Secrets};
 use crate::proto::handshake::{Settings, SynAckSettings};
 use skel::{SynwallSkel, SynwallSkelBuilder};
 
@@ -670,22 +670,42 @@ impl Program {
             .store(u8::from(attack), std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// Installs the cookie keys of `epoch` and `epoch - 1` in their parity
-    /// slots (docs/cookie.md: keys[e & 1] = K(e)). Call again whenever the
-    /// epoch changes; the slot of `epoch - 2` is overwritten by `epoch`.
-    pub fn set_epoch_keys(&self, secret: &Secret, epoch: u64) -> Result<(), XdpError> {
-        for e in [epoch.wrapping_sub(1), epoch] {
-            let (k0, k1) = secret.epoch_key(e).words();
-            let mut v = [0u8; 16];
-            v[..8].copy_from_slice(&k0.to_ne_bytes());
-            v[8..].copy_from_slice(&k1.to_ne_bytes());
-            self.skel
-                .maps
-                .keys
-                .update(&((e & 1) as u32).to_ne_bytes(), &v, MapFlags::ANY)
-                .map_err(map_err("keys"))?;
+    /// Installs the cookie keys of the two accepted epochs in their parity
+    /// slots, for each secret (docs/cookie.md §2: keys[2s + (e & 1)] =
+    /// K_s(e)). Call again whenever the accepted epochs change. The count of
+    /// secrets is written after a second secret's keys and before they go
+    /// stale, so the program never reads a slot being filled.
+    pub fn set_epoch_keys(&self, secrets: &Secrets, epochs: &Epochs) -> Result<(), XdpError> {
+        if secrets.accept.is_none() {
+            self.set_secret_count(1)?;
+        }
+        let all = std::iter::once(&secrets.mint).chain(secrets.accept.as_ref());
+        for (s, secret) in all.enumerate() {
+            for e in [epochs.neighbour, epochs.current] {
+                let (k0, k1) = secret.epoch_key(e).words();
+                let mut v = [0u8; 16];
+                v[..8].copy_from_slice(&k0.to_ne_bytes());
+                v[8..].copy_from_slice(&k1.to_ne_bytes());
+                let slot = 2 * s as u32 + (e & 1) as u32;
+                self.skel
+                    .maps
+                    .keys
+                    .update(&slot.to_ne_bytes(), &v, MapFlags::ANY)
+                    .map_err(map_err("keys"))?;
+            }
+        }
+        if secrets.accept.is_some() {
+            self.set_secret_count(2)?;
         }
         Ok(())
+    }
+
+    fn set_secret_count(&self, n: u32) -> Result<(), XdpError> {
+        self.skel
+            .maps
+            .secret_count
+            .update(&0u32.to_ne_bytes(), &n.to_ne_bytes(), MapFlags::ANY)
+            .map_err(map_err("secret_count"))
     }
 
     /// Mints the XDP program's cookies with the key of `epoch` (its parity

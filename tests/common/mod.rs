@@ -6,6 +6,8 @@
 
 #![allow(dead_code, reason = "each test binary uses a different part")]
 
+pub mod vectors;
+
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};

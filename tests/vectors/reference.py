@@ -87,13 +87,21 @@ def main():
         isn = (h & 0x3FFFFF) << 10 | bits
         tsval = (h >> 32) if a["timestamps"] else None
         assert (isn, tsval) == (c["isn"], c["tsval"]), c["name"]
+    skew = d["skew_secs"]
+    other = bytes.fromhex(d["rollover_secret"])
+    validators = {"one": [secret], "rollover": [other, secret], "other": [other]}
     for ch in d["checks"]:
         e = ch["now"] // rot
+        # §2: the epoch now, and the previous one, or the next one in the
+        # epoch's last skew_secs seconds.
+        neighbour = e + 1 if ch["now"] % rot >= rot - skew else e - 1
         bits = ch["cookie_isn"] & 0x3FF
-        key_epoch = e if (bits >> 9) == (e & 1) else e - 1
+        key_epoch = e if (bits >> 9) == (e & 1) else neighbour
         ts = ch["tsecr"] is not None
-        h = siphash(epoch_key(secret, key_epoch), message(ch, ch["client_isn"], bits, ts))
-        ok = (ch["cookie_isn"] >> 10) == (h & 0x3FFFFF) and (not ts or ch["tsecr"] == h >> 32)
+        ok = False
+        for s in validators[ch["validator"]]:
+            h = siphash(epoch_key(s, key_epoch), message(ch, ch["client_isn"], bits, ts))
+            ok = ok or ((ch["cookie_isn"] >> 10) == (h & 0x3FFFFF) and (not ts or ch["tsecr"] == h >> 32))
         assert ok == ch["valid"], ch["name"]
         if ok:
             ws = (bits >> 2) & 0xF
