@@ -203,13 +203,19 @@ impl Testbed {
 
     /// A command inside the client namespace.
     pub fn in_cli(&self, args: &[&str]) -> Command {
-        self.in_ns(&self.cli, args)
+        in_ns(&self.cli, args)
     }
 
     fn in_ns(&self, ns: &str, args: &[&str]) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", ns]).args(args);
-        c
+        in_ns(ns, args)
+    }
+
+    /// Where synwall runs in this testbed.
+    pub fn server_host(&self) -> Host<'_> {
+        Host {
+            ns: &self.srv,
+            iface: &self.srv_if,
+        }
     }
 
     /// Blocks the kernel's own SYN-ACKs from the server port (IPv4 and
@@ -398,7 +404,7 @@ pub struct TestbedXdp {
 }
 
 impl TestbedXdp {
-    fn attach(mut cmd: Command) -> TestbedXdp {
+    pub fn attach(mut cmd: Command) -> TestbedXdp {
         use std::io::BufRead;
         let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
         let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
@@ -471,9 +477,25 @@ impl Testbed {
     }
 }
 
+/// A command inside namespace `ns`.
+pub fn in_ns(ns: &str, args: &[&str]) -> Command {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", ns]).args(args);
+    c
+}
+
+/// A namespace and the interface synwall serves there.
+#[derive(Debug, Clone, Copy)]
+pub struct Host<'a> {
+    pub ns: &'a str,
+    pub iface: &'a str,
+}
+
 /// How a test starts synwall.
 #[derive(Debug, Default)]
 pub struct Launch<'a> {
+    /// The cookie secret (32 hex digits); [`SECRET`] when empty.
+    pub secret: &'a str,
     /// Added to `[datapath]`.
     pub datapath: &'a str,
     /// Appended to the config.
@@ -482,6 +504,13 @@ pub struct Launch<'a> {
     pub env: &'a [(&'a str, &'a str)],
     /// A command synwall runs under (e.g. setpriv).
     pub prefix: &'a [&'a str],
+}
+
+/// Writes a secret file (mode 0600, as synwall requires).
+pub fn write_secret(path: &Path, hex: &str) {
+    std::fs::write(path, hex).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
 /// A `synwall run` in the server namespace, killed on drop.
@@ -516,15 +545,22 @@ impl Synwall {
     /// Writes the config (and secret) of `how` into `dir`; returns the
     /// config file and the part of it before the test's own.
     pub fn write_config(tb: &Testbed, dir: &Path, how: &Launch) -> (std::path::PathBuf, String) {
-        std::fs::write(dir.join("secret"), SECRET).unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir.join("secret"), std::fs::Permissions::from_mode(0o600))
-            .unwrap();
+        Synwall::write_config_for(tb.server_host(), dir, how)
+    }
+
+    /// As [`Synwall::write_config`], for synwall on `host`.
+    pub fn write_config_for(host: Host, dir: &Path, how: &Launch) -> (std::path::PathBuf, String) {
+        let secret = if how.secret.is_empty() {
+            SECRET
+        } else {
+            how.secret
+        };
+        write_secret(&dir.join("secret"), secret);
         let stats = dir.join("stats.sock");
         let cfg = dir.join("synwall.toml");
         let base = format!(
             "[datapath]\ninterface = \"{}\"\nxdp_mode = \"native\"\nstats_socket = \"{}\"\n{}\n[cookie]\nsecret_file = \"{}\"\n",
-            tb.srv_if,
+            host.iface,
             stats.display(),
             how.datapath,
             dir.join("secret").display()
@@ -535,7 +571,12 @@ impl Synwall {
 
     /// Starts synwall as `how` says; waits until it serves stats.
     pub fn launch(tb: &Testbed, dir: &Path, how: &Launch) -> Synwall {
-        let (cfg, base) = Synwall::write_config(tb, dir, how);
+        Synwall::launch_on(tb.server_host(), dir, how)
+    }
+
+    /// As [`Synwall::launch`], on `host`.
+    pub fn launch_on(host: Host, dir: &Path, how: &Launch) -> Synwall {
+        let (cfg, base) = Synwall::write_config_for(host, dir, how);
         let stats = dir.join("stats.sock");
         let mut args = how.prefix.to_vec();
         args.extend([
@@ -544,8 +585,7 @@ impl Synwall {
             "--config",
             cfg.to_str().unwrap(),
         ]);
-        let child = tb
-            .in_srv(&args)
+        let child = in_ns(host.ns, &args)
             .envs(how.env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(dir.join("synwall.log")).unwrap())

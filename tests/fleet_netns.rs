@@ -1,0 +1,591 @@
+//! A fleet behind ECMP (root): synwall nodes that share a secret and a
+//! service address validate each other's cookies, so a route change
+//! between a SYN-ACK and the ACK breaks no handshake, and a fleet changes
+//! its secret without a failed one.
+//!
+//! The testbed follows the network rules: namespaces made here (a client,
+//! a router, the nodes) joined by veth pairs, addresses from 198.18.0.0/15
+//! only, no default route. The router holds a multipath route (L4 hash) to
+//! the service address on every node; each node runs synwall on its veth
+//! and an unmodified local server that names the node in its answer.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use common::{Host, KillOnDrop, Launch, Synwall, TestbedXdp, in_ns, sh};
+use serde_json::Value;
+
+/// The client, and the router's address on its link.
+const CLIENT: &str = "198.18.1.2";
+const ROUTER: &str = "198.18.1.1";
+/// The service address every node holds.
+const SERVICE: &str = "198.18.100.1";
+/// Where the flood's spoofed sources come from (the router drops the
+/// SYN-ACKs to them).
+const FLOOD_SOURCES: &str = "198.18.200.0/21";
+const SECRET_A: &str = "0f0e0d0c0b0a09080706050403020100";
+const SECRET_B: &str = "a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5";
+const SECRET_C: &str = "00000000000000000000000000c0ffee";
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// Node `i` (from 1) sits on link 198.18.1i.0/24: the router is .1, the node .2.
+fn node_addr(i: usize) -> String {
+    format!("198.18.1{i}.2")
+}
+
+fn router_addr(i: usize) -> String {
+    format!("198.18.1{i}.1")
+}
+
+/// The namespaces and links of a fleet of `n` nodes; deleted on drop.
+struct Fleet {
+    cli: String,
+    rtr: String,
+    cli_if: String,
+    rtr_cli_if: String,
+    /// Per node: its namespace, its veth, and the router's veth towards it.
+    nodes: Vec<(String, String, String)>,
+}
+
+impl Fleet {
+    fn new(n: usize) -> Fleet {
+        let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+        let p = format!("sf{:06x}{seq}", std::process::id() & 0xff_ffff);
+        let f = Fleet {
+            cli: format!("{p}-cli"),
+            rtr: format!("{p}-rtr"),
+            cli_if: format!("{p}c"),
+            rtr_cli_if: format!("{p}r0"),
+            nodes: (1..=n)
+                .map(|i| (format!("{p}-n{i}"), format!("{p}n{i}"), format!("{p}r{i}")))
+                .collect(),
+        };
+        for ns in f.namespaces() {
+            sh(&["ip", "netns", "add", ns]);
+            sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+        }
+        f.link(&f.cli, &f.cli_if, CLIENT, &f.rtr, &f.rtr_cli_if, ROUTER);
+        for (i, (ns, node_if, rtr_if)) in f.nodes.iter().enumerate() {
+            let i = i + 1;
+            f.link(ns, node_if, &node_addr(i), &f.rtr, rtr_if, &router_addr(i));
+            let service = format!("{SERVICE}/32");
+            sh(&["ip", "-n", ns, "addr", "add", &service, "dev", "lo"]);
+            sh(&[
+                "ip",
+                "-n",
+                ns,
+                "route",
+                "add",
+                "198.18.1.0/24",
+                "via",
+                &router_addr(i),
+            ]);
+            // A NIC's receive path, as in the single-node testbed: NAPI
+            // with GRO, so the node's XDP_TX answers leave its veth.
+            for (ns, dev) in [
+                (ns.as_str(), node_if.as_str()),
+                (f.rtr.as_str(), rtr_if.as_str()),
+            ] {
+                sh(&["ip", "netns", "exec", ns, "ethtool", "-K", dev, "gro", "on"]);
+            }
+        }
+        sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &f.rtr,
+            "ethtool",
+            "-K",
+            &f.rtr_cli_if,
+            "gro",
+            "on",
+        ]);
+        sh(&[
+            "ip", "netns", "exec", &f.cli, "ethtool", "-K", &f.cli_if, "tx", "off",
+        ]);
+        sh(&[
+            "ip",
+            "-n",
+            &f.cli,
+            "route",
+            "add",
+            &format!("{SERVICE}/32"),
+            "via",
+            ROUTER,
+        ]);
+        for kv in [
+            "net.ipv4.ip_forward=1",
+            // ECMP by the 5-tuple, as an edge router hashes.
+            "net.ipv4.fib_multipath_hash_policy=1",
+            "net.ipv4.conf.all.rp_filter=0",
+            "net.ipv4.conf.default.rp_filter=0",
+        ] {
+            sh(&["ip", "netns", "exec", &f.rtr, "sysctl", "-qw", kv]);
+        }
+        sh(&[
+            "ip",
+            "-n",
+            &f.rtr,
+            "route",
+            "add",
+            "blackhole",
+            FLOOD_SOURCES,
+        ]);
+        f.route_to(&(1..=n).collect::<Vec<_>>());
+        f
+    }
+
+    fn namespaces(&self) -> Vec<&String> {
+        let mut v = vec![&self.cli, &self.rtr];
+        v.extend(self.nodes.iter().map(|(ns, _, _)| ns));
+        v
+    }
+
+    /// A veth pair between `a` and `b` with a /24 address on each end.
+    fn link(&self, a: &str, a_if: &str, a_addr: &str, b: &str, b_if: &str, b_addr: &str) {
+        sh(&[
+            "ip", "link", "add", a_if, "netns", a, "type", "veth", "peer", "name", b_if, "netns", b,
+        ]);
+        for (ns, dev, addr) in [(a, a_if, a_addr), (b, b_if, b_addr)] {
+            sh(&[
+                "ip",
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{addr}/24"),
+                "dev",
+                dev,
+            ]);
+            sh(&["ip", "-n", ns, "link", "set", dev, "up"]);
+        }
+    }
+
+    /// Routes the service address to `nodes` (from 1): one next hop each,
+    /// the router's multipath route when there are several.
+    fn route_to(&self, nodes: &[usize]) {
+        let mut args = vec![
+            "ip".to_string(),
+            "-n".into(),
+            self.rtr.clone(),
+            "route".into(),
+            "replace".into(),
+            format!("{SERVICE}/32"),
+        ];
+        for &i in nodes {
+            args.extend(["nexthop".into(), "via".into(), node_addr(i)]);
+            args.extend(["dev".into(), self.nodes[i - 1].2.clone()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        sh(&args);
+    }
+
+    fn node(&self, i: usize) -> Host<'_> {
+        let (ns, iface, _) = &self.nodes[i - 1];
+        Host { ns, iface }
+    }
+
+    /// The router's sinks towards the nodes: they pass the client's
+    /// traffic, drop the answers to spoofed sources, and let the veths
+    /// deliver the nodes' XDP_TX frames.
+    fn sinks(&self) -> Vec<TestbedXdp> {
+        let bin = common::bench_bin("synwall-testbed-xdp");
+        self.nodes
+            .iter()
+            .map(|(_, _, rtr_if)| {
+                TestbedXdp::attach(in_ns(
+                    &self.rtr,
+                    &[
+                        bin.to_str().unwrap(),
+                        "--interface",
+                        rtr_if,
+                        "--program",
+                        "sink",
+                        "--seconds",
+                        "120",
+                        "--client",
+                        CLIENT,
+                    ],
+                ))
+            })
+            .collect()
+    }
+
+    /// Node `i`'s server on port 80, answering `pong n<i>`.
+    fn server(&self, i: usize) -> KillOnDrop {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fleet/pong.py");
+        let ns = &self.nodes[i - 1].0;
+        let name = format!("n{i}");
+        let child = KillOnDrop(
+            in_ns(ns, &["python3", script, "0.0.0.0", "80", &name, "120"])
+                .spawn()
+                .unwrap(),
+        );
+        let t0 = std::time::Instant::now();
+        while in_ns(ns, &["ss", "-Hltn", "sport = :80"])
+            .output()
+            .unwrap()
+            .stdout
+            .is_empty()
+        {
+            assert!(t0.elapsed() < Duration::from_secs(10), "n{i}: no server");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        child
+    }
+
+    /// synwall on node `i` with `secret`, kernel hand-off to its server.
+    fn synwall(&self, i: usize, dir: &std::path::Path, secret: &str) -> Synwall {
+        Synwall::launch_on(
+            self.node(i),
+            dir,
+            &Launch {
+                secret,
+                ..Launch::default()
+            },
+        )
+    }
+
+    /// A bounded SYN flood from the client namespace to the service,
+    /// through the router, from [`FLOOD_SOURCES`].
+    fn flood(&self, count: u32, rate: u32) -> Value {
+        let mac = in_ns(
+            &self.cli,
+            &["cat", &format!("/sys/class/net/{}/address", self.cli_if)],
+        )
+        .output()
+        .unwrap();
+        assert!(mac.status.success());
+        let rtr_mac = in_ns(
+            &self.rtr,
+            &[
+                "cat",
+                &format!("/sys/class/net/{}/address", self.rtr_cli_if),
+            ],
+        )
+        .output()
+        .unwrap();
+        let (count, rate) = (count.to_string(), rate.to_string());
+        let bin = common::flood_bin();
+        let out = common::run_ok(
+            &mut in_ns(
+                &self.cli,
+                &[
+                    bin.to_str().unwrap(),
+                    "--interface",
+                    &self.cli_if,
+                    "--dst-mac",
+                    String::from_utf8_lossy(&rtr_mac.stdout).trim(),
+                    "--dst",
+                    SERVICE,
+                    "--count",
+                    &count,
+                    "--rate",
+                    &rate,
+                    "--duration",
+                    "20",
+                    "--source-net",
+                    FLOOD_SOURCES,
+                ],
+            ),
+            "synwall-flood",
+        );
+        serde_json::from_slice(&out.stdout).expect("synwall-flood prints JSON")
+    }
+
+    /// `count` legitimate connections, `threads` at a time (tests/fleet/clients.py).
+    fn clients(&self, count: u32, threads: u32) -> Value {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fleet/clients.py");
+        let out = common::run_ok(
+            &mut in_ns(
+                &self.cli,
+                &[
+                    "python3",
+                    script,
+                    SERVICE,
+                    "80",
+                    &count.to_string(),
+                    &threads.to_string(),
+                ],
+            ),
+            "clients.py",
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// Drops the client kernel's RSTs: scripted handshakes are unknown to it.
+    fn block_client_resets(&self) {
+        sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &self.cli,
+            "iptables",
+            "-A",
+            "OUTPUT",
+            "-p",
+            "tcp",
+            "--tcp-flags",
+            "RST",
+            "RST",
+            "-j",
+            "DROP",
+        ]);
+    }
+
+    /// A scripted client (tests/fleet/hop.py) for handshakes split by the test.
+    fn hopper(&self) -> Hopper {
+        self.block_client_resets();
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fleet/hop.py");
+        let mut child = in_ns(&self.cli, &["/usr/bin/python3", script, SERVICE, "80"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = std::io::BufReader::new(child.stdout.take().unwrap());
+        Hopper {
+            child: KillOnDrop(child),
+            out,
+            sport: 20000 + (std::process::id() % 20000) as u16,
+        }
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        for ns in self.namespaces() {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+    }
+}
+
+/// Handshakes whose SYN and ACK go out at moments the test picks.
+struct Hopper {
+    child: KillOnDrop,
+    out: std::io::BufReader<std::process::ChildStdout>,
+    sport: u16,
+}
+
+impl Hopper {
+    fn ask(&mut self, line: &str) -> String {
+        use std::io::{BufRead, Write};
+        let stdin = self.child.0.stdin.as_mut().unwrap();
+        writeln!(stdin, "{line}").unwrap();
+        stdin.flush().unwrap();
+        let mut answer = String::new();
+        self.out.read_line(&mut answer).unwrap();
+        answer.trim().to_owned()
+    }
+
+    /// A handshake from a fresh port: SYN, then `between` (a route
+    /// change), then the ACK carrying `ping`; the server's answer, or
+    /// "none".
+    fn handshake(&mut self, between: impl FnOnce()) -> String {
+        self.sport += 1;
+        let sport = self.sport;
+        assert_eq!(
+            self.ask(&format!("syn {sport}")),
+            "synack",
+            "SYN from {sport}"
+        );
+        between();
+        self.ask(&format!("ack {sport}"))
+    }
+}
+
+fn xdp(stats: &Value, name: &str) -> u64 {
+    stats["xdp"][name].as_u64().unwrap()
+}
+
+#[test]
+fn clients_spread_across_a_fleet_all_succeed_under_a_flood_spread_across_it() {
+    if !common::require_root() {
+        return;
+    }
+    let f = Fleet::new(3);
+    let _sinks = f.sinks();
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let _servers: Vec<_> = (1..=3).map(|i| f.server(i)).collect();
+    let nodes: Vec<_> = (1..=3)
+        .map(|i| f.synwall(i, dirs[i - 1].path(), SECRET_A))
+        .collect();
+    let before: Vec<Value> = nodes.iter().map(|n| n.stats_json().unwrap()).collect();
+
+    // 40,000 SYNs at 4,000/s (10 s) through the router, and 150 clients
+    // on kernel-chosen ports meanwhile.
+    let (flood, clients) = std::thread::scope(|s| {
+        let flood = s.spawn(|| f.flood(40_000, 4_000));
+        std::thread::sleep(Duration::from_secs(1));
+        let clients = f.clients(150, 6);
+        (flood.join().unwrap(), clients)
+    });
+    eprintln!("flood {flood}\nclients {clients}");
+    assert_eq!(clients["ok"], 150, "every client succeeds: {clients}");
+    for i in 1..=3 {
+        let name = format!("n{i}");
+        assert!(
+            clients["nodes"][&name].as_u64().unwrap_or(0) > 0,
+            "{name} served clients: {clients}"
+        );
+        let now = nodes[i - 1].stats_json().unwrap();
+        let seen = xdp(&now, "rx") - xdp(&before[i - 1], "rx");
+        eprintln!("{name}: {seen} frames, {}", now["xdp"]);
+        assert!(
+            seen > 40_000 / 3 / 2,
+            "{name} took its share of the flood: {seen} frames"
+        );
+        assert!(xdp(&now, "ack_cookie_ok") > xdp(&before[i - 1], "ack_cookie_ok"));
+    }
+    let fingerprints: Vec<Value> = nodes
+        .iter()
+        .map(|n| n.stats_json().unwrap()["secret_fingerprint"].clone())
+        .collect();
+    assert!(
+        fingerprints.iter().all(|p| p == &fingerprints[0]),
+        "{fingerprints:?}"
+    );
+}
+
+#[test]
+fn a_handshake_begun_on_a_drained_node_completes_on_another_and_not_on_a_stranger() {
+    if !common::require_root() {
+        return;
+    }
+    let f = Fleet::new(3);
+    let _sinks = f.sinks();
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let _servers: Vec<_> = (1..=3).map(|i| f.server(i)).collect();
+    // Nodes 1 and 2 are one fleet; node 3 has a secret of its own.
+    let secrets = [SECRET_A, SECRET_A, SECRET_B];
+    let nodes: Vec<_> = (1..=3)
+        .map(|i| f.synwall(i, dirs[i - 1].path(), secrets[i - 1]))
+        .collect();
+    let mut hop = f.hopper();
+    let stat = |i: usize, name: &str| xdp(&nodes[i - 1].stats_json().unwrap(), name);
+    // SYNs node i answered, by XDP or a worker.
+    let syns = |i: usize| stat(i, "syn_redirect") + stat(i, "synack_xdp");
+
+    // The SYN goes to whichever of nodes 1 and 2 the router's hash picks;
+    // that node is then drained, and the ACK with the request meets the
+    // other one. Repeated until each node has been drained twice.
+    f.route_to(&[1, 2]);
+    let mut drained = [0; 2];
+    let mut tries = 0;
+    while drained.iter().any(|&d| d < 2) {
+        tries += 1;
+        assert!(
+            tries < 40,
+            "the router's hash never picked both nodes: {drained:?}"
+        );
+        let before = [syns(1), syns(2)];
+        let mut picked = 0;
+        let answer = hop.handshake(|| {
+            picked = if syns(1) > before[0] { 1 } else { 2 };
+            f.route_to(&[3 - picked]);
+        });
+        assert_eq!(
+            syns(picked),
+            before[picked - 1] + 1,
+            "n{picked} answered the SYN"
+        );
+        assert_eq!(answer, format!("pong n{}", 3 - picked), "n{picked} drained");
+        drained[picked - 1] += 1;
+        f.route_to(&[1, 2]);
+    }
+    eprintln!("{tries} handshakes across a drain, each completed on the other node");
+
+    // Node 3 answers its own handshakes, but refuses node 1's cookie, and
+    // counts it.
+    f.route_to(&[3]);
+    assert_eq!(hop.handshake(|| {}), "pong n3");
+    f.route_to(&[1]);
+    let bad = stat(3, "drop_bad_cookie");
+    assert_eq!(hop.handshake(|| f.route_to(&[3])), "none");
+    assert_eq!(
+        stat(3, "drop_bad_cookie"),
+        bad + 1,
+        "counted as a bad cookie"
+    );
+}
+
+/// Node `sw` reads `secret` (and `previous`, if any) on a reload.
+fn roll(sw: &Synwall, dir: &std::path::Path, secret: &str, previous: Option<&str>) {
+    common::write_secret(&dir.join("secret"), secret);
+    match previous {
+        Some(p) => {
+            let path = dir.join("previous");
+            common::write_secret(&path, p);
+            sw.rewrite_config(&format!("previous_secret_file = {:?}\n", path));
+        }
+        None => sw.rewrite_config(""),
+    }
+    let out = sw.reload();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_fleet_rolls_its_secret_over_without_a_failed_handshake() {
+    if !common::require_root() {
+        return;
+    }
+    let f = Fleet::new(2);
+    let _sinks = f.sinks();
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let _servers: Vec<_> = (1..=2).map(|i| f.server(i)).collect();
+    let nodes: Vec<_> = (1..=2)
+        .map(|i| f.synwall(i, dirs[i - 1].path(), SECRET_A))
+        .collect();
+    let mut hop = f.hopper();
+    // Handshakes hopping both ways: SYN on one node, ACK on the other.
+    let mut hops = 0;
+    let mut hop_both_ways = |when: &str| {
+        for (a, b) in [(1, 2), (2, 1)] {
+            f.route_to(&[a]);
+            let answer = hop.handshake(|| f.route_to(&[b]));
+            assert_eq!(answer, format!("pong n{b}"), "{when}: n{a} to n{b}");
+            hops += 1;
+        }
+    };
+    hop_both_ways("before");
+    // Step 1 on each node in turn: accept the new secret B.
+    for i in 0..2 {
+        roll(&nodes[i], dirs[i].path(), SECRET_A, Some(SECRET_B));
+        hop_both_ways(&format!("n{} accepts B", i + 1));
+    }
+    // Step 2: mint with B, accept A.
+    for i in 0..2 {
+        roll(&nodes[i], dirs[i].path(), SECRET_B, Some(SECRET_A));
+        hop_both_ways(&format!("n{} mints B", i + 1));
+    }
+    // Step 3: B alone.
+    for i in 0..2 {
+        roll(&nodes[i], dirs[i].path(), SECRET_B, None);
+        hop_both_ways(&format!("n{} drops A", i + 1));
+    }
+    eprintln!("{hops} handshakes across nodes during the rollover, none failed");
+    let stats: Vec<Value> = nodes.iter().map(|n| n.stats_json().unwrap()).collect();
+    assert_eq!(
+        stats[0]["secret_fingerprint"],
+        stats[1]["secret_fingerprint"]
+    );
+    assert!(stats[0].get("previous_secret_fingerprint").is_none());
+
+    // The same change in one step fails the handshakes that hop: node 1
+    // mints with C, which node 2 has never heard of.
+    roll(&nodes[0], dirs[0].path(), SECRET_C, None);
+    let bad = xdp(&nodes[1].stats_json().unwrap(), "drop_bad_cookie");
+    f.route_to(&[1]);
+    assert_eq!(hop.handshake(|| f.route_to(&[2])), "none");
+    assert_eq!(
+        xdp(&nodes[1].stats_json().unwrap(), "drop_bad_cookie"),
+        bad + 1
+    );
+}
