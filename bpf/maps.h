@@ -27,6 +27,8 @@ volatile __u8 our_wscale LIVE = 7; /* our window scale in SYN-ACKs */
  * it fails open by itself: synwall writes bpf_ktime_get_ns() here every
  * 100 ms, and once it is HEARTBEAT_STALE_NS old every packet passes. */
 const volatile __u8 require_heartbeat = 0;
+/* [handoff] engine = "repair": verified ACKs go to the workers. */
+const volatile __u8 handoff_repair = 0;
 volatile __u64 heartbeat_ns BEAT = 0;
 /* 2 s: twenty missed beats; long enough for a loaded box, short enough
  * that a dead synwall's port is the kernel's again within a blink. */

@@ -172,6 +172,27 @@ static __always_inline int has_kernel_socket(struct xdp_md *ctx, struct pkt *p)
 	return !listener;
 }
 
+/* [handoff] engine = "repair": a verified ACK, or a segment right behind
+ * one, goes to this queue's worker, which builds the connection's socket
+ * (and feeds it what came before the socket existed). Counted as `rc`;
+ * dropped when the queue has no worker socket. */
+static __always_inline int to_worker(struct xdp_md *ctx, int rc)
+{
+	__u32 queue = ctx->rx_queue_index;
+	struct sw_queue_load *q = NULL;
+
+	if (synack_mode == SYNACK_AUTO)
+		q = bpf_map_lookup_elem(&queue_load, &queue);
+	if (bpf_redirect_map(&xsks, queue, XDP_DROP) == XDP_REDIRECT) {
+		/* synack = "auto" compares what went to the worker with what it
+		 * took: these frames count as much as SYNs. */
+		if (q)
+			q->redirected++;
+		return verdict(rc, XDP_REDIRECT);
+	}
+	return verdict(SW_HANDOFF_FAILED, XDP_DROP);
+}
+
 /* XDP: an ACK (no SYN, no RST) with no socket. A valid cookie passes it to
  * the TC hand-off and records the connection; a segment right behind a
  * verified ACK of the same connection (same acknowledgment, a little
@@ -203,6 +224,8 @@ static __noinline int xdp_ack(struct xdp_md *ctx, struct pkt *p, struct tcphdr *
 			f->verified_ns = nf.verified_ns;
 		else
 			bpf_map_update_elem(&flows, &k, &nf, BPF_ANY);
+		if (handoff_repair)
+			return to_worker(ctx, rc);
 		set_meta(ctx, SW_META_HANDOFF);
 		return verdict(rc, XDP_PASS);
 	}
@@ -210,7 +233,8 @@ static __noinline int xdp_ack(struct xdp_md *ctx, struct pkt *p, struct tcphdr *
 		f = bpf_map_lookup_elem(&flows, &k);
 		if (f && f->ack == a.ack && a.seq - f->seq < FOLLOW_UP_WINDOW &&
 		    bpf_ktime_get_ns() - f->verified_ns < FLOW_TTL_NS)
-			return verdict(SW_PASS_FOLLOW_UP, XDP_PASS);
+			return handoff_repair ? to_worker(ctx, SW_PASS_FOLLOW_UP)
+					      : verdict(SW_PASS_FOLLOW_UP, XDP_PASS);
 	}
 	if (peacetime())
 		return verdict(SW_PASS_PEACE_ACK, XDP_PASS);

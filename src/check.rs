@@ -107,12 +107,14 @@ fn kernel(cfg: &Config) -> Vec<Finding> {
         out.push(warning(format!(
             "{e}; `run` will refuse to start on this kernel"
         )));
-    } else if !crate::xdp::has_handoff_kfunc() {
-        out.push(warning(format!(
-            "this kernel lacks the kfunc bpf_sk_assign_tcp_reqsk (Linux 6.9 or later), \
-             which {} mode needs: `run` will refuse to start on it",
-            cfg.handoff.mode.as_str()
-        )));
+    } else {
+        match crate::run::handoff_engine(cfg, crate::xdp::has_handoff_kfunc()) {
+            Err(e @ crate::run::RunError::KernelModeRepair) => out.push(error(e.to_string())),
+            Err(e) => out.push(warning(format!(
+                "{e}: `run` will refuse to start on this kernel"
+            ))),
+            Ok(_) => {}
+        }
     }
     if cfg.handoff.mode == HandoffMode::Kernel {
         for &port in &cfg.protect.ports {

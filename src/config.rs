@@ -453,12 +453,49 @@ impl HandoffMode {
     }
 }
 
+/// How a verified ACK becomes an established socket (`[handoff] engine`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HandoffEngine {
+    /// The kfunc where the kernel has it, else repair (proxy mode only).
+    #[default]
+    Auto,
+    /// `bpf_sk_assign_tcp_reqsk` in TC (Linux 6.9): both modes.
+    Kfunc,
+    /// The worker rebuilds the socket with `TCP_REPAIR`: proxy mode only,
+    /// on kernels without the kfunc.
+    Repair,
+}
+
+impl HandoffEngine {
+    /// The engine as written in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HandoffEngine::Auto => "auto",
+            HandoffEngine::Kfunc => "kfunc",
+            HandoffEngine::Repair => "repair",
+        }
+    }
+
+    /// The engine `auto` stands for on a kernel that has (or lacks) the
+    /// kfunc; the others stand for themselves.
+    pub fn resolve(self, has_kfunc: bool) -> HandoffEngine {
+        match self {
+            HandoffEngine::Auto if has_kfunc => HandoffEngine::Kfunc,
+            HandoffEngine::Auto => HandoffEngine::Repair,
+            e => e,
+        }
+    }
+}
+
 /// `[handoff]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Handoff {
     /// Where established connections go.
     pub mode: HandoffMode,
+    /// How the established socket is made.
+    pub engine: HandoffEngine,
     /// Upstreams for proxy mode, "host:port". Connections are spread over
     /// them round robin; a failed connect fails over to the next one.
     #[serde(deserialize_with = "upstreams")]
@@ -488,6 +525,7 @@ impl Default for Handoff {
     fn default() -> Self {
         Handoff {
             mode: HandoffMode::Kernel,
+            engine: HandoffEngine::Auto,
             upstreams: Vec::new(),
             connect_timeout_ms: 1000,
             idle_timeout_secs: 300,
@@ -765,6 +803,7 @@ impl Config {
         );
         check(*stats_socket != n.stats_socket, "datapath.stats_socket");
         check(self.handoff.mode != new.handoff.mode, "handoff.mode");
+        check(self.handoff.engine != new.handoff.engine, "handoff.engine");
         check(
             self.handoff.backlog != new.handoff.backlog,
             "handoff.backlog",

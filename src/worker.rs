@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::Serialize;
 
+use crate::handoff::repair::{Engine, Outcome};
 use crate::proto::cookie::Secrets;
 use crate::proto::handshake::{Core, DropReason, Settings, Verdict};
 use crate::proto::time::UnixTime;
@@ -73,6 +74,7 @@ pub struct WorkerCounters {
     unexpected: AtomicU64,
     drops: [AtomicU64; DropReason::ALL.len()],
     kernel: [AtomicU64; 5],
+    repair: [AtomicU64; REPAIR_NAMES.len()],
 }
 
 /// A snapshot of a worker's counters.
@@ -97,6 +99,22 @@ pub struct WorkerSnapshot {
     /// once a second: `rx_dropped`, `rx_fill_ring_empty`, `rx_ring_full`,
     /// `tx_invalid`, `tx_ring_empty`.
     pub kernel: std::collections::BTreeMap<&'static str, u64>,
+    /// The repair hand-off (`[handoff] engine = "repair"`): connections
+    /// rebuilt and handed to the proxy, rebuilds that failed, and segments
+    /// of rebuilt connections fed back into the kernel.
+    pub repair: std::collections::BTreeMap<&'static str, u64>,
+}
+
+/// The repair counters' names, in [`Outcome`] order.
+const REPAIR_NAMES: [&str; 3] = ["repaired", "failed", "injected"];
+
+fn repair_index(o: Outcome) -> Option<usize> {
+    match o {
+        Outcome::Repaired => Some(0),
+        Outcome::Failed => Some(1),
+        Outcome::Injected => Some(2),
+        Outcome::Unknown => None,
+    }
 }
 
 const KERNEL_NAMES: [&str; 5] = [
@@ -117,6 +135,9 @@ impl WorkerCounters {
         set(&self.rx_empty_polls, l.rx_empty_polls);
         set(&self.unexpected, l.unexpected);
         for (a, &v) in self.drops.iter().zip(&l.drops) {
+            set(a, v);
+        }
+        for (a, &v) in self.repair.iter().zip(&l.repair) {
             set(a, v);
         }
     }
@@ -165,6 +186,11 @@ impl WorkerCounters {
                 .zip(&self.kernel)
                 .map(|(n, a)| (*n, get(a)))
                 .collect(),
+            repair: REPAIR_NAMES
+                .iter()
+                .zip(&self.repair)
+                .map(|(n, a)| (*n, get(a)))
+                .collect(),
         }
     }
 }
@@ -179,6 +205,7 @@ struct Local {
     rx_empty_polls: u64,
     unexpected: u64,
     drops: [u64; DropReason::ALL.len()],
+    repair: [u64; REPAIR_NAMES.len()],
 }
 
 /// What a worker needs besides its socket.
@@ -197,6 +224,9 @@ pub struct WorkerControl<'a> {
     pub busy_poll: bool,
     /// Where the core's settings come from (and change on a reload).
     pub core: &'a SharedCore,
+    /// `[handoff] engine = "repair"`: builds the connections whose ACKs
+    /// XDP sends here.
+    pub repair: Option<Engine>,
 }
 
 /// The frames a worker holds between ring operations.
@@ -207,7 +237,7 @@ struct Rings {
 }
 
 /// Runs until `ctl.stop` is set.
-pub fn run(mut xsk: Xsk, free: Vec<Frame>, ctl: WorkerControl<'_>) {
+pub fn run(mut xsk: Xsk, free: Vec<Frame>, mut ctl: WorkerControl<'_>) {
     let batch = ctl.batch.max(1);
     let mut f = Rings {
         rx: Vec::with_capacity(batch),
@@ -219,6 +249,7 @@ pub fn run(mut xsk: Xsk, free: Vec<Frame>, ctl: WorkerControl<'_>) {
     let mut core = ctl.core.core(&mut seen);
     let mut kernel_at = std::time::Instant::now();
     let mut kernel_lost = 0u64;
+    let mut repair = ctl.repair.take();
     xsk.fill(&mut f.free);
     while !ctl.stop.load(Ordering::Relaxed) {
         if kernel_at.elapsed() >= KERNEL_STATS_EVERY {
@@ -235,7 +266,7 @@ pub fn run(mut xsk: Xsk, free: Vec<Frame>, ctl: WorkerControl<'_>) {
             if let Some(c) = ctl.core.refresh(&mut seen) {
                 core = c;
             }
-            answer(&mut xsk, &mut core, &mut f, &mut l);
+            answer(&mut xsk, &mut core, &mut f, &mut l, repair.as_mut());
         }
         transmit(&mut xsk, &mut f, &mut l, batch);
         ctl.counters.publish(&l);
@@ -272,18 +303,37 @@ fn receive(xsk: &mut Xsk, f: &mut Rings, l: &mut Local, ctl: &WorkerControl) -> 
 }
 
 /// Answers the received frames: SYN-ACKs written in place onto the tx
-/// list, everything else back to the free list.
-fn answer(xsk: &mut Xsk, core: &mut Core, f: &mut Rings, l: &mut Local) {
+/// list, connections to rebuild to the repair engine, everything else
+/// back to the free list.
+fn answer(
+    xsk: &mut Xsk,
+    core: &mut Core,
+    f: &mut Rings,
+    l: &mut Local,
+    mut repair: Option<&mut Engine>,
+) {
     let now = UnixTime::now();
     for mut frame in f.rx.drain(..) {
-        let v = xsk.rewrite(&mut frame, |buf, len| {
+        let (v, handed) = xsk.rewrite(&mut frame, |buf, len| {
             let v = core.handle(now, buf, len);
+            let handed = repair
+                .as_deref_mut()
+                .map_or(Outcome::Unknown, |e| match &v {
+                    Verdict::Established(h) => e.established(h, &buf[..len]),
+                    Verdict::Drop(DropReason::BadCookie) => e.other(&buf[..len]),
+                    _ => Outcome::Unknown,
+                });
             let send = match v {
                 Verdict::Transmit(n) => Some(n),
                 _ => None,
             };
-            (v, send)
+            ((v, handed), send)
         });
+        if let Some(i) = repair_index(handed) {
+            l.repair[i] += 1;
+            f.free.push(frame);
+            continue;
+        }
         match v {
             Verdict::Transmit(_) => {
                 l.synacks += 1;

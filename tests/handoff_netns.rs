@@ -327,6 +327,72 @@ fn request_in_the_handshake_ack_is_not_lost() {
     assert_eq!(stats["xdp"]["handoff_ok"], 1, "{stats}");
 }
 
+/// The repair engine: the request riding on the handshake's ACK goes into
+/// the rebuilt socket's receive queue, so the upstream gets it at once; and
+/// the rebuilt socket carries the options the client negotiated, as `ss
+/// -ti` shows them.
+#[test]
+fn the_repair_engine_keeps_the_acks_request_and_the_clients_options() {
+    let Some(f) = Fixture::new(1, Turn::Shared) else {
+        return;
+    };
+    let (tb, dir) = (&f.tb, &f.dir);
+    let www = web_root(dir.path());
+    tb.block_client_resets();
+    let _upstream = Server::upstream(tb, &["http", www.to_str().unwrap()], 8080);
+    let sw = Synwall::start(
+        tb,
+        dir.path(),
+        &proxy_config(&["198.18.0.1:8080"], "engine = \"repair\"\n"),
+    );
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/scapy/ack_with_data.py");
+    let out = tb
+        .in_cli(&["/usr/bin/python3", script, "198.18.0.1", "80"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stats = sw.stats_json().unwrap();
+    assert!(
+        out.status.success(),
+        "the upstream answered the request that rode on the ACK: {text}{}\n{stats}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(handed_off(&stats, "repair"), 1, "{stats}");
+
+    // A kernel client holds a connection open; its rebuilt socket in the
+    // server namespace shows the negotiated options.
+    let mut hold = common::KillOnDrop(
+        tb.in_cli(&[
+            "python3",
+            "-c",
+            "import socket,time; s=socket.create_connection(('198.18.0.1', 80), 10); time.sleep(3)",
+        ])
+        .spawn()
+        .unwrap(),
+    );
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/ops/tcp_info.py");
+    let t0 = Instant::now();
+    let info = loop {
+        let out = run_ok(&mut tb.in_srv(&["python3", script, "80"]), "tcp_info.py");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if !text.is_empty() || t0.elapsed() > Duration::from_secs(3) {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = hold.0.kill();
+    for want in ["ts=1", "sack=1", "wscale=1", "rcv_wscale=7", "snd_mss=1448"] {
+        assert!(
+            info.contains(want),
+            "{want} in the rebuilt socket's TCP_INFO: {info}"
+        );
+    }
+    assert!(
+        !info.contains("snd_wscale=0 "),
+        "client window scale kept: {info}"
+    );
+}
+
 /// The differential check's exception (tests/bpf_differential.rs): an ACK
 /// with a valid cookie and a fault the kernel checks itself passes XDP, and
 /// the kernel drops it: no answer, no socket (the sound ACK sent next is
@@ -629,6 +695,29 @@ fn proxy_drains(sw: &Synwall) -> serde_json::Value {
 
 #[test]
 fn server_behind_proxy_mode() {
+    server_behind_proxy_mode_with("kfunc");
+}
+
+#[test]
+fn server_behind_proxy_mode_with_the_repair_engine() {
+    server_behind_proxy_mode_with("repair");
+}
+
+/// Where a connection of `engine` shows in the stats: the TC hand-off's
+/// counter, or the workers' repair counter (summed).
+fn handed_off(stats: &serde_json::Value, engine: &str) -> u64 {
+    match engine {
+        "repair" => stats["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w["repair"]["repaired"].as_u64().unwrap())
+            .sum(),
+        _ => stats["xdp"]["handoff_ok"].as_u64().unwrap(),
+    }
+}
+
+fn server_behind_proxy_mode_with(engine: &str) {
     let Some(f) = Fixture::new(2, Turn::Shared) else {
         return;
     };
@@ -636,7 +725,11 @@ fn server_behind_proxy_mode() {
     let www = web_root(dir.path());
     write_big_file(&www);
     let _upstream = Server::upstream(tb, &["http", www.to_str().unwrap()], 8080);
-    let sw = Synwall::start(tb, dir.path(), &proxy_config(&["198.18.0.1:8080"], ""));
+    let sw = Synwall::start(
+        tb,
+        dir.path(),
+        &proxy_config(&["198.18.0.1:8080"], &format!("engine = {engine:?}\n")),
+    );
 
     serves_pages_bulk_and_many_clients(tb, dir.path(), &www);
 
@@ -654,8 +747,8 @@ fn server_behind_proxy_mode() {
     );
     assert!(p["bytes_to_upstream"].as_u64().unwrap() > 0, "{stats}");
     assert!(
-        stats["xdp"]["handoff_ok"].as_u64().unwrap() >= 203,
-        "connections came through the hand-off: {stats}"
+        handed_off(&stats, engine) >= 203,
+        "connections came through the {engine} hand-off: {stats}"
     );
 }
 
@@ -668,6 +761,15 @@ fn client_py(tb: &Testbed, args: &[&str]) -> String {
 
 #[test]
 fn proxy_failover_proxy_protocol_half_close_idle_and_bound() {
+    proxy_failover_proxy_protocol_half_close_idle_and_bound_with("kfunc");
+}
+
+#[test]
+fn proxy_failover_proxy_protocol_half_close_idle_and_bound_with_the_repair_engine() {
+    proxy_failover_proxy_protocol_half_close_idle_and_bound_with("repair");
+}
+
+fn proxy_failover_proxy_protocol_half_close_idle_and_bound_with(engine: &str) {
     let Some(f) = Fixture::new(1, Turn::Shared) else {
         return;
     };
@@ -681,7 +783,10 @@ fn proxy_failover_proxy_protocol_half_close_idle_and_bound() {
         dir.path(),
         &proxy_config(
             &["198.18.0.1:81", "198.18.0.1:9", "198.18.0.1:9000"],
-            "connect_timeout_ms = 300\nidle_timeout_secs = 2\nmax_connections = 3\nproxy_protocol = true\n",
+            &format!(
+                "engine = {engine:?}\nconnect_timeout_ms = 300\nidle_timeout_secs = 2\n\
+                 max_connections = 3\nproxy_protocol = true\n"
+            ),
         ),
     );
 
@@ -741,6 +846,15 @@ fn proxy_failover_proxy_protocol_half_close_idle_and_bound() {
 
 #[test]
 fn dead_upstream_gives_a_prompt_close() {
+    dead_upstream_gives_a_prompt_close_with("kfunc");
+}
+
+#[test]
+fn dead_upstream_gives_a_prompt_close_with_the_repair_engine() {
+    dead_upstream_gives_a_prompt_close_with("repair");
+}
+
+fn dead_upstream_gives_a_prompt_close_with(engine: &str) {
     let Some(f) = Fixture::new(1, Turn::Shared) else {
         return;
     };
@@ -751,7 +865,7 @@ fn dead_upstream_gives_a_prompt_close() {
         dir.path(),
         &proxy_config(
             &["198.18.0.1:81", "198.18.0.1:9"],
-            "connect_timeout_ms = 300\n",
+            &format!("engine = {engine:?}\nconnect_timeout_ms = 300\n"),
         ),
     );
     for _ in 0..3 {

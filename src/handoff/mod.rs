@@ -5,3 +5,4 @@
 
 pub mod proxy;
 pub mod proxy_protocol;
+pub mod repair;

@@ -21,7 +21,9 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use rustix::event::epoll;
@@ -31,6 +33,7 @@ use rustix::pipe::{PipeFlags, SpliceFlags};
 use serde::Serialize;
 
 use super::proxy_protocol;
+use super::repair::Repaired;
 use crate::config::Handoff;
 
 /// Why the proxy could not start or stopped.
@@ -276,6 +279,9 @@ fn family(addr: SocketAddr) -> AddressFamily {
 /// epoll tokens: listeners have the top bit set; a session's two sockets
 /// are `slot * 2` (client) and `slot * 2 + 1` (upstream).
 const LISTENER: u64 = 1 << 63;
+/// epoll token of the eventfd the repair engine writes after handing in a
+/// connection (above every listener and session token).
+const HANDED_IN: u64 = 1 << 62;
 /// How often timeouts are checked (and accept retried after `EMFILE`).
 const TICK: Duration = Duration::from_millis(50);
 /// Empty pipes kept for reuse, so a new session costs no pipe2/fcntl calls.
@@ -428,6 +434,8 @@ pub struct Proxy<'a> {
     dead: Vec<usize>,
     pipes: Vec<Pipe>,
     next_upstream: usize,
+    /// Connections the workers rebuilt (`[handoff] engine = "repair"`).
+    handed_in: Option<(Receiver<Repaired>, Arc<OwnedFd>)>,
 }
 
 fn interest() -> epoll::EventFlags {
@@ -462,11 +470,45 @@ impl<'a> Proxy<'a> {
             dead: Vec::new(),
             pipes: Vec::new(),
             next_upstream: 0,
+            handed_in: None,
         };
         for l in listeners {
             proxy.add_listener(l)?;
         }
         Ok(proxy)
+    }
+
+    /// Takes the connections the repair engine rebuilds from `rx`; `wake`
+    /// (an eventfd) is written after each.
+    pub fn hand_in_from(
+        &mut self,
+        rx: Receiver<Repaired>,
+        wake: Arc<OwnedFd>,
+    ) -> Result<(), ProxyError> {
+        epoll::add(
+            &self.epoll,
+            &*wake,
+            epoll::EventData::new_u64(HANDED_IN),
+            epoll::EventFlags::IN | epoll::EventFlags::ET,
+        )
+        .map_err(|e| ProxyError::Poll(e.into()))?;
+        self.handed_in = Some((rx, wake));
+        Ok(())
+    }
+
+    /// Opens a session for every connection handed in so far.
+    fn take_handed_in(&mut self) {
+        let mut buf = [0u8; 8];
+        let got: Vec<Repaired> = match &self.handed_in {
+            Some((rx, wake)) => {
+                let _ = rustix::io::read(&**wake, &mut buf);
+                rx.try_iter().collect()
+            }
+            None => return,
+        };
+        for r in got {
+            self.open(r.stream, r.peer);
+        }
     }
 
     fn add_listener(&mut self, l: Listener) -> Result<(), ProxyError> {
@@ -534,7 +576,9 @@ impl<'a> Proxy<'a> {
             }
             for ev in &events {
                 let token = ev.data.u64();
-                if token & LISTENER != 0 {
+                if token == HANDED_IN {
+                    self.take_handed_in();
+                } else if token & LISTENER != 0 {
                     self.accept((token & !LISTENER) as usize);
                 } else {
                     self.drive((token >> 1) as usize, token & 1 == 1);

@@ -17,10 +17,11 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::config::{AttachMode, Config, HandoffMode, SynackMode};
+use crate::config::{AttachMode, Config, HandoffEngine, HandoffMode, SynackMode};
 use crate::handoff::proxy::{
     self, Listener, Proxy, ProxyCounters, ProxyError, ProxySettings, ProxySnapshot, ProxyUpdate,
 };
+use crate::handoff::repair;
 use crate::host;
 use crate::metrics;
 use crate::proto::cookie::{Epochs, KeySchedule, Secrets};
@@ -84,15 +85,55 @@ pub enum RunError {
     /// Protection stopped while running (a thread failed or exited).
     #[error("protection stopped: {0}")]
     Stopped(String),
-    /// The kernel cannot hand connections off (both modes need the kfunc).
+    /// The kfunc engine (or kernel mode, which has no other) on a kernel
+    /// without `bpf_sk_assign_tcp_reqsk`.
     #[error(
-        "{mode} mode hands connections off with the kfunc bpf_sk_assign_tcp_reqsk \
-         (Linux 6.9 or later); this kernel's BTF does not have it"
+        "{mode} mode with engine \"{engine}\" hands connections off with the kfunc \
+         bpf_sk_assign_tcp_reqsk (Linux 6.9 or later); this kernel's BTF does not have it{hint}"
     )]
     NoHandoffKfunc {
         /// The configured hand-off mode.
         mode: &'static str,
+        /// The configured engine.
+        engine: &'static str,
+        /// What to do instead.
+        hint: &'static str,
     },
+    /// Kernel mode with the repair engine, which only proxy mode has.
+    #[error(
+        "[handoff] engine = \"repair\" works in proxy mode only; kernel mode needs \
+         the kfunc bpf_sk_assign_tcp_reqsk (Linux 6.9 or later)"
+    )]
+    KernelModeRepair,
+    /// The repair engine's raw sockets.
+    #[error(transparent)]
+    Repair(#[from] repair::EngineError),
+}
+
+/// The hand-off engine `cfg` asks for, on a kernel that has (or lacks) the
+/// kfunc, or why it cannot run here.
+pub fn handoff_engine(cfg: &Config, has_kfunc: bool) -> Result<HandoffEngine, RunError> {
+    let (mode, asked) = (cfg.handoff.mode, cfg.handoff.engine);
+    let engine = asked.resolve(has_kfunc);
+    match (mode, engine) {
+        (HandoffMode::Kernel, HandoffEngine::Repair) if asked == HandoffEngine::Repair => {
+            Err(RunError::KernelModeRepair)
+        }
+        (HandoffMode::Kernel, HandoffEngine::Repair) | (_, HandoffEngine::Kfunc) if !has_kfunc => {
+            Err(RunError::NoHandoffKfunc {
+                mode: mode.as_str(),
+                engine: asked.as_str(),
+                hint: match mode {
+                    HandoffMode::Kernel => {
+                        "; on this kernel use [handoff] mode = \"proxy\", whose \"repair\" \
+                         engine needs no kfunc"
+                    }
+                    HandoffMode::Proxy => "; engine = \"repair\" works here",
+                },
+            })
+        }
+        _ => Ok(engine),
+    }
 }
 
 /// Everything `synwall stats` shows.
@@ -214,8 +255,9 @@ pub struct Control {
 pub fn run(cfg: &Config, secrets: Secrets, ctl: &Control) -> Result<Snapshot, RunError> {
     let plan = resolve(cfg)?;
     let proxy = prepare_handoff(cfg)?;
-    let program = load_program(cfg, &secrets)?;
+    let program = load_program(cfg, &plan, &secrets)?;
     let sockets = open_sockets(cfg, &plan, &program)?;
+    let (mut engines, handed_in) = repair_engines(cfg, &plan)?;
     let attached = attach(cfg, &plan, &program)?;
     let stats = bind_stats(&cfg.datapath.stats_socket)?;
     let metrics = match cfg.metrics.listen {
@@ -257,9 +299,10 @@ pub fn run(cfg: &Config, secrets: Secrets, ctl: &Control) -> Result<Snapshot, Ru
         zero_copy: sockets.iter().map(|(_, x, _)| x.zero_copy().ok()).collect(),
     };
     let failure = std::thread::scope(|s| {
-        let mut threads = datapath.spawn_workers(s, sockets, &ctl.stop);
+        let mut threads = datapath.spawn_workers(s, sockets, &mut engines, &ctl.stop);
         if let Some((settings, listeners)) = proxy {
-            threads.push(datapath.spawn_proxy(s, settings, listeners, proxy_rx, &ctl.stop));
+            let hand = (settings, listeners, handed_in);
+            threads.push(datapath.spawn_proxy(s, hand, proxy_rx, &ctl.stop));
         }
         if cfg.datapath.attach == AttachMode::Libxdp {
             threads.push(spawn_heartbeat(s, program.heartbeat(), &ctl.stop));
@@ -352,6 +395,8 @@ struct Plan {
     queues: Vec<u32>,
     /// The CPU each queue's worker is pinned to.
     cpus: Vec<usize>,
+    /// How verified ACKs become sockets.
+    engine: HandoffEngine,
 }
 
 /// Step 1: probes the kernel and resolves the interface, its queues and
@@ -363,11 +408,7 @@ fn resolve(cfg: &Config) -> Result<Plan, RunError> {
         return Err(RunError::Capabilities(missing));
     }
     xdp::probe()?;
-    if !xdp::has_handoff_kfunc() {
-        return Err(RunError::NoHandoffKfunc {
-            mode: cfg.handoff.mode.as_str(),
-        });
-    }
+    let engine = handoff_engine(cfg, xdp::has_handoff_kfunc())?;
     let iface =
         host::interface(&d.interface).map_err(|e| RunError::Interface(d.interface.clone(), e))?;
     let count = iface.rx_queues;
@@ -388,6 +429,7 @@ fn resolve(cfg: &Config) -> Result<Plan, RunError> {
         ifindex: iface.ifindex,
         queues,
         cpus,
+        engine,
     })
 }
 
@@ -435,6 +477,38 @@ pub fn worker_cpus(configured: &[usize], workers: usize) -> Result<Vec<usize>, R
                 .unwrap_or(allowed[i % allowed.len()])
         })
         .collect())
+}
+
+/// Where the proxy thread takes the repair engines' connections from.
+type HandedIn = (mpsc::Receiver<repair::Repaired>, Arc<std::os::fd::OwnedFd>);
+
+/// Step 4b (`[handoff] engine = "repair"`): one engine per worker, all
+/// handing their connections to the proxy thread; nothing otherwise.
+fn repair_engines(
+    cfg: &Config,
+    plan: &Plan,
+) -> Result<(Vec<repair::Engine>, Option<HandedIn>), RunError> {
+    if plan.engine != HandoffEngine::Repair {
+        return Ok((Vec::new(), None));
+    }
+    use rustix::event::{EventfdFlags, eventfd};
+    let wake = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)
+        .map_err(|e| repair::EngineError::from(std::io::Error::from(e)))?;
+    let wake = Arc::new(wake);
+    let (tx, rx) = mpsc::channel();
+    let recent = repair::Recent::shared();
+    let engines = plan
+        .queues
+        .iter()
+        .map(|_| {
+            let to = repair::ToProxy {
+                tx: tx.clone(),
+                wake: Arc::clone(&wake),
+            };
+            repair::Engine::new(to, cfg.synack.window, Arc::clone(&recent))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok((engines, Some((rx, wake))))
 }
 
 /// Step 2: in proxy mode, our own listeners exist before the hand-off is
@@ -485,8 +559,11 @@ fn check_fd_limit(max_connections: usize) {
 
 /// Step 3: loads the program with the protected ports and addresses and
 /// the cookie settings, and installs the current keys.
-fn load_program(cfg: &Config, secrets: &Secrets) -> Result<Program, RunError> {
-    let program = Program::load(&program_settings(cfg))?;
+fn load_program(cfg: &Config, plan: &Plan, secrets: &Secrets) -> Result<Program, RunError> {
+    let program = Program::load(&ProgramSettings {
+        handoff_repair: plan.engine == HandoffEngine::Repair,
+        ..program_settings(cfg)
+    })?;
     program.heartbeat().beat();
     ProgramEpochs::at(UnixTime::now(), &cfg.core_settings().schedule())
         .install(&program, secrets, None)?;
@@ -567,14 +644,18 @@ fn open_sockets(
 #[derive(Debug)]
 struct Attached {
     xdp: Attachment,
-    handoff: Attachment,
+    /// The TC hand-off (the kfunc engine only).
+    handoff: Option<Attachment>,
 }
 
 /// Step 5: the hand-off first (once XDP passes valid ACKs, TC must be
 /// there), then XDP.
 fn attach(cfg: &Config, plan: &Plan, program: &Program) -> Result<Attached, RunError> {
     let d = &cfg.datapath;
-    let handoff = program.attach_handoff(plan.ifindex)?;
+    let handoff = match plan.engine {
+        HandoffEngine::Repair => None,
+        _ => Some(program.attach_handoff(plan.ifindex)?),
+    };
     let xdp = match d.attach {
         AttachMode::Link => program.attach(plan.ifindex, d.xdp_mode)?,
         AttachMode::Libxdp => {
@@ -681,6 +762,7 @@ impl<'a> Datapath<'a> {
         &'s self,
         s: &'s Scope<'s, '_>,
         sockets: Vec<QueueSocket>,
+        engines: &mut Vec<repair::Engine>,
         stop: &'s AtomicBool,
     ) -> Vec<Thread<'s>> {
         let batch = self.cfg.datapath.batch_size as usize;
@@ -693,6 +775,7 @@ impl<'a> Datapath<'a> {
             let progress = self.loads.and_then(|l| l.progress(q));
             let name = format!("synwall-q{q}");
             let core = &self.core;
+            let repair = engines.pop();
             let handle = std::thread::Builder::new()
                 .name(name.clone())
                 .spawn_scoped(s, move || {
@@ -706,6 +789,7 @@ impl<'a> Datapath<'a> {
                         progress,
                         busy_poll,
                         core,
+                        repair,
                     };
                     worker::run(xsk, frames, ctl);
                     Ok(())
@@ -722,8 +806,7 @@ impl<'a> Datapath<'a> {
     fn spawn_proxy<'s>(
         &'s self,
         s: &'s Scope<'s, '_>,
-        settings: ProxySettings,
-        listeners: Vec<Listener>,
+        (settings, listeners, handed_in): (ProxySettings, Vec<Listener>, Option<HandedIn>),
         updates: mpsc::Receiver<ProxyUpdate>,
         stop: &'s AtomicBool,
     ) -> Thread<'s> {
@@ -736,7 +819,12 @@ impl<'a> Datapath<'a> {
                     return Ok(());
                 };
                 Proxy::new(listeners, settings, counters)
-                    .and_then(|mut p| p.run(stop, &updates))
+                    .and_then(|mut p| {
+                        if let Some((rx, wake)) = handed_in {
+                            p.hand_in_from(rx, wake)?;
+                        }
+                        p.run(stop, &updates)
+                    })
                     .map_err(|e| error_chain(&e))
             })
             .expect("spawning the proxy thread");
@@ -808,10 +896,11 @@ impl<'a> Datapath<'a> {
     /// someone detached it): without it there is no protection.
     fn lost_link(&self) -> Option<String> {
         let ifname = &self.cfg.datapath.interface;
-        for (what, a) in [
-            ("XDP", &self.attached.xdp),
-            ("TC hand-off", &self.attached.handoff),
-        ] {
+        let links = [
+            Some(("XDP", &self.attached.xdp)),
+            self.attached.handoff.as_ref().map(|h| ("TC hand-off", h)),
+        ];
+        for (what, a) in links.into_iter().flatten() {
             if matches!(a.info(), Ok(i) if i.ifindex == 0) {
                 return Some(format!(
                     "the {what} link is no longer attached to {ifname} \
@@ -1039,6 +1128,39 @@ mod tests {
         let io = std::io::Error::other("no such device");
         let e = RunError::Stats("/run/x".into(), io);
         assert_eq!(error_chain(&e), "stats socket /run/x: no such device");
+    }
+
+    #[test]
+    fn the_engine_follows_the_kernel_and_kernel_mode_never_repairs() {
+        let cfg = |mode: &str, engine: &str| {
+            Config::parse(
+                &format!(
+                    "[handoff]\nmode = {mode:?}\nengine = {engine:?}\nupstreams = [\"198.18.0.1:1\"]\n"
+                ),
+                Path::new("t.toml"),
+            )
+            .unwrap()
+        };
+        let engine =
+            |mode, e, kfunc| handoff_engine(&cfg(mode, e), kfunc).map_err(|e| e.to_string());
+        assert_eq!(engine("proxy", "auto", true), Ok(HandoffEngine::Kfunc));
+        assert_eq!(engine("proxy", "auto", false), Ok(HandoffEngine::Repair));
+        assert_eq!(engine("proxy", "repair", true), Ok(HandoffEngine::Repair));
+        assert_eq!(engine("kernel", "auto", true), Ok(HandoffEngine::Kfunc));
+        let no_kfunc = engine("proxy", "kfunc", false).unwrap_err();
+        assert!(
+            no_kfunc.contains("Linux 6.9") && no_kfunc.contains("\"repair\" works here"),
+            "{no_kfunc}"
+        );
+        let old_kernel = engine("kernel", "auto", false).unwrap_err();
+        assert!(
+            old_kernel.contains("Linux 6.9") && old_kernel.contains("mode = \"proxy\""),
+            "names the kernel needed and suggests proxy mode: {old_kernel}"
+        );
+        for kfunc in [true, false] {
+            let e = engine("kernel", "repair", kfunc).unwrap_err();
+            assert!(e.contains("proxy mode only"), "{e}");
+        }
     }
 
     #[test]

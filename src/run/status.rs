@@ -67,6 +67,8 @@ pub struct Status {
     pub synack: String,
     /// Where established connections go.
     pub handoff: String,
+    /// How their sockets are made: "kfunc" or "repair".
+    pub handoff_engine: String,
     /// Protected ports.
     pub ports: Vec<u16>,
     /// Protected addresses (empty: all).
@@ -131,7 +133,7 @@ impl Datapath<'_> {
             xdp_mode: self.attached.xdp.mode.into(),
             attach: self.attached.xdp.how.into(),
             xdp_link: link(&self.attached.xdp),
-            handoff_link: link(&self.attached.handoff),
+            handoff_link: self.attached.handoff.as_ref().and_then(link),
             queues: self
                 .plan
                 .queues
@@ -146,6 +148,7 @@ impl Datapath<'_> {
                 .collect(),
             synack: cfg.datapath.synack.as_str().into(),
             handoff: cfg.handoff.mode.as_str().into(),
+            handoff_engine: self.plan.engine.as_str().into(),
             ports: cfg.protect.ports.clone(),
             addresses: cfg.protect.addresses.clone(),
             secret_fingerprint: live.secrets.mint.fingerprint(),
@@ -239,10 +242,11 @@ pub fn human(s: &Status) -> String {
     let ports: Vec<String> = s.ports.iter().map(u16::to_string).collect();
     let _ = writeln!(
         o,
-        "protects   ports {} on {addresses}; SYN-ACKs by {}; hand-off to {}",
+        "protects   ports {} on {addresses}; SYN-ACKs by {}; hand-off to {} ({} engine)",
         ports.join(", "),
         s.synack,
-        s.handoff
+        s.handoff,
+        s.handoff_engine
     );
     let also = s
         .previous_secret_fingerprint

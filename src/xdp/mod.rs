@@ -34,6 +34,7 @@ macro_rules! bpf_skeleton {
 bpf_skeleton!("synwall");
 
 mod libxdp;
+pub mod sockopt;
 pub use libxdp::remove_stale as remove_stale_dispatcher_programs;
 
 use std::ffi::c_void;
@@ -245,6 +246,9 @@ pub struct ProgramSettings {
     pub attack_mode: AttackMode,
     /// Under attack: SYNs per second from one /32 or /64 (0: no limit).
     pub syns_per_source: u32,
+    /// `[handoff] engine = "repair"`: verified ACKs and the segments
+    /// right behind them go to the queue's worker, not to TC.
+    pub handoff_repair: bool,
 }
 
 /// The reflection guard's caps (bpf/maps.h): SYN-ACKs per second towards
@@ -293,6 +297,7 @@ impl ProgramSettings {
             reflection: ReflectionCaps::default(),
             attack_mode: AttackMode::Always,
             syns_per_source: 0,
+            handoff_repair: false,
         }
     }
 }
@@ -499,6 +504,7 @@ impl Program {
             };
             ro.auto_hold_ns = settings.auto_hold.as_nanos().try_into().unwrap_or(u64::MAX);
             ro.require_heartbeat = u8::from(settings.heartbeat);
+            ro.handoff_repair = u8::from(settings.handoff_repair);
         }
         let mut skel = open.load().map_err(XdpError::Load)?;
         let live = skel

@@ -15,7 +15,7 @@ the kernel knows nothing of this connection.
 """
 import sys
 
-from scapy.all import IP, TCP, Raw, conf, send, sniff, sr, sr1
+from scapy.all import IP, TCP, Raw, conf, send, sniff, sr1
 from scapy.layers.inet import in4_chksum
 from scapy.utils import checksum
 
@@ -24,6 +24,9 @@ server, port = sys.argv[1], int(sys.argv[2])
 sport = int(sys.argv[3]) if len(sys.argv) > 3 else 47000
 fault = sys.argv[4] if len(sys.argv) > 4 else None
 ip = IP(dst=server)
+# The interface towards the server (this namespace has no default route,
+# so sniff's default interface would be the wrong one).
+iface = conf.route.route(server)[0]
 syn = TCP(sport=sport, dport=port, flags="S", seq=1000,
           options=[("MSS", 1460), ("SAckOK", b""), ("Timestamp", (777, 0)), ("NOP", None), ("WScale", 7)])
 synack = sr1(ip / syn, timeout=3)
@@ -69,13 +72,15 @@ def faulty():
 
 
 if fault:
-    heard = sniff(filter=f"tcp and src port {port} and dst port {sport}", timeout=1.5,
+    heard = sniff(iface=iface, filter=f"tcp and src port {port} and dst port {sport}", timeout=1.5,
                   started_callback=lambda: send(faulty()),
                   lfilter=lambda p: len(p[TCP].payload) > 0)
     print("faulty: answered" if heard else "faulty: silent", flush=True)
-# Every segment the server sends in answer (its ACK, the response, FIN).
-answered, _ = sr(ip / ack(opts) / Raw(req), multi=True, timeout=3)
-replies = [bytes(r[TCP].payload) for _, r in answered]
-body = b"".join(replies)
+# Every segment the server sends in answer (its ACK, the response in one
+# segment or several, FIN), in sequence order, retransmissions once.
+heard = sniff(iface=iface, filter=f"tcp and src port {port} and dst port {sport}", timeout=3,
+              started_callback=lambda: send(ip / ack(opts) / Raw(req)))
+segments = {p[TCP].seq: bytes(p[TCP].payload) for p in heard if len(p[TCP].payload) > 0}
+body = b"".join(segments[seq] for seq in sorted(segments))
 print(body.decode(errors="replace"))
 sys.exit(0 if b"200" in body and b"hello from behind synwall" in body else 1)

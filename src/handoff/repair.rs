@@ -1,0 +1,409 @@
+//! The repair hand-off engine (`[handoff] engine = "repair"`), for kernels
+//! without `bpf_sk_assign_tcp_reqsk`: in proxy mode the XDP program sends
+//! each verified ACK to its queue's worker, which builds the established
+//! client socket itself with `TCP_REPAIR` (sequence numbers, MSS, both
+//! window scales, SACK and timestamps from the cookie; the ACK's data in
+//! the receive queue) and hands it to the proxy thread.
+//!
+//! The segments right behind the ACK may reach XDP before the socket
+//! exists; XDP sends them to the worker too, which, once the socket is
+//! live, puts them back into the kernel's receive path through a raw IP
+//! socket (they reach TCP over loopback as if they had just arrived), so
+//! the client never has to retransmit them.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use rustix::net::{AddressFamily, SocketFlags, SocketType};
+
+use crate::proto::cookie::Flow;
+use crate::proto::handshake::Handoff;
+use crate::wire::checksum::PROTO_TCP;
+use crate::wire::{ethernet, ipv4, ipv6, tcp};
+use crate::xdp::sockopt::{self, RepairOpt};
+
+/// How long a repaired connection's stray segments are fed back in: as
+/// long as the XDP program sends them here (FLOW_TTL_NS, bpf/synwall.bpf.c).
+const FOLLOW_UP_TTL: Duration = Duration::from_secs(1);
+
+/// TCP option codes of `TCP_REPAIR_OPTIONS` (RFC 9293, RFC 7323, RFC 2018).
+const TCPOPT_MSS: u32 = 2;
+const TCPOPT_WINDOW: u32 = 3;
+const TCPOPT_SACK_PERM: u32 = 4;
+const TCPOPT_TIMESTAMP: u32 = 8;
+
+/// A client connection the worker rebuilt, on its way to the proxy.
+#[derive(Debug)]
+pub struct Repaired {
+    /// The established, non-blocking socket.
+    pub stream: TcpStream,
+    /// The client.
+    pub peer: SocketAddr,
+}
+
+/// Where repaired connections go: the proxy thread's channel, and the
+/// eventfd that wakes its epoll.
+#[derive(Debug, Clone)]
+pub struct ToProxy {
+    /// The channel.
+    pub tx: Sender<Repaired>,
+    /// Written after each send.
+    pub wake: Arc<OwnedFd>,
+}
+
+impl ToProxy {
+    fn send(&self, r: Repaired) -> bool {
+        if self.tx.send(r).is_err() {
+            return false;
+        }
+        let _ = rustix::io::write(&self.wake, &1u64.to_ne_bytes());
+        true
+    }
+}
+
+/// The addresses, sequence numbers and window of one TCP segment in a
+/// frame, and where its IP packet and payload lie.
+#[derive(Debug, Clone)]
+pub struct Segment {
+    /// Client as source.
+    pub flow: Flow,
+    /// Sequence number.
+    pub seq: u32,
+    /// Window (unscaled).
+    pub window: u16,
+    /// The IP packet's bytes in the frame.
+    pub ip: std::ops::Range<usize>,
+    /// The payload's bytes in the frame.
+    pub payload: std::ops::Range<usize>,
+}
+
+impl Segment {
+    /// The TCP segment in an Ethernet frame (VLAN tags, IPv4 or IPv6 with
+    /// extension headers), or `None` when there is none.
+    pub fn parse(frame: &[u8]) -> Option<Segment> {
+        let l2 = ethernet::L2::walk(frame).ok()?;
+        let at = l2.header_len;
+        match l2.ethertype {
+            ethernet::ethertype::IPV4 => {
+                let p = ipv4::Packet::new_checked(frame.get(at..)?).ok()?;
+                if p.protocol() != PROTO_TCP || p.is_fragment() {
+                    return None;
+                }
+                let (src, dst) = (p.src_addr(), p.dst_addr());
+                let ip = at..at + usize::from(p.total_len());
+                Segment::tcp(frame, ip, at + p.header_len(), |sport, dport| Flow::V4 {
+                    src,
+                    dst,
+                    sport,
+                    dport,
+                })
+            }
+            ethernet::ethertype::IPV6 => {
+                let p = ipv6::Packet::new_checked(frame.get(at..)?).ok()?;
+                let up = p.upper_layer().ok()?;
+                if up.protocol != PROTO_TCP || up.fragmented {
+                    return None;
+                }
+                let (src, dst) = (p.src_addr(), p.dst_addr());
+                let ip = at..at + p.total_len();
+                Segment::tcp(frame, ip, at + up.offset, |sport, dport| Flow::V6 {
+                    src,
+                    dst,
+                    sport,
+                    dport,
+                })
+            }
+            _ => None,
+        }
+    }
+
+    fn tcp(
+        frame: &[u8],
+        ip: std::ops::Range<usize>,
+        l4: usize,
+        flow: impl Fn(u16, u16) -> Flow,
+    ) -> Option<Segment> {
+        let t = tcp::Packet::new_checked(frame.get(l4..ip.end)?).ok()?;
+        let start = l4 + t.header_len();
+        Some(Segment {
+            flow: flow(t.src_port(), t.dst_port()),
+            seq: t.seq(),
+            window: t.window(),
+            payload: start..ip.end,
+            ip,
+        })
+    }
+}
+
+/// What became of one frame the XDP program sent for the hand-off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A new connection, rebuilt and handed to the proxy.
+    Repaired,
+    /// Its socket could not be built (or the proxy has stopped).
+    Failed,
+    /// A segment of a connection rebuilt a moment ago, fed back in.
+    Injected,
+    /// Not a segment of any connection rebuilt here.
+    Unknown,
+}
+
+/// The connections all workers rebuilt lately, and when. One lock for
+/// all: a client's ACK and its next segment may arrive on two queues, and
+/// the second worker must neither build the connection again nor feed its
+/// segment in before the first one's socket is live.
+#[derive(Debug)]
+pub struct Recent {
+    flows: HashMap<Flow, Instant>,
+    pruned: Instant,
+}
+
+impl Recent {
+    /// None yet, shared by the engines it is given to.
+    pub fn shared() -> Arc<Mutex<Recent>> {
+        Arc::new(Mutex::new(Recent {
+            flows: HashMap::new(),
+            pruned: Instant::now(),
+        }))
+    }
+
+    fn prune(&mut self) {
+        if self.pruned.elapsed() < FOLLOW_UP_TTL {
+            return;
+        }
+        self.pruned = Instant::now();
+        self.flows.retain(|_, at| at.elapsed() < FOLLOW_UP_TTL);
+    }
+}
+
+/// One worker's repair engine.
+#[derive(Debug)]
+pub struct Engine {
+    to_proxy: ToProxy,
+    /// Our window in the SYN-ACK (`synack.window`).
+    our_window: u16,
+    raw_v4: OwnedFd,
+    raw_v6: OwnedFd,
+    recent: Arc<Mutex<Recent>>,
+}
+
+/// Why the engine could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("the repair hand-off's raw socket: {0}")]
+pub struct EngineError(#[from] std::io::Error);
+
+fn raw_socket(family: AddressFamily) -> std::io::Result<OwnedFd> {
+    // IPPROTO_RAW: sends IP packets whose header we supply (IP_HDRINCL,
+    // and IPv6's equivalent, are implied).
+    let fd = rustix::net::socket_with(
+        family,
+        SocketType::RAW,
+        SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+        Some(rustix::net::ipproto::RAW),
+    )?;
+    Ok(fd)
+}
+
+impl Engine {
+    /// An engine handing connections to `to_proxy`; `our_window` is the
+    /// SYN-ACK's window field.
+    pub fn new(
+        to_proxy: ToProxy,
+        our_window: u16,
+        recent: Arc<Mutex<Recent>>,
+    ) -> Result<Engine, EngineError> {
+        Ok(Engine {
+            to_proxy,
+            our_window,
+            raw_v4: raw_socket(AddressFamily::INET)?,
+            raw_v6: raw_socket(AddressFamily::INET6)?,
+            recent,
+        })
+    }
+
+    fn recent(&self) -> std::sync::MutexGuard<'_, Recent> {
+        self.recent.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A frame whose cookie the core proved (`handoff`): a new connection
+    /// is rebuilt; another segment of one rebuilt already is fed back in.
+    pub fn established(&mut self, handoff: &Handoff, frame: &[u8]) -> Outcome {
+        let Some(seg) = Segment::parse(frame) else {
+            return Outcome::Failed;
+        };
+        let mut recent = self.recent();
+        if recent.flows.contains_key(&handoff.flow) {
+            drop(recent);
+            return self.inject(frame, &seg);
+        }
+        recent.prune();
+        let data = &frame[seg.payload.clone()];
+        match rebuild(handoff, seg.window, self.our_window, data) {
+            Ok(r) => {
+                recent.flows.insert(handoff.flow, Instant::now());
+                drop(recent);
+                if self.to_proxy.send(r) {
+                    Outcome::Repaired
+                } else {
+                    Outcome::Failed
+                }
+            }
+            Err(e) => {
+                tracing::debug!("repair hand-off failed: {e}");
+                Outcome::Failed
+            }
+        }
+    }
+
+    /// A frame the core did not take (its cookie no longer checks, as its
+    /// sequence number has moved on): fed back in if it belongs to a
+    /// connection rebuilt here.
+    pub fn other(&mut self, frame: &[u8]) -> Outcome {
+        let Some(seg) = Segment::parse(frame) else {
+            return Outcome::Unknown;
+        };
+        if self.recent().flows.contains_key(&seg.flow) {
+            self.inject(frame, &seg)
+        } else {
+            Outcome::Unknown
+        }
+    }
+
+    /// Sends the segment's IP packet to our own address: the kernel
+    /// delivers it over loopback to the connection's socket.
+    fn inject(&self, frame: &[u8], seg: &Segment) -> Outcome {
+        let packet = &frame[seg.ip.clone()];
+        let (fd, to) = match seg.flow {
+            Flow::V4 { dst, .. } => (&self.raw_v4, IpAddr::from(dst)),
+            Flow::V6 { dst, .. } => (&self.raw_v6, IpAddr::from(dst)),
+        };
+        let to = SocketAddr::new(to, 0);
+        match rustix::net::sendto(fd, packet, rustix::net::SendFlags::empty(), &to) {
+            Ok(_) => Outcome::Injected,
+            Err(_) => Outcome::Failed,
+        }
+    }
+}
+
+/// The two ends of a flow, ours first.
+fn ends(flow: &Flow) -> (SocketAddr, SocketAddr) {
+    match *flow {
+        Flow::V4 {
+            src,
+            dst,
+            sport,
+            dport,
+        } => (
+            SocketAddr::new(dst.into(), dport),
+            SocketAddr::new(src.into(), sport),
+        ),
+        Flow::V6 {
+            src,
+            dst,
+            sport,
+            dport,
+        } => (
+            SocketAddr::new(dst.into(), dport),
+            SocketAddr::new(src.into(), sport),
+        ),
+    }
+}
+
+/// Builds the established socket of `h` with `TCP_REPAIR`: the client's
+/// window `window` (as its ACK carried it), ours `our_window`, and `data`
+/// (what the ACK carried) in the receive queue.
+pub fn rebuild(
+    h: &Handoff,
+    window: u16,
+    our_window: u16,
+    data: &[u8],
+) -> std::io::Result<Repaired> {
+    use sockopt::*;
+    let (local, peer) = ends(&h.flow);
+    let family = if local.is_ipv4() {
+        AddressFamily::INET
+    } else {
+        AddressFamily::INET6
+    };
+    let fd = rustix::net::socket_with(
+        family,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+        None,
+    )?;
+    let s = fd.as_fd();
+    // In repair mode bind ignores the proxy's listener on the same port,
+    // and connect only enters ESTABLISHED: nothing goes on the wire.
+    set_tcp(s, TCP_REPAIR, &1i32)?;
+    // The client's MSS bounds ours; connect computes the socket's from it.
+    set_tcp(s, TCP_MAXSEG, &i32::from(h.mss))?;
+    set_tcp(s, TCP_REPAIR_QUEUE, &TCP_SEND_QUEUE)?;
+    set_tcp(s, TCP_QUEUE_SEQ, &h.server_isn.wrapping_add(1))?;
+    set_tcp(s, TCP_REPAIR_QUEUE, &TCP_RECV_QUEUE)?;
+    set_tcp(s, TCP_QUEUE_SEQ, &h.client_isn.wrapping_add(1))?;
+    rustix::net::bind(&fd, &local)?;
+    match rustix::net::connect(&fd, &peer) {
+        Ok(()) | Err(rustix::io::Errno::INPROGRESS) => {}
+        Err(e) => return Err(e.into()),
+    }
+    set_tcp(s, TCP_REPAIR_OPTIONS, options(h).as_slice())?;
+    let snd_wnd = u32::from(window) << h.snd_wscale.unwrap_or(0);
+    set_tcp(
+        s,
+        TCP_REPAIR_WINDOW,
+        &RepairWindow {
+            snd_wl1: h.client_isn.wrapping_add(1),
+            snd_wnd,
+            max_window: snd_wnd,
+            rcv_wnd: u32::from(our_window),
+            rcv_wup: h.client_isn.wrapping_add(1),
+        },
+    )?;
+    if let Some(ts) = h.timestamps {
+        // Our clock continues from the TSval of the SYN-ACK (the cookie's,
+        // which the ACK echoes).
+        set_tcp(s, TCP_TIMESTAMP, &ts.tsecr)?;
+    }
+    if !data.is_empty() {
+        // With the receive queue selected, what is sent is queued as
+        // received at rcv_nxt.
+        rustix::net::send(&fd, data, rustix::net::SendFlags::empty())?;
+    }
+    // Off: the kernel sends a window probe, which acknowledges the data.
+    set_tcp(s, TCP_REPAIR, &0i32)?;
+    Ok(Repaired {
+        stream: TcpStream::from(fd),
+        peer,
+    })
+}
+
+/// The negotiated options as `TCP_REPAIR_OPTIONS` takes them.
+fn options(h: &Handoff) -> Vec<RepairOpt> {
+    let mut v = vec![RepairOpt {
+        code: TCPOPT_MSS,
+        value: u32::from(h.mss),
+    }];
+    if let (Some(snd), Some(rcv)) = (h.snd_wscale, h.rcv_wscale) {
+        v.push(RepairOpt {
+            code: TCPOPT_WINDOW,
+            value: u32::from(snd) | u32::from(rcv) << 16,
+        });
+    }
+    if h.sack {
+        v.push(RepairOpt {
+            code: TCPOPT_SACK_PERM,
+            value: 0,
+        });
+    }
+    if h.timestamps.is_some() {
+        v.push(RepairOpt {
+            code: TCPOPT_TIMESTAMP,
+            value: 0,
+        });
+    }
+    v
+}
