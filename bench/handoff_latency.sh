@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Request latency and bulk throughput, no flood, in one run: directly to
 # the server, through synwall's kernel-mode hand-off, and through proxy
-# mode, rotating between the three ROUNDS times.
+# mode with each hand-off engine (kfunc, repair), rotating between the
+# four ROUNDS times.
 # Run as root:  bash bench/handoff_latency.sh
 #
 # One python http.server listens on port 8080 of the server namespace.
 #   direct:      client -> 198.18.0.1:8080, no synwall
 #   kernel mode: synwall protects 8080 and hands connections to that server
-#   proxy mode:  synwall protects 80 and relays to upstream 198.18.0.1:8080
+#   proxy mode:  synwall protects 80 and relays to upstream 198.18.0.1:8080,
+#                its sockets made by the kfunc (proxy) or by TCP_REPAIR (repair)
 # Writes a table and bench/results/handoff_latency-<time>.json.
 #
 # Network rules: namespaces and a veth pair made here, 198.18.0.0/15 only,
@@ -33,11 +35,11 @@ head -c $((BULK_MB << 20)) /dev/zero > "$work/www/bulk.bin"
 tb_http_server "$work/www" "$work" 8080
 
 (umask 077; "$SW" gen-secret > "$work/secret")
-conf() { # mode, protected port
-  printf '[datapath]\ninterface = "%s"\nstats_socket = "%s"\nsynack = "%s"\n[protect]\nports = [%s]\n[cookie]\nsecret_file = "%s"\n[handoff]\nmode = "%s"\nupstreams = ["198.18.0.1:8080"]\npipe_size = %s\n' \
-    "$SI" "$work/stats.sock" "${SYNACK:-auto}" "$2" "$work/secret" "$1" "${PIPE_SIZE:-1048576}" > "$work/$1.toml"
+conf() { # name, mode, engine, protected port
+  printf '[datapath]\ninterface = "%s"\nstats_socket = "%s"\nsynack = "%s"\n[protect]\nports = [%s]\n[cookie]\nsecret_file = "%s"\n[handoff]\nmode = "%s"\nengine = "%s"\nupstreams = ["198.18.0.1:8080"]\npipe_size = %s\n' \
+    "$SI" "$work/stats.sock" "${SYNACK:-auto}" "$4" "$work/secret" "$2" "$3" "${PIPE_SIZE:-1048576}" > "$work/$1.toml"
 }
-conf kernel 8080; conf proxy 80
+conf kernel kernel kfunc 8080; conf proxy proxy kfunc 80; conf repair proxy repair 80
 
 round() { # name port: REQUESTS sequential requests, then 3 bulk downloads
   for _ in $(seq "$REQUESTS"); do
@@ -58,6 +60,7 @@ for i in $(seq "$ROUNDS"); do
   echo "==> round $i: direct" >&2; round direct 8080
   echo "==> round $i: synwall kernel mode" >&2; synwall_on kernel; round kernel 8080; synwall_off
   echo "==> round $i: synwall proxy mode" >&2; synwall_on proxy; round proxy 80; synwall_off
+  echo "==> round $i: synwall proxy mode, repair engine" >&2; synwall_on repair; round repair 80; synwall_off
 done
 
 mkdir -p bench/results
@@ -68,7 +71,8 @@ def pct(v, q):
     return v[min(len(v) - 1, int(q * len(v)))]
 res = {}
 print(f"\n{'':22}{'requests':>9}{'connect p50':>13}{'p99':>9}{'request p50':>13}{'p99':>9}{'bulk Gbit/s':>13}")
-for name, label in [("direct", "direct"), ("kernel", "synwall kernel mode"), ("proxy", "synwall proxy mode")]:
+for name, label in [("direct", "direct"), ("kernel", "kernel mode (kfunc)"),
+                    ("proxy", "proxy mode (kfunc)"), ("repair", "proxy mode (repair)")]:
     rows = [tuple(map(float, l.split())) for l in open(f"{w}/lat.{name}")]
     c = sorted(r[0] * 1000 for r in rows); t = sorted(r[1] * 1000 for r in rows)
     g = st.median(float(l) for l in open(f"{w}/bulk.{name}")) * 8 / 1e9
@@ -79,13 +83,21 @@ for name, label in [("direct", "direct"), ("kernel", "synwall kernel mode"), ("p
           f"{r['request_p50_ms']:>10.3f} ms{r['request_p99_ms']:>6.3f} ms{g:>13.2f}")
 d = res["direct"]
 ratios = {}
-for name in ("kernel", "proxy"):
+for name in ("kernel", "proxy", "repair"):
     m = res[name]
     ratios[name] = dict(request_p50=m["request_p50_ms"] / d["request_p50_ms"],
                         request_p99=m["request_p99_ms"] / d["request_p99_ms"],
                         bulk=m["bulk_gbit_s"] / d["bulk_gbit_s"])
     r = ratios[name]
-    print(f"{name} mode / direct: request p50 {r['request_p50']:.3f}x, p99 {r['request_p99']:.3f}x, bulk {r['bulk']:.3f}x")
+    print(f"{name} / direct: request p50 {r['request_p50']:.3f}x, p99 {r['request_p99']:.3f}x, bulk {r['bulk']:.3f}x")
+p, r = res["proxy"], res["repair"]
+ratios["repair_vs_kfunc"] = dict(connect_p50=r["connect_p50_ms"] / p["connect_p50_ms"],
+                                 request_p50=r["request_p50_ms"] / p["request_p50_ms"],
+                                 request_p99=r["request_p99_ms"] / p["request_p99_ms"],
+                                 bulk=r["bulk_gbit_s"] / p["bulk_gbit_s"])
+q = ratios["repair_vs_kfunc"]
+print(f"repair / kfunc (proxy mode): connect p50 {q['connect_p50']:.3f}x, request p50 "
+      f"{q['request_p50']:.3f}x, p99 {q['request_p99']:.3f}x, bulk {q['bulk']:.3f}x")
 json.dump(dict(results=res, ratios=ratios), open(out, "w"), indent=1)
 print(f"wrote {out}")
 PY

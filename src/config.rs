@@ -352,7 +352,7 @@ pub struct CookieConfig {
     /// random secret per start.
     pub secret_file: Option<PathBuf>,
     /// A second secret whose cookies are accepted but never minted: the
-    /// other side of a rollover (docs/fleet.md).
+    /// other side of a rollover (README, "Running a fleet").
     pub previous_secret_file: Option<PathBuf>,
     /// Seconds per key epoch; a cookie lives one to two epochs.
     #[serde(deserialize_with = "rotation")]

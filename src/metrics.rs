@@ -215,8 +215,13 @@ impl SnapshotCollector {
         )?;
         let mut drops = Vec::new();
         let mut kernel = Vec::new();
+        let mut repair = Vec::new();
         for w in ws {
             let q = w.queue.to_string();
+            for (outcome, &v) in &w.counters.repair {
+                let labels = vec![("queue", q.clone()), ("outcome", outcome.to_string())];
+                repair.push((labels, v));
+            }
             for r in DropReason::ALL {
                 let v = w.counters.drops.get(r.as_str()).copied().unwrap_or(0);
                 drops.push((
@@ -239,6 +244,13 @@ impl SnapshotCollector {
             "synwall_afxdp_kernel_events",
             "The kernel's AF_XDP socket statistics (XDP_STATISTICS), by event.",
             kernel,
+        )?;
+        counter(
+            enc,
+            "synwall_worker_repair",
+            "The repair hand-off: connections rebuilt (repaired), rebuilds that \
+             failed, and early segments fed back in (injected).",
+            repair,
         )
     }
 

@@ -426,6 +426,18 @@ fn metrics_endpoint_serves_every_counter_to_a_prometheus_parser() {
         samples(&m, "synwall_cookie_epoch")[0].1,
         stats["epoch"].as_f64().unwrap()
     );
+    // The secret's fingerprint, as stats and status show it.
+    let secrets = samples(&m, "synwall_cookie_secret_info");
+    assert_eq!(secrets.len(), 1, "one secret, no rollover: {secrets:?}");
+    assert_eq!(secrets[0].0["fingerprint"], stats["secret_fingerprint"]);
+    assert_eq!(secrets[0].0["role"], "mint");
+    assert_eq!(
+        stats["secret_fingerprint"],
+        synwall::proto::cookie::Secret::from_hex(common::SECRET)
+            .unwrap()
+            .fingerprint()
+    );
+    assert_eq!(samples(&m, "synwall_worker_repair").len(), 2 * 3);
     let info = &samples(&m, "synwall_build_info")[0].0;
     assert_eq!(info["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(samples(&m, "synwall_proxy_sessions_active")[0].1, 0.0);

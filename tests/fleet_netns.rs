@@ -556,8 +556,16 @@ fn a_fleet_rolls_its_secret_over_without_a_failed_handshake() {
     };
     hop_both_ways("before");
     // Step 1 on each node in turn: accept the new secret B.
+    let fingerprint = |hex| {
+        synwall::proto::cookie::Secret::from_hex(hex)
+            .unwrap()
+            .fingerprint()
+    };
     for i in 0..2 {
         roll(&nodes[i], dirs[i].path(), SECRET_A, Some(SECRET_B));
+        let stats = nodes[i].stats_json().unwrap();
+        assert_eq!(stats["secret_fingerprint"], fingerprint(SECRET_A));
+        assert_eq!(stats["previous_secret_fingerprint"], fingerprint(SECRET_B));
         hop_both_ways(&format!("n{} accepts B", i + 1));
     }
     // Step 2: mint with B, accept A.

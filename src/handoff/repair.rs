@@ -345,6 +345,14 @@ pub fn rebuild(
     set_tcp(s, TCP_QUEUE_SEQ, &h.server_isn.wrapping_add(1))?;
     set_tcp(s, TCP_REPAIR_QUEUE, &TCP_RECV_QUEUE)?;
     set_tcp(s, TCP_QUEUE_SEQ, &h.client_isn.wrapping_add(1))?;
+    if let Some(ts) = h.timestamps {
+        // Our clock continues from the TSval of the SYN-ACK (the cookie's,
+        // which the ACK echoes). Before connect: from connect on, the
+        // socket is in the kernel's tables, and a segment XDP passes to it
+        // gets an ACK stamped with this clock; a raw one would move the
+        // client's PAWS clock past ours, and it would drop all we send.
+        set_tcp(s, TCP_TIMESTAMP, &ts.tsecr)?;
+    }
     rustix::net::bind(&fd, &local)?;
     match rustix::net::connect(&fd, &peer) {
         Ok(()) | Err(rustix::io::Errno::INPROGRESS) => {}
@@ -363,11 +371,6 @@ pub fn rebuild(
             rcv_wup: h.client_isn.wrapping_add(1),
         },
     )?;
-    if let Some(ts) = h.timestamps {
-        // Our clock continues from the TSval of the SYN-ACK (the cookie's,
-        // which the ACK echoes).
-        set_tcp(s, TCP_TIMESTAMP, &ts.tsecr)?;
-    }
     if !data.is_empty() {
         // With the receive queue selected, what is sent is queued as
         // received at rcv_nxt.
@@ -375,6 +378,10 @@ pub fn rebuild(
     }
     // Off: the kernel sends a window probe, which acknowledges the data.
     set_tcp(s, TCP_REPAIR, &0i32)?;
+    // Repair mode's forced reuse ends with it; without SO_REUSEADDR the
+    // connection's TIME-WAIT would keep a restarted synwall's listener
+    // from binding the port (accepted sockets inherit it from theirs).
+    rustix::net::sockopt::set_socket_reuseaddr(&fd, true)?;
     Ok(Repaired {
         stream: TcpStream::from(fd),
         peer,

@@ -175,6 +175,15 @@ pub fn probe() -> Result<(), XdpError> {
             ),
             (libbpf_sys::BPF_FUNC_sk_release, "bpf_sk_release"),
             (libbpf_sys::BPF_FUNC_redirect_map, "bpf_redirect_map"),
+            (
+                libbpf_sys::BPF_FUNC_ktime_get_coarse_ns,
+                "bpf_ktime_get_coarse_ns (Linux 5.11)",
+            ),
+            (libbpf_sys::BPF_FUNC_loop, "bpf_loop (Linux 5.17)"),
+            (
+                libbpf_sys::BPF_FUNC_xdp_load_bytes,
+                "bpf_xdp_load_bytes (Linux 5.18)",
+            ),
         ] {
             if !xdp.is_helper_supported(id).unwrap_or(false) {
                 missing.push(format!("helper {name} in XDP"));
@@ -506,6 +515,9 @@ impl Program {
             ro.require_heartbeat = u8::from(settings.heartbeat);
             ro.handoff_repair = u8::from(settings.handoff_repair);
         }
+        // The repair engine needs no TC program; not loading it lets the
+        // rest load on kernels without TCX (Linux 6.6).
+        open.progs.tc_handoff.set_autoload(!settings.handoff_repair);
         let mut skel = open.load().map_err(XdpError::Load)?;
         let live = skel
             .maps
