@@ -12,7 +12,6 @@
 mod common;
 
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use common::{Host, KillOnDrop, Launch, Synwall, TestbedXdp, in_ns, sh};
@@ -29,8 +28,6 @@ const FLOOD_SOURCES: &str = "198.18.200.0/21";
 const SECRET_A: &str = "0f0e0d0c0b0a09080706050403020100";
 const SECRET_B: &str = "a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5";
 const SECRET_C: &str = "00000000000000000000000000c0ffee";
-
-static SEQ: AtomicU32 = AtomicU32::new(0);
 
 /// Node `i` (from 1) sits on link 198.18.1i.0/24: the router is .1, the node .2.
 fn node_addr(i: usize) -> String {
@@ -53,8 +50,8 @@ struct Fleet {
 
 impl Fleet {
     fn new(n: usize) -> Fleet {
-        let seq = SEQ.fetch_add(1, Ordering::Relaxed);
-        let p = format!("sf{:06x}{seq}", std::process::id() & 0xff_ffff);
+        // Interface names are at most 15 bytes: "sf" + 6 hex + seq + "r3".
+        let p = common::unique_prefix("sf");
         let f = Fleet {
             cli: format!("{p}-cli"),
             rtr: format!("{p}-rtr"),
@@ -317,29 +314,9 @@ impl Fleet {
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
-    /// Drops the client kernel's RSTs: scripted handshakes are unknown to it.
-    fn block_client_resets(&self) {
-        sh(&[
-            "ip",
-            "netns",
-            "exec",
-            &self.cli,
-            "iptables",
-            "-A",
-            "OUTPUT",
-            "-p",
-            "tcp",
-            "--tcp-flags",
-            "RST",
-            "RST",
-            "-j",
-            "DROP",
-        ]);
-    }
-
     /// A scripted client (tests/fleet/hop.py) for handshakes split by the test.
     fn hopper(&self) -> Hopper {
-        self.block_client_resets();
+        common::block_resets_from(&self.cli);
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fleet/hop.py");
         let mut child = in_ns(&self.cli, &["/usr/bin/python3", script, SERVICE, "80"])
             .stdin(Stdio::piped())
@@ -397,22 +374,50 @@ impl Hopper {
     }
 }
 
+/// A fleet at work: the router's sinks, and on node i (from 1) its
+/// server and synwall with `secrets[i - 1]`.
+struct Running {
+    f: Fleet,
+    _sinks: Vec<TestbedXdp>,
+    dirs: Vec<tempfile::TempDir>,
+    _servers: Vec<KillOnDrop>,
+    nodes: Vec<Synwall>,
+}
+
+impl Running {
+    /// `None` when root tests are skipped here.
+    fn start(secrets: &[&str]) -> Option<Running> {
+        if !common::require_root() {
+            return None;
+        }
+        let n = secrets.len();
+        let f = Fleet::new(n);
+        let sinks = f.sinks();
+        let dirs: Vec<_> = (0..n).map(|_| tempfile::tempdir().unwrap()).collect();
+        let servers = (1..=n).map(|i| f.server(i)).collect();
+        let nodes = (1..=n)
+            .map(|i| f.synwall(i, dirs[i - 1].path(), secrets[i - 1]))
+            .collect();
+        Some(Running {
+            f,
+            _sinks: sinks,
+            dirs,
+            _servers: servers,
+            nodes,
+        })
+    }
+}
+
 fn xdp(stats: &Value, name: &str) -> u64 {
     stats["xdp"][name].as_u64().unwrap()
 }
 
 #[test]
 fn clients_spread_across_a_fleet_all_succeed_under_a_flood_spread_across_it() {
-    if !common::require_root() {
+    let Some(r) = Running::start(&[SECRET_A; 3]) else {
         return;
-    }
-    let f = Fleet::new(3);
-    let _sinks = f.sinks();
-    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let _servers: Vec<_> = (1..=3).map(|i| f.server(i)).collect();
-    let nodes: Vec<_> = (1..=3)
-        .map(|i| f.synwall(i, dirs[i - 1].path(), SECRET_A))
-        .collect();
+    };
+    let (f, nodes) = (&r.f, &r.nodes);
     let before: Vec<Value> = nodes.iter().map(|n| n.stats_json().unwrap()).collect();
 
     // 40,000 SYNs at 4,000/s (10 s) through the router, and 150 clients
@@ -452,18 +457,11 @@ fn clients_spread_across_a_fleet_all_succeed_under_a_flood_spread_across_it() {
 
 #[test]
 fn a_handshake_begun_on_a_drained_node_completes_on_another_and_not_on_a_stranger() {
-    if !common::require_root() {
-        return;
-    }
-    let f = Fleet::new(3);
-    let _sinks = f.sinks();
-    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let _servers: Vec<_> = (1..=3).map(|i| f.server(i)).collect();
     // Nodes 1 and 2 are one fleet; node 3 has a secret of its own.
-    let secrets = [SECRET_A, SECRET_A, SECRET_B];
-    let nodes: Vec<_> = (1..=3)
-        .map(|i| f.synwall(i, dirs[i - 1].path(), secrets[i - 1]))
-        .collect();
+    let Some(r) = Running::start(&[SECRET_A, SECRET_A, SECRET_B]) else {
+        return;
+    };
+    let (f, nodes) = (&r.f, &r.nodes);
     let mut hop = f.hopper();
     let stat = |i: usize, name: &str| xdp(&nodes[i - 1].stats_json().unwrap(), name);
     // SYNs node i answered, by XDP or a worker.
@@ -533,16 +531,10 @@ fn roll(sw: &Synwall, dir: &std::path::Path, secret: &str, previous: Option<&str
 
 #[test]
 fn a_fleet_rolls_its_secret_over_without_a_failed_handshake() {
-    if !common::require_root() {
+    let Some(r) = Running::start(&[SECRET_A; 2]) else {
         return;
-    }
-    let f = Fleet::new(2);
-    let _sinks = f.sinks();
-    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
-    let _servers: Vec<_> = (1..=2).map(|i| f.server(i)).collect();
-    let nodes: Vec<_> = (1..=2)
-        .map(|i| f.synwall(i, dirs[i - 1].path(), SECRET_A))
-        .collect();
+    };
+    let (f, nodes, dirs) = (&r.f, &r.nodes, &r.dirs);
     let mut hop = f.hopper();
     // Handshakes hopping both ways: SYN on one node, ACK on the other.
     let mut hops = 0;

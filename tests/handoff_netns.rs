@@ -172,6 +172,19 @@ fn serves_pages_bulk_and_many_clients(tb: &Testbed, dir: &std::path::Path, www: 
     );
 }
 
+/// The options a Linux client asks for, in a socket's TCP_INFO line
+/// (`ts=.. sack=.. wscale=.. snd_wscale=.. rcv_wscale=.. snd_mss=..`).
+fn assert_client_options(info: &str, whose: &str) {
+    for want in ["ts=1", "sack=1", "wscale=1", "rcv_wscale=7", "snd_mss=1448"] {
+        assert!(info.contains(want), "{want} in {whose}'s TCP_INFO: {info}");
+    }
+    // The client's own shift (Linux picks it from its buffer sizes), nonzero.
+    assert!(
+        !info.contains("snd_wscale=0 "),
+        "client window scale kept in {whose}: {info}"
+    );
+}
+
 #[test]
 fn unmodified_server_behind_kernel_mode() {
     let Some(f) = Fixture::new(2, Turn::Shared) else {
@@ -216,17 +229,7 @@ c.sendall(b"ok"); c.close()
         "client",
     );
     let info = String::from_utf8_lossy(&info_srv.wait_with_output().unwrap().stdout).into_owned();
-    for want in ["ts=1", "sack=1", "wscale=1", "rcv_wscale=7", "snd_mss=1448"] {
-        assert!(
-            info.contains(want),
-            "{want} in the server socket's TCP_INFO: {info}"
-        );
-    }
-    // The client's own shift (Linux picks it from its buffer sizes), nonzero.
-    assert!(
-        !info.contains("snd_wscale=0 "),
-        "client window scale kept: {info}"
-    );
+    assert_client_options(&info, "the server socket");
     // The same, as an operator sees it with `ss -ti`. (Debian 12's ss
     // leaves out its "ts" and "sack" words on newer kernels, even for a
     // plain kernel connection; TCP_INFO above has them.)
@@ -311,6 +314,14 @@ fn request_in_the_handshake_ack_is_not_lost() {
     tb.block_client_resets();
     let server = http_server(tb, &www);
     let sw = Synwall::start(tb, dir.path(), "");
+    let stats = request_on_the_ack(tb, &sw);
+    drop(server);
+    assert_eq!(stats["xdp"]["handoff_ok"], 1, "{stats}");
+}
+
+/// tests/scapy/ack_with_data.py: a handshake whose ACK carries the
+/// request; asserts the page came back, and returns the stats after it.
+fn request_on_the_ack(tb: &Testbed, sw: &Synwall) -> serde_json::Value {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/scapy/ack_with_data.py");
     let out = tb
         .in_cli(&["/usr/bin/python3", script, "198.18.0.1", "80"])
@@ -318,19 +329,18 @@ fn request_in_the_handshake_ack_is_not_lost() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let stats = sw.stats_json().unwrap();
-    drop(server);
     assert!(
         out.status.success(),
-        "the server answered the request that rode on the ACK: {text}{}\n{stats}",
+        "the page answered the request that rode on the ACK: {text}{}\n{stats}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(stats["xdp"]["handoff_ok"], 1, "{stats}");
+    stats
 }
 
 /// The repair engine: the request riding on the handshake's ACK goes into
 /// the rebuilt socket's receive queue, so the upstream gets it at once; and
-/// the rebuilt socket carries the options the client negotiated, as `ss
-/// -ti` shows them.
+/// the rebuilt socket carries the options the client negotiated (its
+/// TCP_INFO, read as `ss -ti` does).
 #[test]
 fn the_repair_engine_keeps_the_acks_request_and_the_clients_options() {
     let Some(f) = Fixture::new(1, Turn::Shared) else {
@@ -345,18 +355,7 @@ fn the_repair_engine_keeps_the_acks_request_and_the_clients_options() {
         dir.path(),
         &proxy_config(&["198.18.0.1:8080"], "engine = \"repair\"\n"),
     );
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/scapy/ack_with_data.py");
-    let out = tb
-        .in_cli(&["/usr/bin/python3", script, "198.18.0.1", "80"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stats = sw.stats_json().unwrap();
-    assert!(
-        out.status.success(),
-        "the upstream answered the request that rode on the ACK: {text}{}\n{stats}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stats = request_on_the_ack(tb, &sw);
     assert_eq!(handed_off(&stats, "repair"), 1, "{stats}");
 
     // A kernel client holds a connection open; its rebuilt socket in the
@@ -381,16 +380,7 @@ fn the_repair_engine_keeps_the_acks_request_and_the_clients_options() {
         std::thread::sleep(Duration::from_millis(50));
     };
     let _ = hold.0.kill();
-    for want in ["ts=1", "sack=1", "wscale=1", "rcv_wscale=7", "snd_mss=1448"] {
-        assert!(
-            info.contains(want),
-            "{want} in the rebuilt socket's TCP_INFO: {info}"
-        );
-    }
-    assert!(
-        !info.contains("snd_wscale=0 "),
-        "client window scale kept: {info}"
-    );
+    assert_client_options(&info, "the rebuilt socket");
 }
 
 /// The differential check's exception (tests/bpf_differential.rs): an ACK

@@ -291,26 +291,24 @@ impl Engine {
 
 /// The two ends of a flow, ours first.
 fn ends(flow: &Flow) -> (SocketAddr, SocketAddr) {
-    match *flow {
+    let (client, server, sport, dport): (IpAddr, IpAddr, u16, u16) = match *flow {
         Flow::V4 {
             src,
             dst,
             sport,
             dport,
-        } => (
-            SocketAddr::new(dst.into(), dport),
-            SocketAddr::new(src.into(), sport),
-        ),
+        } => (src.into(), dst.into(), sport, dport),
         Flow::V6 {
             src,
             dst,
             sport,
             dport,
-        } => (
-            SocketAddr::new(dst.into(), dport),
-            SocketAddr::new(src.into(), sport),
-        ),
-    }
+        } => (src.into(), dst.into(), sport, dport),
+    };
+    (
+        SocketAddr::new(server, dport),
+        SocketAddr::new(client, sport),
+    )
 }
 
 /// Builds the established socket of `h` with `TCP_REPAIR`: the client's

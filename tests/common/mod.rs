@@ -101,6 +101,13 @@ pub struct Testbed {
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
+/// A name no other testbed of any run has: `tag`, this process's id (6 hex
+/// digits) and a sequence number.
+pub fn unique_prefix(tag: &str) -> String {
+    let n = SEQ.fetch_add(1, Ordering::Relaxed);
+    format!("{tag}{:06x}{n}", std::process::id() & 0xff_ffff)
+}
+
 impl Testbed {
     /// Namespaces `<prefix>-srv` and `<prefix>-cli`, a veth pair with
     /// `queues` rx and tx queues on each end, IPv4 and IPv6 addresses, the
@@ -108,9 +115,8 @@ impl Testbed {
     /// spoofed flood sources resolve to one neighbour), and checksum offload
     /// off on the client so its segments carry full checksums.
     pub fn new(queues: u32) -> Testbed {
-        let n = SEQ.fetch_add(1, Ordering::Relaxed);
         // Interface names are at most 15 bytes: "sw" + 6 hex + seq + s/c.
-        let prefix = format!("sw{:06x}{n}", std::process::id() & 0xff_ffff);
+        let prefix = unique_prefix("sw");
         let tb = Testbed {
             srv: format!("{prefix}-srv"),
             cli: format!("{prefix}-cli"),
@@ -234,23 +240,7 @@ impl Testbed {
     /// test whose scripted client (scapy) owns connections the client
     /// kernel knows nothing of.
     pub fn block_client_resets(&self) {
-        for tool in ["iptables", "ip6tables"] {
-            run_ok(
-                &mut self.in_cli(&[
-                    tool,
-                    "-A",
-                    "OUTPUT",
-                    "-p",
-                    "tcp",
-                    "--tcp-flags",
-                    "RST",
-                    "RST",
-                    "-j",
-                    "DROP",
-                ]),
-                tool,
-            );
-        }
+        block_resets_from(&self.cli);
     }
 
     fn server_output_drop(&self, port: u16, mask: &str, set: &str) {
@@ -474,6 +464,31 @@ impl Testbed {
             std::thread::sleep(Duration::from_millis(50));
         }
         child
+    }
+}
+
+/// Drops the RSTs namespace `ns` sends (IPv4 and IPv6): its kernel knows
+/// nothing of the connections a scripted client makes from it.
+pub fn block_resets_from(ns: &str) {
+    for tool in ["iptables", "ip6tables"] {
+        run_ok(
+            &mut in_ns(
+                ns,
+                &[
+                    tool,
+                    "-A",
+                    "OUTPUT",
+                    "-p",
+                    "tcp",
+                    "--tcp-flags",
+                    "RST",
+                    "RST",
+                    "-j",
+                    "DROP",
+                ],
+            ),
+            tool,
+        );
     }
 }
 
