@@ -1,6 +1,8 @@
 //! The wire parsers on arbitrary bytes: Ethernet and VLAN tags, IPv4 with
 //! options, IPv6 with extension headers, the TCP header and its options.
 //! None may panic, and what parses must emit and parse back the same.
+//! The repair engine's segment locator runs on the same bytes: its ranges
+//! must lie inside the frame, payload inside packet.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -21,6 +23,10 @@ fuzz_target!(|data: &[u8]| {
     };
     ip(l3);
     segment(l3);
+    if let Some(seg) = synwall::handoff::repair::Segment::parse(data) {
+        assert!(seg.ip.start <= seg.payload.start && seg.payload.start <= seg.payload.end);
+        assert!(seg.payload.end == seg.ip.end && seg.ip.end <= data.len());
+    }
 });
 
 fn ip(l3: &[u8]) {

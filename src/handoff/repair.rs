@@ -412,3 +412,77 @@ fn options(h: &Handoff) -> Vec<RepairOpt> {
     }
     v
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use synwall_bench::frame::{Ip, TcpFrame, addr};
+
+    fn frame(ip: Ip<'_>, vlans: &[(u16, u16)], payload: &[u8]) -> Vec<u8> {
+        TcpFrame {
+            vlans,
+            seq: 7001,
+            window: 501,
+            payload,
+            flags: crate::wire::tcp::flags::ACK,
+            options: &[1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2],
+            ..TcpFrame::client_syn(ip, &[])
+        }
+        .to_vec()
+    }
+
+    #[test]
+    fn a_segment_is_found_behind_vlan_tags_and_ipv6_extension_headers() {
+        let f = frame(Ip::client_v4(), &[(0x8100, 7)], b"GET /");
+        let s = Segment::parse(&f).unwrap();
+        assert_eq!((s.seq, s.window), (7001, 501));
+        assert_eq!(&f[s.payload.clone()], b"GET /");
+        assert_eq!(s.ip.end, f.len());
+        let (ours, peer) = ends(&s.flow);
+        assert_eq!(ours.ip(), IpAddr::from(addr::SERVER4));
+        assert_eq!(peer.ip(), IpAddr::from(addr::CLIENT4));
+
+        let ext = [(0u8, 8usize), (60, 16)];
+        let f = frame(Ip::client_v6(&ext), &[], b"x");
+        let s = Segment::parse(&f).unwrap();
+        assert_eq!(&f[s.payload.clone()], b"x");
+        assert!(matches!(s.flow, Flow::V6 { .. }));
+    }
+
+    #[test]
+    fn no_segment_in_a_truncated_or_foreign_frame() {
+        let f = frame(Ip::client_v4(), &[], b"data");
+        for cut in [0, 13, 20, 40, f.len() - 1] {
+            assert!(Segment::parse(&f[..cut]).is_none(), "cut at {cut}");
+        }
+        let mut arp = f.clone();
+        arp[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
+        assert!(Segment::parse(&arp).is_none());
+    }
+
+    #[test]
+    fn the_repair_options_carry_what_the_cookie_recorded() {
+        let h = Handoff {
+            flow: Segment::parse(&frame(Ip::client_v4(), &[], b""))
+                .unwrap()
+                .flow,
+            client_isn: 1,
+            server_isn: 2,
+            mss: 1460,
+            snd_wscale: Some(10),
+            rcv_wscale: Some(7),
+            sack: true,
+            ecn: false,
+            timestamps: None,
+        };
+        let got: Vec<(u32, u32)> = options(&h).iter().map(|o| (o.code, o.value)).collect();
+        assert_eq!(got, [(2, 1460), (3, 10 | 7 << 16), (4, 0)]);
+        let bare = Handoff {
+            snd_wscale: None,
+            rcv_wscale: None,
+            sack: false,
+            ..h
+        };
+        assert_eq!(options(&bare).len(), 1, "the MSS alone");
+    }
+}
