@@ -356,6 +356,11 @@ pub fn rebuild(
         Ok(()) | Err(rustix::io::Errno::INPROGRESS) => {}
         Err(e) => return Err(e.into()),
     }
+    if let Some(ts) = h.timestamps {
+        // Again: connect may set the offset itself (seen on Linux 6.18,
+        // about one connection in five when clients connect back to back).
+        set_tcp(s, TCP_TIMESTAMP, &ts.tsecr)?;
+    }
     set_tcp(s, TCP_REPAIR_OPTIONS, options(h).as_slice())?;
     let snd_wnd = u32::from(window) << h.snd_wscale.unwrap_or(0);
     set_tcp(
