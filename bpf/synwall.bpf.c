@@ -172,24 +172,35 @@ static __always_inline int has_kernel_socket(struct xdp_md *ctx, struct pkt *p)
 	return !listener;
 }
 
+/* Sends the frame to this queue's worker (its AF_XDP socket); false when
+ * the queue has none. synack = "auto" compares what went to a worker with
+ * what it took, so every frame sent counts in `q`, the queue's load (NULL
+ * in the other modes). */
+static __always_inline int redirect_to_worker(struct xdp_md *ctx, struct sw_queue_load *q)
+{
+	if (bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS) != XDP_REDIRECT)
+		return 0;
+	if (q)
+		q->redirected++; /* one writer: the queue's NAPI */
+	return 1;
+}
+
+/* This queue's load, for synack = "auto" only. */
+static __always_inline struct sw_queue_load *auto_queue_load(struct xdp_md *ctx)
+{
+	__u32 queue = ctx->rx_queue_index;
+
+	return synack_mode == SYNACK_AUTO ? bpf_map_lookup_elem(&queue_load, &queue) : NULL;
+}
+
 /* [handoff] engine = "repair": a verified ACK, or a segment right behind
  * one, goes to this queue's worker, which builds the connection's socket
  * (and feeds it what came before the socket existed). Counted as `rc`;
  * dropped when the queue has no worker socket. */
 static __always_inline int to_worker(struct xdp_md *ctx, int rc)
 {
-	__u32 queue = ctx->rx_queue_index;
-	struct sw_queue_load *q = NULL;
-
-	if (synack_mode == SYNACK_AUTO)
-		q = bpf_map_lookup_elem(&queue_load, &queue);
-	if (bpf_redirect_map(&xsks, queue, XDP_DROP) == XDP_REDIRECT) {
-		/* synack = "auto" compares what went to the worker with what it
-		 * took: these frames count as much as SYNs. */
-		if (q)
-			q->redirected++;
+	if (redirect_to_worker(ctx, auto_queue_load(ctx)))
 		return verdict(rc, XDP_REDIRECT);
-	}
 	return verdict(SW_HANDOFF_FAILED, XDP_DROP);
 }
 
@@ -358,8 +369,7 @@ static __noinline int source_capped(const struct pkt *p)
 
 static __always_inline int xdp_syn(struct xdp_md *ctx, struct pkt *p)
 {
-	__u32 queue = ctx->rx_queue_index;
-	struct sw_queue_load *q = NULL;
+	struct sw_queue_load *q;
 	int rc;
 
 	if (peacetime())
@@ -369,8 +379,7 @@ static __always_inline int xdp_syn(struct xdp_md *ctx, struct pkt *p)
 		return verdict(SW_DROP_SOURCE_CAP, XDP_DROP);
 	if ((reflect_prefix_cap || reflect_total_cap) && reflection_capped(p))
 		return verdict(SW_DROP_REFLECTION_CAP, XDP_DROP);
-	if (synack_mode == SYNACK_AUTO)
-		q = bpf_map_lookup_elem(&queue_load, &queue);
+	q = auto_queue_load(ctx);
 	if (synack_mode == SYNACK_XDP || worker_backed_up(q)) {
 		if (q)
 			count(SW_SYN_BACKLOG);
@@ -379,11 +388,8 @@ static __always_inline int xdp_syn(struct xdp_md *ctx, struct pkt *p)
 			return verdict(SW_SYNACK_XDP, XDP_TX);
 		count(rc);
 	}
-	if (bpf_redirect_map(&xsks, queue, XDP_PASS) == XDP_REDIRECT) {
-		if (q)
-			q->redirected++; /* one writer: the queue's NAPI */
+	if (redirect_to_worker(ctx, q))
 		return verdict(SW_SYN_REDIRECT, XDP_REDIRECT);
-	}
 	return verdict(SW_SYN_NO_XSK, XDP_PASS);
 }
 

@@ -66,8 +66,11 @@ fn ack_frame(v: &Value, client_isn: u32, cookie: u32, tsecr: Option<u32>) -> Vec
 /// the secrets of its validator.
 fn install(p: &Program, d: &Value, v: &Value) {
     let now = UnixTime(v["now"].as_u64().unwrap());
-    p.set_epoch_keys(&vectors::validator(d, v), &vectors::schedule(d).at(now))
-        .unwrap();
+    p.set_epoch_keys(
+        &vectors::validator(d, v),
+        vectors::schedule(d).at(now).by_slot(),
+    )
+    .unwrap();
 }
 
 /// The shared test vectors and the XDP program loaded with their ports.

@@ -216,7 +216,8 @@ fn xdp_and_the_core_agree_on_a_million_frames() {
     let settings = Settings::default();
     let p = Program::load(&ProgramSettings::from_core(&settings, SynackMode::Xdp)).unwrap();
     let epochs = settings.schedule().at(NOW);
-    p.set_epoch_keys(&secret().into(), &epochs).unwrap();
+    p.set_epoch_keys(&secret().into(), epochs.by_slot())
+        .unwrap();
     p.set_mint_epoch(epochs.current).unwrap();
     let mut core = Core::new(settings.clone(), secret());
     let corpus = corpus::frames(&mut core, NOW);

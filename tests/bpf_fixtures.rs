@@ -352,11 +352,7 @@ fn auto_with_hold(xsk: &Xsk, hold: std::time::Duration) {
     })
     .unwrap();
     let secret = synwall::proto::cookie::Secret::from_bytes(*b"synwall-test-key");
-    p.set_epoch_keys(
-        &secret.into(),
-        &synwall::proto::cookie::Epochs::with_previous(7),
-    )
-    .unwrap();
+    p.set_epoch_keys(&secret.into(), [6, 7]).unwrap();
     p.set_mint_epoch(7).unwrap();
     p.set_socket(0, xsk.fd()).unwrap();
     let loads = p.queue_loads().unwrap();

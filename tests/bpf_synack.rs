@@ -30,7 +30,8 @@ fn secret() -> Secret {
 fn program(settings: &Settings, now: UnixTime) -> Program {
     let p = Program::load(&ProgramSettings::from_core(settings, SynackMode::Xdp)).unwrap();
     let epochs = settings.schedule().at(now);
-    p.set_epoch_keys(&secret().into(), &epochs).unwrap();
+    p.set_epoch_keys(&secret().into(), epochs.by_slot())
+        .unwrap();
     p.set_mint_epoch(epochs.current).unwrap();
     p
 }

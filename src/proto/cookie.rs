@@ -218,6 +218,17 @@ pub struct Epochs {
 }
 
 impl Epochs {
+    /// The two accepted epochs in the order of their parity slots
+    /// (`[even, odd]`): what the BPF key map holds, the same before and
+    /// after an epoch's turn.
+    pub const fn by_slot(&self) -> [u64; 2] {
+        if self.current & 1 == 0 {
+            [self.current, self.neighbour]
+        } else {
+            [self.neighbour, self.current]
+        }
+    }
+
     /// `epoch` and the one before it: an epoch's state outside its last
     /// `skew_secs`, regardless of the moment.
     pub const fn with_previous(epoch: u64) -> Self {

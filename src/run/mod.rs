@@ -24,7 +24,7 @@ use crate::handoff::proxy::{
 use crate::handoff::repair;
 use crate::host;
 use crate::metrics;
-use crate::proto::cookie::{Epochs, KeySchedule, Secrets};
+use crate::proto::cookie::{KeySchedule, Secrets};
 use crate::proto::time::UnixTime;
 use crate::worker::{self, SharedCore, WorkerControl, WorkerCounters, WorkerSnapshot};
 
@@ -196,7 +196,8 @@ const LINK_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// the workers mint with it, so XDP and the workers always agree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct ProgramEpochs {
-    keys: (u64, u64),
+    /// By parity slot ([`Epochs::by_slot`]).
+    keys: [u64; 2],
     mint: u64,
 }
 
@@ -204,7 +205,7 @@ impl ProgramEpochs {
     fn at(now: UnixTime, schedule: &KeySchedule) -> ProgramEpochs {
         let e = schedule.at(now);
         ProgramEpochs {
-            keys: (e.current, e.neighbour),
+            keys: e.by_slot(),
             mint: e.current,
         }
     }
@@ -218,14 +219,7 @@ impl ProgramEpochs {
         have: Option<ProgramEpochs>,
     ) -> Result<(), xdp::XdpError> {
         if have.map(|h| h.keys) != Some(self.keys) {
-            let (current, neighbour) = self.keys;
-            let epochs = Epochs {
-                current,
-                neighbour,
-                from: 0,
-                until: 0,
-            };
-            program.set_epoch_keys(secrets, &epochs)?;
+            program.set_epoch_keys(secrets, self.keys)?;
         }
         if have.map(|h| h.mint) != Some(self.mint) {
             program.set_mint_epoch(self.mint)?;
@@ -1170,20 +1164,15 @@ mod tests {
         // workers do; both turn at second 60, when the map need not change.
         let schedule = KeySchedule::new(60, 10);
         let e = |t| ProgramEpochs::at(UnixTime(t), &schedule);
-        let at = |current, neighbour, mint| ProgramEpochs {
-            keys: (current, neighbour),
+        let at = |even, odd, mint| ProgramEpochs {
+            keys: [even, odd],
             mint,
         };
         assert_eq!(e(49), at(0, u64::MAX, 0));
         assert_eq!(e(50), at(0, 1, 0));
         assert_eq!(e(59), at(0, 1, 0));
-        assert_eq!(e(60), at(1, 0, 1));
+        assert_eq!(e(60), at(0, 1, 1), "no key changes at the turn");
         assert_eq!(e(60).mint, UnixTime(60).epoch(60), "the core's epoch");
-        let slots = |p: ProgramEpochs| {
-            let mut v = [p.keys.0, p.keys.1];
-            v.sort_by_key(|e| e & 1);
-            v
-        };
-        assert_eq!(slots(e(59)), slots(e(60)), "no key changes at the turn");
+        assert_eq!(e(110), at(2, 1, 1), "K(2) takes K(0)'s slot 10 s early");
     }
 }

@@ -49,7 +49,7 @@ use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags, MapType, ProgramInput, ProgramType};
 
 use crate::config::{AttackMode, SynackMode, XdpMode};
-use crate::proto::cookie::{Epochs, MssTable, Secrets};
+use crate::proto::cookie::{MssTable, Secrets};
 use crate::proto::handshake::{Settings, SynAckSettings};
 use skel::{SynwallSkel, SynwallSkelBuilder};
 
@@ -688,18 +688,19 @@ impl Program {
             .store(u8::from(attack), std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// Installs the cookie keys of the two accepted epochs in their parity
-    /// slots, for each secret (docs/cookie.md §2: keys[2s + (e & 1)] =
-    /// K_s(e)). Call again whenever the accepted epochs change. The count of
-    /// secrets is written after a second secret's keys and before they go
-    /// stale, so the program never reads a slot being filled.
-    pub fn set_epoch_keys(&self, secrets: &Secrets, epochs: &Epochs) -> Result<(), XdpError> {
+    /// Installs the cookie keys of the two accepted epochs (`epochs`, in
+    /// any order; [`Epochs::by_slot`]) in their parity slots, for each
+    /// secret (docs/cookie.md §2: keys[2s + (e & 1)] = K_s(e)). Call again
+    /// whenever the accepted epochs change. The count of secrets is written
+    /// after a second secret's keys and before they go stale, so the
+    /// program never reads a slot being filled.
+    pub fn set_epoch_keys(&self, secrets: &Secrets, epochs: [u64; 2]) -> Result<(), XdpError> {
         if secrets.accept.is_none() {
             self.set_secret_count(1)?;
         }
         let all = std::iter::once(&secrets.mint).chain(secrets.accept.as_ref());
         for (s, secret) in all.enumerate() {
-            for e in [epochs.neighbour, epochs.current] {
+            for e in epochs {
                 let (k0, k1) = secret.epoch_key(e).words();
                 let mut v = [0u8; 16];
                 v[..8].copy_from_slice(&k0.to_ne_bytes());
