@@ -735,7 +735,9 @@ fn server_behind_proxy_mode_with(engine: &str) {
     );
     let probe: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(
-        probe["success"].as_f64().unwrap() >= 0.98 && probe["attempts"].as_u64().unwrap() > 1000,
+        // How many depends on the machine's load (other tests run beside
+        // this one); the fault showed as failures.
+        probe["success"].as_f64().unwrap() >= 0.98 && probe["attempts"].as_u64().unwrap() >= 100,
         "back-to-back clients served: {probe}"
     );
 
