@@ -73,6 +73,20 @@ struct {
 volatile __u8 attack_mode LIVE = ATTACK_ALWAYS;
 volatile __u8 under_attack BEAT = 0;
 
+/* Whether this program's answers (XDP_TX) leave the interface. synwall's
+ * control loop watches the driver's XDP_TX error counters and clears it
+ * when they fail (a veth whose peer has no XDP program of its own loses
+ * every one). While clear, SYNs go to the workers and what
+ * they cannot take goes to the kernel, except one in XDP_TX_PROBE_EVERY,
+ * still answered by XDP_TX, so that synwall sees when answers leave again. */
+volatile __u8 xdp_tx_ok BEAT = 1;
+#define XDP_TX_PROBE_EVERY 64
+/* Set by synwall while SYNs went to the kernel under attack (xdp_tx_ok
+ * clear, workers backed up) within the kernel's cookie lifetime: an ACK
+ * without our cookie may carry the kernel's, so it goes to the kernel,
+ * which checks it, instead of being dropped. */
+volatile __u8 kernel_acks BEAT = 0;
+
 static __always_inline int peacetime(void)
 {
 	__u8 mode = attack_mode;

@@ -151,6 +151,13 @@ struct {
 	__type(value, struct sw_flow);
 } flows SEC(".maps");
 
+/* A segment right behind a verified ACK of ours (pass_follow_up). */
+static __always_inline int is_follow_up(const struct sw_flow *f, const struct sw_ack *a, __u64 now)
+{
+	return f && f->ack == a->ack && a->seq - f->seq < FOLLOW_UP_WINDOW &&
+	       now - f->verified_ns < FLOW_TTL_NS;
+}
+
 static __always_inline void flow_key(struct sw_flow_key *k, const struct pkt *p)
 {
 	__builtin_memcpy(&k->tuple, &p->tuple, sizeof(k->tuple));
@@ -185,12 +192,13 @@ static __always_inline int redirect_to_worker(struct xdp_md *ctx, struct sw_queu
 	return 1;
 }
 
-/* This queue's load, for synack = "auto" only. */
+/* This queue's load, for synack = "auto" and "xdp". */
 static __always_inline struct sw_queue_load *auto_queue_load(struct xdp_md *ctx)
 {
 	__u32 queue = ctx->rx_queue_index;
 
-	return synack_mode == SYNACK_AUTO ? bpf_map_lookup_elem(&queue_load, &queue) : NULL;
+	/* synack = "xdp" too: while XDP answers do not leave, it works as auto. */
+	return synack_mode != SYNACK_AFXDP ? bpf_map_lookup_elem(&queue_load, &queue) : NULL;
 }
 
 /* [handoff] engine = "repair": a verified ACK, or a segment right behind
@@ -242,13 +250,14 @@ static __noinline int xdp_ack(struct xdp_md *ctx, struct pkt *p, struct tcphdr *
 	}
 	if (rc == SW_DROP_BAD_COOKIE) {
 		f = bpf_map_lookup_elem(&flows, &k);
-		if (f && f->ack == a.ack && a.seq - f->seq < FOLLOW_UP_WINDOW &&
-		    bpf_ktime_get_ns() - f->verified_ns < FLOW_TTL_NS)
+		if (is_follow_up(f, &a, bpf_ktime_get_ns()))
 			return handoff_repair ? to_worker(ctx, SW_PASS_FOLLOW_UP)
 					      : verdict(SW_PASS_FOLLOW_UP, XDP_PASS);
 	}
 	if (peacetime())
 		return verdict(SW_PASS_PEACE_ACK, XDP_PASS);
+	if (kernel_acks)
+		return verdict(SW_PASS_KERNEL_ACK, XDP_PASS);
 	return verdict(rc, XDP_DROP);
 }
 
@@ -367,6 +376,21 @@ static __noinline int source_capped(const struct pkt *p)
 	return prefix_full(&source_windows, &key, bpf_ktime_get_coarse_ns(), cap);
 }
 
+/* A SYN while XDP answers do not leave the interface (xdp_tx_ok clear):
+ * the worker answers it, through the kernel's transmit path; what the worker
+ * cannot take goes to the kernel, never into the hole, but for one in
+ * XDP_TX_PROBE_EVERY, answered by XDP_TX still, whose fate in the driver's
+ * counters tells synwall when answers leave again. */
+static __always_inline int syn_without_xdp_tx(struct xdp_md *ctx, struct pkt *p,
+					      struct sw_queue_load *q)
+{
+	if (!worker_backed_up(q) && redirect_to_worker(ctx, q))
+		return verdict(SW_SYN_REDIRECT, XDP_REDIRECT);
+	if (bpf_get_prandom_u32() % XDP_TX_PROBE_EVERY == 0 && sw_synack(ctx, p) < 0)
+		return verdict(SW_SYNACK_XDP, XDP_TX);
+	return verdict(SW_SYN_KERNEL, XDP_PASS);
+}
+
 static __always_inline int xdp_syn(struct xdp_md *ctx, struct pkt *p)
 {
 	struct sw_queue_load *q;
@@ -380,8 +404,10 @@ static __always_inline int xdp_syn(struct xdp_md *ctx, struct pkt *p)
 	if ((reflect_prefix_cap || reflect_total_cap) && reflection_capped(p))
 		return verdict(SW_DROP_REFLECTION_CAP, XDP_DROP);
 	q = auto_queue_load(ctx);
+	if (!xdp_tx_ok && q)
+		return syn_without_xdp_tx(ctx, p, q);
 	if (synack_mode == SYNACK_XDP || worker_backed_up(q)) {
-		if (q)
+		if (synack_mode == SYNACK_AUTO)
 			count(SW_SYN_BACKLOG);
 		rc = sw_synack(ctx, p);
 		if (rc < 0)
@@ -583,11 +609,17 @@ __attribute__((noinline)) int sw_handoff(struct __sk_buff *skb, struct pkt *p)
 	}
 	if (sw_ack_verdict(p, &a) != SW_ACK_COOKIE_OK) {
 		bpf_sk_release(skc);
-		/* Behind an ACK whose hand-off did not complete (a full accept
-		 * queue): dropped, so the client resends it; the listener would
-		 * answer it with a reset. */
-		count(f ? SW_HANDOFF_FOLLOW_UP_DROP : SW_HANDOFF_BAD_COOKIE);
-		return TC_ACT_SHOT;
+		/* Behind an ACK of ours whose hand-off did not complete (a
+		 * full accept queue): dropped, so the client resends it; the
+		 * listener would answer it with a reset. */
+		if (is_follow_up(f, &a, now))
+			return verdict(SW_HANDOFF_FOLLOW_UP_DROP, TC_ACT_SHOT);
+		/* Anything else XDP let through without our cookie is the
+		 * kernel's to judge: XDP passes such ACKs only where the kernel
+		 * answered the SYN (peacetime, an allowed source, a queue
+		 * without a worker, a stale heartbeat) and may have sent its
+		 * own SYN cookie, which it alone can check. */
+		return verdict(SW_HANDOFF_NOT_OURS, TC_ACT_OK);
 	}
 
 	req_attrs(a.ack - 1, &a.opts, &attrs);

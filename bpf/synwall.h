@@ -37,7 +37,7 @@ enum sw_counter {
 	SW_DROP_BAD_FLAGS,	/* neither SYN, ACK nor RST (NULL, FIN-only scans) */
 	SW_HANDOFF_OK,		/* TC: connection handed to the local listener */
 	SW_HANDOFF_FAILED,	/* TC: the kernel refused the hand-off (passed as is) */
-	SW_HANDOFF_BAD_COOKIE,	/* TC: cookie invalid (XDP normally drops these first) */
+	SW_HANDOFF_NOT_OURS,	/* TC: an ACK without our cookie (the kernel's own, perhaps): passed */
 	SW_PASS_FOLLOW_UP,	/* a segment right behind a verified ACK: passed to TC */
 	SW_HANDOFF_DEFERRED,	/* TC: requeued behind its connection's hand-off */
 	SW_HANDOFF_FOLLOW_UP_DROP, /* TC: follow-up whose hand-off did not complete */
@@ -48,6 +48,10 @@ enum sw_counter {
 	SW_PASS_PEACE,		/* [attack] auto in peacetime, or off: SYN to the kernel */
 	SW_PASS_PEACE_ACK,	/* the same: an ACK without our cookie (maybe the kernel's) */
 	SW_DROP_SOURCE_CAP,	/* under attack: a source past [attack] syns_per_source */
+	SW_SYN_KERNEL,		/* XDP answers do not leave the interface and the worker is
+				 * backed up: the SYN goes to the kernel */
+	SW_PASS_KERNEL_ACK,	/* under attack, SYNs went to the kernel lately: an ACK
+				 * without our cookie (maybe the kernel's) passed */
 	SW_COUNTER_MAX,
 };
 

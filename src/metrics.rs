@@ -118,6 +118,36 @@ impl SnapshotCollector {
              mints, and the accepted one during a rollover; always 1.",
             secrets,
         )?;
+        gauge(
+            enc,
+            "synwall_under_attack",
+            "1 while the [attack] detector sees an attack.",
+            one(u64::from(s.under_attack)),
+        )?;
+        counter(
+            enc,
+            "synwall_attacks",
+            "Attacks the [attack] detector saw since the start.",
+            one(s.attacks),
+        )?;
+        let answers = s.xdp_answers.as_ref();
+        let state = answers.map_or("on", |a| a.state.as_str());
+        gauge(
+            enc,
+            "synwall_xdp_answers",
+            "1 for the state of the XDP program's answers: on, or off (they were \
+             seen not to leave the interface; the workers and the kernel answer).",
+            ["on", "off"]
+                .into_iter()
+                .map(|st| (vec![("state", st.to_string())], u64::from(st == state)))
+                .collect(),
+        )?;
+        counter(
+            enc,
+            "synwall_xdp_tx_failed_packets",
+            "XDP_TX frames the interface's driver failed to send since the start.",
+            one(answers.map_or(0, |a| a.failed)),
+        )?;
         let reloads = vec![
             (vec![("result", "ok".to_string())], s.reloads_ok),
             (vec![("result", "failed".to_string())], s.reloads_failed),

@@ -5,6 +5,8 @@ mod attack;
 mod reload;
 mod status;
 mod supervise;
+mod tx_watch;
+pub use tx_watch::XdpAnswers;
 
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -168,6 +170,9 @@ pub struct Snapshot {
     pub under_attack: bool,
     /// Attacks seen since the start.
     pub attacks: u64,
+    /// Whether the XDP program's answers leave the interface.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub xdp_answers: Option<tx_watch::XdpAnswers>,
 }
 
 /// One worker in a [`Snapshot`].
@@ -259,8 +264,9 @@ pub fn run(cfg: &Config, secrets: Secrets, ctl: &Control) -> Result<Snapshot, Ru
         None => None,
     };
     let loads = match cfg.datapath.synack {
-        SynackMode::Auto => Some(program.queue_loads()?),
-        SynackMode::Afxdp | SynackMode::Xdp => None,
+        // "xdp" too: while XDP answers do not leave, it works as "auto".
+        SynackMode::Auto | SynackMode::Xdp => Some(program.queue_loads()?),
+        SynackMode::Afxdp => None,
     };
     let (proxy_tx, proxy_rx) = mpsc::channel();
     let mut live = Live {
@@ -291,6 +297,7 @@ pub fn run(cfg: &Config, secrets: Secrets, ctl: &Control) -> Result<Snapshot, Ru
         attacks: AtomicU64::new(0),
         metrics,
         zero_copy: sockets.iter().map(|(_, x, _)| x.zero_copy().ok()).collect(),
+        xdp_answers: std::sync::Mutex::new(None),
     };
     let failure = std::thread::scope(|s| {
         let mut threads = datapath.spawn_workers(s, sockets, &mut engines, &ctl.stop);
@@ -712,6 +719,9 @@ struct Datapath<'a> {
     metrics: Option<metrics::Server>,
     /// Per queue: AF_XDP zero-copy or copy (as the kernel said at bind).
     zero_copy: Vec<Option<bool>>,
+    /// Whether XDP answers leave the interface, as the control loop's
+    /// watch last said.
+    xdp_answers: std::sync::Mutex<Option<tx_watch::XdpAnswers>>,
 }
 
 /// Running totals of SYNs and of our answers.
@@ -838,9 +848,15 @@ impl<'a> Datapath<'a> {
         let mut links_checked = Instant::now();
         let mut supervisor = supervise::Supervisor::new(self);
         let mut detector = attack::Detector::new();
+        let mut tx = tx_watch::TxWatch::start(
+            &self.cfg.datapath.interface,
+            self.attached.xdp.mode,
+            self.program,
+        );
         while !ctl.stop.load(Ordering::Relaxed) {
             supervisor.tick(self);
             self.watch_attack(&mut detector, live);
+            self.watch_xdp_answers(&mut tx);
             if let Some((name, _)) = threads.iter().find(|(_, h)| h.is_finished()) {
                 return Some(format!("{name} exited"));
             }
@@ -974,6 +990,11 @@ impl<'a> Datapath<'a> {
             reloads_failed: self.reloads_failed.load(Ordering::Relaxed),
             under_attack: self.under_attack.load(Ordering::Relaxed),
             attacks: self.attacks.load(Ordering::Relaxed),
+            xdp_answers: self
+                .xdp_answers
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone(),
         }
     }
 
@@ -995,6 +1016,7 @@ impl<'a> Datapath<'a> {
             "drop_reflection_cap",
             "drop_source_cap",
             "pass_peace",
+            "syn_kernel",
         ]
         .iter()
         .map(|n| get(n))
@@ -1004,6 +1026,21 @@ impl<'a> Datapath<'a> {
             syns,
             answered: get("synack_xdp") + workers,
         })
+    }
+
+    /// Lets the watch compare the driver's failed XDP_TX frames with the
+    /// program's answers, and publishes what it says.
+    fn watch_xdp_answers(&self, tx: &mut tx_watch::TxWatch) {
+        if let Ok(c) = self.program.counters() {
+            tx.tick(Instant::now(), &c, self.program);
+        }
+        let mut shown = self
+            .xdp_answers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if shown.as_ref() != Some(tx.report()) {
+            *shown = Some(tx.report().clone());
+        }
     }
 
     /// Feeds the attack detector the SYNs and SYN-ACKs counted so far;

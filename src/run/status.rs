@@ -98,6 +98,9 @@ pub struct Status {
     pub under_attack: bool,
     /// Attacks seen since the start.
     pub attacks: u64,
+    /// Whether XDP answers leave the interface.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xdp_answers: Option<super::XdpAnswers>,
 }
 
 /// What the kernel was found to have.
@@ -176,6 +179,11 @@ impl Datapath<'_> {
             attack_mode: cfg.attack.mode.as_str().into(),
             under_attack: self.under_attack.load(Ordering::Relaxed),
             attacks: self.attacks.load(Ordering::Relaxed),
+            xdp_answers: self
+                .xdp_answers
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone(),
         }
     }
 }
@@ -275,6 +283,15 @@ pub fn human(s: &Status) -> String {
         s.attack_mode,
         s.attacks
     );
+    if let Some(a) = &s.xdp_answers {
+        let _ = writeln!(
+            o,
+            "answers    XDP answers {}{}: {}",
+            a.state.to_uppercase(),
+            if a.watched { "" } else { " (unwatched)" },
+            a.reason
+        );
+    }
     let _ = writeln!(
         o,
         "kernel     {}: bpf_sk_assign_tcp_reqsk {}, busy polling {}",

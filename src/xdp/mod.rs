@@ -33,6 +33,7 @@ macro_rules! bpf_skeleton {
 
 bpf_skeleton!("synwall");
 
+pub mod ethtool;
 mod libxdp;
 pub mod sockopt;
 pub use libxdp::remove_stale as remove_stale_dispatcher_programs;
@@ -112,7 +113,7 @@ xdp_counters! {
     SW_DROP_BAD_FLAGS => "drop_bad_flags",
     SW_HANDOFF_OK => "handoff_ok",
     SW_HANDOFF_FAILED => "handoff_failed",
-    SW_HANDOFF_BAD_COOKIE => "handoff_bad_cookie",
+    SW_HANDOFF_NOT_OURS => "handoff_not_ours",
     SW_PASS_FOLLOW_UP => "pass_follow_up",
     SW_HANDOFF_DEFERRED => "handoff_deferred",
     SW_HANDOFF_FOLLOW_UP_DROP => "handoff_follow_up_drop",
@@ -123,6 +124,19 @@ xdp_counters! {
     SW_PASS_PEACE => "pass_peace",
     SW_PASS_PEACE_ACK => "pass_peace_ack",
     SW_DROP_SOURCE_CAP => "drop_source_cap",
+    SW_SYN_KERNEL => "syn_kernel",
+    SW_PASS_KERNEL_ACK => "pass_kernel_ack",
+}
+
+/// Indexes into [`Program::counters`] of the counters synwall's own
+/// control reads, taken from the enum (never looked up by name).
+pub mod counter {
+    use super::skel::types::sw_counter;
+
+    /// SYNs answered by the program (XDP_TX).
+    pub const SYNACK_XDP: usize = sw_counter::SW_SYNACK_XDP.0 as usize;
+    /// SYNs passed to the kernel because XDP answers do not leave.
+    pub const SYN_KERNEL: usize = sw_counter::SW_SYN_KERNEL.0 as usize;
 }
 
 /// Why the XDP side failed.
@@ -326,6 +340,8 @@ pub struct Program {
 struct LiveAtomics {
     heartbeat: &'static std::sync::atomic::AtomicU64,
     under_attack: &'static std::sync::atomic::AtomicU8,
+    xdp_tx_ok: &'static std::sync::atomic::AtomicU8,
+    kernel_acks: &'static std::sync::atomic::AtomicU8,
 }
 
 impl LiveAtomics {
@@ -333,18 +349,22 @@ impl LiveAtomics {
         let skel::types::data_beat {
             heartbeat_ns,
             under_attack,
+            xdp_tx_ok,
+            kernel_acks,
             ..
         } = beat;
         // SAFETY: both fields live in the mapped section, which stays
         // mapped for the process's life (the skeleton is leaked);
         // `heartbeat_ns` is a naturally aligned u64 (the BPF compiler aligns
-        // it, repr(C) keeps it), `under_attack` a u8; the only Rust
+        // it, repr(C) keeps it), the others are u8; the only Rust
         // references to them, the exclusive ones, are given up here, so from
         // now on they are accessed only through these atomics.
         unsafe {
             LiveAtomics {
                 heartbeat: std::sync::atomic::AtomicU64::from_ptr(heartbeat_ns),
                 under_attack: std::sync::atomic::AtomicU8::from_ptr(under_attack),
+                xdp_tx_ok: std::sync::atomic::AtomicU8::from_ptr(xdp_tx_ok),
+                kernel_acks: std::sync::atomic::AtomicU8::from_ptr(kernel_acks),
             }
         }
     }
@@ -686,6 +706,23 @@ impl Program {
         self.atomics
             .under_attack
             .store(u8::from(attack), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Tells the program whether its answers (XDP_TX) leave the
+    /// interface; while they do not, SYNs go to the workers and the kernel
+    /// (bpf/maps.h `xdp_tx_ok`).
+    pub fn set_xdp_tx_ok(&self, ok: bool) {
+        self.atomics
+            .xdp_tx_ok
+            .store(u8::from(ok), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Tells the program that SYNs went to the kernel under attack lately,
+    /// so ACKs without synwall's cookie are the kernel's to check.
+    pub fn set_kernel_acks(&self, on: bool) {
+        self.atomics
+            .kernel_acks
+            .store(u8::from(on), std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Installs the cookie keys of the two accepted epochs (`epochs`, in

@@ -1,0 +1,277 @@
+//! Whether the XDP program's answers (XDP_TX) leave the interface, and
+//! what synwall does when they do not.
+//!
+//! A driver may take an XDP_TX frame and drop it: veth delivers one only to
+//! a peer that has an XDP program of its own, which a container's or a
+//! pod's veth peer never has. The control loop watches the driver's own
+//! counters of failed XDP_TX frames (`ethtool -S`) against the program's
+//! answers; when most of them fail it tells the program, which then sends
+//! SYNs to the workers (whose answers take the kernel's transmit path) and
+//! what they cannot take to the kernel, never into the hole, and answers
+//! only one in 64 of those by XDP_TX as a probe, so that answers come back
+//! once they leave again. Nothing shows before the first answers whether
+//! they will leave, so those of the first window (100 ms) on a veth whose
+//! peer has no XDP program are lost, once; their clients retransmit the SYN
+//! a second later and the workers answer it.
+//!
+//! While SYNs go to the kernel under attack, the kernel may answer with its
+//! own SYN cookies; the program then passes ACKs without synwall's cookie to
+//! the kernel (which checks them) for the cookies' lifetime.
+
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::xdp::ethtool::{self, DriverStats};
+use crate::xdp::{self, Program};
+
+/// How often the driver's counters are compared with the program's.
+const WATCH_EVERY: Duration = Duration::from_millis(100);
+/// Failed XDP_TX frames in one window before answers are turned off when
+/// only half of the program's answers in it failed: a few lost to a full
+/// ring are no reason. When every answer failed, one is enough.
+const MIN_FAILURES: u64 = 8;
+/// Probes that must leave, with no failure, before answers are on again.
+const MIN_PROBES: u64 = 4;
+/// How long ACKs without synwall's cookie go to the kernel after it last
+/// answered a SYN under attack: the kernel's SYN cookies are valid for two
+/// minutes (net/ipv4/syncookies.c, MAX_SYNCOOKIE_AGE).
+const KERNEL_COOKIE_LIFE: Duration = Duration::from_secs(120);
+
+/// The state of the program's answers, for `stats`, `status` and metrics.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct XdpAnswers {
+    /// `on`: XDP answers; `off`: they were seen to fail, the workers and
+    /// the kernel answer.
+    pub state: String,
+    /// Whether the driver's counters are watched (false: the driver has
+    /// none, or generic XDP sends through the kernel's stack).
+    pub watched: bool,
+    /// Why the state is what it is.
+    pub reason: String,
+    /// The interface's driver.
+    pub driver: String,
+    /// XDP_TX frames the driver failed to send since synwall started.
+    pub failed: u64,
+}
+
+/// What a window of the counters says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Judgement {
+    /// Most answers failed: turn them off.
+    Failing,
+    /// Probes left and none failed: turn them on.
+    Leaving,
+}
+
+/// One window: `sent` XDP answers, `failed` XDP_TX failures in the driver.
+fn judge(on: bool, sent: u64, failed: u64) -> Option<Judgement> {
+    if on {
+        let all = failed > 0 && failed >= sent;
+        let most = failed >= MIN_FAILURES && failed.saturating_mul(2) >= sent;
+        (all || most).then_some(Judgement::Failing)
+    } else if failed > 0 {
+        Some(Judgement::Failing)
+    } else {
+        (sent >= MIN_PROBES).then_some(Judgement::Leaving)
+    }
+}
+
+/// The driver's statistics and which of them count failed XDP_TX frames.
+struct Watched {
+    stats: DriverStats,
+    failures: Vec<usize>,
+}
+
+impl Watched {
+    fn failed(&self) -> Option<u64> {
+        let values = self.stats.read().ok()?;
+        Some(self.failures.iter().filter_map(|&i| values.get(i)).sum())
+    }
+}
+
+/// The control loop's watch over the program's answers.
+pub(super) struct TxWatch {
+    ifname: String,
+    watched: Option<Watched>,
+    /// At the last window: when, the program's answers, the failures.
+    last: Option<(Instant, u64, u64)>,
+    failed_at_start: u64,
+    warned: bool,
+    /// The kernel's share under attack: its count, and when it last grew.
+    kernel_syns: u64,
+    kernel_since: Option<Instant>,
+    kernel_acks: bool,
+    report: XdpAnswers,
+}
+
+impl TxWatch {
+    /// Opens the driver's counters of `ifname` and sets the program's
+    /// first state from what the driver is and how XDP is attached.
+    pub(super) fn start(ifname: &str, xdp_mode: &str, program: &Program) -> TxWatch {
+        let (watched, driver) = match DriverStats::open(ifname) {
+            Ok(stats) => {
+                let failures: Vec<usize> = (0..stats.names.len())
+                    .filter(|&i| ethtool::is_xdp_tx_failure(&stats.names[i]))
+                    .collect();
+                let driver = stats.driver.clone();
+                (
+                    (!failures.is_empty()).then_some(Watched { stats, failures }),
+                    driver,
+                )
+            }
+            Err(e) => {
+                tracing::debug!("{ifname}: no driver statistics ({e})");
+                (None, String::new())
+            }
+        };
+        let (state, watched, reason): (&str, _, String) = if xdp_mode == "generic" {
+            let why = "generic XDP: answers leave through the kernel's transmit path";
+            ("on", None, why.to_string())
+        } else if watched.is_none() {
+            let why = format!(
+                "the driver ({}) counts no failed XDP_TX frames, so nothing shows whether answers leave",
+                if driver.is_empty() {
+                    "unknown"
+                } else {
+                    &driver
+                }
+            );
+            ("on", None, why)
+        } else {
+            (
+                "on",
+                watched,
+                "the driver's XDP_TX counters show no failure".to_string(),
+            )
+        };
+        if watched.is_none() {
+            tracing::info!(
+                interface = ifname,
+                "XDP answers are on, unwatched: {reason}"
+            );
+        }
+        program.set_xdp_tx_ok(true);
+        let failed_at_start = watched.as_ref().and_then(Watched::failed).unwrap_or(0);
+        TxWatch {
+            ifname: ifname.to_string(),
+            report: XdpAnswers {
+                state: state.into(),
+                watched: watched.is_some(),
+                reason,
+                driver,
+                failed: 0,
+            },
+            watched,
+            last: None,
+            failed_at_start,
+            warned: false,
+            kernel_syns: 0,
+            kernel_since: None,
+            kernel_acks: false,
+        }
+    }
+
+    /// The state now.
+    pub(super) fn report(&self) -> &XdpAnswers {
+        &self.report
+    }
+
+    /// One control-loop pass: `counters` are the program's.
+    pub(super) fn tick(&mut self, now: Instant, counters: &[u64], program: &Program) {
+        self.watch_kernel_share(now, counters, program);
+        let Some(w) = &self.watched else {
+            return;
+        };
+        let sent = counters.get(xdp::counter::SYNACK_XDP).copied().unwrap_or(0);
+        let Some(failed) = w.failed() else {
+            // The driver's set changed (queues added): read it afresh.
+            if let Ok(stats) = DriverStats::open(&self.ifname) {
+                let failures = (0..stats.names.len())
+                    .filter(|&i| ethtool::is_xdp_tx_failure(&stats.names[i]))
+                    .collect();
+                self.watched = Some(Watched { stats, failures });
+                self.last = None;
+            }
+            return;
+        };
+        let Some((t0, sent0, failed0)) = self.last else {
+            self.last = Some((now, sent, failed));
+            return;
+        };
+        if now.duration_since(t0) < WATCH_EVERY {
+            return;
+        }
+        self.last = Some((now, sent, failed));
+        self.report.failed = failed.saturating_sub(self.failed_at_start);
+        let (d_sent, d_failed) = (sent.saturating_sub(sent0), failed.saturating_sub(failed0));
+        match judge(self.report.state == "on", d_sent, d_failed) {
+            Some(Judgement::Failing) if self.report.state != "off" => {
+                self.report.state = "off".into();
+                self.report.reason = format!(
+                    "{d_failed} of {d_sent} XDP answers failed in the driver ({}) in {} ms: \
+                     the workers and the kernel answer instead",
+                    self.report.driver,
+                    now.duration_since(t0).as_millis()
+                );
+                program.set_xdp_tx_ok(false);
+                if self.warned {
+                    tracing::info!(interface = %self.ifname, "XDP answers off again: {}", self.report.reason);
+                } else {
+                    self.warned = true;
+                    tracing::warn!(
+                        interface = %self.ifname,
+                        "XDP answers do not leave this interface (a veth peer without an XDP \
+                         program drops them all): {}",
+                        self.report.reason
+                    );
+                }
+            }
+            Some(Judgement::Leaving) => {
+                self.report.state = "on".into();
+                self.report.reason = format!("{d_sent} XDP answers left with no failure");
+                program.set_xdp_tx_ok(true);
+                tracing::info!(interface = %self.ifname, "XDP answers on: {}", self.report.reason);
+            }
+            _ => {}
+        }
+    }
+
+    /// Keeps the program passing ACKs without synwall's cookie to the
+    /// kernel while SYNs went to it under attack lately.
+    fn watch_kernel_share(&mut self, now: Instant, counters: &[u64], program: &Program) {
+        let kernel = counters.get(xdp::counter::SYN_KERNEL).copied().unwrap_or(0);
+        if kernel != self.kernel_syns {
+            self.kernel_syns = kernel;
+            self.kernel_since = Some(now);
+        }
+        let on = self
+            .kernel_since
+            .is_some_and(|t| now.duration_since(t) < KERNEL_COOKIE_LIFE);
+        if on != self.kernel_acks {
+            self.kernel_acks = on;
+            program.set_kernel_acks(on);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_go_off_when_most_fail_and_on_when_probes_leave() {
+        // On: a few failures (a full ring) are no reason; most failing is.
+        assert_eq!(judge(true, 10_000, 7), None);
+        assert_eq!(judge(true, 10_000, 4_000), None);
+        assert_eq!(judge(true, 10_000, 5_000), Some(Judgement::Failing));
+        assert_eq!(judge(true, 8, 8), Some(Judgement::Failing));
+        assert_eq!(judge(true, 1, 1), Some(Judgement::Failing));
+        assert_eq!(judge(true, 0, 0), None);
+        // Off: any failure keeps them off; probes that all
+        // left turn them on.
+        assert_eq!(judge(false, 3, 0), None);
+        assert_eq!(judge(false, 4, 0), Some(Judgement::Leaving));
+        assert_eq!(judge(false, 100, 1), Some(Judgement::Failing));
+    }
+}

@@ -1,0 +1,180 @@
+//! The driver's own statistics (`ethtool -S`), through the `SIOCETHTOOL`
+//! ioctl (Linux `include/uapi/linux/ethtool.h`), which neither rustix nor
+//! a well-kept blocking crate wraps: the driver's name, and the counters of
+//! XDP_TX frames it failed to send, which say whether the program's
+//! answers leave the interface. The ioctl works on whatever network
+//! namespace the process is in, so a unit with `NetworkNamespacePath=`
+//! reads the right interface (unlike /sys, which its mount namespace keeps).
+
+use std::os::fd::{AsRawFd, OwnedFd};
+
+/// `ETHTOOL_GDRVINFO`: driver name and the number of statistics.
+const ETHTOOL_GDRVINFO: u32 = 0x03;
+/// `ETHTOOL_GSTRINGS`: the names of a string set.
+const ETHTOOL_GSTRINGS: u32 = 0x1b;
+/// `ETHTOOL_GSTATS`: the statistics' values.
+const ETHTOOL_GSTATS: u32 = 0x1d;
+/// `ETH_SS_STATS`: the string set of the statistics' names.
+const ETH_SS_STATS: u32 = 1;
+/// `ETH_GSTRING_LEN`: each name's bytes, NUL padded.
+const ETH_GSTRING_LEN: usize = 32;
+/// `sizeof(struct ethtool_drvinfo)`: cmd, five 32-byte strings, 12
+/// reserved bytes, five u32 (n_stats is the second of them).
+const DRVINFO_LEN: usize = 4 + 5 * 32 + 12 + 5 * 4;
+/// Where `n_stats` sits in `struct ethtool_drvinfo`.
+const DRVINFO_N_STATS: usize = 4 + 5 * 32 + 12 + 4;
+/// More statistics than any driver has; a bound on what we allocate.
+const MAX_STATS: usize = 1 << 16;
+
+/// An interface's driver statistics, as names and a way to read them.
+#[derive(Debug)]
+pub struct DriverStats {
+    sock: OwnedFd,
+    ifname: [u8; libc::IFNAMSIZ],
+    /// The driver's name (`veth`, `virtio_net`, `mlx5_core`, ...).
+    pub driver: String,
+    /// Every statistic's name, in the driver's order.
+    pub names: Vec<String>,
+}
+
+/// `struct ifreq` as `SIOCETHTOOL` reads it: the name and a pointer to the
+/// command's buffer.
+#[repr(C)]
+struct IfReq {
+    name: [u8; libc::IFNAMSIZ],
+    data: *mut libc::c_void,
+    _pad: [u8; 16],
+}
+
+impl DriverStats {
+    /// Opens `ifname`'s statistics in this network namespace.
+    pub fn open(ifname: &str) -> std::io::Result<DriverStats> {
+        let mut name = [0u8; libc::IFNAMSIZ];
+        if ifname.len() >= name.len() || ifname.contains('\0') {
+            return Err(std::io::Error::from(std::io::ErrorKind::InvalidInput));
+        }
+        name[..ifname.len()].copy_from_slice(ifname.as_bytes());
+        let sock = rustix::net::socket(
+            rustix::net::AddressFamily::INET,
+            rustix::net::SocketType::DGRAM,
+            None,
+        )?;
+        let mut s = DriverStats {
+            sock,
+            ifname: name,
+            driver: String::new(),
+            names: Vec::new(),
+        };
+        let mut info = [0u8; DRVINFO_LEN];
+        info[..4].copy_from_slice(&ETHTOOL_GDRVINFO.to_ne_bytes());
+        s.ioctl(info.as_mut_ptr().cast())?;
+        s.driver = c_string(&info[4..36]);
+        let n = u32::from_ne_bytes(
+            info[DRVINFO_N_STATS..DRVINFO_N_STATS + 4]
+                .try_into()
+                .unwrap_or_default(),
+        );
+        let n = (n as usize).min(MAX_STATS);
+        let mut strings = vec![0u8; 12 + n * ETH_GSTRING_LEN];
+        strings[..4].copy_from_slice(&ETHTOOL_GSTRINGS.to_ne_bytes());
+        strings[4..8].copy_from_slice(&ETH_SS_STATS.to_ne_bytes());
+        strings[8..12].copy_from_slice(&(n as u32).to_ne_bytes());
+        s.ioctl(strings.as_mut_ptr().cast())?;
+        s.names = strings[12..]
+            .chunks_exact(ETH_GSTRING_LEN)
+            .map(c_string)
+            .collect();
+        Ok(s)
+    }
+
+    /// Every statistic's value now, in [`DriverStats::names`]' order.
+    pub fn read(&self) -> std::io::Result<Vec<u64>> {
+        let n = self.names.len();
+        // cmd and n_stats (two u32) in the first u64, then the values.
+        let mut buf = vec![0u64; 1 + n];
+        let mut head = [0u8; 8];
+        head[..4].copy_from_slice(&ETHTOOL_GSTATS.to_ne_bytes());
+        head[4..].copy_from_slice(&(n as u32).to_ne_bytes());
+        buf[0] = u64::from_ne_bytes(head);
+        self.ioctl(buf.as_mut_ptr().cast())?;
+        let got = u32::from_ne_bytes(buf[0].to_ne_bytes()[4..].try_into().unwrap_or_default());
+        if got as usize != n {
+            // The driver changed its set (a queue count changed): the
+            // caller opens it again.
+            return Err(std::io::Error::other("the driver's statistics changed"));
+        }
+        buf.remove(0);
+        Ok(buf)
+    }
+
+    fn ioctl(&self, data: *mut libc::c_void) -> std::io::Result<()> {
+        let mut req = IfReq {
+            name: self.ifname,
+            data,
+            _pad: [0; 16],
+        };
+        // SAFETY: `req` is a live `struct ifreq` (name, then the data
+        // pointer, padded to the kernel's size); `data` points to a buffer
+        // the caller sized for its command from what the driver reported
+        // (GSTRINGS and GSTATS carry that count in their header, and the
+        // kernel writes no more than it), and it outlives the call; the
+        // socket is open for the call.
+        let rc = unsafe {
+            libc::ioctl(
+                self.sock.as_raw_fd(),
+                libc::SIOCETHTOOL,
+                std::ptr::from_mut(&mut req),
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    }
+}
+
+/// The text before the first NUL.
+fn c_string(b: &[u8]) -> String {
+    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+    String::from_utf8_lossy(&b[..end]).into_owned()
+}
+
+/// Is this statistic a count of XDP_TX frames the driver failed to send?
+/// veth: `rx_queue_N_xdp_tx_errors`; virtio_net: `rx_queue_N_xdp_tx_drops`;
+/// mlx5: `rx_xdp_tx_err`, `rx_xdp_tx_full`; others name theirs alike.
+pub fn is_xdp_tx_failure(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    n.contains("xdp_tx") && ["err", "drop", "full"].iter().any(|w| n.contains(w))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_drivers_xdp_tx_failure_counters_are_recognised() {
+        for n in [
+            "rx_queue_0_xdp_tx_errors",
+            "rx_queue_3_xdp_tx_drops",
+            "rx_xdp_tx_err",
+            "rx_xdp_tx_full",
+        ] {
+            assert!(is_xdp_tx_failure(n), "{n}");
+        }
+        for n in [
+            "rx_queue_0_xdp_tx",
+            "rx_queue_0_xdp_packets",
+            "tx_queue_0_xdp_xmit_errors",
+            "peer_ifindex",
+        ] {
+            assert!(!is_xdp_tx_failure(n), "{n}");
+        }
+    }
+
+    #[test]
+    fn a_missing_interface_is_an_error() {
+        assert!(DriverStats::open("sw-no-such-if0").is_err());
+        assert!(DriverStats::open("a-name-longer-than-ifnamsiz").is_err());
+    }
+}

@@ -1,0 +1,116 @@
+//! Never worse than the kernel alone (root): synwall on the set-ups the
+//! project's own testbed does not build. The testbed here is **bare**: no
+//! XDP program on the client veth, as on every container's or pod's veth,
+//! so the server veth drops every XDP_TX frame (veth delivers them only to
+//! a peer with an XDP program of its own), and default sysctls unless a
+//! test says otherwise.
+
+mod common;
+
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+use common::{Synwall, Testbed};
+
+/// A python http.server on port 80 (IPv4 and IPv6) in the server
+/// namespace, killed on drop.
+fn web_server(tb: &Testbed, dir: &std::path::Path) -> common::KillOnDrop {
+    let www = dir.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::write(www.join("index.html"), "served\n").unwrap();
+    let mut cmd = tb.in_srv(&["python3", "-m", "http.server", "80", "--bind", "::"]);
+    cmd.current_dir(&www)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    tb.serve(&mut cmd, 80)
+}
+
+/// `n` sequential curls of the page from the client namespace, each within
+/// `secs`; returns how many got it.
+fn fetches(tb: &Testbed, url: &str, n: usize, secs: &str) -> usize {
+    (0..n)
+        .filter(|_| {
+            let out: Output = tb
+                .in_cli(&["curl", "-sS", "-g", "--max-time", secs, url])
+                .output()
+                .unwrap();
+            out.status.success() && out.stdout == b"served\n"
+        })
+        .count()
+}
+
+fn status_text(sw: &Synwall) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_synwall"))
+        .args(["status", "--socket", sw.stats.to_str().unwrap()])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn xdp_answers_that_do_not_leave_a_bare_veth_are_turned_off_and_the_workers_answer() {
+    // synack = "xdp", no program on the client veth: every XDP answer is
+    // lost in the driver. synwall must see it in the driver's counters,
+    // turn XDP answers off, say so (log, stats, status) and let the
+    // workers answer, so every client gets through (the first one's SYN
+    // retransmitted once at most). The kernel's own SYN-ACKs are blocked,
+    // so only synwall can have answered.
+    if !common::require_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let tb = Testbed::new(1);
+    tb.block_kernel_synacks(80);
+    let _server = web_server(&tb, dir.path());
+    let sw = Synwall::start_with(&tb, dir.path(), "synack = \"xdp\"", "");
+    let ok =
+        fetches(&tb, "http://198.18.0.1/", 20, "5") + fetches(&tb, "http://[2001:2::1]/", 10, "5");
+    let stats = sw.stats_json().unwrap();
+    assert_eq!(ok, 30, "every client served: {stats}");
+    let answers = &stats["xdp_answers"];
+    assert_eq!(answers["state"], "off", "{stats}");
+    assert_eq!(answers["driver"], "veth", "{stats}");
+    assert!(answers["failed"].as_u64().unwrap() >= 1, "{stats}");
+    assert!(
+        stats["workers"][0]["synacks"].as_u64().unwrap() >= 30,
+        "the workers answered: {stats}"
+    );
+    let status = status_text(&sw);
+    assert!(status.contains("XDP answers OFF"), "{status}");
+    sw.signal("-TERM");
+    std::thread::sleep(Duration::from_millis(500));
+    let log = std::fs::read_to_string(dir.path().join("synwall.log")).unwrap();
+    let warned = log
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("XDP answers do not leave"))
+        .count();
+    assert_eq!(warned, 1, "warned once: {log}");
+}
+
+#[test]
+fn the_kernels_own_syn_cookies_complete_in_kernel_mode_when_synwall_leaves_it_the_syns() {
+    // [attack] mode = "off" leaves every SYN to the kernel; with
+    // tcp_syncookies = 2 the kernel answers each with its own SYN cookie,
+    // and the TC hand-off meets the ACK at the listener with no cookie of
+    // ours. It must let the kernel check it, not drop it.
+    if !common::require_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let tb = Testbed::new(1);
+    common::run_ok(
+        &mut tb.in_srv(&["sysctl", "-qw", "net.ipv4.tcp_syncookies=2"]),
+        "sysctl",
+    );
+    let _server = web_server(&tb, dir.path());
+    let sw = Synwall::start(&tb, dir.path(), "[attack]\nmode = \"off\"\n");
+    let ok =
+        fetches(&tb, "http://198.18.0.1/", 3, "5") + fetches(&tb, "http://[2001:2::1]/", 3, "5");
+    let stats = sw.stats_json().unwrap();
+    assert_eq!(ok, 6, "{stats}");
+    assert_eq!(stats["xdp"]["handoff_ok"], 0, "{stats}");
+    assert!(
+        stats["xdp"]["handoff_not_ours"].as_u64().unwrap() >= 6,
+        "the kernel's cookies were left to it: {stats}"
+    );
+}
