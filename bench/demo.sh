@@ -4,10 +4,16 @@
 #
 # A web server (python's http.server, unmodified handler) in one network namespace,
 # real clients (curl) in another, and a SYN flood with spoofed sources from
-# 198.18.0.0/15. Three runs, same clients, same flood:
+# 198.18.0.0/15. Five runs, same clients, same flood:
 #   1. the server alone, no flood        (the baseline)
 #   2. the server alone under the flood  (the kernel's own SYN cookies)
 #   3. the server behind synwall under the same flood (kernel-mode hand-off)
+# on a testbed whose client veth has a sink (an XDP program that drops the
+# answers to spoofed sources, as a wire would carry them away, and lets the
+# veth deliver XDP answers at all), then on the bare testbed a container
+# has (no program on the client veth, so XDP answers are lost in the veth):
+#   4. the server alone under the flood
+#   5. the server behind synwall under the same flood
 # and a table: requests served and connect latency.
 #
 # Network rules: namespaces and a veth pair made here, addresses from
@@ -65,12 +71,12 @@ flood_start() {
 }
 flood_stop() { kill -INT "$FLOODPID" 2>/dev/null || true; wait "$FLOODPID" 2>/dev/null || true; FLOODPID=; }
 
-echo "==> 1/3 the server alone, no flood"
+echo "==> 1/5 the server alone, no flood"
 probe baseline
-echo "==> 2/3 the server alone under a ${RATE} SYN/s flood"
+echo "==> 2/5 the server alone under a ${RATE} SYN/s flood"
 d0=$(ring_drops); flood_start kernel; probe kernel; flood_stop; echo "kernel $(( $(ring_drops) - d0 ))" > "$work/drops"
 
-echo "==> 3/3 the server behind synwall under the same flood"
+echo "==> 3/5 the server behind synwall under the same flood"
 (umask 077; "$SW" gen-secret > "$work/secret")
 # The attack detector's defaults but leave_secs: the attack ends 2 s after
 # the flood, and both events are in the log before synwall stops.
@@ -82,6 +88,19 @@ tb_wait_stats "$SW" "$work/stats.sock"
 d0=$(ring_drops); flood_start synwall; probe synwall; flood_stop; echo "synwall $(( $(ring_drops) - d0 ))" >> "$work/drops"
 sleep 3   # leave_secs of calm: the attack ends
 "$SW" stats --socket "$work/stats.sock" > "$work/stats.json"
+kill -TERM "$SWPID"; wait "$SWPID"; SWPID=
+
+# The bare testbed: the sink goes, as in a container nothing on the client's
+# side runs XDP.
+tb_xdp_stop > /dev/null
+echo "==> 4/5 bare testbed (no XDP program on the client veth): the server alone under the flood"
+d0=$(ring_drops); flood_start bare_kernel; probe bare_kernel; flood_stop; echo "bare_kernel $(( $(ring_drops) - d0 ))" >> "$work/drops"
+echo "==> 5/5 bare testbed: the server behind synwall under the same flood"
+ip netns exec "$S" "$SW" run --config "$work/synwall.toml" > "$work/final.bare.json" 2> "$work/synwall.bare.log" &
+SWPID=$!
+tb_wait_stats "$SW" "$work/stats.sock"
+d0=$(ring_drops); flood_start bare_synwall; probe bare_synwall; flood_stop; echo "bare_synwall $(( $(ring_drops) - d0 ))" >> "$work/drops"
+"$SW" stats --socket "$work/stats.sock" > "$work/stats.bare.json"
 kill -TERM "$SWPID"; wait "$SWPID"; SWPID=
 
 python3 - "$work" "$REQUESTS" "$RATE" <<'PY'
@@ -97,17 +116,18 @@ stats = json.load(open(f"{work}/stats.json"))
 synacks = sum(w["synacks"] for w in stats["workers"]) + stats["xdp"]["synack_xdp"]
 print(f"\nA web server under a SYN flood ({rate} spoofed SYNs/s), {n} real client requests per run")
 print(f"{'':34}{'served':>10}{'connect p50':>14}{'connect p99':>14}")
+flooded = ("kernel", "synwall", "bare_kernel", "bare_synwall")
 for name, label in [("baseline", "server alone, no flood"), ("kernel", "server alone, flood"),
-                    ("synwall", "behind synwall, same flood")]:
+                    ("synwall", "behind synwall, same flood"),
+                    ("bare_kernel", "bare veth: server alone, flood"),
+                    ("bare_synwall", "bare veth: behind synwall")]:
     ok, p50, p99 = result(name)
     print(f"{label:<34}{f'{ok}/{n}':>10}{p50:>11.1f} ms{p99:>11.1f} ms")
-for name in ("kernel", "synwall"):
-    f = json.load(open(f"{work}/flood.{name}"))
-    print(f"flood during '{name}': {f['sent']} SYNs at {f['pps']:.0f}/s")
 drops = dict(l.split() for l in open(f"{work}/drops"))
-for name in ("kernel", "synwall"):
+for name in flooded:
     f = json.load(open(f"{work}/flood.{name}"))
-    print(f"  '{name}': {drops[name]} frames lost before the server (the veth's receive ring full)")
+    print(f"flood during '{name}': {f['sent']} SYNs at {f['pps']:.0f}/s, "
+          f"{drops[name]} frames lost before the server (the veth's receive ring full)")
 x = stats["xdp"]
 print(f"synwall answered {synacks} SYNs with cookie SYN-ACKs ({x['synack_xdp']} of them in XDP, "
       f"{x['syn_backlog']} while its worker was backed up), handed "
@@ -116,6 +136,15 @@ print(f"synwall answered {synacks} SYNs with cookie SYN-ACKs ({x['synack_xdp']} 
 print("synwall's log of the attack:")
 for line in open(f"{work}/synwall.log"):
     if "attack started" in line or "attack ended" in line:
+        print("  " + line.rstrip())
+bare = json.load(open(f"{work}/stats.bare.json"))
+a, bx = bare.get("xdp_answers", {}), bare["xdp"]
+bsyn = sum(w["synacks"] for w in bare["workers"])
+print(f"On the bare veth synwall's XDP answers were {a.get('state', '?')} ({a.get('reason', '')}); "
+      f"its workers answered {bsyn} SYNs, {bx['syn_kernel']} went to the kernel, "
+      f"{bx['synack_xdp']} XDP probes went out ({a.get('failed', 0)} failed in the driver).")
+for line in open(f"{work}/synwall.bare.log"):
+    if "XDP answers" in line:
         print("  " + line.rstrip())
 ok_base = result("baseline")[0]
 sys.exit(0 if ok_base > 0 else 1)

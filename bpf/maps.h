@@ -77,10 +77,19 @@ volatile __u8 under_attack BEAT = 0;
  * control loop watches the driver's XDP_TX error counters and clears it
  * when they fail (a veth whose peer has no XDP program of its own loses
  * every one). While clear, SYNs go to the workers and what
- * they cannot take goes to the kernel, except one in XDP_TX_PROBE_EVERY,
- * still answered by XDP_TX, so that synwall sees when answers leave again. */
+ * they cannot take goes to the kernel, except a probe every XDP_TX_PROBE_NS
+ * per CPU, still answered by XDP_TX, so that synwall sees when answers
+ * leave again. */
 volatile __u8 xdp_tx_ok BEAT = 1;
-#define XDP_TX_PROBE_EVERY 64
+#define XDP_TX_PROBE_NS 20000000ULL /* 20 ms: 50 probes a second per CPU */
+
+/* When this CPU last sent a probe (xdp_tx_ok clear). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} probe_at SEC(".maps");
 /* Set by synwall while SYNs went to the kernel under attack (xdp_tx_ok
  * clear, workers backed up) within the kernel's cookie lifetime: an ACK
  * without our cookie may carry the kernel's, so it goes to the kernel,

@@ -364,6 +364,11 @@ static __noinline int reflection_capped(const struct pkt *p)
 	return prefix_full(&reflect_prefix, &key, now, prefix_cap);
 }
 
+static __always_inline int reflection_on(void)
+{
+	return reflect_prefix_cap || reflect_total_cap;
+}
+
 /* The per-source SYN limit ([attack] syns_per_source; called only with it
  * on, under attack): at most that many SYNs per second from one /32 (IPv6
  * /64), for floods from real addresses. Not inlined, as reflection_capped. */
@@ -376,18 +381,44 @@ static __noinline int source_capped(const struct pkt *p)
 	return prefix_full(&source_windows, &key, bpf_ktime_get_coarse_ns(), cap);
 }
 
+/* While XDP answers do not leave: is it time for this CPU's next probe?
+ * A probe's client loses its SYN-ACK (and waits a second for its SYN's
+ * retransmission), so probes are few: one per XDP_TX_PROBE_NS per CPU,
+ * whatever the flood's rate. */
+static __always_inline int probe_due(void)
+{
+	__u32 zero = 0;
+	__u64 *last = bpf_map_lookup_elem(&probe_at, &zero);
+	__u64 now;
+
+	if (!last)
+		return 0;
+	now = bpf_ktime_get_coarse_ns();
+	if (now - *last < XDP_TX_PROBE_NS)
+		return 0;
+	*last = now;
+	return 1;
+}
+
 /* A SYN while XDP answers do not leave the interface (xdp_tx_ok clear):
  * the worker answers it, through the kernel's transmit path; what the worker
- * cannot take goes to the kernel, never into the hole, but for one in
- * XDP_TX_PROBE_EVERY, answered by XDP_TX still, whose fate in the driver's
- * counters tells synwall when answers leave again. */
+ * cannot take goes to the kernel, never into the hole, but for a probe now
+ * and then (probe_due), answered by XDP_TX still, whose fate in the
+ * driver's counters tells synwall when answers leave again. */
 static __always_inline int syn_without_xdp_tx(struct xdp_md *ctx, struct pkt *p,
 					      struct sw_queue_load *q)
 {
-	if (!worker_backed_up(q) && redirect_to_worker(ctx, q))
-		return verdict(SW_SYN_REDIRECT, XDP_REDIRECT);
-	if (bpf_get_prandom_u32() % XDP_TX_PROBE_EVERY == 0 && sw_synack(ctx, p) < 0)
+	if (!worker_backed_up(q)) {
+		if (reflection_on() && reflection_capped(p))
+			return verdict(SW_DROP_REFLECTION_CAP, XDP_DROP);
+		if (redirect_to_worker(ctx, q))
+			return verdict(SW_SYN_REDIRECT, XDP_REDIRECT);
+	}
+	if (probe_due() && sw_synack(ctx, p) < 0)
 		return verdict(SW_SYNACK_XDP, XDP_TX);
+	/* As the kernel alone: no reflection guard on the kernel's answers,
+	 * whose window lookup would cost more than the kernel can spare at
+	 * the flood rates that bring synwall here. */
 	return verdict(SW_SYN_KERNEL, XDP_PASS);
 }
 
@@ -401,11 +432,11 @@ static __always_inline int xdp_syn(struct xdp_md *ctx, struct pkt *p)
 	/* The caps' checks are calls; a cap that is off costs no call. */
 	if (source_syn_cap && under_attack && source_capped(p))
 		return verdict(SW_DROP_SOURCE_CAP, XDP_DROP);
-	if ((reflect_prefix_cap || reflect_total_cap) && reflection_capped(p))
-		return verdict(SW_DROP_REFLECTION_CAP, XDP_DROP);
 	q = auto_queue_load(ctx);
 	if (!xdp_tx_ok && q)
 		return syn_without_xdp_tx(ctx, p, q);
+	if (reflection_on() && reflection_capped(p))
+		return verdict(SW_DROP_REFLECTION_CAP, XDP_DROP);
 	if (synack_mode == SYNACK_XDP || worker_backed_up(q)) {
 		if (synack_mode == SYNACK_AUTO)
 			count(SW_SYN_BACKLOG);

@@ -8,8 +8,8 @@
 //! answers; when most of them fail it tells the program, which then sends
 //! SYNs to the workers (whose answers take the kernel's transmit path) and
 //! what they cannot take to the kernel, never into the hole, and answers
-//! only one in 64 of those by XDP_TX as a probe, so that answers come back
-//! once they leave again. Nothing shows before the first answers whether
+//! a few of those by XDP_TX as probes (50 a second per CPU at most), so
+//! that answers come back once they leave again. Nothing shows before the first answers whether
 //! they will leave, so those of the first window (100 ms) on a veth whose
 //! peer has no XDP program are lost, once; their clients retransmit the SYN
 //! a second later and the workers answer it.
@@ -31,7 +31,8 @@ const WATCH_EVERY: Duration = Duration::from_millis(100);
 /// only half of the program's answers in it failed: a few lost to a full
 /// ring are no reason. When every answer failed, one is enough.
 const MIN_FAILURES: u64 = 8;
-/// Probes that must leave, with no failure, before answers are on again.
+/// Probes that must leave in a row, with no failure, before answers are
+/// on again.
 const MIN_PROBES: u64 = 4;
 /// How long ACKs without synwall's cookie go to the kernel after it last
 /// answered a SYN under attack: the kernel's SYN cookies are valid for two
@@ -97,6 +98,8 @@ pub(super) struct TxWatch {
     /// At the last window: when, the program's answers, the failures.
     last: Option<(Instant, u64, u64)>,
     failed_at_start: u64,
+    /// While off: probes sent since the last failure.
+    clean_probes: u64,
     warned: bool,
     /// The kernel's share under attack: its count, and when it last grew.
     kernel_syns: u64,
@@ -165,6 +168,7 @@ impl TxWatch {
             watched,
             last: None,
             failed_at_start,
+            clean_probes: 0,
             warned: false,
             kernel_syns: 0,
             kernel_since: None,
@@ -205,7 +209,14 @@ impl TxWatch {
         self.last = Some((now, sent, failed));
         self.report.failed = failed.saturating_sub(self.failed_at_start);
         let (d_sent, d_failed) = (sent.saturating_sub(sent0), failed.saturating_sub(failed0));
-        match judge(self.report.state == "on", d_sent, d_failed) {
+        let on = self.report.state == "on";
+        self.clean_probes = if d_failed > 0 || on {
+            0
+        } else {
+            self.clean_probes + d_sent
+        };
+        let sent_judged = if on { d_sent } else { self.clean_probes };
+        match judge(on, sent_judged, d_failed) {
             Some(Judgement::Failing) if self.report.state != "off" => {
                 self.report.state = "off".into();
                 self.report.reason = format!(
@@ -229,7 +240,7 @@ impl TxWatch {
             }
             Some(Judgement::Leaving) => {
                 self.report.state = "on".into();
-                self.report.reason = format!("{d_sent} XDP answers left with no failure");
+                self.report.reason = format!("{sent_judged} XDP probes left with no failure");
                 program.set_xdp_tx_ok(true);
                 tracing::info!(interface = %self.ifname, "XDP answers on: {}", self.report.reason);
             }
