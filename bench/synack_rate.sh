@@ -21,8 +21,12 @@
 #                  the reflection guard off ([reflection] synacks_per_prefix
 #                  = 0), or keyed per /32 (prefix_v4 = 32: a window per
 #                  source) instead of the default /24, not in the default list
-# The client veth has the sink (bench/bpf/testbed.bpf.c) for every system:
-# answers to spoofed sources die there, counted, as on a real wire. The
+#   <system>_bare  any of the above on the bare testbed: the sink is taken
+#                  off the client veth for it, as in a container, where the
+#                  veth drops every XDP answer (SYSTEMS_BARE="kernel
+#                  synwall_auto" adds these two; the default list has them)
+# The client veth has the sink (bench/bpf/testbed.bpf.c) for every other
+# system: answers to spoofed sources die there, counted, as on a real wire. The
 # server side (its veth's NAPI thread, synwall's worker) is on CPU 0, the
 # client side (the generator, the client veth's NAPI thread) on CPU 1.
 # Run as root:  bash bench/synack_rate.sh   (ROUNDS=3 alternates the systems)
@@ -35,7 +39,7 @@ cd "$(dirname "$0")/.."
 DURATION=${DURATION:-4}        # seconds per flood
 COUNT=${COUNT:-50000000}       # frames per flood (the duration usually ends it first)
 ROUNDS=${ROUNDS:-1}            # rounds over all systems (medians are reported)
-SYSTEMS=${SYSTEMS:-"limit_drop limit_bounce limit_reflect kernel synwall_afxdp synwall_xdp synwall_auto"}
+SYSTEMS=${SYSTEMS:-"limit_drop limit_bounce limit_reflect kernel synwall_afxdp synwall_xdp synwall_auto kernel_bare synwall_auto_bare"}
 SRV_CPU=${SRV_CPU:-0} CLI_CPU=${CLI_CPU:-1}
 
 [ "${SKIP_SETUP:-}" ] || bash scripts/setup.sh
@@ -52,7 +56,7 @@ ip netns exec "$S" sysctl -qw net.ipv4.tcp_syncookies=2
 ip netns exec "$S" sysctl -qw net.ipv4.tcp_max_syn_backlog=65536
 ip netns exec "$C" ping -c1 -W1 198.18.0.1 >/dev/null   # neighbours resolved before timing
 
-# The sink stays on the client veth for the whole run.
+# The sink stays on the client veth but for the bare systems.
 tb_xdp "$TBX" sink 3600; SINKPID=$XDPPID; XDPPID=
 tb_sides "$SRV_CPU" "$CLI_CPU"   # the client veth has NAPI once its XDP program is there
 # Answers = frames arriving at the client veth (its rx_packets counts every
@@ -101,8 +105,11 @@ stop_system() { # name; writes the system's own counters (JSON) to $work/own.jso
   esac
 }
 
+sink_on() { tb_xdp "$TBX" sink 3600; SINKPID=$XDPPID; XDPPID=; }
+sink_off() { kill -TERM "$SINKPID" 2>/dev/null; wait "$SINKPID" 2>/dev/null || true; SINKPID=; }
 measure() { # name round
-  local r0 r1 s0 s1 a0 a1 out own
+  local r0 r1 s0 s1 a0 a1 out own name=$1
+  case $1 in *_bare) sink_off; set -- "${1%_bare}" "$2" ;; esac
   start_system "$1"
   sleep 0.3
   r0=$(sink_dropped); s0=$(busy "$SRV_CPU"); a0=$(busy all)
@@ -111,6 +118,7 @@ measure() { # name round
   sleep 0.3
   r1=$(sink_dropped); s1=$(busy "$SRV_CPU"); a1=$(busy all)
   stop_system "$1"; own=$(cat "$work/own.json")
+  [ -n "$SINKPID" ] || sink_on
   python3 -c '
 import json,sys
 f=json.loads(sys.argv[1]); ans=int(sys.argv[3])-int(sys.argv[2]); hz=int(sys.argv[8])
@@ -120,8 +128,8 @@ print(json.dumps({"system":sys.argv[10],"round":int(sys.argv[11]),"syns_sent":f[
   "seconds":f["seconds"],"answers":ans,"answers_per_s":round(ans/f["seconds"]),
   "server_cpu_s_per_million_syns":round(srv/(f["sent"]/1e6),3),
   "server_cpu_s_per_million_answers":round(srv/(ans/1e6),3) if ans > 1000 else None,"all_cpu_s_per_million_syns":round(cpu/(f["sent"]/1e6),3),
-  "limit_rx":own.get("rx"),"xdp":own.get("xdp"),"workers":own.get("workers")}))
-' "$out" "$r0" "$r1" "$s0" "$s1" "$a0" "$a1" "$HZ" "$own" "$1" "$2" | tee -a "$work/results.jsonl" >&2
+  "limit_rx":own.get("rx"),"xdp":own.get("xdp"),"workers":own.get("workers"),"xdp_answers":own.get("xdp_answers")}))
+' "$out" "$r0" "$r1" "$s0" "$s1" "$a0" "$a1" "$HZ" "$own" "$name" "$2" | tee -a "$work/results.jsonl" >&2
 }
 
 for round in $(seq "$ROUNDS"); do
@@ -157,6 +165,11 @@ for s in systems:
     cells.append(f"{statistics.median(per_answer):>20.3f}" if per_answer and s != "limit_drop" else f"{'':>20}")
     print("".join(cells))
 print("(limit_drop: frames taken in, not answered; srv CPU = the server side's CPU only, all CPU includes the generator)")
+bare = [s for s in systems if s.endswith("_bare")]
+if bare:
+    print("(_bare: no program on the client veth, whose answers count as they reach its stack; "
+          + "; ".join(f"{s} XDP answers {a['state']}" for s in bare for r in rows
+                      if r["system"] == s and (a := r.get("xdp_answers")) and r["round"] == 1) + ")")
 out = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "medians": rate, "runs": rows}
 name = f"bench/results/synack_rate-{out['time']}.json"
 json.dump(out, open(name, "w"), indent=1)
