@@ -851,6 +851,7 @@ impl<'a> Datapath<'a> {
         let mut tx = tx_watch::TxWatch::start(
             &self.cfg.datapath.interface,
             self.attached.xdp.mode,
+            self.cfg.datapath.synack != SynackMode::Afxdp,
             self.program,
         );
         while !ctl.stop.load(Ordering::Relaxed) {

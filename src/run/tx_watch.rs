@@ -68,7 +68,9 @@ enum Judgement {
 /// One window: `sent` XDP answers, `failed` XDP_TX failures in the driver.
 fn judge(on: bool, sent: u64, failed: u64) -> Option<Judgement> {
     if on {
-        let all = failed > 0 && failed >= sent;
+        // Failures with no answer of ours in the window are someone
+        // else's (another program behind a dispatcher, a redirect).
+        let all = sent > 0 && failed >= sent;
         let most = failed >= MIN_FAILURES && failed.saturating_mul(2) >= sent;
         (all || most).then_some(Judgement::Failing)
     } else if failed > 0 {
@@ -111,7 +113,7 @@ pub(super) struct TxWatch {
 impl TxWatch {
     /// Opens the driver's counters of `ifname` and sets the program's
     /// first state from what the driver is and how XDP is attached.
-    pub(super) fn start(ifname: &str, xdp_mode: &str, program: &Program) -> TxWatch {
+    pub(super) fn start(ifname: &str, xdp_mode: &str, answers: bool, program: &Program) -> TxWatch {
         let (watched, driver) = match DriverStats::open(ifname) {
             Ok(stats) => {
                 let failures: Vec<usize> = (0..stats.names.len())
@@ -128,7 +130,13 @@ impl TxWatch {
                 (None, String::new())
             }
         };
-        let (state, watched, reason): (&str, _, String) = if xdp_mode == "generic" {
+        let (state, watched, reason): (&str, _, String) = if !answers {
+            (
+                "on",
+                None,
+                "synack = \"afxdp\": XDP does not answer".to_string(),
+            )
+        } else if xdp_mode == "generic" {
             let why = "generic XDP: answers leave through the kernel's transmit path";
             ("on", None, why.to_string())
         } else if watched.is_none() {
@@ -148,7 +156,7 @@ impl TxWatch {
                 "the driver's XDP_TX counters show no failure".to_string(),
             )
         };
-        if watched.is_none() {
+        if watched.is_none() && answers {
             tracing::info!(
                 interface = ifname,
                 "XDP answers are on, unwatched: {reason}"
@@ -187,6 +195,14 @@ impl TxWatch {
         let Some(w) = &self.watched else {
             return;
         };
+        // The driver's statistics take the RTNL lock: read them once a
+        // window, not on every pass.
+        if self
+            .last
+            .is_some_and(|(t0, _, _)| now.duration_since(t0) < WATCH_EVERY)
+        {
+            return;
+        }
         let sent = counters.get(xdp::counter::SYNACK_XDP).copied().unwrap_or(0);
         let Some(failed) = w.failed() else {
             // The driver's set changed (queues added): read it afresh.
@@ -203,9 +219,6 @@ impl TxWatch {
             self.last = Some((now, sent, failed));
             return;
         };
-        if now.duration_since(t0) < WATCH_EVERY {
-            return;
-        }
         self.last = Some((now, sent, failed));
         self.report.failed = failed.saturating_sub(self.failed_at_start);
         let (d_sent, d_failed) = (sent.saturating_sub(sent0), failed.saturating_sub(failed0));
@@ -279,6 +292,7 @@ mod tests {
         assert_eq!(judge(true, 8, 8), Some(Judgement::Failing));
         assert_eq!(judge(true, 1, 1), Some(Judgement::Failing));
         assert_eq!(judge(true, 0, 0), None);
+        assert_eq!(judge(true, 0, 3), None, "not ours");
         // Off: any failure keeps them off; probes that all
         // left turn them on.
         assert_eq!(judge(false, 3, 0), None);

@@ -74,13 +74,19 @@ impl DriverStats {
                 .try_into()
                 .unwrap_or_default(),
         );
-        let n = (n as usize).min(MAX_STATS);
-        let mut strings = vec![0u8; 12 + n * ETH_GSTRING_LEN];
-        strings[..4].copy_from_slice(&ETHTOOL_GSTRINGS.to_ne_bytes());
-        strings[4..8].copy_from_slice(&ETH_SS_STATS.to_ne_bytes());
-        strings[8..12].copy_from_slice(&(n as u32).to_ne_bytes());
-        s.ioctl(strings.as_mut_ptr().cast())?;
-        s.names = strings[12..]
+        let n = n as usize;
+        if n > MAX_STATS {
+            return Err(std::io::Error::other(
+                "the driver reports too many statistics",
+            ));
+        }
+        let mut strings = Guarded::new(12 + n * ETH_GSTRING_LEN)?;
+        let head = strings.bytes_mut();
+        head[..4].copy_from_slice(&ETHTOOL_GSTRINGS.to_ne_bytes());
+        head[4..8].copy_from_slice(&ETH_SS_STATS.to_ne_bytes());
+        head[8..12].copy_from_slice(&(n as u32).to_ne_bytes());
+        s.ioctl(strings.as_mut_ptr())?;
+        s.names = strings.bytes_mut()[12..]
             .chunks_exact(ETH_GSTRING_LEN)
             .map(c_string)
             .collect();
@@ -90,21 +96,23 @@ impl DriverStats {
     /// Every statistic's value now, in [`DriverStats::names`]' order.
     pub fn read(&self) -> std::io::Result<Vec<u64>> {
         let n = self.names.len();
-        // cmd and n_stats (two u32) in the first u64, then the values.
-        let mut buf = vec![0u64; 1 + n];
-        let mut head = [0u8; 8];
+        // cmd and n_stats (two u32), then the values.
+        let mut buf = Guarded::new(8 + 8 * n)?;
+        let head = buf.bytes_mut();
         head[..4].copy_from_slice(&ETHTOOL_GSTATS.to_ne_bytes());
-        head[4..].copy_from_slice(&(n as u32).to_ne_bytes());
-        buf[0] = u64::from_ne_bytes(head);
-        self.ioctl(buf.as_mut_ptr().cast())?;
-        let got = u32::from_ne_bytes(buf[0].to_ne_bytes()[4..].try_into().unwrap_or_default());
+        head[4..8].copy_from_slice(&(n as u32).to_ne_bytes());
+        self.ioctl(buf.as_mut_ptr())?;
+        let bytes = buf.bytes_mut();
+        let got = u32::from_ne_bytes(bytes[4..8].try_into().unwrap_or_default());
         if got as usize != n {
             // The driver changed its set (a queue count changed): the
             // caller opens it again.
             return Err(std::io::Error::other("the driver's statistics changed"));
         }
-        buf.remove(0);
-        Ok(buf)
+        Ok(bytes[8..]
+            .chunks_exact(8)
+            .map(|c| u64::from_ne_bytes(c.try_into().unwrap_or_default()))
+            .collect())
     }
 
     fn ioctl(&self, data: *mut libc::c_void) -> std::io::Result<()> {
@@ -114,11 +122,12 @@ impl DriverStats {
             _pad: [0; 16],
         };
         // SAFETY: `req` is a live `struct ifreq` (name, then the data
-        // pointer, padded to the kernel's size); `data` points to a buffer
-        // the caller sized for its command from what the driver reported
-        // (GSTRINGS and GSTATS carry that count in their header, and the
-        // kernel writes no more than it), and it outlives the call; the
-        // socket is open for the call.
+        // pointer, padded to the kernel's size); `data` points into a
+        // `Guarded` buffer that outlives the call and ends at a page with
+        // no access: the kernel writes as many entries as the driver has
+        // *now*, which may be more than the count asked for, and a write
+        // past the buffer fails with EFAULT there instead of reaching other
+        // memory. The socket is open for the call.
         let rc = unsafe {
             libc::ioctl(
                 self.sock.as_raw_fd(),
@@ -131,6 +140,80 @@ impl DriverStats {
         } else {
             Err(std::io::Error::last_os_error())
         }
+    }
+}
+
+/// A buffer for an ioctl the kernel may write past: it ends where an
+/// inaccessible page begins, so an overrun faults in the kernel's copy
+/// (EFAULT) instead of writing over this process's memory.
+struct Guarded {
+    base: std::ptr::NonNull<libc::c_void>,
+    map_len: usize,
+    offset: usize,
+    len: usize,
+}
+
+impl Guarded {
+    fn new(len: usize) -> std::io::Result<Guarded> {
+        // SAFETY: sysconf has no preconditions.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+        let data = len.div_ceil(page).max(1) * page;
+        let map_len = data + page;
+        // SAFETY: a fresh private anonymous mapping; nothing else refers to
+        // it, and its result is checked before use.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                map_len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        let base = std::ptr::NonNull::new(base).ok_or_else(std::io::Error::last_os_error)?;
+        let g = Guarded {
+            base,
+            map_len,
+            offset: data - len,
+            len,
+        };
+        // SAFETY: the last page lies inside the mapping just made, which
+        // `g` owns; nothing refers to that page.
+        let rc = unsafe {
+            libc::mprotect(
+                base.as_ptr().cast::<u8>().add(data).cast(),
+                page,
+                libc::PROT_NONE,
+            )
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(g)
+    }
+
+    fn as_mut_ptr(&mut self) -> *mut libc::c_void {
+        // SAFETY: `offset` is within the mapping's readable part.
+        unsafe { self.base.as_ptr().cast::<u8>().add(self.offset).cast() }
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: `len` bytes from `offset` are inside the read-write part
+        // of the mapping `self` owns (zeroed by mmap), borrowed mutably
+        // through `self` only.
+        unsafe { std::slice::from_raw_parts_mut(self.as_mut_ptr().cast::<u8>(), self.len) }
+    }
+}
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        // SAFETY: the mapping was made by `Guarded::new` with this length
+        // and nothing refers to it any more.
+        let _ = unsafe { libc::munmap(self.base.as_ptr(), self.map_len) };
     }
 }
 
