@@ -90,12 +90,6 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } probe_at SEC(".maps");
-/* Set by synwall while SYNs went to the kernel under attack (xdp_tx_ok
- * clear, workers backed up) within the kernel's cookie lifetime: an ACK
- * without our cookie may carry the kernel's, so it goes to the kernel,
- * which checks it, instead of being dropped. */
-volatile __u8 kernel_acks BEAT = 0;
-
 static __always_inline int peacetime(void)
 {
 	__u8 mode = attack_mode;

@@ -212,6 +212,59 @@ static __always_inline int to_worker(struct xdp_md *ctx, int rc)
 	return verdict(SW_HANDOFF_FAILED, XDP_DROP);
 }
 
+/*
+ * SYNs this program left to the kernel (peacetime, a queue without a
+ * worker, XDP answers that do not leave the interface) may get
+ * the kernel's own SYN cookies; their ACKs must reach it. kernel_syn_ns is
+ * when that last happened (written at most once a second, so CPUs do not
+ * fight over its cache line); for the kernel's cookies' lifetime after it,
+ * an ACK that fails our cookie is checked against the kernel's with the
+ * kernel's own helper. Before the first such SYN, or long after the last,
+ * a forged ACK costs nothing more than our check.
+ */
+__u64 kernel_syn_ns = 0;
+/* The kernel's SYN cookies live two minutes (net/ipv4/syncookies.c,
+ * MAX_SYNCOOKIE_AGE), and its own check of them also needs a cookie sent
+ * within that time (tcp_synq_no_recent_overflow). */
+#define KERNEL_COOKIE_NS (120ULL * 1000000000ULL)
+
+static __always_inline void note_kernel_syn(void)
+{
+	__u64 now = bpf_ktime_get_coarse_ns();
+
+	if (now - kernel_syn_ns > 1000000000ULL)
+		kernel_syn_ns = now;
+}
+
+/* Does this ACK carry a valid SYN cookie of the kernel's for the listener
+ * it reaches (bpf_tcp_check_syncookie, Linux 5.2)? Asked only after the
+ * kernel got SYNs from us lately. */
+static __always_inline int kernel_cookie_ok(struct xdp_md *ctx, struct pkt *p, struct tcphdr *tcp)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	void *ip = data + (p->l3_off & L3_OFF_MASK);
+	__u32 tuple_len = p->v6 ? sizeof(p->tuple.ipv6) : sizeof(p->tuple.ipv4);
+	struct bpf_sock *sk;
+	long rc = -1;
+
+	if (!kernel_syn_ns || bpf_ktime_get_coarse_ns() - kernel_syn_ns >= KERNEL_COOKIE_NS)
+		return 0;
+	if ((void *)(tcp + 1) > data_end)
+		return 0;
+	sk = bpf_skc_lookup_tcp(ctx, &p->tuple, tuple_len, BPF_F_CURRENT_NETNS, 0);
+	if (!sk)
+		return 0;
+	if (sk->state == BPF_TCP_LISTEN) {
+		if (p->v6 && ip + sizeof(struct ipv6hdr) <= data_end)
+			rc = bpf_tcp_check_syncookie(sk, ip, sizeof(struct ipv6hdr), tcp, sizeof(*tcp));
+		else if (!p->v6 && ip + sizeof(struct iphdr) <= data_end)
+			rc = bpf_tcp_check_syncookie(sk, ip, sizeof(struct iphdr), tcp, sizeof(*tcp));
+	}
+	bpf_sk_release(sk);
+	return rc == 0;
+}
+
 /* XDP: an ACK (no SYN, no RST) with no socket. A valid cookie passes it to
  * the TC hand-off and records the connection; a segment right behind a
  * verified ACK of the same connection (same acknowledgment, a little
@@ -256,7 +309,7 @@ static __noinline int xdp_ack(struct xdp_md *ctx, struct pkt *p, struct tcphdr *
 	}
 	if (peacetime())
 		return verdict(SW_PASS_PEACE_ACK, XDP_PASS);
-	if (kernel_acks)
+	if (kernel_cookie_ok(ctx, p, tcp))
 		return verdict(SW_PASS_KERNEL_ACK, XDP_PASS);
 	return verdict(rc, XDP_DROP);
 }
@@ -419,6 +472,7 @@ static __always_inline int syn_without_xdp_tx(struct xdp_md *ctx, struct pkt *p,
 	/* As the kernel alone: no reflection guard on the kernel's answers,
 	 * whose window lookup would cost more than the kernel can spare at
 	 * the flood rates that bring synwall here. */
+	note_kernel_syn();
 	return verdict(SW_SYN_KERNEL, XDP_PASS);
 }
 
@@ -427,13 +481,15 @@ static __always_inline int xdp_syn(struct xdp_md *ctx, struct pkt *p)
 	struct sw_queue_load *q;
 	int rc;
 
-	if (peacetime())
+	if (peacetime()) {
+		note_kernel_syn();
 		return verdict(SW_PASS_PEACE, XDP_PASS);
+	}
 	/* The caps' checks are calls; a cap that is off costs no call. */
 	if (source_syn_cap && under_attack && source_capped(p))
 		return verdict(SW_DROP_SOURCE_CAP, XDP_DROP);
 	q = auto_queue_load(ctx);
-	if (!xdp_tx_ok && q)
+	if (!xdp_tx_ok && synack_mode != SYNACK_AFXDP)
 		return syn_without_xdp_tx(ctx, p, q);
 	if (reflection_on() && reflection_capped(p))
 		return verdict(SW_DROP_REFLECTION_CAP, XDP_DROP);
@@ -447,6 +503,7 @@ static __always_inline int xdp_syn(struct xdp_md *ctx, struct pkt *p)
 	}
 	if (redirect_to_worker(ctx, q))
 		return verdict(SW_SYN_REDIRECT, XDP_REDIRECT);
+	note_kernel_syn();
 	return verdict(SW_SYN_NO_XSK, XDP_PASS);
 }
 

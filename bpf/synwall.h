@@ -50,8 +50,8 @@ enum sw_counter {
 	SW_DROP_SOURCE_CAP,	/* under attack: a source past [attack] syns_per_source */
 	SW_SYN_KERNEL,		/* XDP answers do not leave the interface and the worker is
 				 * backed up: the SYN goes to the kernel */
-	SW_PASS_KERNEL_ACK,	/* under attack, SYNs went to the kernel lately: an ACK
-				 * without our cookie (maybe the kernel's) passed */
+	SW_PASS_KERNEL_ACK,	/* an ACK without our cookie but with a valid SYN cookie
+				 * of the kernel's (it answered SYNs lately): passed */
 	SW_COUNTER_MAX,
 };
 

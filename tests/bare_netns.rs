@@ -3,7 +3,8 @@
 //! XDP program on the client veth, as on every container's or pod's veth,
 //! so the server veth drops every XDP_TX frame (veth delivers them only to
 //! a peer with an XDP program of its own), and default sysctls unless a
-//! test says otherwise.
+//! test says otherwise. Where synwall leaves a SYN to the kernel, the
+//! kernel's own SYN cookie must complete.
 
 mod common;
 
@@ -113,4 +114,36 @@ fn the_kernels_own_syn_cookies_complete_in_kernel_mode_when_synwall_leaves_it_th
         stats["xdp"]["handoff_not_ours"].as_u64().unwrap() >= 6,
         "the kernel's cookies were left to it: {stats}"
     );
+}
+
+#[test]
+fn the_kernels_own_syn_cookies_complete_under_attack_for_syns_synwall_leaves_it() {
+    // Two queues, synwall serving queue 0 only, [attack] mode = "always":
+    // SYNs that land on queue 1 go to the kernel (syn_no_xsk), which
+    // answers each with its own SYN cookie (tcp_syncookies = 2). Their ACKs
+    // fail synwall's cookie check; XDP must find the kernel's cookie valid
+    // and pass them (pass_kernel_ack), not drop them as forged.
+    if !common::require_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let tb = Testbed::new(2);
+    common::run_ok(
+        &mut tb.in_srv(&["sysctl", "-qw", "net.ipv4.tcp_syncookies=2"]),
+        "sysctl",
+    );
+    let _server = web_server(&tb, dir.path());
+    let sw = Synwall::start_with(&tb, dir.path(), "queues = [0]", "");
+    let ok =
+        fetches(&tb, "http://198.18.0.1/", 24, "5") + fetches(&tb, "http://[2001:2::1]/", 8, "5");
+    let stats = sw.stats_json().unwrap();
+    assert_eq!(ok, 32, "{stats}");
+    let x = &stats["xdp"];
+    let to_kernel = x["syn_no_xsk"].as_u64().unwrap();
+    assert!(to_kernel >= 1, "some SYNs met queue 1: {stats}");
+    assert!(
+        x["pass_kernel_ack"].as_u64().unwrap() >= to_kernel,
+        "each of their ACKs carried the kernel's cookie: {stats}"
+    );
+    assert_eq!(x["drop_bad_cookie"], 0, "{stats}");
 }

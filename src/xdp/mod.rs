@@ -135,8 +135,6 @@ pub mod counter {
 
     /// SYNs answered by the program (XDP_TX).
     pub const SYNACK_XDP: usize = sw_counter::SW_SYNACK_XDP.0 as usize;
-    /// SYNs passed to the kernel because XDP answers do not leave.
-    pub const SYN_KERNEL: usize = sw_counter::SW_SYN_KERNEL.0 as usize;
 }
 
 /// Why the XDP side failed.
@@ -341,7 +339,6 @@ struct LiveAtomics {
     heartbeat: &'static std::sync::atomic::AtomicU64,
     under_attack: &'static std::sync::atomic::AtomicU8,
     xdp_tx_ok: &'static std::sync::atomic::AtomicU8,
-    kernel_acks: &'static std::sync::atomic::AtomicU8,
 }
 
 impl LiveAtomics {
@@ -350,7 +347,6 @@ impl LiveAtomics {
             heartbeat_ns,
             under_attack,
             xdp_tx_ok,
-            kernel_acks,
             ..
         } = beat;
         // SAFETY: both fields live in the mapped section, which stays
@@ -364,7 +360,6 @@ impl LiveAtomics {
                 heartbeat: std::sync::atomic::AtomicU64::from_ptr(heartbeat_ns),
                 under_attack: std::sync::atomic::AtomicU8::from_ptr(under_attack),
                 xdp_tx_ok: std::sync::atomic::AtomicU8::from_ptr(xdp_tx_ok),
-                kernel_acks: std::sync::atomic::AtomicU8::from_ptr(kernel_acks),
             }
         }
     }
@@ -715,14 +710,6 @@ impl Program {
         self.atomics
             .xdp_tx_ok
             .store(u8::from(ok), std::sync::atomic::Ordering::Relaxed);
-    }
-
-    /// Tells the program that SYNs went to the kernel under attack lately,
-    /// so ACKs without synwall's cookie are the kernel's to check.
-    pub fn set_kernel_acks(&self, on: bool) {
-        self.atomics
-            .kernel_acks
-            .store(u8::from(on), std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Installs the cookie keys of the two accepted epochs (`epochs`, in
