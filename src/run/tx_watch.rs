@@ -27,11 +27,13 @@ use crate::xdp::{self, Program};
 
 /// How often the driver's counters are compared with the program's.
 const WATCH_EVERY: Duration = Duration::from_millis(100);
-/// The share of a window's answers that must fail before answers are
-/// turned off, in 1/20: a hole loses every one; a working interface whose
-/// receiver's ring is full loses some (38 to 47 % over a whole run at the
-/// generator's maximum on the sink testbed, bench/synack_rate.sh), and
-/// falling back to the kernel there would answer far fewer.
+/// A hole loses every answer; a working interface whose receiver's ring is
+/// full loses some (38 to 47 % over a whole run at the generator's maximum
+/// on the sink testbed, bench/synack_rate.sh, and nearly all in some 100 ms
+/// windows), and falling back to the kernel there would answer far fewer.
+/// Where the driver counts the XDP_TX frames it sent, a window with
+/// failures and not one sent is a hole; where it does not, a window with
+/// this share of failures (in 1/20) is taken for one.
 const FAILING_TWENTIETHS: u64 = 19;
 /// Probes that must leave in a row, with no failure, before answers are
 /// on again.
@@ -63,12 +65,17 @@ enum Judgement {
     Leaving,
 }
 
-/// One window: `sent` XDP answers, `failed` XDP_TX failures in the driver.
-fn judge(on: bool, sent: u64, failed: u64) -> Option<Judgement> {
+/// One window: `sent` XDP answers, `failed` XDP_TX failures in the driver
+/// and `left` the frames it sent (`None`: it does not count them).
+fn judge(on: bool, sent: u64, failed: u64, left: Option<u64>) -> Option<Judgement> {
     if on {
         // Failures with no answer of ours in the window are someone
         // else's (another program behind a dispatcher, a redirect).
-        let hole = sent > 0 && failed.saturating_mul(20) >= sent.saturating_mul(FAILING_TWENTIETHS);
+        let hole = sent > 0
+            && match left {
+                Some(left) => failed > 0 && left == 0,
+                None => failed.saturating_mul(20) >= sent.saturating_mul(FAILING_TWENTIETHS),
+            };
         hole.then_some(Judgement::Failing)
     } else if failed > 0 {
         Some(Judgement::Failing)
@@ -77,16 +84,47 @@ fn judge(on: bool, sent: u64, failed: u64) -> Option<Judgement> {
     }
 }
 
-/// The driver's statistics and which of them count failed XDP_TX frames.
+/// The driver's statistics and which of them count failed and sent
+/// XDP_TX frames.
 struct Watched {
     stats: DriverStats,
     failures: Vec<usize>,
+    successes: Vec<usize>,
 }
 
 impl Watched {
-    fn failed(&self) -> Option<u64> {
+    /// `ifname`'s statistics; `None` in the result when the driver counts
+    /// no failed XDP_TX frames.
+    fn open(ifname: &str) -> std::io::Result<(Option<Watched>, String)> {
+        let stats = DriverStats::open(ifname)?;
+        let driver = stats.driver.clone();
+        let which = |f: fn(&str) -> bool| -> Vec<usize> {
+            (0..stats.names.len())
+                .filter(|&i| f(&stats.names[i]))
+                .collect()
+        };
+        let (failures, successes) = (
+            which(ethtool::is_xdp_tx_failure),
+            which(ethtool::is_xdp_tx_success),
+        );
+        let w = Watched {
+            stats,
+            failures,
+            successes,
+        };
+        Ok(((!w.failures.is_empty()).then_some(w), driver))
+    }
+
+    /// XDP_TX frames failed and, if the driver counts them, sent.
+    fn read(&self) -> Option<(u64, Option<u64>)> {
         let values = self.stats.read().ok()?;
-        Some(self.failures.iter().filter_map(|&i| values.get(i)).sum())
+        let sum = |idx: &[usize]| idx.iter().filter_map(|&i| values.get(i)).sum::<u64>();
+        let left = (!self.successes.is_empty()).then(|| sum(&self.successes));
+        Some((sum(&self.failures), left))
+    }
+
+    fn failed(&self) -> Option<u64> {
+        self.read().map(|(failed, _)| failed)
     }
 }
 
@@ -94,9 +132,11 @@ impl Watched {
 pub(super) struct TxWatch {
     ifname: String,
     watched: Option<Watched>,
-    /// At the last window: when, the program's answers, the failures.
-    last: Option<(Instant, u64, u64)>,
-    failed_at_start: u64,
+    /// At the last window: when, the program's answers, the driver's
+    /// failures and sent frames.
+    last: Option<(Instant, u64, u64, Option<u64>)>,
+    /// Failures counted before synwall's start (or a reopening's share).
+    failed_before: u64,
     /// While off: probes sent since the last failure.
     clean_probes: u64,
     warned: bool,
@@ -104,51 +144,30 @@ pub(super) struct TxWatch {
 }
 
 impl TxWatch {
-    /// Opens the driver's counters of `ifname` and sets the program's
-    /// first state from what the driver is and how XDP is attached.
+    /// Opens the driver's counters of `ifname` (`answers`: XDP may answer
+    /// at all, synack is not "afxdp"); answers start on.
     pub(super) fn start(ifname: &str, xdp_mode: &str, answers: bool, program: &Program) -> TxWatch {
-        let (watched, driver) = match DriverStats::open(ifname) {
-            Ok(stats) => {
-                let failures: Vec<usize> = (0..stats.names.len())
-                    .filter(|&i| ethtool::is_xdp_tx_failure(&stats.names[i]))
-                    .collect();
-                let driver = stats.driver.clone();
-                (
-                    (!failures.is_empty()).then_some(Watched { stats, failures }),
-                    driver,
-                )
-            }
-            Err(e) => {
-                tracing::debug!("{ifname}: no driver statistics ({e})");
-                (None, String::new())
-            }
-        };
-        let (state, watched, reason): (&str, _, String) = if !answers {
-            (
-                "on",
-                None,
-                "synack = \"afxdp\": XDP does not answer".to_string(),
-            )
+        let (watched, driver) = Watched::open(ifname).unwrap_or_else(|e| {
+            tracing::debug!("{ifname}: no driver statistics ({e})");
+            (None, String::new())
+        });
+        let reason = if !answers {
+            "synack = \"afxdp\": XDP does not answer".to_string()
         } else if xdp_mode == "generic" {
-            let why = "generic XDP: answers leave through the kernel's transmit path";
-            ("on", None, why.to_string())
+            "generic XDP: answers leave through the kernel's transmit path".to_string()
         } else if watched.is_none() {
-            let why = format!(
-                "the driver ({}) counts no failed XDP_TX frames, so nothing shows whether answers leave",
-                if driver.is_empty() {
-                    "unknown"
-                } else {
-                    &driver
-                }
-            );
-            ("on", None, why)
-        } else {
-            (
-                "on",
-                watched,
-                "the driver's XDP_TX counters show no failure".to_string(),
+            let name = if driver.is_empty() {
+                "unknown"
+            } else {
+                &driver
+            };
+            format!(
+                "the driver ({name}) counts no failed XDP_TX frames, so nothing shows whether answers leave"
             )
+        } else {
+            "the driver's XDP_TX counters show no failure".to_string()
         };
+        let watched = watched.filter(|_| answers && xdp_mode != "generic");
         if watched.is_none() && answers {
             tracing::info!(
                 interface = ifname,
@@ -156,11 +175,11 @@ impl TxWatch {
             );
         }
         program.set_xdp_tx_ok(true);
-        let failed_at_start = watched.as_ref().and_then(Watched::failed).unwrap_or(0);
         TxWatch {
             ifname: ifname.to_string(),
+            failed_before: watched.as_ref().and_then(Watched::failed).unwrap_or(0),
             report: XdpAnswers {
-                state: state.into(),
+                state: "on".into(),
                 watched: watched.is_some(),
                 reason,
                 driver,
@@ -168,7 +187,6 @@ impl TxWatch {
             },
             watched,
             last: None,
-            failed_at_start,
             clean_probes: 0,
             warned: false,
         }
@@ -179,37 +197,31 @@ impl TxWatch {
         &self.report
     }
 
-    /// One control-loop pass: `counters` are the program's.
-    pub(super) fn tick(&mut self, now: Instant, counters: &[u64], program: &Program) {
-        let Some(w) = &self.watched else {
-            return;
-        };
+    /// One control-loop pass: once a window, compares the program's
+    /// answers with the driver's failures and turns answers off or on.
+    pub(super) fn tick(&mut self, now: Instant, program: &Program) {
         // The driver's statistics take the RTNL lock: read them once a
         // window, not on every pass.
-        if self
-            .last
-            .is_some_and(|(t0, _, _)| now.duration_since(t0) < WATCH_EVERY)
+        if self.watched.is_none()
+            || self
+                .last
+                .is_some_and(|(t0, ..)| now.duration_since(t0) < WATCH_EVERY)
         {
             return;
         }
-        let sent = counters.get(xdp::counter::SYNACK_XDP).copied().unwrap_or(0);
-        let Some(failed) = w.failed() else {
-            // The driver's set changed (queues added): read it afresh.
-            if let Ok(stats) = DriverStats::open(&self.ifname) {
-                let failures = (0..stats.names.len())
-                    .filter(|&i| ethtool::is_xdp_tx_failure(&stats.names[i]))
-                    .collect();
-                self.watched = Some(Watched { stats, failures });
-                self.last = None;
-            }
+        let Ok(counters) = program.counters() else {
             return;
         };
-        let Some((t0, sent0, failed0)) = self.last else {
-            self.last = Some((now, sent, failed));
+        let sent = counters[xdp::counter::SYNACK_XDP];
+        let Some((failed, left)) = self.watched.as_ref().and_then(Watched::read) else {
+            self.reopen();
             return;
         };
-        self.last = Some((now, sent, failed));
-        self.report.failed = failed.saturating_sub(self.failed_at_start);
+        let Some((t0, sent0, failed0, left0)) = self.last.replace((now, sent, failed, left)) else {
+            return;
+        };
+        let d_left = left.zip(left0).map(|(l, l0)| l.saturating_sub(l0));
+        self.report.failed = failed.saturating_sub(self.failed_before);
         let (d_sent, d_failed) = (sent.saturating_sub(sent0), failed.saturating_sub(failed0));
         let on = self.report.state == "on";
         self.clean_probes = if d_failed > 0 || on {
@@ -217,36 +229,48 @@ impl TxWatch {
         } else {
             self.clean_probes + d_sent
         };
-        let sent_judged = if on { d_sent } else { self.clean_probes };
-        match judge(on, sent_judged, d_failed) {
-            Some(Judgement::Failing) if self.report.state != "off" => {
-                self.report.state = "off".into();
-                self.report.reason = format!(
-                    "{d_failed} of {d_sent} XDP answers failed in the driver ({}) in {} ms: \
-                     the workers and the kernel answer instead",
-                    self.report.driver,
-                    now.duration_since(t0).as_millis()
-                );
-                program.set_xdp_tx_ok(false);
-                if self.warned {
-                    tracing::info!(interface = %self.ifname, "XDP answers off again: {}", self.report.reason);
-                } else {
-                    self.warned = true;
-                    tracing::warn!(
-                        interface = %self.ifname,
-                        "XDP answers do not leave this interface (a veth peer without an XDP \
-                         program drops them all): {}",
-                        self.report.reason
-                    );
-                }
+        let judged = if on { d_sent } else { self.clean_probes };
+        match judge(on, judged, d_failed, d_left) {
+            Some(Judgement::Failing) if on => {
+                let ms = now.duration_since(t0).as_millis();
+                self.turn_off(program, format!("{d_failed} of {d_sent} XDP answers failed in the driver ({}) in {ms} ms: the workers and the kernel answer instead", self.report.driver));
             }
             Some(Judgement::Leaving) => {
                 self.report.state = "on".into();
-                self.report.reason = format!("{sent_judged} XDP probes left with no failure");
+                self.report.reason = format!("{judged} XDP probes left with no failure");
                 program.set_xdp_tx_ok(true);
                 tracing::info!(interface = %self.ifname, "XDP answers on: {}", self.report.reason);
             }
             _ => {}
+        }
+    }
+
+    /// Answers go off: logged at warn level the first time, then at info.
+    fn turn_off(&mut self, program: &Program, reason: String) {
+        self.report.state = "off".into();
+        self.report.reason = reason;
+        program.set_xdp_tx_ok(false);
+        if self.warned {
+            tracing::info!(interface = %self.ifname, "XDP answers off again: {}", self.report.reason);
+        } else {
+            self.warned = true;
+            tracing::warn!(
+                interface = %self.ifname,
+                "XDP answers do not leave this interface (a veth peer without an XDP \
+                 program drops them all): {}",
+                self.report.reason
+            );
+        }
+    }
+
+    /// The driver's set of statistics changed (queues added): read it
+    /// afresh, keeping the failures counted so far.
+    fn reopen(&mut self) {
+        if let Ok((Some(w), _)) = Watched::open(&self.ifname) {
+            let now = w.failed().unwrap_or(0);
+            self.failed_before = now.saturating_sub(self.report.failed);
+            self.watched = Some(w);
+            self.last = None;
         }
     }
 }
@@ -256,21 +280,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn answers_go_off_when_most_fail_and_on_when_probes_leave() {
-        // On: failures of a full ring (even most answers) are no reason;
-        // nearly all failing is.
-        assert_eq!(judge(true, 10_000, 7), None);
-        assert_eq!(judge(true, 10_000, 4_700), None);
-        assert_eq!(judge(true, 10_000, 9_000), None);
-        assert_eq!(judge(true, 10_000, 9_500), Some(Judgement::Failing));
-        assert_eq!(judge(true, 8, 8), Some(Judgement::Failing));
-        assert_eq!(judge(true, 1, 1), Some(Judgement::Failing));
-        assert_eq!(judge(true, 0, 0), None);
-        assert_eq!(judge(true, 0, 3), None, "not ours");
-        // Off: any failure keeps them off; probes that all
-        // left turn them on.
-        assert_eq!(judge(false, 3, 0), None);
-        assert_eq!(judge(false, 4, 0), Some(Judgement::Leaving));
-        assert_eq!(judge(false, 100, 1), Some(Judgement::Failing));
+    fn answers_go_off_in_a_hole_not_in_a_full_ring_and_on_when_probes_leave() {
+        // On, the driver counting what it sent: failures beside frames
+        // that left are a full ring, however many; none leaving is a hole.
+        assert_eq!(judge(true, 10_000, 9_990, Some(10)), None);
+        assert_eq!(
+            judge(true, 10_000, 10_000, Some(0)),
+            Some(Judgement::Failing)
+        );
+        assert_eq!(judge(true, 1, 1, Some(0)), Some(Judgement::Failing));
+        assert_eq!(judge(true, 0, 3, Some(0)), None, "not ours");
+        assert_eq!(judge(true, 5, 0, Some(0)), None, "not yet flushed");
+        // On, the driver counting failures only: nearly all failing is.
+        assert_eq!(judge(true, 10_000, 7, None), None);
+        assert_eq!(judge(true, 10_000, 9_000, None), None);
+        assert_eq!(judge(true, 10_000, 9_500, None), Some(Judgement::Failing));
+        assert_eq!(judge(true, 0, 0, None), None);
+        // Off: any failure keeps them off; probes that all left turn them
+        // on.
+        assert_eq!(judge(false, 3, 0, None), None);
+        assert_eq!(judge(false, 4, 0, Some(4)), Some(Judgement::Leaving));
+        assert_eq!(judge(false, 100, 1, Some(99)), Some(Judgement::Failing));
     }
 }

@@ -231,6 +231,13 @@ pub fn is_xdp_tx_failure(name: &str) -> bool {
     n.contains("xdp_tx") && ["err", "drop", "full"].iter().any(|w| n.contains(w))
 }
 
+/// Is this statistic a count of XDP_TX frames the driver sent? veth and
+/// virtio_net: `rx_queue_N_xdp_tx`; mlx5: `rx_xdp_tx_xmit`.
+pub fn is_xdp_tx_success(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    n.ends_with("xdp_tx") || n.ends_with("xdp_tx_xmit")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -252,6 +259,20 @@ mod tests {
             "peer_ifindex",
         ] {
             assert!(!is_xdp_tx_failure(n), "{n}");
+        }
+    }
+
+    #[test]
+    fn the_drivers_xdp_tx_success_counters_are_recognised() {
+        for n in ["rx_queue_0_xdp_tx", "rx_xdp_tx_xmit"] {
+            assert!(is_xdp_tx_success(n) && !is_xdp_tx_failure(n), "{n}");
+        }
+        for n in [
+            "rx_queue_0_xdp_tx_errors",
+            "rx_xdp_tx_full",
+            "tx_queue_0_xdp_xmit",
+        ] {
+            assert!(!is_xdp_tx_success(n), "{n}");
         }
     }
 
