@@ -991,11 +991,7 @@ impl<'a> Datapath<'a> {
             reloads_failed: self.reloads_failed.load(Ordering::Relaxed),
             under_attack: self.under_attack.load(Ordering::Relaxed),
             attacks: self.attacks.load(Ordering::Relaxed),
-            xdp_answers: self
-                .xdp_answers
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .clone(),
+            xdp_answers: self.xdp_answers_now(),
         }
     }
 
@@ -1027,6 +1023,14 @@ impl<'a> Datapath<'a> {
             syns,
             answered: get("synack_xdp") + workers,
         })
+    }
+
+    /// What the watch last said of the XDP answers.
+    fn xdp_answers_now(&self) -> Option<tx_watch::XdpAnswers> {
+        self.xdp_answers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Lets the watch compare the driver's failed XDP_TX frames with the

@@ -179,11 +179,7 @@ impl Datapath<'_> {
             attack_mode: cfg.attack.mode.as_str().into(),
             under_attack: self.under_attack.load(Ordering::Relaxed),
             attacks: self.attacks.load(Ordering::Relaxed),
-            xdp_answers: self
-                .xdp_answers
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .clone(),
+            xdp_answers: self.xdp_answers_now(),
         }
     }
 }
