@@ -2,6 +2,9 @@
 # SYN -> SYN-ACK rate at the generator's maximum, side by side in one run on
 # one testbed with one generator, against the testbed's physical limits:
 #   limit_drop     an XDP program dropping every frame (what XDP takes in)
+#   limit_pass     an XDP program passing every frame to the kernel: the
+#                  kernel's own SYN cookies behind the cost of any XDP
+#                  program on this interface (not in the default list)
 #   limit_bounce   an XDP program sending every frame back unmodified
 #   limit_reflect  an XDP program answering each SYN with a cookie-less
 #                  SYN-ACK written in place (the cheapest answer there is)

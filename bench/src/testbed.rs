@@ -19,6 +19,8 @@ use synwall::xdp::percpu_sum;
 pub enum Role {
     /// Server: drop every frame.
     Drop,
+    /// Server: pass every frame to the kernel.
+    Pass,
     /// Server: send every frame back unmodified.
     Bounce,
     /// Server: answer each SYN with a SYN-ACK that carries no cookie.
@@ -103,6 +105,7 @@ impl Attached {
         let p = &skel.progs;
         let prog = match role {
             Role::Drop => &p.xdp_drop,
+            Role::Pass => &p.xdp_pass,
             Role::Bounce => &p.xdp_bounce,
             Role::Reflect => &p.xdp_reflect,
             Role::Sink => &p.xdp_sink,

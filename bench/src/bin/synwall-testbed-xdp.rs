@@ -3,7 +3,8 @@
 //! until SIGINT/SIGTERM or `--seconds`, whichever comes first, then
 //! detaches and prints its counters as one JSON line.
 //!
-//!   --program drop|bounce|reflect   on the server veth: the testbed's limits
+//!   --program drop|pass|bounce|reflect
+//!                                   on the server veth: the testbed's limits
 //!   --program sink                  on the client veth: answers to spoofed
 //!                                   sources dropped before the stack
 //!
@@ -22,6 +23,7 @@ use synwall_bench::{ifindex, in_bench_range};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Program {
     Drop,
+    Pass,
     Bounce,
     Reflect,
     Sink,
@@ -74,6 +76,7 @@ fn run(a: &Args) -> Result<(), String> {
     let ifindex = ifindex(&a.interface)?;
     let role = match a.program {
         Program::Drop => Role::Drop,
+        Program::Pass => Role::Pass,
         Program::Bounce => Role::Bounce,
         Program::Reflect => Role::Reflect,
         Program::Sink => Role::Sink,
