@@ -453,44 +453,70 @@ static __always_inline int probe_due(void)
 	return 1;
 }
 
+/* A SYN that belongs to an existing kernel socket (a retransmission to a
+ * request socket, a TIME-WAIT reuse) is the kernel's. Looked up only for
+ * the SYNs synwall would answer itself: the lookup is the dearest step of
+ * the SYN path, and a SYN bound for the kernel anyway needs none. */
+static __always_inline int syn_of_kernel_socket(struct xdp_md *ctx, struct pkt *p)
+{
+	if (!has_kernel_socket(ctx, p))
+		return 0;
+	set_meta(ctx, SW_META_PASS);
+	return 1;
+}
+
+/* A SYN left to the kernel (noted for kernel_cookie_ok). */
+static __always_inline int syn_to_kernel(enum sw_counter c)
+{
+	note_kernel_syn();
+	return verdict(c, XDP_PASS);
+}
+
 /* A SYN while XDP answers do not leave the interface (xdp_tx_ok clear):
  * the worker answers it, through the kernel's transmit path; what the worker
  * cannot take goes to the kernel, never into the hole, but for a probe now
  * and then (probe_due), answered by XDP_TX still, whose fate in the
- * driver's counters tells synwall when answers leave again. */
+ * driver's counters tells synwall when answers leave again. The kernel's
+ * share gets no reflection guard, as the kernel alone has none: its window
+ * lookup would cost more than the kernel can spare at the flood rates that
+ * bring synwall here. */
 static __always_inline int syn_without_xdp_tx(struct xdp_md *ctx, struct pkt *p,
 					      struct sw_queue_load *q)
 {
-	if (!worker_backed_up(q)) {
+	int worker = !worker_backed_up(q);
+
+	if (!worker && !probe_due())
+		return syn_to_kernel(SW_SYN_KERNEL);
+	if (syn_of_kernel_socket(ctx, p))
+		return verdict(SW_PASS_SOCKET, XDP_PASS);
+	if (worker) {
 		if (reflection_on() && reflection_capped(p))
 			return verdict(SW_DROP_REFLECTION_CAP, XDP_DROP);
 		if (redirect_to_worker(ctx, q))
 			return verdict(SW_SYN_REDIRECT, XDP_REDIRECT);
+		return syn_to_kernel(SW_SYN_NO_XSK);
 	}
-	if (probe_due() && sw_synack(ctx, p) < 0)
+	if (sw_synack(ctx, p) < 0)
 		return verdict(SW_SYNACK_XDP, XDP_TX);
-	/* As the kernel alone: no reflection guard on the kernel's answers,
-	 * whose window lookup would cost more than the kernel can spare at
-	 * the flood rates that bring synwall here. */
-	note_kernel_syn();
-	return verdict(SW_SYN_KERNEL, XDP_PASS);
+	return syn_to_kernel(SW_SYN_KERNEL);
 }
 
+/* XDP: a SYN (no ACK, no RST) to a protected port. */
 static __always_inline int xdp_syn(struct xdp_md *ctx, struct pkt *p)
 {
 	struct sw_queue_load *q;
 	int rc;
 
-	if (peacetime()) {
-		note_kernel_syn();
-		return verdict(SW_PASS_PEACE, XDP_PASS);
-	}
+	if (peacetime())
+		return syn_to_kernel(SW_PASS_PEACE);
 	/* The caps' checks are calls; a cap that is off costs no call. */
 	if (source_syn_cap && under_attack && source_capped(p))
 		return verdict(SW_DROP_SOURCE_CAP, XDP_DROP);
 	q = auto_queue_load(ctx);
 	if (!xdp_tx_ok && synack_mode != SYNACK_AFXDP)
 		return syn_without_xdp_tx(ctx, p, q);
+	if (syn_of_kernel_socket(ctx, p))
+		return verdict(SW_PASS_SOCKET, XDP_PASS);
 	if (reflection_on() && reflection_capped(p))
 		return verdict(SW_DROP_REFLECTION_CAP, XDP_DROP);
 	if (synack_mode == SYNACK_XDP || worker_backed_up(q)) {
@@ -503,8 +529,7 @@ static __always_inline int xdp_syn(struct xdp_md *ctx, struct pkt *p)
 	}
 	if (redirect_to_worker(ctx, q))
 		return verdict(SW_SYN_REDIRECT, XDP_REDIRECT);
-	note_kernel_syn();
-	return verdict(SW_SYN_NO_XSK, XDP_PASS);
+	return syn_to_kernel(SW_SYN_NO_XSK);
 }
 
 SEC("xdp")
@@ -532,20 +557,18 @@ int xdp_synwall(struct xdp_md *ctx)
 		return verdict(rc, XDP_PASS);
 	if (rc == SW_DROP_DENIED)
 		return verdict(rc, XDP_DROP);
+	if (tcp->syn && !tcp->ack && !tcp->rst)
+		return xdp_syn(ctx, &p);
 	if (has_kernel_socket(ctx, &p)) {
 		set_meta(ctx, SW_META_PASS);
 		return verdict(SW_PASS_SOCKET, XDP_PASS);
 	}
 	if (tcp->rst)
 		return verdict(SW_PASS_RST, XDP_PASS);
-	if (!tcp->syn) {
-		if (!tcp->ack)
-			return verdict(SW_DROP_BAD_FLAGS, XDP_DROP);
-		return xdp_ack(ctx, &p, tcp);
-	}
-	if (tcp->ack) /* a SYN-ACK to a server port: reflection, as the core drops it */
+	if (tcp->syn || !tcp->ack) /* a SYN-ACK to a server port (reflection, as the
+				    * core drops it), or no flag a scan would not set */
 		return verdict(SW_DROP_BAD_FLAGS, XDP_DROP);
-	return xdp_syn(ctx, &p);
+	return xdp_ack(ctx, &p, tcp);
 }
 
 /*
