@@ -11,7 +11,7 @@ mod common;
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
-use common::{Synwall, Testbed};
+use common::{Launch, Synwall, Testbed};
 
 /// A python http.server on port 80 (IPv4 and IPv6) in the server
 /// namespace, killed on drop.
@@ -146,4 +146,85 @@ fn the_kernels_own_syn_cookies_complete_under_attack_for_syns_synwall_leaves_it(
         "each of their ACKs carried the kernel's cookie: {stats}"
     );
     assert_eq!(x["drop_bad_cookie"], 0, "{stats}");
+}
+
+/// The warnings of synwall's log that contain `what`.
+fn warnings(dir: &std::path::Path, what: &str) -> usize {
+    let log = std::fs::read_to_string(dir.join("synwall.log")).unwrap();
+    log.lines()
+        .filter(|l| l.contains("WARN") && l.contains(what))
+        .count()
+}
+
+fn synacks(stats: &serde_json::Value) -> u64 {
+    stats["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["synacks"].as_u64().unwrap())
+        .sum()
+}
+
+#[test]
+fn with_xdp_mode_auto_a_bare_veth_moves_xdp_to_generic_mode_where_its_answers_leave() {
+    // The default xdp_mode ("auto") attaches natively; on a bare veth the
+    // native answers are lost, so synwall moves its link to generic mode,
+    // whose XDP_TX goes out through the kernel's transmit path: XDP
+    // answers every SYN again (synack = "xdp"), and every client is
+    // served. The kernel's SYN-ACKs are blocked: only synwall answers.
+    if !common::require_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let tb = Testbed::new(1);
+    tb.block_kernel_synacks(80);
+    let _server = web_server(&tb, dir.path());
+    let how = Launch {
+        xdp_mode: "auto",
+        datapath: "synack = \"xdp\"",
+        ..Launch::default()
+    };
+    let sw = Synwall::launch(&tb, dir.path(), &how);
+    let ok =
+        fetches(&tb, "http://198.18.0.1/", 20, "5") + fetches(&tb, "http://[2001:2::1]/", 10, "5");
+    let stats = sw.stats_json().unwrap();
+    assert_eq!(ok, 30, "every client served: {stats}");
+    assert_eq!(stats["xdp_mode"], "generic", "{stats}");
+    assert_eq!(stats["xdp_answers"]["state"], "on", "{stats}");
+    assert!(
+        stats["xdp"]["synack_xdp"].as_u64().unwrap() >= 30,
+        "XDP answered in generic mode: {stats}"
+    );
+    assert!(status_text(&sw).contains("generic"), "{}", status_text(&sw));
+    assert_eq!(warnings(dir.path(), "XDP answers do not leave"), 1);
+    assert_eq!(warnings(dir.path(), "moved to generic XDP"), 1);
+}
+
+#[test]
+fn after_the_move_to_generic_mode_the_workers_still_answer() {
+    // synack = "auto": a burst of generated SYNs backs the worker up, XDP
+    // answers the excess natively, the answers are lost in the bare veth,
+    // and synwall moves to generic mode. The AF_XDP sockets bound before
+    // the move must go on receiving: at light load the worker answers.
+    if !common::require_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let tb = Testbed::new(1);
+    tb.block_kernel_synacks(80);
+    let _server = web_server(&tb, dir.path());
+    let how = Launch {
+        xdp_mode: "auto",
+        ..Launch::default()
+    };
+    let sw = Synwall::launch(&tb, dir.path(), &how);
+    tb.flood(common::SERVER4, "syn", "4000");
+    let moved = sw.wait_for(5.0, "moved to generic mode", |s| s["xdp_mode"] == "generic");
+    let ok = fetches(&tb, "http://198.18.0.1/", 10, "5");
+    let after = sw.stats_json().unwrap();
+    assert_eq!(ok, 10, "{after}");
+    assert!(
+        synacks(&after) >= synacks(&moved) + 10,
+        "the workers answered after the move: {moved} {after}"
+    );
 }

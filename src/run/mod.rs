@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::config::{AttachMode, Config, HandoffEngine, HandoffMode, SynackMode};
+use crate::config::{AttachMode, Config, HandoffEngine, HandoffMode, SynackMode, XdpMode};
 use crate::handoff::proxy::{
     self, Listener, Proxy, ProxyCounters, ProxyError, ProxySettings, ProxySnapshot, ProxyUpdate,
 };
@@ -644,9 +644,24 @@ fn open_sockets(
 /// The program's two links; dropping them detaches both.
 #[derive(Debug)]
 struct Attached {
-    xdp: Attachment,
+    /// The XDP link: the control loop may move it from native to generic
+    /// mode (`None` only if that failed both ways, which ends the run).
+    xdp: std::sync::Mutex<Option<Attachment>>,
     /// The TC hand-off (the kfunc engine only).
     handoff: Option<Attachment>,
+}
+
+impl Attached {
+    fn xdp(&self) -> std::sync::MutexGuard<'_, Option<Attachment>> {
+        self.xdp
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The XDP mode in effect ("detached" after a failed switch).
+    fn xdp_mode(&self) -> &'static str {
+        self.xdp().as_ref().map_or("detached", |a| a.mode)
+    }
 }
 
 /// Step 5: the hand-off first (once XDP passes valid ACKs, TC must be
@@ -675,7 +690,10 @@ fn attach(cfg: &Config, plan: &Plan, program: &Program) -> Result<Attached, RunE
         interface = %d.interface, mode = xdp.mode, attach = d.attach.as_str(),
         queues = ?plan.queues, ports = ?cfg.protect.ports, "XDP attached"
     );
-    Ok(Attached { xdp, handoff })
+    Ok(Attached {
+        xdp: std::sync::Mutex::new(Some(xdp)),
+        handoff,
+    })
 }
 
 /// Step 6: the Unix socket `synwall stats` reads.
@@ -848,11 +866,18 @@ impl<'a> Datapath<'a> {
         let mut links_checked = Instant::now();
         let mut supervisor = supervise::Supervisor::new(self);
         let mut detector = attack::Detector::new();
+        let d = &self.cfg.datapath;
+        let mode = self.attached.xdp_mode();
         let mut tx = tx_watch::TxWatch::start(
-            &self.cfg.datapath.interface,
-            self.attached.xdp.mode,
-            self.cfg.datapath.synack != SynackMode::Afxdp,
+            &d.interface,
+            mode,
+            d.synack != SynackMode::Afxdp,
             self.program,
+        );
+        // xdp_mode = "auto" on our own link: a native mode whose answers do
+        // not leave gives way to generic mode, whose answers do.
+        tx.may_switch(
+            d.xdp_mode == XdpMode::Auto && d.attach == AttachMode::Link && mode == "native",
         );
         while !ctl.stop.load(Ordering::Relaxed) {
             supervisor.tick(self);
@@ -907,8 +932,14 @@ impl<'a> Datapath<'a> {
     /// someone detached it): without it there is no protection.
     fn lost_link(&self) -> Option<String> {
         let ifname = &self.cfg.datapath.interface;
+        let xdp = self.attached.xdp();
+        let Some(xdp) = xdp.as_ref() else {
+            return Some(format!(
+                "the XDP program is no longer attached to {ifname} (moving it to generic mode failed)"
+            ));
+        };
         let links = [
-            Some(("XDP", &self.attached.xdp)),
+            Some(("XDP", xdp)),
             self.attached.handoff.as_ref().map(|h| ("TC hand-off", h)),
         ];
         for (what, a) in links.into_iter().flatten() {
@@ -966,7 +997,7 @@ impl<'a> Datapath<'a> {
             secret_fingerprint: live.secrets.mint.fingerprint(),
             previous_secret_fingerprint: live.secrets.accept.as_ref().map(|s| s.fingerprint()),
             interface: self.cfg.datapath.interface.clone(),
-            xdp_mode: self.attached.xdp.mode,
+            xdp_mode: self.attached.xdp_mode(),
             workers: self
                 .plan
                 .queues
@@ -1025,6 +1056,29 @@ impl<'a> Datapath<'a> {
         })
     }
 
+    /// Moves the XDP link from native to generic mode: detached, then
+    /// attached again (between the two, a blink, the kernel has every
+    /// packet). If generic mode is refused, native mode again.
+    fn switch_to_generic(&self) -> Result<(), String> {
+        let mut slot = self.attached.xdp();
+        let Some(native) = slot.take() else {
+            return Err("no XDP link to move".into());
+        };
+        let ifindex = native.ifindex;
+        drop(native);
+        match self.program.attach(ifindex, XdpMode::Generic) {
+            Ok(a) => {
+                *slot = Some(a);
+                Ok(())
+            }
+            Err(e) => {
+                let why = error_chain(&e);
+                *slot = self.program.attach(ifindex, XdpMode::Native).ok();
+                Err(format!("moving XDP to generic mode failed: {why}"))
+            }
+        }
+    }
+
     /// What the watch last said of the XDP answers.
     fn xdp_answers_now(&self) -> Option<tx_watch::XdpAnswers> {
         self.xdp_answers
@@ -1036,7 +1090,12 @@ impl<'a> Datapath<'a> {
     /// Lets the watch compare the driver's failed XDP_TX frames with the
     /// program's answers, and publishes what it says.
     fn watch_xdp_answers(&self, tx: &mut tx_watch::TxWatch) {
-        tx.tick(Instant::now(), self.program);
+        if tx.tick(Instant::now(), self.program) == Some(tx_watch::Action::SwitchToGeneric) {
+            match self.switch_to_generic() {
+                Ok(()) => tx.switched_to_generic(self.program),
+                Err(e) => tracing::error!("{e}; XDP answers stay off"),
+            }
+        }
         let mut shown = self
             .xdp_answers
             .lock()
@@ -1082,7 +1141,7 @@ impl<'a> Datapath<'a> {
 
 /// Step 9: detaches XDP and the hand-off and removes the stats socket.
 fn teardown(attached: Attached, stats_socket: &Path) {
-    drop(attached.xdp);
+    drop(attached.xdp.into_inner());
     drop(attached.handoff);
     let _ = std::fs::remove_file(stats_socket);
     tracing::info!("stopped; XDP detached");

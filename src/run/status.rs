@@ -126,6 +126,9 @@ impl Datapath<'_> {
     /// The status now.
     pub(super) fn status(&self, live: &Live, config: &std::path::Path) -> Status {
         let cfg = &live.cfg;
+        // One lock for the three fields (a guard held while taking it again
+        // would deadlock the control loop).
+        let xdp = self.attached.xdp();
         Status {
             version: env!("CARGO_PKG_VERSION").into(),
             pid: std::process::id(),
@@ -133,9 +136,9 @@ impl Datapath<'_> {
             uptime_secs: self.started.elapsed().as_secs(),
             interface: cfg.datapath.interface.clone(),
             ifindex: self.plan.ifindex,
-            xdp_mode: self.attached.xdp.mode.into(),
-            attach: self.attached.xdp.how.into(),
-            xdp_link: link(&self.attached.xdp),
+            xdp_mode: xdp.as_ref().map_or("detached", |a| a.mode).into(),
+            attach: xdp.as_ref().map_or("detached", |a| a.how).into(),
+            xdp_link: xdp.as_ref().and_then(link),
             handoff_link: self.attached.handoff.as_ref().and_then(link),
             queues: self
                 .plan

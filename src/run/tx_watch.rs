@@ -56,6 +56,15 @@ pub struct XdpAnswers {
     pub failed: u64,
 }
 
+/// What the control loop is to do for the watch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Action {
+    /// Native XDP's answers do not leave: move the link to generic mode,
+    /// whose answers take the kernel's transmit path (then call
+    /// [`TxWatch::switched_to_generic`]).
+    SwitchToGeneric,
+}
+
 /// What a window of the counters says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Judgement {
@@ -140,6 +149,8 @@ pub(super) struct TxWatch {
     /// While off: probes sent since the last failure.
     clean_probes: u64,
     warned: bool,
+    /// A hole may be left for generic mode (xdp_mode = "auto").
+    may_switch: bool,
     report: XdpAnswers,
 }
 
@@ -189,7 +200,27 @@ impl TxWatch {
             last: None,
             clean_probes: 0,
             warned: false,
+            may_switch: false,
         }
+    }
+
+    /// Whether a hole in native mode may be left for generic mode.
+    pub(super) fn may_switch(&mut self, may: bool) {
+        self.may_switch = may;
+    }
+
+    /// The link is in generic mode now: answers leave through the kernel's
+    /// transmit path, which the driver's XDP_TX counters no longer see.
+    pub(super) fn switched_to_generic(&mut self, program: &Program) {
+        self.watched = None;
+        self.report.state = "on".into();
+        self.report.watched = false;
+        self.report.reason = format!(
+            "moved to generic XDP: native answers did not leave ({})",
+            self.report.reason
+        );
+        program.set_xdp_tx_ok(true);
+        tracing::warn!(interface = %self.ifname, "XDP answers on again: {}", self.report.reason);
     }
 
     /// The state now.
@@ -199,7 +230,7 @@ impl TxWatch {
 
     /// One control-loop pass: once a window, compares the program's
     /// answers with the driver's failures and turns answers off or on.
-    pub(super) fn tick(&mut self, now: Instant, program: &Program) {
+    pub(super) fn tick(&mut self, now: Instant, program: &Program) -> Option<Action> {
         // The driver's statistics take the RTNL lock: read them once a
         // window, not on every pass.
         if self.watched.is_none()
@@ -207,19 +238,15 @@ impl TxWatch {
                 .last
                 .is_some_and(|(t0, ..)| now.duration_since(t0) < WATCH_EVERY)
         {
-            return;
+            return None;
         }
-        let Ok(counters) = program.counters() else {
-            return;
-        };
+        let counters = program.counters().ok()?;
         let sent = counters[xdp::counter::SYNACK_XDP];
         let Some((failed, left)) = self.watched.as_ref().and_then(Watched::read) else {
             self.reopen();
-            return;
+            return None;
         };
-        let Some((t0, sent0, failed0, left0)) = self.last.replace((now, sent, failed, left)) else {
-            return;
-        };
+        let (t0, sent0, failed0, left0) = self.last.replace((now, sent, failed, left))?;
         let d_left = left.zip(left0).map(|(l, l0)| l.saturating_sub(l0));
         self.report.failed = failed.saturating_sub(self.failed_before);
         let (d_sent, d_failed) = (sent.saturating_sub(sent0), failed.saturating_sub(failed0));
@@ -233,7 +260,15 @@ impl TxWatch {
         match judge(on, judged, d_failed, d_left) {
             Some(Judgement::Failing) if on => {
                 let ms = now.duration_since(t0).as_millis();
-                self.turn_off(program, format!("{d_failed} of {d_sent} XDP answers failed in the driver ({}) in {ms} ms: the workers and the kernel answer instead", self.report.driver));
+                let then = if self.may_switch {
+                    "moving to generic XDP"
+                } else {
+                    "the workers and the kernel answer instead"
+                };
+                self.turn_off(program, format!("{d_failed} of {d_sent} XDP answers failed in the driver ({}) in {ms} ms: {then}", self.report.driver));
+                if std::mem::take(&mut self.may_switch) {
+                    return Some(Action::SwitchToGeneric);
+                }
             }
             Some(Judgement::Leaving) => {
                 self.report.state = "on".into();
@@ -243,6 +278,7 @@ impl TxWatch {
             }
             _ => {}
         }
+        None
     }
 
     /// Answers go off: logged at warn level the first time, then at info.

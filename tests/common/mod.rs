@@ -511,6 +511,8 @@ pub struct Host<'a> {
 pub struct Launch<'a> {
     /// The cookie secret (32 hex digits); [`SECRET`] when empty.
     pub secret: &'a str,
+    /// `[datapath] xdp_mode`; "native" when empty.
+    pub xdp_mode: &'a str,
     /// Added to `[datapath]`.
     pub datapath: &'a str,
     /// Appended to the config.
@@ -574,8 +576,13 @@ impl Synwall {
         let stats = dir.join("stats.sock");
         let cfg = dir.join("synwall.toml");
         let base = format!(
-            "[datapath]\ninterface = \"{}\"\nxdp_mode = \"native\"\nstats_socket = \"{}\"\n{}\n[cookie]\nsecret_file = \"{}\"\n",
+            "[datapath]\ninterface = \"{}\"\nxdp_mode = \"{}\"\nstats_socket = \"{}\"\n{}\n[cookie]\nsecret_file = \"{}\"\n",
             host.iface,
+            if how.xdp_mode.is_empty() {
+                "native"
+            } else {
+                how.xdp_mode
+            },
             stats.display(),
             how.datapath,
             dir.join("secret").display()
