@@ -142,7 +142,8 @@ a, bx = bare.get("xdp_answers", {}), bare["xdp"]
 bsyn = sum(w["synacks"] for w in bare["workers"])
 print(f"On the bare veth synwall's XDP answers were {a.get('state', '?')} ({a.get('reason', '')}); "
       f"its workers answered {bsyn} SYNs, {bx['syn_kernel']} went to the kernel, "
-      f"{bx['synack_xdp']} XDP probes went out ({a.get('failed', 0)} failed in the driver).")
+      f"{bx['synack_xdp']} were answered in XDP ({a.get('failed', 0)} of those failed in the driver); "
+      f"XDP ran in {bare['xdp_mode']} mode at the end.")
 for line in open(f"{work}/synwall.bare.log"):
     if "XDP answers" in line:
         print("  " + line.rstrip())

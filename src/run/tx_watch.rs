@@ -216,7 +216,8 @@ impl TxWatch {
         self.report.state = "on".into();
         self.report.watched = false;
         self.report.reason = format!(
-            "moved to generic XDP: native answers did not leave ({})",
+            "moved to generic XDP, whose answers leave through the kernel's transmit path; \
+             in native mode {}",
             self.report.reason
         );
         program.set_xdp_tx_ok(true);
@@ -260,15 +261,18 @@ impl TxWatch {
         match judge(on, judged, d_failed, d_left) {
             Some(Judgement::Failing) if on => {
                 let ms = now.duration_since(t0).as_millis();
-                let then = if self.may_switch {
-                    "moving to generic XDP"
-                } else {
-                    "the workers and the kernel answer instead"
-                };
-                self.turn_off(program, format!("{d_failed} of {d_sent} XDP answers failed in the driver ({}) in {ms} ms: {then}", self.report.driver));
+                let driver = &self.report.driver;
+                let what = format!(
+                    "{d_failed} of {d_sent} XDP answers failed in the driver ({driver}) in {ms} ms"
+                );
                 if std::mem::take(&mut self.may_switch) {
+                    self.turn_off(program, what);
                     return Some(Action::SwitchToGeneric);
                 }
+                self.turn_off(
+                    program,
+                    format!("{what}: the workers and the kernel answer instead"),
+                );
             }
             Some(Judgement::Leaving) => {
                 self.report.state = "on".into();
