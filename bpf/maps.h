@@ -83,6 +83,12 @@ volatile __u8 under_attack BEAT = 0;
 volatile __u8 xdp_tx_ok BEAT = 1;
 #define XDP_TX_PROBE_NS 20000000ULL /* 20 ms: 50 probes a second per CPU */
 
+/* When the kernel last got a SYN synwall could have answered
+ * (bpf_ktime_get_coarse_ns; see kernel_cookie_ok in synwall.bpf.c): the
+ * program writes it as it passes such SYNs, synwall at its start and
+ * around a move of the link, when the kernel has every packet. */
+volatile __u64 kernel_syn_ns BEAT = 0;
+
 /* When this CPU last sent a probe (xdp_tx_ok clear). */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

@@ -215,14 +215,14 @@ static __always_inline int to_worker(struct xdp_md *ctx, int rc)
 /*
  * SYNs this program left to the kernel (peacetime, a queue without a
  * worker, XDP answers that do not leave the interface) may get
- * the kernel's own SYN cookies; their ACKs must reach it. kernel_syn_ns is
- * when that last happened (written at most once a second, so CPUs do not
- * fight over its cache line); for the kernel's cookies' lifetime after it,
+ * the kernel's own SYN cookies; their ACKs must reach it. kernel_syn_ns
+ * (bpf/maps.h) is when that last happened (written at most once a second,
+ * so CPUs do not fight over its cache line); for the kernel's cookies'
+ * lifetime after it,
  * an ACK that fails our cookie is checked against the kernel's with the
  * kernel's own helper. Before the first such SYN, or long after the last,
  * a forged ACK costs nothing more than our check.
  */
-__u64 kernel_syn_ns = 0;
 /* The kernel's SYN cookies live two minutes (net/ipv4/syncookies.c,
  * MAX_SYNCOOKIE_AGE), and its own check of them also needs a cookie sent
  * within that time (tcp_synq_no_recent_overflow). */
@@ -232,7 +232,7 @@ static __always_inline void note_kernel_syn(void)
 {
 	__u64 now = bpf_ktime_get_coarse_ns();
 
-	if (now - kernel_syn_ns > 1000000000ULL)
+	if ((__s64)(now - kernel_syn_ns) > 1000000000LL)
 		kernel_syn_ns = now;
 }
 
@@ -248,7 +248,10 @@ static __always_inline int kernel_cookie_ok(struct xdp_md *ctx, struct pkt *p, s
 	struct bpf_sock *sk;
 	long rc = -1;
 
-	if (!kernel_syn_ns || bpf_ktime_get_coarse_ns() - kernel_syn_ns >= KERNEL_COOKIE_NS)
+	__u64 last = kernel_syn_ns;
+
+	/* Signed: another CPU may have noted a tick later than our clock's. */
+	if (!last || (__s64)(bpf_ktime_get_coarse_ns() - last) >= (__s64)KERNEL_COOKIE_NS)
 		return 0;
 	if ((void *)(tcp + 1) > data_end)
 		return 0;
@@ -309,8 +312,10 @@ static __noinline int xdp_ack(struct xdp_md *ctx, struct pkt *p, struct tcphdr *
 	}
 	if (peacetime())
 		return verdict(SW_PASS_PEACE_ACK, XDP_PASS);
-	if (kernel_cookie_ok(ctx, p, tcp))
+	if (kernel_cookie_ok(ctx, p, tcp)) {
+		set_meta(ctx, SW_META_PASS); /* TC: the kernel's, not ours to check */
 		return verdict(SW_PASS_KERNEL_ACK, XDP_PASS);
+	}
 	return verdict(rc, XDP_DROP);
 }
 
@@ -453,11 +458,11 @@ static __always_inline int probe_due(void)
 	return 1;
 }
 
-/* A SYN that belongs to an existing kernel socket (a retransmission to a
- * request socket, a TIME-WAIT reuse) is the kernel's. Looked up only for
- * the SYNs synwall would answer itself: the lookup is the dearest step of
- * the SYN path, and a SYN bound for the kernel anyway needs none. */
-static __always_inline int syn_of_kernel_socket(struct xdp_md *ctx, struct pkt *p)
+/* A segment of an existing kernel socket is the kernel's; TC is told so.
+ * A SYN (a retransmission to a request socket, a TIME-WAIT reuse) is looked
+ * up only when synwall would answer it itself: the lookup is the dearest
+ * step of the SYN path, and a SYN bound for the kernel anyway needs none. */
+static __always_inline int of_kernel_socket(struct xdp_md *ctx, struct pkt *p)
 {
 	if (!has_kernel_socket(ctx, p))
 		return 0;
@@ -487,7 +492,7 @@ static __always_inline int syn_without_xdp_tx(struct xdp_md *ctx, struct pkt *p,
 
 	if (!worker && !probe_due())
 		return syn_to_kernel(SW_SYN_KERNEL);
-	if (syn_of_kernel_socket(ctx, p))
+	if (of_kernel_socket(ctx, p))
 		return verdict(SW_PASS_SOCKET, XDP_PASS);
 	if (worker) {
 		if (reflection_on() && reflection_capped(p))
@@ -515,7 +520,7 @@ static __always_inline int xdp_syn(struct xdp_md *ctx, struct pkt *p)
 	q = auto_queue_load(ctx);
 	if (!xdp_tx_ok && synack_mode != SYNACK_AFXDP)
 		return syn_without_xdp_tx(ctx, p, q);
-	if (syn_of_kernel_socket(ctx, p))
+	if (of_kernel_socket(ctx, p))
 		return verdict(SW_PASS_SOCKET, XDP_PASS);
 	if (reflection_on() && reflection_capped(p))
 		return verdict(SW_DROP_REFLECTION_CAP, XDP_DROP);
@@ -559,10 +564,8 @@ int xdp_synwall(struct xdp_md *ctx)
 		return verdict(rc, XDP_DROP);
 	if (tcp->syn && !tcp->ack && !tcp->rst)
 		return xdp_syn(ctx, &p);
-	if (has_kernel_socket(ctx, &p)) {
-		set_meta(ctx, SW_META_PASS);
+	if (of_kernel_socket(ctx, &p))
 		return verdict(SW_PASS_SOCKET, XDP_PASS);
-	}
 	if (tcp->rst)
 		return verdict(SW_PASS_RST, XDP_PASS);
 	if (tcp->syn || !tcp->ack) /* a SYN-ACK to a server port (reflection, as the

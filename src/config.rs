@@ -205,7 +205,8 @@ pub struct Metrics {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum XdpMode {
-    /// Native (driver) mode, falling back to generic if the driver lacks it.
+    /// Native (driver) mode, falling back to generic if the driver lacks
+    /// it, or (on veth) if native answers are seen not to leave.
     #[default]
     Auto,
     /// Native (driver) mode only.

@@ -146,6 +146,18 @@ fn the_kernels_own_syn_cookies_complete_under_attack_for_syns_synwall_leaves_it(
         "each of their ACKs carried the kernel's cookie: {stats}"
     );
     assert_eq!(x["drop_bad_cookie"], 0, "{stats}");
+    // The kernel's check opens no door to forged ACKs: with its cookies in
+    // use at this listener, random ones are still dropped in XDP.
+    let report = tb.flood(common::SERVER4, "ack", "2000");
+    assert_eq!(report["sent"], 2000, "{report}");
+    let after = sw.wait_for(5.0, "the forged ACKs counted", |s| {
+        s["xdp"]["drop_bad_cookie"].as_u64().unwrap() >= 2000
+    });
+    assert_eq!(after["xdp"]["drop_bad_cookie"], 2000, "{after}");
+    assert_eq!(
+        after["xdp"]["pass_kernel_ack"], stats["xdp"]["pass_kernel_ack"],
+        "{after}"
+    );
 }
 
 /// The warnings of synwall's log that contain `what`.
@@ -213,19 +225,25 @@ fn after_the_move_to_generic_mode_the_workers_still_answer() {
     let tb = Testbed::new(1);
     tb.block_kernel_synacks(80);
     let _server = web_server(&tb, dir.path());
+    // A small ring (backlog 32 SYNs) so that the burst backs the worker up.
     let how = Launch {
         xdp_mode: "auto",
+        datapath: "ring_size = 64",
         ..Launch::default()
     };
     let sw = Synwall::launch(&tb, dir.path(), &how);
     tb.flood(common::SERVER4, "syn", "4000");
-    let moved = sw.wait_for(5.0, "moved to generic mode", |s| s["xdp_mode"] == "generic");
+    sw.wait_for(5.0, "moved to generic mode", |s| s["xdp_mode"] == "generic");
+    let redirected = |s: &serde_json::Value| s["xdp"]["syn_redirect"].as_u64().unwrap();
+    let moved = sw.wait_for(5.0, "the worker's ring drained", |s| {
+        synacks(s) + s["workers"][0]["drops"]["no_room"].as_u64().unwrap() >= redirected(s)
+            && s["workers"][0]["rx"].as_u64() == Some(redirected(s))
+    });
     let ok = fetches(&tb, "http://198.18.0.1/", 10, "5");
     let after = sw.stats_json().unwrap();
     assert_eq!(ok, 10, "{after}");
     // Each SYN went to the worker or, while it counted as backed up, to
     // XDP; every one the worker got, it answered.
-    let redirected = |s: &serde_json::Value| s["xdp"]["syn_redirect"].as_u64().unwrap();
     let by_worker = synacks(&after) - synacks(&moved);
     assert!(
         by_worker >= 1,

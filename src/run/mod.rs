@@ -686,6 +686,8 @@ fn attach(cfg: &Config, plan: &Plan, program: &Program) -> Result<Attached, RunE
             program.attach_dispatcher(plan.ifindex, d.xdp_mode)?
         }
     };
+    // The kernel had every SYN until now: its cookies' ACKs must pass.
+    program.note_kernel_syns();
     tracing::info!(
         interface = %d.interface, mode = xdp.mode, attach = d.attach.as_str(),
         queues = ?plan.queues, ports = ?cfg.protect.ports, "XDP attached"
@@ -877,12 +879,17 @@ impl<'a> Datapath<'a> {
         // xdp_mode = "auto" on our own link: a native mode whose answers do
         // not leave gives way to generic mode, whose answers do.
         tx.may_switch(
-            d.xdp_mode == XdpMode::Auto && d.attach == AttachMode::Link && mode == "native",
+            d.xdp_mode == XdpMode::Auto
+                && d.attach == AttachMode::Link
+                && mode == "native"
+                && !self.zero_copy.contains(&Some(true)),
         );
         while !ctl.stop.load(Ordering::Relaxed) {
             supervisor.tick(self);
             self.watch_attack(&mut detector, live);
-            self.watch_xdp_answers(&mut tx);
+            if let Some(lost) = self.watch_xdp_answers(&mut tx) {
+                return Some(lost);
+            }
             if let Some((name, _)) = threads.iter().find(|(_, h)| h.is_finished()) {
                 return Some(format!("{name} exited"));
             }
@@ -1066,16 +1073,26 @@ impl<'a> Datapath<'a> {
         };
         let ifindex = native.ifindex;
         drop(native);
-        match self.program.attach(ifindex, XdpMode::Generic) {
+        let moved = self.program.attach(ifindex, XdpMode::Generic);
+        // The kernel had every SYN meanwhile: its cookies' ACKs must pass.
+        self.program.note_kernel_syns();
+        let why = match moved {
             Ok(a) => {
                 *slot = Some(a);
-                Ok(())
+                return Ok(());
             }
-            Err(e) => {
-                let why = error_chain(&e);
-                *slot = self.program.attach(ifindex, XdpMode::Native).ok();
+            Err(e) => error_chain(&e),
+        };
+        match self.program.attach(ifindex, XdpMode::Native) {
+            Ok(a) => {
+                *slot = Some(a);
                 Err(format!("moving XDP to generic mode failed: {why}"))
             }
+            Err(e) => Err(format!(
+                "moving XDP to generic mode failed ({why}), and native mode again too ({}): \
+                 no XDP program is attached",
+                error_chain(&e)
+            )),
         }
     }
 
@@ -1088,12 +1105,17 @@ impl<'a> Datapath<'a> {
     }
 
     /// Lets the watch compare the driver's failed XDP_TX frames with the
-    /// program's answers, and publishes what it says.
-    fn watch_xdp_answers(&self, tx: &mut tx_watch::TxWatch) {
+    /// program's answers, and publishes what it says. Returns why the run
+    /// must end when a move to generic mode left no XDP program attached.
+    fn watch_xdp_answers(&self, tx: &mut tx_watch::TxWatch) -> Option<String> {
         if tx.tick(Instant::now(), self.program) == Some(tx_watch::Action::SwitchToGeneric) {
             match self.switch_to_generic() {
                 Ok(()) => tx.switched_to_generic(self.program),
-                Err(e) => tracing::error!("{e}; XDP answers stay off"),
+                Err(e) if self.attached.xdp().is_none() => return Some(e),
+                Err(e) => {
+                    tracing::error!("{e}; XDP answers stay off");
+                    tx.switch_failed(&e);
+                }
             }
         }
         let mut shown = self
@@ -1103,6 +1125,7 @@ impl<'a> Datapath<'a> {
         if shown.as_ref() != Some(tx.report()) {
             *shown = Some(tx.report().clone());
         }
+        None
     }
 
     /// Feeds the attack detector the SYNs and SYN-ACKs counted so far;

@@ -107,15 +107,12 @@ impl Watched {
     fn open(ifname: &str) -> std::io::Result<(Option<Watched>, String)> {
         let stats = DriverStats::open(ifname)?;
         let driver = stats.driver.clone();
-        let which = |f: fn(&str) -> bool| -> Vec<usize> {
-            (0..stats.names.len())
-                .filter(|&i| f(&stats.names[i]))
-                .collect()
-        };
-        let (failures, successes) = (
-            which(ethtool::is_xdp_tx_failure),
-            which(ethtool::is_xdp_tx_success),
-        );
+        let failures = (0..stats.names.len())
+            .filter(|&i| ethtool::is_xdp_tx_failure(&stats.names[i]))
+            .collect();
+        let successes = (0..stats.names.len())
+            .filter(|&i| ethtool::is_xdp_tx_success(&driver, &stats.names[i]))
+            .collect();
         let w = Watched {
             stats,
             failures,
@@ -204,9 +201,21 @@ impl TxWatch {
         }
     }
 
-    /// Whether a hole in native mode may be left for generic mode.
+    /// Whether a hole in native mode may be left for generic mode: only on
+    /// veth, where a hole is what a peer without an XDP program makes (not
+    /// a passing stall, as on a NIC) and generic mode is the cheaper one
+    /// for the skbs a veth carries, and only with copy-mode AF_XDP sockets
+    /// (zero-copy needs native XDP).
     pub(super) fn may_switch(&mut self, may: bool) {
-        self.may_switch = may;
+        self.may_switch = may && self.report.driver == "veth";
+    }
+
+    /// Moving to generic mode failed: answers stay off.
+    pub(super) fn switch_failed(&mut self, why: &str) {
+        self.report.reason = format!(
+            "{}; moving to generic XDP failed ({why}): the workers and the kernel answer instead",
+            self.report.reason
+        );
     }
 
     /// The link is in generic mode now: answers leave through the kernel's

@@ -339,6 +339,7 @@ struct LiveAtomics {
     heartbeat: &'static std::sync::atomic::AtomicU64,
     under_attack: &'static std::sync::atomic::AtomicU8,
     xdp_tx_ok: &'static std::sync::atomic::AtomicU8,
+    kernel_syn_ns: &'static std::sync::atomic::AtomicU64,
 }
 
 impl LiveAtomics {
@@ -347,12 +348,14 @@ impl LiveAtomics {
             heartbeat_ns,
             under_attack,
             xdp_tx_ok,
+            kernel_syn_ns,
             ..
         } = beat;
         // SAFETY: both fields live in the mapped section, which stays
         // mapped for the process's life (the skeleton is leaked);
         // `heartbeat_ns` is a naturally aligned u64 (the BPF compiler aligns
-        // it, repr(C) keeps it), the others are u8; the only Rust
+        // it, repr(C) keeps it), as is `kernel_syn_ns`, the others are u8;
+        // the only Rust
         // references to them, the exclusive ones, are given up here, so from
         // now on they are accessed only through these atomics.
         unsafe {
@@ -360,6 +363,7 @@ impl LiveAtomics {
                 heartbeat: std::sync::atomic::AtomicU64::from_ptr(heartbeat_ns),
                 under_attack: std::sync::atomic::AtomicU8::from_ptr(under_attack),
                 xdp_tx_ok: std::sync::atomic::AtomicU8::from_ptr(xdp_tx_ok),
+                kernel_syn_ns: std::sync::atomic::AtomicU64::from_ptr(kernel_syn_ns),
             }
         }
     }
@@ -710,6 +714,19 @@ impl Program {
         self.atomics
             .xdp_tx_ok
             .store(u8::from(ok), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Tells the program the kernel had every SYN until now (before
+    /// synwall attached, or while its link moves), so it may have sent
+    /// its own SYN cookies, whose ACKs the program must let through
+    /// (`kernel_syn_ns`, on the clock of bpf_ktime_get_coarse_ns).
+    pub fn note_kernel_syns(&self) {
+        let now = rustix::time::clock_gettime(rustix::time::ClockId::MonotonicCoarse);
+        let ns = u64::try_from(now.tv_sec).unwrap_or(0) * 1_000_000_000
+            + u64::try_from(now.tv_nsec).unwrap_or(0);
+        self.atomics
+            .kernel_syn_ns
+            .store(ns, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Installs the cookie keys of the two accepted epochs (`epochs`, in
