@@ -21,13 +21,16 @@
 #define VLAN_TAG_LEN 4
 #define MAX_VLAN_TAGS 2		 /* as src/wire/ethernet.rs MAX_VLAN_TAGS */
 #define MAX_IPV6_EXT 6		 /* as src/wire/ipv6.rs MAX_EXT_HEADERS */
+#define MAX_IPV6_EXT_BYTES 1024	 /* as src/wire/ipv6.rs MAX_EXT_BYTES */
+#define IP6_OFFSET 0xfff8	 /* RFC 8200 §4.5: fragment offset, in the upper 13 bits */
+#define IP6_MF 0x0001		 /* RFC 8200 §4.5: more fragments */
 #define IP_MF 0x2000		 /* RFC 791: more fragments */
 #define IP_OFFSET 0x1fff	 /* RFC 791: fragment offset */
 
 /* Header offsets as the parser bounds them, masked so the verifier sees
  * the bound after an offset went through a stack slot or a function call:
- * L3 after Ethernet + 2 tags (14 + 8), L4 after IPv6 + 6 ext headers of at
- * most 2 KiB each (the masks are powers of two above both). */
+ * L3 after Ethernet + 2 tags (14 + 8), L4 after IPv6 + MAX_IPV6_EXT_BYTES of
+ * extension headers (the masks are powers of two above both). */
 #define L3_OFF_MASK 0x3f
 #define L4_OFF_MASK 0x7ff
 
@@ -43,6 +46,7 @@ struct pkt {
 	__u32 l3_off;
 	__u32 l4_off;
 	__u32 v6;
+	__u32 frag; /* a first fragment: the datagram goes on in others */
 	struct bpf_sock_tuple tuple;
 };
 
@@ -105,11 +109,19 @@ static __always_inline int parse_ipv4(void *l3, void *data_end, struct pkt *p, s
 		return SW_PASS_TRUNCATED;
 	if (ip->protocol != IPPROTO_TCP)
 		return SW_PASS_NOT_TCP;
-	if (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET))
+	/* A later fragment has no TCP header; the first one decides. */
+	if (ip->frag_off & bpf_htons(IP_OFFSET))
 		return SW_PASS_FRAGMENT;
 	ihl = ip->ihl * 4;
 	if (ihl < sizeof(*ip))
 		return SW_PASS_TRUNCATED;
+	if (ip->frag_off & bpf_htons(IP_MF)) {
+		/* RFC 1858: a first fragment without the whole TCP header
+		 * could have its flags filled in by the next one. */
+		if (ihl + sizeof(struct tcphdr) > bpf_ntohs(ip->tot_len))
+			return SW_DROP_FRAGMENT;
+		p->frag = 1;
+	}
 	*tcp = l3 + ihl;
 	p->tuple.ipv4.saddr = ip->saddr;
 	p->tuple.ipv4.daddr = ip->daddr;
@@ -119,23 +131,52 @@ static __always_inline int parse_ipv4(void *l3, void *data_end, struct pkt *p, s
 	return -1;
 }
 
-/* IPv6 and its extension headers: as parse_ipv4. */
+/* An IPv6 Fragment header (RFC 8200 §4.5) in the walk: -1 to walk on past
+ * it (an atomic fragment, RFC 6946, is a whole datagram; a first fragment
+ * is marked), or SW_PASS_FRAGMENT for a later fragment. */
+static __always_inline int ipv6_fragment(const __u8 *ext, struct pkt *p)
+{
+	__u16 off_m = (__u16)ext[2] << 8 | ext[3];
+
+	if (off_m & IP6_OFFSET)
+		return SW_PASS_FRAGMENT;
+	if (off_m & IP6_MF)
+		p->frag = 1;
+	return -1;
+}
+
+/* IPv6 and its extension headers: as parse_ipv4. A chain longer than the
+ * walk (MAX_IPV6_EXT headers, MAX_IPV6_EXT_BYTES) gives SW_DROP_DEEP, with
+ * the addresses set: the caller's policy decides. */
 static __always_inline int parse_ipv6(void *l3, void *data_end, struct pkt *p, struct sw_addr *dst,
 				      void **tcp)
 {
 	struct ipv6hdr *ip6 = l3;
 	__u8 nexthdr;
 	void *q;
-	int i;
+	int i, rc;
 
 	if ((void *)(ip6 + 1) > data_end)
 		return SW_PASS_TRUNCATED;
+	__builtin_memcpy(p->tuple.ipv6.saddr, &ip6->saddr, 16);
+	__builtin_memcpy(p->tuple.ipv6.daddr, &ip6->daddr, 16);
+	p->v6 = 1;
 	nexthdr = ip6->nexthdr;
 	q = ip6 + 1;
 #pragma unroll
 	for (i = 0; i < MAX_IPV6_EXT; i++) {
 		__u8 *ext = q;
 
+		if (nexthdr == IPPROTO_FRAGMENT) {
+			if ((void *)(ext + 4) > data_end)
+				return SW_PASS_TRUNCATED;
+			rc = ipv6_fragment(ext, p);
+			if (rc >= 0)
+				return rc;
+			nexthdr = ext[0];
+			q += 8;
+			continue;
+		}
 		if (!is_ipv6_ext(nexthdr))
 			break;
 		if ((void *)(ext + 2) > data_end)
@@ -143,16 +184,15 @@ static __always_inline int parse_ipv6(void *l3, void *data_end, struct pkt *p, s
 		nexthdr = ext[0];
 		q += 8 + ext[1] * 8; /* RFC 8200 §4.3: length in 8-octet units, less the first */
 	}
-	if (nexthdr == IPPROTO_FRAGMENT)
-		return SW_PASS_FRAGMENT;
-	if (is_ipv6_ext(nexthdr))
-		return SW_PASS_DEEP;
+	if (is_ipv6_ext(nexthdr) || nexthdr == IPPROTO_FRAGMENT ||
+	    q - (void *)(ip6 + 1) > MAX_IPV6_EXT_BYTES)
+		return SW_DROP_DEEP;
 	if (nexthdr != IPPROTO_TCP)
 		return SW_PASS_NOT_TCP;
+	/* As for IPv4: a first fragment brings the whole TCP header. */
+	if (p->frag && q - (void *)(ip6 + 1) + sizeof(struct tcphdr) > bpf_ntohs(ip6->payload_len))
+		return SW_DROP_FRAGMENT;
 	*tcp = q;
-	__builtin_memcpy(p->tuple.ipv6.saddr, &ip6->saddr, 16);
-	__builtin_memcpy(p->tuple.ipv6.daddr, &ip6->daddr, 16);
-	p->v6 = 1;
 	dst->family = 6;
 	__builtin_memcpy(dst->addr, &ip6->daddr, 16);
 	return -1;
@@ -162,7 +202,9 @@ static __always_inline int parse_ipv6(void *l3, void *data_end, struct pkt *p, s
  * Parses Ethernet, up to two VLAN tags, IPv4 (options) or IPv6 (extension
  * headers) and TCP. Returns -1 for a complete TCP header to a protected
  * port and address (p is filled), otherwise the counter that says why the
- * segment is not ours (SW_DROP_TRUNCATED_TCP: ours, but cut short).
+ * segment is not ours, or one of: SW_DROP_TRUNCATED_TCP (ours, but cut
+ * short), SW_DROP_FRAGMENT (a first fragment without the whole TCP header),
+ * SW_DROP_DEEP (an IPv6 chain longer than the walk; p has the addresses).
  */
 static __always_inline int parse(void *data, void *data_end, struct pkt *p)
 {

@@ -537,6 +537,37 @@ static __always_inline int xdp_syn(struct xdp_md *ctx, struct pkt *p)
 	return syn_to_kernel(SW_SYN_NO_XSK);
 }
 
+/* XDP: an IPv6 header chain longer than the walk (its TCP header, if it
+ * has one, out of sight). The lists hold; under attack it is dropped, as
+ * synwall cannot tell it from a SYN; in peacetime it is the kernel's. */
+static __always_inline int xdp_deep(struct pkt *p)
+{
+	int rc = source_list(p);
+
+	if (rc == SW_PASS_ALLOWED)
+		return verdict(rc, XDP_PASS);
+	if (rc == SW_DROP_DENIED)
+		return verdict(rc, XDP_DROP);
+	if (peacetime())
+		return verdict(SW_PASS_DEEP, XDP_PASS);
+	return verdict(SW_DROP_DEEP, XDP_DROP);
+}
+
+/* XDP: the first fragment of a segment to a protected port, its TCP header
+ * whole (parse saw to that). A SYN in fragments comes from no TCP stack
+ * (a SYN is never bigger than a minimum MTU): under attack it is dropped,
+ * in peacetime the kernel reassembles and answers it. The rest of a first
+ * fragment is the kernel's, and so are later fragments: without their
+ * first one the kernel never completes the datagram. */
+static __always_inline int xdp_first_fragment(const struct tcphdr *tcp)
+{
+	if (!tcp->syn || tcp->ack || tcp->rst)
+		return verdict(SW_PASS_FRAGMENT, XDP_PASS);
+	if (peacetime())
+		return syn_to_kernel(SW_PASS_FRAGMENT_SYN);
+	return verdict(SW_DROP_FRAGMENT, XDP_DROP);
+}
+
 SEC("xdp")
 int xdp_synwall(struct xdp_md *ctx)
 {
@@ -550,8 +581,10 @@ int xdp_synwall(struct xdp_md *ctx)
 	if (heartbeat_stale())
 		return verdict(SW_PASS_STALE, XDP_PASS);
 	rc = parse(data, data_end, &p);
-	if (rc == SW_DROP_TRUNCATED_TCP)
+	if (rc == SW_DROP_TRUNCATED_TCP || rc == SW_DROP_FRAGMENT)
 		return verdict(rc, XDP_DROP);
+	if (rc == SW_DROP_DEEP)
+		return xdp_deep(&p);
 	if (rc >= 0)
 		return verdict(rc, XDP_PASS);
 	tcp = data + (p.l4_off & L4_OFF_MASK);
@@ -562,6 +595,8 @@ int xdp_synwall(struct xdp_md *ctx)
 		return verdict(rc, XDP_PASS);
 	if (rc == SW_DROP_DENIED)
 		return verdict(rc, XDP_DROP);
+	if (p.frag)
+		return xdp_first_fragment(tcp);
 	if (tcp->syn && !tcp->ack && !tcp->rst)
 		return xdp_syn(ctx, &p);
 	if (of_kernel_socket(ctx, &p))
@@ -761,7 +796,9 @@ int tc_handoff(struct __sk_buff *skb)
 	/* XDP already found this segment's kernel socket. */
 	if (meta + sizeof(__u32) <= data && *(__u32 *)meta == SW_META_PASS)
 		return TC_ACT_OK;
-	if (parse(data, data_end, &p) >= 0)
+	/* A first fragment is never a hand-off: XDP passes no fragmented
+	 * ACK for one. */
+	if (parse(data, data_end, &p) >= 0 || p.frag)
 		return TC_ACT_OK;
 	return sw_handoff(skb, &p);
 }

@@ -11,12 +11,13 @@ enum sw_counter {
 	SW_RX = 0,		/* frames seen */
 	SW_PASS_NOT_IP,		/* not IPv4/IPv6 (ARP, LLDP, ...) */
 	SW_PASS_NOT_TCP,	/* IP, but not TCP */
-	SW_PASS_FRAGMENT,	/* IPv4 fragment or IPv6 fragment header */
+	SW_PASS_FRAGMENT,	/* a later fragment, or a first one that is no SYN */
 	SW_PASS_PORT,		/* TCP to a port we do not protect */
 	SW_PASS_ADDR,		/* protected port, unprotected destination */
 	SW_PASS_SOCKET,		/* belongs to an established kernel socket */
 	SW_PASS_RST,		/* RST with no socket: the kernel ignores it */
-	SW_PASS_DEEP,		/* three VLAN tags or too many IPv6 ext headers */
+	SW_PASS_DEEP,		/* three VLAN tags, or in peacetime an IPv6 chain
+				 * longer than the walk */
 	SW_PASS_TRUNCATED,	/* cut short before we know it is ours */
 	SW_DROP_TRUNCATED_TCP,	/* TCP header to a protected port cut short */
 	SW_SYN_REDIRECT,	/* SYN sent to this queue's AF_XDP socket */
@@ -52,6 +53,10 @@ enum sw_counter {
 				 * backed up: the SYN goes to the kernel */
 	SW_PASS_KERNEL_ACK,	/* an ACK without our cookie but with a valid SYN cookie
 				 * of the kernel's (it answered SYNs lately): passed */
+	SW_DROP_FRAGMENT,	/* a first fragment without the whole TCP header, or
+				 * under attack a SYN in fragments */
+	SW_PASS_FRAGMENT_SYN,	/* in peacetime, a SYN in fragments: to the kernel */
+	SW_DROP_DEEP,		/* under attack, an IPv6 chain longer than the walk */
 	SW_COUNTER_MAX,
 };
 

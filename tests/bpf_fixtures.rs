@@ -33,6 +33,8 @@ fn table(syn: (u32, &'static str)) -> Vec<(&'static str, Vec<u8>, u32, &'static 
     let deep: Vec<(u8, usize)> = (0..7).map(|_| (nh::DEST_OPTS, 8)).collect();
     let mut frag4 = seg(Ip::client_v4(), 80, flags::SYN).to_vec();
     frag4[14 + 6] |= 0x20; // more fragments
+    let mut frag4_later = frag4.clone();
+    frag4_later[14 + 7] = 4; // offset 32 bytes
     let mut udp = seg(Ip::client_v4(), 80, 0).to_vec();
     udp[14 + 9] = 17;
     let mut arp = vec![0u8; 42];
@@ -145,19 +147,25 @@ fn table(syn: (u32, &'static str)) -> Vec<(&'static str, Vec<u8>, u32, &'static 
             action::DROP,
             "drop_bad_options",
         ),
-        ("v4 fragment", frag4, action::PASS, "pass_fragment"),
+        ("v4 first fragment", frag4, action::DROP, "drop_fragment"),
         (
-            "v6 fragment",
-            seg(Ip::client_v6(&[(nh::FRAGMENT, 8)]), 80, flags::SYN).to_vec(),
+            "v4 later fragment",
+            frag4_later,
             action::PASS,
             "pass_fragment",
+        ),
+        (
+            "v6 atomic fragment",
+            seg(Ip::client_v6(&[(nh::FRAGMENT, 8)]), 80, flags::SYN).to_vec(),
+            syn.0,
+            syn.1,
         ),
         ("three vlan tags", three_tags, action::PASS, "pass_deep"),
         (
             "seven v6 ext headers",
             seg(Ip::client_v6(&deep), 80, flags::SYN).to_vec(),
-            action::PASS,
-            "pass_deep",
+            action::DROP,
+            "drop_deep",
         ),
         (
             "truncated ipv4",

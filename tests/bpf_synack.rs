@@ -759,3 +759,104 @@ fn the_per_source_limit_holds_under_attack_only() {
     assert_eq!(p.test_run(&from(3)).unwrap(), action::TX, "another source");
     p.set_under_attack(false);
 }
+
+/// The shapes that may hide a SYN: an atomic IPv6 fragment is a whole
+/// datagram (answered like any SYN); a first fragment must carry the whole
+/// TCP header (else dropped, whatever the port: RFC 1858), and a SYN in
+/// fragments is dropped under attack and the kernel's in peacetime; later
+/// fragments are the kernel's (without their first one they never make a
+/// datagram); an IPv6 chain longer than the walk (7 headers, or more than
+/// 1 KiB of them) is dropped under attack. The deny list holds for all of
+/// them, and the core agrees wherever it would see one.
+#[test]
+fn fragments_and_long_chains_meet_the_lists_and_the_attack_drops() {
+    use synwall::config::AttackMode;
+    use synwall::proto::handshake::DropReason;
+    if !common::require_root() {
+        return;
+    }
+    let s = Settings::default();
+    let p = program(&s, NOW);
+    const L3: usize = 14;
+    let v6_syn = |ext| TcpFrame::client_syn(Ip::client_v6(ext), &os::LINUX).to_vec();
+    let atomic = v6_syn(&[(nh::FRAGMENT, 8)]);
+    let mut first6 = atomic.clone();
+    first6[L3 + 40 + 3] |= 1; // M: more fragments
+    let mut later6 = atomic.clone();
+    later6[L3 + 40 + 2] = 1; // offset 32 units
+    let mut first4 = TcpFrame::client_syn(Ip::client_v4(), &os::LINUX).to_vec();
+    first4[L3 + 6] |= 0x20; // MF
+    let mut ack4 = TcpFrame {
+        flags: flags::ACK,
+        ..TcpFrame::client_syn(Ip::client_v4(), &[])
+    }
+    .to_vec();
+    ack4[L3 + 6] |= 0x20;
+    // 8 bytes of TCP (ports and sequence) in the first fragment, to port 22:
+    // the flags would come with the next one.
+    let mut tiny4 = TcpFrame {
+        dst_port: 22,
+        ..TcpFrame::client_syn(Ip::client_v4(), &[])
+    }
+    .to_vec();
+    tiny4[L3 + 2..L3 + 4].copy_from_slice(&28u16.to_be_bytes());
+    tiny4[L3 + 6] |= 0x20;
+    let deep = v6_syn(&[(nh::DEST_OPTS, 8); 7]);
+    // 2 KiB of options, whose first bytes read as a TCP header at the
+    // L4 offset's mask would say: to port 80, RST.
+    let mut long = v6_syn(&[(nh::DEST_OPTS, 1024), (nh::DEST_OPTS, 1024)]);
+    let fake = L3 + 40 + 2048 - 0x800;
+    long[fake + 2..fake + 4].copy_from_slice(&80u16.to_be_bytes());
+    long[fake + 12] = 0x50;
+    long[fake + 13] = flags::RST;
+
+    let runs = |frame: &[u8], name: &str| {
+        let before = counter(&p, name);
+        (p.test_run(frame).unwrap(), counter(&p, name) - before)
+    };
+    let core = |frame: &[u8]| core_answer(&s, frame, NOW).0;
+
+    // Under attack (the program's default).
+    assert_eq!(compare(&p, &s, &atomic, NOW), Outcome::ToWorker);
+    assert!(
+        matches!(core(&atomic), Verdict::Transmit(_)),
+        "atomic: a SYN"
+    );
+    for (name, f) in [("first6", &first6), ("first4", &first4), ("tiny4", &tiny4)] {
+        assert_eq!(runs(f, "drop_fragment"), (action::DROP, 1), "{name}");
+        assert_eq!(core(f), Verdict::Drop(DropReason::Fragment), "{name}");
+    }
+    for (name, f) in [("ack4", &ack4), ("later6", &later6)] {
+        assert_eq!(runs(f, "pass_fragment"), (action::PASS, 1), "{name}");
+        assert_eq!(core(f), Verdict::Pass, "{name}");
+    }
+    for (name, f) in [("deep", &deep), ("long", &long)] {
+        assert_eq!(runs(f, "drop_deep"), (action::DROP, 1), "{name}");
+        assert_eq!(core(f), Verdict::Drop(DropReason::Ipv6ExtHeaders), "{name}");
+    }
+
+    // The deny list, before anything else.
+    let base = ProgramSettings::from_core(&s, SynackMode::Xdp);
+    let denied = ProgramSettings {
+        deny: vec![
+            "198.18.0.0/24".parse().unwrap(),
+            "2001:2::/48".parse().unwrap(),
+        ],
+        ..base.clone()
+    };
+    p.update(&base, &denied).unwrap();
+    for f in [&atomic, &first6, &first4, &deep, &long] {
+        assert_eq!(runs(f, "drop_denied"), (action::DROP, 1), "{f:02x?}");
+    }
+
+    // In peacetime a SYN in fragments and a long chain are the kernel's.
+    let peace = ProgramSettings {
+        attack_mode: AttackMode::Off,
+        ..base.clone()
+    };
+    p.update(&denied, &peace).unwrap();
+    assert_eq!(runs(&first6, "pass_fragment_syn"), (action::PASS, 1));
+    assert_eq!(runs(&deep, "pass_deep"), (action::PASS, 1));
+    assert_eq!(runs(&long, "pass_deep"), (action::PASS, 1));
+    assert_eq!(runs(&tiny4, "drop_fragment"), (action::DROP, 1), "any time");
+}

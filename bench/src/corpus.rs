@@ -171,7 +171,10 @@ fn tcp_segment(frame: &[u8]) -> Option<(usize, usize, u64)> {
         ethernet::ethertype::IPV6 => {
             let ip = ipv6::Packet::new_checked(l3).ok()?;
             let upper = ip.upper_layer().ok()?;
-            if upper.protocol != 6 || upper.fragmented || ip.total_len() > l3.len() {
+            if upper.protocol != 6
+                || upper.fragment != ipv6::Fragment::Whole
+                || ip.total_len() > l3.len()
+            {
                 return None;
             }
             let len = ip.total_len().checked_sub(upper.offset)? as u32;

@@ -105,7 +105,7 @@ impl Segment {
             ethernet::ethertype::IPV6 => {
                 let p = ipv6::Packet::new_checked(frame.get(at..)?).ok()?;
                 let up = p.upper_layer().ok()?;
-                if up.protocol != PROTO_TCP || up.fragmented {
+                if up.protocol != PROTO_TCP || up.fragment != ipv6::Fragment::Whole {
                     return None;
                 }
                 let (src, dst) = (p.src_addr(), p.dst_addr());

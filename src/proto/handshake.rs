@@ -13,6 +13,7 @@
 use super::cookie::{self, Flow, KeyRing, KeySchedule, MssTable, Secrets, SynAttrs};
 use super::time::UnixTime;
 use crate::wire::checksum::{self, PROTO_TCP};
+use crate::wire::ipv6::Fragment;
 use crate::wire::tcp::{self, Timestamps, flags};
 use crate::wire::{Error as WireError, ethernet, ipv4, ipv6};
 
@@ -55,11 +56,14 @@ pub enum DropReason {
     BadCookie,
     /// The buffer is too small for the reply.
     NoRoom,
+    /// A first fragment without the whole TCP header (RFC 1858), or a SYN
+    /// in fragments, which no TCP stack sends.
+    Fragment,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 15] = [
+    pub const ALL: [DropReason; 16] = [
         DropReason::Truncated,
         DropReason::Ipv4Header,
         DropReason::Ipv4Checksum,
@@ -75,6 +79,7 @@ impl DropReason {
         DropReason::BadSource,
         DropReason::BadCookie,
         DropReason::NoRoom,
+        DropReason::Fragment,
     ];
 
     /// Stable snake_case name, used in counters and JSON.
@@ -95,6 +100,7 @@ impl DropReason {
             DropReason::BadSource => "bad_source",
             DropReason::BadCookie => "bad_cookie",
             DropReason::NoRoom => "no_room",
+            DropReason::Fragment => "fragment",
         }
     }
 
@@ -379,7 +385,8 @@ impl Core {
             Ok(p) => p,
             Err(e) => return header_drop(e, DropReason::Ipv4Header),
         };
-        if ip.protocol() != PROTO_TCP || ip.is_fragment() {
+        // A later fragment has no TCP header: the first one decides.
+        if ip.protocol() != PROTO_TCP || ip.frag_offset() != 0 {
             return Verdict::Pass;
         }
         let net = Net::V4 {
@@ -387,6 +394,9 @@ impl Core {
             dst: ip.dst_addr(),
         };
         let seg = ip.payload();
+        if ip.more_frags() {
+            return self.first_fragment(seg, &net);
+        }
         if seg.len() < 4 {
             return Verdict::Drop(DropReason::Truncated);
         }
@@ -415,7 +425,7 @@ impl Core {
             Ok(u) => u,
             Err(_) => return Verdict::Drop(DropReason::Ipv6ExtHeaders),
         };
-        if up.protocol != PROTO_TCP || up.fragmented {
+        if up.protocol != PROTO_TCP || up.fragment == Fragment::Later {
             return Verdict::Pass;
         }
         let net = Net::V6 {
@@ -423,6 +433,9 @@ impl Core {
             dst: ip.dst_addr(),
         };
         let (start, end) = (l3 + up.offset, l3 + ip.total_len());
+        if up.fragment == Fragment::First {
+            return self.first_fragment(buf.get(start..end).unwrap_or_default(), &net);
+        }
         let Some(seg) = buf.get(start..end).filter(|s| s.len() >= 4) else {
             return Verdict::Drop(DropReason::Truncated);
         };
@@ -430,6 +443,24 @@ impl Core {
             return Verdict::Pass;
         }
         self.handle_tcp(now, buf, eth, (start, end), net)
+    }
+
+    /// The first fragment of a TCP segment (`seg`: its bytes of it): one
+    /// without the whole TCP header could have its flags filled in by the
+    /// next fragment (RFC 1858), and a SYN never needs fragmenting; the rest
+    /// is the kernel's to reassemble.
+    fn first_fragment(&self, seg: &[u8], net: &Net) -> Verdict {
+        if seg.len() < tcp::MIN_HEADER_LEN {
+            return Verdict::Drop(DropReason::Fragment);
+        }
+        if !self.settings.protects(crate::wire::be16(seg, 2), net) {
+            return Verdict::Pass;
+        }
+        let f = seg[13];
+        if f & flags::SYN != 0 && f & (flags::ACK | flags::RST) == 0 {
+            return Verdict::Drop(DropReason::Fragment);
+        }
+        Verdict::Pass
     }
 
     #[inline]

@@ -1043,7 +1043,9 @@ impl<'a> Datapath<'a> {
                 .position(|n| *n == name)
                 .map_or(0, |i| c[i])
         };
-        // Each SYN to a protected port gets exactly one of these verdicts.
+        // Each SYN to a protected port gets exactly one of these verdicts;
+        // what may hide a SYN (fragments, chains longer than the walk)
+        // counts as one too, so a flood of them is seen.
         let syns = [
             "syn_redirect",
             "synack_xdp",
@@ -1052,6 +1054,10 @@ impl<'a> Datapath<'a> {
             "drop_source_cap",
             "pass_peace",
             "syn_kernel",
+            "pass_fragment_syn",
+            "drop_fragment",
+            "pass_deep",
+            "drop_deep",
         ]
         .iter()
         .map(|n| get(n))

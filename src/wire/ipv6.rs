@@ -7,6 +7,10 @@ pub const HEADER_LEN: usize = 40;
 /// Most extension headers walked before giving up. Legitimate TCP traffic
 /// carries none or one; a bound keeps the walk cheap (and verifiable in BPF).
 pub const MAX_EXT_HEADERS: usize = 6;
+/// Most bytes of extension headers walked before giving up (a Fragment
+/// header counts as one of [`MAX_EXT_HEADERS`] and 8 bytes); it keeps the
+/// upper layer's offset in the range BPF's masks allow.
+pub const MAX_EXT_BYTES: usize = 1024;
 
 /// Next-header values (IANA "Assigned Internet Protocol Numbers").
 pub mod next_header {
@@ -40,8 +44,21 @@ pub struct UpperLayer {
     pub protocol: u8,
     /// Offset of the upper-layer header from the start of the IPv6 header.
     pub offset: usize,
-    /// A fragment header was seen: the upper layer may be incomplete.
-    pub fragmented: bool,
+    /// Whether the datagram is whole, or which fragment of it this is.
+    pub fragment: Fragment,
+}
+
+/// Which part of a datagram a packet carries (RFC 8200 §4.5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fragment {
+    /// The whole datagram: no Fragment header, or an atomic one (offset 0,
+    /// no more fragments: RFC 6946 §4).
+    Whole,
+    /// The first fragment: the upper-layer header starts here, the rest of
+    /// the datagram comes in others.
+    First,
+    /// A later fragment: no upper-layer header at all.
+    Later,
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
@@ -111,15 +128,17 @@ impl<T: AsRef<[u8]>> Packet<T> {
         HEADER_LEN + usize::from(self.payload_len())
     }
 
-    /// Walks hop-by-hop, routing and destination-options headers to the upper
-    /// layer. A fragment header ends the walk with `fragmented` set; more than
-    /// [`MAX_EXT_HEADERS`] headers give [`Error::TooDeep`]; a header running
-    /// past the payload gives [`Error::BadOption`].
+    /// Walks hop-by-hop, routing, destination-options and Fragment headers
+    /// to the upper layer. An atomic Fragment header is walked past; a later
+    /// fragment ends the walk there. More than [`MAX_EXT_HEADERS`] headers,
+    /// or more than [`MAX_EXT_BYTES`] of them, give [`Error::TooDeep`]; a
+    /// header running past the payload gives [`Error::BadOption`].
     pub fn upper_layer(&self) -> Result<UpperLayer> {
         let end = self.total_len();
         let buf = self.b();
         let mut nh = self.next_header();
         let mut at = HEADER_LEN;
+        let mut fragment = Fragment::Whole;
         for _ in 0..=MAX_EXT_HEADERS {
             match nh {
                 next_header::HOP_BY_HOP | next_header::ROUTING | next_header::DEST_OPTS => {
@@ -136,17 +155,31 @@ impl<T: AsRef<[u8]>> Packet<T> {
                     at += len;
                 }
                 next_header::FRAGMENT => {
-                    return Ok(UpperLayer {
-                        protocol: buf.get(at).copied().unwrap_or(next_header::NONE),
-                        offset: at + 8,
-                        fragmented: true,
-                    });
+                    // Next header, reserved, then offset (13 bits), two
+                    // reserved bits and M (RFC 8200 §4.5).
+                    if at + 8 > end {
+                        return Err(Error::BadOption);
+                    }
+                    let off_m = be16(buf, at + 2);
+                    nh = buf[at];
+                    at += 8;
+                    if off_m & 0xfff8 != 0 {
+                        return Ok(UpperLayer {
+                            protocol: nh,
+                            offset: at,
+                            fragment: Fragment::Later,
+                        });
+                    }
+                    if off_m & 1 == 1 {
+                        fragment = Fragment::First;
+                    }
                 }
+                _ if at - HEADER_LEN > MAX_EXT_BYTES => return Err(Error::TooDeep),
                 protocol => {
                     return Ok(UpperLayer {
                         protocol,
                         offset: at,
-                        fragmented: false,
+                        fragment,
                     });
                 }
             }
@@ -255,19 +288,30 @@ mod tests {
             UpperLayer {
                 protocol: next_header::TCP,
                 offset: 40 + 24,
-                fragmented: false
+                fragment: Fragment::Whole
             }
         );
     }
 
     #[test]
-    fn fragment_header_is_reported() {
-        let mut payload = vec![0u8; 8 + 20];
-        payload[0] = next_header::TCP;
-        let p = packet(next_header::FRAGMENT, &payload);
-        let up = Packet::new_checked(&p[..]).unwrap().upper_layer().unwrap();
-        assert!(up.fragmented);
-        assert_eq!(up.protocol, next_header::TCP);
+    fn fragment_headers_say_which_part_this_is() {
+        let at = |off_m: u16| {
+            let mut payload = vec![0u8; 8 + 20];
+            payload[0] = next_header::TCP;
+            payload[2..4].copy_from_slice(&off_m.to_be_bytes());
+            let p = packet(next_header::FRAGMENT, &payload);
+            Packet::new_checked(&p[..]).unwrap().upper_layer().unwrap()
+        };
+        let whole = at(0);
+        assert_eq!(
+            (whole.fragment, whole.offset),
+            (Fragment::Whole, 48),
+            "atomic"
+        );
+        assert_eq!(whole.protocol, next_header::TCP);
+        assert_eq!(at(1).fragment, Fragment::First);
+        assert_eq!(at(8 << 3).fragment, Fragment::Later);
+        assert_eq!(at(8 << 3 | 1).fragment, Fragment::Later);
     }
 
     #[test]
@@ -290,6 +334,24 @@ mod tests {
             Packet::new_checked(&p[..]).unwrap().upper_layer(),
             Err(Error::TooDeep)
         );
+
+        // Two headers of 512 bytes and one of 8: past MAX_EXT_BYTES.
+        let mut long = vec![0u8; 512 + 512 + 8 + 20];
+        for (at, next) in [(0, next_header::DEST_OPTS), (512, next_header::HOP_BY_HOP)] {
+            long[at] = next;
+            long[at + 1] = 63;
+        }
+        long[1024] = next_header::TCP;
+        let p = packet(next_header::DEST_OPTS, &long);
+        assert_eq!(
+            Packet::new_checked(&p[..]).unwrap().upper_layer(),
+            Err(Error::TooDeep)
+        );
+        long[1024] = next_header::NONE;
+        long[512] = next_header::TCP;
+        let p = packet(next_header::DEST_OPTS, &long[..1024 + 20]);
+        let up = Packet::new_checked(&p[..]).unwrap().upper_layer().unwrap();
+        assert_eq!(up.offset, 40 + 1024, "exactly MAX_EXT_BYTES is walked");
     }
 
     #[test]

@@ -126,6 +126,9 @@ xdp_counters! {
     SW_DROP_SOURCE_CAP => "drop_source_cap",
     SW_SYN_KERNEL => "syn_kernel",
     SW_PASS_KERNEL_ACK => "pass_kernel_ack",
+    SW_DROP_FRAGMENT => "drop_fragment",
+    SW_PASS_FRAGMENT_SYN => "pass_fragment_syn",
+    SW_DROP_DEEP => "drop_deep",
 }
 
 /// Indexes into [`Program::counters`] of the counters synwall's own

@@ -43,14 +43,15 @@ pub fn require_root() -> bool {
     );
 }
 
-/// Runs the core over a frame in a 2 KiB buffer (an AF_XDP frame's size);
-/// returns its verdict and, for `Transmit`, the reply.
+/// Runs the core over a frame in a 2 KiB buffer (an AF_XDP frame's size),
+/// or one as long as a longer frame; returns its verdict and, for
+/// `Transmit`, the reply.
 pub fn core_run(
     core: &mut synwall::proto::handshake::Core,
     frame: &[u8],
     now: synwall::proto::time::UnixTime,
 ) -> (synwall::proto::handshake::Verdict, Vec<u8>) {
-    let mut buf = vec![0u8; 2048];
+    let mut buf = vec![0u8; frame.len().max(2048)];
     buf[..frame.len()].copy_from_slice(frame);
     let v = core.handle(now, &mut buf, frame.len());
     if let synwall::proto::handshake::Verdict::Transmit(n) = v {
