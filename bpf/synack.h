@@ -436,13 +436,17 @@ static __always_inline int write_tcp(void *data, void *data_end, __u32 l4, const
 	return 0;
 }
 
+/* What sw_synack does with a SYN it could answer. */
+#define SYNACK_CHECK 0 /* nothing: returns -1, the frame untouched */
+#define SYNACK_WRITE 1 /* answers it */
+
 /*
- * Answers a SYN to a protected port in place. Returns -1 when the frame now
- * holds the SYN-ACK (the caller returns XDP_TX), otherwise the counter of
- * why the worker must answer it, with the frame untouched. A global
- * function: the verifier checks it once.
+ * Answers a SYN to a protected port in place (`mode`). Returns -1 when the
+ * frame now holds the SYN-ACK (the caller returns XDP_TX; SYNACK_CHECK: when
+ * it could), otherwise the counter of why the worker must answer it, with
+ * the frame untouched. A global function: the verifier checks it once.
  */
-__attribute__((noinline)) int sw_synack(struct xdp_md *ctx, struct pkt *p)
+__attribute__((noinline)) int sw_synack(struct xdp_md *ctx, struct pkt *p, __u32 mode)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
@@ -487,6 +491,8 @@ __attribute__((noinline)) int sw_synack(struct xdp_md *ctx, struct pkt *p)
 		return SW_SYN_WORKER_CHECKSUM;
 	if (bad_endpoints(p, eth, tcp))
 		return SW_SYN_WORKER_SOURCE;
+	if (mode == SYNACK_CHECK)
+		return -1;
 
 	/* The cookie (docs/cookie.md §3 to §5), with the key of the epoch now. */
 	epoch = bpf_map_lookup_elem(&mint_epoch, &zero);

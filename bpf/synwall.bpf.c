@@ -439,6 +439,21 @@ static __noinline int source_capped(const struct pkt *p)
 	return prefix_full(&source_windows, &key, bpf_ktime_get_coarse_ns(), cap);
 }
 
+/* The reflection guard for a SYN bound for the worker, which sw_synack
+ * left to it for `rc` (-1: not looked at yet): true when the
+ * worker's answer would pass a cap. Only a SYN the worker's core answers
+ * spends budget: one it drops for its checksum, options, flags or source
+ * does not, so bad SYNs cannot use up a prefix's SYN-ACKs. */
+static __always_inline int worker_capped(struct xdp_md *ctx, struct pkt *p, int rc)
+{
+	if (rc == -1)
+		rc = sw_synack(ctx, p, SYNACK_CHECK);
+	if (rc >= 0 && rc != SW_SYN_WORKER_IP_EXT && rc != SW_SYN_WORKER_PAYLOAD &&
+	    rc != SW_SYN_WORKER_NO_ROOM)
+		return 0;
+	return reflection_capped(p);
+}
+
 /* While XDP answers do not leave: is it time for this CPU's next probe?
  * A probe's client loses its SYN-ACK (and waits a second for its SYN's
  * retransmission), so probes are few: one per XDP_TX_PROBE_NS per CPU,
@@ -495,13 +510,13 @@ static __always_inline int syn_without_xdp_tx(struct xdp_md *ctx, struct pkt *p,
 	if (of_kernel_socket(ctx, p))
 		return verdict(SW_PASS_SOCKET, XDP_PASS);
 	if (worker) {
-		if (reflection_on() && reflection_capped(p))
+		if (reflection_on() && worker_capped(ctx, p, -1))
 			return verdict(SW_DROP_REFLECTION_CAP, XDP_DROP);
 		if (redirect_to_worker(ctx, q))
 			return verdict(SW_SYN_REDIRECT, XDP_REDIRECT);
 		return syn_to_kernel(SW_SYN_NO_XSK);
 	}
-	if (sw_synack(ctx, p) < 0)
+	if (sw_synack(ctx, p, SYNACK_WRITE) < 0)
 		return verdict(SW_SYNACK_XDP, XDP_TX);
 	return syn_to_kernel(SW_SYN_KERNEL);
 }
@@ -510,7 +525,7 @@ static __always_inline int syn_without_xdp_tx(struct xdp_md *ctx, struct pkt *p,
 static __always_inline int xdp_syn(struct xdp_md *ctx, struct pkt *p)
 {
 	struct sw_queue_load *q;
-	int rc;
+	int rc, guard;
 
 	if (peacetime())
 		return syn_to_kernel(SW_PASS_PEACE);
@@ -522,16 +537,24 @@ static __always_inline int xdp_syn(struct xdp_md *ctx, struct pkt *p)
 		return syn_without_xdp_tx(ctx, p, q);
 	if (of_kernel_socket(ctx, p))
 		return verdict(SW_PASS_SOCKET, XDP_PASS);
-	if (reflection_on() && reflection_capped(p))
-		return verdict(SW_DROP_REFLECTION_CAP, XDP_DROP);
+	guard = reflection_on();
+	rc = -1; /* not looked at */
 	if (synack_mode == SYNACK_XDP || worker_backed_up(q)) {
 		if (synack_mode == SYNACK_AUTO)
 			count(SW_SYN_BACKLOG);
-		rc = sw_synack(ctx, p);
-		if (rc < 0)
+		rc = sw_synack(ctx, p, SYNACK_WRITE);
+		if (rc < 0) {
+			/* Only a SYN answered spends the guard's budget: p
+			 * still holds the SYN's addresses, and a capped answer
+			 * is dropped as its SYN would have been. */
+			if (guard && reflection_capped(p))
+				return verdict(SW_DROP_REFLECTION_CAP, XDP_DROP);
 			return verdict(SW_SYNACK_XDP, XDP_TX);
+		}
 		count(rc);
 	}
+	if (guard && worker_capped(ctx, p, rc))
+		return verdict(SW_DROP_REFLECTION_CAP, XDP_DROP);
 	if (redirect_to_worker(ctx, q))
 		return verdict(SW_SYN_REDIRECT, XDP_REDIRECT);
 	return syn_to_kernel(SW_SYN_NO_XSK);

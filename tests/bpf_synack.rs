@@ -28,7 +28,16 @@ fn secret() -> Secret {
 /// The program answering SYNs itself, with the core's default settings and
 /// the keys of `now`'s epoch.
 fn program(settings: &Settings, now: UnixTime) -> Program {
-    let p = Program::load(&ProgramSettings::from_core(settings, SynackMode::Xdp)).unwrap();
+    program_with(
+        &ProgramSettings::from_core(settings, SynackMode::Xdp),
+        settings,
+        now,
+    )
+}
+
+/// The same, loaded with `ps`.
+fn program_with(ps: &ProgramSettings, settings: &Settings, now: UnixTime) -> Program {
+    let p = Program::load(ps).unwrap();
     let epochs = settings.schedule().at(now);
     p.set_epoch_keys(&secret().into(), epochs.by_slot())
         .unwrap();
@@ -662,6 +671,81 @@ fn the_reflection_guard_caps_synacks_per_prefix_and_in_all() {
             p.test_run(&from([198, 18, 0, 9])).unwrap(),
             action::TX,
             "no caps"
+        );
+    }
+}
+
+/// Only a SYN that is answered spends its prefix's budget: SYNs with a bad
+/// checksum or malformed options (which the core drops) spend none, on the
+/// XDP path and on the worker's; a SYN the worker answers (one with IPv6
+/// extension headers) does.
+#[test]
+fn only_answered_syns_spend_the_reflection_guards_budget() {
+    if !common::require_root() {
+        return;
+    }
+    let s = Settings::default();
+    for mode in [SynackMode::Xdp, SynackMode::Afxdp] {
+        let ps = ProgramSettings {
+            reflection: synwall::xdp::ReflectionCaps {
+                per_prefix: 2,
+                ..Default::default()
+            },
+            ..ProgramSettings::from_core(&s, mode)
+        };
+        let p = program_with(&ps, &s, NOW);
+        let good = TcpFrame::client_syn(Ip::client_v4(), &os::LINUX).to_vec();
+        let mut bad_sum = good.clone();
+        let at = bad_sum.len() - 1;
+        bad_sum[at] ^= 0xff;
+        let bad_opts = TcpFrame::client_syn(Ip::client_v4(), &[2, 7, 5, 0xb4, 0, 0, 0, 0]).to_vec();
+        assert!(matches!(core_answer(&s, &bad_sum, NOW).0, Verdict::Drop(_)));
+        assert!(matches!(
+            core_answer(&s, &bad_opts, NOW).0,
+            Verdict::Drop(_)
+        ));
+        let capped = || counter(&p, "drop_reflection_cap");
+        for _ in 0..20 {
+            for f in [&bad_sum, &bad_opts] {
+                assert_ne!(p.test_run(f).unwrap(), action::DROP, "{mode:?}");
+            }
+        }
+        assert_eq!(capped(), 0, "{mode:?}: bad SYNs spend nothing");
+        let answered = if mode == SynackMode::Xdp {
+            action::TX
+        } else {
+            action::PASS // to the worker, which this test has not
+        };
+        for _ in 0..2 {
+            assert_eq!(p.test_run(&good).unwrap(), answered, "{mode:?}");
+        }
+        assert_eq!(p.test_run(&good).unwrap(), action::DROP, "{mode:?}");
+        assert_eq!(capped(), 1, "{mode:?}");
+
+        // A SYN the worker answers spends on the way to it.
+        let v6 = |last: u8| {
+            let mut src = synwall_bench::frame::addr::CLIENT6;
+            src[15] = last;
+            TcpFrame::client_syn(
+                Ip::V6 {
+                    src,
+                    dst: synwall_bench::frame::addr::SERVER6,
+                    hop_limit: 64,
+                    ext: &[(nh::DEST_OPTS, 8)],
+                },
+                &os::LINUX,
+            )
+            .to_vec()
+        };
+        let v = core_answer(&s, &v6(2), NOW).0;
+        assert!(matches!(v, Verdict::Transmit(_)), "{v:?}");
+        for last in [2, 3] {
+            assert_eq!(p.test_run(&v6(last)).unwrap(), action::PASS, "{mode:?}");
+        }
+        assert_eq!(
+            p.test_run(&v6(4)).unwrap(),
+            action::DROP,
+            "{mode:?}: same /48"
         );
     }
 }
