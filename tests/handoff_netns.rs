@@ -747,7 +747,7 @@ fn server_behind_proxy_mode_with(engine: &str) {
     assert_eq!(p["active"], 0, "every session closed: {stats}");
     assert_eq!(
         p["completed"], p["sessions"],
-        "every session ended normally: {stats}"
+        "every session ended normally: {stats}\nthe prober: {probe}"
     );
     assert!(
         p["bytes_to_client"].as_u64().unwrap() >= BIG as u64,
@@ -757,6 +757,40 @@ fn server_behind_proxy_mode_with(engine: &str) {
     assert!(
         handed_off(&stats, engine) >= 203,
         "connections came through the {engine} hand-off: {stats}"
+    );
+}
+
+/// A copy of a handshake's ACK that reaches the repair engine after its
+/// connection ended (a worker that stalled with it in its ring, a
+/// retransmission) still carries a valid cookie: it goes back to the
+/// kernel, and never becomes a second connection to the upstream. (It did
+/// once the engine forgot the connection, a second after its rebuild.)
+#[test]
+fn a_late_copy_of_a_handshake_ack_is_not_a_second_connection() {
+    let Some(f) = Fixture::new(1, Turn::Shared) else {
+        return;
+    };
+    let (tb, dir) = (&f.tb, &f.dir);
+    let _upstream = Server::upstream(tb, &["report"], 9000);
+    let sw = Synwall::start(
+        tb,
+        dir.path(),
+        &proxy_config(&["198.18.0.1:9000"], "engine = \"repair\"\n"),
+    );
+    tb.block_client_resets();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/scapy/late_ack.py");
+    run_ok(
+        &mut tb.in_cli(&["/usr/bin/python3", script, "198.18.0.1", "80", "41000", "2"]),
+        "late_ack.py",
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let stats = proxy_drains(&sw);
+    let worker = &stats["workers"][0]["repair"];
+    assert_eq!(worker["repaired"], 1, "one connection: {stats}");
+    assert_eq!(stats["proxy"]["sessions"], 1, "{stats}");
+    assert!(
+        worker["injected"].as_u64().unwrap() >= 1,
+        "the late copy went to the kernel: {stats}"
     );
 }
 

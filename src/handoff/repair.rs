@@ -12,10 +12,11 @@
 //! the client never has to retransmit them.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::mpsc::Sender;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use rustix::net::{AddressFamily, SocketFlags, SocketType};
@@ -26,9 +27,22 @@ use crate::wire::checksum::PROTO_TCP;
 use crate::wire::{ethernet, ipv4, ipv6, tcp};
 use crate::xdp::sockopt::{self, RepairOpt};
 
-/// How long a repaired connection's stray segments are fed back in: as
-/// long as the XDP program sends them here (FLOW_TTL_NS, bpf/synwall.bpf.c).
-const FOLLOW_UP_TTL: Duration = Duration::from_secs(1);
+/// How long a rebuilt connection is remembered. A copy of its ACK, or a
+/// segment behind it, that reaches a worker late (a worker that stalled
+/// with it in its ring, the client's retransmission) still carries a valid
+/// cookie: it is fed back into the kernel, which knows the connection (or
+/// its TIME-WAIT), instead of being rebuilt into a second one that would
+/// send the request to the upstream again. Far longer than a worker stall;
+/// short enough for the table to stay small.
+const REMEMBER: Duration = Duration::from_secs(10);
+/// What a full shard keeps: the last second (the XDP program sends the
+/// segments right behind an ACK here for that long, FLOW_TTL_NS).
+const REMEMBER_WHEN_FULL: Duration = Duration::from_secs(1);
+/// Shards of the table: workers rebuilding different connections seldom
+/// wait for each other (a rebuild holds its shard's lock).
+const SHARDS: usize = 64;
+/// Connections remembered per shard at most (about 60 bytes each).
+const SHARD_CAP: usize = 16 * 1024;
 
 /// TCP option codes of `TCP_REPAIR_OPTIONS` (RFC 9293, RFC 7323, RFC 2018).
 const TCPOPT_MSS: u32 = 2;
@@ -152,31 +166,68 @@ pub enum Outcome {
     Unknown,
 }
 
-/// The connections all workers rebuilt lately, and when. One lock for
-/// all: a client's ACK and its next segment may arrive on two queues, and
-/// the second worker must neither build the connection again nor feed its
-/// segment in before the first one's socket is live.
+/// The connections all workers rebuilt lately, and when, shared by them: a
+/// client's ACK and its next segment may arrive on two queues, and the
+/// second worker must neither build the connection again nor feed its
+/// segment in before the first one's socket is live. One lock per shard
+/// of connections, held through a rebuild.
 #[derive(Debug)]
 pub struct Recent {
-    flows: HashMap<Flow, Instant>,
+    shards: Box<[Mutex<Shard>]>,
+    hash: RandomState,
+}
+
+#[derive(Debug)]
+struct Shard {
+    /// Each connection rebuilt lately: our ISN (its cookie, the same in
+    /// every segment that proves it) and when.
+    flows: HashMap<Flow, (u32, Instant)>,
     pruned: Instant,
 }
 
 impl Recent {
     /// None yet, shared by the engines it is given to.
-    pub fn shared() -> Arc<Mutex<Recent>> {
-        Arc::new(Mutex::new(Recent {
-            flows: HashMap::new(),
-            pruned: Instant::now(),
-        }))
+    pub fn shared() -> Arc<Recent> {
+        let shard = || {
+            Mutex::new(Shard {
+                flows: HashMap::new(),
+                pruned: Instant::now(),
+            })
+        };
+        Arc::new(Recent {
+            shards: (0..SHARDS).map(|_| shard()).collect(),
+            hash: RandomState::new(),
+        })
     }
 
-    fn prune(&mut self) {
-        if self.pruned.elapsed() < FOLLOW_UP_TTL {
-            return;
+    fn shard(&self, flow: &Flow) -> MutexGuard<'_, Shard> {
+        let i = self.hash.hash_one(flow) as usize % SHARDS;
+        self.shards[i]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Shard {
+    /// Whether `server_isn`'s connection on `flow` was rebuilt lately (a
+    /// new connection on the same ports has another cookie).
+    fn rebuilt(&self, flow: &Flow, server_isn: u32) -> bool {
+        self.flows
+            .get(flow)
+            .is_some_and(|&(isn, at)| isn == server_isn && at.elapsed() < REMEMBER)
+    }
+
+    fn remember(&mut self, flow: Flow, server_isn: u32, now: Instant) {
+        if now.duration_since(self.pruned) >= REMEMBER_WHEN_FULL {
+            self.pruned = now;
+            self.flows
+                .retain(|_, (_, at)| now.duration_since(*at) < REMEMBER);
         }
-        self.pruned = Instant::now();
-        self.flows.retain(|_, at| at.elapsed() < FOLLOW_UP_TTL);
+        if self.flows.len() >= SHARD_CAP {
+            self.flows
+                .retain(|_, (_, at)| now.duration_since(*at) < REMEMBER_WHEN_FULL);
+        }
+        self.flows.insert(flow, (server_isn, now));
     }
 }
 
@@ -188,7 +239,7 @@ pub struct Engine {
     our_window: u16,
     raw_v4: OwnedFd,
     raw_v6: OwnedFd,
-    recent: Arc<Mutex<Recent>>,
+    recent: Arc<Recent>,
 }
 
 /// Why the engine could not start.
@@ -214,7 +265,7 @@ impl Engine {
     pub fn new(
         to_proxy: ToProxy,
         our_window: u16,
-        recent: Arc<Mutex<Recent>>,
+        recent: Arc<Recent>,
     ) -> Result<Engine, EngineError> {
         Ok(Engine {
             to_proxy,
@@ -225,27 +276,24 @@ impl Engine {
         })
     }
 
-    fn recent(&self) -> std::sync::MutexGuard<'_, Recent> {
-        self.recent.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
     /// A frame whose cookie the core proved (`handoff`): a new connection
     /// is rebuilt; another segment of one rebuilt already is fed back in.
     pub fn established(&mut self, handoff: &Handoff, frame: &[u8]) -> Outcome {
         let Some(seg) = Segment::parse(frame) else {
             return Outcome::Failed;
         };
-        let mut recent = self.recent();
-        if recent.flows.contains_key(&handoff.flow) {
-            drop(recent);
+        // The shard stays locked through the rebuild: a segment of this
+        // connection on another queue waits for the socket it joins.
+        let mut shard = self.recent.shard(&handoff.flow);
+        if shard.rebuilt(&handoff.flow, handoff.server_isn) {
+            drop(shard);
             return self.inject(frame, &seg);
         }
-        recent.prune();
         let data = &frame[seg.payload.clone()];
         match rebuild(handoff, seg.window, self.our_window, data) {
             Ok(r) => {
-                recent.flows.insert(handoff.flow, Instant::now());
-                drop(recent);
+                shard.remember(handoff.flow, handoff.server_isn, Instant::now());
+                drop(shard);
                 if self.to_proxy.send(r) {
                     Outcome::Repaired
                 } else {
@@ -266,7 +314,7 @@ impl Engine {
         let Some(seg) = Segment::parse(frame) else {
             return Outcome::Unknown;
         };
-        if self.recent().flows.contains_key(&seg.flow) {
+        if self.recent.shard(&seg.flow).flows.contains_key(&seg.flow) {
             self.inject(frame, &seg)
         } else {
             Outcome::Unknown
@@ -463,6 +511,41 @@ mod tests {
         let mut arp = f.clone();
         arp[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
         assert!(Segment::parse(&arp).is_none());
+    }
+
+    #[test]
+    fn a_connection_is_remembered_by_its_cookie_for_a_while() {
+        let port = |sport| Flow::V4 {
+            src: [198, 18, 0, 2],
+            dst: [198, 18, 0, 1],
+            sport,
+            dport: 80,
+        };
+        let (flow, other) = (port(40000), port(40001));
+        let t0 = Instant::now();
+        let mut s = Shard {
+            flows: HashMap::new(),
+            pruned: t0,
+        };
+        s.remember(flow, 7, t0);
+        assert!(s.rebuilt(&flow, 7), "a late copy of its ACK");
+        assert!(!s.rebuilt(&flow, 8), "a new connection on the same ports");
+        assert!(!s.rebuilt(&other, 7));
+        s.remember(flow, 8, t0);
+        assert!(s.rebuilt(&flow, 8) && !s.rebuilt(&flow, 7));
+
+        // Past REMEMBER, pruned on the next insertion.
+        let later = t0 + REMEMBER + Duration::from_millis(1);
+        s.remember(other, 9, later);
+        assert!(!s.flows.contains_key(&flow) && s.rebuilt(&other, 9));
+
+        // A full shard keeps the last second.
+        for i in 0..SHARD_CAP as u16 {
+            s.remember(port(i), 1, later + Duration::from_secs(2));
+        }
+        s.remember(flow, 3, later + Duration::from_secs(4));
+        assert_eq!(s.flows.len(), 1, "the older ones went");
+        assert!(s.rebuilt(&flow, 3));
     }
 
     #[test]
