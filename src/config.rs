@@ -512,6 +512,14 @@ pub struct Handoff {
     /// ones are reset and counted.
     #[serde(deserialize_with = "max_connections")]
     pub max_connections: u32,
+    /// Proxy mode: at most this many of them from one source address (an
+    /// IPv6 /64); further ones are reset and counted.
+    #[serde(deserialize_with = "max_per_source")]
+    pub max_per_source: u32,
+    /// Proxy mode: when synwall stops, open sessions go on for up to this
+    /// long; what has not finished then is reset.
+    #[serde(deserialize_with = "shutdown_grace")]
+    pub shutdown_grace_secs: u64,
     /// Proxy mode: send a PROXY protocol v2 header to the upstream first.
     pub proxy_protocol: bool,
     /// Proxy mode: bytes each splice pipe holds (one pipe per direction).
@@ -531,6 +539,8 @@ impl Default for Handoff {
             connect_timeout_ms: 1000,
             idle_timeout_secs: 300,
             max_connections: 10_000,
+            max_per_source: 1000,
+            shutdown_grace_secs: 10,
             proxy_protocol: false,
             pipe_size: 1 << 20,
             backlog: 4096,
@@ -671,6 +681,14 @@ fn idle_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
 fn max_connections<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     // Each session holds six descriptors (two sockets, two pipes).
     ranged(d, "max_connections", 1, 1_000_000).map(|v| v as u32)
+}
+
+fn max_per_source<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    ranged(d, "max_per_source", 1, 1_000_000).map(|v| v as u32)
+}
+
+fn shutdown_grace<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    ranged(d, "shutdown_grace_secs", 0, 3600)
 }
 
 fn pipe_size<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
@@ -913,6 +931,8 @@ mod tests {
             ("connect_timeout_ms", "0"),
             ("idle_timeout_secs", "0"),
             ("max_connections", "0"),
+            ("max_per_source", "0"),
+            ("shutdown_grace_secs", "3601"),
             ("pipe_size", "100"),
             ("backlog", "70000"),
         ] {

@@ -291,6 +291,8 @@ impl SnapshotCollector {
             sessions,
             active,
             rejected,
+            rejected_source,
+            shutdown_resets,
             completed,
             upstream_connect_failures,
             upstream_connect_timeouts,
@@ -327,6 +329,8 @@ impl SnapshotCollector {
             (label("reason", "client_error"), client_errors),
             (label("reason", "idle_timeout"), idle_timeouts),
             (label("reason", "internal_error"), internal_errors),
+            (label("reason", "rejected_source"), rejected_source),
+            (label("reason", "shutdown"), shutdown_resets),
         ];
         counter(
             enc,

@@ -886,6 +886,74 @@ fn proxy_failover_proxy_protocol_half_close_idle_and_bound_with(engine: &str) {
     assert_eq!(p["rejected"], 1, "{stats}");
 }
 
+/// One host holds at most `max_per_source` sessions (the next is reset,
+/// its others live on). On SIGTERM the proxy drains: a response without a
+/// length that ends within `shutdown_grace_secs` arrives whole, one that
+/// does not is reset, never cut short with a clean end of stream.
+#[test]
+fn proxy_per_source_cap_and_a_draining_stop() {
+    let Some(f) = Fixture::new(1, Turn::Shared) else {
+        return;
+    };
+    let (tb, dir) = (&f.tb, &f.dir);
+    let _upstream = Server::upstream(tb, &["stream"], 9000);
+    let mut sw = Synwall::start(
+        tb,
+        dir.path(),
+        &proxy_config(
+            &["198.18.0.1:9000"],
+            "max_per_source = 2
+shutdown_grace_secs = 3
+",
+        ),
+    );
+    let out = client_py(tb, &["bound", "198.18.0.1", "80", "2"]);
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ["extra:reset", "held:open", "held:open"],
+        "{out}"
+    );
+    let stats = proxy_drains(&sw);
+    assert_eq!(stats["proxy"]["rejected_source"], 1, "{stats}");
+    assert_eq!(stats["proxy"]["rejected"], 0, "{stats}");
+
+    // 40 chunks take 2 s, 200 take 10 s; SIGTERM comes 0.5 s in.
+    let stream = |chunks: &str| {
+        tb.in_cli(&["python3", CLIENT_PY, "stream", "198.18.0.1", "80", chunks])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (short, long) = (stream("40"), stream("200"));
+    std::thread::sleep(Duration::from_millis(500));
+    let t0 = Instant::now();
+    sw.signal("-TERM");
+    let st = sw
+        .wait_exit(8.0)
+        .expect("synwall stops after the grace period");
+    let took = t0.elapsed().as_secs_f64();
+    assert!(st.success(), "{st}");
+    assert!((2.5..6.0).contains(&took), "stopped after {took} s");
+    let said = |c: std::process::Child| {
+        String::from_utf8_lossy(&c.wait_with_output().unwrap().stdout).into_owned()
+    };
+    assert_eq!(
+        said(short).trim(),
+        "eof n=40000",
+        "finished within the grace"
+    );
+    let long = said(long);
+    let n: u64 = long
+        .trim()
+        .strip_prefix("reset n=")
+        .unwrap_or_else(|| panic!("reset, not ended cleanly: {long}"))
+        .parse()
+        .unwrap();
+    assert!(n < 200_000, "{long}");
+    let log = std::fs::read_to_string(dir.path().join("synwall.log")).unwrap();
+    assert!(log.contains("proxy draining"), "{log}");
+}
+
 #[test]
 fn dead_upstream_gives_a_prompt_close() {
     dead_upstream_gives_a_prompt_close_with("kfunc");

@@ -14,11 +14,19 @@
 //! - **close**: when both directions are shut, on an error (the error's side
 //!   is counted and the other side is reset), or after `idle_timeout_secs`
 //!   without a byte moving.
+//! - **shutdown**: the listeners close and new connections are reset; the
+//!   open sessions go on for up to `shutdown_grace_secs`, and what has not
+//!   finished then is reset on both sides, so no client takes a cut stream
+//!   for a whole one.
+//!
+//! One source address (an IPv6 /64) holds at most `max_per_source` sessions,
+//! so a single host cannot take every slot of `max_connections`.
 //!
 //! Edge-triggered epoll only reports changes, so every wake-up retries every
 //! operation of the session until each has returned `EAGAIN`; a session never
 //! waits on readiness it has not observed as missing.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
@@ -68,6 +76,10 @@ pub struct ProxySettings {
     pub idle_timeout: Duration,
     /// Sessions at once.
     pub max_connections: usize,
+    /// Sessions at once from one source address (IPv6: one /64).
+    pub max_per_source: usize,
+    /// How long open sessions may go on once synwall stops.
+    pub shutdown_grace: Duration,
     /// Send a PROXY v2 header to the upstream.
     pub proxy_protocol: bool,
     /// Requested bytes per pipe.
@@ -94,6 +106,8 @@ impl ProxySettings {
             connect_timeout: Duration::from_millis(h.connect_timeout_ms),
             idle_timeout: Duration::from_secs(h.idle_timeout_secs),
             max_connections: h.max_connections as usize,
+            max_per_source: h.max_per_source as usize,
+            shutdown_grace: Duration::from_secs(h.shutdown_grace_secs),
             proxy_protocol: h.proxy_protocol,
             pipe_size: h.pipe_size as usize,
         })
@@ -106,6 +120,8 @@ pub struct ProxyCounters {
     sessions: AtomicU64,
     active: AtomicU64,
     rejected: AtomicU64,
+    rejected_source: AtomicU64,
+    shutdown_resets: AtomicU64,
     completed: AtomicU64,
     upstream_connect_failures: AtomicU64,
     upstream_connect_timeouts: AtomicU64,
@@ -129,8 +145,14 @@ pub struct ProxySnapshot {
     pub sessions: u64,
     /// Sessions open now.
     pub active: u64,
-    /// Reset at once because `max_connections` sessions were open.
+    /// Reset at once because `max_connections` sessions were open, or
+    /// because synwall was stopping.
     pub rejected: u64,
+    /// Reset at once because its source had `max_per_source` sessions open.
+    pub rejected_source: u64,
+    /// Reset on both sides when synwall stopped: not finished within
+    /// `shutdown_grace_secs`.
+    pub shutdown_resets: u64,
     /// Closed after both directions ended normally.
     pub completed: u64,
     /// Connect attempts an upstream refused or failed (each failover counts).
@@ -169,6 +191,8 @@ impl ProxyCounters {
             sessions: r(&self.sessions),
             active: r(&self.active),
             rejected: r(&self.rejected),
+            rejected_source: r(&self.rejected_source),
+            shutdown_resets: r(&self.shutdown_resets),
             completed: r(&self.completed),
             upstream_connect_failures: r(&self.upstream_connect_failures),
             upstream_connect_timeouts: r(&self.upstream_connect_timeouts),
@@ -417,6 +441,8 @@ enum End {
     Idle,
     /// Our own failure (epoll registration).
     Internal,
+    /// synwall stopped and the grace period ran out; both are reset.
+    Shutdown,
 }
 
 /// The proxy's event loop and sessions.
@@ -436,6 +462,22 @@ pub struct Proxy<'a> {
     next_upstream: usize,
     /// Connections the workers rebuilt (`[handoff] engine = "repair"`).
     handed_in: Option<(Receiver<Repaired>, Arc<OwnedFd>)>,
+    /// Open sessions per source (see [`source_key`]).
+    per_source: HashMap<IpAddr, usize>,
+    /// synwall is stopping: no new sessions.
+    draining: bool,
+}
+
+/// The unit `max_per_source` counts: the address, or for IPv6 its /64
+/// (one host's share of a network).
+fn source_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from(v6.to_bits() & (!0u128 << 64))),
+        },
+        v4 => v4,
+    }
 }
 
 fn interest() -> epoll::EventFlags {
@@ -471,6 +513,8 @@ impl<'a> Proxy<'a> {
             pipes: Vec::new(),
             next_upstream: 0,
             handed_in: None,
+            per_source: HashMap::new(),
+            draining: false,
         };
         for l in listeners {
             proxy.add_listener(l)?;
@@ -551,56 +595,90 @@ impl<'a> Proxy<'a> {
         Ok(())
     }
 
-    /// Serves until `stop` is set, then closes every session; applies the
-    /// updates that arrive on `updates` as it goes.
+    /// Serves until `stop` is set, then drains: the listeners close, the
+    /// open sessions go on for up to `shutdown_grace`, and the rest is
+    /// reset. Applies the updates that arrive on `updates` as it goes.
     pub fn run(
         &mut self,
         stop: &AtomicBool,
         updates: &std::sync::mpsc::Receiver<ProxyUpdate>,
     ) -> Result<(), ProxyError> {
         let mut events: Vec<epoll::Event> = Vec::with_capacity(256);
-        let timeout = rustix::event::Timespec {
-            tv_sec: 0,
-            tv_nsec: TICK.as_nanos() as i64,
-        };
         let mut next_tick = Instant::now() + TICK;
-        while !stop.load(Ordering::Relaxed) {
-            events.clear();
-            match epoll::wait(
-                &self.epoll,
-                rustix::buffer::spare_capacity(&mut events),
-                Some(&timeout),
-            ) {
-                Ok(_) | Err(Errno::INTR) => {}
-                Err(e) => return Err(ProxyError::Poll(e.into())),
+        let mut drain_until = None;
+        loop {
+            if drain_until.is_none() && stop.load(Ordering::Relaxed) {
+                drain_until = Some(Instant::now() + self.settings.shutdown_grace);
+                self.start_draining();
             }
-            for ev in &events {
-                let token = ev.data.u64();
-                if token == HANDED_IN {
-                    self.take_handed_in();
-                } else if token & LISTENER != 0 {
-                    self.accept((token & !LISTENER) as usize);
-                } else {
-                    self.drive((token >> 1) as usize, token & 1 == 1);
-                }
+            let open = self.counters.active.load(Ordering::Relaxed);
+            if drain_until.is_some_and(|t| open == 0 || Instant::now() >= t) {
+                break;
             }
-            let now = Instant::now();
-            if now >= next_tick {
-                self.tick(now);
-                next_tick = now + TICK;
-            }
-            self.free.append(&mut self.dead);
-            bump(&self.counters.loops);
+            self.turn(&mut events, &mut next_tick)?;
             while let Ok(u) = updates.try_recv() {
                 self.update(u);
             }
         }
         for slot in 0..self.sessions.len() {
             if self.sessions[slot].is_some() {
-                self.close(slot, End::Completed);
+                self.close(slot, End::Shutdown);
             }
         }
         Ok(())
+    }
+
+    /// One pass of the event loop: the events of up to one tick, then the
+    /// tick's timeouts when it is due.
+    fn turn(
+        &mut self,
+        events: &mut Vec<epoll::Event>,
+        next_tick: &mut Instant,
+    ) -> Result<(), ProxyError> {
+        let timeout = rustix::event::Timespec {
+            tv_sec: 0,
+            tv_nsec: TICK.as_nanos() as i64,
+        };
+        events.clear();
+        match epoll::wait(
+            &self.epoll,
+            rustix::buffer::spare_capacity(events),
+            Some(&timeout),
+        ) {
+            Ok(_) | Err(Errno::INTR) => {}
+            Err(e) => return Err(ProxyError::Poll(e.into())),
+        }
+        for ev in events.iter() {
+            let token = ev.data.u64();
+            if token == HANDED_IN {
+                self.take_handed_in();
+            } else if token & LISTENER != 0 {
+                self.accept((token & !LISTENER) as usize);
+            } else {
+                self.drive((token >> 1) as usize, token & 1 == 1);
+            }
+        }
+        let now = Instant::now();
+        if now >= *next_tick {
+            self.tick(now);
+            *next_tick = now + TICK;
+        }
+        self.free.append(&mut self.dead);
+        bump(&self.counters.loops);
+        Ok(())
+    }
+
+    /// synwall is stopping: the listeners close (the kernel resets what
+    /// their backlogs held), and connections handed in from now on are
+    /// reset.
+    fn start_draining(&mut self) {
+        self.draining = true;
+        self.listeners.iter_mut().for_each(|l| *l = None);
+        tracing::info!(
+            sessions = self.counters.active.load(Ordering::Relaxed),
+            grace_secs = self.settings.shutdown_grace.as_secs(),
+            "proxy draining"
+        );
     }
 
     fn accept(&mut self, listener: usize) {
@@ -634,8 +712,15 @@ impl<'a> Proxy<'a> {
     fn open(&mut self, client: TcpStream, peer: SocketAddr) {
         let c = self.counters;
         bump(&c.sessions);
-        if c.active.load(Ordering::Relaxed) >= self.settings.max_connections as u64 {
+        if self.draining || c.active.load(Ordering::Relaxed) >= self.settings.max_connections as u64
+        {
             bump(&c.rejected);
+            reset_on_close(&client);
+            return;
+        }
+        let source = source_key(peer.ip());
+        if self.per_source.get(&source).copied().unwrap_or(0) >= self.settings.max_per_source {
+            bump(&c.rejected_source);
             reset_on_close(&client);
             return;
         }
@@ -648,6 +733,7 @@ impl<'a> Proxy<'a> {
                 return;
             }
         };
+        *self.per_source.entry(source).or_default() += 1;
         let _ = client.set_nonblocking(true);
         let _ = client.set_nodelay(true);
         let local_addr = client.local_addr().unwrap_or(peer);
@@ -831,8 +917,20 @@ impl<'a> Proxy<'a> {
                 bump(&c.internal_errors);
                 reset_on_close(&s.client);
             }
+            End::Shutdown => {
+                bump(&c.shutdown_resets);
+                reset_on_close(&s.client);
+                s.upstream.iter().for_each(reset_on_close);
+            }
         }
         c.active.fetch_sub(1, Ordering::Relaxed);
+        let key = source_key(s.client_addr.ip());
+        if let Some(n) = self.per_source.get_mut(&key) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_source.remove(&key);
+            }
+        }
         for d in [s.up, s.down] {
             let reusable = d.pipe.pending == 0 && d.pipe.size == self.settings.pipe_size;
             if reusable && self.pipes.len() < PIPE_POOL {
@@ -887,4 +985,18 @@ fn relay(s: &mut Session, c: &ProxyCounters) -> Result<bool, End> {
         }
     }
     Ok(s.up.shut && s.down.shut)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_source_is_its_address_or_its_ipv6_64() {
+        let key = |s: &str| source_key(s.parse().unwrap()).to_string();
+        assert_eq!(key("198.18.0.2"), "198.18.0.2");
+        assert_eq!(key("2001:2::1:2:3:4"), "2001:2::");
+        assert_eq!(key("2001:2:0:5:1:2:3:4"), "2001:2:0:5::");
+        assert_eq!(key("::ffff:198.18.0.2"), "198.18.0.2");
+    }
 }

@@ -681,6 +681,18 @@ impl Synwall {
         }
     }
 
+    /// Waits up to `secs` for synwall to exit; its status, or `None`.
+    pub fn wait_exit(&mut self, secs: f64) -> Option<std::process::ExitStatus> {
+        let t0 = Instant::now();
+        while t0.elapsed().as_secs_f64() < secs {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
     /// Sends a signal (e.g. "-TERM") to synwall.
     pub fn signal(&self, sig: &str) {
         // `ip netns exec` execs synwall, so the child's pid is synwall's.

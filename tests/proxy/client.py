@@ -6,6 +6,8 @@
                                     until the connection is closed
   client.py bound HOST PORT K       hold K connections, open one more, print
                                     what happens to the extra one
+  client.py stream HOST PORT N      ask for N chunks, read to the end, print
+                                    how it ended and the bytes received
 """
 import socket
 import sys
@@ -67,12 +69,31 @@ def bound(host, port, k):
             print("held:closed")
 
 
+def stream(host, port, chunks):
+    s = connect(host, port)
+    s.sendall(f"{chunks}\n".encode())
+    n = 0
+    try:
+        while True:
+            data = s.recv(65536)
+            if not data:
+                print(f"eof n={n}")
+                return
+            n += len(data)
+    except ConnectionResetError:
+        print(f"reset n={n}")
+    except socket.timeout:
+        print(f"timeout n={n}")
+
+
 def main():
     cmd, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
     if cmd == "halfclose":
         halfclose(host, port, int(sys.argv[4]))
     elif cmd == "idle":
         idle(host, port)
+    elif cmd == "stream":
+        stream(host, port, int(sys.argv[4]))
     else:
         bound(host, port, int(sys.argv[4]))
 

@@ -4,6 +4,9 @@
   upstream.py report HOST PORT      per connection: parse a PROXY v2 header,
                                     read to end of stream, answer
                                     "src=IP:PORT n=BYTES" and close
+  upstream.py stream HOST PORT      per connection: read a line "N", send N
+                                    chunks of 1000 bytes, 20 a second, and
+                                    close (a response without a length)
 
 The PROXY v2 parser is written from haproxy's proxy-protocol.txt, separately
 from synwall's encoder.
@@ -15,6 +18,7 @@ import socket
 import socketserver
 import struct
 import sys
+import time
 
 SIG = b"\r\n\r\n\x00\r\nQUIT\n"
 
@@ -62,6 +66,16 @@ class Report(socketserver.BaseRequestHandler):
             pass
 
 
+class Stream(socketserver.StreamRequestHandler):
+    def handle(self):
+        try:
+            for _ in range(int(self.rfile.readline())):
+                self.request.sendall(b"x" * 1000)
+                time.sleep(0.05)
+        except (OSError, ValueError):
+            pass
+
+
 class Quiet(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args):
         pass
@@ -76,7 +90,7 @@ def main():
     else:
         server = socketserver.ThreadingTCPServer
         server.request_queue_size = 1024
-        handler = Report
+        handler = Stream if mode == "stream" else Report
     server.allow_reuse_address = True
     server.daemon_threads = True
     server((host, port), handler).serve_forever()
