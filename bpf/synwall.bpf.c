@@ -705,13 +705,18 @@ static __always_inline int should_defer(struct __sk_buff *skb, struct sw_flow *f
 	return 1;
 }
 
-/* The request-socket attributes a valid cookie carries (docs/cookie.md §3). */
-static __always_inline void req_attrs(__u32 cookie, const struct opt_walk *w,
+/* The request-socket attributes a valid cookie carries (docs/cookie.md §3).
+ * The kernel refuses an IPv6 request socket whose MSS is below IPv6's
+ * minimum (1280 - 60; its own cookies never encode less), so an IPv6
+ * client's smaller MSS is raised to that, which every IPv6 path carries. */
+static __always_inline void req_attrs(__u32 cookie, const struct opt_walk *w, int v6,
 				      struct bpf_tcp_req_attrs *attrs)
 {
 	__u32 ws = cookie_wscale(cookie);
 
 	attrs->mss = mss_table[cookie_mss_index(cookie)];
+	if (v6 && attrs->mss < DEFAULT_MSS_V6)
+		attrs->mss = DEFAULT_MSS_V6;
 	if (ws != WSCALE_NONE) {
 		attrs->wscale_ok = 1;
 		attrs->snd_wscale = ws > WSCALE_MAX ? WSCALE_MAX : ws;
@@ -794,7 +799,7 @@ __attribute__((noinline)) int sw_handoff(struct __sk_buff *skb, struct pkt *p)
 		return verdict(SW_HANDOFF_NOT_OURS, TC_ACT_OK);
 	}
 
-	req_attrs(a.ack - 1, &a.opts, &attrs);
+	req_attrs(a.ack - 1, &a.opts, p->v6, &attrs);
 	ret = bpf_sk_assign_tcp_reqsk(skb, (struct sock *)tp, &attrs, sizeof(attrs));
 	bpf_sk_release(skc);
 	if (ret) {

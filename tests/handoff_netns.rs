@@ -319,6 +319,44 @@ fn request_in_the_handshake_ack_is_not_lost() {
     assert_eq!(stats["xdp"]["handoff_ok"], 1, "{stats}");
 }
 
+/// A client with an MSS below IPv6's minimum (1220; 536 on either family)
+/// gets its page through the kfunc hand-off. The kernel's request socket
+/// refuses an IPv6 MSS below 1220 (its own cookies never encode one: they
+/// round up to 1220), so the hand-off raises it to 1220, which IPv6's
+/// minimum MTU guarantees on every path. (It was reset before.)
+#[test]
+fn clients_with_a_small_mss_are_served_over_both_families() {
+    let Some(f) = Fixture::new(1, Turn::Shared) else {
+        return;
+    };
+    let (tb, dir) = (&f.tb, &f.dir);
+    let www = web_root(dir.path());
+    tb.block_client_resets();
+    let server = http_server(tb, &www);
+    let sw = Synwall::start(tb, dir.path(), "");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/scapy/small_mss.py");
+    for (addr, sport, mss) in [
+        ("198.18.0.1", "46001", "536"),
+        ("2001:2::1", "46002", "536"),
+        ("2001:2::1", "46003", "1000"),
+    ] {
+        let out = tb
+            .in_cli(&["/usr/bin/python3", script, addr, "80", sport, mss])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{addr} mss {mss}: {}{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            sw.stats_json().unwrap()
+        );
+    }
+    let stats = sw.stats_json().unwrap();
+    drop(server);
+    assert_eq!(stats["xdp"]["handoff_ok"], 3, "{stats}");
+}
+
 /// tests/scapy/ack_with_data.py: a handshake whose ACK carries the
 /// request; asserts the page came back, and returns the stats after it.
 fn request_on_the_ack(tb: &Testbed, sw: &Synwall) -> serde_json::Value {
