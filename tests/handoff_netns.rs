@@ -375,6 +375,58 @@ fn request_on_the_ack(tb: &Testbed, sw: &Synwall) -> serde_json::Value {
     stats
 }
 
+/// The host's INPUT rules hold for what a client sends through the repair
+/// engine: with the client's address dropped in INPUT, the request riding
+/// on its handshake's ACK never reaches the upstream (it went into the
+/// rebuilt socket past netfilter before).
+#[test]
+fn the_repair_engine_honours_the_hosts_input_rules() {
+    let Some(f) = Fixture::new(1, Turn::Shared) else {
+        return;
+    };
+    let (tb, dir) = (&f.tb, &f.dir);
+    let www = web_root(dir.path());
+    tb.block_client_resets();
+    let _upstream = Server::upstream(tb, &["http", www.to_str().unwrap()], 8080);
+    let sw = Synwall::start(
+        tb,
+        dir.path(),
+        &proxy_config(&["198.18.0.1:8080"], "engine = \"repair\"\n"),
+    );
+    run_ok(
+        &mut tb.in_srv(&[
+            "iptables",
+            "-I",
+            "INPUT",
+            "-s",
+            common::CLIENT4,
+            "-p",
+            "tcp",
+            "--dport",
+            "80",
+            "-j",
+            "DROP",
+        ]),
+        "iptables",
+    );
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/scapy/ack_with_data.py");
+    let out = tb
+        .in_cli(&["/usr/bin/python3", script, "198.18.0.1", "80"])
+        .output()
+        .unwrap();
+    let stats = sw.stats_json().unwrap();
+    assert!(
+        !out.status.success(),
+        "the page came back: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(handed_off(&stats, "repair"), 1, "{stats}");
+    assert_eq!(
+        stats["proxy"]["bytes_to_upstream"], 0,
+        "the request stayed out: {stats}"
+    );
+}
+
 /// The repair engine: the request riding on the handshake's ACK goes into
 /// the rebuilt socket's receive queue, so the upstream gets it at once; and
 /// the rebuilt socket carries the options the client negotiated (its

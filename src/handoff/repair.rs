@@ -2,14 +2,18 @@
 //! without `bpf_sk_assign_tcp_reqsk`: in proxy mode the XDP program sends
 //! each verified ACK to its queue's worker, which builds the established
 //! client socket itself with `TCP_REPAIR` (sequence numbers, MSS, both
-//! window scales, SACK and timestamps from the cookie; the ACK's data in
-//! the receive queue) and hands it to the proxy thread.
+//! window scales, SACK and timestamps from the cookie) and hands it to the
+//! proxy thread.
 //!
-//! The segments right behind the ACK may reach XDP before the socket
-//! exists; XDP sends them to the worker too, which, once the socket is
-//! live, puts them back into the kernel's receive path through a raw IP
-//! socket (they reach TCP over loopback as if they had just arrived), so
-//! the client never has to retransmit them.
+//! What the client sends goes through the kernel's receive path, so the
+//! host's INPUT rules judge it as they would without synwall: the ACK's
+//! data, and the segments right behind the ACK that reach XDP before the
+//! socket exists (XDP sends them to the worker too), are put back in
+//! through a raw IP socket once the socket is live (they reach TCP over
+//! loopback as if they had just arrived), so the client never has to
+//! retransmit them. Only the handshake itself bypasses INPUT: a client
+//! whose address INPUT drops still gets a socket, which never receives a
+//! byte and ends by the idle timeout; `[protect] deny` stops it in XDP.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
@@ -289,11 +293,14 @@ impl Engine {
             drop(shard);
             return self.inject(frame, &seg);
         }
-        let data = &frame[seg.payload.clone()];
-        match rebuild(handoff, seg.window, self.our_window, data) {
+        match rebuild(handoff, seg.window, self.our_window) {
             Ok(r) => {
                 shard.remember(handoff.flow, handoff.server_isn, Instant::now());
                 drop(shard);
+                if !seg.payload.is_empty() {
+                    // Lost, the client sends it again.
+                    let _ = self.inject(frame, &seg);
+                }
                 if self.to_proxy.send(r) {
                     Outcome::Repaired
                 } else {
@@ -360,14 +367,8 @@ fn ends(flow: &Flow) -> (SocketAddr, SocketAddr) {
 }
 
 /// Builds the established socket of `h` with `TCP_REPAIR`: the client's
-/// window `window` (as its ACK carried it), ours `our_window`, and `data`
-/// (what the ACK carried) in the receive queue.
-pub fn rebuild(
-    h: &Handoff,
-    window: u16,
-    our_window: u16,
-    data: &[u8],
-) -> std::io::Result<Repaired> {
+/// window `window` (as its ACK carried it), ours `our_window`.
+pub fn rebuild(h: &Handoff, window: u16, our_window: u16) -> std::io::Result<Repaired> {
     use sockopt::*;
     let (local, peer) = ends(&h.flow);
     let family = if local.is_ipv4() {
@@ -422,12 +423,7 @@ pub fn rebuild(
             rcv_wup: h.client_isn.wrapping_add(1),
         },
     )?;
-    if !data.is_empty() {
-        // With the receive queue selected, what is sent is queued as
-        // received at rcv_nxt.
-        rustix::net::send(&fd, data, rustix::net::SendFlags::empty())?;
-    }
-    // Off: the kernel sends a window probe, which acknowledges the data.
+    // Off: the kernel sends a window probe.
     set_tcp(s, TCP_REPAIR, &0i32)?;
     // Repair mode's forced reuse ends with it; without SO_REUSEADDR the
     // connection's TIME-WAIT would keep a restarted synwall's listener
