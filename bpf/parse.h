@@ -109,7 +109,11 @@ static __always_inline int parse_ipv4(void *l3, void *data_end, struct pkt *p, s
 		return SW_PASS_TRUNCATED;
 	if (ip->protocol != IPPROTO_TCP)
 		return SW_PASS_NOT_TCP;
-	/* A later fragment has no TCP header; the first one decides. */
+	p->tuple.ipv4.saddr = ip->saddr;
+	p->tuple.ipv4.daddr = ip->daddr;
+	p->v6 = 0;
+	/* A later fragment has no TCP header; the first one decides (p has
+	 * the addresses, for the lists). */
 	if (ip->frag_off & bpf_htons(IP_OFFSET))
 		return SW_PASS_FRAGMENT;
 	ihl = ip->ihl * 4;
@@ -123,9 +127,6 @@ static __always_inline int parse_ipv4(void *l3, void *data_end, struct pkt *p, s
 		p->frag = 1;
 	}
 	*tcp = l3 + ihl;
-	p->tuple.ipv4.saddr = ip->saddr;
-	p->tuple.ipv4.daddr = ip->daddr;
-	p->v6 = 0;
 	dst->family = 4;
 	__builtin_memcpy(dst->addr, &ip->daddr, 4);
 	return -1;
@@ -146,8 +147,8 @@ static __always_inline int ipv6_fragment(const __u8 *ext, struct pkt *p)
 }
 
 /* IPv6 and its extension headers: as parse_ipv4. A chain longer than the
- * walk (MAX_IPV6_EXT headers, MAX_IPV6_EXT_BYTES) gives SW_DROP_DEEP, with
- * the addresses set: the caller's policy decides. */
+ * walk (MAX_IPV6_EXT headers, MAX_IPV6_EXT_BYTES) gives SW_DROP_LONG_CHAIN,
+ * with the addresses set: the caller's policy decides. */
 static __always_inline int parse_ipv6(void *l3, void *data_end, struct pkt *p, struct sw_addr *dst,
 				      void **tcp)
 {
@@ -161,6 +162,8 @@ static __always_inline int parse_ipv6(void *l3, void *data_end, struct pkt *p, s
 	__builtin_memcpy(p->tuple.ipv6.saddr, &ip6->saddr, 16);
 	__builtin_memcpy(p->tuple.ipv6.daddr, &ip6->daddr, 16);
 	p->v6 = 1;
+	dst->family = 6;
+	__builtin_memcpy(dst->addr, &ip6->daddr, 16);
 	nexthdr = ip6->nexthdr;
 	q = ip6 + 1;
 #pragma unroll
@@ -186,15 +189,13 @@ static __always_inline int parse_ipv6(void *l3, void *data_end, struct pkt *p, s
 	}
 	if (is_ipv6_ext(nexthdr) || nexthdr == IPPROTO_FRAGMENT ||
 	    q - (void *)(ip6 + 1) > MAX_IPV6_EXT_BYTES)
-		return SW_DROP_DEEP;
+		return SW_DROP_LONG_CHAIN;
 	if (nexthdr != IPPROTO_TCP)
 		return SW_PASS_NOT_TCP;
 	/* As for IPv4: a first fragment brings the whole TCP header. */
 	if (p->frag && q - (void *)(ip6 + 1) + sizeof(struct tcphdr) > bpf_ntohs(ip6->payload_len))
 		return SW_DROP_FRAGMENT;
 	*tcp = q;
-	dst->family = 6;
-	__builtin_memcpy(dst->addr, &ip6->daddr, 16);
 	return -1;
 }
 
@@ -204,7 +205,9 @@ static __always_inline int parse_ipv6(void *l3, void *data_end, struct pkt *p, s
  * port and address (p is filled), otherwise the counter that says why the
  * segment is not ours, or one of: SW_DROP_TRUNCATED_TCP (ours, but cut
  * short), SW_DROP_FRAGMENT (a first fragment without the whole TCP header),
- * SW_DROP_DEEP (an IPv6 chain longer than the walk; p has the addresses).
+ * SW_DROP_LONG_CHAIN (an IPv6 chain longer than the walk to a protected
+ * address; p has the addresses), SW_PASS_FRAGMENT (a later fragment; p has
+ * the addresses).
  */
 static __always_inline int parse(void *data, void *data_end, struct pkt *p)
 {
@@ -237,6 +240,8 @@ static __always_inline int parse(void *data, void *data_end, struct pkt *p)
 		rc = parse_ipv6(l3, data_end, p, &dst, (void **)&tcp);
 	else
 		return SW_PASS_NOT_IP;
+	if (rc == SW_DROP_LONG_CHAIN && match_addresses && !bpf_map_lookup_elem(&addresses, &dst))
+		return SW_PASS_ADDR;
 	if (rc >= 0)
 		return rc;
 

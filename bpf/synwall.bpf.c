@@ -397,11 +397,18 @@ static __always_inline int prefix_full(void *map, struct sw_prefix *key, __u64 n
 	return window_full(w, now, cap);
 }
 
+/* A prefix's second window, for the SYNs XDP cannot check as the core
+ * will (IP options, IPv6 extension headers, a payload): a flood of such
+ * SYNs that the core then drops spends only this one, never the budget of
+ * the prefix's ordinary SYNs. Marked in the key's family byte. */
+#define REFLECT_UNCHECKED 0x80
+
 /* The reflection guard: true when this SYN's SYN-ACK would pass a cap
- * (called only with a cap on).
+ * (called only with a cap on); `unchecked` for a SYN of the second window.
+ * The prefix first: a SYN its prefix refuses does not spend the total.
  * Not inlined: its keys would otherwise join xdp_synwall's stack frame,
  * which with sw_synack's must stay within 512 bytes. */
-static __noinline int reflection_capped(const struct pkt *p)
+static __noinline int reflection_capped(const struct pkt *p, int unchecked)
 {
 	__u32 prefix_cap = reflect_prefix_cap, total_cap = reflect_total_cap, zero = 0;
 	struct sw_prefix key = {};
@@ -411,15 +418,17 @@ static __noinline int reflection_capped(const struct pkt *p)
 	/* A tick's resolution is plenty for one-second windows, and the
 	 * coarse clock costs a fraction of the precise one. */
 	now = bpf_ktime_get_coarse_ns();
-	if (total_cap) {
-		w = bpf_map_lookup_elem(&reflect_total, &zero);
-		if (w && window_full(w, now, total_cap))
+	if (prefix_cap) {
+		source_prefix(p, &key, reflect_v4_len, reflect_v6_len);
+		if (unchecked)
+			key.data[0] |= REFLECT_UNCHECKED;
+		if (prefix_full(&reflect_prefix, &key, now, prefix_cap))
 			return 1;
 	}
-	if (!prefix_cap)
+	if (!total_cap)
 		return 0;
-	source_prefix(p, &key, reflect_v4_len, reflect_v6_len);
-	return prefix_full(&reflect_prefix, &key, now, prefix_cap);
+	w = bpf_map_lookup_elem(&reflect_total, &zero);
+	return w && window_full(w, now, total_cap);
 }
 
 static __always_inline int reflection_on(void)
@@ -443,15 +452,17 @@ static __noinline int source_capped(const struct pkt *p)
  * left to it for `rc` (-1: not looked at yet): true when the
  * worker's answer would pass a cap. Only a SYN the worker's core answers
  * spends budget: one it drops for its checksum, options, flags or source
- * does not, so bad SYNs cannot use up a prefix's SYN-ACKs. */
+ * does not, so bad SYNs cannot use up a prefix's SYN-ACKs. The shapes
+ * sw_synack leaves unchecked spend the prefix's second window. */
 static __always_inline int worker_capped(struct xdp_md *ctx, struct pkt *p, int rc)
 {
 	if (rc == -1)
 		rc = sw_synack(ctx, p, SYNACK_CHECK);
-	if (rc >= 0 && rc != SW_SYN_WORKER_IP_EXT && rc != SW_SYN_WORKER_PAYLOAD &&
-	    rc != SW_SYN_WORKER_NO_ROOM)
+	if (rc == SW_SYN_WORKER_IP_EXT || rc == SW_SYN_WORKER_PAYLOAD)
+		return reflection_capped(p, 1);
+	if (rc >= 0 && rc != SW_SYN_WORKER_NO_ROOM)
 		return 0;
-	return reflection_capped(p);
+	return reflection_capped(p, 0);
 }
 
 /* While XDP answers do not leave: is it time for this CPU's next probe?
@@ -547,7 +558,7 @@ static __always_inline int xdp_syn(struct xdp_md *ctx, struct pkt *p)
 			/* Only a SYN answered spends the guard's budget: p
 			 * still holds the SYN's addresses, and a capped answer
 			 * is dropped as its SYN would have been. */
-			if (guard && reflection_capped(p))
+			if (guard && reflection_capped(p, 0))
 				return verdict(SW_DROP_REFLECTION_CAP, XDP_DROP);
 			return verdict(SW_SYNACK_XDP, XDP_TX);
 		}
@@ -560,10 +571,11 @@ static __always_inline int xdp_syn(struct xdp_md *ctx, struct pkt *p)
 	return syn_to_kernel(SW_SYN_NO_XSK);
 }
 
-/* XDP: an IPv6 header chain longer than the walk (its TCP header, if it
- * has one, out of sight). The lists hold; under attack it is dropped, as
- * synwall cannot tell it from a SYN; in peacetime it is the kernel's. */
-static __always_inline int xdp_deep(struct pkt *p)
+/* XDP: an IPv6 header chain longer than the walk, to a protected address
+ * (its TCP header, if it has one, out of sight). The lists hold; under
+ * attack it is dropped, as synwall cannot tell it from a SYN; in
+ * peacetime it is the kernel's. */
+static __always_inline int xdp_long_chain(struct pkt *p)
 {
 	int rc = source_list(p);
 
@@ -572,8 +584,18 @@ static __always_inline int xdp_deep(struct pkt *p)
 	if (rc == SW_DROP_DENIED)
 		return verdict(rc, XDP_DROP);
 	if (peacetime())
-		return verdict(SW_PASS_DEEP, XDP_PASS);
-	return verdict(SW_DROP_DEEP, XDP_DROP);
+		return verdict(SW_PASS_LONG_CHAIN, XDP_PASS);
+	return verdict(SW_DROP_LONG_CHAIN, XDP_DROP);
+}
+
+/* XDP: a later fragment of a TCP datagram (no TCP header): the kernel's,
+ * but for a denied source, whose fragments would only fill the kernel's
+ * reassembly memory. */
+static __always_inline int xdp_later_fragment(struct pkt *p)
+{
+	if (source_list(p) == SW_DROP_DENIED)
+		return verdict(SW_DROP_DENIED, XDP_DROP);
+	return verdict(SW_PASS_FRAGMENT, XDP_PASS);
 }
 
 /* XDP: the first fragment of a segment to a protected port, its TCP header
@@ -606,8 +628,10 @@ int xdp_synwall(struct xdp_md *ctx)
 	rc = parse(data, data_end, &p);
 	if (rc == SW_DROP_TRUNCATED_TCP || rc == SW_DROP_FRAGMENT)
 		return verdict(rc, XDP_DROP);
-	if (rc == SW_DROP_DEEP)
-		return xdp_deep(&p);
+	if (rc == SW_DROP_LONG_CHAIN)
+		return xdp_long_chain(&p);
+	if (rc == SW_PASS_FRAGMENT)
+		return xdp_later_fragment(&p);
 	if (rc >= 0)
 		return verdict(rc, XDP_PASS);
 	tcp = data + (p.l4_off & L4_OFF_MASK);

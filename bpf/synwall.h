@@ -16,8 +16,7 @@ enum sw_counter {
 	SW_PASS_ADDR,		/* protected port, unprotected destination */
 	SW_PASS_SOCKET,		/* belongs to an established kernel socket */
 	SW_PASS_RST,		/* RST with no socket: the kernel ignores it */
-	SW_PASS_DEEP,		/* three VLAN tags, or in peacetime an IPv6 chain
-				 * longer than the walk */
+	SW_PASS_DEEP,		/* three VLAN tags */
 	SW_PASS_TRUNCATED,	/* cut short before we know it is ours */
 	SW_DROP_TRUNCATED_TCP,	/* TCP header to a protected port cut short */
 	SW_SYN_REDIRECT,	/* SYN sent to this queue's AF_XDP socket */
@@ -56,7 +55,8 @@ enum sw_counter {
 	SW_DROP_FRAGMENT,	/* a first fragment without the whole TCP header, or
 				 * under attack a SYN in fragments */
 	SW_PASS_FRAGMENT_SYN,	/* in peacetime, a SYN in fragments: to the kernel */
-	SW_DROP_DEEP,		/* under attack, an IPv6 chain longer than the walk */
+	SW_DROP_LONG_CHAIN,	/* under attack, an IPv6 chain longer than the walk */
+	SW_PASS_LONG_CHAIN,	/* in peacetime, the same: to the kernel */
 	SW_COUNTER_MAX,
 };
 

@@ -165,7 +165,7 @@ fn table(syn: (u32, &'static str)) -> Vec<(&'static str, Vec<u8>, u32, &'static 
             "seven v6 ext headers",
             seg(Ip::client_v6(&deep), 80, flags::SYN).to_vec(),
             action::DROP,
-            "drop_deep",
+            "drop_long_chain",
         ),
         (
             "truncated ipv4",

@@ -678,7 +678,9 @@ fn the_reflection_guard_caps_synacks_per_prefix_and_in_all() {
 /// Only a SYN that is answered spends its prefix's budget: SYNs with a bad
 /// checksum or malformed options (which the core drops) spend none, on the
 /// XDP path and on the worker's; a SYN the worker answers (one with IPv6
-/// extension headers) does.
+/// extension headers) does. SYNs XDP cannot check (IP options, extension
+/// headers, a payload) spend a second window of the prefix's, so bad ones
+/// of those shapes cannot use up the ordinary SYNs' budget either.
 #[test]
 fn only_answered_syns_spend_the_reflection_guards_budget() {
     if !common::require_root() {
@@ -711,6 +713,14 @@ fn only_answered_syns_spend_the_reflection_guards_budget() {
             }
         }
         assert_eq!(capped(), 0, "{mode:?}: bad SYNs spend nothing");
+        // With an IP option XDP leaves the checks to the core: the second
+        // window, spent and full (2 answers, then drops).
+        let mut odd_bad = TcpFrame::client_syn(v4_with(&[1, 1, 1, 1]), &os::LINUX).to_vec();
+        let at = odd_bad.len() - 1;
+        odd_bad[at] ^= 0xff;
+        let acts: Vec<u32> = (0..4).map(|_| p.test_run(&odd_bad).unwrap()).collect();
+        assert_eq!(&acts[2..], [action::DROP, action::DROP], "{mode:?}");
+        assert_eq!(capped(), 2, "{mode:?}");
         let answered = if mode == SynackMode::Xdp {
             action::TX
         } else {
@@ -720,7 +730,7 @@ fn only_answered_syns_spend_the_reflection_guards_budget() {
             assert_eq!(p.test_run(&good).unwrap(), answered, "{mode:?}");
         }
         assert_eq!(p.test_run(&good).unwrap(), action::DROP, "{mode:?}");
-        assert_eq!(capped(), 1, "{mode:?}");
+        assert_eq!(capped(), 3, "{mode:?}");
 
         // A SYN the worker answers spends on the way to it.
         let v6 = |last: u8| {
@@ -748,6 +758,51 @@ fn only_answered_syns_spend_the_reflection_guards_budget() {
             "{mode:?}: same /48"
         );
     }
+}
+
+/// A SYN its prefix's cap refuses does not spend the total cap: one
+/// spoofed prefix cannot use up the other prefixes' share.
+#[test]
+fn a_prefix_refused_spends_nothing_of_the_total() {
+    if !common::require_root() {
+        return;
+    }
+    // The total is per CPU, and BPF_PROG_TEST_RUN runs on the caller's.
+    let pinned = core_affinity::get_core_ids()
+        .and_then(|ids| ids.first().copied())
+        .is_some_and(core_affinity::set_for_current);
+    assert!(pinned, "pinned to one CPU");
+    let s = Settings::default();
+    let ps = ProgramSettings {
+        reflection: synwall::xdp::ReflectionCaps {
+            per_prefix: 2,
+            total_per_cpu: 3,
+            ..Default::default()
+        },
+        ..ProgramSettings::from_core(&s, SynackMode::Xdp)
+    };
+    let p = program_with(&ps, &s, NOW);
+    let from = |third: u8| {
+        TcpFrame::client_syn(
+            Ip::V4 {
+                src: [198, 18, third, 2],
+                dst: SERVER4,
+                ttl: 64,
+                options: &[],
+            },
+            &os::LINUX,
+        )
+        .to_vec()
+    };
+    let acts: Vec<u32> = (0..6).map(|_| p.test_run(&from(9)).unwrap()).collect();
+    let (tx, drop) = (action::TX, action::DROP);
+    assert_eq!(acts, [tx, tx, drop, drop, drop, drop], "the prefix's cap");
+    let acts: Vec<u32> = (0..2).map(|_| p.test_run(&from(10)).unwrap()).collect();
+    assert_eq!(
+        acts,
+        [action::TX, action::DROP],
+        "the total's third, then none"
+    );
 }
 
 /// [attack] mode = "auto": in peacetime SYNs and ACKs without our cookie
@@ -886,6 +941,11 @@ fn fragments_and_long_chains_meet_the_lists_and_the_attack_drops() {
     tiny4[L3 + 2..L3 + 4].copy_from_slice(&28u16.to_be_bytes());
     tiny4[L3 + 6] |= 0x20;
     let deep = v6_syn(&[(nh::DEST_OPTS, 8); 7]);
+    // Six headers, then a later fragment's: past the walk as well.
+    let mut ext = [(nh::DEST_OPTS, 8); 7];
+    ext[6] = (nh::FRAGMENT, 8);
+    let mut deep_later = v6_syn(&ext);
+    deep_later[L3 + 40 + 48 + 2] = 1;
     // 2 KiB of options, whose first bytes read as a TCP header at the
     // L4 offset's mask would say: to port 80, RST.
     let mut long = v6_syn(&[(nh::DEST_OPTS, 1024), (nh::DEST_OPTS, 1024)]);
@@ -914,8 +974,12 @@ fn fragments_and_long_chains_meet_the_lists_and_the_attack_drops() {
         assert_eq!(runs(f, "pass_fragment"), (action::PASS, 1), "{name}");
         assert_eq!(core(f), Verdict::Pass, "{name}");
     }
-    for (name, f) in [("deep", &deep), ("long", &long)] {
-        assert_eq!(runs(f, "drop_deep"), (action::DROP, 1), "{name}");
+    for (name, f) in [
+        ("deep", &deep),
+        ("deep_later", &deep_later),
+        ("long", &long),
+    ] {
+        assert_eq!(runs(f, "drop_long_chain"), (action::DROP, 1), "{name}");
         assert_eq!(core(f), Verdict::Drop(DropReason::Ipv6ExtHeaders), "{name}");
     }
 
@@ -929,7 +993,7 @@ fn fragments_and_long_chains_meet_the_lists_and_the_attack_drops() {
         ..base.clone()
     };
     p.update(&base, &denied).unwrap();
-    for f in [&atomic, &first6, &first4, &deep, &long] {
+    for f in [&atomic, &first6, &first4, &later6, &deep, &long] {
         assert_eq!(runs(f, "drop_denied"), (action::DROP, 1), "{f:02x?}");
     }
 
@@ -940,7 +1004,7 @@ fn fragments_and_long_chains_meet_the_lists_and_the_attack_drops() {
     };
     p.update(&denied, &peace).unwrap();
     assert_eq!(runs(&first6, "pass_fragment_syn"), (action::PASS, 1));
-    assert_eq!(runs(&deep, "pass_deep"), (action::PASS, 1));
-    assert_eq!(runs(&long, "pass_deep"), (action::PASS, 1));
+    assert_eq!(runs(&deep, "pass_long_chain"), (action::PASS, 1));
+    assert_eq!(runs(&long, "pass_long_chain"), (action::PASS, 1));
     assert_eq!(runs(&tiny4, "drop_fragment"), (action::DROP, 1), "any time");
 }

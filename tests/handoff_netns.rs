@@ -1018,6 +1018,13 @@ shutdown_grace_secs = 3
     std::thread::sleep(Duration::from_millis(500));
     let t0 = Instant::now();
     sw.signal("-TERM");
+    // Draining, XDP is gone and the listeners closed: a new client is
+    // refused at once.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        client_py(tb, &["connect", "198.18.0.1", "80"]).trim(),
+        "refused"
+    );
     let st = sw
         .wait_exit(8.0)
         .expect("synwall stops after the grace period");

@@ -303,12 +303,20 @@ fn ipv6_with_extension_headers() {
         .0,
     );
     assert_eq!(h.mss, 1460);
-    // A fragment header means not a SYN we answer.
+    // An atomic fragment (offset 0, no more) is a whole datagram; a SYN
+    // in fragments is dropped; a later fragment is the kernel's.
     let frag = [(ipv6::next_header::FRAGMENT, 8)];
+    let atomic = syn(Ip::client_v6(&frag), &os::LINUX).to_vec();
+    assert!(matches!(run(&mut c, &atomic, NOW).0, Verdict::Transmit(_)));
+    let mut first = atomic.clone();
+    first[14 + 40 + 3] |= 1;
     assert_eq!(
-        run(&mut c, &syn(Ip::client_v6(&frag), &os::LINUX).to_vec(), NOW).0,
-        Verdict::Pass
+        run(&mut c, &first, NOW).0,
+        Verdict::Drop(DropReason::Fragment)
     );
+    let mut later = atomic;
+    later[14 + 40 + 2] = 1;
+    assert_eq!(run(&mut c, &later, NOW).0, Verdict::Pass);
 }
 
 #[test]
@@ -506,9 +514,9 @@ fn not_ours_passes() {
     let mut arp = vec![0u8; 42];
     arp[12..14].copy_from_slice(&ethertype::ARP.to_be_bytes());
     assert_eq!(run(&mut c, &arp, NOW).0, Verdict::Pass);
-    // IPv4 fragment (MF set): the kernel reassembles it.
+    // A later IPv4 fragment (offset set): the kernel reassembles it.
     let mut frag = syn(Ip::client_v4(), &os::LINUX).to_vec();
-    frag[14 + 6] |= 0x20;
+    frag[14 + 7] = 4;
     assert_eq!(run(&mut c, &frag, NOW).0, Verdict::Pass);
     // Three VLAN tags: not parsed, not judged.
     let mut deep = vec![0u8; 64];

@@ -589,7 +589,9 @@ impl<'a> Proxy<'a> {
                 *slot = None;
             }
         }
-        for l in u.open {
+        // Draining, a reload opens nothing (the new listeners close here).
+        let draining = self.draining;
+        for l in u.open.into_iter().filter(|_| !draining) {
             self.add_listener(l)?;
         }
         Ok(())
@@ -620,6 +622,8 @@ impl<'a> Proxy<'a> {
                 self.update(u);
             }
         }
+        // Connections handed in since the last pass are reset too.
+        self.take_handed_in();
         for slot in 0..self.sessions.len() {
             if self.sessions[slot].is_some() {
                 self.close(slot, End::Shutdown);

@@ -321,7 +321,8 @@ impl Engine {
         let Some(seg) = Segment::parse(frame) else {
             return Outcome::Unknown;
         };
-        if self.recent.shard(&seg.flow).flows.contains_key(&seg.flow) {
+        let known = self.recent.shard(&seg.flow).flows.get(&seg.flow).copied();
+        if known.is_some_and(|(_, at)| at.elapsed() < REMEMBER) {
             self.inject(frame, &seg)
         } else {
             Outcome::Unknown

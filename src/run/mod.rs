@@ -312,6 +312,12 @@ pub fn run(cfg: &Config, secrets: Secrets, ctl: &Control) -> Result<Snapshot, Ru
         tracing::info!(socket = %cfg.datapath.stats_socket.display(), "running; counters via `synwall stats`");
         let exited = datapath.control(&stats, &mut live, ctl, &threads);
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+        // Proxy mode drains for up to shutdown_grace_secs: XDP goes first,
+        // so that meanwhile new SYNs meet the kernel, which resets them
+        // (the proxy's listeners close), and not workers that are gone.
+        if cfg.handoff.mode == HandoffMode::Proxy {
+            drop(attached.xdp().take());
+        }
         ctl.stop.store(true, Ordering::Relaxed);
         join(threads, exited)
     });
@@ -1056,8 +1062,8 @@ impl<'a> Datapath<'a> {
             "syn_kernel",
             "pass_fragment_syn",
             "drop_fragment",
-            "pass_deep",
-            "drop_deep",
+            "pass_long_chain",
+            "drop_long_chain",
         ]
         .iter()
         .map(|n| get(n))

@@ -139,7 +139,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
         let mut nh = self.next_header();
         let mut at = HEADER_LEN;
         let mut fragment = Fragment::Whole;
-        for _ in 0..=MAX_EXT_HEADERS {
+        for _ in 0..MAX_EXT_HEADERS {
             match nh {
                 next_header::HOP_BY_HOP | next_header::ROUTING | next_header::DEST_OPTS => {
                     // Next header, then length in 8-octet units not counting
@@ -174,17 +174,24 @@ impl<T: AsRef<[u8]>> Packet<T> {
                         fragment = Fragment::First;
                     }
                 }
-                _ if at - HEADER_LEN > MAX_EXT_BYTES => return Err(Error::TooDeep),
-                protocol => {
-                    return Ok(UpperLayer {
-                        protocol,
-                        offset: at,
-                        fragment,
-                    });
-                }
+                _ => break,
             }
         }
-        Err(Error::TooDeep)
+        let walked_on = matches!(
+            nh,
+            next_header::HOP_BY_HOP
+                | next_header::ROUTING
+                | next_header::DEST_OPTS
+                | next_header::FRAGMENT
+        );
+        if walked_on || at - HEADER_LEN > MAX_EXT_BYTES {
+            return Err(Error::TooDeep);
+        }
+        Ok(UpperLayer {
+            protocol: nh,
+            offset: at,
+            fragment,
+        })
     }
 }
 
@@ -329,6 +336,16 @@ mod tests {
         for i in 0..=MAX_EXT_HEADERS {
             chain[i * 8] = next_header::DEST_OPTS;
         }
+        let p = packet(next_header::DEST_OPTS, &chain);
+        assert_eq!(
+            Packet::new_checked(&p[..]).unwrap().upper_layer(),
+            Err(Error::TooDeep)
+        );
+        // The seventh a later fragment's header: past the walk all the same
+        // (as the XDP program's).
+        chain[(MAX_EXT_HEADERS - 1) * 8] = next_header::FRAGMENT;
+        chain[MAX_EXT_HEADERS * 8] = next_header::TCP;
+        chain[MAX_EXT_HEADERS * 8 + 2] = 1;
         let p = packet(next_header::DEST_OPTS, &chain);
         assert_eq!(
             Packet::new_checked(&p[..]).unwrap().upper_layer(),

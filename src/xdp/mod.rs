@@ -128,7 +128,8 @@ xdp_counters! {
     SW_PASS_KERNEL_ACK => "pass_kernel_ack",
     SW_DROP_FRAGMENT => "drop_fragment",
     SW_PASS_FRAGMENT_SYN => "pass_fragment_syn",
-    SW_DROP_DEEP => "drop_deep",
+    SW_DROP_LONG_CHAIN => "drop_long_chain",
+    SW_PASS_LONG_CHAIN => "pass_long_chain",
 }
 
 /// Indexes into [`Program::counters`] of the counters synwall's own

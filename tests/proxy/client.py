@@ -8,6 +8,8 @@
                                     what happens to the extra one
   client.py stream HOST PORT N      ask for N chunks, read to the end, print
                                     how it ended and the bytes received
+  client.py connect HOST PORT       connect (2 s limit), print "connected",
+                                    "refused" or "timeout"
 """
 import socket
 import sys
@@ -94,6 +96,14 @@ def main():
         idle(host, port)
     elif cmd == "stream":
         stream(host, port, int(sys.argv[4]))
+    elif cmd == "connect":
+        try:
+            socket.create_connection((host, port), timeout=2)
+            print("connected")
+        except ConnectionRefusedError:
+            print("refused")
+        except socket.timeout:
+            print("timeout")
     else:
         bound(host, port, int(sys.argv[4]))
 
