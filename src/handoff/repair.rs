@@ -204,9 +204,12 @@ impl Recent {
         })
     }
 
+    fn index(&self, flow: &Flow) -> usize {
+        self.hash.hash_one(flow) as usize % SHARDS
+    }
+
     fn shard(&self, flow: &Flow) -> MutexGuard<'_, Shard> {
-        let i = self.hash.hash_one(flow) as usize % SHARDS;
-        self.shards[i]
+        self.shards[self.index(flow)]
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
@@ -543,6 +546,33 @@ mod tests {
         s.remember(flow, 3, later + Duration::from_secs(4));
         assert_eq!(s.flows.len(), 1, "the older ones went");
         assert!(s.rebuilt(&flow, 3));
+    }
+
+    /// A worker rebuilding one connection (holding its shard) does not
+    /// hold up another worker's rebuild of a connection in another shard.
+    #[test]
+    fn rebuilds_of_different_connections_do_not_wait_for_each_other() {
+        let recent = Recent::shared();
+        let port = |sport| Flow::V4 {
+            src: [198, 18, 0, 2],
+            dst: [198, 18, 0, 1],
+            sport,
+            dport: 80,
+        };
+        let a = port(1);
+        let b = (2..)
+            .map(port)
+            .find(|f| recent.index(f) != recent.index(&a))
+            .unwrap();
+        let _rebuilding_a = recent.shard(&a);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let other = Arc::clone(&recent);
+        std::thread::spawn(move || {
+            other.shard(&b).remember(b, 1, Instant::now());
+            tx.send(()).unwrap();
+        });
+        rx.recv_timeout(Duration::from_secs(5))
+            .expect("b's rebuild went ahead while a's shard was held");
     }
 
     #[test]
