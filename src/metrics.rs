@@ -4,7 +4,9 @@
 //! label value is always present, zeros included, so that a rate over a
 //! reason that has not happened yet is 0, not missing.
 
-use std::net::SocketAddr;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -378,40 +380,107 @@ impl Collector for SnapshotCollector {
     }
 }
 
-/// The endpoint's HTTP server (its own threads read requests; the control
-/// loop answers them).
-pub struct Server(tiny_http::Server);
-
-impl std::fmt::Debug for Server {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("metrics::Server")
-    }
-}
+/// The endpoint's listener: HTTP/1.1 answers with `Connection: close`,
+/// one client at a time, each held to a time limit in all (reading its
+/// request and writing the answer), so that a client that never sends or
+/// never reads cannot hold the endpoint. (tiny_http, used before, could not
+/// bound a write: one such client froze the thread that answered.)
+#[derive(Debug)]
+pub struct Server(TcpListener);
 
 impl Server {
     /// Listens on `addr`.
     pub fn bind(addr: SocketAddr) -> std::io::Result<Server> {
-        tiny_http::Server::http(addr)
-            .map(Server)
-            .map_err(std::io::Error::other)
+        let l = TcpListener::bind(addr)?;
+        l.set_nonblocking(true)?;
+        Ok(Server(l))
     }
 
-    /// Answers the requests that have arrived, waiting up to `wait` for
-    /// the first; `snapshot` is taken once per scrape.
-    pub fn serve(&self, wait: std::time::Duration, snapshot: impl Fn() -> Snapshot) {
-        let mut next = self.0.recv_timeout(wait);
-        while let Ok(Some(req)) = next {
-            let response = if req.url() == "/metrics" && *req.method() == tiny_http::Method::Get {
-                let mut r = tiny_http::Response::from_string(render(&snapshot()));
-                if let Ok(h) = tiny_http::Header::from_bytes("Content-Type", CONTENT_TYPE) {
-                    r.add_header(h);
+    /// Answers the clients that come within `wait`, each within `limit`;
+    /// `snapshot` is taken once per scrape (`None`: answered 503).
+    pub fn serve(&self, wait: Duration, limit: Duration, snapshot: impl Fn() -> Option<Snapshot>) {
+        let give_up = Instant::now() + wait;
+        loop {
+            match self.0.accept() {
+                Ok((conn, _)) => answer(conn, Instant::now() + limit, &snapshot),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if Instant::now() >= give_up {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
                 }
-                r
-            } else {
-                tiny_http::Response::from_string("synwall: GET /metrics\n").with_status_code(404)
-            };
-            let _ = req.respond(response);
-            next = self.0.try_recv();
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    }
+}
+
+/// One client: its request's head, then the answer, both by `until`.
+fn answer(mut conn: TcpStream, until: Instant, snapshot: &impl Fn() -> Option<Snapshot>) {
+    let _ = conn.set_nonblocking(false);
+    let Some(head) = read_head(&mut conn, until) else {
+        return;
+    };
+    let mut words = head.split(' ');
+    let (status, content_type, body) = match (words.next(), words.next()) {
+        (Some("GET"), Some("/metrics")) => match snapshot() {
+            Some(s) => ("200 OK", CONTENT_TYPE, render(&s)),
+            None => (
+                "503 Service Unavailable",
+                "text/plain",
+                "synwall: the control loop did not answer\n".to_string(),
+            ),
+        },
+        _ => (
+            "404 Not Found",
+            "text/plain",
+            "synwall: GET /metrics\n".to_string(),
+        ),
+    };
+    let reply = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{body}",
+        body.len()
+    );
+    write_by(&mut conn, reply.as_bytes(), until);
+}
+
+/// Time left until `until`, if any.
+fn left(until: Instant) -> Option<Duration> {
+    until
+        .checked_duration_since(Instant::now())
+        .filter(|d| !d.is_zero())
+}
+
+/// The request's head (up to its blank line, 8 KiB at most), read by `until`.
+fn read_head(conn: &mut TcpStream, until: Instant) -> Option<String> {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        if head.len() > 8192 {
+            return None;
+        }
+        conn.set_read_timeout(Some(left(until)?)).ok()?;
+        match conn.read(&mut buf) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    Some(String::from_utf8_lossy(&head).into_owned())
+}
+
+/// Writes `data` by `until`, or as much as the client took.
+fn write_by(conn: &mut TcpStream, mut data: &[u8], until: Instant) {
+    while !data.is_empty() {
+        let Some(t) = left(until) else {
+            return;
+        };
+        if conn.set_write_timeout(Some(t)).is_err() {
+            return;
+        }
+        match conn.write(data) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => data = &data[n..],
         }
     }
 }

@@ -451,6 +451,53 @@ fn metrics_endpoint_serves_every_counter_to_a_prometheus_parser() {
     assert!(m["synwall_uptime_seconds"]["type"] == "gauge", "{m}");
     let reloads = samples(&m, "synwall_reloads");
     assert_eq!(reloads.len(), 2);
+    // Every metric the README's table names is served (`..._x` stands for
+    // the row's first name's `synwall_<part>_x`).
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let mut named = 0;
+    for row in readme.lines().filter(|l| l.starts_with("| `synwall_")) {
+        let cell = row.split(" | ").next().unwrap();
+        let names: Vec<&str> = cell.split('`').skip(1).step_by(2).collect();
+        let prefix = names[0]
+            .splitn(3, '_')
+            .take(2)
+            .collect::<Vec<_>>()
+            .join("_");
+        for n in names {
+            let n = n.split('{').next().unwrap();
+            let full = match n.strip_prefix("...") {
+                Some(rest) => format!("{prefix}{rest}"),
+                None => n.to_string(),
+            };
+            let family = full.strip_suffix("_total").unwrap_or(&full);
+            assert!(
+                m.get(family).is_some(),
+                "the README names {full}: not served"
+            );
+            named += 1;
+        }
+    }
+    assert!(named >= 25, "the README's table: {named} names");
+
+    // A client that asks again and again and never reads holds up neither
+    // the control loop (the stats socket answers at once) nor, past its
+    // time limit, the next scrape.
+    let hog = "import socket,time\ns=socket.socket()\n\
+               s.setsockopt(socket.SOL_SOCKET,socket.SO_RCVBUF,1024)\n\
+               s.connect(('198.18.0.1',9717))\n\
+               s.sendall(b'GET /metrics HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n'*200)\n\
+               time.sleep(8)\n";
+    let _hog = common::KillOnDrop(tb.in_srv(&["python3", "-c", hog]).spawn().unwrap());
+    std::thread::sleep(Duration::from_millis(500));
+    for _ in 0..3 {
+        let t0 = Instant::now();
+        assert!(sw.stats_json().is_some(), "stats with a stuck scrape");
+        assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
+    }
+    let (_, again) = scrape(&tb, "http://198.18.0.1:9717/metrics");
+    assert!(again.get("synwall_uptime_seconds").is_some(), "{again}");
+
     // Anything else is not found.
     let out = tb
         .in_srv(&[

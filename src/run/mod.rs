@@ -2,6 +2,7 @@
 //! pinned worker per queue, counters on a Unix socket, and a clean stop.
 
 mod attack;
+mod clients;
 mod reload;
 mod status;
 mod supervise;
@@ -295,12 +296,17 @@ pub fn run(cfg: &Config, secrets: Secrets, ctl: &Control) -> Result<Snapshot, Ru
         reloads_failed: AtomicU64::new(0),
         under_attack: AtomicBool::new(false),
         attacks: AtomicU64::new(0),
-        metrics,
         zero_copy: sockets.iter().map(|(_, x, _)| x.zero_copy().ok()).collect(),
         xdp_answers: std::sync::Mutex::new(None),
     };
+    let (asks_tx, asks) = mpsc::channel();
     let failure = std::thread::scope(|s| {
         let mut threads = datapath.spawn_workers(s, sockets, &mut engines, &ctl.stop);
+        threads.push(clients::spawn_stats(s, stats, asks_tx.clone(), &ctl.stop));
+        if let Some(m) = metrics {
+            threads.push(clients::spawn_metrics(s, m, asks_tx.clone(), &ctl.stop));
+        }
+        drop(asks_tx);
         if let Some((settings, listeners)) = proxy {
             let hand = (settings, listeners, handed_in);
             threads.push(datapath.spawn_proxy(s, hand, proxy_rx, &ctl.stop));
@@ -310,7 +316,7 @@ pub fn run(cfg: &Config, secrets: Secrets, ctl: &Control) -> Result<Snapshot, Ru
         }
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
         tracing::info!(socket = %cfg.datapath.stats_socket.display(), "running; counters via `synwall stats`");
-        let exited = datapath.control(&stats, &mut live, ctl, &threads);
+        let exited = datapath.control(&asks, &mut live, ctl, &threads);
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
         // Proxy mode drains for up to shutdown_grace_secs: XDP goes first,
         // so that meanwhile new SYNs meet the kernel, which resets them
@@ -741,8 +747,6 @@ struct Datapath<'a> {
     /// The attack detector's state, for the snapshot.
     under_attack: AtomicBool,
     attacks: AtomicU64,
-    /// The Prometheus endpoint, when configured.
-    metrics: Option<metrics::Server>,
     /// Per queue: AF_XDP zero-copy or copy (as the kernel said at bind).
     zero_copy: Vec<Option<bool>>,
     /// Whether XDP answers leave the interface, as the control loop's
@@ -757,33 +761,6 @@ struct SynTotals {
     syns: u64,
     /// SYN-ACKs sent, by the workers and by XDP.
     answered: u64,
-}
-
-/// What a client asks on the stats socket.
-#[derive(Debug, PartialEq, Eq)]
-enum Request {
-    Stats,
-    Reload,
-    Status,
-}
-
-/// Reads a client's one-line request: "reload", or anything else
-/// (nothing at all included) for the counters.
-fn read_request(conn: &mut UnixStream) -> Request {
-    let _ = conn.set_read_timeout(Some(Duration::from_millis(200)));
-    let mut line = Vec::new();
-    let mut buf = [0u8; 64];
-    while line.len() < 64 && !line.contains(&b'\n') {
-        match conn.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => line.extend_from_slice(&buf[..n]),
-        }
-    }
-    match String::from_utf8_lossy(&line).trim() {
-        "reload" => Request::Reload,
-        "status" => Request::Status,
-        _ => Request::Stats,
-    }
 }
 
 impl<'a> Datapath<'a> {
@@ -866,7 +843,7 @@ impl<'a> Datapath<'a> {
     /// epochs turning, reloads on request, and serves the stats socket.
     fn control(
         &self,
-        stats: &UnixListener,
+        asks: &mpsc::Receiver<clients::Ask>,
         live: &mut Live,
         ctl: &Control,
         threads: &[Thread<'_>],
@@ -909,36 +886,30 @@ impl<'a> Datapath<'a> {
             if ctl.reload.swap(false, Ordering::Relaxed) {
                 let _ = self.reload_and_report(live, &ctl.config_path);
             }
-            let wait = if self.serve_stats(stats, live, ctl) {
-                Duration::ZERO
-            } else {
-                CONTROL_IDLE
-            };
-            match &self.metrics {
-                Some(m) => m.serve(wait, || self.snapshot(live)),
-                None => std::thread::sleep(wait),
-            }
+            clients::take_asks(asks, CONTROL_IDLE, |a| self.answer(a, live, ctl));
         }
         None
     }
 
-    /// Answers one client of the stats socket, if one is waiting.
-    fn serve_stats(&self, stats: &UnixListener, live: &mut Live, ctl: &Control) -> bool {
-        let Ok((mut conn, _)) = stats.accept() else {
-            return false;
-        };
-        let reply = match read_request(&mut conn) {
-            Request::Stats => serde_json::to_value(self.snapshot(live)),
-            Request::Status => serde_json::to_value(self.status(live, &ctl.config_path)),
-            Request::Reload => Ok(match self.reload_and_report(live, &ctl.config_path) {
-                Ok(()) => serde_json::json!({ "reload": "ok" }),
-                Err(e) => serde_json::json!({ "reload": "failed", "error": e }),
-            }),
-        };
-        let text = reply.map(|v| v.to_string()).unwrap_or_default();
-        let _ = conn.write_all(text.as_bytes());
-        let _ = conn.write_all(b"\n");
-        true
+    /// Answers what a client's thread asks (clients.rs).
+    fn answer(&self, ask: clients::Ask, live: &mut Live, ctl: &Control) {
+        use clients::{Ask, Request};
+        match ask {
+            Ask::Snapshot(tx) => {
+                let _ = tx.send(self.snapshot(live));
+            }
+            Ask::Socket(request, tx) => {
+                let reply = match request {
+                    Request::Stats => serde_json::to_value(self.snapshot(live)),
+                    Request::Status => serde_json::to_value(self.status(live, &ctl.config_path)),
+                    Request::Reload => Ok(match self.reload_and_report(live, &ctl.config_path) {
+                        Ok(()) => serde_json::json!({ "reload": "ok" }),
+                        Err(e) => serde_json::json!({ "reload": "failed", "error": e }),
+                    }),
+                };
+                let _ = tx.send(reply.map(|v| v.to_string()).unwrap_or_default());
+            }
+        }
     }
 
     /// A link that is no longer attached (the interface went away, or

@@ -1,0 +1,143 @@
+//! The control plane's clients: the stats socket (`synwall stats`,
+//! `status`, `reload`) and the metrics endpoint, each served from a thread
+//! of its own. No client (one that never sends its request, one that never
+//! reads its answer) holds up the control loop: these threads do the
+//! clients' I/O, with time limits, and ask the control loop only for the
+//! answer, over a channel the loop drains between its other duties.
+
+use std::io::{Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::thread::Scope;
+use std::time::Duration;
+
+use super::{Snapshot, Thread};
+use crate::metrics;
+
+/// What a client's thread asks the control loop.
+#[derive(Debug)]
+pub(super) enum Ask {
+    /// A stats-socket request; the answer is the line to write back.
+    Socket(Request, Sender<String>),
+    /// A scrape: the counters.
+    Snapshot(Sender<Snapshot>),
+}
+
+/// What a client asks on the stats socket.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Request {
+    Stats,
+    Reload,
+    Status,
+}
+
+/// How long a client may take to send its request, or to take each part
+/// of its answer.
+const CLIENT_IO: Duration = Duration::from_secs(2);
+/// How long a client's thread waits for the control loop's answer: a
+/// reload may wait on the proxy's acknowledgement (5 s) and the XDP maps.
+const ANSWER_WAIT: Duration = Duration::from_secs(15);
+/// How often the threads look at the stop flag while no client comes.
+const IDLE: Duration = Duration::from_millis(50);
+
+/// Asks the control loop through `asks`; its answer, or `None` when it
+/// gave none within [`ANSWER_WAIT`] (or is gone).
+fn ask<T>(asks: &Sender<Ask>, make: impl FnOnce(Sender<T>) -> Ask) -> Option<T> {
+    let (tx, rx) = mpsc::channel();
+    asks.send(make(tx)).ok()?;
+    rx.recv_timeout(ANSWER_WAIT).ok()
+}
+
+/// The stats socket's thread: one client at a time, each bounded by
+/// [`CLIENT_IO`].
+pub(super) fn spawn_stats<'s>(
+    s: &'s Scope<'s, '_>,
+    listener: UnixListener,
+    asks: Sender<Ask>,
+    stop: &'s AtomicBool,
+) -> Thread<'s> {
+    let name = "synwall-stats".to_string();
+    let handle = std::thread::Builder::new()
+        .name(name.clone())
+        .spawn_scoped(s, move || {
+            while !stop.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((conn, _)) => answer_socket(conn, &asks),
+                    Err(_) => std::thread::sleep(IDLE),
+                }
+            }
+            Ok(())
+        })
+        .expect("spawning the stats thread");
+    (name, handle)
+}
+
+fn answer_socket(mut conn: UnixStream, asks: &Sender<Ask>) {
+    // The listener is non-blocking; its connections need not be.
+    let _ = conn.set_nonblocking(false);
+    let _ = conn.set_write_timeout(Some(CLIENT_IO));
+    let request = read_request(&mut conn);
+    let reply = ask(asks, |tx| Ask::Socket(request, tx)).unwrap_or_else(|| {
+        serde_json::json!({ "error": "the control loop did not answer" }).to_string()
+    });
+    let _ = conn.write_all(reply.as_bytes());
+    let _ = conn.write_all(b"\n");
+}
+
+/// Reads a client's one-line request: "reload", "status", or anything else
+/// (nothing at all included) for the counters.
+pub(super) fn read_request(conn: &mut UnixStream) -> Request {
+    let _ = conn.set_read_timeout(Some(Duration::from_millis(200)));
+    let mut line = Vec::new();
+    let mut buf = [0u8; 64];
+    while line.len() < 64 && !line.contains(&b'\n') {
+        match conn.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => line.extend_from_slice(&buf[..n]),
+        }
+    }
+    match String::from_utf8_lossy(&line).trim() {
+        "reload" => Request::Reload,
+        "status" => Request::Status,
+        _ => Request::Stats,
+    }
+}
+
+/// The metrics endpoint's thread. A client that reads its answer slowly
+/// holds up other scrapes, never the control loop.
+pub(super) fn spawn_metrics<'s>(
+    s: &'s Scope<'s, '_>,
+    server: metrics::Server,
+    asks: Sender<Ask>,
+    stop: &'s AtomicBool,
+) -> Thread<'s> {
+    let name = "synwall-metrics".to_string();
+    let handle = std::thread::Builder::new()
+        .name(name.clone())
+        .spawn_scoped(s, move || {
+            while !stop.load(Ordering::Relaxed) {
+                server.serve(IDLE, CLIENT_IO, || ask(&asks, Ask::Snapshot));
+            }
+            Ok(())
+        })
+        .expect("spawning the metrics thread");
+    (name, handle)
+}
+
+/// The control loop's side: waits up to `wait` for the first ask, then
+/// takes every one that is there; `answer` answers each.
+pub(super) fn take_asks(asks: &Receiver<Ask>, wait: Duration, mut answer: impl FnMut(Ask)) {
+    match asks.recv_timeout(wait) {
+        Ok(a) => answer(a),
+        Err(RecvTimeoutError::Timeout) => return,
+        // No client thread (none configured): the wait alone.
+        Err(RecvTimeoutError::Disconnected) => {
+            std::thread::sleep(wait);
+            return;
+        }
+    }
+    while let Ok(a) = asks.try_recv() {
+        answer(a);
+    }
+}
