@@ -290,6 +290,17 @@ static __always_inline void pkt_cookie_flow(const struct pkt *p, struct cookie_f
 #define OPT_BUF_LEN 64 /* a power of two above TCP_MAX_OPTIONS */
 #define OPT_AT(w, i) ((w)->buf[(i) & (OPT_BUF_LEN - 1)])
 
+/* The length of a read of n (1 to OPT_BUF_LEN) option bytes into a buffer
+ * of OPT_BUF_LEN, in a form every verifier sees as 1 to OPT_BUF_LEN: Linux
+ * 6.1's loses a length's lower bound when the value goes through the stack
+ * and refuses a read that may be empty ("invalid zero-sized read"). It is n
+ * itself; the empty asm keeps the compiler from folding the mask away. */
+static __always_inline __u32 opt_read_len(__u32 n)
+{
+	asm volatile("" : "+r"(n));
+	return ((n - 1) & (OPT_BUF_LEN - 1)) + 1;
+}
+
 struct opt_walk {
 	__u8 buf[OPT_BUF_LEN]; /* options, zero padded; indexes are masked into range */
 	__u32 len;	       /* option bytes present (0..40) */

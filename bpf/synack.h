@@ -480,7 +480,7 @@ __attribute__((noinline)) int sw_synack(struct xdp_md *ctx, struct pkt *p, __u32
 
 	optlen = hlen - sizeof(*tcp);
 	if (optlen > 0) {
-		if (bpf_xdp_load_bytes(ctx, l4 + sizeof(*tcp), w.buf, optlen))
+		if (bpf_xdp_load_bytes(ctx, l4 + sizeof(*tcp), w.buf, opt_read_len(optlen)))
 			return SW_SYN_WORKER_SHAPE;
 		syn_walk_run(&w, optlen);
 		if (w.bad)

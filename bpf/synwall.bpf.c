@@ -284,7 +284,8 @@ static __noinline int xdp_ack(struct xdp_md *ctx, struct pkt *p, struct tcphdr *
 
 	n = ack_begin(tcp, &a);
 	if (n > 0) {
-		if (bpf_xdp_load_bytes(ctx, (p->l4_off & L4_OFF_MASK) + sizeof(*tcp), a.opts.buf, n))
+		if (bpf_xdp_load_bytes(ctx, (p->l4_off & L4_OFF_MASK) + sizeof(*tcp), a.opts.buf,
+				       opt_read_len(n)))
 			a.opts.found = -1;
 		else
 			opt_walk_run(&a.opts, n);
@@ -803,7 +804,8 @@ __attribute__((noinline)) int sw_handoff(struct __sk_buff *skb, struct pkt *p)
 
 	n = ack_begin(&th, &a);
 	if (n > 0) {
-		if (bpf_skb_load_bytes(skb, (p->l4_off & L4_OFF_MASK) + sizeof(th), a.opts.buf, n))
+		if (bpf_skb_load_bytes(skb, (p->l4_off & L4_OFF_MASK) + sizeof(th), a.opts.buf,
+				       opt_read_len(n)))
 			a.opts.found = -1;
 		else
 			opt_walk_run(&a.opts, n);

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Runs a command as root inside a qemu guest on one of Debian's kernels:
+#
+#   bash scripts/vm.sh PACKAGE COMMAND...
+#
+# PACKAGE is a Debian kernel package (linux-image-6.1.0-57-amd64, ...),
+# fetched with apt into target/vm/ once. The guest boots it under software
+# emulation (TCG: this machine's /dev/kvm does not run Debian's kernels)
+# with 2 CPUs and 2 GiB, and sees this machine's root read-only over 9p
+# under a tmpfs overlay, so the project's build outputs and tools are
+# there; the kernel's own modules are bind-mounted at /lib/modules. No
+# network device: the guest's tests make their own namespaces and veths.
+# COMMAND runs in the project's directory with bpffs and tracefs mounted;
+# its output is this script's, and so is its exit status.
+set -euo pipefail
+[ $# -ge 2 ] || { echo "usage: $0 PACKAGE COMMAND..." >&2; exit 2; }
+pkg=$1; shift
+root=$(cd "$(dirname "$0")/.." && pwd)
+vm=$root/target/vm
+version=${pkg#linux-image-}
+kdir=$vm/$version
+
+need() { command -v "$1" >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$2" >/dev/null; }
+need qemu-system-x86_64 qemu-system-x86
+need busybox busybox-static
+need cpio cpio
+need depmod kmod
+
+if [ ! -e "$kdir/boot/vmlinuz-$version" ]; then
+  mkdir -p "$vm" && (cd "$vm" && apt-get download -q "$pkg" 2>/dev/null)
+  mkdir -p "$kdir" && dpkg-deb -x "$vm/${pkg}"_*.deb "$kdir"
+  depmod -b "$kdir" "$version"
+fi
+
+# The initramfs: busybox, and the modules that reach the root (in
+# dependency order, from modules.dep).
+mods=$kdir/lib/modules/$version
+order() { # the module's dependencies, then itself
+  local line deps d
+  line=$(grep -E "/$1\.ko(\.xz)?:" "$mods/modules.dep")
+  deps=${line#*:}
+  for d in $deps; do order "$(basename "${d%%.ko*}")"; done
+  echo "${line%%:*}"
+}
+init=$(mktemp -d) out=$(mktemp -d)
+trap 'rm -rf "$init" "$out"' EXIT
+printf '%q ' "$@" >"$out/command"
+mkdir -p "$init"/{bin,proc,sys,dev,host,rw,new,mods}
+cp "$(command -v busybox)" "$init/bin/busybox"
+for m in virtio_pci 9pnet_virtio 9p overlay; do order "$m"; done | awk '!seen[$0]++' >"$init/order"
+while read -r m; do cp "$mods/$m" "$init/mods/"; done <"$init/order"
+sed -i 's|.*/||' "$init/order"
+cat >"$init/init" <<EOF
+#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
+for m in \$(cat /order); do insmod /mods/\$m; done
+mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=512000 hostroot /host
+mount -t tmpfs -o size=1500m tmpfs /rw
+mkdir -p /rw/upper /rw/work
+mount -t overlay overlay -o lowerdir=/host,upperdir=/rw/upper,workdir=/rw/work /new
+mkdir -p /new/lib/modules/$version /new/mnt/vmout
+mount --bind /host$mods /new/lib/modules/$version
+mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 vmout /new/mnt/vmout
+for d in proc sys dev; do mount --move /\$d /new/\$d; done
+mount -t tmpfs tmpfs /new/tmp; mount -t tmpfs tmpfs /new/run
+mount -t bpf bpf /new/sys/fs/bpf; mount -t tracefs tracefs /new/sys/kernel/tracing
+# The kernel loads modules (veth, nf_tables, ...) with the root's modprobe.
+printf '#!/bin/busybox sh\nexec chroot /new /sbin/modprobe "\$@"\n' >/modprobe
+chmod +x /modprobe; echo /modprobe >/new/proc/sys/kernel/modprobe
+chroot /new /bin/bash -c 'cd "$root" && . /mnt/vmout/command' </dev/console >/dev/console 2>&1
+echo \$? >/new/mnt/vmout/rc
+sync
+poweroff -f
+EOF
+chmod +x "$init/init"
+(cd "$init" && find . | cpio -o -H newc --quiet | gzip -1) >"$vm/initrd-$version.gz"
+
+qemu-system-x86_64 -accel tcg,thread=multi -cpu max -smp 2 -m 2048 -nographic -no-reboot \
+  -kernel "$kdir/boot/vmlinuz-$version" -initrd "$vm/initrd-$version.gz" \
+  -append "console=ttyS0 quiet panic=-1" -nic none \
+  -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
+  -virtfs local,path="$out",mount_tag=vmout,security_model=none </dev/null
+exit "$(cat "$out/rc" 2>/dev/null || echo 125)"
