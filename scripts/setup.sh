@@ -18,6 +18,8 @@ APT_PACKAGES=(
   xdp-tools
   # the Debian package: dpkg-shlibdeps for its dependencies, dpkg-deb
   dpkg-dev
+  # Debian's kernels in a qemu guest (scripts/vm.sh)
+  qemu-system-x86 busybox-static kmod cpio
 )
 
 missing=()

@@ -16,6 +16,7 @@ step "cargo build --bins";                         cargo build --locked --bins
 step "cargo test";                                 cargo test --locked 2>&1 | tee /tmp/synwall-test.$$.log
 step "soak, short (bench/soak.sh --short)";       SKIP_SETUP=1 bash bench/soak.sh --short
 step "fuzz targets (SYNWALL_FUZZ_SECS each)";       bash scripts/fuzz.sh
+step "Debian's kernels in qemu (6.1, 6.12)";      bash scripts/test-kernels.sh
 step "cargo bench --no-run";                       cargo bench --locked --no-run
 step "Debian package";                             bash scripts/package.sh && bash scripts/check-package.sh
 

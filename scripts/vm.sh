@@ -24,6 +24,7 @@ need() { command -v "$1" >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get in
 need qemu-system-x86_64 qemu-system-x86
 need busybox busybox-static
 need cpio cpio
+need xz xz-utils
 need depmod kmod
 
 if [ ! -e "$kdir/boot/vmlinuz-$version" ]; then
@@ -35,9 +36,10 @@ fi
 # The initramfs: busybox, and the modules that reach the root (in
 # dependency order, from modules.dep).
 mods=$kdir/lib/modules/$version
-order() { # the module's dependencies, then itself
+order() { # the module's dependencies, then itself (nothing when built in)
   local line deps d
-  line=$(grep -E "/$1\.ko(\.xz)?:" "$mods/modules.dep")
+  line=$(grep -E "/$1\.ko(\.xz)?:" "$mods/modules.dep" || true)
+  [ -n "$line" ] || return 0
   deps=${line#*:}
   for d in $deps; do order "$(basename "${d%%.ko*}")"; done
   echo "${line%%:*}"
@@ -48,8 +50,14 @@ printf '%q ' "$@" >"$out/command"
 mkdir -p "$init"/{bin,proc,sys,dev,host,rw,new,mods}
 cp "$(command -v busybox)" "$init/bin/busybox"
 for m in virtio_pci 9pnet_virtio 9p overlay; do order "$m"; done | awk '!seen[$0]++' >"$init/order"
-while read -r m; do cp "$mods/$m" "$init/mods/"; done <"$init/order"
-sed -i 's|.*/||' "$init/order"
+# busybox's insmod takes plain modules: Debian compresses 6.12's with xz.
+while read -r m; do
+  case $m in
+    *.xz) xz -dc "$mods/$m" >"$init/mods/$(basename "${m%.xz}")" ;;
+    *) cp "$mods/$m" "$init/mods/" ;;
+  esac
+done <"$init/order"
+sed -i 's|.*/||; s|\.xz$||' "$init/order"
 cat >"$init/init" <<EOF
 #!/bin/busybox sh
 /bin/busybox --install -s /bin
