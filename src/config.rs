@@ -11,9 +11,38 @@ use serde::{Deserialize, Deserializer, de};
 use crate::proto::cookie::{MSS_TABLE_LEN, MssTable, Secret, SecretError, Secrets};
 use crate::proto::handshake::{PortSet, Settings, SynAckSettings};
 
+/// What `read` gives twice in a row, `pause` apart, within [`STABLE_READS`]
+/// reads; `None` if it never does.
+fn stable<E>(
+    mut read: impl FnMut() -> Result<String, E>,
+    pause: std::time::Duration,
+) -> Result<Option<String>, E> {
+    let mut text = read()?;
+    for _ in 1..STABLE_READS {
+        std::thread::sleep(pause);
+        let again = read()?;
+        if again == text {
+            return Ok(Some(text));
+        }
+        text = again;
+    }
+    Ok(None)
+}
+
+/// How many times [`Config::load`] reads a file that keeps changing.
+pub const STABLE_READS: usize = 10;
+
 /// Why a configuration could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The file changed between every two reads (being written).
+    #[error(
+        "{path} changed while it was read ({STABLE_READS} reads, 20 ms apart); write it elsewhere and rename it into place"
+    )]
+    Unstable {
+        /// The file.
+        path: PathBuf,
+    },
     /// The file could not be read.
     #[error("cannot read {path}")]
     Read {
@@ -738,13 +767,25 @@ impl Config {
         Ok(cfg)
     }
 
-    /// Reads and parses a file.
+    /// Reads and parses a file. It is read twice, 20 ms apart, and again
+    /// while the two differ: a file caught while a tool writes it in place
+    /// (a reload's SIGHUP too early) is read once the writing is over, or
+    /// refused after [`STABLE_READS`] reads, never parsed half-written.
+    /// (Replacing the file by rename, as the README advises, never shows a
+    /// half-written file at all.)
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Config::parse(&text, path)
+        let read = || {
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })
+        };
+        match stable(read, std::time::Duration::from_millis(20))? {
+            Some(text) => Config::parse(&text, path),
+            None => Err(ConfigError::Unstable {
+                path: path.to_owned(),
+            }),
+        }
     }
 
     /// The master secret from `cookie.secret_file`, or `None` when unset
@@ -882,6 +923,34 @@ mod tests {
 
     fn err(text: &str) -> String {
         parse(text).unwrap_err().to_string()
+    }
+
+    /// A file that reads differently every time (rewritten in place all
+    /// the while) is refused, not parsed half-written; one that holds
+    /// still for two reads is taken.
+    #[test]
+    fn a_file_that_keeps_changing_is_refused_until_it_holds_still() {
+        let zero = std::time::Duration::ZERO;
+        let mut n = 0;
+        let mut changing = || -> Result<String, ()> {
+            n += 1;
+            Ok(format!("ports = [{n}]"))
+        };
+        assert_eq!(stable(&mut changing, zero), Ok(None));
+        assert_eq!(n, STABLE_READS);
+        let mut reads = [
+            "[protect]\nports",
+            "[protect]\nports = [80]",
+            "[protect]\nports = [80]",
+        ]
+        .into_iter()
+        .map(|t| Ok::<_, ()>(t.to_string()));
+        let got = stable(|| reads.next().unwrap(), zero);
+        assert_eq!(got, Ok(Some("[protect]\nports = [80]".to_string())));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("synwall.toml");
+        std::fs::write(&path, "[protect]\nports = [80]\n").unwrap();
+        assert!(Config::load(&path).is_ok());
     }
 
     #[test]
