@@ -22,15 +22,22 @@ kdir=$vm/$version
 
 need() { command -v "$1" >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$2" >/dev/null; }
 need qemu-system-x86_64 qemu-system-x86
+# busybox-static's: the initramfs has no libraries (Debian's busybox has).
+ldd "$(command -v busybox || echo /none)" >/dev/null 2>&1 \
+  && DEBIAN_FRONTEND=noninteractive apt-get install -y -q busybox-static >/dev/null
 need busybox busybox-static
 need cpio cpio
 need xz xz-utils
 need depmod kmod
 
-if [ ! -e "$kdir/boot/vmlinuz-$version" ]; then
-  mkdir -p "$vm" && (cd "$vm" && apt-get download -q "$pkg" 2>/dev/null)
-  mkdir -p "$kdir" && dpkg-deb -x "$vm/${pkg}"_*.deb "$kdir"
-  depmod -b "$kdir" "$version"
+if [ ! -e "$kdir/lib/modules/$version/modules.dep" ]; then
+  rm -rf "$vm/$pkg.deb.d" "$kdir" && mkdir -p "$vm/$pkg.deb.d"
+  (cd "$vm/$pkg.deb.d" && apt-get download -q "$pkg" 2>&1 | grep -v '^W: Download is performed unsandboxed' >&2 || true)
+  deb=$(ls "$vm/$pkg.deb.d"/*.deb 2>/dev/null | head -1)
+  [ -n "$deb" ] || { echo "vm.sh: apt-get download $pkg failed" >&2; exit 100; }
+  # Into a scratch folder first: an interrupted extraction leaves no cache.
+  dpkg-deb -x "$deb" "$kdir.new" && depmod -b "$kdir.new" "$version" && mv "$kdir.new" "$kdir"
+  rm -rf "$vm/$pkg.deb.d"
 fi
 
 # The initramfs: busybox, and the modules that reach the root (in
@@ -84,9 +91,10 @@ EOF
 chmod +x "$init/init"
 (cd "$init" && find . | cpio -o -H newc --quiet | gzip -1) >"$vm/initrd-$version.gz"
 
-qemu-system-x86_64 -accel tcg,thread=multi -cpu max -smp 2 -m 2048 -nographic -no-reboot \
+# Bounded: a guest that hangs ends here (status 124).
+timeout "${VM_TIMEOUT:-1800}" qemu-system-x86_64 -accel tcg,thread=multi -cpu max -smp 2 -m 2048 -nographic -no-reboot \
   -kernel "$kdir/boot/vmlinuz-$version" -initrd "$vm/initrd-$version.gz" \
   -append "console=ttyS0 quiet panic=-1" -nic none \
   -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
-  -virtfs local,path="$out",mount_tag=vmout,security_model=none </dev/null
+  -virtfs local,path="$out",mount_tag=vmout,security_model=none </dev/null || exit $?
 exit "$(cat "$out/rc" 2>/dev/null || echo 125)"

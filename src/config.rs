@@ -780,6 +780,11 @@ impl Config {
                 source,
             })
         };
+        // A pipe or a FIFO reads once (a second read would find it empty,
+        // or block).
+        if !std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
+            return Config::parse(&read()?, path);
+        }
         match stable(read, std::time::Duration::from_millis(20))? {
             Some(text) => Config::parse(&text, path),
             None => Err(ConfigError::Unstable {
@@ -951,6 +956,17 @@ mod tests {
         let path = dir.path().join("synwall.toml");
         std::fs::write(&path, "[protect]\nports = [80]\n").unwrap();
         assert!(Config::load(&path).is_ok());
+        // A FIFO (or a pipe, `<(...)`) is read once: read again, it would
+        // block, or read empty and stand for the defaults.
+        let fifo = dir.path().join("fifo.toml");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        assert!(made.is_ok_and(|s| s.success()), "mkfifo");
+        let f = fifo.clone();
+        let writer = std::thread::spawn(move || {
+            std::fs::write(f, "[protect]\nports = [81]\n").unwrap();
+        });
+        assert_eq!(Config::load(&fifo).unwrap().protect.ports, [81]);
+        writer.join().unwrap();
     }
 
     #[test]

@@ -396,34 +396,32 @@ impl Server {
         Ok(Server(l))
     }
 
-    /// Answers the clients that come within `wait`, each within `limit`;
-    /// `snapshot` is taken once per scrape (`None`: answered 503).
+    /// Answers the clients that come within `wait` (and returns then,
+    /// however many keep coming), each given `limit` to send its request
+    /// and `limit` to take its answer; `snapshot` is taken once per scrape
+    /// (`None`: answered 503).
     pub fn serve(&self, wait: Duration, limit: Duration, snapshot: impl Fn() -> Option<Snapshot>) {
         let give_up = Instant::now() + wait;
-        loop {
+        while Instant::now() < give_up {
             match self.0.accept() {
-                Ok((conn, _)) => answer(conn, Instant::now() + limit, &snapshot),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    if Instant::now() >= give_up {
-                        return;
-                    }
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                Ok((conn, _)) => answer(conn, limit, &snapshot),
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
             }
         }
     }
 }
 
-/// One client: its request's head, then the answer, both by `until`.
-fn answer(mut conn: TcpStream, until: Instant, snapshot: &impl Fn() -> Option<Snapshot>) {
+/// One client: its request's head within `limit`, then the answer, within
+/// `limit` of the snapshot.
+fn answer(mut conn: TcpStream, limit: Duration, snapshot: &impl Fn() -> Option<Snapshot>) {
     let _ = conn.set_nonblocking(false);
-    let Some(head) = read_head(&mut conn, until) else {
+    let Some(head) = read_head(&mut conn, Instant::now() + limit) else {
         return;
     };
     let mut words = head.split(' ');
-    let (status, content_type, body) = match (words.next(), words.next()) {
-        (Some("GET"), Some("/metrics")) => match snapshot() {
+    let path = words.nth(1).map(|p| p.split('?').next().unwrap_or(p));
+    let (status, content_type, body) = match (head.starts_with("GET "), path) {
+        (true, Some("/metrics")) => match snapshot() {
             Some(s) => ("200 OK", CONTENT_TYPE, render(&s)),
             None => (
                 "503 Service Unavailable",
@@ -442,7 +440,7 @@ fn answer(mut conn: TcpStream, until: Instant, snapshot: &impl Fn() -> Option<Sn
          Connection: close\r\n\r\n{body}",
         body.len()
     );
-    write_by(&mut conn, reply.as_bytes(), until);
+    write_by(&mut conn, reply.as_bytes(), Instant::now() + limit);
 }
 
 /// Time left until `until`, if any.

@@ -35,18 +35,21 @@ pub(super) enum Request {
 /// How long a client may take to send its request, or to take each part
 /// of its answer.
 const CLIENT_IO: Duration = Duration::from_secs(2);
-/// How long a client's thread waits for the control loop's answer: a
-/// reload may wait on the proxy's acknowledgement (5 s) and the XDP maps.
+/// How long the stats socket's thread waits for the control loop's answer:
+/// a reload may wait on the proxy's acknowledgement (5 s) and the XDP maps.
 const ANSWER_WAIT: Duration = Duration::from_secs(15);
+/// How long a scrape waits for the counters: well within a scraper's own
+/// timeout, so it gets a 503 rather than nothing.
+const SCRAPE_WAIT: Duration = Duration::from_secs(1);
 /// How often the threads look at the stop flag while no client comes.
 const IDLE: Duration = Duration::from_millis(50);
 
 /// Asks the control loop through `asks`; its answer, or `None` when it
-/// gave none within [`ANSWER_WAIT`] (or is gone).
-fn ask<T>(asks: &Sender<Ask>, make: impl FnOnce(Sender<T>) -> Ask) -> Option<T> {
+/// gave none within `wait` (or is gone).
+fn ask<T>(asks: &Sender<Ask>, wait: Duration, make: impl FnOnce(Sender<T>) -> Ask) -> Option<T> {
     let (tx, rx) = mpsc::channel();
     asks.send(make(tx)).ok()?;
-    rx.recv_timeout(ANSWER_WAIT).ok()
+    rx.recv_timeout(wait).ok()
 }
 
 /// The stats socket's thread: one client at a time, each bounded by
@@ -78,20 +81,27 @@ fn answer_socket(mut conn: UnixStream, asks: &Sender<Ask>) {
     let _ = conn.set_nonblocking(false);
     let _ = conn.set_write_timeout(Some(CLIENT_IO));
     let request = read_request(&mut conn);
-    let reply = ask(asks, |tx| Ask::Socket(request, tx)).unwrap_or_else(|| {
+    let reply = ask(asks, ANSWER_WAIT, |tx| Ask::Socket(request, tx)).unwrap_or_else(|| {
         serde_json::json!({ "error": "the control loop did not answer" }).to_string()
     });
     let _ = conn.write_all(reply.as_bytes());
     let _ = conn.write_all(b"\n");
 }
 
-/// Reads a client's one-line request: "reload", "status", or anything else
-/// (nothing at all included) for the counters.
+/// Reads a client's one-line request, within [`CLIENT_IO`]: "reload",
+/// "status", or anything else (nothing at all included) for the counters.
 pub(super) fn read_request(conn: &mut UnixStream) -> Request {
-    let _ = conn.set_read_timeout(Some(Duration::from_millis(200)));
+    let until = std::time::Instant::now() + CLIENT_IO;
     let mut line = Vec::new();
     let mut buf = [0u8; 64];
     while line.len() < 64 && !line.contains(&b'\n') {
+        // 200 ms for each part (a client that sends nothing asks for the
+        // counters), 2 s in all.
+        let left = until.saturating_duration_since(std::time::Instant::now());
+        let part = left.min(Duration::from_millis(200));
+        if part.is_zero() || conn.set_read_timeout(Some(part)).is_err() {
+            break;
+        }
         match conn.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => line.extend_from_slice(&buf[..n]),
@@ -117,7 +127,7 @@ pub(super) fn spawn_metrics<'s>(
         .name(name.clone())
         .spawn_scoped(s, move || {
             while !stop.load(Ordering::Relaxed) {
-                server.serve(IDLE, CLIENT_IO, || ask(&asks, Ask::Snapshot));
+                server.serve(IDLE, CLIENT_IO, || ask(&asks, SCRAPE_WAIT, Ask::Snapshot));
             }
             Ok(())
         })

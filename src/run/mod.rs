@@ -299,8 +299,8 @@ pub fn run(cfg: &Config, secrets: Secrets, ctl: &Control) -> Result<Snapshot, Ru
         zero_copy: sockets.iter().map(|(_, x, _)| x.zero_copy().ok()).collect(),
         xdp_answers: std::sync::Mutex::new(None),
     };
-    let (asks_tx, asks) = mpsc::channel();
     let failure = std::thread::scope(|s| {
+        let (asks_tx, asks) = mpsc::channel();
         let mut threads = datapath.spawn_workers(s, sockets, &mut engines, &ctl.stop);
         threads.push(clients::spawn_stats(s, stats, asks_tx.clone(), &ctl.stop));
         if let Some(m) = metrics {
@@ -317,6 +317,8 @@ pub fn run(cfg: &Config, secrets: Secrets, ctl: &Control) -> Result<Snapshot, Ru
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
         tracing::info!(socket = %cfg.datapath.stats_socket.display(), "running; counters via `synwall stats`");
         let exited = datapath.control(&asks, &mut live, ctl, &threads);
+        // A client asking from now on is told at once that no one answers.
+        drop(asks);
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
         // Proxy mode drains for up to shutdown_grace_secs: XDP goes first,
         // so that meanwhile new SYNs meet the kernel, which resets them
