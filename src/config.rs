@@ -355,13 +355,23 @@ pub struct Protect {
     #[serde(deserialize_with = "ports")]
     pub ports: Vec<u16>,
     /// Protected destination addresses; empty protects all of them.
+    #[serde(deserialize_with = "addresses")]
     pub addresses: Vec<IpAddr>,
     /// Source prefixes whose traffic to the protected ports goes to the
     /// kernel untouched, in peace and under attack (monitoring, partners).
+    #[serde(deserialize_with = "allow_list")]
     pub allow: Vec<ipnet::IpNet>,
     /// Source prefixes whose traffic to the protected ports is dropped.
+    #[serde(deserialize_with = "deny_list")]
     pub deny: Vec<ipnet::IpNet>,
 }
+
+/// Most protected addresses: the size of the XDP program's map, which
+/// synwall sets from this (a longer list is refused here, by `check-config`
+/// and by a reload, rather than half-applied).
+pub const MAX_ADDRESSES: usize = 1024;
+/// Most prefixes in each of `allow` and `deny` (the same, for their maps).
+pub const MAX_LIST_PREFIXES: usize = 16_384;
 
 impl Default for Protect {
     fn default() -> Self {
@@ -595,6 +605,37 @@ fn ports<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u16>, D::Error> {
         .find_map(|(i, p)| v[..i].contains(p).then_some(p))
     {
         return Err(invalid(format!("port {p} is listed twice")));
+    }
+    Ok(v)
+}
+
+fn addresses<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpAddr>, D::Error> {
+    at_most(Vec::<IpAddr>::deserialize(d)?, "addresses", MAX_ADDRESSES)
+}
+
+fn allow_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ipnet::IpNet>, D::Error> {
+    at_most(
+        Vec::<ipnet::IpNet>::deserialize(d)?,
+        "allow",
+        MAX_LIST_PREFIXES,
+    )
+}
+
+fn deny_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ipnet::IpNet>, D::Error> {
+    at_most(
+        Vec::<ipnet::IpNet>::deserialize(d)?,
+        "deny",
+        MAX_LIST_PREFIXES,
+    )
+}
+
+/// `v`, if it has at most `max` entries (what the XDP program's map holds).
+fn at_most<T, E: de::Error>(v: Vec<T>, key: &str, max: usize) -> Result<Vec<T>, E> {
+    if v.len() > max {
+        return Err(invalid(format!(
+            "{key} has {} entries; the XDP program holds at most {max}",
+            v.len()
+        )));
     }
     Ok(v)
 }
@@ -928,6 +969,30 @@ mod tests {
 
     fn err(text: &str) -> String {
         parse(text).unwrap_err().to_string()
+    }
+
+    /// A list longer than its XDP map holds is refused by the checks (so
+    /// by `check-config` and a reload alike), not at apply time.
+    #[test]
+    fn lists_longer_than_their_maps_are_refused() {
+        let list = |n: usize| {
+            let v: Vec<String> = (0..n)
+                .map(|i| format!("\"2001:2:{:x}:{:x}::/64\"", i / 65536, i % 65536))
+                .collect();
+            v.join(",")
+        };
+        for key in ["allow", "deny"] {
+            let full = format!("[protect]\n{key} = [{}]\n", list(MAX_LIST_PREFIXES));
+            assert!(parse(&full).is_ok(), "{key}");
+            let over = format!("[protect]\n{key} = [{}]\n", list(MAX_LIST_PREFIXES + 1));
+            let e = err(&over);
+            assert!(e.contains(key) && e.contains("at most 16384"), "{e}");
+        }
+        let addrs: Vec<String> = (0..=MAX_ADDRESSES)
+            .map(|i| format!("\"198.18.{}.{}\"", i / 256, i % 256))
+            .collect();
+        let e = err(&format!("[protect]\naddresses = [{}]\n", addrs.join(",")));
+        assert!(e.contains("addresses") && e.contains("at most 1024"), "{e}");
     }
 
     /// A file that reads differently every time (rewritten in place all

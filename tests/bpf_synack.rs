@@ -586,6 +586,36 @@ fn allow_and_deny_lists_decide_before_anything_else() {
     assert_eq!(compare(&p, &s, &v4, NOW), Outcome::Answered);
 }
 
+/// The longest lists the configuration's checks let through fit in the
+/// program's maps: a reload of them applies (a longer one is refused by
+/// the checks, src/config.rs).
+#[test]
+fn the_longest_lists_the_checks_allow_fit_in_the_maps() {
+    if !common::require_root() {
+        return;
+    }
+    use synwall::config::{MAX_ADDRESSES, MAX_LIST_PREFIXES};
+    let s = Settings::default();
+    let p = program(&s, NOW);
+    let base = ProgramSettings::from_core(&s, SynackMode::Xdp);
+    let prefixes: Vec<ipnet::IpNet> = (0..MAX_LIST_PREFIXES)
+        .map(|i| {
+            format!("2001:2:{:x}:{:x}::/64", i / 65536, i % 65536)
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    let full = ProgramSettings {
+        allow: prefixes.clone(),
+        deny: prefixes,
+        addresses: (0..MAX_ADDRESSES)
+            .map(|i| format!("198.18.{}.{}", i / 256, i % 256).parse().unwrap())
+            .collect(),
+        ..base.clone()
+    };
+    p.update(&base, &full).expect("the longest lists fit");
+}
+
 /// The reflection guard: at most the cap of SYN-ACKs per second towards a
 /// source prefix (the rest dropped and counted), other prefixes untouched,
 /// the total cap on top; a reload takes the caps away.

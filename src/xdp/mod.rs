@@ -523,6 +523,15 @@ impl Program {
         let mut open = SynwallSkelBuilder::default()
             .open(storage)
             .map_err(XdpError::Load)?;
+        // The lists' maps hold what the configuration's checks allow.
+        let sizes = [
+            (&mut open.maps.addresses, crate::config::MAX_ADDRESSES),
+            (&mut open.maps.allow, crate::config::MAX_LIST_PREFIXES),
+            (&mut open.maps.deny, crate::config::MAX_LIST_PREFIXES),
+        ];
+        for (map, n) in sizes {
+            map.set_max_entries(n as u32).map_err(XdpError::Load)?;
+        }
         if let Some(ro) = open.maps.rodata_data.as_deref_mut() {
             ro.synack_mode = match settings.synack_mode {
                 SynackMode::Afxdp => 0,
