@@ -366,9 +366,10 @@ pub struct Protect {
     pub deny: Vec<ipnet::IpNet>,
 }
 
-/// Most protected addresses: the size of the XDP program's map, which
-/// synwall sets from this (a longer list is refused here, by `check-config`
-/// and by a reload, rather than half-applied).
+/// Most protected addresses. synwall sizes the XDP program's map from it
+/// (twice: a reload briefly holds the old list and the new one), so a list
+/// the checks accept always fits, and a longer one is refused here, by
+/// `check-config` and by a reload, rather than half-applied.
 pub const MAX_ADDRESSES: usize = 1024;
 /// Most prefixes in each of `allow` and `deny` (the same, for their maps).
 pub const MAX_LIST_PREFIXES: usize = 16_384;

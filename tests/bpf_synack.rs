@@ -587,8 +587,9 @@ fn allow_and_deny_lists_decide_before_anything_else() {
 }
 
 /// The longest lists the configuration's checks let through fit in the
-/// program's maps: a reload of them applies (a longer one is refused by
-/// the checks, src/config.rs).
+/// program's maps: a reload of them applies, and so does one that replaces
+/// every entry of them (the maps briefly hold both; a longer list is
+/// refused by the checks, src/config.rs).
 #[test]
 fn the_longest_lists_the_checks_allow_fit_in_the_maps() {
     if !common::require_root() {
@@ -614,6 +615,26 @@ fn the_longest_lists_the_checks_allow_fit_in_the_maps() {
         ..base.clone()
     };
     p.update(&base, &full).expect("the longest lists fit");
+    // Replacing every prefix of both: a reload's time, not a pairwise scan's.
+    let other: Vec<ipnet::IpNet> = (0..MAX_LIST_PREFIXES)
+        .map(|i| {
+            format!("2001:2:ff{:x}:{:x}::/64", i / 65536, i % 65536)
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    let replaced = ProgramSettings {
+        allow: other.clone(),
+        deny: other,
+        ..full.clone()
+    };
+    let t0 = std::time::Instant::now();
+    p.update(&full, &replaced).unwrap();
+    assert!(
+        t0.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        t0.elapsed()
+    );
 }
 
 /// The reflection guard: at most the cap of SYN-ACKs per second towards a

@@ -481,10 +481,13 @@ fn update_prefixes(
     old: &[ipnet::IpNet],
     new: &[ipnet::IpNet],
 ) -> Result<(), libbpf_rs::Error> {
-    for net in new.iter().filter(|n| !old.contains(n)) {
+    // Sets: two lists of 16,384 compared pairwise would take a second.
+    use std::collections::HashSet;
+    let (old_set, new_set): (HashSet<_>, HashSet<_>) = (old.iter().collect(), new.iter().collect());
+    for net in new.iter().filter(|n| !old_set.contains(n)) {
         map.update(&prefix_key(net), &[1], MapFlags::ANY)?;
     }
-    for net in old.iter().filter(|n| !new.contains(n)) {
+    for net in old.iter().filter(|n| !new_set.contains(n)) {
         match map.delete(&prefix_key(net)) {
             Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => {}
             r => r?,
@@ -523,14 +526,17 @@ impl Program {
         let mut open = SynwallSkelBuilder::default()
             .open(storage)
             .map_err(XdpError::Load)?;
-        // The lists' maps hold what the configuration's checks allow.
+        // The lists' maps hold twice what the configuration's checks allow:
+        // a reload adds the new entries before it takes the old ones away
+        // (no moment without either), so a full list replaced by another
+        // briefly holds both.
         let sizes = [
             (&mut open.maps.addresses, crate::config::MAX_ADDRESSES),
             (&mut open.maps.allow, crate::config::MAX_LIST_PREFIXES),
             (&mut open.maps.deny, crate::config::MAX_LIST_PREFIXES),
         ];
         for (map, n) in sizes {
-            map.set_max_entries(n as u32).map_err(XdpError::Load)?;
+            map.set_max_entries(2 * n as u32).map_err(XdpError::Load)?;
         }
         if let Some(ro) = open.maps.rodata_data.as_deref_mut() {
             ro.synack_mode = match settings.synack_mode {
