@@ -56,7 +56,7 @@ trap 'rm -rf "$init" "$out"' EXIT
 printf '%q ' "$@" >"$out/command"
 mkdir -p "$init"/{bin,proc,sys,dev,host,rw,new,mods}
 cp "$(command -v busybox)" "$init/bin/busybox"
-for m in virtio_pci 9pnet_virtio 9p overlay; do order "$m"; done | awk '!seen[$0]++' >"$init/order"
+for m in virtio_pci 9pnet_virtio 9p overlay virtio_net; do order "$m"; done | awk '!seen[$0]++' >"$init/order"
 # busybox's insmod takes plain modules: Debian compresses 6.12's with xz.
 while read -r m; do
   case $m in
@@ -91,10 +91,20 @@ EOF
 chmod +x "$init/init"
 (cd "$init" && find . | cpio -o -H newc --quiet | gzip -1) >"$vm/initrd-$version.gz"
 
+# VM_NICS=2: two virtio-net NICs joined to each other by a qemu hub (eth0
+# and eth1 in the guest), and nothing else; otherwise no network device.
+nics=(-nic none)
+if [ "${VM_NICS:-0}" = 2 ]; then
+  nics=()
+  for i in 0 1; do
+    nics+=(-netdev "hubport,id=n$i,hubid=0"
+      -device "virtio-net-pci,netdev=n$i,mac=52:54:00:12:34:0$i,guest_tso4=off,guest_tso6=off,guest_ecn=off,guest_ufo=off,guest_csum=off,romfile=")
+  done
+fi
 # Bounded: a guest that hangs ends here (status 124).
 timeout "${VM_TIMEOUT:-1800}" qemu-system-x86_64 -accel tcg,thread=multi -cpu max -smp 2 -m 2048 -nographic -no-reboot \
   -kernel "$kdir/boot/vmlinuz-$version" -initrd "$vm/initrd-$version.gz" \
-  -append "console=ttyS0 quiet panic=-1" -nic none \
+  -append "console=ttyS0 quiet panic=-1" "${nics[@]}" \
   -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
   -virtfs local,path="$out",mount_tag=vmout,security_model=none </dev/null || exit $?
 exit "$(cat "$out/rc" 2>/dev/null || echo 125)"
