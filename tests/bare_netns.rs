@@ -177,6 +177,28 @@ fn synacks(stats: &serde_json::Value) -> u64 {
         .sum()
 }
 
+/// A bare testbed whose web server only synwall answers for (the kernel's
+/// SYN-ACKs blocked), synwall with `xdp_mode = "auto"` and `datapath` in
+/// front; `None` when root tests are skipped.
+fn behind_auto_xdp_mode(
+    datapath: &str,
+) -> Option<(tempfile::TempDir, Testbed, common::KillOnDrop, Synwall)> {
+    if !common::require_root() {
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let tb = Testbed::new(1);
+    tb.block_kernel_synacks(80);
+    let server = web_server(&tb, dir.path());
+    let how = Launch {
+        xdp_mode: "auto",
+        datapath,
+        ..Launch::default()
+    };
+    let sw = Synwall::launch(&tb, dir.path(), &how);
+    Some((dir, tb, server, sw))
+}
+
 #[test]
 fn with_xdp_mode_auto_a_bare_veth_moves_xdp_to_generic_mode_where_its_answers_leave() {
     // The default xdp_mode ("auto") attaches natively; on a bare veth the
@@ -184,19 +206,9 @@ fn with_xdp_mode_auto_a_bare_veth_moves_xdp_to_generic_mode_where_its_answers_le
     // whose XDP_TX goes out through the kernel's transmit path: XDP
     // answers every SYN again (synack = "xdp"), and every client is
     // served. The kernel's SYN-ACKs are blocked: only synwall answers.
-    if !common::require_root() {
+    let Some((dir, tb, _server, sw)) = behind_auto_xdp_mode("synack = \"xdp\"") else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let tb = Testbed::new(1);
-    tb.block_kernel_synacks(80);
-    let _server = web_server(&tb, dir.path());
-    let how = Launch {
-        xdp_mode: "auto",
-        datapath: "synack = \"xdp\"",
-        ..Launch::default()
     };
-    let sw = Synwall::launch(&tb, dir.path(), &how);
     let ok =
         fetches(&tb, "http://198.18.0.1/", 20, "5") + fetches(&tb, "http://[2001:2::1]/", 10, "5");
     let stats = sw.stats_json().unwrap();
@@ -218,20 +230,10 @@ fn after_the_move_to_generic_mode_the_workers_still_answer() {
     // answers the excess natively, the answers are lost in the bare veth,
     // and synwall moves to generic mode. The AF_XDP sockets bound before
     // the move must go on receiving: at light load the worker answers.
-    if !common::require_root() {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let tb = Testbed::new(1);
-    tb.block_kernel_synacks(80);
-    let _server = web_server(&tb, dir.path());
     // A small ring (backlog 32 SYNs) so that the burst backs the worker up.
-    let how = Launch {
-        xdp_mode: "auto",
-        datapath: "ring_size = 64",
-        ..Launch::default()
+    let Some((_dir, tb, _server, sw)) = behind_auto_xdp_mode("ring_size = 64") else {
+        return;
     };
-    let sw = Synwall::launch(&tb, dir.path(), &how);
     tb.flood(common::SERVER4, "syn", "4000");
     sw.wait_for(5.0, "moved to generic mode", |s| s["xdp_mode"] == "generic");
     let redirected = |s: &serde_json::Value| s["xdp"]["syn_redirect"].as_u64().unwrap();

@@ -90,6 +90,31 @@ fn compare(p: &Program, settings: &Settings, frame: &[u8], now: UnixTime) -> Out
     Outcome::ToWorker
 }
 
+/// A Linux SYN to the server from `src`.
+fn syn_from_v4(src: [u8; 4]) -> Vec<u8> {
+    let ip = Ip::V4 {
+        src,
+        dst: SERVER4,
+        ttl: 64,
+        options: &[],
+    };
+    TcpFrame::client_syn(ip, &os::LINUX).to_vec()
+}
+
+/// A Linux SYN to the server from the client's /48, host `last`, with
+/// extension headers `ext`.
+fn syn_from_v6(last: u8, ext: &[(u8, usize)]) -> Vec<u8> {
+    let mut src = synwall_bench::frame::addr::CLIENT6;
+    src[15] = last;
+    let ip = Ip::V6 {
+        src,
+        dst: synwall_bench::frame::addr::SERVER6,
+        hop_limit: 64,
+        ext,
+    };
+    TcpFrame::client_syn(ip, &os::LINUX).to_vec()
+}
+
 fn v4_with(options: &[u8]) -> Ip<'_> {
     Ip::V4 {
         src: CLIENT4,
@@ -655,32 +680,8 @@ fn the_reflection_guard_caps_synacks_per_prefix_and_in_all() {
         },
         ..ProgramSettings::from_core(&s, SynackMode::Xdp)
     };
-    let from = |src: [u8; 4]| {
-        TcpFrame::client_syn(
-            Ip::V4 {
-                src,
-                dst: SERVER4,
-                ttl: 64,
-                options: &[],
-            },
-            &os::LINUX,
-        )
-        .to_vec()
-    };
-    let v6 = |last: u8| {
-        let mut src = synwall_bench::frame::addr::CLIENT6;
-        src[15] = last;
-        TcpFrame::client_syn(
-            Ip::V6 {
-                src,
-                dst: synwall_bench::frame::addr::SERVER6,
-                hop_limit: 64,
-                ext: &[],
-            },
-            &os::LINUX,
-        )
-        .to_vec()
-    };
+    let from = syn_from_v4;
+    let v6 = |last| syn_from_v6(last, &[]);
     let capped = || counter(&p, "drop_reflection_cap");
     p.update(&with(0, 0), &with(2, 0)).unwrap();
     for last in [2, 3] {
@@ -784,20 +785,7 @@ fn only_answered_syns_spend_the_reflection_guards_budget() {
         assert_eq!(capped(), 3, "{mode:?}");
 
         // A SYN the worker answers spends on the way to it.
-        let v6 = |last: u8| {
-            let mut src = synwall_bench::frame::addr::CLIENT6;
-            src[15] = last;
-            TcpFrame::client_syn(
-                Ip::V6 {
-                    src,
-                    dst: synwall_bench::frame::addr::SERVER6,
-                    hop_limit: 64,
-                    ext: &[(nh::DEST_OPTS, 8)],
-                },
-                &os::LINUX,
-            )
-            .to_vec()
-        };
+        let v6 = |last| syn_from_v6(last, &[(nh::DEST_OPTS, 8)]);
         let v = core_answer(&s, &v6(2), NOW).0;
         assert!(matches!(v, Verdict::Transmit(_)), "{v:?}");
         for last in [2, 3] {
@@ -833,18 +821,7 @@ fn a_prefix_refused_spends_nothing_of_the_total() {
         ..ProgramSettings::from_core(&s, SynackMode::Xdp)
     };
     let p = program_with(&ps, &s, NOW);
-    let from = |third: u8| {
-        TcpFrame::client_syn(
-            Ip::V4 {
-                src: [198, 18, third, 2],
-                dst: SERVER4,
-                ttl: 64,
-                options: &[],
-            },
-            &os::LINUX,
-        )
-        .to_vec()
-    };
+    let from = |third| syn_from_v4([198, 18, third, 2]);
     let acts: Vec<u32> = (0..6).map(|_| p.test_run(&from(9)).unwrap()).collect();
     let (tx, drop) = (action::TX, action::DROP);
     assert_eq!(acts, [tx, tx, drop, drop, drop, drop], "the prefix's cap");
@@ -922,18 +899,7 @@ fn the_per_source_limit_holds_under_attack_only() {
         ..base.clone()
     };
     p.update(&base, &limited).unwrap();
-    let from = |last: u8| {
-        TcpFrame::client_syn(
-            Ip::V4 {
-                src: [198, 18, 3, last],
-                dst: SERVER4,
-                ttl: 64,
-                options: &[],
-            },
-            &os::LINUX,
-        )
-        .to_vec()
-    };
+    let from = |last| syn_from_v4([198, 18, 3, last]);
     for _ in 0..3 {
         assert_eq!(
             p.test_run(&from(1)).unwrap(),

@@ -375,24 +375,32 @@ fn request_on_the_ack(tb: &Testbed, sw: &Synwall) -> serde_json::Value {
     stats
 }
 
+/// Proxy mode with the repair engine in front of a web upstream on
+/// 198.18.0.1:8080, the client kernel's resets blocked (scapy owns the
+/// connections); `None` when root tests are skipped.
+fn repair_proxy_for_scapy() -> Option<(Fixture, Server, Synwall)> {
+    let f = Fixture::new(1, Turn::Shared)?;
+    let www = web_root(f.dir.path());
+    f.tb.block_client_resets();
+    let upstream = Server::upstream(&f.tb, &["http", www.to_str().unwrap()], 8080);
+    let sw = Synwall::start(
+        &f.tb,
+        f.dir.path(),
+        &proxy_config(&["198.18.0.1:8080"], "engine = \"repair\"\n"),
+    );
+    Some((f, upstream, sw))
+}
+
 /// The host's INPUT rules hold for what a client sends through the repair
 /// engine: with the client's address dropped in INPUT, the request riding
 /// on its handshake's ACK never reaches the upstream (it went into the
 /// rebuilt socket past netfilter before).
 #[test]
 fn the_repair_engine_honours_the_hosts_input_rules() {
-    let Some(f) = Fixture::new(1, Turn::Shared) else {
+    let Some((f, _upstream, sw)) = repair_proxy_for_scapy() else {
         return;
     };
-    let (tb, dir) = (&f.tb, &f.dir);
-    let www = web_root(dir.path());
-    tb.block_client_resets();
-    let _upstream = Server::upstream(tb, &["http", www.to_str().unwrap()], 8080);
-    let sw = Synwall::start(
-        tb,
-        dir.path(),
-        &proxy_config(&["198.18.0.1:8080"], "engine = \"repair\"\n"),
-    );
+    let tb = &f.tb;
     run_ok(
         &mut tb.in_srv(&[
             "iptables",
@@ -427,24 +435,16 @@ fn the_repair_engine_honours_the_hosts_input_rules() {
     );
 }
 
-/// The repair engine: the request riding on the handshake's ACK goes into
-/// the rebuilt socket's receive queue, so the upstream gets it at once; and
+/// The repair engine: the request riding on the handshake's ACK is fed into
+/// the rebuilt socket as soon as it exists, so the upstream gets it at once; and
 /// the rebuilt socket carries the options the client negotiated (its
 /// TCP_INFO, read as `ss -ti` does).
 #[test]
 fn the_repair_engine_keeps_the_acks_request_and_the_clients_options() {
-    let Some(f) = Fixture::new(1, Turn::Shared) else {
+    let Some((f, _upstream, sw)) = repair_proxy_for_scapy() else {
         return;
     };
-    let (tb, dir) = (&f.tb, &f.dir);
-    let www = web_root(dir.path());
-    tb.block_client_resets();
-    let _upstream = Server::upstream(tb, &["http", www.to_str().unwrap()], 8080);
-    let sw = Synwall::start(
-        tb,
-        dir.path(),
-        &proxy_config(&["198.18.0.1:8080"], "engine = \"repair\"\n"),
-    );
+    let tb = &f.tb;
     let stats = request_on_the_ack(tb, &sw);
     assert_eq!(handed_off(&stats, "repair"), 1, "{stats}");
 

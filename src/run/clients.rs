@@ -12,7 +12,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread::Scope;
 use std::time::Duration;
 
-use super::{Snapshot, Thread};
+use super::{Snapshot, Thread, spawn_thread};
 use crate::metrics;
 
 /// What a client's thread asks the control loop.
@@ -60,20 +60,15 @@ pub(super) fn spawn_stats<'s>(
     asks: Sender<Ask>,
     stop: &'s AtomicBool,
 ) -> Thread<'s> {
-    let name = "synwall-stats".to_string();
-    let handle = std::thread::Builder::new()
-        .name(name.clone())
-        .spawn_scoped(s, move || {
-            while !stop.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((conn, _)) => answer_socket(conn, &asks),
-                    Err(_) => std::thread::sleep(IDLE),
-                }
+    spawn_thread(s, "synwall-stats".into(), move || {
+        while !stop.load(Ordering::Relaxed) {
+            match listener.accept() {
+                Ok((conn, _)) => answer_socket(conn, &asks),
+                Err(_) => std::thread::sleep(IDLE),
             }
-            Ok(())
-        })
-        .expect("spawning the stats thread");
-    (name, handle)
+        }
+        Ok(())
+    })
 }
 
 fn answer_socket(mut conn: UnixStream, asks: &Sender<Ask>) {
@@ -122,17 +117,12 @@ pub(super) fn spawn_metrics<'s>(
     asks: Sender<Ask>,
     stop: &'s AtomicBool,
 ) -> Thread<'s> {
-    let name = "synwall-metrics".to_string();
-    let handle = std::thread::Builder::new()
-        .name(name.clone())
-        .spawn_scoped(s, move || {
-            while !stop.load(Ordering::Relaxed) {
-                server.serve(IDLE, CLIENT_IO, || ask(&asks, SCRAPE_WAIT, Ask::Snapshot));
-            }
-            Ok(())
-        })
-        .expect("spawning the metrics thread");
-    (name, handle)
+    spawn_thread(s, "synwall-metrics".into(), move || {
+        while !stop.load(Ordering::Relaxed) {
+            server.serve(IDLE, CLIENT_IO, || ask(&asks, SCRAPE_WAIT, Ask::Snapshot));
+        }
+        Ok(())
+    })
 }
 
 /// The control loop's side: waits up to `wait` for the first ask, then

@@ -344,6 +344,20 @@ type Thread<'s> = (String, ScopedJoinHandle<'s, Result<(), String>>);
 /// without one, bpf/maps.h).
 const HEARTBEAT_EVERY: Duration = Duration::from_millis(100);
 
+/// Starts the datapath thread `name` (by which `join` and the logs know
+/// it) in `s`.
+fn spawn_thread<'s>(
+    s: &'s Scope<'s, '_>,
+    name: String,
+    body: impl FnOnce() -> Result<(), String> + Send + 's,
+) -> Thread<'s> {
+    let handle = std::thread::Builder::new()
+        .name(name.clone())
+        .spawn_scoped(s, body)
+        .unwrap_or_else(|e| panic!("spawning {name}: {e}"));
+    (name, handle)
+}
+
 /// attach = "libxdp": the thread that keeps the program's heartbeat, so
 /// that it passes everything once synwall is gone.
 fn spawn_heartbeat<'s>(
@@ -351,18 +365,13 @@ fn spawn_heartbeat<'s>(
     heartbeat: xdp::Heartbeat<'s>,
     stop: &'s AtomicBool,
 ) -> Thread<'s> {
-    let name = "synwall-heartbeat".to_string();
-    let handle = std::thread::Builder::new()
-        .name(name.clone())
-        .spawn_scoped(s, move || {
-            while !stop.load(Ordering::Relaxed) {
-                heartbeat.beat();
-                std::thread::sleep(HEARTBEAT_EVERY);
-            }
-            Ok(())
-        })
-        .expect("spawning the heartbeat thread");
-    (name, handle)
+    spawn_thread(s, "synwall-heartbeat".into(), move || {
+        while !stop.load(Ordering::Relaxed) {
+            heartbeat.beat();
+            std::thread::sleep(HEARTBEAT_EVERY);
+        }
+        Ok(())
+    })
 }
 
 /// Joins every thread; returns the first failure: a thread's error or
@@ -785,26 +794,22 @@ impl<'a> Datapath<'a> {
             let name = format!("synwall-q{q}");
             let core = &self.core;
             let repair = engines.pop();
-            let handle = std::thread::Builder::new()
-                .name(name.clone())
-                .spawn_scoped(s, move || {
-                    if !core_affinity::set_for_current(core_affinity::CoreId { id: cpu }) {
-                        tracing::warn!(queue = q, cpu, "could not pin worker");
-                    }
-                    let ctl = WorkerControl {
-                        stop,
-                        counters,
-                        batch,
-                        progress,
-                        busy_poll,
-                        core,
-                        repair,
-                    };
-                    worker::run(xsk, frames, ctl);
-                    Ok(())
-                })
-                .expect("spawning a worker thread");
-            threads.push((name, handle));
+            threads.push(spawn_thread(s, name, move || {
+                if !core_affinity::set_for_current(core_affinity::CoreId { id: cpu }) {
+                    tracing::warn!(queue = q, cpu, "could not pin worker");
+                }
+                let ctl = WorkerControl {
+                    stop,
+                    counters,
+                    batch,
+                    progress,
+                    busy_poll,
+                    core,
+                    repair,
+                };
+                worker::run(xsk, frames, ctl);
+                Ok(())
+            }));
         }
         threads
     }
@@ -820,24 +825,19 @@ impl<'a> Datapath<'a> {
         stop: &'s AtomicBool,
     ) -> Thread<'s> {
         let counters = self.proxy.as_ref();
-        let name = "synwall-proxy".to_string();
-        let handle = std::thread::Builder::new()
-            .name(name.clone())
-            .spawn_scoped(s, move || {
-                let Some(counters) = counters else {
-                    return Ok(());
-                };
-                Proxy::new(listeners, settings, counters)
-                    .and_then(|mut p| {
-                        if let Some((rx, wake)) = handed_in {
-                            p.hand_in_from(rx, wake)?;
-                        }
-                        p.run(stop, &updates)
-                    })
-                    .map_err(|e| error_chain(&e))
-            })
-            .expect("spawning the proxy thread");
-        (name, handle)
+        spawn_thread(s, "synwall-proxy".into(), move || {
+            let Some(counters) = counters else {
+                return Ok(());
+            };
+            Proxy::new(listeners, settings, counters)
+                .and_then(|mut p| {
+                    if let Some((rx, wake)) = handed_in {
+                        p.hand_in_from(rx, wake)?;
+                    }
+                    p.run(stop, &updates)
+                })
+                .map_err(|e| error_chain(&e))
+        })
     }
 
     /// Step 8, the control loop, until `ctl.stop` is set or a thread ends
