@@ -611,23 +611,32 @@ fn ports<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u16>, D::Error> {
 }
 
 fn addresses<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpAddr>, D::Error> {
-    at_most(Vec::<IpAddr>::deserialize(d)?, "addresses", MAX_ADDRESSES)
+    at_most(
+        distinct(Vec::<IpAddr>::deserialize(d)?),
+        "addresses",
+        MAX_ADDRESSES,
+    )
 }
 
 fn allow_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ipnet::IpNet>, D::Error> {
-    at_most(
-        Vec::<ipnet::IpNet>::deserialize(d)?,
-        "allow",
-        MAX_LIST_PREFIXES,
-    )
+    at_most(prefixes(Vec::deserialize(d)?), "allow", MAX_LIST_PREFIXES)
 }
 
 fn deny_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ipnet::IpNet>, D::Error> {
-    at_most(
-        Vec::<ipnet::IpNet>::deserialize(d)?,
-        "deny",
-        MAX_LIST_PREFIXES,
-    )
+    at_most(prefixes(Vec::deserialize(d)?), "deny", MAX_LIST_PREFIXES)
+}
+
+/// The prefixes as the XDP program's map keys them: host bits cleared
+/// (`10.0.0.1/24` is `10.0.0.0/24`), each once. A reload compares these,
+/// so two spellings of one prefix are never one added and one removed.
+fn prefixes(v: Vec<ipnet::IpNet>) -> Vec<ipnet::IpNet> {
+    distinct(v.into_iter().map(|n| n.trunc()).collect())
+}
+
+/// `v` with each entry once, in its first place.
+fn distinct<T: Eq + std::hash::Hash + Copy>(v: Vec<T>) -> Vec<T> {
+    let mut seen = std::collections::HashSet::new();
+    v.into_iter().filter(|x| seen.insert(*x)).collect()
 }
 
 /// `v`, if it has at most `max` entries (what the XDP program's map holds).
@@ -994,6 +1003,13 @@ mod tests {
             .collect();
         let e = err(&format!("[protect]\naddresses = [{}]\n", addrs.join(",")));
         assert!(e.contains("addresses") && e.contains("at most 1024"), "{e}");
+        // A prefix counts as its map key, once: host bits cleared.
+        let c = parse("[protect]\ndeny = [\"10.0.0.1/24\", \"10.0.0.0/24\", \"2001:2::5/48\"]\n");
+        let want: Vec<ipnet::IpNet> = vec![
+            "10.0.0.0/24".parse().unwrap(),
+            "2001:2::/48".parse().unwrap(),
+        ];
+        assert_eq!(c.unwrap().protect.deny, want);
     }
 
     /// A file that reads differently every time (rewritten in place all

@@ -110,6 +110,22 @@ fn prepare(live: &Live, path: &Path) -> Result<Prepared, ReloadError> {
 const PROXY_APPLY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Datapath<'_> {
+    /// Puts back what a reload that failed part-way had applied: the maps
+    /// (an update adds and removes entries both ways, so one from the new
+    /// settings to the old restores them), the keys and the workers'
+    /// settings. (A proxy update that answered too late is not undone: the
+    /// proxy may still take it; the reload's error says it did not answer.)
+    fn roll_back(&self, live: &Live, tried: &ProgramSettings) {
+        if let Err(e) = self.program.update(tried, &live.program) {
+            tracing::error!("rolling back a failed reload: the XDP maps: {e}");
+        }
+        if let Err(e) = live.epochs.install(self.program, &live.secrets, None) {
+            tracing::error!("rolling back a failed reload: the keys: {e}");
+        }
+        self.core
+            .publish(live.cfg.core_settings(), live.secrets.clone());
+    }
+
     /// Hands the proxy thread its update and waits until it is in effect,
     /// so that "reloaded" means new connections get the new settings.
     fn update_proxy(
@@ -133,13 +149,25 @@ impl Datapath<'_> {
     /// workers and the proxy.
     pub(super) fn reload(&self, live: &mut Live, path: &Path) -> Result<(), ReloadError> {
         let p = prepare(live, path)?;
-        self.program.update(&live.program, &p.program)?;
         let epochs = ProgramEpochs::at(UnixTime::now(), &p.cfg.core_settings().schedule());
-        epochs.install(self.program, &p.secrets, None)?;
-        self.core.publish(p.cfg.core_settings(), p.secrets.clone());
-        if let (Some(update), Some(tx)) = (p.proxy, &self.proxy_updates) {
-            super::check_fd_limit(update.settings.max_connections);
-            self.update_proxy(tx, update)?;
+        let applied = self
+            .program
+            .update(&live.program, &p.program)
+            .map_err(ReloadError::from)
+            .and_then(|()| Ok(epochs.install(self.program, &p.secrets, None)?))
+            .and_then(|()| {
+                self.core.publish(p.cfg.core_settings(), p.secrets.clone());
+                match (p.proxy, &self.proxy_updates) {
+                    (Some(update), Some(tx)) => {
+                        super::check_fd_limit(update.settings.max_connections);
+                        self.update_proxy(tx, update)
+                    }
+                    _ => Ok(()),
+                }
+            });
+        if let Err(e) = applied {
+            self.roll_back(live, &p.program);
+            return Err(e);
         }
         if p.cfg.handoff.mode == HandoffMode::Kernel {
             super::warn_unserved_ports(&p.cfg.protect.ports);

@@ -14,6 +14,8 @@ SW=${SYNWALL:-$root/target/debug/synwall}
 srv=swv-srv-$$ cli=swv-cli-$$
 dir=$(mktemp -d)
 cleanup() {
+  local rc=$?
+  [ "$rc" -ne 0 ] && [ -f "$dir/synwall.log" ] && { echo "synwall's log:"; tail -30 "$dir/synwall.log"; }
   [ -n "${swpid:-}" ] && kill "$swpid" 2>/dev/null && wait "$swpid" 2>/dev/null
   [ -n "${webpid:-}" ] && kill "$webpid" 2>/dev/null
   ip netns del "$srv" 2>/dev/null || true
@@ -43,6 +45,7 @@ CFG
 ip netns exec "$srv" "$SW" run --config "$dir/synwall.toml" 2>"$dir/synwall.log" &
 swpid=$!
 for _ in $(seq 100); do "$SW" stats --socket "$dir/stats.sock" >/dev/null 2>&1 && break; sleep 0.2; done
+kill -0 "$swpid" || { echo "synwall did not start"; exit 1; }
 
 ok=0
 for i in $(seq 20); do
