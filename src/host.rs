@@ -1,7 +1,7 @@
-//! What this host (this network namespace, this process) offers, read from
-//! /proc and /sys: interfaces, listening sockets, the descriptor limit.
+//! What this host (this network namespace, this process) offers:
+//! interfaces, listening sockets, the descriptor limit.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// An interface's index and its receive-queue count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -12,25 +12,43 @@ pub struct Interface {
     pub rx_queues: u32,
 }
 
-fn sysfs(ifname: &str, leaf: &str) -> PathBuf {
-    Path::new("/sys/class/net").join(ifname).join(leaf)
-}
-
-/// Looks up `ifname` in this network namespace.
+/// Looks up `ifname` in this network namespace: its index by
+/// `SIOCGIFINDEX` and its queues by `ETHTOOL_GCHANNELS`, both asked of a
+/// socket of this namespace. Not /sys: a systemd unit joined to another
+/// namespace (`NetworkNamespacePath=`) keeps the /sys of the namespace it
+/// started in, where the interface is missing or another one has its name.
 pub fn interface(ifname: &str) -> std::io::Result<Interface> {
-    let idx = std::fs::read_to_string(sysfs(ifname, "ifindex"))?;
-    let ifindex = idx
-        .trim()
-        .parse()
-        .map_err(|_| std::io::Error::other("unreadable ifindex"))?;
-    let queues = std::fs::read_dir(sysfs(ifname, "queues"))?
-        .filter_map(Result::ok)
-        .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
-        .count() as u32;
+    let sock = rustix::net::socket(
+        rustix::net::AddressFamily::INET,
+        rustix::net::SocketType::DGRAM,
+        None,
+    )?;
+    let ifindex = rustix::net::netdevice::name_to_index(&sock, ifname)?;
+    let queues = match crate::xdp::ethtool::rx_channels(ifname)? {
+        Some(n) if n > 0 => n,
+        // No channels from the driver: /sys, if it shows this namespace.
+        _ => sysfs_rx_queues(ifname, ifindex).unwrap_or(1),
+    };
     Ok(Interface {
         ifindex,
         rx_queues: queues.max(1),
     })
+}
+
+/// `ifname`'s receive queues from /sys, if the /sys mounted here shows the
+/// interface with index `ifindex` (that is, this namespace's).
+fn sysfs_rx_queues(ifname: &str, ifindex: u32) -> Option<u32> {
+    let dir = Path::new("/sys/class/net").join(ifname);
+    let idx = std::fs::read_to_string(dir.join("ifindex")).ok()?;
+    if idx.trim().parse::<u32>().ok()? != ifindex {
+        return None;
+    }
+    let queues = std::fs::read_dir(dir.join("queues"))
+        .ok()?
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
+        .count();
+    u32::try_from(queues).ok()
 }
 
 /// Linux capability numbers (include/uapi/linux/capability.h).

@@ -301,6 +301,58 @@ fn killed_synwall_leaves_no_program() {
     );
 }
 
+/// synwall joined to the server's namespace by `nsenter --net`, the way
+/// systemd's `NetworkNamespacePath=` joins a unit to one: /sys stays the
+/// root namespace's, where the server veth does not exist. It must still
+/// find the interface and its queues, and serve.
+#[test]
+fn synwall_finds_its_interface_where_sys_shows_another_namespace() {
+    if !common::require_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let tb = Testbed::new(2);
+    let how = common::Launch {
+        datapath: "queues = [0, 1]",
+        ..common::Launch::default()
+    };
+    let (cfg, _) = Synwall::write_config(&tb, dir.path(), &how);
+    assert!(
+        !Path::new("/sys/class/net").join(&tb.srv_if).exists(),
+        "this /sys must not show the server namespace"
+    );
+    let netns = format!("--net=/run/netns/{}", tb.srv);
+    let sw = env!("CARGO_BIN_EXE_synwall");
+    let check = Command::new("nsenter")
+        .args([&netns, sw, "check-config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&check.stdout).into_owned()
+        + &String::from_utf8_lossy(&check.stderr);
+    assert!(check.status.success(), "check-config: {said}");
+    assert!(
+        !said.contains("not in this network namespace") && !said.contains("does not exist"),
+        "check-config: {said}"
+    );
+    let mut run = common::KillOnDrop(
+        Command::new("nsenter")
+            .args([&netns, sw, "run", "--config", cfg.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("synwall.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let t0 = Instant::now();
+    while !tb.srv_link().contains("xdp") {
+        let log = std::fs::read_to_string(dir.path().join("synwall.log")).unwrap();
+        assert!(run.0.try_wait().unwrap().is_none(), "synwall exited: {log}");
+        assert!(t0.elapsed() < Duration::from_secs(20), "no XDP: {log}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _listener = tb.listener(80, 5);
+    assert!(connect(&tb, common::SERVER4, 3.0), "served through synwall");
+}
+
 /// Waits (10 s at most) for synwall to exit; its status and log.
 fn exit_of(mut sw: Synwall, dir: &Path) -> (std::process::ExitStatus, String) {
     let t0 = Instant::now();

@@ -49,16 +49,7 @@ struct IfReq {
 impl DriverStats {
     /// Opens `ifname`'s statistics in this network namespace.
     pub fn open(ifname: &str) -> std::io::Result<DriverStats> {
-        let mut name = [0u8; libc::IFNAMSIZ];
-        if ifname.len() >= name.len() || ifname.contains('\0') {
-            return Err(std::io::Error::from(std::io::ErrorKind::InvalidInput));
-        }
-        name[..ifname.len()].copy_from_slice(ifname.as_bytes());
-        let sock = rustix::net::socket(
-            rustix::net::AddressFamily::INET,
-            rustix::net::SocketType::DGRAM,
-            None,
-        )?;
+        let (sock, name) = request_socket(ifname)?;
         let mut s = DriverStats {
             sock,
             ifname: name,
@@ -116,30 +107,77 @@ impl DriverStats {
     }
 
     fn ioctl(&self, data: *mut libc::c_void) -> std::io::Result<()> {
-        let mut req = IfReq {
-            name: self.ifname,
-            data,
-            _pad: [0; 16],
-        };
-        // SAFETY: `req` is a live `struct ifreq` (name, then the data
-        // pointer, padded to the kernel's size); `data` points into a
-        // `Guarded` buffer that outlives the call and ends at a page with
-        // no access: the kernel writes as many entries as the driver has
-        // *now*, which may be more than the count asked for, and a write
-        // past the buffer fails with EFAULT there instead of reaching other
-        // memory. The socket is open for the call.
-        let rc = unsafe {
-            libc::ioctl(
-                self.sock.as_raw_fd(),
-                libc::SIOCETHTOOL,
-                std::ptr::from_mut(&mut req),
-            )
-        };
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(std::io::Error::last_os_error())
-        }
+        ethtool(&self.sock, self.ifname, data)
+    }
+}
+
+/// A socket to ask about `ifname` with, and the name as `struct ifreq`
+/// holds it.
+fn request_socket(ifname: &str) -> std::io::Result<(OwnedFd, [u8; libc::IFNAMSIZ])> {
+    let mut name = [0u8; libc::IFNAMSIZ];
+    if ifname.is_empty() || ifname.len() >= name.len() || ifname.contains('\0') {
+        return Err(std::io::Error::from(std::io::ErrorKind::InvalidInput));
+    }
+    name[..ifname.len()].copy_from_slice(ifname.as_bytes());
+    let sock = rustix::net::socket(
+        rustix::net::AddressFamily::INET,
+        rustix::net::SocketType::DGRAM,
+        None,
+    )?;
+    Ok((sock, name))
+}
+
+/// `ETHTOOL_GCHANNELS`: the interface's queue (channel) counts.
+const ETHTOOL_GCHANNELS: u32 = 0x3c;
+/// `struct ethtool_channels`: cmd, then max_rx, max_tx, max_other,
+/// max_combined, rx_count, tx_count, other_count, combined_count.
+const CHANNELS_WORDS: usize = 9;
+
+/// The receive queues `ifname` (in this network namespace) has in use: its
+/// receive-only plus its combined channels, as `ethtool -l` shows them, so
+/// every queue an AF_XDP socket may bind. `None` when the driver does not
+/// report channels (it has one queue then, or the caller asks elsewhere).
+pub fn rx_channels(ifname: &str) -> std::io::Result<Option<u32>> {
+    let (sock, name) = request_socket(ifname)?;
+    let mut words = [0u32; CHANNELS_WORDS];
+    words[0] = ETHTOOL_GCHANNELS;
+    match ethtool(&sock, name, words.as_mut_ptr().cast()) {
+        Ok(()) => Ok(Some(words[5].saturating_add(words[8]))),
+        Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// One `SIOCETHTOOL` request for the interface `name` on `sock`.
+fn ethtool(
+    sock: &OwnedFd,
+    name: [u8; libc::IFNAMSIZ],
+    data: *mut libc::c_void,
+) -> std::io::Result<()> {
+    let mut req = IfReq {
+        name,
+        data,
+        _pad: [0; 16],
+    };
+    // SAFETY: `req` is a live `struct ifreq` (name, then the data
+    // pointer, padded to the kernel's size). `data` points either into
+    // a `Guarded` buffer that outlives the call and ends at a page with
+    // no access (the kernel writes as many statistics as the driver has
+    // *now*, which may be more than the count asked for, and a write
+    // past the buffer fails with EFAULT there instead of reaching other
+    // memory), or at a command of fixed size the caller owns for the
+    // call (`ethtool_channels`). The socket is open for the call.
+    let rc = unsafe {
+        libc::ioctl(
+            sock.as_raw_fd(),
+            libc::SIOCETHTOOL,
+            std::ptr::from_mut(&mut req),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 
