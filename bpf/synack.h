@@ -255,6 +255,19 @@ static __always_inline __u64 words_sum(const void *w, __u32 n)
 	return s;
 }
 
+/* A SYN's TCP checksum is right, or its sender's stack left it to offload
+ * (CHECKSUM_PARTIAL: the field holds the pseudo-header's sum alone), as a
+ * local sender's segments cross a veth or a tap; the kernel takes those, so
+ * does synwall (src/wire/tcp.rs, Packet::verify_checksum). */
+static __always_inline int tcp_csum_ok(const struct pkt *p, const struct tcphdr *tcp,
+					const void *opts, __u32 hlen, __u32 optlen)
+{
+	__u64 pseudo = pseudo_sum(p, hlen);
+
+	return !csum_fold(pseudo + words_sum(tcp, 5) + words_sum(opts, optlen / 4)) ||
+	       tcp->check == (__u16)~csum_fold(pseudo);
+}
+
 /* The core's Net::bad_endpoints and its port and MAC checks: sources no
  * SYN may come from (RFC 1122 §3.2.1.3, RFC 4291 §2.7). */
 static __always_inline int bad_endpoints(const struct pkt *p, const struct ethhdr *eth,
@@ -486,8 +499,7 @@ __attribute__((noinline)) int sw_synack(struct xdp_md *ctx, struct pkt *p, __u32
 		if (w.bad)
 			return SW_SYN_WORKER_OPTIONS;
 	}
-	if (verify_checksums &&
-	    csum_fold(pseudo_sum(p, hlen) + words_sum(tcp, 5) + words_sum(w.buf, optlen / 4)))
+	if (verify_checksums && !tcp_csum_ok(p, tcp, w.buf, hlen, optlen))
 		return SW_SYN_WORKER_CHECKSUM;
 	if (bad_endpoints(p, eth, tcp))
 		return SW_SYN_WORKER_SOURCE;

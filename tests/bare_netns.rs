@@ -16,14 +16,20 @@ use common::{Launch, Synwall, Testbed};
 /// A python http.server on port 80 (IPv4 and IPv6) in the server
 /// namespace, killed on drop.
 fn web_server(tb: &Testbed, dir: &std::path::Path) -> common::KillOnDrop {
+    web_server_on(tb, dir, 80)
+}
+
+/// As [`web_server`], on `port`.
+fn web_server_on(tb: &Testbed, dir: &std::path::Path, port: u16) -> common::KillOnDrop {
     let www = dir.join("www");
     std::fs::create_dir_all(&www).unwrap();
     std::fs::write(www.join("index.html"), "served\n").unwrap();
-    let mut cmd = tb.in_srv(&["python3", "-m", "http.server", "80", "--bind", "::"]);
+    let p = port.to_string();
+    let mut cmd = tb.in_srv(&["python3", "-m", "http.server", &p, "--bind", "::"]);
     cmd.current_dir(&www)
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    tb.serve(&mut cmd, 80)
+    tb.serve(&mut cmd, port)
 }
 
 /// `n` sequential curls of the page from the client namespace, each within
@@ -256,4 +262,72 @@ fn after_the_move_to_generic_mode_the_workers_still_answer() {
         redirected(&after) - redirected(&moved),
         "{moved} {after}"
     );
+}
+
+#[test]
+fn clients_whose_stack_leaves_the_checksum_to_offload_are_served() {
+    // A client on the same host (a container's veth) sends its segments
+    // with the TCP checksum left to offload (CHECKSUM_PARTIAL: the field
+    // holds the pseudo-header's sum), which is veth's default; the kernel
+    // takes them. synwall's workers and XDP program must too, for SYNs and
+    // for the ACKs that complete a handshake, over IPv4 and IPv6: first
+    // with the default answers (the workers'), then with every SYN-ACK from
+    // XDP (a sink on the client so they arrive).
+    if !common::require_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let tb = Testbed::new(1);
+    common::run_ok(
+        &mut tb.in_cli(&["ethtool", "-K", &tb.cli_if, "tx", "on"]),
+        "ethtool",
+    );
+    let server = web_server(&tb, dir.path());
+    tb.block_kernel_synacks(80);
+    let fetch_all =
+        || fetches(&tb, "http://198.18.0.1/", 3, "5") + fetches(&tb, "http://[2001:2::1]/", 3, "5");
+    let checksum_drops = |stats: &serde_json::Value| {
+        stats["workers"][0]["drops"]["tcp_checksum"]
+            .as_u64()
+            .unwrap()
+            + stats["xdp"]["syn_worker_checksum"].as_u64().unwrap()
+    };
+    {
+        let sw = Synwall::start(&tb, dir.path(), "");
+        let ok = fetch_all();
+        let stats = sw.stats_json().unwrap();
+        assert_eq!(ok, 6, "{stats}");
+        assert_eq!(checksum_drops(&stats), 0, "{stats}");
+        assert!(
+            stats["workers"][0]["synacks"].as_u64().unwrap() >= 6,
+            "{stats}"
+        );
+    }
+    // Proxy mode, the repair engine: the ACK and the request behind it go
+    // back into the kernel through a raw socket.
+    drop(server);
+    {
+        let _upstream = web_server_on(&tb, dir.path(), 8080);
+        let sw = Synwall::start(
+            &tb,
+            dir.path(),
+            "[handoff]\nmode = \"proxy\"\nupstreams = [\"198.18.0.1:8080\"]\nengine = \"repair\"\n",
+        );
+        let ok = fetch_all();
+        let stats = sw.stats_json().unwrap();
+        assert_eq!(ok, 6, "{stats}");
+        assert_eq!(checksum_drops(&stats), 0, "{stats}");
+        assert!(
+            stats["workers"][0]["repair"]["repaired"].as_u64().unwrap() >= 6,
+            "{stats}"
+        );
+    }
+    let _server = web_server(&tb, dir.path());
+    let _sink = tb.sink();
+    let sw = Synwall::start_with(&tb, dir.path(), "synack = \"xdp\"", "");
+    let ok = fetch_all();
+    let stats = sw.stats_json().unwrap();
+    assert_eq!(ok, 6, "{stats}");
+    assert_eq!(checksum_drops(&stats), 0, "{stats}");
+    assert!(stats["xdp"]["synack_xdp"].as_u64().unwrap() >= 6, "{stats}");
 }

@@ -143,9 +143,14 @@ impl<T: AsRef<[u8]>> Packet<T> {
 
     /// True when the checksum over `seed` (a pseudo-header accumulator from
     /// [`checksum::pseudo_v4`] or [`checksum::pseudo_v6`]) and the whole
-    /// segment is correct.
+    /// segment is correct, or when the sender's stack left it to offload
+    /// (Linux's CHECKSUM_PARTIAL: the field holds the pseudo-header's sum
+    /// alone). A local sender's segments cross a veth or a tap in that
+    /// form, and the kernel takes them, knowing where they came from; so
+    /// does synwall. Nothing gets through that a correct checksum would
+    /// not: anyone can compute one. `bpf/synack.h` (`tcp_csum_ok`) agrees.
     pub fn verify_checksum(&self, seed: u64) -> bool {
-        checksum::verify(seed, self.b())
+        checksum::verify(seed, self.b()) || be16(self.b(), 16) == checksum::fold(seed)
     }
 }
 
@@ -576,6 +581,40 @@ mod tests {
                 sack_permitted,
                 timestamps: ts.map(|(tsval, tsecr)| Timestamps { tsval, tsecr }),
             })
+    }
+
+    #[test]
+    fn a_checksum_left_to_offload_is_taken_and_a_wrong_one_is_not() {
+        let repr = Repr {
+            src_port: 40000,
+            dst_port: 80,
+            seq: 7,
+            ack: 0,
+            flags: 0x02,
+            window: 64240,
+            options: Options::default(),
+        };
+        let mut buf = vec![0u8; repr.header_len()];
+        repr.emit(&mut buf).unwrap();
+        let seed = checksum::pseudo_v4([198, 18, 0, 2], [198, 18, 0, 1], 6, buf.len() as u16);
+        // CHECKSUM_PARTIAL, as Linux writes it: ~csum_tcpudp_magic(.., 0).
+        put16(&mut buf, 16, checksum::fold(seed));
+        assert!(Packet::new_checked(&buf[..]).unwrap().verify_checksum(seed));
+        let right = {
+            let mut b = buf.clone();
+            Packet::new_unchecked(&mut b[..]).fill_checksum(seed);
+            be16(&b, 16)
+        };
+        for wrong in [checksum::fold(seed) ^ 1, !checksum::fold(seed), 0] {
+            if wrong == right {
+                continue;
+            }
+            put16(&mut buf, 16, wrong);
+            assert!(
+                !Packet::new_checked(&buf[..]).unwrap().verify_checksum(seed),
+                "{wrong:#x}"
+            );
+        }
     }
 
     proptest! {
