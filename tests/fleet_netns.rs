@@ -102,9 +102,6 @@ impl Fleet {
             "on",
         ]);
         sh(&[
-            "ip", "netns", "exec", &f.cli, "ethtool", "-K", &f.cli_if, "tx", "off",
-        ]);
-        sh(&[
             "ip",
             "-n",
             &f.cli,
