@@ -7,7 +7,10 @@
 #   Linux 6.12 (Debian 12's bookworm-security): kernel mode with the kfunc
 #     hand-off serves, keeps the ACK's request, and small-MSS clients; and
 #     on a real NIC driver (tests/vm/virtio_nic.sh: two virtio-net NICs
-#     that qemu joins), native XDP's SYN-ACKs leave and connections complete.
+#     that qemu joins), native XDP's SYN-ACKs leave and connections complete;
+#     and with systemd as the guest's PID 1 (tests/vm/systemd.sh), the
+#     Debian package's unit does what it promises (start, reload, journal,
+#     watchdog, stop, hardening, a namespaced server).
 # The newest package of each series is taken. Tests bound by load (200
 # concurrent clients, bulk) are left out: an emulated guest is too slow for
 # them, with or without synwall.
@@ -24,6 +27,8 @@ newest() { apt-cache search --names-only "$1" | awk '{print $1}' | sort -V | tai
 k61=${KERNEL_61:-$(newest '^linux-image-6\.1\.0-[0-9]+-amd64$')}
 k612=${KERNEL_612:-$(newest '^linux-image-6\.12\.[0-9]+\+deb12-amd64$')}
 built=$(cargo test --locked --test handoff_netns --no-run 2>&1) || { echo "$built" >&2; exit 1; }
+# The package of this tree, for the systemd guest (quick when it is built).
+bash scripts/package.sh >/dev/null
 bin=$(sed -n 's/.*Executable .*(\(.*\))$/\1/p' <<<"$built")
 [ -x "$bin" ] || { echo "test-kernels: no test binary in: $built" >&2; exit 1; }
 [ -n "$k61" ] && [ -n "$k612" ] || {
@@ -37,7 +42,7 @@ run() { # KERNEL COMMAND...
   echo "--> $k: $*"
   local out rc=0
   out=$(bash scripts/vm.sh "$k" "$@" 2>&1) || rc=$?
-  grep -E '^test |^test result|panicked|assertion|left:|right:|^served|^driver' <<<"$out" || true
+  grep -E '^test |^test result|panicked|assertion|left:|right:|^served|^driver|^ok:|^FAIL|^systemd:|^dpkg' <<<"$out" || true
   if [ "$rc" -ne 0 ]; then
     echo "test-kernels: $k: exit status $rc; the guest said:" >&2
     tail -40 <<<"$out" >&2
@@ -50,4 +55,5 @@ run "$k61" "$bin" --test-threads 1 the_repair_engine_keeps_the_acks_request \
 run "$k612" "$bin" --test-threads 1 request_in_the_handshake_ack_is_not_lost \
   clients_with_a_small_mss server_behind_synacks_from_xdp faulty_acks_with_valid_cookies
 VM_NICS=2 run "$k612" bash tests/vm/virtio_nic.sh
+VM_INIT=systemd run "$k612" bash tests/vm/systemd.sh
 exit $fail

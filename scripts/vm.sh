@@ -11,7 +11,9 @@
 # there; the kernel's own modules are bind-mounted at /lib/modules. No
 # network device: the guest's tests make their own namespaces and veths.
 # COMMAND runs in the project's directory with bpffs and tracefs mounted;
-# its output is this script's, and so is its exit status.
+# its output is this script's, and so is its exit status. With
+# VM_INIT=systemd, systemd is the guest's PID 1 and COMMAND runs as its
+# service.
 set -euo pipefail
 [ $# -ge 2 ] || { echo "usage: $0 PACKAGE COMMAND..." >&2; exit 2; }
 pkg=$1; shift
@@ -80,6 +82,13 @@ mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 vmout /new/mnt/vmout
 for d in proc sys dev; do mount --move /\$d /new/\$d; done
 mount -t tmpfs tmpfs /new/tmp; mount -t tmpfs tmpfs /new/run
 mount -t bpf bpf /new/sys/fs/bpf; mount -t tracefs tracefs /new/sys/kernel/tracing
+if [ -d /units ]; then
+  cp /units/* /new/etc/systemd/system/
+  # This machine's root is a container's: systemd would take that marker
+  # to mean it runs in one (and ignore the kernel's command line).
+  rm -f /new/.dockerenv
+  exec switch_root /new /lib/systemd/systemd
+fi
 # The kernel loads modules (veth, nf_tables, ...) with the root's modprobe.
 printf '#!/bin/busybox sh\nexec chroot /new /sbin/modprobe "\$@"\n' >/modprobe
 chmod +x /modprobe; echo /modprobe >/new/proc/sys/kernel/modprobe
@@ -89,6 +98,35 @@ sync
 poweroff -f
 EOF
 chmod +x "$init/init"
+# VM_INIT=systemd: the guest boots systemd as PID 1 into vm-command.target,
+# whose one service runs COMMAND and powers off (what multi-user.target
+# would start on this machine, a database and gettys, stays off).
+append="console=ttyS0 quiet panic=-1"
+if [ "${VM_INIT:-}" = systemd ]; then
+  mkdir "$init/units"
+  cat >"$init/units/vm-command.target" <<UNIT
+[Unit]
+Description=vm.sh: boot to the command only
+Requires=basic.target vm-command.service
+After=basic.target
+AllowIsolate=yes
+UNIT
+  cat >"$init/units/vm-command.service" <<UNIT
+[Unit]
+Description=vm.sh: the command
+After=basic.target
+[Service]
+Type=oneshot
+WorkingDirectory=$root
+ExecStart=/bin/bash -c '. /mnt/vmout/command; echo \$\$? >/mnt/vmout/rc; sync; systemctl --force --force poweroff'
+StandardInput=null
+StandardOutput=tty
+StandardError=tty
+TTYPath=/dev/ttyS0
+TimeoutStartSec=infinity
+UNIT
+  append+=" systemd.unit=vm-command.target systemd.show_status=0"
+fi
 (cd "$init" && find . | cpio -o -H newc --quiet | gzip -1) >"$vm/initrd-$version.gz"
 
 # VM_NICS=2: two virtio-net NICs joined to each other by a qemu hub (eth0
@@ -104,7 +142,7 @@ fi
 # Bounded: a guest that hangs ends here (status 124).
 timeout "${VM_TIMEOUT:-1800}" qemu-system-x86_64 -accel tcg,thread=multi -cpu max -smp 2 -m 2048 -nographic -no-reboot \
   -kernel "$kdir/boot/vmlinuz-$version" -initrd "$vm/initrd-$version.gz" \
-  -append "console=ttyS0 quiet panic=-1" "${nics[@]}" \
+  -append "$append" "${nics[@]}" \
   -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
   -virtfs local,path="$out",mount_tag=vmout,security_model=none </dev/null || exit $?
 exit "$(cat "$out/rc" 2>/dev/null || echo 125)"
