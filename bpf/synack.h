@@ -457,9 +457,13 @@ static __always_inline int write_tcp(void *data, void *data_end, __u32 l4, const
  * Answers a SYN to a protected port in place (`mode`). Returns -1 when the
  * frame now holds the SYN-ACK (the caller returns XDP_TX; SYNACK_CHECK: when
  * it could), otherwise the counter of why the worker must answer it, with
- * the frame untouched. A global function: the verifier checks it once.
+ * the frame untouched. `resize` (a constant) lets it change the frame's
+ * length; without it, a SYN-ACK of another length than the SYN is the
+ * worker's (SW_SYN_WORKER_NO_ROOM), and no call that moves packet data is
+ * left in the code (see xdp_synwall_ext).
  */
-__attribute__((noinline)) int sw_synack(struct xdp_md *ctx, struct pkt *p, __u32 mode)
+static __always_inline int synack_in_place(struct xdp_md *ctx, struct pkt *p, __u32 mode,
+					   const int resize)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
@@ -532,7 +536,7 @@ __attribute__((noinline)) int sw_synack(struct xdp_md *ctx, struct pkt *p, __u32
 	/* From here on the frame changes: its length first, so a tail that
 	 * cannot grow leaves it as it was. */
 	rc = (int)(l4 + tcp_len) - (int)(data_end - data);
-	if (rc && bpf_xdp_adjust_tail(ctx, rc))
+	if (rc && (!resize || bpf_xdp_adjust_tail(ctx, rc)))
 		return SW_SYN_WORKER_NO_ROOM;
 	data = (void *)(long)ctx->data;
 	data_end = (void *)(long)ctx->data_end;
@@ -545,6 +549,19 @@ __attribute__((noinline)) int sw_synack(struct xdp_md *ctx, struct pkt *p, __u32
 	if (write_ip(data, data_end, p, l3, tcp_len) || write_tcp(data, data_end, l4, h, tcp_len / 4))
 		return SW_SYN_WORKER_NO_ROOM;
 	return -1;
+}
+
+
+/* The two answers the XDP programs call: global functions, each checked
+ * once by the verifier. */
+__attribute__((noinline)) int sw_synack(struct xdp_md *ctx, struct pkt *p, __u32 mode)
+{
+	return synack_in_place(ctx, p, mode, 1);
+}
+
+__attribute__((noinline)) int sw_synack_same_len(struct xdp_md *ctx, struct pkt *p, __u32 mode)
+{
+	return synack_in_place(ctx, p, mode, 0);
 }
 
 #endif

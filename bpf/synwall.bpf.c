@@ -28,15 +28,16 @@
 /* XDP -> TC: what XDP decided about a segment to a protected port, in 4
  * bytes of XDP metadata, so TC skips segments of established sockets
  * without parsing them again. Without metadata support TC does the full
- * work. Must be the last thing before returning: it moves ctx->data_meta. */
+ * work. Must be the last thing before returning: it moves ctx->data_meta. Not in
+ * xdp_synwall_ext (`ext`), where TC does the full work. */
 #define SW_META_PASS 0x53570000u	/* "SW", 0: belongs to a kernel socket */
 #define SW_META_HANDOFF 0x53570001u	/* "SW", 1: cookie verified, hand it off */
 
-static __always_inline void set_meta(struct xdp_md *ctx, __u32 v)
+static __always_inline void set_meta(struct xdp_md *ctx, __u32 v, const int ext)
 {
 	void *data, *meta;
 
-	if (bpf_xdp_adjust_meta(ctx, -(int)sizeof(__u32)))
+	if (ext || bpf_xdp_adjust_meta(ctx, -(int)sizeof(__u32)))
 		return;
 	data = (void *)(long)ctx->data;
 	meta = (void *)(long)ctx->data_meta;
@@ -274,7 +275,8 @@ static __always_inline int kernel_cookie_ok(struct xdp_md *ctx, struct pkt *p, s
  * further on in sequence) passes too; anything else is dropped. Not
  * inlined: its stack is not the SYN path's (the verifier allows 512 bytes
  * along any chain of calls). */
-static __noinline int xdp_ack(struct xdp_md *ctx, struct pkt *p, struct tcphdr *tcp)
+static __always_inline int ack_verdict(struct xdp_md *ctx, struct pkt *p, struct tcphdr *tcp,
+				       const int ext)
 {
 	struct sw_flow_key k = {};
 	struct sw_ack a = {};
@@ -302,7 +304,7 @@ static __noinline int xdp_ack(struct xdp_md *ctx, struct pkt *p, struct tcphdr *
 			bpf_map_update_elem(&flows, &k, &nf, BPF_ANY);
 		if (handoff_repair)
 			return to_worker(ctx, rc);
-		set_meta(ctx, SW_META_HANDOFF);
+		set_meta(ctx, SW_META_HANDOFF, ext);
 		return verdict(rc, XDP_PASS);
 	}
 	if (rc == SW_DROP_BAD_COOKIE) {
@@ -314,10 +316,28 @@ static __noinline int xdp_ack(struct xdp_md *ctx, struct pkt *p, struct tcphdr *
 	if (peacetime())
 		return verdict(SW_PASS_PEACE_ACK, XDP_PASS);
 	if (kernel_cookie_ok(ctx, p, tcp)) {
-		set_meta(ctx, SW_META_PASS); /* TC: the kernel's, not ours to check */
+		set_meta(ctx, SW_META_PASS, ext); /* TC: the kernel's, not ours to check */
 		return verdict(SW_PASS_KERNEL_ACK, XDP_PASS);
 	}
 	return verdict(rc, XDP_DROP);
+}
+
+/* An ACK, in a subprogram of each XDP program's own. */
+static __noinline int xdp_ack(struct xdp_md *ctx, struct pkt *p, struct tcphdr *tcp)
+{
+	return ack_verdict(ctx, p, tcp, 0);
+}
+
+static __noinline int xdp_ack_ext(struct xdp_md *ctx, struct pkt *p, struct tcphdr *tcp)
+{
+	return ack_verdict(ctx, p, tcp, 1);
+}
+
+/* The SYN-ACK in place: resized as needed, or (`ext`) only when it has the
+ * SYN's length. */
+static __always_inline int synack(struct xdp_md *ctx, struct pkt *p, __u32 mode, const int ext)
+{
+	return ext ? sw_synack_same_len(ctx, p, mode) : sw_synack(ctx, p, mode);
 }
 
 /* synack = "auto": is this queue's worker behind by auto_backlog SYNs, or
@@ -455,10 +475,11 @@ static __noinline int source_capped(const struct pkt *p)
  * spends budget: one it drops for its checksum, options, flags or source
  * does not, so bad SYNs cannot use up a prefix's SYN-ACKs. The shapes
  * sw_synack leaves unchecked spend the prefix's second window. */
-static __always_inline int worker_capped(struct xdp_md *ctx, struct pkt *p, int rc)
+static __always_inline int worker_capped(struct xdp_md *ctx, struct pkt *p, int rc,
+					 const int ext)
 {
 	if (rc == -1)
-		rc = sw_synack(ctx, p, SYNACK_CHECK);
+		rc = synack(ctx, p, SYNACK_CHECK, ext);
 	if (rc == SW_SYN_WORKER_IP_EXT || rc == SW_SYN_WORKER_PAYLOAD)
 		return reflection_capped(p, 1);
 	if (rc >= 0 && rc != SW_SYN_WORKER_NO_ROOM)
@@ -489,11 +510,11 @@ static __always_inline int probe_due(void)
  * A SYN (a retransmission to a request socket, a TIME-WAIT reuse) is looked
  * up only when synwall would answer it itself: the lookup is the dearest
  * step of the SYN path, and a SYN bound for the kernel anyway needs none. */
-static __always_inline int of_kernel_socket(struct xdp_md *ctx, struct pkt *p)
+static __always_inline int of_kernel_socket(struct xdp_md *ctx, struct pkt *p, const int ext)
 {
 	if (!has_kernel_socket(ctx, p))
 		return 0;
-	set_meta(ctx, SW_META_PASS);
+	set_meta(ctx, SW_META_PASS, ext);
 	return 1;
 }
 
@@ -513,28 +534,28 @@ static __always_inline int syn_to_kernel(enum sw_counter c)
  * lookup would cost more than the kernel can spare at the flood rates that
  * bring synwall here. */
 static __always_inline int syn_without_xdp_tx(struct xdp_md *ctx, struct pkt *p,
-					      struct sw_queue_load *q)
+					      struct sw_queue_load *q, const int ext)
 {
 	int worker = !worker_backed_up(q);
 
 	if (!worker && !probe_due())
 		return syn_to_kernel(SW_SYN_KERNEL);
-	if (of_kernel_socket(ctx, p))
+	if (of_kernel_socket(ctx, p, ext))
 		return verdict(SW_PASS_SOCKET, XDP_PASS);
 	if (worker) {
-		if (reflection_on() && worker_capped(ctx, p, -1))
+		if (reflection_on() && worker_capped(ctx, p, -1, ext))
 			return verdict(SW_DROP_REFLECTION_CAP, XDP_DROP);
 		if (redirect_to_worker(ctx, q))
 			return verdict(SW_SYN_REDIRECT, XDP_REDIRECT);
 		return syn_to_kernel(SW_SYN_NO_XSK);
 	}
-	if (sw_synack(ctx, p, SYNACK_WRITE) < 0)
+	if (synack(ctx, p, SYNACK_WRITE, ext) < 0)
 		return verdict(SW_SYNACK_XDP, XDP_TX);
 	return syn_to_kernel(SW_SYN_KERNEL);
 }
 
 /* XDP: a SYN (no ACK, no RST) to a protected port. */
-static __always_inline int xdp_syn(struct xdp_md *ctx, struct pkt *p)
+static __always_inline int xdp_syn(struct xdp_md *ctx, struct pkt *p, const int ext)
 {
 	struct sw_queue_load *q;
 	int rc, guard;
@@ -546,15 +567,15 @@ static __always_inline int xdp_syn(struct xdp_md *ctx, struct pkt *p)
 		return verdict(SW_DROP_SOURCE_CAP, XDP_DROP);
 	q = auto_queue_load(ctx);
 	if (!xdp_tx_ok && synack_mode != SYNACK_AFXDP)
-		return syn_without_xdp_tx(ctx, p, q);
-	if (of_kernel_socket(ctx, p))
+		return syn_without_xdp_tx(ctx, p, q, ext);
+	if (of_kernel_socket(ctx, p, ext))
 		return verdict(SW_PASS_SOCKET, XDP_PASS);
 	guard = reflection_on();
 	rc = -1; /* not looked at */
 	if (synack_mode == SYNACK_XDP || worker_backed_up(q)) {
 		if (synack_mode == SYNACK_AUTO)
 			count(SW_SYN_BACKLOG);
-		rc = sw_synack(ctx, p, SYNACK_WRITE);
+		rc = synack(ctx, p, SYNACK_WRITE, ext);
 		if (rc < 0) {
 			/* Only a SYN answered spends the guard's budget: p
 			 * still holds the SYN's addresses, and a capped answer
@@ -565,7 +586,7 @@ static __always_inline int xdp_syn(struct xdp_md *ctx, struct pkt *p)
 		}
 		count(rc);
 	}
-	if (guard && worker_capped(ctx, p, rc))
+	if (guard && worker_capped(ctx, p, rc, ext))
 		return verdict(SW_DROP_REFLECTION_CAP, XDP_DROP);
 	if (redirect_to_worker(ctx, q))
 		return verdict(SW_SYN_REDIRECT, XDP_REDIRECT);
@@ -614,8 +635,7 @@ static __always_inline int xdp_first_fragment(const struct tcphdr *tcp)
 	return verdict(SW_DROP_FRAGMENT, XDP_DROP);
 }
 
-SEC("xdp")
-int xdp_synwall(struct xdp_md *ctx)
+static __always_inline int synwall_xdp(struct xdp_md *ctx, const int ext)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
@@ -646,15 +666,36 @@ int xdp_synwall(struct xdp_md *ctx)
 	if (p.frag)
 		return xdp_first_fragment(tcp);
 	if (tcp->syn && !tcp->ack && !tcp->rst)
-		return xdp_syn(ctx, &p);
-	if (of_kernel_socket(ctx, &p))
+		return xdp_syn(ctx, &p, ext);
+	if (of_kernel_socket(ctx, &p, ext))
 		return verdict(SW_PASS_SOCKET, XDP_PASS);
 	if (tcp->rst)
 		return verdict(SW_PASS_RST, XDP_PASS);
 	if (tcp->syn || !tcp->ack) /* a SYN-ACK to a server port (reflection, as the
 				    * core drops it), or no flag a scan would not set */
 		return verdict(SW_DROP_BAD_FLAGS, XDP_DROP);
-	return xdp_ack(ctx, &p, tcp);
+	return ext ? xdp_ack_ext(ctx, &p, tcp) : xdp_ack(ctx, &p, tcp);
+}
+
+/* The XDP program, attached alone (a BPF link). */
+SEC("xdp")
+int xdp_synwall(struct xdp_md *ctx)
+{
+	return synwall_xdp(ctx, 0);
+}
+
+/* The same, as a program of libxdp's dispatcher (attach = "libxdp"). Since
+ * Linux 6.13 (and 6.12.x stable), an extension may move packet data only
+ * where the function it replaces does, and the dispatchers of libxdp before
+ * 1.5.5 (Debian 12's 1.3.1, the 1.4.3 synwall links) do not: so this one
+ * has no call that does. No XDP metadata for TC, which then does the full
+ * work, and SYN-ACKs from XDP only of the SYN's own length (Linux's SYN
+ * with timestamps, SACK and window scaling has it); the others go to the
+ * workers. */
+SEC("xdp")
+int xdp_synwall_ext(struct xdp_md *ctx)
+{
+	return synwall_xdp(ctx, 1);
 }
 
 /*

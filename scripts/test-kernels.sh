@@ -10,7 +10,9 @@
 #     that qemu joins), native XDP's SYN-ACKs leave and connections complete;
 #     and with systemd as the guest's PID 1 (tests/vm/systemd.sh), the
 #     Debian package's unit does what it promises (start, reload, journal,
-#     watchdog, stop, hardening, a namespaced server).
+#     watchdog, stop, hardening, a namespaced server); and libxdp's
+#     dispatcher (whose extensions 6.12 checks) holds synwall beside
+#     Debian's xdp-filter, in either order, failing open after a crash.
 # The newest package of each series is taken. Tests bound by load (200
 # concurrent clients, bulk) are left out: an emulated guest is too slow for
 # them, with or without synwall.
@@ -26,11 +28,12 @@ fi
 newest() { apt-cache search --names-only "$1" | awk '{print $1}' | sort -V | tail -1; }
 k61=${KERNEL_61:-$(newest '^linux-image-6\.1\.0-[0-9]+-amd64$')}
 k612=${KERNEL_612:-$(newest '^linux-image-6\.12\.[0-9]+\+deb12-amd64$')}
-built=$(cargo test --locked --test handoff_netns --no-run 2>&1) || { echo "$built" >&2; exit 1; }
+built=$(cargo test --locked --test handoff_netns --test datapath_netns --no-run 2>&1) || { echo "$built" >&2; exit 1; }
 # The package of this tree, for the systemd guest (quick when it is built).
 bash scripts/package.sh >/dev/null
-bin=$(sed -n 's/.*Executable .*(\(.*\))$/\1/p' <<<"$built")
-[ -x "$bin" ] || { echo "test-kernels: no test binary in: $built" >&2; exit 1; }
+test_bin() { sed -n "s/.*Executable tests\/$1.rs (\(.*\))$/\1/p" <<<"$built"; }
+bin=$(test_bin handoff_netns) dbin=$(test_bin datapath_netns)
+[ -x "$bin" ] && [ -x "$dbin" ] || { echo "test-kernels: no test binaries in: $built" >&2; exit 1; }
 [ -n "$k61" ] && [ -n "$k612" ] || {
   echo "test-kernels: Debian's 6.1 and 6.12 kernel packages are not in apt's index (bookworm and bookworm-security)" >&2
   exit 1
@@ -54,6 +57,7 @@ run "$k61" "$bin" --test-threads 1 the_repair_engine_keeps_the_acks_request \
   dead_upstream_gives_a_prompt_close_with_the_repair_engine
 run "$k612" "$bin" --test-threads 1 request_in_the_handshake_ack_is_not_lost \
   clients_with_a_small_mss server_behind_synacks_from_xdp faulty_acks_with_valid_cookies
+run "$k612" "$dbin" --test-threads 1 libxdp_
 VM_NICS=2 run "$k612" bash tests/vm/virtio_nic.sh
 VM_INIT=systemd run "$k612" bash tests/vm/systemd.sh
 exit $fail

@@ -822,6 +822,9 @@ impl Drop for Bpffs {
     }
 }
 
+/// synwall's program in a dispatcher (src/xdp/libxdp.rs, PROGRAM_NAME).
+const PROGRAM: &str = "xdp_synwall_ext";
+
 /// How many programs of `name` `xdp-loader status` lists on the interface.
 fn xdp_loader_count(tb: &Testbed, bpffs: &Bpffs, name: &str) -> usize {
     let out = tb
@@ -886,17 +889,13 @@ fn libxdp_attach_fails_open_after_a_crash_and_cleans_up_after_itself() {
     fetch("through synwall");
     let stats = sw.stats_json().unwrap();
     assert!(stats["xdp"]["synack_xdp"].as_u64() >= Some(1), "{stats}");
-    assert_eq!(xdp_loader_count(&tb, &bpffs, "xdp_synwall"), 1);
+    assert_eq!(xdp_loader_count(&tb, &bpffs, PROGRAM), 1);
 
     // Killed, synwall cannot detach: its program stays, and passes every
     // packet once the heartbeat is 2 s old, so the kernel serves the port.
     sw.signal("-KILL");
     drop(sw);
-    assert_eq!(
-        xdp_loader_count(&tb, &bpffs, "xdp_synwall"),
-        1,
-        "left behind"
-    );
+    assert_eq!(xdp_loader_count(&tb, &bpffs, PROGRAM), 1, "left behind");
     std::thread::sleep(Duration::from_millis(2500));
     fetch("from the kernel, past the stale program");
 
@@ -908,7 +907,7 @@ fn libxdp_attach_fails_open_after_a_crash_and_cleans_up_after_itself() {
         "{log}"
     );
     assert_eq!(
-        xdp_loader_count(&tb, &bpffs, "xdp_synwall"),
+        xdp_loader_count(&tb, &bpffs, PROGRAM),
         1,
         "only the new one"
     );
@@ -916,11 +915,7 @@ fn libxdp_attach_fails_open_after_a_crash_and_cleans_up_after_itself() {
     sw.signal("-TERM");
     let (st, log) = exit_of(sw, dir.path());
     assert!(st.success(), "{log}");
-    assert_eq!(
-        xdp_loader_count(&tb, &bpffs, "xdp_synwall"),
-        0,
-        "nothing left"
-    );
+    assert_eq!(xdp_loader_count(&tb, &bpffs, PROGRAM), 0, "nothing left");
 }
 
 #[test]
@@ -949,6 +944,11 @@ fn libxdp_attach_shares_the_interface_where_the_kernel_runs_the_dispatcher() {
         out.status.success()
     });
     assert!(loaded, "xdp-filter load failed three times");
+    let xdp_filter = |args: &[&str]| {
+        let mut cmd = tb.in_srv(&["xdp-filter"]);
+        cmd.args(args).env("LIBXDP_BPFFS", bpffs.path());
+        common::run_ok(&mut cmd, "xdp-filter");
+    };
     let in_dispatcher = tb
         .in_srv(&["xdp-loader", "status", &tb.srv_if])
         .env("LIBXDP_BPFFS", bpffs.path())
@@ -973,11 +973,35 @@ fn libxdp_attach_shares_the_interface_where_the_kernel_runs_the_dispatcher() {
                 ..Default::default()
             },
         );
-        assert_eq!(xdp_loader_count(&tb, &bpffs, "xdp_synwall"), 1);
+        assert_eq!(xdp_loader_count(&tb, &bpffs, PROGRAM), 1);
         assert_eq!(
             xdp_loader_count(&tb, &bpffs, "xdpfilt_alw_all"),
             1,
             "both run"
+        );
+        // synwall's stop leaves the other program running.
+        sw.signal("-TERM");
+        let (st, log) = exit_of(sw, dir.path());
+        assert!(st.success(), "{log}");
+        assert_eq!(xdp_loader_count(&tb, &bpffs, PROGRAM), 0);
+        assert_eq!(xdp_loader_count(&tb, &bpffs, "xdpfilt_alw_all"), 1);
+        // The other order: synwall first, then xdp-filter joins it.
+        xdp_filter(&["unload", &tb.srv_if]);
+        let sw = Synwall::launch(
+            &tb,
+            dir.path(),
+            &common::Launch {
+                datapath: "attach = \"libxdp\"",
+                env: &env,
+                ..Default::default()
+            },
+        );
+        xdp_filter(&["load", "-m", "native", &tb.srv_if]);
+        assert_eq!(xdp_loader_count(&tb, &bpffs, PROGRAM), 1);
+        assert_eq!(
+            xdp_loader_count(&tb, &bpffs, "xdpfilt_alw_all"),
+            1,
+            "both run, synwall first"
         );
         drop(sw);
     } else {

@@ -6,9 +6,10 @@
 //! itself, so the program cannot be the skeleton's, which is loaded as
 //! plain XDP. A second object is opened from the same ELF, every map of it
 //! reusing the skeleton's (so keys, settings, counters and sockets are
-//! shared), with only the XDP program set to load; libxdp loads and links
-//! it. The dispatcher's links are pinned in bpffs, so the program outlives
-//! a synwall that dies without detaching it: the heartbeat (bpf/maps.h)
+//! shared), with only the dispatcher's variant of the XDP program
+//! (`xdp_synwall_ext`) set to load; libxdp loads and links it. The
+//! dispatcher's links are pinned in bpffs, so the program outlives a
+//! synwall that dies without detaching it: the heartbeat (bpf/maps.h)
 //! makes it pass everything then, and [`remove_stale`] takes it out on the
 //! next start.
 
@@ -24,8 +25,14 @@ use crate::config::XdpMode;
 /// The compiled object (build.rs), the same the skeleton embeds.
 const OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/synwall.bpf.o"));
 
-/// The XDP program's name, as the dispatcher lists it.
-pub const PROGRAM_NAME: &str = "xdp_synwall";
+/// The XDP program's name, as the dispatcher lists it: the variant with no
+/// call that moves packet data, which every libxdp's dispatcher takes
+/// (bpf/synwall.bpf.c, `xdp_synwall_ext`).
+pub const PROGRAM_NAME: &str = "xdp_synwall_ext";
+
+/// What synwall's program was called in dispatchers before: a program of
+/// that name left by an older synwall is stale too.
+const OLD_PROGRAM_NAME: &str = "xdp_synwall";
 
 /// Our program in an interface's dispatcher; detached on drop.
 pub struct DispatcherProgram {
@@ -98,24 +105,35 @@ impl DispatcherProgram {
         mode: XdpMode,
     ) -> Result<(DispatcherProgram, &'static str), XdpError> {
         let object = open_extension(skel)?;
-        let section = c"xdp";
         let raw = object
             .as_libbpf_object()
             .as_ptr()
             .cast::<libxdp_sys::bpf_object>();
-        // SAFETY: `raw` is the open bpf_object that `object` owns and keeps
-        // alive as long as the xdp_program (both live in the returned
+        let name = c"xdp_synwall_ext";
+        debug_assert_eq!(name.to_str(), Ok(PROGRAM_NAME));
+        // SAFETY: zeroed opts are libxdp's defaults; the size field says
+        // which fields this caller knows.
+        let mut opts: libxdp_sys::xdp_program_opts = unsafe { std::mem::zeroed() };
+        opts.sz = std::mem::size_of::<libxdp_sys::xdp_program_opts>();
+        opts.obj = raw;
+        opts.prog_name = name.as_ptr();
+        // SAFETY: `opts` names the open bpf_object that `object` owns and
+        // keeps alive as long as the xdp_program (both live in the returned
         // value); libxdp borrows it (it does not close it) and copies the
-        // section name.
-        let prog = unsafe { libxdp_sys::xdp_program__from_bpf_obj(raw, section.as_ptr()) };
+        // program's name. The program is picked by name: both XDP programs
+        // are in section "xdp".
+        let prog = unsafe { libxdp_sys::xdp_program__create(&mut opts) };
         // SAFETY: libxdp_get_error reads only the pointer's value.
         let err = unsafe { libxdp_sys::libxdp_get_error(prog.cast()) };
         let prog = NonNull::new(prog)
             .filter(|_| err == 0)
-            .ok_or(XdpError::Attach {
+            .ok_or_else(|| XdpError::Attach {
                 what: "XDP (libxdp): opening the program",
                 ifindex,
-                source: std::io::Error::from_raw_os_error(-(err as i32)),
+                source: match err {
+                    0 => std::io::Error::last_os_error(),
+                    e => std::io::Error::from_raw_os_error(-(e as i32)),
+                },
             })?;
         let mut last = 0;
         for &(m, name) in libxdp_mode(mode) {
@@ -267,7 +285,7 @@ impl Dispatcher {
         let Some((prog, _)) = self
             .entries()
             .zip(self.programs())
-            .find(|(_, (n, _))| n == PROGRAM_NAME)
+            .find(|(_, (n, _))| n == PROGRAM_NAME || n == OLD_PROGRAM_NAME)
         else {
             return false;
         };

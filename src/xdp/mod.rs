@@ -556,6 +556,9 @@ impl Program {
         // The repair engine needs no TC program; not loading it lets the
         // rest load on kernels without TCX (Linux 6.6).
         open.progs.tc_handoff.set_autoload(!settings.handoff_repair);
+        // The dispatcher's variant loads from a second object when libxdp
+        // attaches it (libxdp.rs), never here.
+        open.progs.xdp_synwall_ext.set_autoload(false);
         let mut skel = open.load().map_err(XdpError::Load)?;
         let live = skel
             .maps
