@@ -1448,3 +1448,112 @@ fn an_unreadable_secret_at_start_is_a_clear_error() {
     // Nothing was left attached by any of them.
     assert!(!tb.srv_link().contains("xdp"), "{}", tb.srv_link());
 }
+
+/// The maps of the program `prog` (by id), by name: `bpftool` ids.
+fn maps_of(prog: u64) -> std::collections::HashMap<String, u64> {
+    let out = common::run_ok(
+        Command::new("bpftool").args(["-j", "prog", "show", "id", &prog.to_string()]),
+        "bpftool prog show",
+    );
+    let p: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    p["map_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|id| {
+            let id = id.as_u64().unwrap();
+            let out = common::run_ok(
+                Command::new("bpftool").args(["-j", "map", "show", "id", &id.to_string()]),
+                "bpftool map show",
+            );
+            let m: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            (m["name"].as_str().unwrap().to_string(), id)
+        })
+        .collect()
+}
+
+/// A map's entries (`bpftool map dump`), sorted.
+fn map_dump(id: u64) -> String {
+    let out = common::run_ok(
+        Command::new("bpftool").args(["-j", "map", "dump", "id", &id.to_string()]),
+        "bpftool map dump",
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut entries: Vec<String> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.to_string())
+        .collect();
+    entries.sort();
+    entries.join("\n")
+}
+
+#[test]
+fn a_reload_whose_map_update_fails_changes_nothing() {
+    // A reload that changes ports, allow, deny and the secret, whose deny
+    // update fails (the map frozen under synwall: every write refused).
+    // The steps before it (ports, allow) and after it (keys) must be put
+    // back, each even though the frozen map refuses the roll-back too; the
+    // reload is counted as failed and the old configuration goes on.
+    if !common::require_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let tb = Testbed::new(1);
+    // (The test's part follows the [cookie] section: a key there first.)
+    let sw = Synwall::start(
+        &tb,
+        dir.path(),
+        "rotation_secs = 86400\n[protect]\nports = [80]\nallow = [\"198.18.0.200/32\"]\n",
+    );
+    let status: serde_json::Value = serde_json::from_slice(
+        &common::run_ok(
+            Command::new(env!("CARGO_BIN_EXE_synwall")).args([
+                "status",
+                "--socket",
+                sw.stats.to_str().unwrap(),
+                "--json",
+            ]),
+            "synwall status",
+        )
+        .stdout,
+    )
+    .unwrap();
+    let maps = maps_of(status["xdp_link"]["prog_id"].as_u64().unwrap());
+    let watched = ["ports", "allow", "deny", "keys", "secret_count"];
+    let before: Vec<String> = watched.iter().map(|m| map_dump(maps[*m])).collect();
+    let stats0 = sw.stats_json().unwrap();
+    common::run_ok(
+        Command::new("bpftool").args(["map", "freeze", "id", &maps["deny"].to_string()]),
+        "bpftool map freeze",
+    );
+    common::write_secret(
+        &dir.path().join("secret"),
+        "0123456789abcdef0123456789abcdef",
+    );
+    sw.rewrite_config(
+        "rotation_secs = 86400\n[protect]\nports = [80, 8080]\n\
+         allow = [\"198.18.0.200/32\", \"198.18.0.201/32\"]\ndeny = [\"198.18.0.202/32\"]\n",
+    );
+    let out = sw.reload();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the reload must fail: {said}");
+    assert!(said.contains("deny"), "{said}");
+    let after: Vec<String> = watched.iter().map(|m| map_dump(maps[*m])).collect();
+    for (i, m) in watched.iter().enumerate() {
+        assert_eq!(before[i], after[i], "map {m} changed by a failed reload");
+    }
+    let stats = sw.stats_json().unwrap();
+    assert_eq!(stats["reloads_failed"], 1, "{stats}");
+    assert_eq!(stats["reloads_ok"], stats0["reloads_ok"], "{stats}");
+    assert_eq!(
+        stats["secret_fingerprint"], stats0["secret_fingerprint"],
+        "{stats}"
+    );
+    let _listener = tb.listener(80, 5);
+    assert!(
+        connect(&tb, common::SERVER4, 3.0),
+        "served after the failed reload"
+    );
+}

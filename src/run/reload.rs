@@ -116,7 +116,7 @@ impl Datapath<'_> {
     /// settings. (A proxy update that answered too late is not undone: the
     /// proxy may still take it; the reload's error says it did not answer.)
     fn roll_back(&self, live: &Live, tried: &ProgramSettings) {
-        if let Err(e) = self.program.update(tried, &live.program) {
+        for e in self.program.restore(tried, &live.program) {
             tracing::error!("rolling back a failed reload: the XDP maps: {e}");
         }
         if let Err(e) = live.epochs.install(self.program, &live.secrets, None) {

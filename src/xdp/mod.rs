@@ -516,6 +516,25 @@ fn addr_key(addr: &IpAddr) -> Vec<u8> {
     raw
 }
 
+/// One step of [`Program::update`].
+type UpdateStep = fn(&Program, &ProgramSettings, &ProgramSettings) -> Result<(), XdpError>;
+
+/// The steps of an update, in the order that keeps protection on.
+const UPDATE_STEPS: [UpdateStep; 7] = [
+    Program::add_ports,
+    Program::add_addresses,
+    Program::update_allow,
+    Program::update_deny,
+    Program::update_live,
+    Program::remove_ports,
+    Program::remove_addresses,
+];
+
+/// The ports map's key for `port`.
+fn port_key(port: u16) -> [u8; 4] {
+    u32::from(port).to_ne_bytes()
+}
+
 impl Program {
     /// Opens, configures and loads (verifies) the program.
     pub fn load(settings: &ProgramSettings) -> Result<Program, XdpError> {
@@ -587,42 +606,79 @@ impl Program {
     ///
     /// The order keeps protection on throughout: new ports and addresses
     /// are added before old ones are removed, and the address filter is
-    /// turned on only once its entries are in (off before they go).
+    /// turned on only once its entries are in (off before they go). Stops
+    /// at the first step that fails.
     pub fn update(&self, old: &ProgramSettings, new: &ProgramSettings) -> Result<(), XdpError> {
-        use std::collections::HashSet;
-        let port_key = |p: u16| u32::from(p).to_ne_bytes();
-        let (old_ports, new_ports): (HashSet<u16>, HashSet<u16>) = (
-            old.ports.iter().copied().collect(),
-            new.ports.iter().copied().collect(),
-        );
-        for &port in new_ports.difference(&old_ports) {
+        UPDATE_STEPS
+            .iter()
+            .try_for_each(|step| step(self, old, new))
+    }
+
+    /// Puts `live` back after an update from `live` to `tried` failed part
+    /// way: every step of an update from `tried` to `live`, each tried
+    /// even when another fails (a map that refused the update may refuse
+    /// this too, and must not keep the rest from being restored). Returns
+    /// the steps' failures.
+    pub fn restore(&self, tried: &ProgramSettings, live: &ProgramSettings) -> Vec<XdpError> {
+        UPDATE_STEPS
+            .iter()
+            .filter_map(|step| step(self, tried, live).err())
+            .collect()
+    }
+
+    fn add_ports(&self, old: &ProgramSettings, new: &ProgramSettings) -> Result<(), XdpError> {
+        self.set_ports(&new.ports, &old.ports, 1)
+    }
+
+    fn remove_ports(&self, old: &ProgramSettings, new: &ProgramSettings) -> Result<(), XdpError> {
+        self.set_ports(&old.ports, &new.ports, 0)
+    }
+
+    /// Sets the ports map's entry of every port of `these` not in `but` to
+    /// `on`.
+    fn set_ports(&self, these: &[u16], but: &[u16], on: u8) -> Result<(), XdpError> {
+        let but: std::collections::HashSet<u16> = but.iter().copied().collect();
+        for &port in these.iter().filter(|p| !but.contains(p)) {
             let m = &self.skel.maps.ports;
-            m.update(&port_key(port), &[1], MapFlags::ANY)
+            m.update(&port_key(port), &[on], MapFlags::ANY)
                 .map_err(map_err("ports"))?;
         }
+        Ok(())
+    }
+
+    fn add_addresses(&self, old: &ProgramSettings, new: &ProgramSettings) -> Result<(), XdpError> {
         for addr in new.addresses.iter().filter(|a| !old.addresses.contains(a)) {
             let m = &self.skel.maps.addresses;
             m.update(&addr_key(addr), &[1], MapFlags::ANY)
                 .map_err(map_err("addresses"))?;
         }
-        for (map, old, new, name) in [
-            (&self.skel.maps.allow, &old.allow, &new.allow, "allow"),
-            (&self.skel.maps.deny, &old.deny, &new.deny, "deny"),
-        ] {
-            update_prefixes(map, old, new).map_err(map_err(name))?;
-        }
-        self.write_live(new);
-        for &port in old_ports.difference(&new_ports) {
-            let m = &self.skel.maps.ports;
-            m.update(&port_key(port), &[0], MapFlags::ANY)
-                .map_err(map_err("ports"))?;
-        }
+        Ok(())
+    }
+
+    fn remove_addresses(
+        &self,
+        old: &ProgramSettings,
+        new: &ProgramSettings,
+    ) -> Result<(), XdpError> {
         for addr in old.addresses.iter().filter(|a| !new.addresses.contains(a)) {
             match self.skel.maps.addresses.delete(&addr_key(addr)) {
                 Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => {}
                 r => r.map_err(map_err("addresses"))?,
             }
         }
+        Ok(())
+    }
+
+    fn update_allow(&self, old: &ProgramSettings, new: &ProgramSettings) -> Result<(), XdpError> {
+        update_prefixes(&self.skel.maps.allow, &old.allow, &new.allow).map_err(map_err("allow"))
+    }
+
+    fn update_deny(&self, old: &ProgramSettings, new: &ProgramSettings) -> Result<(), XdpError> {
+        update_prefixes(&self.skel.maps.deny, &old.deny, &new.deny).map_err(map_err("deny"))
+    }
+
+    fn update_live(&self, _old: &ProgramSettings, new: &ProgramSettings) -> Result<(), XdpError> {
+        self.write_live(new);
         Ok(())
     }
 
