@@ -45,7 +45,7 @@ run() { # KERNEL COMMAND...
   echo "--> $k: $*"
   local out rc=0
   out=$(bash scripts/vm.sh "$k" "$@" 2>&1) || rc=$?
-  grep -E '^test |^test result|panicked|assertion|left:|right:|^served|^driver|^ok:|^FAIL|^systemd:|^dpkg' <<<"$out" || true
+  grep -E '^test |^test result|panicked|assertion|left:|right:|^served|^driver|^ok:|^FAIL|^systemd:|^dpkg|^status:' <<<"$out" || true
   if [ "$rc" -ne 0 ]; then
     echo "test-kernels: $k: exit status $rc; the guest said:" >&2
     tail -40 <<<"$out" >&2
