@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod proto;
 pub mod replay;
 pub mod run;
+pub mod stats;
 pub mod wire;
 pub mod worker;
 pub mod xdp;

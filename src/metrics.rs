@@ -17,7 +17,7 @@ use prometheus_client::registry::{Registry, Unit};
 
 use crate::handoff::proxy::ProxySnapshot;
 use crate::proto::handshake::DropReason;
-use crate::run::Snapshot;
+use crate::stats::Snapshot;
 
 /// Labels of one sample.
 type Labels = Vec<(&'static str, String)>;
@@ -204,7 +204,7 @@ impl SnapshotCollector {
     /// Per worker (queue) counters.
     fn workers(&self, enc: &mut DescriptorEncoder) -> Fr {
         let ws = &self.0.workers;
-        let per = |f: &dyn Fn(&crate::run::WorkerEntry) -> u64| -> Vec<Sample> {
+        let per = |f: &dyn Fn(&crate::stats::WorkerEntry) -> u64| -> Vec<Sample> {
             ws.iter()
                 .map(|w| (vec![("queue", w.queue.to_string())], f(w)))
                 .collect()

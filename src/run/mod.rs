@@ -7,7 +7,7 @@ mod reload;
 mod status;
 mod supervise;
 mod tx_watch;
-pub use tx_watch::XdpAnswers;
+pub use crate::stats::{Snapshot, WorkerEntry, XdpAnswers};
 
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -18,18 +18,16 @@ use std::sync::mpsc;
 use std::thread::{Scope, ScopedJoinHandle};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
-
 use crate::config::{AttachMode, Config, HandoffEngine, HandoffMode, SynackMode, XdpMode};
 use crate::handoff::proxy::{
-    self, Listener, Proxy, ProxyCounters, ProxyError, ProxySettings, ProxySnapshot, ProxyUpdate,
+    self, Listener, Proxy, ProxyCounters, ProxyError, ProxySettings, ProxyUpdate,
 };
 use crate::handoff::repair;
 use crate::host;
 use crate::metrics;
 use crate::proto::cookie::{KeySchedule, Secrets};
 use crate::proto::time::UnixTime;
-use crate::worker::{self, SharedCore, WorkerControl, WorkerCounters, WorkerSnapshot};
+use crate::worker::{self, SharedCore, WorkerControl, WorkerCounters};
 
 use crate::xdp::{self, Attachment, Program, ProgramSettings, QueueLoads};
 use crate::xsk::{BusyPoll, Frame, Xsk, XskConfig};
@@ -137,55 +135,6 @@ pub fn handoff_engine(cfg: &Config, has_kfunc: bool) -> Result<HandoffEngine, Ru
         }
         _ => Ok(engine),
     }
-}
-
-/// Everything `synwall stats` shows.
-#[derive(Debug, Clone, Serialize)]
-pub struct Snapshot {
-    /// Interface served.
-    pub interface: String,
-    /// XDP mode in effect.
-    pub xdp_mode: &'static str,
-    /// Per worker (queue order).
-    pub workers: Vec<WorkerEntry>,
-    /// The XDP program's counters, summed over CPUs.
-    pub xdp: std::collections::BTreeMap<&'static str, u64>,
-    /// Proxy-mode counters (absent in kernel mode).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub proxy: Option<ProxySnapshot>,
-    /// Seconds since the datapath started.
-    pub uptime_secs: u64,
-    /// The key epoch cookies are minted with now.
-    pub epoch: u64,
-    /// The minting secret's fingerprint (docs/cookie.md §2): equal on every
-    /// node of a fleet.
-    pub secret_fingerprint: String,
-    /// The fingerprint of the rollover's other, accepted secret.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub previous_secret_fingerprint: Option<String>,
-    /// Reloads applied.
-    pub reloads_ok: u64,
-    /// Reloads rejected (the configuration stayed as it was).
-    pub reloads_failed: u64,
-    /// An attack is on (the `[attack]` detector).
-    pub under_attack: bool,
-    /// Attacks seen since the start.
-    pub attacks: u64,
-    /// Whether the XDP program's answers leave the interface.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub xdp_answers: Option<tx_watch::XdpAnswers>,
-}
-
-/// One worker in a [`Snapshot`].
-#[derive(Debug, Clone, Serialize)]
-pub struct WorkerEntry {
-    /// Receive queue.
-    pub queue: u32,
-    /// CPU it is pinned to.
-    pub cpu: usize,
-    /// Its counters.
-    #[serde(flatten)]
-    pub counters: WorkerSnapshot,
 }
 
 /// How long the control loop waits for a client (stats socket or metrics)
@@ -762,7 +711,7 @@ struct Datapath<'a> {
     zero_copy: Vec<Option<bool>>,
     /// Whether XDP answers leave the interface, as the control loop's
     /// watch last said.
-    xdp_answers: std::sync::Mutex<Option<tx_watch::XdpAnswers>>,
+    xdp_answers: std::sync::Mutex<Option<XdpAnswers>>,
 }
 
 /// Running totals of SYNs and of our answers.
@@ -1016,35 +965,11 @@ impl<'a> Datapath<'a> {
     /// program's counters and the workers'.
     fn syn_totals(&self) -> Option<SynTotals> {
         let c = self.program.counters().ok()?;
-        let get = |name: &str| {
-            xdp::COUNTER_NAMES
-                .iter()
-                .position(|n| *n == name)
-                .map_or(0, |i| c[i])
-        };
-        // Each SYN to a protected port gets exactly one of these verdicts;
-        // what may hide a SYN (fragments, chains longer than the walk)
-        // counts as one too, so a flood of them is seen.
-        let syns = [
-            "syn_redirect",
-            "synack_xdp",
-            "syn_no_xsk",
-            "drop_reflection_cap",
-            "drop_source_cap",
-            "pass_peace",
-            "syn_kernel",
-            "pass_fragment_syn",
-            "drop_fragment",
-            "pass_long_chain",
-            "drop_long_chain",
-        ]
-        .iter()
-        .map(|n| get(n))
-        .sum();
+        let syns = xdp::counter::SYN_VERDICTS.iter().map(|&i| c[i]).sum();
         let workers: u64 = self.workers.iter().map(WorkerCounters::synacks).sum();
         Some(SynTotals {
             syns,
-            answered: get("synack_xdp") + workers,
+            answered: c[xdp::counter::SYNACK_XDP] + workers,
         })
     }
 
@@ -1082,7 +1007,7 @@ impl<'a> Datapath<'a> {
     }
 
     /// What the watch last said of the XDP answers.
-    fn xdp_answers_now(&self) -> Option<tx_watch::XdpAnswers> {
+    fn xdp_answers_now(&self) -> Option<XdpAnswers> {
         self.xdp_answers
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)

@@ -20,8 +20,7 @@
 
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
-
+use crate::stats::XdpAnswers;
 use crate::xdp::ethtool::{self, DriverStats};
 use crate::xdp::{self, Program};
 
@@ -38,23 +37,6 @@ const FAILING_TWENTIETHS: u64 = 19;
 /// Probes that must leave in a row, with no failure, before answers are
 /// on again.
 const MIN_PROBES: u64 = 4;
-
-/// The state of the program's answers, for `stats`, `status` and metrics.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct XdpAnswers {
-    /// `on`: XDP answers; `off`: they were seen to fail, the workers and
-    /// the kernel answer.
-    pub state: String,
-    /// Whether the driver's counters are watched (false: the driver has
-    /// none, or generic XDP sends through the kernel's stack).
-    pub watched: bool,
-    /// Why the state is what it is.
-    pub reason: String,
-    /// The interface's driver.
-    pub driver: String,
-    /// XDP_TX frames the driver failed to send since synwall started.
-    pub failed: u64,
-}
 
 /// What the control loop is to do for the watch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

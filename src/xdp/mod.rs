@@ -139,6 +139,23 @@ pub mod counter {
 
     /// SYNs answered by the program (XDP_TX).
     pub const SYNACK_XDP: usize = sw_counter::SW_SYNACK_XDP.0 as usize;
+
+    /// Each SYN to a protected port gets exactly one of these verdicts;
+    /// what may hide a SYN (fragments, chains longer than the walk) counts
+    /// as one too, so a flood of them is seen (the attack detector).
+    pub const SYN_VERDICTS: [usize; 11] = [
+        sw_counter::SW_SYN_REDIRECT.0 as usize,
+        sw_counter::SW_SYNACK_XDP.0 as usize,
+        sw_counter::SW_SYN_NO_XSK.0 as usize,
+        sw_counter::SW_DROP_REFLECTION_CAP.0 as usize,
+        sw_counter::SW_DROP_SOURCE_CAP.0 as usize,
+        sw_counter::SW_PASS_PEACE.0 as usize,
+        sw_counter::SW_SYN_KERNEL.0 as usize,
+        sw_counter::SW_PASS_FRAGMENT_SYN.0 as usize,
+        sw_counter::SW_DROP_FRAGMENT.0 as usize,
+        sw_counter::SW_PASS_LONG_CHAIN.0 as usize,
+        sw_counter::SW_DROP_LONG_CHAIN.0 as usize,
+    ];
 }
 
 /// Why the XDP side failed.
