@@ -100,19 +100,21 @@ pub struct WorkerSnapshot {
     /// `tx_invalid`, `tx_ring_empty`.
     pub kernel: std::collections::BTreeMap<&'static str, u64>,
     /// The repair hand-off (`[handoff] engine = "repair"`): connections
-    /// rebuilt and handed to the proxy, rebuilds that failed, and segments
-    /// of rebuilt connections fed back into the kernel.
+    /// rebuilt and handed to the proxy, rebuilds that failed, segments of
+    /// rebuilt connections fed back into the kernel, and ACKs left for the
+    /// client to send again while the proxy was behind (busy).
     pub repair: std::collections::BTreeMap<&'static str, u64>,
 }
 
 /// The repair counters' names, in [`Outcome`] order.
-const REPAIR_NAMES: [&str; 3] = ["repaired", "failed", "injected"];
+const REPAIR_NAMES: [&str; 4] = ["repaired", "failed", "injected", "busy"];
 
 fn repair_index(o: Outcome) -> Option<usize> {
     match o {
         Outcome::Repaired => Some(0),
         Outcome::Failed => Some(1),
         Outcome::Injected => Some(2),
+        Outcome::Busy => Some(3),
         Outcome::Unknown => None,
     }
 }

@@ -29,9 +29,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use rustix::event::epoll;
@@ -41,7 +39,7 @@ use rustix::pipe::{PipeFlags, SpliceFlags};
 use serde::Serialize;
 
 use super::proxy_protocol;
-use super::repair::Repaired;
+use super::repair::HandedIn;
 use crate::config::Handoff;
 
 /// Why the proxy could not start or stopped.
@@ -461,7 +459,7 @@ pub struct Proxy<'a> {
     pipes: Vec<Pipe>,
     next_upstream: usize,
     /// Connections the workers rebuilt (`[handoff] engine = "repair"`).
-    handed_in: Option<(Receiver<Repaired>, Arc<OwnedFd>)>,
+    handed_in: Option<HandedIn>,
     /// Open sessions per source (see [`source_key`]).
     per_source: HashMap<IpAddr, usize>,
     /// synwall is stopping: no new sessions.
@@ -522,32 +520,23 @@ impl<'a> Proxy<'a> {
         Ok(proxy)
     }
 
-    /// Takes the connections the repair engine rebuilds from `rx`; `wake`
-    /// (an eventfd) is written after each.
-    pub fn hand_in_from(
-        &mut self,
-        rx: Receiver<Repaired>,
-        wake: Arc<OwnedFd>,
-    ) -> Result<(), ProxyError> {
+    /// Takes the connections the repair engines rebuild from `from`.
+    pub fn hand_in_from(&mut self, from: HandedIn) -> Result<(), ProxyError> {
         epoll::add(
             &self.epoll,
-            &*wake,
+            from.wake(),
             epoll::EventData::new_u64(HANDED_IN),
             epoll::EventFlags::IN | epoll::EventFlags::ET,
         )
         .map_err(|e| ProxyError::Poll(e.into()))?;
-        self.handed_in = Some((rx, wake));
+        self.handed_in = Some(from);
         Ok(())
     }
 
     /// Opens a session for every connection handed in so far.
     fn take_handed_in(&mut self) {
-        let mut buf = [0u8; 8];
-        let got: Vec<Repaired> = match &self.handed_in {
-            Some((rx, wake)) => {
-                let _ = rustix::io::read(&**wake, &mut buf);
-                rx.try_iter().collect()
-            }
+        let got = match &self.handed_in {
+            Some(from) => from.take(),
             None => return,
         };
         for r in got {

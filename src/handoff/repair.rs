@@ -19,7 +19,8 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::mpsc::Sender;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -63,24 +64,86 @@ pub struct Repaired {
     pub peer: SocketAddr,
 }
 
-/// Where repaired connections go: the proxy thread's channel, and the
-/// eventfd that wakes its epoll.
+/// Where repaired connections go: the proxy thread's channel, the eventfd
+/// that wakes its epoll, and how many it has not taken yet, at most `cap`:
+/// each holds a descriptor, so a proxy that falls behind must not let the
+/// workers use up the process's (the sessions' upstream connections need
+/// them too).
 #[derive(Debug, Clone)]
 pub struct ToProxy {
-    /// The channel.
-    pub tx: Sender<Repaired>,
-    /// Written after each send.
-    pub wake: Arc<OwnedFd>,
+    tx: Sender<Repaired>,
+    wake: Arc<OwnedFd>,
+    queued: Arc<AtomicUsize>,
+    cap: usize,
 }
 
 impl ToProxy {
+    /// Room for one more connection, taken; false when `cap` wait already.
+    fn reserve(&self) -> bool {
+        if self.queued.fetch_add(1, Ordering::AcqRel) < self.cap {
+            return true;
+        }
+        self.release();
+        false
+    }
+
+    /// Gives back a room [`ToProxy::reserve`] took, unused.
+    fn release(&self) {
+        self.queued.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Sends a connection into a room reserved for it.
     fn send(&self, r: Repaired) -> bool {
         if self.tx.send(r).is_err() {
+            self.release();
             return false;
         }
         let _ = rustix::io::write(&self.wake, &1u64.to_ne_bytes());
         true
     }
+}
+
+/// The proxy's end of the engines' hand-off.
+#[derive(Debug)]
+pub struct HandedIn {
+    rx: Receiver<Repaired>,
+    wake: Arc<OwnedFd>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl HandedIn {
+    /// The eventfd the engines write after each connection.
+    pub fn wake(&self) -> &OwnedFd {
+        &self.wake
+    }
+
+    /// Every connection handed in so far; their rooms free again.
+    pub fn take(&self) -> Vec<Repaired> {
+        let mut buf = [0u8; 8];
+        let _ = rustix::io::read(&*self.wake, &mut buf);
+        let got: Vec<Repaired> = self.rx.try_iter().collect();
+        self.queued.fetch_sub(got.len(), Ordering::AcqRel);
+        got
+    }
+}
+
+/// The hand-off from `engines` engines to the proxy, with room for `cap`
+/// connections the proxy has not taken yet (`[handoff] backlog`, as a
+/// listener's accept queue holds).
+pub fn hand_off(engines: usize, cap: usize) -> std::io::Result<(Vec<ToProxy>, HandedIn)> {
+    use rustix::event::{EventfdFlags, eventfd};
+    let wake = Arc::new(eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?);
+    let queued = Arc::new(AtomicUsize::new(0));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let ends = (0..engines)
+        .map(|_| ToProxy {
+            tx: tx.clone(),
+            wake: Arc::clone(&wake),
+            queued: Arc::clone(&queued),
+            cap,
+        })
+        .collect();
+    Ok((ends, HandedIn { rx, wake, queued }))
 }
 
 /// The addresses, sequence numbers and window of one TCP segment in a
@@ -164,6 +227,9 @@ pub enum Outcome {
     Repaired,
     /// Its socket could not be built (or the proxy has stopped).
     Failed,
+    /// Not built: the proxy has not taken `[handoff] backlog` connections
+    /// yet; the ACK is dropped, the client's next segment tries again.
+    Busy,
     /// A segment of a connection rebuilt a moment ago, fed back in.
     Injected,
     /// Not a segment of any connection rebuilt here.
@@ -296,6 +362,12 @@ impl Engine {
             drop(shard);
             return self.inject(frame, &seg);
         }
+        if !self.to_proxy.reserve() {
+            // The proxy is behind: the ACK is dropped, as a listener with
+            // a full accept queue drops it, and the client's next segment
+            // (it carries the same cookie) tries again.
+            return Outcome::Busy;
+        }
         match rebuild(handoff, seg.window, self.our_window) {
             Ok(r) => {
                 shard.remember(handoff.flow, handoff.server_isn, Instant::now());
@@ -311,6 +383,7 @@ impl Engine {
                 }
             }
             Err(e) => {
+                self.to_proxy.release();
                 tracing::debug!("repair hand-off failed: {e}");
                 Outcome::Failed
             }
@@ -470,6 +543,32 @@ fn options(h: &Handoff) -> Vec<RepairOpt> {
 mod tests {
     use super::*;
     use synwall_bench::frame::{Ip, TcpFrame, addr};
+
+    #[test]
+    fn the_hand_off_holds_at_most_its_backlog_of_connections_not_taken() {
+        let (ends, from) = hand_off(2, 2).unwrap();
+        assert!(ends[0].reserve() && ends[1].reserve());
+        assert!(!ends[0].reserve(), "a third waits for the proxy");
+        ends[1].release();
+        assert!(ends[0].reserve(), "a room given back is free");
+        // A socket (never connected: no traffic) stands for a connection.
+        let sock = rustix::net::socket(AddressFamily::INET, SocketType::STREAM, None).unwrap();
+        let peer: SocketAddr = "198.18.0.2:40000".parse().unwrap();
+        assert!(ends[0].send(Repaired {
+            stream: TcpStream::from(sock),
+            peer,
+        }));
+        assert!(!ends[1].reserve(), "sent, still not taken");
+        assert_eq!(from.take().len(), 1);
+        assert!(ends[1].reserve(), "taken: its room is free");
+        drop(from);
+        let sock = rustix::net::socket(AddressFamily::INET, SocketType::STREAM, None).unwrap();
+        assert!(!ends[1].send(Repaired {
+            stream: TcpStream::from(sock),
+            peer,
+        }));
+        assert!(ends[0].reserve(), "a send that failed gave its room back");
+    }
 
     fn frame(ip: Ip<'_>, vlans: &[(u16, u16)], payload: &[u8]) -> Vec<u8> {
         TcpFrame {

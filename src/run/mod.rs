@@ -452,36 +452,23 @@ pub fn worker_cpus(configured: &[usize], workers: usize) -> Result<Vec<usize>, R
         .collect())
 }
 
-/// Where the proxy thread takes the repair engines' connections from.
-type HandedIn = (mpsc::Receiver<repair::Repaired>, Arc<std::os::fd::OwnedFd>);
-
 /// Step 4b (`[handoff] engine = "repair"`): one engine per worker, all
 /// handing their connections to the proxy thread; nothing otherwise.
 fn repair_engines(
     cfg: &Config,
     plan: &Plan,
-) -> Result<(Vec<repair::Engine>, Option<HandedIn>), RunError> {
+) -> Result<(Vec<repair::Engine>, Option<repair::HandedIn>), RunError> {
     if plan.engine != HandoffEngine::Repair {
         return Ok((Vec::new(), None));
     }
-    use rustix::event::{EventfdFlags, eventfd};
-    let wake = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)
-        .map_err(|e| repair::EngineError::from(std::io::Error::from(e)))?;
-    let wake = Arc::new(wake);
-    let (tx, rx) = mpsc::channel();
+    let (ends, handed_in) = repair::hand_off(plan.queues.len(), cfg.handoff.backlog as usize)
+        .map_err(repair::EngineError::from)?;
     let recent = repair::Recent::shared();
-    let engines = plan
-        .queues
-        .iter()
-        .map(|_| {
-            let to = repair::ToProxy {
-                tx: tx.clone(),
-                wake: Arc::clone(&wake),
-            };
-            repair::Engine::new(to, cfg.synack.window, Arc::clone(&recent))
-        })
+    let engines = ends
+        .into_iter()
+        .map(|to| repair::Engine::new(to, cfg.synack.window, Arc::clone(&recent)))
         .collect::<Result<_, _>>()?;
-    Ok((engines, Some((rx, wake))))
+    Ok((engines, Some(handed_in)))
 }
 
 /// Step 2: in proxy mode, our own listeners exist before the hand-off is
@@ -769,7 +756,7 @@ impl<'a> Datapath<'a> {
     fn spawn_proxy<'s>(
         &'s self,
         s: &'s Scope<'s, '_>,
-        (settings, listeners, handed_in): (ProxySettings, Vec<Listener>, Option<HandedIn>),
+        (settings, listeners, handed_in): (ProxySettings, Vec<Listener>, Option<repair::HandedIn>),
         updates: mpsc::Receiver<ProxyUpdate>,
         stop: &'s AtomicBool,
     ) -> Thread<'s> {
@@ -780,8 +767,8 @@ impl<'a> Datapath<'a> {
             };
             Proxy::new(listeners, settings, counters)
                 .and_then(|mut p| {
-                    if let Some((rx, wake)) = handed_in {
-                        p.hand_in_from(rx, wake)?;
+                    if let Some(from) = handed_in {
+                        p.hand_in_from(from)?;
                     }
                     p.run(stop, &updates)
                 })
