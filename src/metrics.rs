@@ -281,7 +281,8 @@ impl SnapshotCollector {
             enc,
             "synwall_worker_repair",
             "The repair hand-off: connections rebuilt (repaired), rebuilds that \
-             failed, and early segments fed back in (injected).",
+             failed, early segments fed back in (injected), and ACKs left for the \
+             client to send again while the proxy was behind (busy).",
             repair,
         )
     }

@@ -496,7 +496,7 @@ fn metrics_endpoint_serves_every_counter_to_a_prometheus_parser() {
             .unwrap()
             .fingerprint()
     );
-    assert_eq!(samples(&m, "synwall_worker_repair").len(), 2 * 3);
+    assert_eq!(samples(&m, "synwall_worker_repair").len(), 2 * 4);
     let info = &samples(&m, "synwall_build_info")[0].0;
     assert_eq!(info["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(samples(&m, "synwall_proxy_sessions_active")[0].1, 0.0);
