@@ -60,11 +60,12 @@ for t in $(seq 0 $((LOADERS * THREADS - 1))); do
   ip -n "$C" addr add "$a/32" dev "$CI"
   srcs+=("$a")
 done
-# Proxy mode holds six descriptors per session: as many sessions as the
-# hard limit here allows (the unit's LimitNOFILE is 1048576; a container's
-# may be far lower).
+# Proxy mode holds six descriptors per session, and the repair engines'
+# hand-off one per connection waiting for the proxy ([handoff] backlog,
+# 4096): as many sessions as the hard limit here allows (the unit's
+# LimitNOFILE is 1048576; a container's may be far lower).
 ulimit -n "$(ulimit -Hn)"
-MAXCONN=$(( ($(ulimit -n) - 256) / 6 ))
+MAXCONN=$(( ($(ulimit -n) - 256 - 4096) / 6 ))
 MAXCONN=$(( MAXCONN > 10000 ? 10000 : MAXCONN ))
 (umask 077; "$SW" gen-secret > "$work/secret")
 for engine in repair kfunc; do
@@ -131,6 +132,8 @@ for i in $(seq "$ROUNDS"); do
     SWPID=$!
     tb_wait_stats "$SW" "$work/stats.sock"
     point "$engine" 80 0; point "$engine" 80 1
+    # How the proxy's sessions ended (what failed clients met).
+    "$SW" stats --socket "$work/stats.sock" | python3 -c 'import json,sys; p=json.load(sys.stdin).get("proxy",{}); print("   proxy:", " ".join(f"{k}={v}" for k, v in p.items() if v and k not in ("bytes_to_client", "bytes_to_upstream", "loops")))' >&2
     kill -TERM "$SWPID"; wait "$SWPID" || true; SWPID=
   done
   sleep 2 # the loaders' TIME-WAIT ports are reused, not exhausted

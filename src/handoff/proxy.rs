@@ -143,8 +143,8 @@ pub struct ProxySnapshot {
     pub sessions: u64,
     /// Sessions open now.
     pub active: u64,
-    /// Reset at once because `max_connections` sessions were open, or
-    /// because synwall was stopping.
+    /// Reset at once because synwall was stopping. (At `max_connections`
+    /// sessions a new client waits in the backlog instead.)
     pub rejected: u64,
     /// Reset at once because its source had `max_per_source` sessions open.
     pub rejected_source: u64,
@@ -533,15 +533,25 @@ impl<'a> Proxy<'a> {
         Ok(())
     }
 
-    /// Opens a session for every connection handed in so far.
+    /// Opens a session for each connection handed in so far, as many as
+    /// there is room for; the rest wait their turn (a tick, or a session's
+    /// end), as in a listener's accept queue.
     fn take_handed_in(&mut self) {
         let got = match &self.handed_in {
-            Some(from) => from.take(),
+            Some(from) => from.take(self.room()),
             None => return,
         };
         for r in got {
             self.open(r.stream, r.peer);
         }
+    }
+
+    /// Sessions that may open now: `max_connections` less those open. A
+    /// client beyond waits in the backlog, as with the kernel alone, where
+    /// a server's full accept queue makes clients wait, never resets them.
+    fn room(&self) -> usize {
+        let open = self.counters.active.load(Ordering::Relaxed);
+        (self.settings.max_connections as u64).saturating_sub(open) as usize
     }
 
     fn add_listener(&mut self, l: Listener) -> Result<(), ProxyError> {
@@ -675,7 +685,7 @@ impl<'a> Proxy<'a> {
     }
 
     fn accept(&mut self, listener: usize) {
-        loop {
+        while self.room() > 0 {
             let Some(Some(l)) = self.listeners.get(listener) else {
                 return;
             };
@@ -862,7 +872,8 @@ impl<'a> Proxy<'a> {
         }
     }
 
-    /// Timeouts, and an accept retry for connections left in a backlog.
+    /// Timeouts, and a retry for connections left in a backlog (a
+    /// listener's, or the repair engines' hand-off).
     fn tick(&mut self, now: Instant) {
         for slot in 0..self.sessions.len() {
             let Some(s) = &self.sessions[slot] else {
@@ -884,6 +895,7 @@ impl<'a> Proxy<'a> {
         for i in 0..self.listeners.len() {
             self.accept(i);
         }
+        self.take_handed_in();
     }
 
     fn close(&mut self, slot: usize, end: End) {

@@ -480,7 +480,7 @@ fn prepare_handoff(cfg: &Config) -> Result<Option<(ProxySettings, Vec<Listener>)
             let settings = ProxySettings::from_config(&cfg.handoff)?;
             let addrs = proxy::listen_addrs(&cfg.protect.ports, &cfg.protect.addresses);
             let listeners = proxy::listen(&addrs, cfg.handoff.backlog)?;
-            check_fd_limit(settings.max_connections);
+            check_fd_limit(settings.max_connections, cfg.handoff.backlog);
             Ok(Some((settings, listeners)))
         }
         HandoffMode::Kernel => {
@@ -502,17 +502,18 @@ fn warn_unserved_ports(ports: &[u16]) {
     }
 }
 
-/// Raises the descriptor limit for proxy mode (six per session) and warns
-/// when even the hard limit is too low.
-fn check_fd_limit(max_connections: usize) {
+/// Raises the descriptor limit for proxy mode (six per session, and one
+/// per connection the repair engines hand in that the proxy has not taken
+/// yet, `backlog` at most) and warns when even the hard limit is too low.
+fn check_fd_limit(max_connections: usize, backlog: u32) {
     let have = host::raise_fd_limit();
-    let need = max_connections as u64 * 6 + 256;
+    let need = max_connections as u64 * 6 + u64::from(backlog) + 256;
     if have < need {
         tracing::warn!(
             have,
             need,
-            "RLIMIT_NOFILE is below what [handoff] max_connections needs; \
-             raise LimitNOFILE or lower max_connections"
+            "RLIMIT_NOFILE is below what [handoff] max_connections and backlog need; \
+             raise LimitNOFILE or lower them"
         );
     }
 }

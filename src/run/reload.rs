@@ -159,7 +159,10 @@ impl Datapath<'_> {
                 self.core.publish(p.cfg.core_settings(), p.secrets.clone());
                 match (p.proxy, &self.proxy_updates) {
                     (Some(update), Some(tx)) => {
-                        super::check_fd_limit(update.settings.max_connections);
+                        super::check_fd_limit(
+                            update.settings.max_connections,
+                            p.cfg.handoff.backlog,
+                        );
                         self.update_proxy(tx, update)
                     }
                     _ => Ok(()),

@@ -4,8 +4,9 @@
                                     print the reply and our own address
   client.py idle HOST PORT          connect, send nothing, print how long
                                     until the connection is closed
-  client.py bound HOST PORT K       hold K connections, open one more, print
-                                    what happens to the extra one
+  client.py bound HOST PORT K       hold K connections, open one more that
+                                    asks; print what happens to it, to the
+                                    K, and to it once one of the K ends
   client.py stream HOST PORT N      ask for N chunks, read to the end, print
                                     how it ended and the bytes received
   client.py connect HOST PORT       connect (2 s limit), print "connected",
@@ -49,19 +50,25 @@ def idle(host, port):
 
 
 def bound(host, port, k):
+    # Quick: the proxy's idle timeout (2 s in the test) must not end the K
+    # before the end.
     held = [connect(host, port) for _ in range(k)]
-    time.sleep(0.5)
+    time.sleep(0.2)
+    # The extra one asks (3 bytes, then end of stream) and waits for the
+    # answer: none while the K sessions are open, as in an accept queue.
     extra = connect(host, port)
-    extra.settimeout(5)
+    extra.sendall(b"xyz")
+    extra.shutdown(socket.SHUT_WR)
+    extra.settimeout(0.8)
     try:
-        data = extra.recv(1)
+        data = extra.recv(65536)
         print("extra:eof" if not data else "extra:data")
     except ConnectionResetError:
         print("extra:reset")
     except socket.timeout:
-        print("extra:open")
+        print("extra:waiting")
     for s in held:
-        s.settimeout(0.2)
+        s.settimeout(0.1)
         try:
             s.recv(1)
             print("held:closed")
@@ -69,6 +76,19 @@ def bound(host, port, k):
             print("held:open")
         except OSError:
             print("held:closed")
+    # One ends: the extra one's turn.
+    held[0].close()
+    extra.settimeout(5)
+    reply = b""
+    try:
+        while True:
+            chunk = extra.recv(65536)
+            if not chunk:
+                break
+            reply += chunk
+        print(f"extra:{reply.decode().strip()}")
+    except OSError as e:
+        print(f"extra:{type(e).__name__}")
 
 
 def stream(host, port, chunks):
