@@ -321,6 +321,18 @@ fn clients_whose_stack_leaves_the_checksum_to_offload_are_served() {
             stats["workers"][0]["repair"]["repaired"].as_u64().unwrap() >= 6,
             "{stats}"
         );
+        // What the engine fed back in through its raw socket had whole
+        // checksums: the server's TCP counted no checksum error.
+        let nstat = common::run_ok(
+            &mut tb.in_srv(&["nstat", "-az", "TcpInCsumErrors"]),
+            "nstat",
+        );
+        let text = String::from_utf8_lossy(&nstat.stdout).into_owned();
+        let errors = text
+            .lines()
+            .find_map(|l| l.strip_prefix("TcpInCsumErrors"))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok());
+        assert_eq!(errors, Some(0), "{text}");
     }
     let _server = web_server(&tb, dir.path());
     let _sink = tb.sink();

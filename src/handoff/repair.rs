@@ -159,6 +159,8 @@ pub struct Segment {
     pub window: u16,
     /// The IP packet's bytes in the frame.
     pub ip: std::ops::Range<usize>,
+    /// The TCP segment's bytes (header and payload) in the frame.
+    pub tcp: std::ops::Range<usize>,
     /// The payload's bytes in the frame.
     pub payload: std::ops::Range<usize>,
 }
@@ -216,6 +218,7 @@ impl Segment {
             seq: t.seq(),
             window: t.window(),
             payload: start..ip.end,
+            tcp: l4..ip.end,
             ip,
         })
     }
@@ -409,17 +412,41 @@ impl Engine {
     /// Sends the segment's IP packet to our own address: the kernel
     /// delivers it over loopback to the connection's socket.
     fn inject(&self, frame: &[u8], seg: &Segment) -> Outcome {
-        let packet = &frame[seg.ip.clone()];
+        let packet = complete_checksum(frame, seg);
         let (fd, to) = match seg.flow {
             Flow::V4 { dst, .. } => (&self.raw_v4, IpAddr::from(dst)),
             Flow::V6 { dst, .. } => (&self.raw_v6, IpAddr::from(dst)),
         };
         let to = SocketAddr::new(to, 0);
-        match rustix::net::sendto(fd, packet, rustix::net::SendFlags::empty(), &to) {
+        match rustix::net::sendto(fd, &packet, rustix::net::SendFlags::empty(), &to) {
             Ok(_) => Outcome::Injected,
             Err(_) => Outcome::Failed,
         }
     }
+}
+
+/// The IP packet of `seg`, its TCP checksum completed if the sender left
+/// it to offload (the pseudo-header's sum alone, as a local client behind
+/// a veth sends it): a packet sent through a raw socket has its checksum
+/// checked on the way back in, and the partial one would fail. Any other
+/// checksum, right or wrong, is left as it came.
+fn complete_checksum<'a>(frame: &'a [u8], seg: &Segment) -> std::borrow::Cow<'a, [u8]> {
+    use crate::wire::checksum;
+    let packet = &frame[seg.ip.clone()];
+    let tcp_at = seg.tcp.start - seg.ip.start;
+    let len = packet.len() - tcp_at;
+    let seed = match seg.flow {
+        Flow::V4 { src, dst, .. } => checksum::pseudo_v4(src, dst, PROTO_TCP, len as u16),
+        Flow::V6 { src, dst, .. } => checksum::pseudo_v6(src, dst, PROTO_TCP, len as u32),
+    };
+    let segment = &packet[tcp_at..];
+    let field = u16::from_be_bytes([segment[16], segment[17]]);
+    if checksum::verify(seed, segment) || field != checksum::fold(seed) {
+        return std::borrow::Cow::Borrowed(packet);
+    }
+    let mut whole = packet.to_vec();
+    tcp::Packet::new_unchecked(&mut whole[tcp_at..]).fill_checksum(seed);
+    std::borrow::Cow::Owned(whole)
 }
 
 /// The two ends of a flow, ours first.
@@ -544,6 +571,40 @@ fn options(h: &Handoff) -> Vec<RepairOpt> {
 mod tests {
     use super::*;
     use synwall_bench::frame::{Ip, TcpFrame, addr};
+
+    #[test]
+    fn a_checksum_left_to_offload_is_completed_before_the_raw_socket() {
+        use crate::wire::checksum;
+        let ext = [(0u8, 8usize)];
+        for whole in [
+            frame(Ip::client_v4(), &[], b"GET / HTTP/1.0\r\n\r\n"),
+            frame(Ip::client_v6(&ext), &[], b"GET / HTTP/1.0\r\n\r\n"),
+        ] {
+            let seg = Segment::parse(&whole).unwrap();
+            let at = seg.tcp.start;
+            let len = seg.tcp.len();
+            let pseudo = match seg.flow {
+                Flow::V4 { src, dst, .. } => checksum::pseudo_v4(src, dst, PROTO_TCP, len as u16),
+                Flow::V6 { src, dst, .. } => checksum::pseudo_v6(src, dst, PROTO_TCP, len as u32),
+            };
+            // The same frame as a local sender leaves it: partial checksum.
+            let mut partial = whole.clone();
+            partial[at + 16..at + 18].copy_from_slice(&checksum::fold(pseudo).to_be_bytes());
+            assert_eq!(
+                &complete_checksum(&partial, &seg)[..],
+                &whole[seg.ip.clone()],
+                "completed"
+            );
+            assert!(matches!(
+                complete_checksum(&whole, &seg),
+                std::borrow::Cow::Borrowed(_)
+            ));
+            // A wrong checksum stays wrong: the kernel drops it as it would.
+            let mut wrong = whole.clone();
+            wrong[at + 16] ^= 0x40;
+            assert_eq!(&complete_checksum(&wrong, &seg)[..], &wrong[seg.ip.clone()]);
+        }
+    }
 
     #[test]
     fn the_hand_off_holds_at_most_its_backlog_of_connections_not_taken() {
