@@ -18,8 +18,9 @@ APT_PACKAGES=(
   xdp-tools
   # the Debian package: dpkg-shlibdeps for its dependencies, dpkg-deb
   dpkg-dev
-  # Debian's kernels in a qemu guest (scripts/vm.sh)
-  qemu-system-x86 busybox-static kmod cpio
+  # Debian's kernels in a qemu guest (scripts/vm.sh); systemd as the
+  # guest's PID 1 (tests/vm/systemd.sh) and systemd-analyze (the package)
+  qemu-system-x86 busybox-static kmod cpio systemd
 )
 
 missing=()

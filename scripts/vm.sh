@@ -125,7 +125,9 @@ StandardError=tty
 TTYPath=/dev/ttyS0
 TimeoutStartSec=infinity
 UNIT
-  append+=" systemd.unit=vm-command.target systemd.show_status=0"
+  # fstab=no: the root's /etc/fstab names this machine's disks (by UUID),
+  # which the guest has not; waiting for them would end in emergency mode.
+  append+=" systemd.unit=vm-command.target systemd.show_status=0 fstab=no"
 fi
 (cd "$init" && find . | cpio -o -H newc --quiet | gzip -1) >"$vm/initrd-$version.gz"
 

@@ -58,7 +58,9 @@ impl DriverStats {
         };
         let mut info = [0u8; DRVINFO_LEN];
         info[..4].copy_from_slice(&ETHTOOL_GDRVINFO.to_ne_bytes());
-        s.ioctl(info.as_mut_ptr().cast())?;
+        // SAFETY: `info` is a whole `struct ethtool_drvinfo`, ours for the
+        // call.
+        unsafe { s.ioctl(info.as_mut_ptr().cast()) }?;
         s.driver = c_string(&info[4..36]);
         let n = u32::from_ne_bytes(
             info[DRVINFO_N_STATS..DRVINFO_N_STATS + 4]
@@ -76,7 +78,8 @@ impl DriverStats {
         head[..4].copy_from_slice(&ETHTOOL_GSTRINGS.to_ne_bytes());
         head[4..8].copy_from_slice(&ETH_SS_STATS.to_ne_bytes());
         head[8..12].copy_from_slice(&(n as u32).to_ne_bytes());
-        s.ioctl(strings.as_mut_ptr())?;
+        // SAFETY: a `Guarded` buffer, alive through the call.
+        unsafe { s.ioctl(strings.as_mut_ptr()) }?;
         s.names = strings.bytes_mut()[12..]
             .chunks_exact(ETH_GSTRING_LEN)
             .map(c_string)
@@ -92,7 +95,8 @@ impl DriverStats {
         let head = buf.bytes_mut();
         head[..4].copy_from_slice(&ETHTOOL_GSTATS.to_ne_bytes());
         head[4..8].copy_from_slice(&(n as u32).to_ne_bytes());
-        self.ioctl(buf.as_mut_ptr())?;
+        // SAFETY: a `Guarded` buffer, alive through the call.
+        unsafe { self.ioctl(buf.as_mut_ptr()) }?;
         let bytes = buf.bytes_mut();
         let got = u32::from_ne_bytes(bytes[4..8].try_into().unwrap_or_default());
         if got as usize != n {
@@ -106,8 +110,12 @@ impl DriverStats {
             .collect())
     }
 
-    fn ioctl(&self, data: *mut libc::c_void) -> std::io::Result<()> {
-        ethtool(&self.sock, self.ifname, data)
+    /// # Safety
+    ///
+    /// As [`ethtool`]'s.
+    unsafe fn ioctl(&self, data: *mut libc::c_void) -> std::io::Result<()> {
+        // SAFETY: passed on from this function's contract.
+        unsafe { ethtool(&self.sock, self.ifname, data) }
     }
 }
 
@@ -141,7 +149,9 @@ pub fn rx_channels(ifname: &str) -> std::io::Result<Option<u32>> {
     let (sock, name) = request_socket(ifname)?;
     let mut words = [0u32; CHANNELS_WORDS];
     words[0] = ETHTOOL_GCHANNELS;
-    match ethtool(&sock, name, words.as_mut_ptr().cast()) {
+    // SAFETY: `words` is a whole `struct ethtool_channels`, ours for the
+    // call; the kernel writes no more than its size.
+    match unsafe { ethtool(&sock, name, words.as_mut_ptr().cast()) } {
         Ok(()) => Ok(Some(words[5].saturating_add(words[8]))),
         Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => Ok(None),
         Err(e) => Err(e),
@@ -149,7 +159,14 @@ pub fn rx_channels(ifname: &str) -> std::io::Result<Option<u32>> {
 }
 
 /// One `SIOCETHTOOL` request for the interface `name` on `sock`.
-fn ethtool(
+///
+/// # Safety
+///
+/// `data` must point at an ethtool command the kernel may read and write
+/// for the call: a buffer of the command's full size, or one that ends at
+/// a page with no access where the kernel may write more than was asked
+/// (a `Guarded` buffer).
+unsafe fn ethtool(
     sock: &OwnedFd,
     name: [u8; libc::IFNAMSIZ],
     data: *mut libc::c_void,
@@ -160,13 +177,8 @@ fn ethtool(
         _pad: [0; 16],
     };
     // SAFETY: `req` is a live `struct ifreq` (name, then the data
-    // pointer, padded to the kernel's size). `data` points either into
-    // a `Guarded` buffer that outlives the call and ends at a page with
-    // no access (the kernel writes as many statistics as the driver has
-    // *now*, which may be more than the count asked for, and a write
-    // past the buffer fails with EFAULT there instead of reaching other
-    // memory), or at a command of fixed size the caller owns for the
-    // call (`ethtool_channels`). The socket is open for the call.
+    // pointer, padded to the kernel's size); `data` is as this function's
+    // contract says; the socket is open for the call.
     let rc = unsafe {
         libc::ioctl(
             sock.as_raw_fd(),

@@ -513,6 +513,39 @@ fn update_prefixes(
     Ok(())
 }
 
+/// Puts a prefix map back from `tried` to `live` after an update failed
+/// part way: first out with what only `tried` has (it was added), then in
+/// with what only `live` has (in case it was taken out), each entry tried
+/// whatever the others do; the first failure is returned. (An update adds
+/// before it removes, so a failed one has left `live`'s entries in: taking
+/// the added ones out first restores even where a full map refuses to
+/// write an entry it holds, as LPM tries before Linux 6.13 do.)
+fn restore_prefixes(
+    map: &impl MapCore,
+    tried: &[ipnet::IpNet],
+    live: &[ipnet::IpNet],
+) -> Result<(), libbpf_rs::Error> {
+    use std::collections::HashSet;
+    let (tried_set, live_set): (HashSet<_>, HashSet<_>) =
+        (tried.iter().collect(), live.iter().collect());
+    let removed = tried.iter().filter(|n| !live_set.contains(n)).map(|net| {
+        match map.delete(&prefix_key(net)) {
+            Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => Ok(()),
+            r => r,
+        }
+    });
+    let added = live
+        .iter()
+        .filter(|n| !tried_set.contains(n))
+        .map(|net| map.update(&prefix_key(net), &[1], MapFlags::ANY));
+    removed
+        .collect::<Vec<_>>()
+        .into_iter()
+        .chain(added.collect::<Vec<_>>())
+        .find(Result::is_err)
+        .unwrap_or(Ok(()))
+}
+
 /// The `addresses` map key of one address (`struct sw_addr`).
 fn addr_key(addr: &IpAddr) -> Vec<u8> {
     let mut key = skel::types::sw_addr::default();
@@ -542,6 +575,18 @@ const UPDATE_STEPS: [UpdateStep; 7] = [
     Program::add_addresses,
     Program::update_allow,
     Program::update_deny,
+    Program::update_live,
+    Program::remove_ports,
+    Program::remove_addresses,
+];
+
+/// The steps of [`Program::restore`]: an update's, but that the lists
+/// are put back entry by entry whatever fails (see [`restore_prefixes`]).
+const RESTORE_STEPS: [UpdateStep; 7] = [
+    Program::add_ports,
+    Program::add_addresses,
+    Program::restore_allow,
+    Program::restore_deny,
     Program::update_live,
     Program::remove_ports,
     Program::remove_addresses,
@@ -637,7 +682,7 @@ impl Program {
     /// this too, and must not keep the rest from being restored). Returns
     /// the steps' failures.
     pub fn restore(&self, tried: &ProgramSettings, live: &ProgramSettings) -> Vec<XdpError> {
-        UPDATE_STEPS
+        RESTORE_STEPS
             .iter()
             .filter_map(|step| step(self, tried, live).err())
             .collect()
@@ -692,6 +737,22 @@ impl Program {
 
     fn update_deny(&self, old: &ProgramSettings, new: &ProgramSettings) -> Result<(), XdpError> {
         update_prefixes(&self.skel.maps.deny, &old.deny, &new.deny).map_err(map_err("deny"))
+    }
+
+    fn restore_allow(
+        &self,
+        tried: &ProgramSettings,
+        live: &ProgramSettings,
+    ) -> Result<(), XdpError> {
+        restore_prefixes(&self.skel.maps.allow, &tried.allow, &live.allow).map_err(map_err("allow"))
+    }
+
+    fn restore_deny(
+        &self,
+        tried: &ProgramSettings,
+        live: &ProgramSettings,
+    ) -> Result<(), XdpError> {
+        restore_prefixes(&self.skel.maps.deny, &tried.deny, &live.deny).map_err(map_err("deny"))
     }
 
     fn update_live(&self, _old: &ProgramSettings, new: &ProgramSettings) -> Result<(), XdpError> {

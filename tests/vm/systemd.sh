@@ -24,7 +24,7 @@ SRV4=198.18.3.1 CLI4=198.18.3.2
 www=$(mktemp -d)
 cleanup() {
   systemctl stop synwall 2>/dev/null || true
-  [ -n "${web:-}" ] && kill "$web" 2>/dev/null
+  if [ -n "${web:-}" ]; then kill "$web" 2>/dev/null || true; fi
   ip netns del "$srv" 2>/dev/null || true
   ip netns del "$cli" 2>/dev/null || true
   rm -rf "$www" /etc/systemd/system/synwall.service.d
@@ -67,7 +67,11 @@ ip -n "$cli" link set lo up
 echo "served by the namespaced server" >"$www/index.html"
 ip netns exec "$srv" python3 -m http.server 80 --bind $SRV4 --directory "$www" >/dev/null 2>&1 &
 web=$!
-get() { ip netns exec "$cli" curl -s -m "${1:-10}" "http://$SRV4/" | grep -q "namespaced server"; }
+get() { # the page from the client namespace, within $1 s (10)
+  local page
+  page=$(ip netns exec "$cli" curl -s -m "${1:-10}" "http://$SRV4/") || return 1
+  grep -q "namespaced server" <<<"$page"
+}
 for _ in $(seq 50); do get 2 && break; sleep 0.2; done
 get || fail "the server does not answer without synwall"
 
@@ -105,7 +109,11 @@ ok "reload: good file applied live, broken file refused, synwall kept serving ($
 
 # The journal: synwall's warnings at warning priority (port 81 gives one:
 # nothing listens there), its info lines below.
-journal() { journalctl -u synwall -o json --no-pager "$@" | grep '"SYSLOG_IDENTIFIER":"synwall"' || true; }
+journal() { # synwall's own lines, as JSON (read whole, then filtered)
+  local all
+  all=$(journalctl -u synwall -o json --no-pager "$@")
+  grep '"SYSLOG_IDENTIFIER":"synwall"' <<<"$all" || true
+}
 warn=$(journal -p warning | grep 'nothing listens on this protected port' | head -1 || true)
 [ -n "$warn" ] || fail "no warning in journalctl -p warning"
 python3 -c 'import json,sys; e=json.loads(sys.argv[1]); assert e["PRIORITY"]=="4", e["PRIORITY"]' "$warn" ||
@@ -125,7 +133,8 @@ for _ in $(seq 120); do
 done
 [ "$now" != "$pid" ] && [ "$now" != 0 ] || fail "the watchdog did not restart a stopped synwall"
 [ "$(systemctl show -p NRestarts --value synwall)" -ge 1 ] || fail "NRestarts"
-journalctl -u synwall --no-pager | grep -q "Watchdog timeout" || fail "systemd logged no watchdog timeout"
+unit_log=$(journalctl -u synwall --no-pager)
+grep -q "Watchdog timeout" <<<"$unit_log" || fail "systemd logged no watchdog timeout"
 get || fail "not served after the watchdog's restart"
 ok "watchdog restarted a stopped synwall (pid $pid -> $now) ($(elapsed))"
 

@@ -17,9 +17,9 @@ srv=swv-srv-$$ cli=swv-cli-$$
 dir=$(mktemp -d)
 cleanup() {
   local rc=$?
-  [ "$rc" -ne 0 ] && [ -f "$dir/synwall.log" ] && { echo "synwall's log:"; tail -30 "$dir/synwall.log"; }
-  [ -n "${swpid:-}" ] && kill "$swpid" 2>/dev/null && wait "$swpid" 2>/dev/null
-  [ -n "${webpid:-}" ] && kill "$webpid" 2>/dev/null
+  if [ "$rc" -ne 0 ] && [ -f "$dir/synwall.log" ]; then echo "synwall's log:"; tail -30 "$dir/synwall.log"; fi
+  if [ -n "${swpid:-}" ]; then kill "$swpid" 2>/dev/null || true; wait "$swpid" 2>/dev/null || true; fi
+  if [ -n "${webpid:-}" ]; then kill "$webpid" 2>/dev/null || true; fi
   ip netns del "$srv" 2>/dev/null || true
   ip netns del "$cli" 2>/dev/null || true
   rm -rf "$dir"
@@ -73,7 +73,7 @@ if s["xdp_mode"] != "native": bad.append("XDP is not native")
 if synack == "xdp" and x["synack_xdp"] < 20: bad.append("the SYN-ACKs did not come from XDP")
 if synack == "afxdp" and workers < 20: bad.append("the SYN-ACKs did not come from the workers")
 if x["handoff_ok"] < 20: bad.append("the hand-offs did not go through")
-if a["state"] != "on" or a["failed"]: bad.append("the answer watch saw failures")
+if synack == "xdp" and (a["state"] != "on" or a["failed"]): bad.append("the answer watch saw failures")
 sys.exit("; ".join(bad) if bad else 0)
 PY
 }
