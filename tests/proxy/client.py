@@ -56,15 +56,18 @@ def bound(host, port, k):
     time.sleep(0.2)
     # The extra one asks (3 bytes, then end of stream) and waits for the
     # answer: none while the K sessions are open, as in an accept queue.
-    extra = connect(host, port)
-    extra.sendall(b"xyz")
-    extra.shutdown(socket.SHUT_WR)
-    extra.settimeout(0.8)
+    extra = None
     try:
+        extra = connect(host, port)
+        extra.sendall(b"xyz")
+        extra.shutdown(socket.SHUT_WR)
+        extra.settimeout(0.8)
         data = extra.recv(65536)
         print("extra:eof" if not data else "extra:data")
-    except ConnectionResetError:
+    except (ConnectionResetError, BrokenPipeError):
+        # The reset may come before connect() returns, or before the send.
         print("extra:reset")
+        extra = None
     except socket.timeout:
         print("extra:waiting")
     for s in held:
@@ -76,6 +79,8 @@ def bound(host, port, k):
             print("held:open")
         except OSError:
             print("held:closed")
+    if extra is None:
+        return
     # One ends: the extra one's turn.
     held[0].close()
     extra.settimeout(5)
