@@ -3,7 +3,10 @@
 # a qemu guest by scripts/vm.sh (software emulation, 2 CPUs):
 #   Linux 6.1 (Debian 12's own): the XDP program verifies, and proxy mode
 #     with the repair engine (what "auto" picks there) serves, honours the
-#     host's INPUT rules and never rebuilds a connection twice;
+#     host's INPUT rules and never rebuilds a connection twice; and
+#     (tests/vm/old_kernel.sh) kernel mode is refused with its pointer to
+#     proxy mode, IPv4 and IPv6 clients are served with SYN-ACKs from XDP
+#     and from the workers, and a SIGKILLed synwall leaves no program;
 #   Linux 6.12 (Debian 12's bookworm-security): kernel mode with the kfunc
 #     hand-off serves, keeps the ACK's request, and small-MSS clients; and
 #     on a real NIC driver (tests/vm/virtio_nic.sh: two virtio-net NICs
@@ -55,6 +58,7 @@ run() { # KERNEL COMMAND...
 run "$k61" "$bin" --test-threads 1 the_repair_engine_keeps_the_acks_request \
   a_late_copy_of_a_handshake_ack the_repair_engine_honours_the_hosts_input_rules \
   dead_upstream_gives_a_prompt_close_with_the_repair_engine
+run "$k61" bash tests/vm/old_kernel.sh
 run "$k612" "$bin" --test-threads 1 request_in_the_handshake_ack_is_not_lost \
   clients_with_a_small_mss server_behind_synacks_from_xdp faulty_acks_with_valid_cookies
 run "$k612" "$dbin" --test-threads 1 libxdp_
