@@ -968,8 +968,8 @@ fn proxy_failover_proxy_protocol_half_close_idle_and_bound_with(engine: &str) {
     let out = client_py(tb, &["bound", "198.18.0.1", "80", "3"]);
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(
-        lines[..4],
-        ["extra:waiting", "held:open", "held:open", "held:open"],
+        lines.get(..4),
+        Some(&["extra:waiting", "held:open", "held:open", "held:open"][..]),
         "{out}"
     );
     assert!(

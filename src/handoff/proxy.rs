@@ -538,7 +538,12 @@ impl<'a> Proxy<'a> {
     /// end), as in a listener's accept queue.
     fn take_handed_in(&mut self) {
         let got = match &self.handed_in {
-            Some(from) => from.take(self.room()),
+            // Draining, every one is taken, to be reset (counted).
+            Some(from) => from.take(if self.draining {
+                usize::MAX
+            } else {
+                self.room()
+            }),
             None => return,
         };
         for r in got {
