@@ -627,7 +627,7 @@ fn deny_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ipnet::IpNet>, D::Er
 }
 
 /// The prefixes as the XDP program's map keys them: host bits cleared
-/// (`10.0.0.1/24` is `10.0.0.0/24`), each once. A reload compares these,
+/// (`198.18.5.1/24` is `198.18.5.0/24`), each once. A reload compares these,
 /// so two spellings of one prefix are never one added and one removed.
 fn prefixes(v: Vec<ipnet::IpNet>) -> Vec<ipnet::IpNet> {
     distinct(v.into_iter().map(|n| n.trunc()).collect())
@@ -1004,9 +1004,10 @@ mod tests {
         let e = err(&format!("[protect]\naddresses = [{}]\n", addrs.join(",")));
         assert!(e.contains("addresses") && e.contains("at most 1024"), "{e}");
         // A prefix counts as its map key, once: host bits cleared.
-        let c = parse("[protect]\ndeny = [\"10.0.0.1/24\", \"10.0.0.0/24\", \"2001:2::5/48\"]\n");
+        let c =
+            parse("[protect]\ndeny = [\"198.18.5.1/24\", \"198.18.5.0/24\", \"2001:2::5/48\"]\n");
         let want: Vec<ipnet::IpNet> = vec![
-            "10.0.0.0/24".parse().unwrap(),
+            "198.18.5.0/24".parse().unwrap(),
             "2001:2::/48".parse().unwrap(),
         ];
         assert_eq!(c.unwrap().protect.deny, want);

@@ -294,6 +294,7 @@ impl SnapshotCollector {
             sessions,
             active,
             rejected,
+            full,
             rejected_source,
             shutdown_resets,
             completed,
@@ -350,6 +351,13 @@ impl SnapshotCollector {
             "synwall_proxy_upstream_connect_errors",
             "Upstream connect attempts that failed, by result.",
             connects,
+        )?;
+        counter(
+            enc,
+            "synwall_proxy_full",
+            "Times the proxy filled up (max_connections sessions open) and new \
+             clients waited in the backlog.",
+            one(full),
         )?;
         counter(
             enc,

@@ -982,6 +982,10 @@ fn proxy_failover_proxy_protocol_half_close_idle_and_bound_with(engine: &str) {
     let p = &stats["proxy"];
     assert!(p["idle_timeouts"].as_u64().unwrap() >= 1, "{stats}");
     assert_eq!(p["rejected"], 0, "{stats}");
+    // Full is said, not silent: counted and logged.
+    assert!(p["full"].as_u64().unwrap() >= 1, "{stats}");
+    let log = std::fs::read_to_string(dir.path().join("synwall.log")).unwrap();
+    assert!(log.contains("proxy full"), "{log}");
 }
 
 /// One host holds at most `max_per_source` sessions (the next is reset,

@@ -118,6 +118,7 @@ pub struct ProxyCounters {
     sessions: AtomicU64,
     active: AtomicU64,
     rejected: AtomicU64,
+    full: AtomicU64,
     rejected_source: AtomicU64,
     shutdown_resets: AtomicU64,
     completed: AtomicU64,
@@ -146,6 +147,9 @@ pub struct ProxySnapshot {
     /// Reset at once because synwall was stopping. (At `max_connections`
     /// sessions a new client waits in the backlog instead.)
     pub rejected: u64,
+    /// Times the proxy filled up (`max_connections` sessions open), from
+    /// when new clients waited in the backlog until a session ended.
+    pub full: u64,
     /// Reset at once because its source had `max_per_source` sessions open.
     pub rejected_source: u64,
     /// Reset on both sides when synwall stopped: not finished within
@@ -189,6 +193,7 @@ impl ProxyCounters {
             sessions: r(&self.sessions),
             active: r(&self.active),
             rejected: r(&self.rejected),
+            full: r(&self.full),
             rejected_source: r(&self.rejected_source),
             shutdown_resets: r(&self.shutdown_resets),
             completed: r(&self.completed),
@@ -464,6 +469,8 @@ pub struct Proxy<'a> {
     per_source: HashMap<IpAddr, usize>,
     /// synwall is stopping: no new sessions.
     draining: bool,
+    /// At `max_connections` when last looked.
+    full: bool,
 }
 
 /// The unit `max_per_source` counts: the address, or for IPv6 its /64
@@ -513,6 +520,7 @@ impl<'a> Proxy<'a> {
             handed_in: None,
             per_source: HashMap::new(),
             draining: false,
+            full: false,
         };
         for l in listeners {
             proxy.add_listener(l)?;
@@ -537,13 +545,17 @@ impl<'a> Proxy<'a> {
     /// there is room for; the rest wait their turn (a tick, or a session's
     /// end), as in a listener's accept queue.
     fn take_handed_in(&mut self) {
+        if self.handed_in.is_none() {
+            return;
+        }
+        // Draining, every one is taken, to be reset (counted).
+        let most = if self.draining {
+            usize::MAX
+        } else {
+            self.room()
+        };
         let got = match &self.handed_in {
-            // Draining, every one is taken, to be reset (counted).
-            Some(from) => from.take(if self.draining {
-                usize::MAX
-            } else {
-                self.room()
-            }),
+            Some(from) => from.take(most),
             None => return,
         };
         for r in got {
@@ -554,9 +566,25 @@ impl<'a> Proxy<'a> {
     /// Sessions that may open now: `max_connections` less those open. A
     /// client beyond waits in the backlog, as with the kernel alone, where
     /// a server's full accept queue makes clients wait, never resets them.
-    fn room(&self) -> usize {
+    /// Says so (log and `full`) when the proxy fills up, and when it has
+    /// room again.
+    fn room(&mut self) -> usize {
         let open = self.counters.active.load(Ordering::Relaxed);
-        (self.settings.max_connections as u64).saturating_sub(open) as usize
+        let room = (self.settings.max_connections as u64).saturating_sub(open) as usize;
+        if (room == 0) != self.full {
+            self.full = room == 0;
+            if self.full {
+                bump(&self.counters.full);
+                tracing::warn!(
+                    sessions = open,
+                    "proxy full: [handoff] max_connections sessions are open; \
+                     new clients wait in the backlog"
+                );
+            } else {
+                tracing::info!(sessions = open, "proxy has room again");
+            }
+        }
+        room
     }
 
     fn add_listener(&mut self, l: Listener) -> Result<(), ProxyError> {
