@@ -963,8 +963,8 @@ fn libxdp_attach_shares_the_interface_where_the_kernel_runs_the_dispatcher() {
             ..Default::default()
         },
     );
-    if in_dispatcher {
-        let sw = Synwall::launch(
+    let start = || {
+        Synwall::launch(
             &tb,
             dir.path(),
             &common::Launch {
@@ -972,7 +972,10 @@ fn libxdp_attach_shares_the_interface_where_the_kernel_runs_the_dispatcher() {
                 env: &env,
                 ..Default::default()
             },
-        );
+        )
+    };
+    if in_dispatcher {
+        let sw = start();
         assert_eq!(xdp_loader_count(&tb, &bpffs, PROGRAM), 1);
         assert_eq!(
             xdp_loader_count(&tb, &bpffs, "xdpfilt_alw_all"),
@@ -987,15 +990,7 @@ fn libxdp_attach_shares_the_interface_where_the_kernel_runs_the_dispatcher() {
         assert_eq!(xdp_loader_count(&tb, &bpffs, "xdpfilt_alw_all"), 1);
         // The other order: synwall first, then xdp-filter joins it.
         xdp_filter(&["unload", &tb.srv_if]);
-        let sw = Synwall::launch(
-            &tb,
-            dir.path(),
-            &common::Launch {
-                datapath: "attach = \"libxdp\"",
-                env: &env,
-                ..Default::default()
-            },
-        );
+        let sw = start();
         xdp_filter(&["load", "-m", "native", &tb.srv_if]);
         assert_eq!(xdp_loader_count(&tb, &bpffs, PROGRAM), 1);
         assert_eq!(

@@ -431,22 +431,25 @@ impl Engine {
 /// checked on the way back in, and the partial one would fail. Any other
 /// checksum, right or wrong, is left as it came.
 fn complete_checksum<'a>(frame: &'a [u8], seg: &Segment) -> std::borrow::Cow<'a, [u8]> {
-    use crate::wire::checksum;
     let packet = &frame[seg.ip.clone()];
     let tcp_at = seg.tcp.start - seg.ip.start;
-    let len = packet.len() - tcp_at;
-    let seed = match seg.flow {
-        Flow::V4 { src, dst, .. } => checksum::pseudo_v4(src, dst, PROTO_TCP, len as u16),
-        Flow::V6 { src, dst, .. } => checksum::pseudo_v6(src, dst, PROTO_TCP, len as u32),
-    };
-    let segment = &packet[tcp_at..];
-    let field = u16::from_be_bytes([segment[16], segment[17]]);
-    if checksum::verify(seed, segment) || field != checksum::fold(seed) {
+    let seed = pseudo(&seg.flow, seg.tcp.len());
+    let t = tcp::Packet::new_unchecked(&packet[tcp_at..]);
+    if crate::wire::checksum::verify(seed, &packet[tcp_at..]) || !t.checksum_left_to_offload(seed) {
         return std::borrow::Cow::Borrowed(packet);
     }
     let mut whole = packet.to_vec();
     tcp::Packet::new_unchecked(&mut whole[tcp_at..]).fill_checksum(seed);
     std::borrow::Cow::Owned(whole)
+}
+
+/// The TCP pseudo-header sum of a segment of `len` bytes on `flow`.
+fn pseudo(flow: &Flow, len: usize) -> u64 {
+    use crate::wire::checksum::{pseudo_v4, pseudo_v6};
+    match *flow {
+        Flow::V4 { src, dst, .. } => pseudo_v4(src, dst, PROTO_TCP, len as u16),
+        Flow::V6 { src, dst, .. } => pseudo_v6(src, dst, PROTO_TCP, len as u32),
+    }
 }
 
 /// The two ends of a flow, ours first.
@@ -582,11 +585,7 @@ mod tests {
         ] {
             let seg = Segment::parse(&whole).unwrap();
             let at = seg.tcp.start;
-            let len = seg.tcp.len();
-            let pseudo = match seg.flow {
-                Flow::V4 { src, dst, .. } => checksum::pseudo_v4(src, dst, PROTO_TCP, len as u16),
-                Flow::V6 { src, dst, .. } => checksum::pseudo_v6(src, dst, PROTO_TCP, len as u32),
-            };
+            let pseudo = pseudo(&seg.flow, seg.tcp.len());
             // The same frame as a local sender leaves it: partial checksum.
             let mut partial = whole.clone();
             partial[at + 16..at + 18].copy_from_slice(&checksum::fold(pseudo).to_be_bytes());

@@ -150,7 +150,14 @@ impl<T: AsRef<[u8]>> Packet<T> {
     /// does synwall. Nothing gets through that a correct checksum would
     /// not: anyone can compute one. `bpf/synack.h` (`tcp_csum_ok`) agrees.
     pub fn verify_checksum(&self, seed: u64) -> bool {
-        checksum::verify(seed, self.b()) || be16(self.b(), 16) == checksum::fold(seed)
+        checksum::verify(seed, self.b()) || self.checksum_left_to_offload(seed)
+    }
+
+    /// True when the checksum field holds the pseudo-header's sum over
+    /// `seed` alone: the sender left the checksum to offload
+    /// (CHECKSUM_PARTIAL).
+    pub fn checksum_left_to_offload(&self, seed: u64) -> bool {
+        be16(self.b(), 16) == checksum::fold(seed)
     }
 }
 
