@@ -12,6 +12,7 @@
   client.py connect HOST PORT       connect (2 s limit), print "connected",
                                     "refused" or "timeout"
 """
+import errno
 import socket
 import sys
 import time
@@ -64,12 +65,15 @@ def bound(host, port, k):
         extra.settimeout(0.8)
         data = extra.recv(65536)
         print("extra:eof" if not data else "extra:data")
-    except (ConnectionResetError, BrokenPipeError):
-        # The reset may come before connect() returns, or before the send.
-        print("extra:reset")
-        extra = None
     except socket.timeout:
         print("extra:waiting")
+    except OSError as e:
+        # The reset may come before connect() returns, or before the send
+        # or the shutdown (ENOTCONN then).
+        if e.errno not in (errno.ECONNRESET, errno.EPIPE, errno.ENOTCONN):
+            raise
+        print("extra:reset")
+        extra = None
     for s in held:
         s.settimeout(0.1)
         try:
