@@ -83,6 +83,14 @@ volatile __u8 under_attack BEAT = 0;
 volatile __u8 xdp_tx_ok BEAT = 1;
 #define XDP_TX_PROBE_NS 20000000ULL /* 20 ms: 50 probes a second per CPU */
 
+/* Queues from this one up receive but cannot send through AF_XDP (~0: no
+ * such queue): those a driver added for XDP when the program attached
+ * (virtio_net doubles its queue pairs, and the kernel sends nothing from
+ * an AF_XDP socket on a queue beyond its real transmit queues). Their
+ * sockets take the repair engine's ACKs, never a SYN: XDP answers it, or
+ * with synack = "afxdp" the kernel does. */
+volatile __u32 ack_only_from BEAT = ~0U;
+
 /* When the kernel last got a SYN synwall could have answered
  * (bpf_ktime_get_coarse_ns; see kernel_cookie_ok in synwall.bpf.c): the
  * program writes it as it passes such SYNs, synwall at its start and

@@ -193,6 +193,12 @@ static __always_inline int redirect_to_worker(struct xdp_md *ctx, struct sw_queu
 	return 1;
 }
 
+/* Whether this queue's worker may answer SYNs (bpf/maps.h ack_only_from). */
+static __always_inline int syn_queue(struct xdp_md *ctx)
+{
+	return ctx->rx_queue_index < ack_only_from;
+}
+
 /* This queue's load, for synack = "auto" and "xdp". */
 static __always_inline struct sw_queue_load *auto_queue_load(struct xdp_md *ctx)
 {
@@ -536,7 +542,7 @@ static __always_inline int syn_to_kernel(enum sw_counter c)
 static __always_inline int syn_without_xdp_tx(struct xdp_md *ctx, struct pkt *p,
 					      struct sw_queue_load *q, const int ext)
 {
-	int worker = !worker_backed_up(q);
+	int worker = syn_queue(ctx) && !worker_backed_up(q);
 
 	if (!worker && !probe_due())
 		return syn_to_kernel(SW_SYN_KERNEL);
@@ -558,7 +564,7 @@ static __always_inline int syn_without_xdp_tx(struct xdp_md *ctx, struct pkt *p,
 static __always_inline int xdp_syn(struct xdp_md *ctx, struct pkt *p, const int ext)
 {
 	struct sw_queue_load *q;
-	int rc, guard;
+	int rc, guard, worker;
 
 	if (peacetime())
 		return syn_to_kernel(SW_PASS_PEACE);
@@ -572,8 +578,10 @@ static __always_inline int xdp_syn(struct xdp_md *ctx, struct pkt *p, const int 
 		return verdict(SW_PASS_SOCKET, XDP_PASS);
 	guard = reflection_on();
 	rc = -1; /* not looked at */
-	if (synack_mode == SYNACK_XDP || worker_backed_up(q)) {
-		if (synack_mode == SYNACK_AUTO)
+	worker = syn_queue(ctx);
+	if (synack_mode == SYNACK_XDP || (synack_mode == SYNACK_AUTO && !worker) ||
+	    worker_backed_up(q)) {
+		if (synack_mode == SYNACK_AUTO && worker)
 			count(SW_SYN_BACKLOG);
 		rc = synack(ctx, p, SYNACK_WRITE, ext);
 		if (rc < 0) {
@@ -586,6 +594,8 @@ static __always_inline int xdp_syn(struct xdp_md *ctx, struct pkt *p, const int 
 		}
 		count(rc);
 	}
+	if (!worker)
+		return syn_to_kernel(SW_SYN_NO_XSK);
 	if (guard && worker_capped(ctx, p, rc, ext))
 		return verdict(SW_DROP_REFLECTION_CAP, XDP_DROP);
 	if (redirect_to_worker(ctx, q))

@@ -9,8 +9,10 @@
 #     and from the workers, and a SIGKILLed synwall leaves no program;
 #   Linux 6.12 (Debian 12's bookworm-security): kernel mode with the kfunc
 #     hand-off serves, keeps the ACK's request, and small-MSS clients; and
-#     on a real NIC driver (tests/vm/virtio_nic.sh: two virtio-net NICs
-#     that qemu joins), native XDP's SYN-ACKs leave and connections complete;
+#     on a real NIC driver (tests/vm/virtio_nic.sh: two multi-queue
+#     virtio-net NICs), every receive queue XDP brings is served, native
+#     XDP's and the workers' SYN-ACKs leave and connections complete, in
+#     kernel mode and through the repair engine;
 #     and with systemd as the guest's PID 1 (tests/vm/systemd.sh), the
 #     Debian package's unit does what it promises (start, reload, journal,
 #     watchdog, stop, hardening, a namespaced server); and libxdp's

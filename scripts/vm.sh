@@ -131,18 +131,32 @@ UNIT
 fi
 (cd "$init" && find . | cpio -o -H newc --quiet | gzip -1) >"$vm/initrd-$version.gz"
 
-# VM_NICS=2: two virtio-net NICs joined to each other by a qemu hub (eth0
-# and eth1 in the guest), and nothing else; otherwise no network device.
-nics=(-nic none)
+# VM_NICS=2: two multi-queue virtio-net NICs (eth0 and eth1 in the guest,
+# 4 queue pairs each: 2 for the guest's 2 CPUs, 2 for XDP_TX) joined to
+# each other and to nothing else. qemu's own hub has one queue only, so the
+# join is two multi-queue taps on a bridge in a namespace made for this
+# guest (no address, no route, no link to any other namespace), where qemu
+# runs; it goes with the guest. Otherwise the guest has no network device.
+nics=(-nic none) netns=()
 if [ "${VM_NICS:-0}" = 2 ]; then
+  need ip iproute2
+  ns=swvm-$$-$RANDOM
+  ip netns add "$ns"
+  trap 'rm -rf "$init" "$out"; ip netns del "$ns" 2>/dev/null || true' EXIT
+  ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+  ip -n "$ns" link add swbr type bridge stp_state 0
   nics=()
   for i in 0 1; do
-    nics+=(-netdev "hubport,id=n$i,hubid=0"
-      -device "virtio-net-pci,netdev=n$i,mac=52:54:00:12:34:0$i,guest_tso4=off,guest_tso6=off,guest_ecn=off,guest_ufo=off,guest_csum=off,romfile=")
+    ip -n "$ns" tuntap add dev "t$i" mode tap multi_queue
+    ip -n "$ns" link set "t$i" master swbr up
+    nics+=(-netdev "tap,id=n$i,ifname=t$i,script=no,downscript=no,vhost=off,queues=4"
+      -device "virtio-net-pci,netdev=n$i,mq=on,vectors=10,mac=52:54:00:12:34:0$i,guest_tso4=off,guest_tso6=off,guest_ecn=off,guest_ufo=off,guest_csum=off,romfile=")
   done
+  ip -n "$ns" link set swbr up
+  netns=(ip netns exec "$ns")
 fi
 # Bounded: a guest that hangs ends here (status 124).
-timeout "${VM_TIMEOUT:-1800}" qemu-system-x86_64 -accel tcg,thread=multi -cpu max -smp 2 -m 2048 -nographic -no-reboot \
+"${netns[@]}" timeout "${VM_TIMEOUT:-1800}" qemu-system-x86_64 -accel tcg,thread=multi -cpu max -smp 2 -m 2048 -nographic -no-reboot \
   -kernel "$kdir/boot/vmlinuz-$version" -initrd "$vm/initrd-$version.gz" \
   -append "$append" "${nics[@]}" \
   -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \

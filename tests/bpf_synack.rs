@@ -884,6 +884,36 @@ fn auto_mode_passes_in_peacetime_and_answers_under_attack() {
     assert_eq!(compare(&p, &s, &syn, NOW), Outcome::Answered, "always");
 }
 
+/// A queue a driver added for XDP (virtio_net's) receives, but AF_XDP
+/// cannot send there: once synwall says so (`ack_only_from`), a SYN on it
+/// is never left to that queue's worker. "auto" answers it in XDP, as it
+/// answers a backed-up worker's; "afxdp" leaves it to the kernel, counted.
+#[test]
+fn syns_on_queues_that_cannot_send_are_not_left_to_their_worker() {
+    if !common::require_root() {
+        return;
+    }
+    let s = Settings::default();
+    let syn = syn_from_v4([198, 18, 1, 2]);
+    let no_xsk = |p: &Program| counter(p, "syn_no_xsk");
+    let auto = program_with(&ProgramSettings::from_core(&s, SynackMode::Auto), &s, NOW);
+    // test_run's queue is 0, which has no socket here.
+    let before = no_xsk(&auto);
+    assert_eq!(auto.test_run(&syn).unwrap(), action::PASS);
+    assert_eq!(no_xsk(&auto), before + 1, "auto: to the worker first");
+    auto.set_ack_only_from(0);
+    assert_eq!(compare(&auto, &s, &syn, NOW), Outcome::Answered);
+    assert_eq!(no_xsk(&auto), before + 1);
+    auto.set_ack_only_from(1);
+    assert_eq!(auto.test_run(&syn).unwrap(), action::PASS, "queue 0 sends");
+
+    let afxdp = program_with(&ProgramSettings::from_core(&s, SynackMode::Afxdp), &s, NOW);
+    afxdp.set_ack_only_from(0);
+    let before = no_xsk(&afxdp);
+    assert_eq!(afxdp.test_run(&syn).unwrap(), action::PASS);
+    assert_eq!(no_xsk(&afxdp), before + 1, "afxdp: the kernel's, counted");
+}
+
 /// [attack] syns_per_source: under attack only, at most that many SYNs
 /// per second from one /32 (here 2); other sources go on.
 #[test]

@@ -202,12 +202,13 @@ pub struct Control {
 /// per queue, attach (hand-off first, then XDP), then run the workers, the
 /// proxy and the control loop until stopped, and tear down.
 pub fn run(cfg: &Config, secrets: Secrets, ctl: &Control) -> Result<Snapshot, RunError> {
-    let plan = resolve(cfg)?;
+    let mut plan = resolve(cfg)?;
     let proxy = prepare_handoff(cfg)?;
     let program = load_program(cfg, &plan, &secrets)?;
-    let sockets = open_sockets(cfg, &plan, &program)?;
-    let (mut engines, handed_in) = repair_engines(cfg, &plan)?;
+    let mut sockets = open_sockets(cfg, &plan, &program)?;
     let attached = attach(cfg, &plan, &program)?;
+    sockets.extend(serve_queues_the_attach_added(cfg, &mut plan, &program)?);
+    let (mut engines, handed_in) = repair_engines(cfg, &plan)?;
     let stats = bind_stats(&cfg.datapath.stats_socket)?;
     let metrics = match cfg.metrics.listen {
         Some(addr) => Some(metrics::Server::bind(addr).map_err(|e| RunError::Metrics(addr, e))?),
@@ -578,25 +579,79 @@ fn open_sockets(
     plan: &Plan,
     program: &Program,
 ) -> Result<Vec<QueueSocket>, RunError> {
+    plan.queues
+        .iter()
+        .map(|&q| open_socket(cfg, q, program))
+        .collect()
+}
+
+/// Queue `q`'s AF_XDP socket, in the program's map.
+fn open_socket(cfg: &Config, q: u32, program: &Program) -> Result<QueueSocket, RunError> {
     let d = &cfg.datapath;
-    let mut sockets = Vec::with_capacity(plan.queues.len());
-    for &q in &plan.queues {
-        let (xsk, frames) = Xsk::new(
-            &d.interface,
-            q,
-            XskConfig {
-                ring_size: d.ring_size,
-            },
-        )?;
-        if d.busy_poll_us > 0 {
-            xsk.set_busy_poll(BusyPoll {
-                usecs: d.busy_poll_us,
-                budget: d.busy_poll_budget,
-            })
-            .map_err(|e| RunError::BusyPoll(q, e))?;
+    let (xsk, frames) = Xsk::new(
+        &d.interface,
+        q,
+        XskConfig {
+            ring_size: d.ring_size,
+        },
+    )?;
+    if d.busy_poll_us > 0 {
+        xsk.set_busy_poll(BusyPoll {
+            usecs: d.busy_poll_us,
+            budget: d.busy_poll_budget,
+        })
+        .map_err(|e| RunError::BusyPoll(q, e))?;
+    }
+    program.set_socket(q, xsk.fd())?;
+    Ok((q, xsk, frames))
+}
+
+/// Step 5b: receive queues that attaching XDP added. A driver may give XDP
+/// queues of its own that also receive (virtio_net goes from one queue
+/// pair per CPU to twice as many): the flows hashed there would meet no
+/// socket, their SYNs would go to the kernel (`syn_no_xsk`) and the repair
+/// engine's ACKs be lost. Unless `[datapath] queues` names the queues,
+/// each added one gets its socket and worker, for ACKs only: the kernel
+/// sends nothing from an AF_XDP socket beyond its real transmit queues, so
+/// the program answers their SYNs itself (with `synack = "afxdp"`, the
+/// kernel does). One whose socket cannot be opened is said.
+fn serve_queues_the_attach_added(
+    cfg: &Config,
+    plan: &mut Plan,
+    program: &Program,
+) -> Result<Vec<QueueSocket>, RunError> {
+    let d = &cfg.datapath;
+    if !d.queues.is_empty() {
+        return Ok(Vec::new());
+    }
+    let count = match host::interface(&d.interface) {
+        Ok(iface) => iface.rx_queues,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not count the queues after attaching XDP");
+            return Ok(Vec::new());
         }
-        program.set_socket(q, xsk.fd())?;
-        sockets.push((q, xsk, frames));
+    };
+    let first = plan.queues.iter().max().map_or(0, |q| q + 1);
+    if count > first {
+        program.set_ack_only_from(first);
+        if d.synack == SynackMode::Afxdp {
+            tracing::warn!(queues = ?(first..count),
+                "attaching XDP added receive queues whose SYNs synwall cannot answer with synack = \"afxdp\": the kernel answers them (syn_no_xsk)");
+        }
+    }
+    let mut sockets = Vec::new();
+    for q in first..count {
+        match open_socket(cfg, q, program) {
+            Ok(socket) => sockets.push(socket),
+            Err(e) => tracing::warn!(queue = q, error = %e,
+                "attaching XDP added a receive queue synwall cannot serve; its SYNs go to the kernel (syn_no_xsk)"),
+        }
+    }
+    if !sockets.is_empty() {
+        plan.queues.extend(sockets.iter().map(|(q, _, _)| *q));
+        plan.cpus = worker_cpus(&d.cpus, plan.queues.len())?;
+        tracing::info!(queues = ?plan.queues, ack_only_from = first,
+            "attaching XDP added receive queues: serving them too (their SYNs in XDP)");
     }
     Ok(sockets)
 }

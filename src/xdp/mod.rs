@@ -361,6 +361,7 @@ struct LiveAtomics {
     under_attack: &'static std::sync::atomic::AtomicU8,
     xdp_tx_ok: &'static std::sync::atomic::AtomicU8,
     kernel_syn_ns: &'static std::sync::atomic::AtomicU64,
+    ack_only_from: &'static std::sync::atomic::AtomicU32,
 }
 
 impl LiveAtomics {
@@ -370,12 +371,14 @@ impl LiveAtomics {
             under_attack,
             xdp_tx_ok,
             kernel_syn_ns,
+            ack_only_from,
             ..
         } = beat;
         // SAFETY: both fields live in the mapped section, which stays
         // mapped for the process's life (the skeleton is leaked);
         // `heartbeat_ns` is a naturally aligned u64 (the BPF compiler aligns
-        // it, repr(C) keeps it), as is `kernel_syn_ns`, the others are u8;
+        // it, repr(C) keeps it), as is `kernel_syn_ns`, `ack_only_from`
+        // an aligned u32, the others are u8;
         // the only Rust
         // references to them, the exclusive ones, are given up here, so from
         // now on they are accessed only through these atomics.
@@ -385,6 +388,7 @@ impl LiveAtomics {
                 under_attack: std::sync::atomic::AtomicU8::from_ptr(under_attack),
                 xdp_tx_ok: std::sync::atomic::AtomicU8::from_ptr(xdp_tx_ok),
                 kernel_syn_ns: std::sync::atomic::AtomicU64::from_ptr(kernel_syn_ns),
+                ack_only_from: std::sync::atomic::AtomicU32::from_ptr(ack_only_from),
             }
         }
     }
@@ -870,6 +874,15 @@ impl Program {
         self.atomics
             .xdp_tx_ok
             .store(u8::from(ok), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Tells the program that queues from `queue` up receive but cannot
+    /// send through AF_XDP: their workers get no SYN, only ACKs
+    /// (bpf/maps.h `ack_only_from`).
+    pub fn set_ack_only_from(&self, queue: u32) {
+        self.atomics
+            .ack_only_from
+            .store(queue, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Tells the program the kernel had every SYN until now (before
