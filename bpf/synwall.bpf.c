@@ -564,7 +564,7 @@ static __always_inline int syn_without_xdp_tx(struct xdp_md *ctx, struct pkt *p,
 static __always_inline int xdp_syn(struct xdp_md *ctx, struct pkt *p, const int ext)
 {
 	struct sw_queue_load *q;
-	int rc, guard, worker;
+	int rc, guard;
 
 	if (peacetime())
 		return syn_to_kernel(SW_PASS_PEACE);
@@ -578,10 +578,11 @@ static __always_inline int xdp_syn(struct xdp_md *ctx, struct pkt *p, const int 
 		return verdict(SW_PASS_SOCKET, XDP_PASS);
 	guard = reflection_on();
 	rc = -1; /* not looked at */
-	worker = syn_queue(ctx);
-	if (synack_mode == SYNACK_XDP || (synack_mode == SYNACK_AUTO && !worker) ||
-	    worker_backed_up(q)) {
-		if (synack_mode == SYNACK_AUTO && worker)
+	/* A queue whose worker cannot send (ack_only_from) is answered here
+	 * as a backed-up worker's is (but for "afxdp"), not as syn_backlog. */
+	if (synack_mode == SYNACK_XDP || worker_backed_up(q) ||
+	    (synack_mode == SYNACK_AUTO && !syn_queue(ctx))) {
+		if (synack_mode == SYNACK_AUTO && syn_queue(ctx))
 			count(SW_SYN_BACKLOG);
 		rc = synack(ctx, p, SYNACK_WRITE, ext);
 		if (rc < 0) {
@@ -594,7 +595,7 @@ static __always_inline int xdp_syn(struct xdp_md *ctx, struct pkt *p, const int 
 		}
 		count(rc);
 	}
-	if (!worker)
+	if (!syn_queue(ctx))
 		return syn_to_kernel(SW_SYN_NO_XSK);
 	if (guard && worker_capped(ctx, p, rc, ext))
 		return verdict(SW_DROP_REFLECTION_CAP, XDP_DROP);
