@@ -8,7 +8,8 @@
 #     proxy mode, IPv4 and IPv6 clients are served with SYN-ACKs from XDP
 #     and from the workers, and a SIGKILLed synwall leaves no program;
 #   Linux 6.12 (Debian 12's bookworm-security): kernel mode with the kfunc
-#     hand-off serves, keeps the ACK's request, and small-MSS clients; and
+#     hand-off serves, keeps the ACK's request, and small-MSS clients,
+#     proxy mode serves through the kfunc and through the repair engine; and
 #     on a real NIC driver (tests/vm/virtio_nic.sh: two multi-queue
 #     virtio-net NICs), every receive queue XDP brings is served, native
 #     XDP's and the workers' SYN-ACKs leave and connections complete, in
@@ -62,7 +63,8 @@ run "$k61" "$bin" --test-threads 1 the_repair_engine_keeps_the_acks_request \
   dead_upstream_gives_a_prompt_close_with_the_repair_engine
 run "$k61" bash tests/vm/old_kernel.sh
 run "$k612" "$bin" --test-threads 1 request_in_the_handshake_ack_is_not_lost \
-  clients_with_a_small_mss server_behind_synacks_from_xdp faulty_acks_with_valid_cookies
+  clients_with_a_small_mss server_behind_synacks_from_xdp faulty_acks_with_valid_cookies \
+  server_behind_proxy_mode
 run "$k612" "$dbin" --test-threads 1 libxdp_
 VM_NICS=2 run "$k612" bash tests/vm/virtio_nic.sh
 VM_INIT=systemd run "$k612" bash tests/vm/systemd.sh
