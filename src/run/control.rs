@@ -1,0 +1,320 @@
+//! The control loop: the cookie epochs, reloads, the watches, the
+//! clients' questions, until synwall stops.
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::config::{AttachMode, SynackMode, XdpMode};
+use crate::handoff::proxy::ProxyCounters;
+use crate::proto::time::UnixTime;
+use crate::worker::WorkerCounters;
+use crate::xdp::{self};
+
+use super::reload::Live;
+use super::{
+    Control, Datapath, ProgramEpochs, Snapshot, Thread, WorkerEntry, XdpAnswers, attack, clients,
+    error_chain, supervise, tx_watch,
+};
+
+/// How long the control loop waits for a client (stats socket or metrics)
+/// when none is there.
+pub(super) const CONTROL_IDLE: Duration = Duration::from_millis(50);
+
+/// How often the control loop checks that the XDP and TC links are still
+/// attached.
+pub(super) const LINK_CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// Running totals of SYNs and of our answers.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct SynTotals {
+    /// SYNs to the protected ports.
+    pub(super) syns: u64,
+    /// SYN-ACKs sent, by the workers and by XDP.
+    pub(super) answered: u64,
+}
+
+impl Datapath<'_> {
+    /// Step 8, the control loop, until `ctl.stop` is set or a thread ends
+    /// on its own (whose name it returns): keeps the XDP program's cookie
+    /// epochs turning, reloads on request, and serves the stats socket.
+    pub(super) fn control(
+        &self,
+        asks: &mpsc::Receiver<clients::Ask>,
+        live: &mut Live,
+        ctl: &Control,
+        threads: &[Thread<'_>],
+    ) -> Option<String> {
+        let mut links_checked = Instant::now();
+        let mut supervisor = supervise::Supervisor::new(self);
+        let mut detector = attack::Detector::new();
+        let d = &self.cfg.datapath;
+        let mode = self.attached.xdp_mode();
+        let mut tx = tx_watch::TxWatch::start(
+            &d.interface,
+            mode,
+            d.synack != SynackMode::Afxdp,
+            self.program,
+        );
+        // xdp_mode = "auto" on our own link: a native mode whose answers do
+        // not leave gives way to generic mode, whose answers do.
+        tx.may_switch(
+            d.xdp_mode == XdpMode::Auto
+                && d.attach == AttachMode::Link
+                && mode == "native"
+                && !self.zero_copy.contains(&Some(true)),
+        );
+        while !ctl.stop.load(Ordering::Relaxed) {
+            supervisor.tick(self);
+            self.watch_attack(&mut detector, live);
+            if let Some(lost) = self.watch_xdp_answers(&mut tx) {
+                return Some(lost);
+            }
+            if let Some((name, _)) = threads.iter().find(|(_, h)| h.is_finished()) {
+                return Some(format!("{name} exited"));
+            }
+            if links_checked.elapsed() >= LINK_CHECK_EVERY {
+                links_checked = Instant::now();
+                if let Some(lost) = self.lost_link() {
+                    return Some(lost);
+                }
+            }
+            self.turn_epochs(live);
+            if ctl.reload.swap(false, Ordering::Relaxed) {
+                let _ = self.reload_and_report(live, &ctl.config_path);
+            }
+            clients::take_asks(asks, CONTROL_IDLE, |a| self.answer(a, live, ctl));
+        }
+        None
+    }
+
+    /// Answers what a client's thread asks (clients.rs).
+    pub(super) fn answer(&self, ask: clients::Ask, live: &mut Live, ctl: &Control) {
+        use clients::{Ask, Request};
+        match ask {
+            Ask::Snapshot(tx) => {
+                let _ = tx.send(self.snapshot(live));
+            }
+            Ask::Socket(request, tx) => {
+                let reply = match request {
+                    Request::Stats => serde_json::to_value(self.snapshot(live)),
+                    Request::Status => serde_json::to_value(self.status(live, &ctl.config_path)),
+                    Request::Reload => Ok(match self.reload_and_report(live, &ctl.config_path) {
+                        Ok(()) => serde_json::json!({ "reload": "ok" }),
+                        Err(e) => serde_json::json!({ "reload": "failed", "error": e }),
+                    }),
+                };
+                let _ = tx.send(reply.map(|v| v.to_string()).unwrap_or_default());
+            }
+        }
+    }
+
+    /// A link that is no longer attached (the interface went away, or
+    /// someone detached it): without it there is no protection.
+    pub(super) fn lost_link(&self) -> Option<String> {
+        let ifname = &self.cfg.datapath.interface;
+        let xdp = self.attached.xdp();
+        let Some(xdp) = xdp.as_ref() else {
+            return Some(format!(
+                "the XDP program is no longer attached to {ifname} (moving it to generic mode failed)"
+            ));
+        };
+        let links = [
+            Some(("XDP", xdp)),
+            self.attached.handoff.as_ref().map(|h| ("TC hand-off", h)),
+        ];
+        for (what, a) in links.into_iter().flatten() {
+            if matches!(a.info(), Ok(i) if i.ifindex == 0) {
+                return Some(format!(
+                    "the {what} link is no longer attached to {ifname} \
+                     (the interface went away, or the link was detached)"
+                ));
+            }
+        }
+        None
+    }
+
+    /// Keeps the program's keys and its minting epoch on the schedule.
+    pub(super) fn turn_epochs(&self, live: &mut Live) {
+        let want = ProgramEpochs::at(UnixTime::now(), &live.cfg.core_settings().schedule());
+        if want == live.epochs {
+            return;
+        }
+        match want.install(self.program, &live.secrets, Some(live.epochs)) {
+            Ok(()) => {
+                live.epochs = want;
+                self.epoch.store(want.mint, Ordering::Relaxed);
+            }
+            Err(e) => tracing::error!("cannot turn the XDP program's cookie epoch: {e}"),
+        }
+    }
+
+    /// A reload, told to systemd (RELOADING=1 … READY=1), logged and
+    /// counted; a rejected one leaves everything as it was.
+    pub(super) fn reload_and_report(&self, live: &mut Live, path: &Path) -> Result<(), String> {
+        let mut reloading = vec![sd_notify::NotifyState::Reloading];
+        if let Ok(now) = sd_notify::NotifyState::monotonic_usec_now() {
+            reloading.push(now);
+        }
+        let _ = sd_notify::notify(&reloading);
+        let result = self.reload(live, path).map_err(|e| error_chain(&e));
+        match &result {
+            Ok(()) => {
+                self.reloads_ok.fetch_add(1, Ordering::Relaxed);
+                self.epoch.store(live.epochs.mint, Ordering::Relaxed);
+            }
+            Err(e) => {
+                self.reloads_failed.fetch_add(1, Ordering::Relaxed);
+                tracing::error!("reload rejected, the running configuration stays: {e}");
+            }
+        }
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+        result
+    }
+
+    /// Every counter, now.
+    pub(super) fn snapshot(&self, live: &Live) -> Snapshot {
+        Snapshot {
+            secret_fingerprint: live.secrets.mint.fingerprint(),
+            previous_secret_fingerprint: live.secrets.accept.as_ref().map(|s| s.fingerprint()),
+            interface: self.cfg.datapath.interface.clone(),
+            xdp_mode: self.attached.xdp_mode(),
+            workers: self
+                .plan
+                .queues
+                .iter()
+                .zip(&self.plan.cpus)
+                .zip(&self.workers)
+                .map(|((&queue, &cpu), c)| WorkerEntry {
+                    queue,
+                    cpu,
+                    counters: c.snapshot(),
+                })
+                .collect(),
+            xdp: self
+                .program
+                .counters()
+                .map(|c| xdp::COUNTER_NAMES.iter().copied().zip(c).collect())
+                .unwrap_or_default(),
+            proxy: self.proxy.as_ref().map(ProxyCounters::snapshot),
+            uptime_secs: self.started.elapsed().as_secs(),
+            epoch: self.epoch.load(Ordering::Relaxed),
+            reloads_ok: self.reloads_ok.load(Ordering::Relaxed),
+            reloads_failed: self.reloads_failed.load(Ordering::Relaxed),
+            under_attack: self.under_attack.load(Ordering::Relaxed),
+            attacks: self.attacks.load(Ordering::Relaxed),
+            xdp_answers: self.xdp_answers_now(),
+        }
+    }
+
+    /// SYNs to the protected ports and SYN-ACKs sent so far, from the
+    /// program's counters and the workers'.
+    pub(super) fn syn_totals(&self) -> Option<SynTotals> {
+        let c = self.program.counters().ok()?;
+        let syns = xdp::counter::SYN_VERDICTS.iter().map(|&i| c[i]).sum();
+        let workers: u64 = self.workers.iter().map(WorkerCounters::synacks).sum();
+        Some(SynTotals {
+            syns,
+            answered: c[xdp::counter::SYNACK_XDP] + workers,
+        })
+    }
+
+    /// Moves the XDP link from native to generic mode: detached, then
+    /// attached again (between the two, a blink, the kernel has every
+    /// packet). If generic mode is refused, native mode again.
+    pub(super) fn switch_to_generic(&self) -> Result<(), String> {
+        let mut slot = self.attached.xdp();
+        let Some(native) = slot.take() else {
+            return Err("no XDP link to move".into());
+        };
+        let ifindex = native.ifindex;
+        drop(native);
+        let moved = self.program.attach(ifindex, XdpMode::Generic);
+        // The kernel had every SYN meanwhile: its cookies' ACKs must pass.
+        self.program.note_kernel_syns();
+        let why = match moved {
+            Ok(a) => {
+                *slot = Some(a);
+                return Ok(());
+            }
+            Err(e) => error_chain(&e),
+        };
+        match self.program.attach(ifindex, XdpMode::Native) {
+            Ok(a) => {
+                *slot = Some(a);
+                Err(format!("moving XDP to generic mode failed: {why}"))
+            }
+            Err(e) => Err(format!(
+                "moving XDP to generic mode failed ({why}), and native mode again too ({}): \
+                 no XDP program is attached",
+                error_chain(&e)
+            )),
+        }
+    }
+
+    /// What the watch last said of the XDP answers.
+    pub(super) fn xdp_answers_now(&self) -> Option<XdpAnswers> {
+        self.xdp_answers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Lets the watch compare the driver's failed XDP_TX frames with the
+    /// program's answers, and publishes what it says. Returns why the run
+    /// must end when a move to generic mode left no XDP program attached.
+    pub(super) fn watch_xdp_answers(&self, tx: &mut tx_watch::TxWatch) -> Option<String> {
+        if tx.tick(Instant::now(), self.program) == Some(tx_watch::Action::SwitchToGeneric) {
+            match self.switch_to_generic() {
+                Ok(()) => tx.switched_to_generic(self.program),
+                Err(e) if self.attached.xdp().is_none() => return Some(e),
+                Err(e) => {
+                    tracing::error!("{e}; XDP answers stay off");
+                    tx.switch_failed(&e);
+                }
+            }
+        }
+        let mut shown = self
+            .xdp_answers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if shown.as_ref() != Some(tx.report()) {
+            *shown = Some(tx.report().clone());
+        }
+        None
+    }
+
+    /// Feeds the attack detector the SYNs and SYN-ACKs counted so far;
+    /// logs an attack's start and end and tells the program.
+    pub(super) fn watch_attack(&self, detector: &mut attack::Detector, live: &Live) {
+        let Some(SynTotals { syns, answered }) = self.syn_totals() else {
+            return;
+        };
+        let event = detector.sample(Instant::now(), syns, answered, &live.cfg.attack);
+        match event {
+            Some(attack::Event::Started { rate }) => tracing::warn!(
+                syn_rate = rate as u64,
+                mode = live.cfg.attack.mode.as_str(),
+                "attack started: SYNs to the protected ports above enter_syn_rate"
+            ),
+            Some(attack::Event::Ended {
+                duration,
+                peak,
+                syns,
+                answered,
+            }) => tracing::warn!(
+                duration_secs = duration.as_secs(),
+                peak_syn_rate = peak as u64,
+                syns,
+                answered,
+                "attack ended"
+            ),
+            None => return,
+        }
+        let on = detector.under_attack();
+        self.program.set_under_attack(on);
+        self.under_attack.store(on, Ordering::Relaxed);
+        self.attacks.store(detector.attacks, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,203 @@
+//! The running datapath: what its threads share, and the threads.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::thread::{Scope, ScopedJoinHandle};
+use std::time::{Duration, Instant};
+
+use crate::config::Config;
+use crate::handoff::proxy::{Listener, Proxy, ProxyCounters, ProxySettings, ProxyUpdate};
+use crate::handoff::repair;
+use crate::worker::{self, SharedCore, WorkerControl, WorkerCounters};
+use crate::xdp::{self, Program, QueueLoads};
+
+use super::{Attached, Plan, QueueSocket, XdpAnswers, error_chain};
+
+/// A thread of the datapath: its name and handle; `Err` is why it failed.
+pub(super) type Thread<'s> = (String, ScopedJoinHandle<'s, Result<(), String>>);
+
+/// How often the heartbeat thread beats (the program fails open after 2 s
+/// without one, bpf/maps.h).
+pub(super) const HEARTBEAT_EVERY: Duration = Duration::from_millis(100);
+
+/// Starts the datapath thread `name` (by which `join` and the logs know
+/// it) in `s`.
+pub(super) fn spawn_thread<'s>(
+    s: &'s Scope<'s, '_>,
+    name: String,
+    body: impl FnOnce() -> Result<(), String> + Send + 's,
+) -> Thread<'s> {
+    let handle = std::thread::Builder::new()
+        .name(name.clone())
+        .spawn_scoped(s, body)
+        .unwrap_or_else(|e| panic!("spawning {name}: {e}"));
+    (name, handle)
+}
+
+/// attach = "libxdp": the thread that keeps the program's heartbeat, so
+/// that it passes everything once synwall is gone.
+pub(super) fn spawn_heartbeat<'s>(
+    s: &'s Scope<'s, '_>,
+    heartbeat: xdp::Heartbeat<'s>,
+    stop: &'s AtomicBool,
+) -> Thread<'s> {
+    spawn_thread(s, "synwall-heartbeat".into(), move || {
+        while !stop.load(Ordering::Relaxed) {
+            heartbeat.beat();
+            std::thread::sleep(HEARTBEAT_EVERY);
+        }
+        Ok(())
+    })
+}
+
+/// Joins every thread; returns the first failure: a thread's error or
+/// panic, or else what stopped the control loop (`exited`).
+pub(super) fn join(threads: Vec<Thread<'_>>, exited: Option<String>) -> Option<String> {
+    let mut failure = None;
+    for (name, handle) in threads {
+        let why = match handle.join() {
+            Ok(Ok(())) => continue,
+            Ok(Err(e)) => format!("{name}: {e}"),
+            Err(panic) => {
+                let msg = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                format!("{name} panicked: {msg}")
+            }
+        };
+        failure.get_or_insert(why);
+    }
+    failure.or(exited)
+}
+
+/// The running datapath: what the workers, the proxy and the control loop
+/// share (read-only, or atomics).
+pub(super) struct Datapath<'a> {
+    /// The configuration of the start: its restart-only keys hold for the
+    /// whole run (the live ones are in the control loop's [`Live`]).
+    pub(super) cfg: &'a Config,
+    pub(super) plan: &'a Plan,
+    pub(super) program: &'a Program,
+    pub(super) attached: &'a Attached,
+    pub(super) workers: Vec<WorkerCounters>,
+    pub(super) proxy: Option<ProxyCounters>,
+    /// synack = "auto": where the workers publish their progress.
+    pub(super) loads: Option<&'a QueueLoads>,
+    /// The workers' core settings and secret.
+    pub(super) core: SharedCore,
+    /// Proxy mode: where reloads reach the proxy thread.
+    pub(super) proxy_updates: Option<mpsc::Sender<ProxyUpdate>>,
+    pub(super) started: Instant,
+    /// The epoch cookies are minted with.
+    pub(super) epoch: AtomicU64,
+    pub(super) reloads_ok: AtomicU64,
+    pub(super) reloads_failed: AtomicU64,
+    /// The attack detector's state, for the snapshot.
+    pub(super) under_attack: AtomicBool,
+    pub(super) attacks: AtomicU64,
+    /// Per queue: AF_XDP zero-copy or copy (as the kernel said at bind).
+    pub(super) zero_copy: Vec<Option<bool>>,
+    /// Whether XDP answers leave the interface, as the control loop's
+    /// watch last said.
+    pub(super) xdp_answers: std::sync::Mutex<Option<XdpAnswers>>,
+}
+
+impl<'a> Datapath<'a> {
+    /// Step 7: one worker thread per queue, pinned to its CPU.
+    pub(super) fn spawn_workers<'s>(
+        &'s self,
+        s: &'s Scope<'s, '_>,
+        sockets: Vec<QueueSocket>,
+        engines: &mut Vec<repair::Engine>,
+        stop: &'s AtomicBool,
+    ) -> Vec<Thread<'s>> {
+        let batch = self.cfg.datapath.batch_size as usize;
+        let busy_poll = self.cfg.datapath.busy_poll_us > 0;
+        let mut threads = Vec::new();
+        for ((q, xsk, frames), (&cpu, counters)) in sockets
+            .into_iter()
+            .zip(self.plan.cpus.iter().zip(&self.workers))
+        {
+            let progress = self.loads.and_then(|l| l.progress(q));
+            let name = format!("synwall-q{q}");
+            let core = &self.core;
+            let repair = engines.pop();
+            threads.push(spawn_thread(s, name, move || {
+                if !core_affinity::set_for_current(core_affinity::CoreId { id: cpu }) {
+                    tracing::warn!(queue = q, cpu, "could not pin worker");
+                }
+                let ctl = WorkerControl {
+                    stop,
+                    counters,
+                    batch,
+                    progress,
+                    busy_poll,
+                    core,
+                    repair,
+                };
+                worker::run(xsk, frames, ctl);
+                Ok(())
+            }));
+        }
+        threads
+    }
+
+    /// Step 7 (proxy mode): the proxy's event loop. If it fails, synwall
+    /// stops with an error, so the XDP program detaches (fail open):
+    /// without the proxy the protected port is dead.
+    pub(super) fn spawn_proxy<'s>(
+        &'s self,
+        s: &'s Scope<'s, '_>,
+        (settings, listeners, handed_in): (ProxySettings, Vec<Listener>, Option<repair::HandedIn>),
+        updates: mpsc::Receiver<ProxyUpdate>,
+        stop: &'s AtomicBool,
+    ) -> Thread<'s> {
+        let counters = self.proxy.as_ref();
+        spawn_thread(s, "synwall-proxy".into(), move || {
+            let Some(counters) = counters else {
+                return Ok(());
+            };
+            Proxy::new(listeners, settings, counters)
+                .and_then(|mut p| {
+                    if let Some(from) = handed_in {
+                        p.hand_in_from(from)?;
+                    }
+                    p.run(stop, &updates)
+                })
+                .map_err(|e| error_chain(&e))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every way a datapath thread can end is a failure, except a clean
+    /// return after a stop.
+    #[test]
+    fn a_failed_panicked_or_exited_thread_is_a_failure() {
+        fn spawn<'s>(s: &'s Scope<'s, '_>, body: fn() -> Result<(), String>) -> Thread<'s> {
+            let h = std::thread::Builder::new().spawn_scoped(s, body).unwrap();
+            ("t".into(), h)
+        }
+        std::thread::scope(|s| {
+            assert_eq!(join(vec![spawn(s, || Ok(()))], None), None);
+            assert_eq!(
+                join(vec![spawn(s, || Ok(()))], Some("t exited".into())),
+                Some("t exited".into())
+            );
+            assert_eq!(
+                join(
+                    vec![spawn(s, || Ok(())), spawn(s, || Err("epoll".into()))],
+                    None
+                ),
+                Some("t: epoll".into())
+            );
+            let why = join(vec![spawn(s, || panic!("boom"))], None).unwrap();
+            assert!(why.contains("panicked: boom"), "{why}");
+        });
+    }
+}

@@ -1,0 +1,271 @@
+//! The steps of `run` that set the datapath up, in order, and the one
+//! that takes it down.
+
+use std::os::unix::net::UnixListener;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::config::{AttachMode, Config, HandoffEngine, HandoffMode, SynackMode};
+use crate::handoff::proxy::{self, Listener, ProxySettings};
+use crate::handoff::repair;
+use crate::host;
+use crate::proto::cookie::Secrets;
+use crate::proto::time::UnixTime;
+use crate::xdp::{self, Attachment, Program, ProgramSettings};
+use crate::xsk::{BusyPoll, Frame, Xsk, XskConfig};
+
+use super::{Plan, ProgramEpochs, RunError, program_settings, worker_cpus};
+
+/// Step 4b (`[handoff] engine = "repair"`): one engine per worker, all
+/// handing their connections to the proxy thread; nothing otherwise.
+pub(super) fn repair_engines(
+    cfg: &Config,
+    plan: &Plan,
+) -> Result<(Vec<repair::Engine>, Option<repair::HandedIn>), RunError> {
+    if plan.engine != HandoffEngine::Repair {
+        return Ok((Vec::new(), None));
+    }
+    let (ends, handed_in) = repair::hand_off(plan.queues.len(), cfg.handoff.backlog as usize)
+        .map_err(repair::EngineError::from)?;
+    let recent = repair::Recent::shared();
+    let engines = ends
+        .into_iter()
+        .map(|to| repair::Engine::new(to, cfg.synack.window, Arc::clone(&recent)))
+        .collect::<Result<_, _>>()?;
+    Ok((engines, Some(handed_in)))
+}
+
+/// Step 2: in proxy mode, our own listeners exist before the hand-off is
+/// attached, so the TC program finds them for the first valid ACK. In
+/// kernel mode, warns about protected ports nothing listens on.
+pub(super) fn prepare_handoff(
+    cfg: &Config,
+) -> Result<Option<(ProxySettings, Vec<Listener>)>, RunError> {
+    match cfg.handoff.mode {
+        HandoffMode::Proxy => {
+            let settings = ProxySettings::from_config(&cfg.handoff)?;
+            let addrs = proxy::listen_addrs(&cfg.protect.ports, &cfg.protect.addresses);
+            let listeners = proxy::listen(&addrs, cfg.handoff.backlog)?;
+            check_fd_limit(settings.max_connections, cfg.handoff.backlog);
+            Ok(Some((settings, listeners)))
+        }
+        HandoffMode::Kernel => {
+            warn_unserved_ports(&cfg.protect.ports);
+            Ok(None)
+        }
+    }
+}
+
+/// Kernel mode: warns about protected ports nothing listens on.
+pub(super) fn warn_unserved_ports(ports: &[u16]) {
+    for &port in ports {
+        if !host::is_listening(port) {
+            tracing::warn!(
+                port,
+                "nothing listens on this protected port: handed-off connections will be reset"
+            );
+        }
+    }
+}
+
+/// Raises the descriptor limit for proxy mode (six per session, and one
+/// per connection the repair engines hand in that the proxy has not taken
+/// yet, `backlog` at most) and warns when even the hard limit is too low.
+pub(super) fn check_fd_limit(max_connections: usize, backlog: u32) {
+    let have = host::raise_fd_limit();
+    let need = max_connections as u64 * 6 + u64::from(backlog) + 256;
+    if have < need {
+        tracing::warn!(
+            have,
+            need,
+            "RLIMIT_NOFILE is below what [handoff] max_connections and backlog need; \
+             raise LimitNOFILE or lower them"
+        );
+    }
+}
+
+/// Step 3: loads the program with the protected ports and addresses and
+/// the cookie settings, and installs the current keys.
+pub(super) fn load_program(
+    cfg: &Config,
+    plan: &Plan,
+    secrets: &Secrets,
+) -> Result<Program, RunError> {
+    let program = Program::load(&ProgramSettings {
+        handoff_repair: plan.engine == HandoffEngine::Repair,
+        ..program_settings(cfg)
+    })?;
+    program.heartbeat().beat();
+    ProgramEpochs::at(UnixTime::now(), &cfg.core_settings().schedule())
+        .install(&program, secrets, None)?;
+    Ok(program)
+}
+
+/// One queue's AF_XDP socket and its UMEM frames.
+pub(super) type QueueSocket = (u32, Xsk, Vec<Frame>);
+
+/// Step 4: one AF_XDP socket (and UMEM) per queue, each put into the
+/// program's map before the program is attached, so no SYN falls through
+/// to the kernel in between.
+pub(super) fn open_sockets(
+    cfg: &Config,
+    plan: &Plan,
+    program: &Program,
+) -> Result<Vec<QueueSocket>, RunError> {
+    plan.queues
+        .iter()
+        .map(|&q| open_socket(cfg, q, program))
+        .collect()
+}
+
+/// Queue `q`'s AF_XDP socket, in the program's map.
+pub(super) fn open_socket(
+    cfg: &Config,
+    q: u32,
+    program: &Program,
+) -> Result<QueueSocket, RunError> {
+    let d = &cfg.datapath;
+    let (xsk, frames) = Xsk::new(
+        &d.interface,
+        q,
+        XskConfig {
+            ring_size: d.ring_size,
+        },
+    )?;
+    if d.busy_poll_us > 0 {
+        xsk.set_busy_poll(BusyPoll {
+            usecs: d.busy_poll_us,
+            budget: d.busy_poll_budget,
+        })
+        .map_err(|e| RunError::BusyPoll(q, e))?;
+    }
+    program.set_socket(q, xsk.fd())?;
+    Ok((q, xsk, frames))
+}
+
+/// Step 5b: receive queues that attaching XDP added. A driver may give XDP
+/// queues of its own that also receive (virtio_net goes from one queue
+/// pair per CPU to twice as many): the flows hashed there would meet no
+/// socket, their SYNs would go to the kernel (`syn_no_xsk`) and the repair
+/// engine's ACKs be lost. Unless `[datapath] queues` names the queues,
+/// each added one gets its socket and worker, for ACKs only: the kernel
+/// sends nothing from an AF_XDP socket beyond its real transmit queues, so
+/// the program answers their SYNs itself (with `synack = "afxdp"`, the
+/// kernel does). One whose socket cannot be opened is said.
+pub(super) fn serve_queues_the_attach_added(
+    cfg: &Config,
+    plan: &mut Plan,
+    program: &Program,
+) -> Result<Vec<QueueSocket>, RunError> {
+    let d = &cfg.datapath;
+    if !d.queues.is_empty() {
+        return Ok(Vec::new());
+    }
+    let count = match host::interface(&d.interface) {
+        Ok(iface) => iface.rx_queues,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not count the queues after attaching XDP");
+            return Ok(Vec::new());
+        }
+    };
+    let first = plan.queues.iter().max().map_or(0, |q| q + 1);
+    if count > first {
+        program.set_ack_only_from(first);
+        if d.synack == SynackMode::Afxdp {
+            tracing::warn!(queues = ?(first..count),
+                "attaching XDP added receive queues whose SYNs synwall cannot answer with synack = \"afxdp\": the kernel answers them (syn_no_xsk)");
+        }
+    }
+    let mut sockets = Vec::new();
+    for q in first..count {
+        match open_socket(cfg, q, program) {
+            Ok(socket) => sockets.push(socket),
+            Err(e) => tracing::warn!(queue = q, error = %e,
+                "attaching XDP added a receive queue synwall cannot serve; its SYNs go to the kernel (syn_no_xsk)"),
+        }
+    }
+    if !sockets.is_empty() {
+        plan.queues.extend(sockets.iter().map(|(q, _, _)| *q));
+        plan.cpus = worker_cpus(&d.cpus, plan.queues.len())?;
+        tracing::info!(queues = ?plan.queues, ack_only_from = first,
+            "attaching XDP added receive queues: serving them too (their SYNs in XDP)");
+    }
+    Ok(sockets)
+}
+
+/// The program's two links; dropping them detaches both.
+#[derive(Debug)]
+pub(super) struct Attached {
+    /// The XDP link: the control loop may move it from native to generic
+    /// mode (`None` only if that failed both ways, which ends the run).
+    pub(super) xdp: std::sync::Mutex<Option<Attachment>>,
+    /// The TC hand-off (the kfunc engine only).
+    pub(super) handoff: Option<Attachment>,
+}
+
+impl Attached {
+    pub(super) fn xdp(&self) -> std::sync::MutexGuard<'_, Option<Attachment>> {
+        self.xdp
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The XDP mode in effect ("detached" after a failed switch).
+    pub(super) fn xdp_mode(&self) -> &'static str {
+        self.xdp().as_ref().map_or("detached", |a| a.mode)
+    }
+}
+
+/// Step 5: the hand-off first (once XDP passes valid ACKs, TC must be
+/// there), then XDP.
+pub(super) fn attach(cfg: &Config, plan: &Plan, program: &Program) -> Result<Attached, RunError> {
+    let d = &cfg.datapath;
+    let handoff = match plan.engine {
+        HandoffEngine::Repair => None,
+        _ => Some(program.attach_handoff(plan.ifindex)?),
+    };
+    let xdp = match d.attach {
+        AttachMode::Link => program.attach(plan.ifindex, d.xdp_mode)?,
+        AttachMode::Libxdp => {
+            let stale = xdp::remove_stale_dispatcher_programs(plan.ifindex);
+            if stale > 0 {
+                tracing::warn!(
+                    stale,
+                    "removed synwall programs a previous run left in the dispatcher"
+                );
+            }
+            program.heartbeat().beat();
+            program.attach_dispatcher(plan.ifindex, d.xdp_mode)?
+        }
+    };
+    // The kernel had every SYN until now: its cookies' ACKs must pass.
+    program.note_kernel_syns();
+    tracing::info!(
+        interface = %d.interface, mode = xdp.mode, attach = d.attach.as_str(),
+        queues = ?plan.queues, ports = ?cfg.protect.ports, "XDP attached"
+    );
+    Ok(Attached {
+        xdp: std::sync::Mutex::new(Some(xdp)),
+        handoff,
+    })
+}
+
+/// Step 6: the Unix socket `synwall stats` reads.
+pub(super) fn bind_stats(path: &Path) -> Result<UnixListener, RunError> {
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let _ = std::fs::remove_file(path);
+    let err = |e| RunError::Stats(path.to_owned(), e);
+    let listener = UnixListener::bind(path).map_err(err)?;
+    listener.set_nonblocking(true).map_err(err)?;
+    Ok(listener)
+}
+
+/// Step 9: detaches XDP and the hand-off and removes the stats socket.
+pub(super) fn teardown(attached: Attached, stats_socket: &Path) {
+    drop(attached.xdp.into_inner());
+    drop(attached.handoff);
+    let _ = std::fs::remove_file(stats_socket);
+    tracing::info!("stopped; XDP detached");
+}
