@@ -17,24 +17,23 @@ use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::config::{AttachMode, Config, HandoffMode, SynackMode};
-use crate::handoff::proxy::{ProxyCounters, ProxyError};
+use crate::config::{AttachMode, Config, SynackMode};
+use crate::handoff::proxy::ProxyError;
 use crate::handoff::repair;
 use crate::metrics;
 use crate::proto::cookie::Secrets;
 use crate::proto::time::UnixTime;
-use crate::worker::{SharedCore, WorkerCounters};
 
-use crate::xdp::{self};
+use crate::xdp::{self, Program};
 use plan::{Plan, ProgramEpochs, program_settings, resolve};
 pub use plan::{handoff_engine, worker_cpus};
 use reload::Live;
 pub use reload::ReloadError;
-use runtime::{Datapath, Thread, join, spawn_heartbeat, spawn_thread};
+use runtime::{Datapath, Fixed, Thread, ToSpawn, spawn_thread};
 use start::{
     Attached, QueueSocket, attach, bind_stats, check_fd_limit, load_program, open_sockets,
     prepare_handoff, repair_engines, serve_queues_the_attach_added, teardown, warn_unserved_ports,
@@ -136,18 +135,12 @@ pub struct Control {
 /// per queue, attach (hand-off first, then XDP), then run the workers, the
 /// proxy and the control loop until stopped, and tear down.
 pub fn run(cfg: &Config, secrets: Secrets, ctl: &Control) -> Result<Snapshot, RunError> {
-    let mut plan = resolve(cfg)?;
-    let proxy = prepare_handoff(cfg)?;
-    let program = load_program(cfg, &plan, &secrets)?;
-    let mut sockets = open_sockets(cfg, &plan, &program)?;
-    let attached = attach(cfg, &plan, &program)?;
-    sockets.extend(serve_queues_the_attach_added(cfg, &mut plan, &program)?);
-    let (mut engines, handed_in) = repair_engines(cfg, &plan)?;
-    let stats = bind_stats(&cfg.datapath.stats_socket)?;
-    let metrics = match cfg.metrics.listen {
-        Some(addr) => Some(metrics::Server::bind(addr).map_err(|e| RunError::Metrics(addr, e))?),
-        None => None,
-    };
+    let Started {
+        plan,
+        program,
+        attached,
+        threads,
+    } = start(cfg, &secrets)?;
     let loads = match cfg.datapath.synack {
         // "xdp" too: while XDP answers do not leave, it works as "auto".
         SynackMode::Auto | SynackMode::Xdp => Some(program.queue_loads()?),
@@ -160,58 +153,24 @@ pub fn run(cfg: &Config, secrets: Secrets, ctl: &Control) -> Result<Snapshot, Ru
         program: program_settings(cfg),
         epochs: ProgramEpochs::at(UnixTime::now(), &cfg.core_settings().schedule()),
     };
-    let datapath = Datapath {
+    let fixed = Fixed {
         cfg,
         plan: &plan,
         program: &program,
         attached: &attached,
-        workers: plan
-            .queues
-            .iter()
-            .map(|_| WorkerCounters::default())
-            .collect(),
-        proxy: proxy.as_ref().map(|_| ProxyCounters::default()),
         loads: loads.as_ref(),
-        core: SharedCore::new(cfg.core_settings(), secrets),
-        proxy_updates: proxy.as_ref().map(|_| proxy_tx),
-        started: Instant::now(),
-        epoch: AtomicU64::new(live.epochs.mint),
-        reloads_ok: AtomicU64::new(0),
-        reloads_failed: AtomicU64::new(0),
-        under_attack: AtomicBool::new(false),
-        attacks: AtomicU64::new(0),
-        zero_copy: sockets.iter().map(|(_, x, _)| x.zero_copy().ok()).collect(),
-        xdp_answers: std::sync::Mutex::new(None),
     };
+    let proxy_updates = threads.proxy.as_ref().map(|_| proxy_tx);
+    let zero_copy = threads.zero_copy();
+    let datapath = Datapath::new(fixed, secrets, proxy_updates, zero_copy, live.epochs.mint);
     let failure = std::thread::scope(|s| {
-        let (asks_tx, asks) = mpsc::channel();
-        let mut threads = datapath.spawn_workers(s, sockets, &mut engines, &ctl.stop);
-        threads.push(clients::spawn_stats(s, stats, asks_tx.clone(), &ctl.stop));
-        if let Some(m) = metrics {
-            threads.push(clients::spawn_metrics(s, m, asks_tx.clone(), &ctl.stop));
-        }
-        drop(asks_tx);
-        if let Some((settings, listeners)) = proxy {
-            let hand = (settings, listeners, handed_in);
-            threads.push(datapath.spawn_proxy(s, hand, proxy_rx, &ctl.stop));
-        }
-        if cfg.datapath.attach == AttachMode::Libxdp {
-            threads.push(spawn_heartbeat(s, program.heartbeat(), &ctl.stop));
-        }
+        let (threads, asks) = datapath.spawn_all(s, threads, proxy_rx, &ctl.stop);
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
         tracing::info!(socket = %cfg.datapath.stats_socket.display(), "running; counters via `synwall stats`");
         let exited = datapath.control(&asks, &mut live, ctl, &threads);
         // A client asking from now on is told at once that no one answers.
         drop(asks);
-        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
-        // Proxy mode drains for up to shutdown_grace_secs: XDP goes first,
-        // so that meanwhile new SYNs meet the kernel, which resets them
-        // (the proxy's listeners close), and not workers that are gone.
-        if cfg.handoff.mode == HandoffMode::Proxy {
-            drop(attached.xdp().take());
-        }
-        ctl.stop.store(true, Ordering::Relaxed);
-        join(threads, exited)
+        datapath.stop(threads, exited, &ctl.stop)
     });
     let last = datapath.snapshot(&live);
     teardown(attached, &cfg.datapath.stats_socket);
@@ -219,6 +178,48 @@ pub fn run(cfg: &Config, secrets: Secrets, ctl: &Control) -> Result<Snapshot, Ru
         Some(why) => Err(RunError::Stopped(why)),
         None => Ok(last),
     }
+}
+
+/// What the set-up steps leave for the run: the plan, the program and its
+/// links, and what the threads are to take.
+struct Started {
+    plan: Plan,
+    program: Program,
+    attached: Attached,
+    threads: ToSpawn,
+}
+
+/// Steps 1-6: resolve what to serve, prepare the hand-off, load the
+/// program, open the sockets, attach, then the sockets of the queues the
+/// attach added, the repair engines, the stats socket and the metrics
+/// endpoint.
+fn start(cfg: &Config, secrets: &Secrets) -> Result<Started, RunError> {
+    let mut plan = resolve(cfg)?;
+    let proxy = prepare_handoff(cfg)?;
+    let program = load_program(cfg, &plan, secrets)?;
+    let mut sockets = open_sockets(cfg, &plan, &program)?;
+    let attached = attach(cfg, &plan, &program)?;
+    sockets.extend(serve_queues_the_attach_added(cfg, &mut plan, &program)?);
+    let (engines, handed_in) = repair_engines(cfg, &plan)?;
+    let stats = bind_stats(&cfg.datapath.stats_socket)?;
+    let metrics = match cfg.metrics.listen {
+        Some(addr) => Some(metrics::Server::bind(addr).map_err(|e| RunError::Metrics(addr, e))?),
+        None => None,
+    };
+    let threads = ToSpawn {
+        sockets,
+        engines,
+        proxy: proxy.map(|(settings, listeners)| (settings, listeners, handed_in)),
+        stats,
+        metrics,
+        heartbeat: cfg.datapath.attach == AttachMode::Libxdp,
+    };
+    Ok(Started {
+        plan,
+        program,
+        attached,
+        threads,
+    })
 }
 
 /// An error and its causes, each once: "a: b: c".

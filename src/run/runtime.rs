@@ -5,13 +5,17 @@ use std::sync::mpsc;
 use std::thread::{Scope, ScopedJoinHandle};
 use std::time::{Duration, Instant};
 
-use crate::config::Config;
+use std::os::unix::net::UnixListener;
+
+use crate::config::{Config, HandoffMode};
 use crate::handoff::proxy::{Listener, Proxy, ProxyCounters, ProxySettings, ProxyUpdate};
 use crate::handoff::repair;
+use crate::metrics;
+use crate::proto::cookie::Secrets;
 use crate::worker::{self, SharedCore, WorkerControl, WorkerCounters};
 use crate::xdp::{self, Program, QueueLoads};
 
-use super::{Attached, Plan, QueueSocket, XdpAnswers, error_chain};
+use super::{Attached, Plan, QueueSocket, XdpAnswers, clients, error_chain};
 
 /// A thread of the datapath: its name and handle; `Err` is why it failed.
 pub(super) type Thread<'s> = (String, ScopedJoinHandle<'s, Result<(), String>>);
@@ -104,7 +108,126 @@ pub(super) struct Datapath<'a> {
     pub(super) xdp_answers: std::sync::Mutex<Option<XdpAnswers>>,
 }
 
+/// What stays the same for the whole run, borrowed by the datapath.
+pub(super) struct Fixed<'a> {
+    pub(super) cfg: &'a Config,
+    pub(super) plan: &'a Plan,
+    pub(super) program: &'a Program,
+    pub(super) attached: &'a Attached,
+    pub(super) loads: Option<&'a QueueLoads>,
+}
+
+/// What the datapath's threads take with them when they start.
+pub(super) struct ToSpawn {
+    /// One per queue, for its worker.
+    pub(super) sockets: Vec<QueueSocket>,
+    /// The repair engine: one per worker (none with the kfunc).
+    pub(super) engines: Vec<repair::Engine>,
+    /// Proxy mode: the proxy's settings, listeners, and the repair
+    /// engines' hand-in.
+    pub(super) proxy: Option<(ProxySettings, Vec<Listener>, Option<repair::HandedIn>)>,
+    pub(super) stats: UnixListener,
+    pub(super) metrics: Option<metrics::Server>,
+    /// attach = "libxdp": the heartbeat thread.
+    pub(super) heartbeat: bool,
+}
+
+impl ToSpawn {
+    /// Per queue: AF_XDP zero-copy or copy, as the kernel said at bind.
+    pub(super) fn zero_copy(&self) -> Vec<Option<bool>> {
+        self.sockets
+            .iter()
+            .map(|(_, x, _)| x.zero_copy().ok())
+            .collect()
+    }
+}
+
 impl<'a> Datapath<'a> {
+    /// The datapath of `fixed`, its counters at zero, the workers' core
+    /// with `secrets`, minting in epoch `mint`.
+    pub(super) fn new(
+        fixed: Fixed<'a>,
+        secrets: Secrets,
+        proxy_updates: Option<mpsc::Sender<ProxyUpdate>>,
+        zero_copy: Vec<Option<bool>>,
+        mint: u64,
+    ) -> Datapath<'a> {
+        let Fixed {
+            cfg,
+            plan,
+            program,
+            attached,
+            loads,
+        } = fixed;
+        Datapath {
+            cfg,
+            plan,
+            program,
+            attached,
+            workers: plan
+                .queues
+                .iter()
+                .map(|_| WorkerCounters::default())
+                .collect(),
+            proxy: proxy_updates.as_ref().map(|_| ProxyCounters::default()),
+            loads,
+            core: SharedCore::new(cfg.core_settings(), secrets),
+            proxy_updates,
+            started: Instant::now(),
+            epoch: AtomicU64::new(mint),
+            reloads_ok: AtomicU64::new(0),
+            reloads_failed: AtomicU64::new(0),
+            under_attack: AtomicBool::new(false),
+            attacks: AtomicU64::new(0),
+            zero_copy,
+            xdp_answers: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Step 7: every thread of the datapath (workers, clients, the proxy,
+    /// the heartbeat); the receiver is where the clients ask the control
+    /// loop.
+    pub(super) fn spawn_all<'s>(
+        &'s self,
+        s: &'s Scope<'s, '_>,
+        mut t: ToSpawn,
+        proxy_updates: mpsc::Receiver<ProxyUpdate>,
+        stop: &'s AtomicBool,
+    ) -> (Vec<Thread<'s>>, mpsc::Receiver<clients::Ask>) {
+        let (asks_tx, asks) = mpsc::channel();
+        let mut threads = self.spawn_workers(s, t.sockets, &mut t.engines, stop);
+        threads.push(clients::spawn_stats(s, t.stats, asks_tx.clone(), stop));
+        if let Some(m) = t.metrics {
+            threads.push(clients::spawn_metrics(s, m, asks_tx, stop));
+        }
+        if let Some(hand) = t.proxy {
+            threads.push(self.spawn_proxy(s, hand, proxy_updates, stop));
+        }
+        if t.heartbeat {
+            threads.push(spawn_heartbeat(s, self.program.heartbeat(), stop));
+        }
+        (threads, asks)
+    }
+
+    /// Step 9: stops every thread and returns the first failure (or what
+    /// ended the control loop, `exited`).
+    pub(super) fn stop(
+        &self,
+        threads: Vec<Thread<'_>>,
+        exited: Option<String>,
+        stop: &AtomicBool,
+    ) -> Option<String> {
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+        // Proxy mode drains for up to shutdown_grace_secs: XDP goes first,
+        // so that meanwhile new SYNs meet the kernel, which resets them
+        // (the proxy's listeners close), and not workers that are gone.
+        if self.cfg.handoff.mode == HandoffMode::Proxy {
+            drop(self.attached.xdp().take());
+        }
+        stop.store(true, Ordering::Relaxed);
+        join(threads, exited)
+    }
+
     /// Step 7: one worker thread per queue, pinned to its CPU.
     pub(super) fn spawn_workers<'s>(
         &'s self,
