@@ -18,6 +18,7 @@ use prometheus_client::registry::{Registry, Unit};
 use crate::handoff::proxy::ProxySnapshot;
 use crate::proto::handshake::DropReason;
 use crate::stats::Snapshot;
+use crate::worker::WorkerSnapshot;
 
 /// Labels of one sample.
 type Labels = Vec<(&'static str, String)>;
@@ -71,12 +72,55 @@ fn gauge(enc: &mut DescriptorEncoder, name: &str, help: &str, samples: Vec<Sampl
 
 type Fr = Result<(), std::fmt::Error>;
 
+/// One sample per `(value, count)`, labelled `key="value"`.
+fn labelled<const N: usize>(key: &'static str, values: [(&str, u64); N]) -> Vec<Sample> {
+    values
+        .into_iter()
+        .map(|(v, n)| (vec![(key, v.to_string())], n))
+        .collect()
+}
+
 fn one(v: u64) -> Vec<Sample> {
     vec![(Vec::new(), v)]
 }
 
+/// The workers' plain counters: name, help, and the value of one worker.
+#[allow(clippy::type_complexity)]
+const WORKER_COUNTERS: [(&str, &str, fn(&WorkerSnapshot) -> u64); 6] = [
+    (
+        "synwall_worker_received_packets",
+        "Frames a worker took from its AF_XDP socket.",
+        |c| c.rx,
+    ),
+    (
+        "synwall_worker_synacks",
+        "SYN-ACKs a worker queued for transmission.",
+        |c| c.synacks,
+    ),
+    (
+        "synwall_worker_tx_ring_full",
+        "Batches that found the tx ring full.",
+        |c| c.tx_ring_full,
+    ),
+    (
+        "synwall_worker_tx_dropped_packets",
+        "SYN-ACKs given up because the tx ring stayed full.",
+        |c| c.tx_dropped,
+    ),
+    (
+        "synwall_worker_empty_polls",
+        "Polls that returned no frame.",
+        |c| c.rx_empty_polls,
+    ),
+    (
+        "synwall_worker_unexpected_packets",
+        "Frames a worker cannot answer nor hand back (not SYNs).",
+        |c| c.unexpected,
+    ),
+];
+
 impl SnapshotCollector {
-    /// Build info, uptime, epoch, reloads.
+    /// Build info, uptime, the cookie epoch and secrets.
     fn process(&self, enc: &mut DescriptorEncoder) -> Fr {
         let s = &self.0;
         let info = vec![
@@ -119,7 +163,12 @@ impl SnapshotCollector {
             "Fingerprints of the cookie secrets (docs/cookie.md §2): the one that \
              mints, and the accepted one during a rollover; always 1.",
             secrets,
-        )?;
+        )
+    }
+
+    /// The attack detector, the XDP answers' state, reloads.
+    fn states(&self, enc: &mut DescriptorEncoder) -> Fr {
+        let s = &self.0;
         gauge(
             enc,
             "synwall_under_attack",
@@ -204,47 +253,19 @@ impl SnapshotCollector {
     /// Per worker (queue) counters.
     fn workers(&self, enc: &mut DescriptorEncoder) -> Fr {
         let ws = &self.0.workers;
-        let per = |f: &dyn Fn(&crate::stats::WorkerEntry) -> u64| -> Vec<Sample> {
-            ws.iter()
-                .map(|w| (vec![("queue", w.queue.to_string())], f(w)))
-                .collect()
-        };
-        counter(
-            enc,
-            "synwall_worker_received_packets",
-            "Frames a worker took from its AF_XDP socket.",
-            per(&|w| w.counters.rx),
-        )?;
-        counter(
-            enc,
-            "synwall_worker_synacks",
-            "SYN-ACKs a worker queued for transmission.",
-            per(&|w| w.counters.synacks),
-        )?;
-        counter(
-            enc,
-            "synwall_worker_tx_ring_full",
-            "Batches that found the tx ring full.",
-            per(&|w| w.counters.tx_ring_full),
-        )?;
-        counter(
-            enc,
-            "synwall_worker_tx_dropped_packets",
-            "SYN-ACKs given up because the tx ring stayed full.",
-            per(&|w| w.counters.tx_dropped),
-        )?;
-        counter(
-            enc,
-            "synwall_worker_empty_polls",
-            "Polls that returned no frame.",
-            per(&|w| w.counters.rx_empty_polls),
-        )?;
-        counter(
-            enc,
-            "synwall_worker_unexpected_packets",
-            "Frames a worker cannot answer nor hand back (not SYNs).",
-            per(&|w| w.counters.unexpected),
-        )?;
+        for (name, help, value) in WORKER_COUNTERS {
+            let samples = ws
+                .iter()
+                .map(|w| (vec![("queue", w.queue.to_string())], value(&w.counters)))
+                .collect();
+            counter(enc, name, help, samples)?;
+        }
+        self.worker_events(enc)
+    }
+
+    /// Per worker (queue) counters by reason or event.
+    fn worker_events(&self, enc: &mut DescriptorEncoder) -> Fr {
+        let ws = &self.0.workers;
         let mut drops = Vec::new();
         let mut kernel = Vec::new();
         let mut repair = Vec::new();
@@ -287,88 +308,39 @@ impl SnapshotCollector {
         )
     }
 
-    /// Proxy mode (zeros in kernel mode).
+    /// Proxy mode (zeros in kernel mode). Every field of the snapshot is
+    /// served (the test `every_proxy_counter_is_served`).
     fn proxy(&self, enc: &mut DescriptorEncoder) -> Fr {
         let p = self.0.proxy.clone().unwrap_or_default();
-        let ProxySnapshot {
-            sessions,
-            active,
-            rejected,
-            full,
-            rejected_source,
-            shutdown_resets,
-            completed,
-            upstream_connect_failures,
-            upstream_connect_timeouts,
-            upstream_unavailable,
-            upstream_errors,
-            client_errors,
-            idle_timeouts,
-            accept_errors,
-            internal_errors,
-            bytes_to_upstream,
-            bytes_to_client,
-        } = p;
-        counter(
-            enc,
-            "synwall_proxy_sessions",
-            "Client connections the proxy accepted.",
-            one(sessions),
-        )?;
-        gauge(
-            enc,
-            "synwall_proxy_sessions_active",
-            "Proxy sessions open now.",
-            one(active),
-        )?;
-        let label = |k: &'static str, v: &str| vec![(k, v.to_string())];
-        let ended = vec![
-            (label("reason", "completed"), completed),
-            (label("reason", "rejected"), rejected),
-            (
-                label("reason", "upstream_unavailable"),
-                upstream_unavailable,
-            ),
-            (label("reason", "upstream_error"), upstream_errors),
-            (label("reason", "client_error"), client_errors),
-            (label("reason", "idle_timeout"), idle_timeouts),
-            (label("reason", "internal_error"), internal_errors),
-            (label("reason", "rejected_source"), rejected_source),
-            (label("reason", "shutdown"), shutdown_resets),
-        ];
+        proxy_sessions(enc, p.sessions, p.active)?;
+        let ended = labelled(
+            "reason",
+            [
+                ("completed", p.completed),
+                ("rejected", p.rejected),
+                ("upstream_unavailable", p.upstream_unavailable),
+                ("upstream_error", p.upstream_errors),
+                ("client_error", p.client_errors),
+                ("idle_timeout", p.idle_timeouts),
+                ("internal_error", p.internal_errors),
+                ("rejected_source", p.rejected_source),
+                ("shutdown", p.shutdown_resets),
+            ],
+        );
         counter(
             enc,
             "synwall_proxy_sessions_ended",
             "Proxy sessions ended, by reason.",
             ended,
         )?;
-        let connects = vec![
-            (label("result", "failed"), upstream_connect_failures),
-            (label("result", "timeout"), upstream_connect_timeouts),
-        ];
-        counter(
-            enc,
-            "synwall_proxy_upstream_connect_errors",
-            "Upstream connect attempts that failed, by result.",
-            connects,
-        )?;
-        counter(
-            enc,
-            "synwall_proxy_full",
-            "Times the proxy filled up (max_connections sessions open) and new \
-             clients waited in the backlog.",
-            one(full),
-        )?;
-        counter(
-            enc,
-            "synwall_proxy_accept_errors",
-            "accept() failures of the proxy's listeners.",
-            one(accept_errors),
-        )?;
-        let bytes = vec![
-            (label("direction", "to_upstream"), bytes_to_upstream),
-            (label("direction", "to_client"), bytes_to_client),
-        ];
+        proxy_troubles(enc, &p)?;
+        let bytes = labelled(
+            "direction",
+            [
+                ("to_upstream", p.bytes_to_upstream),
+                ("to_client", p.bytes_to_client),
+            ],
+        );
         family(
             enc,
             "synwall_proxy_relayed",
@@ -380,9 +352,56 @@ impl SnapshotCollector {
     }
 }
 
+/// The proxy's sessions: accepted, and open now.
+fn proxy_sessions(enc: &mut DescriptorEncoder, sessions: u64, active: u64) -> Fr {
+    counter(
+        enc,
+        "synwall_proxy_sessions",
+        "Client connections the proxy accepted.",
+        one(sessions),
+    )?;
+    gauge(
+        enc,
+        "synwall_proxy_sessions_active",
+        "Proxy sessions open now.",
+        one(active),
+    )
+}
+
+/// The proxy's failed upstream connects, its times full, its accept errors.
+fn proxy_troubles(enc: &mut DescriptorEncoder, p: &ProxySnapshot) -> Fr {
+    let connects = labelled(
+        "result",
+        [
+            ("failed", p.upstream_connect_failures),
+            ("timeout", p.upstream_connect_timeouts),
+        ],
+    );
+    counter(
+        enc,
+        "synwall_proxy_upstream_connect_errors",
+        "Upstream connect attempts that failed, by result.",
+        connects,
+    )?;
+    counter(
+        enc,
+        "synwall_proxy_full",
+        "Times the proxy filled up (max_connections sessions open) and new \
+         clients waited in the backlog.",
+        one(p.full),
+    )?;
+    counter(
+        enc,
+        "synwall_proxy_accept_errors",
+        "accept() failures of the proxy's listeners.",
+        one(p.accept_errors),
+    )
+}
+
 impl Collector for SnapshotCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> Fr {
         self.process(&mut enc)?;
+        self.states(&mut enc)?;
         self.xdp(&mut enc)?;
         self.workers(&mut enc)?;
         self.proxy(&mut enc)
@@ -488,6 +507,42 @@ fn write_by(conn: &mut TcpStream, mut data: &[u8], until: Instant) {
         match conn.write(data) {
             Ok(0) | Err(_) => return,
             Ok(n) => data = &data[n..],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each counter of the proxy's snapshot reaches the exposition.
+    #[test]
+    fn every_proxy_counter_is_served() {
+        let fields = serde_json::to_value(ProxySnapshot::default()).unwrap();
+        for field in fields.as_object().unwrap().keys() {
+            let mut v = fields.clone();
+            v[field] = 987_654_321.into();
+            let proxy: ProxySnapshot = serde_json::from_value(v).unwrap();
+            let snapshot = Snapshot {
+                interface: "eth0".into(),
+                xdp_mode: "native",
+                workers: Vec::new(),
+                xdp: Default::default(),
+                proxy: Some(proxy),
+                uptime_secs: 0,
+                epoch: 0,
+                secret_fingerprint: String::new(),
+                previous_secret_fingerprint: None,
+                reloads_ok: 0,
+                reloads_failed: 0,
+                under_attack: false,
+                attacks: 0,
+                xdp_answers: None,
+            };
+            assert!(
+                render(&snapshot).contains(" 987654321\n"),
+                "{field} is not served"
+            );
         }
     }
 }

@@ -138,7 +138,7 @@ pub struct ProxyCounters {
 }
 
 /// A copy of [`ProxyCounters`] for `synwall stats`.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct ProxySnapshot {
     /// Client connections accepted (including rejected ones).
     pub sessions: u64,
