@@ -122,7 +122,36 @@ fn link(a: &Attachment) -> Option<LinkStatus> {
     })
 }
 
+impl KernelStatus {
+    /// This kernel's, with busy polling on or off.
+    fn now(busy_poll: bool) -> KernelStatus {
+        KernelStatus {
+            release: rustix::system::uname()
+                .release()
+                .to_string_lossy()
+                .into_owned(),
+            handoff_kfunc: crate::xdp::has_handoff_kfunc(),
+            busy_poll,
+        }
+    }
+}
+
 impl Datapath<'_> {
+    /// Each queue served, its worker's CPU and its socket's mode.
+    fn queue_status(&self) -> Vec<QueueStatus> {
+        self.plan
+            .queues
+            .iter()
+            .zip(&self.plan.cpus)
+            .zip(&self.zero_copy)
+            .map(|((&queue, &cpu), &zero_copy)| QueueStatus {
+                queue,
+                cpu,
+                zero_copy,
+            })
+            .collect()
+    }
+
     /// The status now.
     pub(super) fn status(&self, live: &Live, config: &std::path::Path) -> Status {
         let cfg = &live.cfg;
@@ -140,18 +169,7 @@ impl Datapath<'_> {
             attach: xdp.as_ref().map_or("detached", |a| a.how).into(),
             xdp_link: xdp.as_ref().and_then(link),
             handoff_link: self.attached.handoff.as_ref().and_then(link),
-            queues: self
-                .plan
-                .queues
-                .iter()
-                .zip(&self.plan.cpus)
-                .zip(&self.zero_copy)
-                .map(|((&queue, &cpu), &zero_copy)| QueueStatus {
-                    queue,
-                    cpu,
-                    zero_copy,
-                })
-                .collect(),
+            queues: self.queue_status(),
             synack: cfg.datapath.synack.as_str().into(),
             handoff: cfg.handoff.mode.as_str().into(),
             handoff_engine: self.plan.engine.as_str().into(),
@@ -171,14 +189,7 @@ impl Datapath<'_> {
             skew_secs: cfg.cookie.skew_secs(),
             reloads_ok: self.reloads_ok.load(Ordering::Relaxed),
             reloads_failed: self.reloads_failed.load(Ordering::Relaxed),
-            kernel: KernelStatus {
-                release: rustix::system::uname()
-                    .release()
-                    .to_string_lossy()
-                    .into_owned(),
-                handoff_kfunc: crate::xdp::has_handoff_kfunc(),
-                busy_poll: cfg.datapath.busy_poll_us > 0,
-            },
+            kernel: KernelStatus::now(cfg.datapath.busy_poll_us > 0),
             attack_mode: cfg.attack.mode.as_str().into(),
             under_attack: self.under_attack.load(Ordering::Relaxed),
             attacks: self.attacks.load(Ordering::Relaxed),
@@ -208,7 +219,6 @@ fn duration(secs: u64) -> String {
 /// The status for a person.
 pub fn human(s: &Status) -> String {
     let mut o = String::new();
-    let yes = |b: bool| if b { "yes" } else { "no" };
     let _ = writeln!(
         o,
         "synwall {} (pid {}), up {}, config {}",
@@ -227,8 +237,24 @@ pub fn human(s: &Status) -> String {
         link_text(&s.xdp_link),
         link_text(&s.handoff_link)
     );
-    let queues: Vec<String> = s
-        .queues
+    let _ = writeln!(o, "queues     {}", queues_text(&s.queues));
+    let ports: Vec<String> = s.ports.iter().map(u16::to_string).collect();
+    let _ = writeln!(
+        o,
+        "protects   ports {} on {}; SYN-ACKs by {}; hand-off to {} ({} engine)",
+        ports.join(", "),
+        addresses_text(&s.addresses),
+        s.synack,
+        s.handoff,
+        s.handoff_engine
+    );
+    cookies_and_state(&mut o, s);
+    o
+}
+
+/// "0 copy (cpu 0), 1 zero-copy (cpu 1)".
+fn queues_text(queues: &[QueueStatus]) -> String {
+    let queues: Vec<String> = queues
         .iter()
         .map(|q| {
             let mode = match q.zero_copy {
@@ -239,22 +265,20 @@ pub fn human(s: &Status) -> String {
             format!("{} {mode} (cpu {})", q.queue, q.cpu)
         })
         .collect();
-    let _ = writeln!(o, "queues     {}", queues.join(", "));
-    let addresses = if s.addresses.is_empty() {
-        "every address".to_string()
-    } else {
-        let a: Vec<String> = s.addresses.iter().map(IpAddr::to_string).collect();
-        a.join(", ")
-    };
-    let ports: Vec<String> = s.ports.iter().map(u16::to_string).collect();
-    let _ = writeln!(
-        o,
-        "protects   ports {} on {addresses}; SYN-ACKs by {}; hand-off to {} ({} engine)",
-        ports.join(", "),
-        s.synack,
-        s.handoff,
-        s.handoff_engine
-    );
+    queues.join(", ")
+}
+
+fn addresses_text(addresses: &[IpAddr]) -> String {
+    if addresses.is_empty() {
+        return "every address".to_string();
+    }
+    let a: Vec<String> = addresses.iter().map(IpAddr::to_string).collect();
+    a.join(", ")
+}
+
+/// The status's lines on cookies, attacks, answers and the kernel.
+fn cookies_and_state(o: &mut String, s: &Status) {
+    let yes = |b: bool| if b { "yes" } else { "no" };
     let also = s
         .previous_secret_fingerprint
         .as_ref()
@@ -271,16 +295,15 @@ pub fn human(s: &Status) -> String {
         s.reloads_ok,
         s.reloads_failed
     );
+    let attack = if s.under_attack {
+        "UNDER ATTACK"
+    } else {
+        "none now"
+    };
     let _ = writeln!(
         o,
-        "attack     {} (mode {}); {} attacks since the start",
-        if s.under_attack {
-            "UNDER ATTACK"
-        } else {
-            "none now"
-        },
-        s.attack_mode,
-        s.attacks
+        "attack     {attack} (mode {}); {} attacks since the start",
+        s.attack_mode, s.attacks
     );
     if let Some(a) = &s.xdp_answers {
         let _ = writeln!(
@@ -298,7 +321,6 @@ pub fn human(s: &Status) -> String {
         yes(s.kernel.handoff_kfunc),
         yes(s.kernel.busy_poll)
     );
-    o
 }
 
 #[cfg(test)]
