@@ -113,31 +113,7 @@ fn secret(cfg: &Config) -> anyhow::Result<Secret> {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::CheckConfig { file } => {
-            let cfg = Config::load(&file)?;
-            let findings = synwall::check::check(&cfg);
-            let mut errors = 0;
-            for f in &findings {
-                let what = match f.severity {
-                    synwall::check::Severity::Error => {
-                        errors += 1;
-                        "error"
-                    }
-                    synwall::check::Severity::Warning => "warning",
-                };
-                eprintln!("{}: {what}: {}", file.display(), f.message);
-            }
-            if errors > 0 {
-                anyhow::bail!("{}: {errors} error(s)", file.display());
-            }
-            println!(
-                "{}: ok (ports {:?}, hand-off {:?}, interface {})",
-                file.display(),
-                cfg.protect.ports,
-                cfg.handoff.mode,
-                cfg.datapath.interface
-            );
-        }
+        Command::CheckConfig { file } => check_config(&file)?,
         Command::Replay {
             config,
             input,
@@ -153,26 +129,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string(&summary)?);
         }
         Command::GenSecret => println!("{}", Secret::random()?.to_hex()),
-        Command::Run { config } => {
-            let cfg = Config::load(&config)?;
-            let secrets = cfg.secrets(secret(&cfg)?)?;
-            let ctl = synwall::run::Control {
-                config_path: config,
-                stop: Arc::new(AtomicBool::new(false)),
-                reload: Arc::new(AtomicBool::new(false)),
-            };
-            use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-            for (sig, flag) in [
-                (SIGINT, &ctl.stop),
-                (SIGTERM, &ctl.stop),
-                (SIGHUP, &ctl.reload),
-            ] {
-                signal_hook::flag::register(sig, Arc::clone(flag))
-                    .context("installing signal handlers")?;
-            }
-            let last = synwall::run::run(&cfg, secrets, &ctl)?;
-            println!("{}", serde_json::to_string(&last)?);
-        }
+        Command::Run { config } => run_datapath(config)?,
         Command::Stats { instance } => print!("{}", ask(&instance, "stats")?),
         Command::Status { instance, json } => {
             let text = ask(&instance, "status")?;
@@ -184,17 +141,72 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 print!("{}", synwall::run::status_text(&status));
             }
         }
-        Command::Reload { instance } => {
-            let answer: serde_json::Value = serde_json::from_str(&ask(&instance, "reload")?)
-                .context("the running synwall gave no answer")?;
-            match answer["reload"].as_str() {
-                Some("ok") => println!("reloaded"),
-                _ => anyhow::bail!(
-                    "reload rejected, the running configuration stays: {}",
-                    answer["error"].as_str().unwrap_or("no reason given")
-                ),
+        Command::Reload { instance } => reload(&instance)?,
+    }
+    Ok(())
+}
+
+/// `check-config`: each finding on stderr; an error if any is one.
+fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
+    let cfg = Config::load(file)?;
+    let findings = synwall::check::check(&cfg);
+    let mut errors = 0;
+    for f in &findings {
+        let what = match f.severity {
+            synwall::check::Severity::Error => {
+                errors += 1;
+                "error"
             }
-        }
+            synwall::check::Severity::Warning => "warning",
+        };
+        eprintln!("{}: {what}: {}", file.display(), f.message);
+    }
+    if errors > 0 {
+        anyhow::bail!("{}: {errors} error(s)", file.display());
+    }
+    println!(
+        "{}: ok (ports {:?}, hand-off {:?}, interface {})",
+        file.display(),
+        cfg.protect.ports,
+        cfg.handoff.mode,
+        cfg.datapath.interface
+    );
+    Ok(())
+}
+
+/// `run`: the datapath until SIGINT or SIGTERM, reloading on SIGHUP; the
+/// last counters on stdout.
+fn run_datapath(config: PathBuf) -> anyhow::Result<()> {
+    let cfg = Config::load(&config)?;
+    let secrets = cfg.secrets(secret(&cfg)?)?;
+    let ctl = synwall::run::Control {
+        config_path: config,
+        stop: Arc::new(AtomicBool::new(false)),
+        reload: Arc::new(AtomicBool::new(false)),
+    };
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    for (sig, flag) in [
+        (SIGINT, &ctl.stop),
+        (SIGTERM, &ctl.stop),
+        (SIGHUP, &ctl.reload),
+    ] {
+        signal_hook::flag::register(sig, Arc::clone(flag)).context("installing signal handlers")?;
+    }
+    let last = synwall::run::run(&cfg, secrets, &ctl)?;
+    println!("{}", serde_json::to_string(&last)?);
+    Ok(())
+}
+
+/// `reload`: asks the running synwall; an error if it rejected the file.
+fn reload(instance: &Instance) -> anyhow::Result<()> {
+    let answer: serde_json::Value = serde_json::from_str(&ask(instance, "reload")?)
+        .context("the running synwall gave no answer")?;
+    match answer["reload"].as_str() {
+        Some("ok") => println!("reloaded"),
+        _ => anyhow::bail!(
+            "reload rejected, the running configuration stays: {}",
+            answer["error"].as_str().unwrap_or("no reason given")
+        ),
     }
     Ok(())
 }
