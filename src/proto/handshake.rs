@@ -541,10 +541,40 @@ impl Core {
         syn: &tcp::Repr,
         net: Net,
     ) -> Verdict {
+        let ip_len = match net {
+            Net::V4 { .. } => ipv4::MIN_HEADER_LEN,
+            Net::V6 { .. } => ipv6::HEADER_LEN,
+        };
+        let reply = self.synack(now, &flow, syn, net);
+        let l3 = eth.header_len;
+        let tcp_len = reply.header_len();
+        let total = l3 + ip_len + tcp_len;
+        if total > buf.len() {
+            return Verdict::Drop(DropReason::NoRoom);
+        }
+        ethernet::Frame::new_unchecked(&mut buf[..l3]).swap_addrs();
+        let ttl = self.settings.synack.ttl;
+        if emit_reply_ip(&mut buf[l3..], net, tcp_len, ttl).is_err() {
+            return Verdict::Drop(DropReason::NoRoom);
+        }
+        let seed = net.pseudo(tcp_len);
+        if reply
+            .emit_with_checksum(&mut buf[l3 + ip_len..total], seed)
+            .is_err()
+        {
+            return Verdict::Drop(DropReason::NoRoom);
+        }
+        Verdict::Transmit(total)
+    }
+
+    /// The SYN-ACK's TCP header for `syn`, its sequence number the cookie
+    /// of `now`'s epoch.
+    #[inline(always)]
+    fn synack(&mut self, now: UnixTime, flow: &Flow, syn: &tcp::Repr, net: Net) -> tcp::Repr {
         let s = self.settings.synack;
-        let (default_mss, our_mss, ip_len) = match net {
-            Net::V4 { .. } => (DEFAULT_MSS_V4, s.mss_v4, ipv4::MIN_HEADER_LEN),
-            Net::V6 { .. } => (DEFAULT_MSS_V6, s.mss_v6, ipv6::HEADER_LEN),
+        let (default_mss, our_mss) = match net {
+            Net::V4 { .. } => (DEFAULT_MSS_V4, s.mss_v4),
+            Net::V6 { .. } => (DEFAULT_MSS_V6, s.mss_v6),
         };
         let o = syn.options;
         let ecn = s.ecn && syn.flags & (flags::ECE | flags::CWR) == flags::ECE | flags::CWR;
@@ -558,8 +588,8 @@ impl Core {
             ecn,
             timestamps: o.timestamps.is_some(),
         };
-        let c = cookie::generate(self.keys(now).current(), &flow, syn.seq, &attrs);
-        let reply = tcp::Repr {
+        let c = cookie::generate(self.keys(now).current(), flow, syn.seq, &attrs);
+        tcp::Repr {
             src_port: syn.dst_port,
             dst_port: syn.src_port,
             seq: c.isn,
@@ -575,55 +605,37 @@ impl Core {
                     tsecr: ts.tsval,
                 }),
             },
-        };
-        let l3 = eth.header_len;
-        let tcp_len = reply.header_len();
-        let total = l3 + ip_len + tcp_len;
-        if total > buf.len() {
-            return Verdict::Drop(DropReason::NoRoom);
         }
-        ethernet::Frame::new_unchecked(&mut buf[..l3]).swap_addrs();
-        match net {
-            Net::V4 { src, dst } => {
-                let ip = ipv4::Repr {
-                    src: dst,
-                    dst: src,
-                    protocol: PROTO_TCP,
-                    payload_len: tcp_len as u16,
-                    ttl: s.ttl,
-                    // RFC 3168 §6.1.1: a SYN-ACK is never ECN-capable.
-                    tos: 0,
-                    // RFC 6864 §4.1: the ID of an atomic datagram is unused.
-                    ident: 0,
-                    dont_frag: true,
-                };
-                if ip.emit(&mut buf[l3..]).is_err() {
-                    return Verdict::Drop(DropReason::NoRoom);
-                }
-            }
-            Net::V6 { src, dst } => {
-                let ip = ipv6::Repr {
-                    src: dst,
-                    dst: src,
-                    next_header: PROTO_TCP,
-                    payload_len: tcp_len as u16,
-                    hop_limit: s.ttl,
-                    traffic_class: 0,
-                    flow_label: 0,
-                };
-                if ip.emit(&mut buf[l3..]).is_err() {
-                    return Verdict::Drop(DropReason::NoRoom);
-                }
-            }
+    }
+}
+
+/// The SYN-ACK's IP header into `buf`, addresses swapped: never
+/// ECN-capable (RFC 3168 §6.1.1), and for IPv4 atomic, its ID unused
+/// (RFC 6864 §4.1).
+#[inline(always)]
+fn emit_reply_ip(buf: &mut [u8], net: Net, tcp_len: usize, ttl: u8) -> Result<usize, WireError> {
+    match net {
+        Net::V4 { src, dst } => ipv4::Repr {
+            src: dst,
+            dst: src,
+            protocol: PROTO_TCP,
+            payload_len: tcp_len as u16,
+            ttl,
+            tos: 0,
+            ident: 0,
+            dont_frag: true,
         }
-        let seed = net.pseudo(tcp_len);
-        if reply
-            .emit_with_checksum(&mut buf[l3 + ip_len..total], seed)
-            .is_err()
-        {
-            return Verdict::Drop(DropReason::NoRoom);
+        .emit(buf),
+        Net::V6 { src, dst } => ipv6::Repr {
+            src: dst,
+            dst: src,
+            next_header: PROTO_TCP,
+            payload_len: tcp_len as u16,
+            hop_limit: ttl,
+            traffic_class: 0,
+            flow_label: 0,
         }
-        Verdict::Transmit(total)
+        .emit(buf),
     }
 }
 
