@@ -748,26 +748,9 @@ impl<'a> Proxy<'a> {
     fn open(&mut self, client: TcpStream, peer: SocketAddr) {
         let c = self.counters;
         bump(&c.sessions);
-        if self.draining || c.active.load(Ordering::Relaxed) >= self.settings.max_connections as u64
-        {
-            bump(&c.rejected);
+        let Some((source, up, down)) = self.admit(peer) else {
             reset_on_close(&client);
             return;
-        }
-        let source = source_key(peer.ip());
-        if self.per_source.get(&source).copied().unwrap_or(0) >= self.settings.max_per_source {
-            bump(&c.rejected_source);
-            reset_on_close(&client);
-            return;
-        }
-        let (up, down) = match (self.take_pipe(), self.take_pipe()) {
-            (Ok(a), Ok(b)) => (a, b),
-            (a, b) => {
-                self.pipes.extend(a.ok().into_iter().chain(b.ok()));
-                bump(&c.internal_errors);
-                reset_on_close(&client);
-                return;
-            }
         };
         *self.per_source.entry(source).or_default() += 1;
         let _ = client.set_nonblocking(true);
@@ -786,6 +769,11 @@ impl<'a> Proxy<'a> {
         let first = self.next_upstream;
         self.next_upstream = (first + 1) % self.settings.upstreams.len().max(1);
         let now = Instant::now();
+        let direction = |pipe| Direction {
+            pipe,
+            eof: false,
+            shut: false,
+        };
         self.sessions[slot] = Some(Session {
             client,
             client_addr: peer,
@@ -796,16 +784,8 @@ impl<'a> Proxy<'a> {
                 tried: 0,
                 deadline: now,
             },
-            up: Direction {
-                pipe: up,
-                eof: false,
-                shut: false,
-            },
-            down: Direction {
-                pipe: down,
-                eof: false,
-                shut: false,
-            },
+            up: direction(up),
+            down: direction(down),
             last_active: now,
         });
         c.active.fetch_add(1, Ordering::Relaxed);
@@ -814,6 +794,31 @@ impl<'a> Proxy<'a> {
             return;
         }
         self.connect_next(slot);
+    }
+
+    /// Whether a new client may have a session (the proxy not draining nor
+    /// full, its source under its cap, two pipes to be had): its source's
+    /// key and the pipes, or `None`, counted.
+    fn admit(&mut self, peer: SocketAddr) -> Option<(IpAddr, Pipe, Pipe)> {
+        let c = self.counters;
+        if self.draining || c.active.load(Ordering::Relaxed) >= self.settings.max_connections as u64
+        {
+            bump(&c.rejected);
+            return None;
+        }
+        let source = source_key(peer.ip());
+        if self.per_source.get(&source).copied().unwrap_or(0) >= self.settings.max_per_source {
+            bump(&c.rejected_source);
+            return None;
+        }
+        match (self.take_pipe(), self.take_pipe()) {
+            (Ok(up), Ok(down)) => Some((source, up, down)),
+            (a, b) => {
+                self.pipes.extend(a.ok().into_iter().chain(b.ok()));
+                bump(&c.internal_errors);
+                None
+            }
+        }
     }
 
     /// Starts a connect to the next upstream not yet tried; resets the

@@ -491,6 +491,35 @@ pub fn rebuild(h: &Handoff, window: u16, our_window: u16) -> std::io::Result<Rep
         None,
     )?;
     let s = fd.as_fd();
+    enter_repair(s, h)?;
+    rustix::net::bind(&fd, &local)?;
+    match rustix::net::connect(&fd, &peer) {
+        Ok(()) | Err(rustix::io::Errno::INPROGRESS) => {}
+        Err(e) => return Err(e.into()),
+    }
+    if let Some(ts) = h.timestamps {
+        // Again: connect may set the offset itself (seen on Linux 6.18,
+        // about one connection in five when clients connect back to back).
+        set_tcp(s, TCP_TIMESTAMP, &ts.tsecr)?;
+    }
+    set_tcp(s, TCP_REPAIR_OPTIONS, options(h).as_slice())?;
+    set_windows(s, h, window, our_window)?;
+    // Off: the kernel sends a window probe.
+    set_tcp(s, TCP_REPAIR, &0i32)?;
+    // Repair mode's forced reuse ends with it; without SO_REUSEADDR the
+    // connection's TIME-WAIT would keep a restarted synwall's listener
+    // from binding the port (accepted sockets inherit it from theirs).
+    rustix::net::sockopt::set_socket_reuseaddr(&fd, true)?;
+    Ok(Repaired {
+        stream: TcpStream::from(fd),
+        peer,
+    })
+}
+
+/// Puts the new socket `s` in repair mode with both sequence numbers of
+/// `h`, its MSS, and (with timestamps) our clock.
+fn enter_repair(s: std::os::fd::BorrowedFd<'_>, h: &Handoff) -> std::io::Result<()> {
+    use sockopt::*;
     // In repair mode bind ignores the proxy's listener on the same port,
     // and connect only enters ESTABLISHED: nothing goes on the wire.
     set_tcp(s, TCP_REPAIR, &1i32)?;
@@ -508,17 +537,18 @@ pub fn rebuild(h: &Handoff, window: u16, our_window: u16) -> std::io::Result<Rep
         // client's PAWS clock past ours, and it would drop all we send.
         set_tcp(s, TCP_TIMESTAMP, &ts.tsecr)?;
     }
-    rustix::net::bind(&fd, &local)?;
-    match rustix::net::connect(&fd, &peer) {
-        Ok(()) | Err(rustix::io::Errno::INPROGRESS) => {}
-        Err(e) => return Err(e.into()),
-    }
-    if let Some(ts) = h.timestamps {
-        // Again: connect may set the offset itself (seen on Linux 6.18,
-        // about one connection in five when clients connect back to back).
-        set_tcp(s, TCP_TIMESTAMP, &ts.tsecr)?;
-    }
-    set_tcp(s, TCP_REPAIR_OPTIONS, options(h).as_slice())?;
+    Ok(())
+}
+
+/// Both windows: the client's `window` (scaled as it asked), ours
+/// `our_window`.
+fn set_windows(
+    s: std::os::fd::BorrowedFd<'_>,
+    h: &Handoff,
+    window: u16,
+    our_window: u16,
+) -> std::io::Result<()> {
+    use sockopt::*;
     let snd_wnd = u32::from(window) << h.snd_wscale.unwrap_or(0);
     set_tcp(
         s,
@@ -531,16 +561,7 @@ pub fn rebuild(h: &Handoff, window: u16, our_window: u16) -> std::io::Result<Rep
             rcv_wup: h.client_isn.wrapping_add(1),
         },
     )?;
-    // Off: the kernel sends a window probe.
-    set_tcp(s, TCP_REPAIR, &0i32)?;
-    // Repair mode's forced reuse ends with it; without SO_REUSEADDR the
-    // connection's TIME-WAIT would keep a restarted synwall's listener
-    // from binding the port (accepted sockets inherit it from theirs).
-    rustix::net::sockopt::set_socket_reuseaddr(&fd, true)?;
-    Ok(Repaired {
-        stream: TcpStream::from(fd),
-        peer,
-    })
+    Ok(())
 }
 
 /// The negotiated options as `TCP_REPAIR_OPTIONS` takes them.

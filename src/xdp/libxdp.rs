@@ -96,6 +96,45 @@ fn open_extension(skel: &SynwallSkel<'static>) -> Result<libbpf_rs::OpenObject, 
     Ok(open)
 }
 
+/// The libxdp program of `object`'s extension (`xdp_synwall_ext`), not
+/// yet attached; `ifindex` is for the error.
+fn create_program(
+    object: &libbpf_rs::OpenObject,
+    ifindex: u32,
+) -> Result<NonNull<libxdp_sys::xdp_program>, XdpError> {
+    let raw = object
+        .as_libbpf_object()
+        .as_ptr()
+        .cast::<libxdp_sys::bpf_object>();
+    let name = c"xdp_synwall_ext";
+    debug_assert_eq!(name.to_str(), Ok(PROGRAM_NAME));
+    // SAFETY: zeroed opts are libxdp's defaults; the size field says
+    // which fields this caller knows.
+    let mut opts: libxdp_sys::xdp_program_opts = unsafe { std::mem::zeroed() };
+    opts.sz = std::mem::size_of::<libxdp_sys::xdp_program_opts>();
+    opts.obj = raw;
+    opts.prog_name = name.as_ptr();
+    // SAFETY: `opts` names the open bpf_object that `object` owns and
+    // keeps alive as long as the xdp_program (the caller keeps both in
+    // one DispatcherProgram); libxdp borrows it (it does not close it) and copies the
+    // program's name. The program is picked by name: both XDP programs
+    // are in section "xdp".
+    let prog = unsafe { libxdp_sys::xdp_program__create(&mut opts) };
+    // SAFETY: libxdp_get_error reads only the pointer's value.
+    let err = unsafe { libxdp_sys::libxdp_get_error(prog.cast()) };
+    let prog = NonNull::new(prog)
+        .filter(|_| err == 0)
+        .ok_or_else(|| XdpError::Attach {
+            what: "XDP (libxdp): opening the program",
+            ifindex,
+            source: match err {
+                0 => std::io::Error::last_os_error(),
+                e => std::io::Error::from_raw_os_error(-(e as i32)),
+            },
+        })?;
+    Ok(prog)
+}
+
 impl DispatcherProgram {
     /// Adds the program to `ifindex`'s dispatcher (creating it if there
     /// is none), in native mode or generic as `mode` allows.
@@ -105,36 +144,7 @@ impl DispatcherProgram {
         mode: XdpMode,
     ) -> Result<(DispatcherProgram, &'static str), XdpError> {
         let object = open_extension(skel)?;
-        let raw = object
-            .as_libbpf_object()
-            .as_ptr()
-            .cast::<libxdp_sys::bpf_object>();
-        let name = c"xdp_synwall_ext";
-        debug_assert_eq!(name.to_str(), Ok(PROGRAM_NAME));
-        // SAFETY: zeroed opts are libxdp's defaults; the size field says
-        // which fields this caller knows.
-        let mut opts: libxdp_sys::xdp_program_opts = unsafe { std::mem::zeroed() };
-        opts.sz = std::mem::size_of::<libxdp_sys::xdp_program_opts>();
-        opts.obj = raw;
-        opts.prog_name = name.as_ptr();
-        // SAFETY: `opts` names the open bpf_object that `object` owns and
-        // keeps alive as long as the xdp_program (both live in the returned
-        // value); libxdp borrows it (it does not close it) and copies the
-        // program's name. The program is picked by name: both XDP programs
-        // are in section "xdp".
-        let prog = unsafe { libxdp_sys::xdp_program__create(&mut opts) };
-        // SAFETY: libxdp_get_error reads only the pointer's value.
-        let err = unsafe { libxdp_sys::libxdp_get_error(prog.cast()) };
-        let prog = NonNull::new(prog)
-            .filter(|_| err == 0)
-            .ok_or_else(|| XdpError::Attach {
-                what: "XDP (libxdp): opening the program",
-                ifindex,
-                source: match err {
-                    0 => std::io::Error::last_os_error(),
-                    e => std::io::Error::from_raw_os_error(-(e as i32)),
-                },
-            })?;
+        let prog = create_program(&object, ifindex)?;
         let mut last = 0;
         for &(m, name) in libxdp_mode(mode) {
             // SAFETY: `prog` is the live xdp_program made above; libxdp
