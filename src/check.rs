@@ -5,7 +5,6 @@
 //! metrics endpoint.
 
 use crate::config::{Config, HandoffMode};
-use crate::handoff::proxy::ProxySettings;
 use crate::host;
 
 /// How bad a finding is.
@@ -46,7 +45,7 @@ pub fn check(cfg: &Config) -> Vec<Finding> {
     let mut out = Vec::new();
     let secrets = [cfg.secret(), cfg.previous_secret()];
     for e in secrets.iter().filter_map(|r| r.as_ref().err()) {
-        out.push(error(crate::run::error_chain(e)));
+        out.push(error(crate::error_chain(e)));
     }
     if let [Ok(Some(a)), Ok(Some(b))] = &secrets
         && a == b
@@ -56,9 +55,9 @@ pub fn check(cfg: &Config) -> Vec<Finding> {
         ));
     }
     if !cfg.handoff.upstreams.is_empty()
-        && let Err(e) = ProxySettings::from_config(&cfg.handoff)
+        && let Err(e) = crate::run::proxy_settings(&cfg.handoff)
     {
-        out.push(error(crate::run::error_chain(&e)));
+        out.push(error(crate::error_chain(&e)));
     }
     out.extend(interface(cfg));
     if let Err(e) = crate::run::worker_cpus(&cfg.datapath.cpus, cfg.datapath.cpus.len()) {

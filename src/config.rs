@@ -6,6 +6,7 @@
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
+pub use crate::xdp::{AttackMode, MAX_ADDRESSES, MAX_LIST_PREFIXES, SynackMode, XdpMode};
 use serde::{Deserialize, Deserializer, de};
 
 use crate::proto::cookie::{MSS_TABLE_LEN, MssTable, Secret, SecretError, Secrets};
@@ -136,30 +137,6 @@ pub struct Config {
     pub attack: Attack,
 }
 
-/// When SYNs are synwall's (`[attack] mode`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AttackMode {
-    /// Every SYN, always.
-    #[default]
-    Always,
-    /// The kernel's in peacetime; synwall's while the SYN rate says attack.
-    Auto,
-    /// The kernel's: synwall only watches and counts.
-    Off,
-}
-
-impl AttackMode {
-    /// The mode as written in the config.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AttackMode::Always => "always",
-            AttackMode::Auto => "auto",
-            AttackMode::Off => "off",
-        }
-    }
-}
-
 /// `[attack]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -230,20 +207,6 @@ pub struct Metrics {
     pub listen: Option<std::net::SocketAddr>,
 }
 
-/// How XDP is attached.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum XdpMode {
-    /// Native (driver) mode, falling back to generic if the driver lacks
-    /// it, or (on veth) if native answers are seen not to leave.
-    #[default]
-    Auto,
-    /// Native (driver) mode only.
-    Native,
-    /// Generic (skb) mode.
-    Generic,
-}
-
 /// How the XDP program is attached (`[datapath] attach`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -263,32 +226,6 @@ impl AttachMode {
         match self {
             AttachMode::Link => "link",
             AttachMode::Libxdp => "libxdp",
-        }
-    }
-}
-
-/// Who answers SYNs with SYN-ACKs (`[datapath] synack`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SynackMode {
-    /// The AF_XDP workers while they keep up; the XDP program answers the
-    /// SYNs a worker's ring has no room for.
-    #[default]
-    Auto,
-    /// The AF_XDP workers answer every SYN.
-    Afxdp,
-    /// The XDP program answers every SYN it can (XDP_TX); the workers get
-    /// the rest.
-    Xdp,
-}
-
-impl SynackMode {
-    /// The mode as written in the config.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SynackMode::Auto => "auto",
-            SynackMode::Afxdp => "afxdp",
-            SynackMode::Xdp => "xdp",
         }
     }
 }
@@ -365,14 +302,6 @@ pub struct Protect {
     #[serde(deserialize_with = "deny_list")]
     pub deny: Vec<ipnet::IpNet>,
 }
-
-/// Most protected addresses. synwall sizes the XDP program's map from it
-/// (twice: a reload briefly holds the old list and the new one), so a list
-/// the checks accept always fits, and a longer one is refused here, by
-/// `check-config` and by a reload, rather than half-applied.
-pub const MAX_ADDRESSES: usize = 1024;
-/// Most prefixes in each of `allow` and `deny` (the same, for their maps).
-pub const MAX_LIST_PREFIXES: usize = 16_384;
 
 impl Default for Protect {
     fn default() -> Self {
@@ -1124,7 +1053,7 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let chmod = |mode| std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode));
         chmod(0o644).unwrap();
-        let err = crate::run::error_chain(&cfg.secret().unwrap_err());
+        let err = crate::error_chain(&cfg.secret().unwrap_err());
         assert!(
             err.contains("mode 0644") && err.contains("chmod 0600"),
             "{err}"
@@ -1135,7 +1064,7 @@ mod tests {
             "00112233445566778899aabbccddeeff"
         );
         std::fs::write(&p, "short").unwrap();
-        let err = crate::run::error_chain(&cfg.secret().unwrap_err());
+        let err = crate::error_chain(&cfg.secret().unwrap_err());
         assert!(err.contains("32 hexadecimal digits"), "{err}");
         let missing = parse("[cookie]\nsecret_file = \"/nonexistent/synwall\"\n").unwrap();
         assert!(missing.secret().is_err());
@@ -1162,7 +1091,7 @@ mod tests {
             "ffeeddccbbaa99887766554433221100"
         );
         std::fs::set_permissions(&b, std::fs::Permissions::from_mode(0o640)).unwrap();
-        let err = crate::run::error_chain(&cfg.previous_secret().unwrap_err());
+        let err = crate::error_chain(&cfg.previous_secret().unwrap_err());
         assert!(err.contains("mode 0640"), "{err}");
         assert!(parse("").unwrap().previous_secret().unwrap().is_none());
     }

@@ -23,3 +23,32 @@ pub mod wire;
 pub mod worker;
 pub mod xdp;
 pub mod xsk;
+
+/// An error and its causes, each once: "a: b: c".
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_prints_each_cause_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("stats socket /run/x")]
+        struct Outer(#[source] std::io::Error);
+        let e = Outer(std::io::Error::other("no such device"));
+        assert_eq!(error_chain(&e), "stats socket /run/x: no such device");
+    }
+}

@@ -40,7 +40,6 @@ use serde::Serialize;
 
 use super::proxy_protocol;
 use super::repair::HandedIn;
-use crate::config::Handoff;
 
 /// Why the proxy could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -82,34 +81,6 @@ pub struct ProxySettings {
     pub proxy_protocol: bool,
     /// Requested bytes per pipe.
     pub pipe_size: usize,
-}
-
-impl ProxySettings {
-    /// From `[handoff]`; resolves the upstream names (first address each).
-    pub fn from_config(h: &Handoff) -> Result<ProxySettings, ProxyError> {
-        use std::net::ToSocketAddrs;
-        let mut upstreams = Vec::new();
-        for u in &h.upstreams {
-            let addr = u
-                .to_socket_addrs()
-                .map_err(|e| ProxyError::Resolve(u.clone(), e))?
-                .next()
-                .ok_or_else(|| {
-                    ProxyError::Resolve(u.clone(), std::io::Error::other("no address"))
-                })?;
-            upstreams.push(addr);
-        }
-        Ok(ProxySettings {
-            upstreams,
-            connect_timeout: Duration::from_millis(h.connect_timeout_ms),
-            idle_timeout: Duration::from_secs(h.idle_timeout_secs),
-            max_connections: h.max_connections as usize,
-            max_per_source: h.max_per_source as usize,
-            shutdown_grace: Duration::from_secs(h.shutdown_grace_secs),
-            proxy_protocol: h.proxy_protocol,
-            pipe_size: h.pipe_size as usize,
-        })
-    }
 }
 
 /// Proxy counters, shared with the stats socket.

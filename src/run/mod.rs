@@ -28,9 +28,10 @@ use crate::metrics;
 use crate::proto::cookie::Secrets;
 use crate::proto::time::UnixTime;
 
+pub use crate::error_chain;
 use crate::xdp::{self, Program};
 use plan::{Plan, ProgramEpochs, program_settings, resolve};
-pub use plan::{handoff_engine, worker_cpus};
+pub use plan::{handoff_engine, proxy_settings, worker_cpus};
 use reload::Live;
 pub use reload::ReloadError;
 use runtime::{Datapath, Fixed, Thread, ToSpawn, spawn_thread};
@@ -222,21 +223,6 @@ fn start(cfg: &Config, secrets: &Secrets) -> Result<Started, RunError> {
     })
 }
 
-/// An error and its causes, each once: "a: b: c".
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let text = c.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        cause = c.source();
-    }
-    out
-}
-
 /// Asks a running `synwall run` on its stats socket: "stats" for the
 /// counters, "reload" to reload (the answer says whether it was applied).
 pub fn request(socket: &Path, what: &str) -> std::io::Result<String> {
@@ -247,16 +233,4 @@ pub fn request(socket: &Path, what: &str) -> std::io::Result<String> {
     let mut out = String::new();
     conn.read_to_string(&mut out)?;
     Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_error_prints_each_cause_once() {
-        let io = std::io::Error::other("no such device");
-        let e = RunError::Stats("/run/x".into(), io);
-        assert_eq!(error_chain(&e), "stats socket /run/x: no such device");
-    }
 }

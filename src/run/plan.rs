@@ -8,6 +8,9 @@ use crate::proto::cookie::{KeySchedule, Secrets};
 use crate::proto::time::UnixTime;
 use crate::xdp::{self, Program, ProgramSettings};
 
+use crate::handoff::proxy::{ProxyError, ProxySettings};
+use std::time::Duration;
+
 use super::RunError;
 
 /// The hand-off engine `cfg` asks for, on a kernel that has (or lacks) the
@@ -200,6 +203,31 @@ pub(super) fn reflection_caps(r: &crate::config::Reflection) -> xdp::ReflectionC
         v6_len: r.prefix_v6,
         total_per_cpu: r.synacks_total.div_ceil(cpus),
     }
+}
+
+/// The proxy's settings from `[handoff]`; resolves the upstream names
+/// (first address each).
+pub fn proxy_settings(h: &crate::config::Handoff) -> Result<ProxySettings, ProxyError> {
+    use std::net::ToSocketAddrs;
+    let mut upstreams = Vec::new();
+    for u in &h.upstreams {
+        let addr = u
+            .to_socket_addrs()
+            .map_err(|e| ProxyError::Resolve(u.clone(), e))?
+            .next()
+            .ok_or_else(|| ProxyError::Resolve(u.clone(), std::io::Error::other("no address")))?;
+        upstreams.push(addr);
+    }
+    Ok(ProxySettings {
+        upstreams,
+        connect_timeout: Duration::from_millis(h.connect_timeout_ms),
+        idle_timeout: Duration::from_secs(h.idle_timeout_secs),
+        max_connections: h.max_connections as usize,
+        max_per_source: h.max_per_source as usize,
+        shutdown_grace: Duration::from_secs(h.shutdown_grace_secs),
+        proxy_protocol: h.proxy_protocol,
+        pipe_size: h.pipe_size as usize,
+    })
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use crate::config::{Config, ConfigError, HandoffMode};
-use crate::handoff::proxy::{self, ProxyError, ProxySettings, ProxyUpdate};
+use crate::handoff::proxy::{self, ProxyError, ProxyUpdate};
 use crate::proto::cookie::Secrets;
 use crate::proto::time::UnixTime;
 use crate::xdp::{self, ProgramSettings};
@@ -85,7 +85,7 @@ fn prepare(live: &Live, path: &Path) -> Result<Prepared, ReloadError> {
     let proxy = match cfg.handoff.mode {
         HandoffMode::Kernel => None,
         HandoffMode::Proxy => {
-            let settings = ProxySettings::from_config(&cfg.handoff)?;
+            let settings = super::proxy_settings(&cfg.handoff)?;
             let (have, want) = (listen_addrs(&live.cfg), listen_addrs(&cfg));
             let new: Vec<SocketAddr> = want.iter().filter(|a| !have.contains(a)).copied().collect();
             Some(ProxyUpdate {

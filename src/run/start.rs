@@ -14,7 +14,7 @@ use crate::proto::time::UnixTime;
 use crate::xdp::{self, Attachment, Program, ProgramSettings};
 use crate::xsk::{BusyPoll, Frame, Xsk, XskConfig};
 
-use super::{Plan, ProgramEpochs, RunError, program_settings, worker_cpus};
+use super::{Plan, ProgramEpochs, RunError, program_settings, proxy_settings, worker_cpus};
 
 /// Step 4b (`[handoff] engine = "repair"`): one engine per worker, all
 /// handing their connections to the proxy thread; nothing otherwise.
@@ -43,7 +43,7 @@ pub(super) fn prepare_handoff(
 ) -> Result<Option<(ProxySettings, Vec<Listener>)>, RunError> {
     match cfg.handoff.mode {
         HandoffMode::Proxy => {
-            let settings = ProxySettings::from_config(&cfg.handoff)?;
+            let settings = proxy_settings(&cfg.handoff)?;
             let addrs = proxy::listen_addrs(&cfg.protect.ports, &cfg.protect.addresses);
             let listeners = proxy::listen(&addrs, cfg.handoff.backlog)?;
             check_fd_limit(settings.max_connections, cfg.handoff.backlog);

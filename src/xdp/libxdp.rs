@@ -19,8 +19,8 @@ use std::ptr::NonNull;
 use libbpf_rs::skel::Skel;
 use libbpf_rs::{AsRawLibbpf, MapCore};
 
+use super::XdpMode;
 use super::{LinkInfo, XdpError, skel::SynwallSkel};
-use crate::config::XdpMode;
 
 /// The compiled object (build.rs), the same the skeleton embeds.
 const OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/synwall.bpf.o"));

@@ -35,6 +35,7 @@ bpf_skeleton!("synwall");
 
 pub mod ethtool;
 mod libxdp;
+pub mod modes;
 pub mod sockopt;
 pub use libxdp::remove_stale as remove_stale_dispatcher_programs;
 
@@ -49,9 +50,9 @@ use libbpf_rs::libbpf_sys;
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags, MapType, ProgramInput, ProgramType};
 
-use crate::config::{AttackMode, SynackMode, XdpMode};
 use crate::proto::cookie::{MssTable, Secrets};
 use crate::proto::handshake::{Settings, SynAckSettings};
+pub use modes::{AttackMode, MAX_ADDRESSES, MAX_LIST_PREFIXES, SynackMode, XdpMode};
 use skel::{SynwallSkel, SynwallSkelBuilder};
 
 /// Ties each counter name to its `enum sw_counter` constant (bpf/synwall.h,
@@ -616,9 +617,9 @@ impl Program {
         // (no moment without either), so a full list replaced by another
         // briefly holds both.
         let sizes = [
-            (&mut open.maps.addresses, crate::config::MAX_ADDRESSES),
-            (&mut open.maps.allow, crate::config::MAX_LIST_PREFIXES),
-            (&mut open.maps.deny, crate::config::MAX_LIST_PREFIXES),
+            (&mut open.maps.addresses, MAX_ADDRESSES),
+            (&mut open.maps.allow, MAX_LIST_PREFIXES),
+            (&mut open.maps.deny, MAX_LIST_PREFIXES),
         ];
         for (map, n) in sizes {
             map.set_max_entries(2 * n as u32).map_err(XdpError::Load)?;
