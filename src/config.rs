@@ -869,6 +869,13 @@ impl Config {
         Ok(())
     }
 
+    /// The cookie keys' schedule: what `core_settings().schedule()` says,
+    /// without building the rest of the settings (the control loop asks
+    /// every pass).
+    pub fn key_schedule(&self) -> crate::proto::cookie::KeySchedule {
+        crate::proto::cookie::KeySchedule::new(self.cookie.rotation_secs, self.cookie.skew_secs())
+    }
+
     /// The handshake core's settings.
     pub fn core_settings(&self) -> Settings {
         let (mut v4, mut v6) = (Vec::new(), Vec::new());
@@ -901,6 +908,15 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_key_schedule_is_the_cores() {
+        for rotation in [2, 60, 3600] {
+            let mut cfg = Config::default();
+            cfg.cookie.rotation_secs = rotation;
+            assert_eq!(cfg.key_schedule(), cfg.core_settings().schedule());
+        }
+    }
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, Path::new("test.toml"))

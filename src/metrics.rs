@@ -215,15 +215,16 @@ impl SnapshotCollector {
     fn xdp(&self, enc: &mut DescriptorEncoder) -> Fr {
         let s = &self.0;
         let get = |name: &str| s.xdp.get(name).copied().unwrap_or(0);
+        let rx = crate::xdp::COUNTER_NAMES[crate::xdp::counter::RX];
         counter(
             enc,
             "synwall_xdp_received_packets",
             "Packets the XDP program saw.",
-            one(get("rx")),
+            one(get(rx)),
         )?;
         let (handoff, verdicts): (Vec<_>, Vec<_>) = crate::xdp::COUNTER_NAMES
             .iter()
-            .filter(|n| **n != "rx")
+            .filter(|n| **n != rx)
             .partition(|n| n.starts_with("handoff_"));
         let rows = |names: Vec<&&'static str>, label: &'static str, strip: &str| -> Vec<Sample> {
             names

@@ -137,7 +137,7 @@ impl Datapath<'_> {
 
     /// Keeps the program's keys and its minting epoch on the schedule.
     pub(super) fn turn_epochs(&self, live: &mut Live) {
-        let want = ProgramEpochs::at(UnixTime::now(), &live.cfg.core_settings().schedule());
+        let want = ProgramEpochs::at(UnixTime::now(), &live.cfg.key_schedule());
         if want == live.epochs {
             return;
         }

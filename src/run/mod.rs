@@ -152,7 +152,7 @@ pub fn run(cfg: &Config, secrets: Secrets, ctl: &Control) -> Result<Snapshot, Ru
         cfg: cfg.clone(),
         secrets: secrets.clone(),
         program: program_settings(cfg),
-        epochs: ProgramEpochs::at(UnixTime::now(), &cfg.core_settings().schedule()),
+        epochs: ProgramEpochs::at(UnixTime::now(), &cfg.key_schedule()),
     };
     let fixed = Fixed {
         cfg,

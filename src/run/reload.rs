@@ -149,7 +149,7 @@ impl Datapath<'_> {
     /// workers and the proxy.
     pub(super) fn reload(&self, live: &mut Live, path: &Path) -> Result<(), ReloadError> {
         let p = prepare(live, path)?;
-        let epochs = ProgramEpochs::at(UnixTime::now(), &p.cfg.core_settings().schedule());
+        let epochs = ProgramEpochs::at(UnixTime::now(), &p.cfg.key_schedule());
         let applied = self
             .program
             .update(&live.program, &p.program)

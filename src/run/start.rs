@@ -96,8 +96,7 @@ pub(super) fn load_program(
         ..program_settings(cfg)
     })?;
     program.heartbeat().beat();
-    ProgramEpochs::at(UnixTime::now(), &cfg.core_settings().schedule())
-        .install(&program, secrets, None)?;
+    ProgramEpochs::at(UnixTime::now(), &cfg.key_schedule()).install(&program, secrets, None)?;
     Ok(program)
 }
 

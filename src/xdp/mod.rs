@@ -138,6 +138,9 @@ xdp_counters! {
 pub mod counter {
     use super::skel::types::sw_counter;
 
+    /// Frames the program saw.
+    pub const RX: usize = sw_counter::SW_RX.0 as usize;
+
     /// SYNs answered by the program (XDP_TX).
     pub const SYNACK_XDP: usize = sw_counter::SW_SYNACK_XDP.0 as usize;
 
