@@ -428,13 +428,25 @@ impl Server {
     /// Answers the clients that come within `wait` (and returns then,
     /// however many keep coming), each given `limit` to send its request
     /// and `limit` to take its answer; `snapshot` is taken once per scrape
-    /// (`None`: answered 503).
-    pub fn serve(&self, wait: Duration, limit: Duration, snapshot: impl Fn() -> Option<Snapshot>) {
+    /// (`None`: answered 503). An accept that fails for another reason
+    /// than no client waiting goes to `failed`.
+    pub fn serve(
+        &self,
+        wait: Duration,
+        limit: Duration,
+        snapshot: impl Fn() -> Option<Snapshot>,
+        mut failed: impl FnMut(std::io::Error),
+    ) {
         let give_up = Instant::now() + wait;
         while Instant::now() < give_up {
             match self.0.accept() {
                 Ok((conn, _)) => answer(conn, limit, &snapshot),
-                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                Err(e) => {
+                    if e.kind() != std::io::ErrorKind::WouldBlock {
+                        failed(e);
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
             }
         }
     }

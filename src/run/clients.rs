@@ -61,10 +61,16 @@ pub(super) fn spawn_stats<'s>(
     stop: &'s AtomicBool,
 ) -> Thread<'s> {
     spawn_thread(s, "synwall-stats".into(), move || {
+        let mut failures = AcceptFailures::new("stats socket");
         while !stop.load(Ordering::Relaxed) {
             match listener.accept() {
                 Ok((conn, _)) => answer_socket(conn, &asks),
-                Err(_) => std::thread::sleep(IDLE),
+                Err(e) => {
+                    if e.kind() != std::io::ErrorKind::WouldBlock {
+                        failures.note(e);
+                    }
+                    std::thread::sleep(IDLE);
+                }
             }
         }
         Ok(())
@@ -118,11 +124,52 @@ pub(super) fn spawn_metrics<'s>(
     stop: &'s AtomicBool,
 ) -> Thread<'s> {
     spawn_thread(s, "synwall-metrics".into(), move || {
+        let mut failures = AcceptFailures::new("metrics endpoint");
         while !stop.load(Ordering::Relaxed) {
-            server.serve(IDLE, CLIENT_IO, || ask(&asks, SCRAPE_WAIT, Ask::Snapshot));
+            let snapshot = || ask(&asks, SCRAPE_WAIT, Ask::Snapshot);
+            server.serve(IDLE, CLIENT_IO, snapshot, |e| failures.note(e));
         }
         Ok(())
     })
+}
+
+/// How often at most a listener's failing accepts are logged.
+const ACCEPT_FAILURE_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// A listener's failed accepts (out of descriptors, say): logged as a
+/// warning with their count, at most every [`ACCEPT_FAILURE_LOG_EVERY`].
+struct AcceptFailures {
+    what: &'static str,
+    since_logged: u64,
+    logged: Option<std::time::Instant>,
+}
+
+impl AcceptFailures {
+    fn new(what: &'static str) -> AcceptFailures {
+        AcceptFailures {
+            what,
+            since_logged: 0,
+            logged: None,
+        }
+    }
+
+    fn note(&mut self, e: std::io::Error) {
+        self.since_logged += 1;
+        if self
+            .logged
+            .is_some_and(|t| t.elapsed() < ACCEPT_FAILURE_LOG_EVERY)
+        {
+            return;
+        }
+        tracing::warn!(
+            error = %e,
+            failures = self.since_logged,
+            "the {} cannot accept clients",
+            self.what
+        );
+        self.since_logged = 0;
+        self.logged = Some(std::time::Instant::now());
+    }
 }
 
 /// The control loop's side: waits up to `wait` for the first ask, then
@@ -139,5 +186,26 @@ pub(super) fn take_asks(asks: &Receiver<Ask>, wait: Duration, mut answer: impl F
     }
     while let Ok(a) = asks.try_recv() {
         answer(a);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The first failure is logged at once; the ones after it within the
+    /// interval are counted for the next line.
+    #[test]
+    fn failed_accepts_are_logged_at_most_every_interval_with_their_count() {
+        let mut f = AcceptFailures::new("metrics endpoint");
+        f.note(std::io::Error::from_raw_os_error(libc::EMFILE));
+        assert!(f.logged.is_some());
+        assert_eq!(f.since_logged, 0);
+        f.note(std::io::Error::from_raw_os_error(libc::EMFILE));
+        f.note(std::io::Error::from_raw_os_error(libc::EMFILE));
+        assert_eq!(f.since_logged, 2, "held for the next line");
+        f.logged = Some(std::time::Instant::now() - ACCEPT_FAILURE_LOG_EVERY);
+        f.note(std::io::Error::from_raw_os_error(libc::EMFILE));
+        assert_eq!(f.since_logged, 0, "logged with the 3 since the last line");
     }
 }
