@@ -49,13 +49,13 @@ impl Datapath<'_> {
         let mut links_checked = Instant::now();
         let mut supervisor = supervise::Supervisor::new(self);
         let mut detector = attack::Detector::new();
-        let d = &self.cfg.datapath;
-        let mode = self.attached.xdp_mode();
+        let d = &self.fixed.cfg.datapath;
+        let mode = self.fixed.attached.xdp_mode();
         let mut tx = tx_watch::TxWatch::start(
             &d.interface,
             mode,
             d.synack != SynackMode::Afxdp,
-            self.program,
+            self.fixed.program,
         );
         // xdp_mode = "auto" on our own link: a native mode whose answers do
         // not leave gives way to generic mode, whose answers do.
@@ -63,7 +63,7 @@ impl Datapath<'_> {
             d.xdp_mode == XdpMode::Auto
                 && d.attach == AttachMode::Link
                 && mode == "native"
-                && !self.zero_copy.contains(&Some(true)),
+                && !self.fixed.zero_copy.contains(&Some(true)),
         );
         while !ctl.stop.load(Ordering::Relaxed) {
             supervisor.tick(self);
@@ -113,8 +113,8 @@ impl Datapath<'_> {
     /// A link that is no longer attached (the interface went away, or
     /// someone detached it): without it there is no protection.
     pub(super) fn lost_link(&self) -> Option<String> {
-        let ifname = &self.cfg.datapath.interface;
-        let xdp = self.attached.xdp();
+        let ifname = &self.fixed.cfg.datapath.interface;
+        let xdp = self.fixed.attached.xdp();
         let Some(xdp) = xdp.as_ref() else {
             return Some(format!(
                 "the XDP program is no longer attached to {ifname} (moving it to generic mode failed)"
@@ -122,7 +122,11 @@ impl Datapath<'_> {
         };
         let links = [
             Some(("XDP", xdp)),
-            self.attached.handoff.as_ref().map(|h| ("TC hand-off", h)),
+            self.fixed
+                .attached
+                .handoff
+                .as_ref()
+                .map(|h| ("TC hand-off", h)),
         ];
         for (what, a) in links.into_iter().flatten() {
             if matches!(a.info(), Ok(i) if i.ifindex == 0) {
@@ -141,10 +145,10 @@ impl Datapath<'_> {
         if want == live.epochs {
             return;
         }
-        match want.install(self.program, &live.secrets, Some(live.epochs)) {
+        match want.install(self.fixed.program, &live.secrets, Some(live.epochs)) {
             Ok(()) => {
                 live.epochs = want;
-                self.epoch.store(want.mint, Ordering::Relaxed);
+                self.state.epoch.store(want.mint, Ordering::Relaxed);
             }
             Err(e) => tracing::error!("cannot turn the XDP program's cookie epoch: {e}"),
         }
@@ -161,11 +165,11 @@ impl Datapath<'_> {
         let result = self.reload(live, path).map_err(|e| error_chain(&e));
         match &result {
             Ok(()) => {
-                self.reloads_ok.fetch_add(1, Ordering::Relaxed);
-                self.epoch.store(live.epochs.mint, Ordering::Relaxed);
+                self.state.reloads_ok.fetch_add(1, Ordering::Relaxed);
+                self.state.epoch.store(live.epochs.mint, Ordering::Relaxed);
             }
             Err(e) => {
-                self.reloads_failed.fetch_add(1, Ordering::Relaxed);
+                self.state.reloads_failed.fetch_add(1, Ordering::Relaxed);
                 tracing::error!("reload rejected, the running configuration stays: {e}");
             }
         }
@@ -178,14 +182,15 @@ impl Datapath<'_> {
         Snapshot {
             secret_fingerprint: live.secrets.mint.fingerprint(),
             previous_secret_fingerprint: live.secrets.accept.as_ref().map(|s| s.fingerprint()),
-            interface: self.cfg.datapath.interface.clone(),
-            xdp_mode: self.attached.xdp_mode(),
+            interface: self.fixed.cfg.datapath.interface.clone(),
+            xdp_mode: self.fixed.attached.xdp_mode(),
             workers: self
+                .fixed
                 .plan
                 .queues
                 .iter()
-                .zip(&self.plan.cpus)
-                .zip(&self.workers)
+                .zip(&self.fixed.plan.cpus)
+                .zip(&self.counters.workers)
                 .map(|((&queue, &cpu), c)| WorkerEntry {
                     queue,
                     cpu,
@@ -193,17 +198,18 @@ impl Datapath<'_> {
                 })
                 .collect(),
             xdp: self
+                .fixed
                 .program
                 .counters()
                 .map(|c| xdp::COUNTER_NAMES.iter().copied().zip(c).collect())
                 .unwrap_or_default(),
-            proxy: self.proxy.as_ref().map(ProxyCounters::snapshot),
-            uptime_secs: self.started.elapsed().as_secs(),
-            epoch: self.epoch.load(Ordering::Relaxed),
-            reloads_ok: self.reloads_ok.load(Ordering::Relaxed),
-            reloads_failed: self.reloads_failed.load(Ordering::Relaxed),
-            under_attack: self.under_attack.load(Ordering::Relaxed),
-            attacks: self.attacks.load(Ordering::Relaxed),
+            proxy: self.counters.proxy.as_ref().map(ProxyCounters::snapshot),
+            uptime_secs: self.fixed.started.elapsed().as_secs(),
+            epoch: self.state.epoch.load(Ordering::Relaxed),
+            reloads_ok: self.state.reloads_ok.load(Ordering::Relaxed),
+            reloads_failed: self.state.reloads_failed.load(Ordering::Relaxed),
+            under_attack: self.state.under_attack.load(Ordering::Relaxed),
+            attacks: self.state.attacks.load(Ordering::Relaxed),
             xdp_answers: self.xdp_answers_now(),
         }
     }
@@ -211,9 +217,14 @@ impl Datapath<'_> {
     /// SYNs to the protected ports and SYN-ACKs sent so far, from the
     /// program's counters and the workers'.
     pub(super) fn syn_totals(&self) -> Option<SynTotals> {
-        let c = self.program.counters().ok()?;
+        let c = self.fixed.program.counters().ok()?;
         let syns = xdp::counter::SYN_VERDICTS.iter().map(|&i| c[i]).sum();
-        let workers: u64 = self.workers.iter().map(WorkerCounters::synacks).sum();
+        let workers: u64 = self
+            .counters
+            .workers
+            .iter()
+            .map(WorkerCounters::synacks)
+            .sum();
         Some(SynTotals {
             syns,
             answered: c[xdp::counter::SYNACK_XDP] + workers,
@@ -224,15 +235,15 @@ impl Datapath<'_> {
     /// attached again (between the two, a blink, the kernel has every
     /// packet). If generic mode is refused, native mode again.
     pub(super) fn switch_to_generic(&self) -> Result<(), String> {
-        let mut slot = self.attached.xdp();
+        let mut slot = self.fixed.attached.xdp();
         let Some(native) = slot.take() else {
             return Err("no XDP link to move".into());
         };
         let ifindex = native.ifindex;
         drop(native);
-        let moved = self.program.attach(ifindex, XdpMode::Generic);
+        let moved = self.fixed.program.attach(ifindex, XdpMode::Generic);
         // The kernel had every SYN meanwhile: its cookies' ACKs must pass.
-        self.program.note_kernel_syns();
+        self.fixed.program.note_kernel_syns();
         let why = match moved {
             Ok(a) => {
                 *slot = Some(a);
@@ -240,7 +251,7 @@ impl Datapath<'_> {
             }
             Err(e) => error_chain(&e),
         };
-        match self.program.attach(ifindex, XdpMode::Native) {
+        match self.fixed.program.attach(ifindex, XdpMode::Native) {
             Ok(a) => {
                 *slot = Some(a);
                 Err(format!("moving XDP to generic mode failed: {why}"))
@@ -255,7 +266,8 @@ impl Datapath<'_> {
 
     /// What the watch last said of the XDP answers.
     pub(super) fn xdp_answers_now(&self) -> Option<XdpAnswers> {
-        self.xdp_answers
+        self.state
+            .xdp_answers
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
@@ -265,10 +277,10 @@ impl Datapath<'_> {
     /// program's answers, and publishes what it says. Returns why the run
     /// must end when a move to generic mode left no XDP program attached.
     pub(super) fn watch_xdp_answers(&self, tx: &mut tx_watch::TxWatch) -> Option<String> {
-        if tx.tick(Instant::now(), self.program) == Some(tx_watch::Action::SwitchToGeneric) {
+        if tx.tick(Instant::now(), self.fixed.program) == Some(tx_watch::Action::SwitchToGeneric) {
             match self.switch_to_generic() {
-                Ok(()) => tx.switched_to_generic(self.program),
-                Err(e) if self.attached.xdp().is_none() => return Some(e),
+                Ok(()) => tx.switched_to_generic(self.fixed.program),
+                Err(e) if self.fixed.attached.xdp().is_none() => return Some(e),
                 Err(e) => {
                     tracing::error!("{e}; XDP answers stay off");
                     tx.switch_failed(&e);
@@ -276,6 +288,7 @@ impl Datapath<'_> {
             }
         }
         let mut shown = self
+            .state
             .xdp_answers
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -313,8 +326,10 @@ impl Datapath<'_> {
             None => return,
         }
         let on = detector.under_attack();
-        self.program.set_under_attack(on);
-        self.under_attack.store(on, Ordering::Relaxed);
-        self.attacks.store(detector.attacks, Ordering::Relaxed);
+        self.fixed.program.set_under_attack(on);
+        self.state.under_attack.store(on, Ordering::Relaxed);
+        self.state
+            .attacks
+            .store(detector.attacks, Ordering::Relaxed);
     }
 }

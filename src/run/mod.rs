@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::config::{AttachMode, Config, SynackMode};
 use crate::handoff::proxy::ProxyError;
@@ -160,10 +160,11 @@ pub fn run(cfg: &Config, secrets: Secrets, ctl: &Control) -> Result<Snapshot, Ru
         program: &program,
         attached: &attached,
         loads: loads.as_ref(),
+        zero_copy: threads.zero_copy(),
+        started: Instant::now(),
     };
     let proxy_updates = threads.proxy.as_ref().map(|_| proxy_tx);
-    let zero_copy = threads.zero_copy();
-    let datapath = Datapath::new(fixed, secrets, proxy_updates, zero_copy, live.epochs.mint);
+    let datapath = Datapath::new(fixed, secrets, proxy_updates, live.epochs.mint);
     let failure = std::thread::scope(|s| {
         let (threads, asks) = datapath.spawn_all(s, threads, proxy_rx, &ctl.stop);
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);

@@ -116,10 +116,10 @@ impl Datapath<'_> {
     /// settings. (A proxy update that answered too late is not undone: the
     /// proxy may still take it; the reload's error says it did not answer.)
     fn roll_back(&self, live: &Live, tried: &ProgramSettings) {
-        for e in self.program.restore(tried, &live.program) {
+        for e in self.fixed.program.restore(tried, &live.program) {
             tracing::error!("rolling back a failed reload: the XDP maps: {e}");
         }
-        if let Err(e) = live.epochs.install(self.program, &live.secrets, None) {
+        if let Err(e) = live.epochs.install(self.fixed.program, &live.secrets, None) {
             tracing::error!("rolling back a failed reload: the keys: {e}");
         }
         self.core
@@ -151,10 +151,11 @@ impl Datapath<'_> {
         let p = prepare(live, path)?;
         let epochs = ProgramEpochs::at(UnixTime::now(), &p.cfg.key_schedule());
         let applied = self
+            .fixed
             .program
             .update(&live.program, &p.program)
             .map_err(ReloadError::from)
-            .and_then(|()| Ok(epochs.install(self.program, &p.secrets, None)?))
+            .and_then(|()| Ok(epochs.install(self.fixed.program, &p.secrets, None)?))
             .and_then(|()| {
                 self.core.publish(p.cfg.core_settings(), p.secrets.clone());
                 match (p.proxy, &self.proxy_updates) {

@@ -79,42 +79,54 @@ pub(super) fn join(threads: Vec<Thread<'_>>, exited: Option<String>) -> Option<S
 /// The running datapath: what the workers, the proxy and the control loop
 /// share (read-only, or atomics).
 pub(super) struct Datapath<'a> {
+    /// What stays the same for the whole run.
+    pub(super) fixed: Fixed<'a>,
+    /// Written by the workers and the proxy.
+    pub(super) counters: ThreadCounters,
+    /// Written by the control loop, for `stats`, `status` and metrics.
+    pub(super) state: ControlState,
+    /// The workers' core settings and secret (a reload publishes new ones).
+    pub(super) core: SharedCore,
+    /// Proxy mode: where reloads reach the proxy thread.
+    pub(super) proxy_updates: Option<mpsc::Sender<ProxyUpdate>>,
+}
+
+/// The counters of the datapath's threads.
+#[derive(Debug, Default)]
+pub(super) struct ThreadCounters {
+    /// One per worker, in queue order.
+    pub(super) workers: Vec<WorkerCounters>,
+    /// Proxy mode.
+    pub(super) proxy: Option<ProxyCounters>,
+}
+
+/// What the control loop keeps for the snapshot and the status.
+#[derive(Debug, Default)]
+pub(super) struct ControlState {
+    /// The epoch cookies are minted with.
+    pub(super) epoch: AtomicU64,
+    pub(super) reloads_ok: AtomicU64,
+    pub(super) reloads_failed: AtomicU64,
+    /// The attack detector's state.
+    pub(super) under_attack: AtomicBool,
+    pub(super) attacks: AtomicU64,
+    /// Whether XDP answers leave the interface, as the watch last said.
+    pub(super) xdp_answers: std::sync::Mutex<Option<XdpAnswers>>,
+}
+
+/// What stays the same for the whole run, borrowed by the datapath.
+pub(super) struct Fixed<'a> {
     /// The configuration of the start: its restart-only keys hold for the
     /// whole run (the live ones are in the control loop's [`Live`]).
     pub(super) cfg: &'a Config,
     pub(super) plan: &'a Plan,
     pub(super) program: &'a Program,
     pub(super) attached: &'a Attached,
-    pub(super) workers: Vec<WorkerCounters>,
-    pub(super) proxy: Option<ProxyCounters>,
     /// synack = "auto": where the workers publish their progress.
     pub(super) loads: Option<&'a QueueLoads>,
-    /// The workers' core settings and secret.
-    pub(super) core: SharedCore,
-    /// Proxy mode: where reloads reach the proxy thread.
-    pub(super) proxy_updates: Option<mpsc::Sender<ProxyUpdate>>,
-    pub(super) started: Instant,
-    /// The epoch cookies are minted with.
-    pub(super) epoch: AtomicU64,
-    pub(super) reloads_ok: AtomicU64,
-    pub(super) reloads_failed: AtomicU64,
-    /// The attack detector's state, for the snapshot.
-    pub(super) under_attack: AtomicBool,
-    pub(super) attacks: AtomicU64,
     /// Per queue: AF_XDP zero-copy or copy (as the kernel said at bind).
     pub(super) zero_copy: Vec<Option<bool>>,
-    /// Whether XDP answers leave the interface, as the control loop's
-    /// watch last said.
-    pub(super) xdp_answers: std::sync::Mutex<Option<XdpAnswers>>,
-}
-
-/// What stays the same for the whole run, borrowed by the datapath.
-pub(super) struct Fixed<'a> {
-    pub(super) cfg: &'a Config,
-    pub(super) plan: &'a Plan,
-    pub(super) program: &'a Program,
-    pub(super) attached: &'a Attached,
-    pub(super) loads: Option<&'a QueueLoads>,
+    pub(super) started: Instant,
 }
 
 /// What the datapath's threads take with them when they start.
@@ -149,38 +161,27 @@ impl<'a> Datapath<'a> {
         fixed: Fixed<'a>,
         secrets: Secrets,
         proxy_updates: Option<mpsc::Sender<ProxyUpdate>>,
-        zero_copy: Vec<Option<bool>>,
         mint: u64,
     ) -> Datapath<'a> {
-        let Fixed {
-            cfg,
-            plan,
-            program,
-            attached,
-            loads,
-        } = fixed;
-        Datapath {
-            cfg,
-            plan,
-            program,
-            attached,
-            workers: plan
+        let counters = ThreadCounters {
+            workers: fixed
+                .plan
                 .queues
                 .iter()
                 .map(|_| WorkerCounters::default())
                 .collect(),
             proxy: proxy_updates.as_ref().map(|_| ProxyCounters::default()),
-            loads,
-            core: SharedCore::new(cfg.core_settings(), secrets),
-            proxy_updates,
-            started: Instant::now(),
+        };
+        let state = ControlState {
             epoch: AtomicU64::new(mint),
-            reloads_ok: AtomicU64::new(0),
-            reloads_failed: AtomicU64::new(0),
-            under_attack: AtomicBool::new(false),
-            attacks: AtomicU64::new(0),
-            zero_copy,
-            xdp_answers: std::sync::Mutex::new(None),
+            ..ControlState::default()
+        };
+        Datapath {
+            core: SharedCore::new(fixed.cfg.core_settings(), secrets),
+            fixed,
+            counters,
+            state,
+            proxy_updates,
         }
     }
 
@@ -204,7 +205,7 @@ impl<'a> Datapath<'a> {
             threads.push(self.spawn_proxy(s, hand, proxy_updates, stop));
         }
         if t.heartbeat {
-            threads.push(spawn_heartbeat(s, self.program.heartbeat(), stop));
+            threads.push(spawn_heartbeat(s, self.fixed.program.heartbeat(), stop));
         }
         (threads, asks)
     }
@@ -221,8 +222,8 @@ impl<'a> Datapath<'a> {
         // Proxy mode drains for up to shutdown_grace_secs: XDP goes first,
         // so that meanwhile new SYNs meet the kernel, which resets them
         // (the proxy's listeners close), and not workers that are gone.
-        if self.cfg.handoff.mode == HandoffMode::Proxy {
-            drop(self.attached.xdp().take());
+        if self.fixed.cfg.handoff.mode == HandoffMode::Proxy {
+            drop(self.fixed.attached.xdp().take());
         }
         stop.store(true, Ordering::Relaxed);
         join(threads, exited)
@@ -236,14 +237,14 @@ impl<'a> Datapath<'a> {
         engines: &mut Vec<repair::Engine>,
         stop: &'s AtomicBool,
     ) -> Vec<Thread<'s>> {
-        let batch = self.cfg.datapath.batch_size as usize;
-        let busy_poll = self.cfg.datapath.busy_poll_us > 0;
+        let batch = self.fixed.cfg.datapath.batch_size as usize;
+        let busy_poll = self.fixed.cfg.datapath.busy_poll_us > 0;
         let mut threads = Vec::new();
         for ((q, xsk, frames), (&cpu, counters)) in sockets
             .into_iter()
-            .zip(self.plan.cpus.iter().zip(&self.workers))
+            .zip(self.fixed.plan.cpus.iter().zip(&self.counters.workers))
         {
-            let progress = self.loads.and_then(|l| l.progress(q));
+            let progress = self.fixed.loads.and_then(|l| l.progress(q));
             let name = format!("synwall-q{q}");
             let core = &self.core;
             let repair = engines.pop();
@@ -277,7 +278,7 @@ impl<'a> Datapath<'a> {
         updates: mpsc::Receiver<ProxyUpdate>,
         stop: &'s AtomicBool,
     ) -> Thread<'s> {
-        let counters = self.proxy.as_ref();
+        let counters = self.counters.proxy.as_ref();
         spawn_thread(s, "synwall-proxy".into(), move || {
             let Some(counters) = counters else {
                 return Ok(());

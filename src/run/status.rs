@@ -139,11 +139,12 @@ impl KernelStatus {
 impl Datapath<'_> {
     /// Each queue served, its worker's CPU and its socket's mode.
     fn queue_status(&self) -> Vec<QueueStatus> {
-        self.plan
+        self.fixed
+            .plan
             .queues
             .iter()
-            .zip(&self.plan.cpus)
-            .zip(&self.zero_copy)
+            .zip(&self.fixed.plan.cpus)
+            .zip(&self.fixed.zero_copy)
             .map(|((&queue, &cpu), &zero_copy)| QueueStatus {
                 queue,
                 cpu,
@@ -157,22 +158,22 @@ impl Datapath<'_> {
         let cfg = &live.cfg;
         // One lock for the three fields (a guard held while taking it again
         // would deadlock the control loop).
-        let xdp = self.attached.xdp();
+        let xdp = self.fixed.attached.xdp();
         Status {
             version: env!("CARGO_PKG_VERSION").into(),
             pid: std::process::id(),
             config: config.to_owned(),
-            uptime_secs: self.started.elapsed().as_secs(),
+            uptime_secs: self.fixed.started.elapsed().as_secs(),
             interface: cfg.datapath.interface.clone(),
-            ifindex: self.plan.ifindex,
+            ifindex: self.fixed.plan.ifindex,
             xdp_mode: xdp.as_ref().map_or("detached", |a| a.mode).into(),
             attach: xdp.as_ref().map_or("detached", |a| a.how).into(),
             xdp_link: xdp.as_ref().and_then(link),
-            handoff_link: self.attached.handoff.as_ref().and_then(link),
+            handoff_link: self.fixed.attached.handoff.as_ref().and_then(link),
             queues: self.queue_status(),
             synack: cfg.datapath.synack.as_str().into(),
             handoff: cfg.handoff.mode.as_str().into(),
-            handoff_engine: self.plan.engine.as_str().into(),
+            handoff_engine: self.fixed.plan.engine.as_str().into(),
             ports: cfg.protect.ports.clone(),
             addresses: cfg.protect.addresses.clone(),
             secret_fingerprint: live.secrets.mint.fingerprint(),
@@ -184,15 +185,15 @@ impl Datapath<'_> {
                 .map_or("random (no cookie.secret_file)".into(), |p| {
                     p.display().to_string()
                 }),
-            epoch: self.epoch.load(Ordering::Relaxed),
+            epoch: self.state.epoch.load(Ordering::Relaxed),
             rotation_secs: cfg.cookie.rotation_secs,
             skew_secs: cfg.cookie.skew_secs(),
-            reloads_ok: self.reloads_ok.load(Ordering::Relaxed),
-            reloads_failed: self.reloads_failed.load(Ordering::Relaxed),
+            reloads_ok: self.state.reloads_ok.load(Ordering::Relaxed),
+            reloads_failed: self.state.reloads_failed.load(Ordering::Relaxed),
             kernel: KernelStatus::now(cfg.datapath.busy_poll_us > 0),
             attack_mode: cfg.attack.mode.as_str().into(),
-            under_attack: self.under_attack.load(Ordering::Relaxed),
-            attacks: self.attacks.load(Ordering::Relaxed),
+            under_attack: self.state.under_attack.load(Ordering::Relaxed),
+            attacks: self.state.attacks.load(Ordering::Relaxed),
             xdp_answers: self.xdp_answers_now(),
         }
     }

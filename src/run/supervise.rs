@@ -66,10 +66,16 @@ impl Supervisor {
             let rate = total.saturating_sub(self.synacks) as f64 / dt.as_secs_f64();
             let status = format!(
                 "answering {rate:.0} SYN-ACKs/s; key epoch {}; {} reloads ({} rejected)",
-                dp.epoch.load(std::sync::atomic::Ordering::Relaxed),
-                dp.reloads_ok.load(std::sync::atomic::Ordering::Relaxed)
-                    + dp.reloads_failed.load(std::sync::atomic::Ordering::Relaxed),
-                dp.reloads_failed.load(std::sync::atomic::Ordering::Relaxed),
+                dp.state.epoch.load(std::sync::atomic::Ordering::Relaxed),
+                dp.state
+                    .reloads_ok
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                    + dp.state
+                        .reloads_failed
+                        .load(std::sync::atomic::Ordering::Relaxed),
+                dp.state
+                    .reloads_failed
+                    .load(std::sync::atomic::Ordering::Relaxed),
             );
             let _ = sd_notify::notify(&[NotifyState::Status(&status)]);
             self.status_at = Instant::now();
@@ -80,8 +86,8 @@ impl Supervisor {
 
 /// Each worker's and the proxy's progress number.
 fn progress(dp: &Datapath<'_>) -> Vec<u64> {
-    let mut out: Vec<u64> = dp.workers.iter().map(|w| w.progress()).collect();
-    out.extend(dp.proxy.as_ref().map(|p| p.progress()));
+    let mut out: Vec<u64> = dp.counters.workers.iter().map(|w| w.progress()).collect();
+    out.extend(dp.counters.proxy.as_ref().map(|p| p.progress()));
     out
 }
 
