@@ -566,6 +566,62 @@ fn metrics_endpoint_serves_every_counter_to_a_prometheus_parser() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "404");
 }
 
+/// Clients that hold their connection and never read nor send, on the
+/// metrics endpoint (pipelining scrapes into a tiny receive buffer) and on
+/// the stats socket (connecting again and again), hold up nothing of the
+/// control loop: `stats` answers within a client's time limit, a SIGHUP
+/// reload is applied, and the cookie epoch turns on time.
+#[test]
+fn clients_that_hold_their_connection_stall_no_reload_nor_key_turn() {
+    if !common::require_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let tb = Testbed::new(2);
+    // The base config ends in [cookie]: 10 s epochs, the shortest.
+    let live = "rotation_secs = 10\n[metrics]\nlisten = \"198.18.0.1:9718\"\n";
+    let sw = Synwall::start(&tb, dir.path(), live);
+    let hog = "import socket,time\ns=socket.socket()\n\
+               s.setsockopt(socket.SOL_SOCKET,socket.SO_RCVBUF,1024)\n\
+               s.connect(('198.18.0.1',9718))\n\
+               s.sendall(b'GET /metrics HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n'*200)\n\
+               time.sleep(16)\n";
+    let _scrape_hog = common::KillOnDrop(tb.in_srv(&["python3", "-c", hog]).spawn().unwrap());
+    let stats_hog = format!(
+        "import socket,time\nt=time.time()\nwhile time.time()-t<16:\n \
+         s=socket.socket(socket.AF_UNIX)\n s.connect('{}')\n time.sleep(3)\n s.close()\n",
+        dir.path().join("stats.sock").display()
+    );
+    let _stats_hog = common::KillOnDrop(
+        Command::new("python3")
+            .args(["-c", &stats_hog])
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let first = sw.stats_json().unwrap();
+    let t0 = Instant::now();
+    for _ in 0..3 {
+        let t = Instant::now();
+        assert!(sw.stats_json().is_some(), "stats beside the stuck clients");
+        // One stuck stats client ahead at most: its 2 s limit, and margin.
+        assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    }
+    sw.rewrite_config(&format!("{live}[attack]\nenter_syn_rate = 123456\n"));
+    sw.signal("-HUP");
+    sw.wait_for(5.0, "the reload beside the stuck clients", |s| {
+        s["reloads_ok"] == 1
+    });
+    let epoch = first["epoch"].as_u64().unwrap();
+    sw.wait_for(12.0, "the epoch's turn beside the stuck clients", |s| {
+        s["epoch"].as_u64().unwrap() > epoch
+    });
+    assert!(
+        t0.elapsed() < Duration::from_secs(15),
+        "the clients were still there"
+    );
+}
+
 /// The datagrams synwall sends to its notify socket within `for_`.
 fn notifications(sock: &std::os::unix::net::UnixDatagram, for_: Duration) -> Vec<String> {
     let t0 = Instant::now();
