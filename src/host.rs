@@ -35,9 +35,22 @@ pub fn interface(ifname: &str) -> std::io::Result<Interface> {
     })
 }
 
+/// `ifname`'s transmit queues in use (the kernel's real_num_tx_queues),
+/// from /sys if it shows this namespace's interface `ifindex`; no ioctl
+/// tells them.
+pub fn tx_queues(ifname: &str, ifindex: u32) -> Option<u32> {
+    sysfs_queues(ifname, ifindex, "tx-")
+}
+
 /// `ifname`'s receive queues from /sys, if the /sys mounted here shows the
 /// interface with index `ifindex` (that is, this namespace's).
 fn sysfs_rx_queues(ifname: &str, ifindex: u32) -> Option<u32> {
+    sysfs_queues(ifname, ifindex, "rx-")
+}
+
+/// The entries of `ifname`'s /sys queues folder named `kind`N, if that
+/// /sys shows the interface with index `ifindex`.
+fn sysfs_queues(ifname: &str, ifindex: u32, kind: &str) -> Option<u32> {
     let dir = Path::new("/sys/class/net").join(ifname);
     let idx = std::fs::read_to_string(dir.join("ifindex")).ok()?;
     if idx.trim().parse::<u32>().ok()? != ifindex {
@@ -46,7 +59,7 @@ fn sysfs_rx_queues(ifname: &str, ifindex: u32) -> Option<u32> {
     let queues = std::fs::read_dir(dir.join("queues"))
         .ok()?
         .filter_map(Result::ok)
-        .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
+        .filter(|e| e.file_name().to_string_lossy().starts_with(kind))
         .count();
     u32::try_from(queues).ok()
 }

@@ -37,7 +37,7 @@ pub use reload::ReloadError;
 use runtime::{Datapath, Fixed, Thread, ToSpawn, spawn_thread};
 use start::{
     Attached, QueueSocket, attach, bind_stats, check_fd_limit, load_program, open_sockets,
-    prepare_handoff, repair_engines, serve_queues_the_attach_added, teardown, warn_unserved_ports,
+    prepare_handoff, repair_engines, serve_queues_that_cannot_send, teardown, warn_unserved_ports,
 };
 pub use status::{Status, human as status_text};
 
@@ -201,7 +201,7 @@ fn start(cfg: &Config, secrets: &Secrets) -> Result<Started, RunError> {
     let program = load_program(cfg, &plan, secrets)?;
     let mut sockets = open_sockets(cfg, &plan, &program)?;
     let attached = attach(cfg, &plan, &program)?;
-    sockets.extend(serve_queues_the_attach_added(cfg, &mut plan, &program)?);
+    sockets.extend(serve_queues_that_cannot_send(cfg, &mut plan, &program)?);
     let (engines, handed_in) = repair_engines(cfg, &plan)?;
     let stats = bind_stats(&cfg.datapath.stats_socket)?;
     let metrics = match cfg.metrics.listen {

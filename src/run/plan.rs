@@ -87,6 +87,9 @@ pub(super) struct Plan {
     pub(super) cpus: Vec<usize>,
     /// How verified ACKs become sockets.
     pub(super) engine: HandoffEngine,
+    /// Queues from this one up cannot send through AF_XDP: their workers
+    /// take ACKs only (`u32::MAX`: none such).
+    pub(super) ack_only_from: u32,
 }
 
 /// Step 1: probes the kernel and resolves the interface, its queues and
@@ -120,6 +123,7 @@ pub(super) fn resolve(cfg: &Config) -> Result<Plan, RunError> {
         queues,
         cpus,
         engine,
+        ack_only_from: u32::MAX,
     })
 }
 

@@ -238,13 +238,15 @@ impl<'a> Datapath<'a> {
         stop: &'s AtomicBool,
     ) -> Vec<Thread<'s>> {
         let batch = self.fixed.cfg.datapath.batch_size as usize;
-        let busy_poll = self.fixed.cfg.datapath.busy_poll_us > 0;
+        let busy = self.fixed.cfg.datapath.busy_poll_us > 0;
         let mut threads = Vec::new();
         for ((q, xsk, frames), (&cpu, counters)) in sockets
             .into_iter()
             .zip(self.fixed.plan.cpus.iter().zip(&self.counters.workers))
         {
             let progress = self.fixed.loads.and_then(|l| l.progress(q));
+            // A worker that only takes ACKs waits for them.
+            let busy_poll = busy && q < self.fixed.plan.ack_only_from;
             let name = format!("synwall-q{q}");
             let core = &self.core;
             let repair = engines.pop();

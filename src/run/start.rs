@@ -14,7 +14,7 @@ use crate::proto::time::UnixTime;
 use crate::xdp::{self, Attachment, Program, ProgramSettings};
 use crate::xsk::{BusyPoll, Frame, Xsk, XskConfig};
 
-use super::{Plan, ProgramEpochs, RunError, program_settings, proxy_settings, worker_cpus};
+use super::{Plan, ProgramEpochs, RunError, program_settings, proxy_settings};
 
 /// Step 4b (`[handoff] engine = "repair"`): one engine per worker, all
 /// handing their connections to the proxy thread; nothing otherwise.
@@ -113,15 +113,17 @@ pub(super) fn open_sockets(
 ) -> Result<Vec<QueueSocket>, RunError> {
     plan.queues
         .iter()
-        .map(|&q| open_socket(cfg, q, program))
+        .map(|&q| open_socket(cfg, q, program, q < plan.ack_only_from))
         .collect()
 }
 
-/// Queue `q`'s AF_XDP socket, in the program's map.
+/// Queue `q`'s AF_XDP socket, in the program's map; busy polled if
+/// configured and `busy` (not for a queue that only takes ACKs).
 pub(super) fn open_socket(
     cfg: &Config,
     q: u32,
     program: &Program,
+    busy: bool,
 ) -> Result<QueueSocket, RunError> {
     let d = &cfg.datapath;
     let (xsk, frames) = Xsk::new(
@@ -131,7 +133,7 @@ pub(super) fn open_socket(
             ring_size: d.ring_size,
         },
     )?;
-    if d.busy_poll_us > 0 {
+    if busy && d.busy_poll_us > 0 {
         xsk.set_busy_poll(BusyPoll {
             usecs: d.busy_poll_us,
             budget: d.busy_poll_budget,
@@ -142,52 +144,65 @@ pub(super) fn open_socket(
     Ok((q, xsk, frames))
 }
 
-/// Step 5b: receive queues that attaching XDP added. A driver may give XDP
+/// Step 5b: receive queues that cannot send. A driver may give XDP
 /// queues of its own that also receive (virtio_net goes from one queue
-/// pair per CPU to twice as many): the flows hashed there would meet no
-/// socket, their SYNs would go to the kernel (`syn_no_xsk`) and the repair
-/// engine's ACKs be lost. Unless `[datapath] queues` names the queues,
-/// each added one gets its socket and worker, for ACKs only: the kernel
-/// sends nothing from an AF_XDP socket beyond its real transmit queues, so
-/// the program answers their SYNs itself (with `synack = "afxdp"`, the
-/// kernel does). One whose socket cannot be opened is said.
-pub(super) fn serve_queues_the_attach_added(
+/// pair per CPU to twice as many), and the kernel sends nothing from an
+/// AF_XDP socket on a queue beyond its real transmit queues: a worker
+/// there would answer SYNs into the void. The program is told (its SYNs
+/// are answered by XDP, or with `synack = "afxdp"` by the kernel), whether
+/// the queues came with this attach or were there before it (another
+/// program attached natively). Their ACKs: the kfunc hand-off takes them
+/// in TC; for the repair engine, unless `[datapath] queues` names the
+/// queues, each added queue gets its socket and an ACK-only worker, on
+/// the CPU of the queue it doubles. One that cannot be opened is said.
+pub(super) fn serve_queues_that_cannot_send(
     cfg: &Config,
     plan: &mut Plan,
     program: &Program,
 ) -> Result<Vec<QueueSocket>, RunError> {
     let d = &cfg.datapath;
-    if !d.queues.is_empty() {
-        return Ok(Vec::new());
-    }
-    let count = match host::interface(&d.interface) {
-        Ok(iface) => iface.rx_queues,
+    let iface = match host::interface(&d.interface) {
+        Ok(iface) => iface,
         Err(e) => {
             tracing::warn!(error = %e, "could not count the queues after attaching XDP");
             return Ok(Vec::new());
         }
     };
     let first = plan.queues.iter().max().map_or(0, |q| q + 1);
-    if count > first {
-        program.set_ack_only_from(first);
-        if d.synack == SynackMode::Afxdp {
-            tracing::warn!(queues = ?(first..count),
-                "attaching XDP added receive queues whose SYNs synwall cannot answer with synack = \"afxdp\": the kernel answers them (syn_no_xsk)");
-        }
+    let count = iface.rx_queues.max(first);
+    // The transmit queues as /sys says (if it shows this namespace), or
+    // else the queues there were before the attach.
+    let senders = host::tx_queues(&d.interface, iface.ifindex)
+        .filter(|&n| n > 0)
+        .unwrap_or(first)
+        .min(count);
+    if senders == count {
+        return Ok(Vec::new());
+    }
+    program.set_ack_only_from(senders);
+    plan.ack_only_from = senders;
+    let answered_by = match d.synack {
+        SynackMode::Afxdp => "the kernel (syn_no_xsk): synack = \"afxdp\"",
+        _ => "XDP",
+    };
+    tracing::info!(queues = ?(senders..count), answered_by,
+        "receive queues that cannot send through AF_XDP (the driver's XDP queues): their SYNs are answered by {answered_by}");
+    if !d.queues.is_empty() || plan.engine != HandoffEngine::Repair {
+        return Ok(Vec::new());
     }
     let mut sockets = Vec::new();
     for q in first..count {
-        match open_socket(cfg, q, program) {
+        match open_socket(cfg, q, program, false) {
             Ok(socket) => sockets.push(socket),
             Err(e) => tracing::warn!(queue = q, error = %e,
-                "attaching XDP added a receive queue synwall cannot serve; its SYNs go to the kernel (syn_no_xsk)"),
+                "a receive queue the repair engine cannot serve: its ACKs are lost (handoff_failed)"),
         }
     }
-    if !sockets.is_empty() {
-        plan.queues.extend(sockets.iter().map(|(q, _, _)| *q));
-        plan.cpus = worker_cpus(&d.cpus, plan.queues.len())?;
-        tracing::info!(queues = ?plan.queues, ack_only_from = first,
-            "attaching XDP added receive queues: serving them too (their SYNs in XDP)");
+    for (q, _, _) in &sockets {
+        let twin = (*q - first) as usize % plan.cpus.len().max(1);
+        let cpu = plan.cpus.get(twin).copied().unwrap_or(0);
+        plan.queues.push(*q);
+        plan.cpus.push(cpu);
     }
     Ok(sockets)
 }
