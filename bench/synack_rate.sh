@@ -8,6 +8,9 @@
 #   limit_bounce   an XDP program sending every frame back unmodified
 #   limit_reflect  an XDP program answering each SYN with a cookie-less
 #                  SYN-ACK written in place (the cheapest answer there is)
+#   limit_kcookie  the peer's way: an XDP program answering each SYN with the
+#                  kernel's own SYN cookie (its raw SYN-cookie helpers, as the
+#                  kernel's XDP synproxy does), the MSS option only
 #   kernel         the kernel's own SYN cookies (tcp_syncookies=2, a plain
 #                  listener)
 #   synwall_afxdp, synwall_xdp, synwall_auto
@@ -42,7 +45,7 @@ cd "$(dirname "$0")/.."
 DURATION=${DURATION:-4}        # seconds per flood
 COUNT=${COUNT:-50000000}       # frames per flood (the duration usually ends it first)
 ROUNDS=${ROUNDS:-1}            # rounds over all systems (medians are reported)
-SYSTEMS=${SYSTEMS:-"limit_drop limit_bounce limit_reflect kernel synwall_afxdp synwall_xdp synwall_auto kernel_bare synwall_auto_bare"}
+SYSTEMS=${SYSTEMS:-"limit_drop limit_bounce limit_reflect limit_kcookie kernel synwall_afxdp synwall_xdp synwall_auto kernel_bare synwall_auto_bare"}
 SRV_CPU=${SRV_CPU:-0} CLI_CPU=${CLI_CPU:-1}
 
 [ "${SKIP_SETUP:-}" ] || bash scripts/setup.sh

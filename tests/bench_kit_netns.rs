@@ -5,6 +5,74 @@
 mod common;
 
 use common::Testbed;
+use synwall::wire::checksum::{self, PROTO_TCP};
+use synwall::wire::tcp::{self, flags};
+use synwall::xdp::action;
+use synwall_bench::frame::{Ip, TcpFrame, addr, client_syn_options as os};
+use synwall_bench::testbed::{Addresses, Loaded, Role};
+
+/// The peer's way (the testbed's `kcookie`, the kernel's own raw SYN-cookie
+/// helpers from XDP): each SYN, IPv4 or IPv6, with any option set or none,
+/// is answered with a well-formed SYN-ACK: MACs, addresses and ports
+/// swapped, ack = seq + 1, the MSS option only, both checksums right. The
+/// bench measures this path beside synwall's, so it must be the real thing.
+#[test]
+fn the_kernel_cookie_program_answers_with_well_formed_synacks() {
+    if !common::require_root() {
+        return;
+    }
+    let t = Loaded::new(&Addresses {
+        server4: addr::SERVER4.into(),
+        port: 80,
+        client4: addr::CLIENT4.into(),
+        client6: addr::CLIENT6.into(),
+    })
+    .unwrap();
+    let cases: [(bool, &[u8]); 5] = [
+        (false, &os::LINUX),
+        (false, &os::WINDOWS),
+        (false, &os::MACOS),
+        (false, &[]),
+        (true, &os::LINUX),
+    ];
+    for (v6, options) in cases {
+        let ip = if v6 {
+            Ip::client_v6(&[])
+        } else {
+            Ip::client_v4()
+        };
+        let syn = TcpFrame::client_syn(ip, options).to_vec();
+        let r = t.test_run(Role::KernelCookie, &syn, 1).unwrap();
+        assert_eq!(r.action, action::TX, "v6 {v6}, options {options:?}");
+        let f = &r.frame;
+        let l3 = if v6 { 40 } else { 20 };
+        assert_eq!(f.len(), 14 + l3 + 24, "{f:02x?}");
+        assert_eq!(
+            (&f[..6], &f[6..12]),
+            (&addr::CLIENT_MAC[..], &addr::SERVER_MAC[..])
+        );
+        let seg = tcp::Packet::new_checked(&f[14 + l3..]).unwrap();
+        assert_eq!((seg.src_port(), seg.dst_port()), (80, 40000));
+        assert_eq!(seg.flags(), flags::SYN | flags::ACK);
+        assert_eq!(seg.ack(), 0x1111_2223);
+        assert_eq!(&seg.options()[..2], &[2, 4], "the MSS option");
+        let seed = if v6 {
+            assert_eq!(
+                (&f[22..38], &f[38..54]),
+                (&addr::SERVER6[..], &addr::CLIENT6[..])
+            );
+            checksum::pseudo_v6(addr::SERVER6, addr::CLIENT6, PROTO_TCP, 24)
+        } else {
+            assert_eq!(
+                (&f[26..30], &f[30..34]),
+                (&addr::SERVER4[..], &addr::CLIENT4[..])
+            );
+            assert!(checksum::verify(0, &f[14..34]), "IPv4 header checksum");
+            checksum::pseudo_v4(addr::SERVER4, addr::CLIENT4, PROTO_TCP, 24)
+        };
+        assert!(seg.verify_checksum(seed), "TCP checksum: {f:02x?}");
+    }
+}
 
 #[test]
 fn frames_arrive_as_sent_behind_a_receiver_that_rewrites_them() {

@@ -8,7 +8,15 @@
  *   xdp_reflect  a SYN rewritten into a SYN-ACK without a cookie (MACs,
  *                addresses and ports swapped, SYN|ACK, ack = seq + 1,
  *                checksums updated) and sent back: the cheapest possible
- *                answer, against which synwall's XDP answer is measured.
+ *                answer, against which synwall's XDP answer is measured;
+ *   xdp_kernel_cookie  the peer's way: a SYN answered with the kernel's own
+ *                SYN cookie (bpf_tcp_raw_gen_syncookie_ipv4/ipv6, as the
+ *                kernel's XDP synproxy selftest and xdpcookie do): the TCP
+ *                header grown to its longest so the helper may read any
+ *                length, then cut to a SYN-ACK with the MSS option only
+ *                (the kernel's cookie keeps nothing else without
+ *                timestamps), checksums computed anew. IPv4 and IPv6, no
+ *                VLAN tag, no IPv4 options or IPv6 extension headers.
  * Each counts the frames it sees and whether they arrived as the
  * generator's SYNs to `expect_port` at `expect_addr` (a receiver that
  * rewrites frames in place must not change what the generator sends).
@@ -108,6 +116,14 @@ static __always_inline int limit(struct xdp_md *ctx, int action, struct iphdr **
 	return action;
 }
 
+/* Nothing at all: the bench's measure of what BPF_PROG_TEST_RUN's own
+ * timing adds to one run. */
+SEC("xdp")
+int xdp_nothing(struct xdp_md *ctx)
+{
+	return XDP_PASS;
+}
+
 SEC("xdp")
 int xdp_drop(struct xdp_md *ctx)
 {
@@ -170,6 +186,150 @@ int xdp_reflect(struct xdp_md *ctx)
 	tcp->check = ~fold((__u32)bpf_csum_diff(old, sizeof(old), new, sizeof(new),
 						(__u16)~tcp->check));
 	return XDP_TX;
+}
+
+#define TCP_MAXLEN 60
+
+/* The SYN-ACK's TCP header after the SYN's in `tcp`: ports swapped, the
+ * cookie as its sequence number, the MSS option only. */
+static __always_inline void synack_tcp(struct tcphdr *tcp, __u32 cookie, __u16 mss)
+{
+	__be16 port = tcp->source;
+	__u8 *opt = (__u8 *)(tcp + 1);
+
+	tcp->source = tcp->dest;
+	tcp->dest = port;
+	tcp->ack_seq = bpf_htonl(bpf_ntohl(tcp->seq) + 1);
+	tcp->seq = bpf_htonl(cookie);
+	((__u8 *)tcp)[12] = (6 << 4); /* doff: 24 bytes */
+	((__u8 *)tcp)[13] = 0x12;     /* SYN|ACK */
+	tcp->window = bpf_htons(65535);
+	tcp->urg_ptr = 0;
+	tcp->check = 0;
+	opt[0] = 2;
+	opt[1] = 4;
+	opt[2] = mss >> 8;
+	opt[3] = mss & 0xff;
+}
+
+static __always_inline void swap_macs(struct ethhdr *eth)
+{
+	__u8 mac[ETH_ALEN];
+
+	__builtin_memcpy(mac, eth->h_dest, ETH_ALEN);
+	__builtin_memcpy(eth->h_dest, eth->h_source, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, mac, ETH_ALEN);
+}
+
+static __always_inline int kernel_cookie_v4(struct xdp_md *ctx, __u32 tcp_len)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	struct iphdr *ip = (void *)(eth + 1);
+	struct tcphdr *tcp = (void *)(ip + 1);
+	__be32 addr;
+	__s64 value;
+	__u32 sum;
+
+	if ((void *)tcp + TCP_MAXLEN > end)
+		return XDP_DROP;
+	value = bpf_tcp_raw_gen_syncookie_ipv4(ip, tcp, tcp_len);
+	if (value < 0)
+		return XDP_DROP;
+	swap_macs(eth);
+	addr = ip->saddr;
+	ip->saddr = ip->daddr;
+	ip->daddr = addr;
+	ip->tot_len = bpf_htons(sizeof(*ip) + 24);
+	ip->ttl = 64;
+	ip->check = 0;
+	ip->check = ~fold((__u32)bpf_csum_diff(0, 0, (__be32 *)ip, sizeof(*ip), 0));
+	synack_tcp(tcp, (__u32)value, (__u16)(value >> 32));
+	sum = bpf_csum_diff(0, 0, &ip->saddr, 8, 0);
+	sum = bpf_csum_diff(0, 0, (__be32 *)tcp, 24, sum + bpf_htonl(IPPROTO_TCP) + bpf_htonl(24));
+	tcp->check = ~fold(sum);
+	if (bpf_xdp_adjust_tail(ctx, 24 - TCP_MAXLEN))
+		return XDP_DROP;
+	return XDP_TX;
+}
+
+static __always_inline int kernel_cookie_v6(struct xdp_md *ctx, __u32 tcp_len)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	struct ipv6hdr *ip6 = (void *)(eth + 1);
+	struct tcphdr *tcp = (void *)(ip6 + 1);
+	struct in6_addr addr;
+	__s64 value;
+	__u32 sum;
+
+	if ((void *)tcp + TCP_MAXLEN > end)
+		return XDP_DROP;
+	value = bpf_tcp_raw_gen_syncookie_ipv6(ip6, tcp, tcp_len);
+	if (value < 0)
+		return XDP_DROP;
+	swap_macs(eth);
+	addr = ip6->saddr;
+	ip6->saddr = ip6->daddr;
+	ip6->daddr = addr;
+	ip6->payload_len = bpf_htons(24);
+	ip6->hop_limit = 64;
+	synack_tcp(tcp, (__u32)value, (__u16)(value >> 32));
+	sum = bpf_csum_diff(0, 0, (__be32 *)&ip6->saddr, 32, 0);
+	sum = bpf_csum_diff(0, 0, (__be32 *)tcp, 24, sum + bpf_htonl(IPPROTO_TCP) + bpf_htonl(24));
+	tcp->check = ~fold(sum);
+	if (bpf_xdp_adjust_tail(ctx, 24 - TCP_MAXLEN))
+		return XDP_DROP;
+	return XDP_TX;
+}
+
+SEC("xdp")
+int xdp_kernel_cookie(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	struct tcphdr *tcp;
+	__u32 l3, tcp_len;
+	long tail;
+
+	if ((void *)(eth + 1) > end)
+		return XDP_PASS;
+	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = (void *)(eth + 1);
+
+		if ((void *)(ip + 1) > end || ip->ihl != 5 || ip->protocol != IPPROTO_TCP)
+			return XDP_PASS;
+		l3 = sizeof(*ip);
+	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = (void *)(eth + 1);
+
+		if ((void *)(ip6 + 1) > end || ip6->nexthdr != IPPROTO_TCP)
+			return XDP_PASS;
+		l3 = sizeof(*ip6);
+	} else {
+		return XDP_PASS;
+	}
+	tcp = data + sizeof(*eth) + l3;
+	if ((void *)(tcp + 1) > end)
+		return XDP_PASS;
+	if (!tcp->syn || tcp->ack || tcp->rst || tcp->fin)
+		return XDP_PASS;
+	count(TB_RX);
+	tcp_len = tcp->doff * 4;
+	tail = (long)end - (long)tcp;
+	if (tcp_len < sizeof(*tcp) || tail < tcp_len || tail > 1500)
+		return XDP_DROP;
+	/* The helper reads tcp_len bytes, which the verifier must see in the
+	 * packet whatever the length: the segment (any padding after it
+	 * included) made as long as the longest header. */
+	if (bpf_xdp_adjust_tail(ctx, TCP_MAXLEN - tail))
+		return XDP_DROP;
+	if (l3 == sizeof(struct iphdr))
+		return kernel_cookie_v4(ctx, tcp_len);
+	return kernel_cookie_v6(ctx, tcp_len);
 }
 
 SEC("xdp")

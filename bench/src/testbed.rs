@@ -25,8 +25,13 @@ pub enum Role {
     Bounce,
     /// Server: answer each SYN with a SYN-ACK that carries no cookie.
     Reflect,
+    /// Server: answer each SYN with the kernel's own SYN cookie (the
+    /// kernel's raw SYN-cookie helpers), the MSS option only.
+    KernelCookie,
     /// Client: drop answers to spoofed sources, pass the rest.
     Sink,
+    /// Nothing: return XDP_PASS at once (the bench's zero).
+    Nothing,
 }
 
 /// Why a testbed program could not run.
@@ -54,6 +59,85 @@ pub struct Addresses {
     pub client4: Ipv4Addr,
     /// The client's own IPv6 address.
     pub client6: Ipv6Addr,
+}
+
+/// The programs loaded with `a`'s addresses. The skeleton borrows its
+/// object storage for its whole life, which is the process's: leaked on
+/// purpose.
+fn load(a: &Addresses) -> Result<TestbedSkel<'static>, TestbedError> {
+    let storage = Box::leak(Box::new(MaybeUninit::uninit()));
+    let mut open = TestbedSkelBuilder::default()
+        .open(storage)
+        .map_err(TestbedError::Load)?;
+    if let Some(ro) = open.maps.rodata_data.as_deref_mut() {
+        ro.expect_addr = u32::from_ne_bytes(a.server4.octets());
+        ro.expect_port = a.port.to_be();
+        ro.keep_addr4 = u32::from_ne_bytes(a.client4.octets());
+        let o = a.client6.octets();
+        ro.keep_addr6_hi = u64::from_ne_bytes(o[..8].try_into().unwrap_or_default());
+        ro.keep_addr6_lo = u64::from_ne_bytes(o[8..].try_into().unwrap_or_default());
+    }
+    open.load().map_err(TestbedError::Load)
+}
+
+/// `role`'s program in `skel`.
+fn program<'s>(skel: &'s TestbedSkel<'static>, role: Role) -> &'s libbpf_rs::ProgramMut<'static> {
+    let p = &skel.progs;
+    match role {
+        Role::Drop => &p.xdp_drop,
+        Role::Pass => &p.xdp_pass,
+        Role::Bounce => &p.xdp_bounce,
+        Role::Reflect => &p.xdp_reflect,
+        Role::KernelCookie => &p.xdp_kernel_cookie,
+        Role::Sink => &p.xdp_sink,
+        Role::Nothing => &p.xdp_nothing,
+    }
+}
+
+/// One program run by BPF_PROG_TEST_RUN.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TestRun {
+    /// The XDP action.
+    pub action: u32,
+    /// The frame as the program left it.
+    pub frame: Vec<u8>,
+    /// The kernel's mean time per run, in ns.
+    pub ns: u32,
+}
+
+/// The programs loaded, not attached: for BPF_PROG_TEST_RUN.
+pub struct Loaded(TestbedSkel<'static>);
+
+impl std::fmt::Debug for Loaded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Loaded(testbed)")
+    }
+}
+
+impl Loaded {
+    /// Loads the programs with `a`'s addresses.
+    pub fn new(a: &Addresses) -> Result<Loaded, TestbedError> {
+        load(a).map(Loaded)
+    }
+
+    /// Runs `role`'s program `repeat` times on `frame`.
+    pub fn test_run(&self, role: Role, frame: &[u8], repeat: u32) -> Result<TestRun, TestbedError> {
+        let mut out = vec![0u8; 4096];
+        let input = libbpf_rs::ProgramInput {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            repeat,
+            ..Default::default()
+        };
+        let r = program(&self.0, role)
+            .test_run(input)
+            .map_err(TestbedError::Load)?;
+        Ok(TestRun {
+            action: r.return_value,
+            frame: r.data.map(|d| d.to_vec()).unwrap_or_default(),
+            ns: r.duration.as_nanos() as u32,
+        })
+    }
 }
 
 /// An attached testbed program; detached when dropped.
@@ -87,30 +171,8 @@ impl Attached {
     /// Loads `role`'s program and attaches it to `ifindex` (native XDP where
     /// the driver has it).
     pub fn new(role: Role, ifindex: u32, a: &Addresses) -> Result<Attached, TestbedError> {
-        // The skeleton borrows its object storage for its whole life, which
-        // is the process's: leaked on purpose.
-        let storage = Box::leak(Box::new(MaybeUninit::uninit()));
-        let mut open = TestbedSkelBuilder::default()
-            .open(storage)
-            .map_err(TestbedError::Load)?;
-        if let Some(ro) = open.maps.rodata_data.as_deref_mut() {
-            ro.expect_addr = u32::from_ne_bytes(a.server4.octets());
-            ro.expect_port = a.port.to_be();
-            ro.keep_addr4 = u32::from_ne_bytes(a.client4.octets());
-            let o = a.client6.octets();
-            ro.keep_addr6_hi = u64::from_ne_bytes(o[..8].try_into().unwrap_or_default());
-            ro.keep_addr6_lo = u64::from_ne_bytes(o[8..].try_into().unwrap_or_default());
-        }
-        let skel = open.load().map_err(TestbedError::Load)?;
-        let p = &skel.progs;
-        let prog = match role {
-            Role::Drop => &p.xdp_drop,
-            Role::Pass => &p.xdp_pass,
-            Role::Bounce => &p.xdp_bounce,
-            Role::Reflect => &p.xdp_reflect,
-            Role::Sink => &p.xdp_sink,
-        };
-        let link = prog
+        let skel = load(a)?;
+        let link = program(&skel, role)
             .attach_xdp(ifindex as i32)
             .map_err(|e| TestbedError::Attach(ifindex, e))?;
         Ok(Attached { skel, _link: link })

@@ -1028,10 +1028,22 @@ impl Program {
 
     /// As [`Program::test_run`], and the frame as the program left it.
     pub fn test_run_frame(&self, frame: &[u8]) -> Result<(u32, Vec<u8>), XdpError> {
+        self.test_run_repeated(frame, 1)
+            .map(|(action, frame, _)| (action, frame))
+    }
+
+    /// As [`Program::test_run_frame`], run `repeat` times, and the
+    /// kernel's mean time per run (the bench kit's measure of the program).
+    pub fn test_run_repeated(
+        &self,
+        frame: &[u8],
+        repeat: u32,
+    ) -> Result<(u32, Vec<u8>, std::time::Duration), XdpError> {
         let mut out = vec![0u8; 4096];
         let input = ProgramInput {
             data_in: Some(frame),
             data_out: Some(&mut out),
+            repeat,
             ..Default::default()
         };
         let result = self
@@ -1041,7 +1053,7 @@ impl Program {
             .test_run(input)
             .map_err(XdpError::TestRun)?;
         let data = result.data.map(|d| d.to_vec()).unwrap_or_default();
-        Ok((result.return_value, data))
+        Ok((result.return_value, data, result.duration))
     }
 }
 

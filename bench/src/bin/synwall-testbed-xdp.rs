@@ -26,6 +26,9 @@ enum Program {
     Pass,
     Bounce,
     Reflect,
+    /// The kernel's own SYN cookies from XDP (the raw helpers).
+    #[value(name = "kcookie")]
+    KernelCookie,
     Sink,
 }
 
@@ -79,6 +82,7 @@ fn run(a: &Args) -> Result<(), String> {
         Program::Pass => Role::Pass,
         Program::Bounce => Role::Bounce,
         Program::Reflect => Role::Reflect,
+        Program::KernelCookie => Role::KernelCookie,
         Program::Sink => Role::Sink,
     };
     let addrs = Addresses {

@@ -1,0 +1,285 @@
+//! What one packet costs each XDP program, measured by the kernel itself:
+//! BPF_PROG_TEST_RUN (no device, no driver, no queueing: the program
+//! alone), per path through synwall's program and, on the same frames, the
+//! testbed's bounce and reflect programs and the peer's way of answering,
+//! the kernel's own raw SYN-cookie helpers (bench/bpf/testbed.bpf.c
+//! `xdp_kernel_cookie`).
+//!
+//!   synwall-xdp-cost [--runs N] [--json]
+//!
+//! Each run is one BPF_PROG_TEST_RUN of one fresh frame (a `repeat` would
+//! run the program again on the frame it rewrote: a SYN-ACK, not a SYN).
+//! The kernel times each run, and its clock reads cost something: a row
+//! shows the median of `runs` runs less the median of a program that does
+//! nothing, with the XDP action and the program's counter the runs
+//! advanced (so a row measures the path it names). Root only.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use clap::Parser;
+use synwall::proto::cookie::Secret;
+use synwall::proto::handshake::{Core, Settings, Verdict};
+use synwall::proto::time::UnixTime;
+use synwall::wire::tcp::flags;
+use synwall::xdp::{COUNTER_NAMES, Program, ProgramSettings, ReflectionCaps, SynackMode, action};
+use synwall_bench::frame::{Ip, TcpFrame, addr, client_syn_options as os};
+use synwall_bench::testbed::{Addresses, Loaded, Role};
+
+#[derive(Parser, Debug)]
+#[command(about = "ns per packet of each XDP path (BPF_PROG_TEST_RUN)")]
+struct Args {
+    /// Runs per row (the row shows their median).
+    #[arg(long, default_value_t = 20_000)]
+    runs: usize,
+    /// One JSON object per row instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// A fixed moment, so that every round sees the same epoch.
+fn now() -> UnixTime {
+    UnixTime::now()
+}
+
+fn secret() -> Secret {
+    Secret::from_bytes(*b"synwall-xdp-cost")
+}
+
+/// synwall's program with `ps`, keyed for `now`'s epoch, under attack.
+fn synwall(ps: &ProgramSettings) -> Program {
+    let settings = Settings::default();
+    let p = Program::load(ps).expect("loading synwall's XDP program (root?)");
+    let epochs = settings.schedule().at(now());
+    p.set_epoch_keys(&secret().into(), epochs.by_slot())
+        .expect("keys");
+    p.set_mint_epoch(epochs.current).expect("epoch");
+    p.set_under_attack(true);
+    p
+}
+
+/// Settings for `mode`; the reflection guard and the per-source cap as
+/// asked, their limits out of reach so that every run takes the same path.
+fn settings(mode: SynackMode, guard: bool, source_cap: bool) -> ProgramSettings {
+    let mut ps = ProgramSettings::from_core(&Settings::default(), mode);
+    if guard {
+        ps.reflection = ReflectionCaps {
+            per_prefix: u32::MAX,
+            v4_len: 24,
+            v6_len: 48,
+            total_per_cpu: u32::MAX,
+        };
+    }
+    if source_cap {
+        ps.syns_per_source = u32::MAX;
+    }
+    ps
+}
+
+fn syn_v4(options: &[u8]) -> Vec<u8> {
+    TcpFrame::client_syn(Ip::client_v4(), options).to_vec()
+}
+
+fn syn_v6(options: &[u8]) -> Vec<u8> {
+    TcpFrame::client_syn(Ip::client_v6(&[]), options).to_vec()
+}
+
+/// The client's ACK for `syn` (no options): with the cookie of synwall's
+/// core when `valid`, with a made-up one otherwise.
+fn ack_v4(syn: &[u8], valid: bool) -> Vec<u8> {
+    let mut core = Core::new(Settings::default(), secret());
+    let mut buf = vec![0u8; 2048];
+    buf[..syn.len()].copy_from_slice(syn);
+    let isn = match core.handle(now(), &mut buf, syn.len()) {
+        Verdict::Transmit(_) if valid => u32::from_be_bytes(buf[38..42].try_into().unwrap()),
+        _ => 0x1234_5678,
+    };
+    let s = TcpFrame::client_syn(Ip::client_v4(), &[]);
+    TcpFrame {
+        seq: s.seq.wrapping_add(1),
+        ack: isn.wrapping_add(1),
+        flags: flags::ACK,
+        window: 502,
+        ..s
+    }
+    .to_vec()
+}
+
+/// One row: what ran, on what, and what it cost.
+struct Row {
+    program: &'static str,
+    path: String,
+    ns: u32,
+    action: u32,
+    counted: String,
+}
+
+fn median(mut v: Vec<u32>) -> u32 {
+    v.sort_unstable();
+    v[v.len() / 2]
+}
+
+fn action_name(a: u32) -> &'static str {
+    match a {
+        action::DROP => "DROP",
+        action::PASS => "PASS",
+        action::TX => "TX",
+        action::REDIRECT => "REDIRECT",
+        _ => "other",
+    }
+}
+
+/// The counter the runs advanced most.
+fn counted(p: &Program, before: &[u64]) -> String {
+    let after = p.counters().expect("counters");
+    COUNTER_NAMES
+        .iter()
+        .zip(after.iter().zip(before))
+        .filter(|(n, _)| **n != "rx")
+        .max_by_key(|(_, (a, b))| **a - **b)
+        .map_or(String::new(), |(n, _)| n.to_string())
+}
+
+fn measure_synwall(a: &Args, name: &str, ps: &ProgramSettings, frame: &[u8]) -> Row {
+    let p = synwall(ps);
+    let before = p.counters().expect("counters");
+    let mut ns = Vec::with_capacity(a.runs);
+    let mut act = 0;
+    for _ in 0..a.runs {
+        let (action, _, d) = p.test_run_repeated(frame, 1).expect("test run");
+        act = action;
+        ns.push(d.as_nanos() as u32);
+    }
+    Row {
+        program: "synwall",
+        path: name.into(),
+        ns: median(ns),
+        action: act,
+        counted: counted(&p, &before),
+    }
+}
+
+fn measure_testbed(a: &Args, t: &Loaded, role: Role, name: &str, frame: &[u8]) -> Row {
+    let mut ns = Vec::with_capacity(a.runs);
+    let mut act = 0;
+    for _ in 0..a.runs {
+        let r = t.test_run(role, frame, 1).expect("test run");
+        act = r.action;
+        ns.push(r.ns);
+    }
+    Row {
+        program: match role {
+            Role::Bounce => "bounce",
+            Role::Reflect => "reflect",
+            Role::KernelCookie => "kernel cookie",
+            Role::Nothing => "nothing",
+            _ => "testbed",
+        },
+        path: name.into(),
+        ns: median(ns),
+        action: act,
+        counted: String::new(),
+    }
+}
+
+fn synwall_rows(a: &Args) -> Vec<Row> {
+    let (linux, windows, macos) = (syn_v4(&os::LINUX), syn_v4(&os::WINDOWS), syn_v4(&os::MACOS));
+    let v6 = syn_v6(&os::LINUX);
+    let xdp = settings(SynackMode::Xdp, false, false);
+    let guard = settings(SynackMode::Xdp, true, false);
+    let capped = settings(SynackMode::Xdp, true, true);
+    let other_port = TcpFrame {
+        dst_port: 81,
+        ..TcpFrame::client_syn(Ip::client_v4(), &os::LINUX)
+    }
+    .to_vec();
+    vec![
+        measure_synwall(a, "SYN v4 Linux options, answered", &xdp, &linux),
+        measure_synwall(a, "SYN v4 Windows options, answered", &xdp, &windows),
+        measure_synwall(a, "SYN v4 macOS options, answered", &xdp, &macos),
+        measure_synwall(a, "SYN v6 Linux options, answered", &xdp, &v6),
+        measure_synwall(a, "SYN v4 Linux, guard on", &guard, &linux),
+        measure_synwall(a, "SYN v4 Linux, guard + per-source cap", &capped, &linux),
+        measure_synwall(
+            a,
+            "SYN v4 Linux, to the worker (afxdp; no socket here)",
+            &settings(SynackMode::Afxdp, false, false),
+            &linux,
+        ),
+        measure_synwall(a, "ACK, valid cookie", &xdp, &ack_v4(&windows, true)),
+        measure_synwall(a, "ACK, forged cookie", &xdp, &ack_v4(&windows, false)),
+        measure_synwall(a, "SYN to an unprotected port", &xdp, &other_port),
+    ]
+}
+
+fn testbed_rows(a: &Args) -> Vec<Row> {
+    let t = Loaded::new(&Addresses {
+        server4: Ipv4Addr::from(addr::SERVER4),
+        port: 80,
+        client4: Ipv4Addr::from(addr::CLIENT4),
+        client6: Ipv6Addr::from(addr::CLIENT6),
+    })
+    .expect("loading the testbed programs");
+    let linux = syn_v4(&os::LINUX);
+    vec![
+        measure_testbed(a, &t, Role::Nothing, "SYN v4 Linux options", &linux),
+        measure_testbed(a, &t, Role::Bounce, "SYN v4 Linux options", &linux),
+        measure_testbed(a, &t, Role::Reflect, "SYN v4 Linux options", &linux),
+        measure_testbed(a, &t, Role::KernelCookie, "SYN v4 Linux options", &linux),
+        measure_testbed(
+            a,
+            &t,
+            Role::KernelCookie,
+            "SYN v4 Windows options",
+            &syn_v4(&os::WINDOWS),
+        ),
+        measure_testbed(
+            a,
+            &t,
+            Role::KernelCookie,
+            "SYN v6 Linux options",
+            &syn_v6(&os::LINUX),
+        ),
+    ]
+}
+
+fn main() {
+    let a = Args::parse();
+    let mut rows = testbed_rows(&a);
+    rows.extend(synwall_rows(&a));
+    let zero = rows[0].ns;
+    let net = |r: &Row| r.ns.saturating_sub(zero);
+    let helper = rows
+        .iter()
+        .find(|r| r.program == "kernel cookie")
+        .map_or(1, |r| net(r).max(1));
+    if !a.json {
+        println!(
+            "{:<14} {:<52} {:>7} {:>7} {:>9} {:<8} counted",
+            "program", "path", "ns/pkt", "timed", "/kernel", "action"
+        );
+    }
+    for r in &rows {
+        let ratio = f64::from(net(r)) / f64::from(helper);
+        if a.json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "program": r.program, "path": r.path, "ns": net(r), "timed_ns": r.ns,
+                    "vs_kernel_cookie": ratio, "action": action_name(r.action),
+                    "counted": r.counted, "runs": a.runs,
+                })
+            );
+        } else {
+            println!(
+                "{:<14} {:<52} {:>7} {:>7} {:>8.2}x {:<8} {}",
+                r.program,
+                r.path,
+                net(r),
+                r.ns,
+                ratio,
+                action_name(r.action),
+                r.counted
+            );
+        }
+    }
+}
