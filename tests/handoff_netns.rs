@@ -158,16 +158,23 @@ fn serves_pages_bulk_and_many_clients(tb: &Testbed, dir: &std::path::Path, www: 
         "64 MiB download intact"
     );
 
-    // 3. 200 concurrent clients all succeed.
-    let script = "for i in $(seq 200); do curl -sS -o /dev/null -w '%{http_code}\\n' --max-time 30 \
-                  http://198.18.0.1/index.html & done; wait";
-    let out = tb.in_cli(&["bash", "-c", script]).output().unwrap();
+    // 3. 200 concurrent clients all succeed (SYNWALL_CONCURRENT_CLIENTS
+    // fewer in an emulated guest, too slow for 200 with or without synwall).
+    let clients: usize = std::env::var("SYNWALL_CONCURRENT_CLIENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let script = format!(
+        "for i in $(seq {clients}); do curl -sS -o /dev/null -w '%{{http_code}}\\n' --max-time 30 \
+         http://198.18.0.1/index.html & done; wait"
+    );
+    let out = tb.in_cli(&["bash", "-c", &script]).output().unwrap();
     let codes = String::from_utf8_lossy(&out.stdout);
     let ok = codes.lines().filter(|l| *l == "200").count();
     assert_eq!(
         ok,
-        200,
-        "all 200 concurrent requests succeed: {codes}{}",
+        clients,
+        "all {clients} concurrent requests succeed: {codes}{}",
         String::from_utf8_lossy(&out.stderr)
     );
 }
