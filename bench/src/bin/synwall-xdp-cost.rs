@@ -66,7 +66,7 @@ fn settings(mode: SynackMode, guard: bool, source_cap: bool) -> ProgramSettings 
             per_prefix: u32::MAX,
             v4_len: 24,
             v6_len: 48,
-            total_per_cpu: u32::MAX,
+            total_per_cpu: 0,
         };
     }
     if source_cap {
@@ -140,11 +140,17 @@ fn counted(p: &Program, before: &[u64]) -> String {
 }
 
 fn measure_synwall(a: &Args, name: &str, ps: &ProgramSettings, frame: &[u8]) -> Row {
+    measure_synwall_each(a, name, ps, std::slice::from_ref(&frame))
+}
+
+/// As [`measure_synwall`], run `i` on `frames[i % len]`.
+fn measure_synwall_each(a: &Args, name: &str, ps: &ProgramSettings, frames: &[&[u8]]) -> Row {
     let p = synwall(ps);
     let before = p.counters().expect("counters");
     let mut ns = Vec::with_capacity(a.runs);
     let mut act = 0;
-    for _ in 0..a.runs {
+    for i in 0..a.runs {
+        let frame = frames[i % frames.len()];
         let (action, _, d) = p.test_run_repeated(frame, 1).expect("test run");
         act = action;
         ns.push(d.as_nanos() as u32);
@@ -192,6 +198,27 @@ fn synwall_rows(a: &Args) -> Vec<Row> {
         ..TcpFrame::client_syn(Ip::client_v4(), &os::LINUX)
     }
     .to_vec();
+    // A flood spread over many prefixes: the guard keyed per /32, a new
+    // source in 198.18.0.0/15 for each run.
+    let per32 = ProgramSettings {
+        reflection: ReflectionCaps {
+            v4_len: 32,
+            ..guard.reflection
+        },
+        ..guard.clone()
+    };
+    let spread: Vec<Vec<u8>> = (0..65_536u32)
+        .map(|i| {
+            let ip = Ip::V4 {
+                src: (0xc612_0000u32 + i).to_be_bytes(),
+                dst: addr::SERVER4,
+                ttl: 64,
+                options: &[],
+            };
+            TcpFrame::client_syn(ip, &os::LINUX).to_vec()
+        })
+        .collect();
+    let spread: Vec<&[u8]> = spread.iter().map(Vec::as_slice).collect();
     vec![
         measure_synwall(a, "SYN v4 Linux options, answered", &xdp, &linux),
         measure_synwall(a, "SYN v4 Windows options, answered", &xdp, &windows),
@@ -199,6 +226,14 @@ fn synwall_rows(a: &Args) -> Vec<Row> {
         measure_synwall(a, "SYN v6 Linux options, answered", &xdp, &v6),
         measure_synwall(a, "SYN v4 Linux, guard on", &guard, &linux),
         measure_synwall(a, "SYN v4 Linux, guard + per-source cap", &capped, &linux),
+        measure_synwall(a, "SYN v4 Linux, guard per /32, one source", &per32, &linux),
+        measure_synwall_each(a, "SYN v4 Linux, guard off, 65,536 sources", &xdp, &spread),
+        measure_synwall_each(
+            a,
+            "SYN v4 Linux, guard per /32, 65,536 sources",
+            &per32,
+            &spread,
+        ),
         measure_synwall(
             a,
             "SYN v4 Linux, to the worker (afxdp; no socket here)",
