@@ -192,21 +192,28 @@ pub(super) fn program_settings(cfg: &Config) -> ProgramSettings {
         deny: cfg.protect.deny.clone(),
         reflection: reflection_caps(&cfg.reflection),
         attack_mode: cfg.attack.mode,
-        syns_per_source: cfg.attack.syns_per_source,
+        syns_per_source: per_cpu(cfg.attack.syns_per_source),
         ..ProgramSettings::from_core(&cfg.core_settings(), cfg.datapath.synack)
     }
 }
 
-/// `[reflection]` as the program takes it: the total split over the CPUs
-/// (rounded up, so the whole is never under the configured total).
-pub(super) fn reflection_caps(r: &crate::config::Reflection) -> xdp::ReflectionCaps {
-    let cpus = host::allowed_cpus().len().max(1) as u32;
+/// `[reflection]` as the program takes it: each cap shared out over the
+/// CPUs (rounded up, so the whole is never under the configured one), as
+/// the program counts per CPU.
+fn reflection_caps(r: &crate::config::Reflection) -> xdp::ReflectionCaps {
     xdp::ReflectionCaps {
-        per_prefix: r.synacks_per_prefix,
+        per_prefix: per_cpu(r.synacks_per_prefix),
         v4_len: r.prefix_v4,
         v6_len: r.prefix_v6,
-        total_per_cpu: r.synacks_total.div_ceil(cpus),
+        total_per_cpu: per_cpu(r.synacks_total),
     }
+}
+
+/// A cap per second's share for each CPU synwall may run on (0 stays 0:
+/// no cap).
+fn per_cpu(cap: u32) -> u32 {
+    let cpus = host::allowed_cpus().len().max(1) as u32;
+    cap.div_ceil(cpus)
 }
 
 /// The proxy's settings from `[handoff]`; resolves the upstream names
