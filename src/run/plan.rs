@@ -90,6 +90,10 @@ pub(super) struct Plan {
     /// Queues from this one up cannot send through AF_XDP: their workers
     /// take ACKs only (`u32::MAX`: none such).
     pub(super) ack_only_from: u32,
+    /// The CPUs that run the XDP program, as many as there are receive
+    /// queues or CPUs, the fewer: each has its share of the program's
+    /// per-CPU caps.
+    pub(super) cap_shares: u32,
 }
 
 /// Step 1: probes the kernel and resolves the interface, its queues and
@@ -124,6 +128,7 @@ pub(super) fn resolve(cfg: &Config) -> Result<Plan, RunError> {
         cpus,
         engine,
         ack_only_from: u32::MAX,
+        cap_shares: count.min(host::allowed_cpus().len() as u32).max(1),
     })
 }
 
@@ -184,36 +189,34 @@ pub(super) const AUTO_BACKLOG_MAX: u32 = 128;
 /// What the XDP program runs with for `cfg`: the workers' core settings,
 /// who answers SYNs, the source lists, and (fixed at load) the auto
 /// backlog and whether it needs the heartbeat.
-pub(super) fn program_settings(cfg: &Config) -> ProgramSettings {
+pub(super) fn program_settings(cfg: &Config, shares: u32) -> ProgramSettings {
     ProgramSettings {
         auto_backlog: (cfg.datapath.ring_size / 2).min(AUTO_BACKLOG_MAX),
         heartbeat: cfg.datapath.attach == AttachMode::Libxdp,
         allow: cfg.protect.allow.clone(),
         deny: cfg.protect.deny.clone(),
-        reflection: reflection_caps(&cfg.reflection),
+        reflection: reflection_caps(&cfg.reflection, shares),
         attack_mode: cfg.attack.mode,
-        syns_per_source: per_cpu(cfg.attack.syns_per_source),
+        syns_per_source: share(cfg.attack.syns_per_source, shares),
         ..ProgramSettings::from_core(&cfg.core_settings(), cfg.datapath.synack)
     }
 }
 
 /// `[reflection]` as the program takes it: each cap shared out over the
-/// CPUs (rounded up, so the whole is never under the configured one), as
-/// the program counts per CPU.
-fn reflection_caps(r: &crate::config::Reflection) -> xdp::ReflectionCaps {
+/// `shares` CPUs that run the program (rounded up, so the whole is never
+/// under the configured one), as the program counts per CPU.
+fn reflection_caps(r: &crate::config::Reflection, shares: u32) -> xdp::ReflectionCaps {
     xdp::ReflectionCaps {
-        per_prefix: per_cpu(r.synacks_per_prefix),
+        per_prefix: share(r.synacks_per_prefix, shares),
         v4_len: r.prefix_v4,
         v6_len: r.prefix_v6,
-        total_per_cpu: per_cpu(r.synacks_total),
+        total_per_cpu: share(r.synacks_total, shares),
     }
 }
 
-/// A cap per second's share for each CPU synwall may run on (0 stays 0:
-/// no cap).
-fn per_cpu(cap: u32) -> u32 {
-    let cpus = host::allowed_cpus().len().max(1) as u32;
-    cap.div_ceil(cpus)
+/// One of `shares` CPUs' share of a cap per second (0 stays 0: no cap).
+fn share(cap: u32, shares: u32) -> u32 {
+    cap.div_ceil(shares.max(1))
 }
 
 /// The proxy's settings from `[handoff]`; resolves the upstream names

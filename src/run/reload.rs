@@ -49,6 +49,8 @@ pub(super) struct Live {
     pub program: ProgramSettings,
     /// The epochs the program holds.
     pub epochs: ProgramEpochs,
+    /// The CPUs the program's per-CPU caps are shared out over.
+    pub cap_shares: u32,
 }
 
 /// A reload that has passed every check.
@@ -96,7 +98,7 @@ fn prepare(live: &Live, path: &Path) -> Result<Prepared, ReloadError> {
             })
         }
     };
-    let program = super::program_settings(&cfg);
+    let program = super::program_settings(&cfg, live.cap_shares);
     Ok(Prepared {
         cfg,
         secrets,
@@ -185,6 +187,7 @@ impl Datapath<'_> {
             secrets: p.secrets,
             program: p.program,
             epochs,
+            cap_shares: live.cap_shares,
         };
         Ok(())
     }
