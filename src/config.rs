@@ -155,7 +155,7 @@ pub struct Attack {
     pub leave_secs: u64,
     /// Under attack: SYNs per second one /32 (IPv6 /64) may send; 0: no
     /// limit. For floods from real, not spoofed, addresses. Enforced per
-    /// CPU, each CPU that runs the XDP program getting an equal share.
+    /// CPU, each online CPU getting an equal share.
     pub syns_per_source: u32,
 }
 
@@ -177,7 +177,7 @@ impl Default for Attack {
 #[serde(deny_unknown_fields, default)]
 pub struct Reflection {
     /// SYN-ACKs per second towards one source prefix; 0: no cap. Enforced
-    /// per CPU, each CPU that runs the XDP program getting an equal share.
+    /// per CPU, each online CPU getting an equal share.
     pub synacks_per_prefix: u32,
     /// The prefix length of IPv4 sources.
     #[serde(deserialize_with = "prefix_v4")]
@@ -185,8 +185,8 @@ pub struct Reflection {
     /// The prefix length of IPv6 sources.
     #[serde(deserialize_with = "prefix_v6")]
     pub prefix_v6: u8,
-    /// SYN-ACKs per second in all; 0: no cap. Enforced per CPU, each CPU
-    /// that runs the XDP program getting an equal share.
+    /// SYN-ACKs per second in all; 0: no cap. Enforced per CPU, each
+    /// online CPU getting an equal share.
     pub synacks_total: u32,
 }
 

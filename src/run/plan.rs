@@ -90,9 +90,9 @@ pub(super) struct Plan {
     /// Queues from this one up cannot send through AF_XDP: their workers
     /// take ACKs only (`u32::MAX`: none such).
     pub(super) ack_only_from: u32,
-    /// The CPUs that run the XDP program, as many as there are receive
-    /// queues or CPUs, the fewer: each has its share of the program's
-    /// per-CPU caps.
+    /// The CPUs that may run the XDP program (every online CPU: a queue's
+    /// softirq may move, and on veth it runs where the sender does): each
+    /// has its share of the program's per-CPU caps.
     pub(super) cap_shares: u32,
 }
 
@@ -128,7 +128,7 @@ pub(super) fn resolve(cfg: &Config) -> Result<Plan, RunError> {
         cpus,
         engine,
         ack_only_from: u32::MAX,
-        cap_shares: count.min(host::allowed_cpus().len() as u32).max(1),
+        cap_shares: host::online_cpus(),
     })
 }
 
@@ -203,8 +203,8 @@ pub(super) fn program_settings(cfg: &Config, shares: u32) -> ProgramSettings {
 }
 
 /// `[reflection]` as the program takes it: each cap shared out over the
-/// `shares` CPUs that run the program (rounded up, so the whole is never
-/// under the configured one), as the program counts per CPU.
+/// `shares` CPUs that may run the program (rounded up), as the program
+/// counts per CPU.
 fn reflection_caps(r: &crate::config::Reflection, shares: u32) -> xdp::ReflectionCaps {
     xdp::ReflectionCaps {
         per_prefix: share(r.synacks_per_prefix, shares),
