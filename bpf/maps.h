@@ -134,52 +134,32 @@ struct {
 } deny SEC(".maps");
 
 /* The reflection guard ([reflection]): caps on SYN-ACKs per second towards
- * one source prefix and in total, each per CPU (0: off); a reload rewrites
- * them. */
+ * one source prefix (0: off) and in total per CPU (0: off); a reload
+ * rewrites them. */
 volatile __u32 reflect_prefix_cap LIVE = 0;
 volatile __u32 reflect_total_cap LIVE = 0;
 volatile __u8 reflect_v4_len LIVE = 24;
 volatile __u8 reflect_v6_len LIVE = 48;
 
-/* The windows of the guard's per-prefix cap and of the per-source limit:
- * per CPU, a count-min sketch of SKETCH_BUCKETS one-second windows in each
- * of two rows. A prefix counts in one bucket of each row and its count is
- * the smaller; a bucket that other prefixes share can only make it larger,
- * never smaller, so a cap is never loose. Per CPU: no lock, no cache line
- * that CPUs fight over, and a cost that does not grow with the number of
- * prefixes a flood spreads over (the LRU hash of before cost 100 ns per
- * SYN). Each CPU has its share of a cap (synwall divides them). */
-#define SKETCH_BUCKETS 4096
-#define SKETCH_BITS 12
-
-/* The rows' hash: a prefix's words, and its tag, each times an odd
- * multiplier drawn at load (five per row), summed; the top SKETCH_BITS
- * bits pick the bucket. Hidden from the network, so a flood cannot aim at
- * the buckets of the prefix it wants capped. */
-const volatile __u64 sketch_mul[10] = {};
-
-struct sw_bucket {
-	__u32 second;	/* of bpf_ktime_get_coarse_ns */
-	__u32 count;
-};
-
+/* The guard's windows per prefix (masked struct sw_prefix); the least
+ * recently used go when a flood spreads over more prefixes. */
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 2 * SKETCH_BUCKETS);
-	__type(key, __u32);
-	__type(value, struct sw_bucket);
-} reflect_sketch SEC(".maps");
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct sw_prefix);
+	__type(value, struct sw_window);
+} reflect_prefix SEC(".maps");
 
-/* The per-source SYN limit ([attack] syns_per_source, per CPU; 0: off)
- * and its sketch, per /32 or /64. */
+/* The per-source SYN limit ([attack] syns_per_source; 0: off) and its
+ * windows per /32 or /64. */
 volatile __u32 source_syn_cap LIVE = 0;
 
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 2 * SKETCH_BUCKETS);
-	__type(key, __u32);
-	__type(value, struct sw_bucket);
-} source_sketch SEC(".maps");
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct sw_prefix);
+	__type(value, struct sw_window);
+} source_windows SEC(".maps");
 
 /* The guard's window for the total, per CPU. */
 struct {

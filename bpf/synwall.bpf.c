@@ -371,103 +371,85 @@ static __always_inline int worker_backed_up(struct sw_queue_load *q)
  * the queue has none. */
 #define NS_PER_SEC 1000000000ULL
 
-/* Counts one SYN-ACK in this CPU's window `w`; true when that passes `cap`
- * this second. */
+/* Counts one SYN-ACK in `w`; true when that passes `cap` this second. The
+ * window restarts once a second has gone by (two CPUs may both restart
+ * it: the cap is then a little loose, never tight). */
 static __always_inline int window_full(struct sw_window *w, __u64 now, __u32 cap)
 {
 	if (now - w->start_ns >= NS_PER_SEC) {
 		w->start_ns = now;
 		w->count = 0;
 	}
-	return w->count++ >= cap;
+	return __sync_fetch_and_add(&w->count, 1) >= cap;
 }
 
-/* The sketch's two buckets (bpf/maps.h) of the source's prefix, its first
- * v4_len (IPv6: v6_len) bits, with `tag` beside the family. */
-static __always_inline void prefix_buckets(const struct pkt *p, __u32 v4_len, __u32 v6_len,
-					   __u32 tag, __u32 idx[2])
+/* The source's prefix: its first v4_len (IPv6: v6_len) bits. */
+static __always_inline void source_prefix(const struct pkt *p, struct sw_prefix *key,
+					  __u32 v4_len, __u32 v6_len)
 {
 	__u32 words[4] = {};
-	__u64 h0, h1;
 	__u32 len, i;
 
 	if (p->v6) {
+		key->data[0] = 6;
 		__builtin_memcpy(words, p->tuple.ipv6.saddr, 16);
 		len = v6_len;
-		tag |= 6;
 	} else {
+		key->data[0] = 4;
 		words[0] = p->tuple.ipv4.saddr;
 		len = v4_len;
-		tag |= 4;
 	}
-	h0 = sketch_mul[4] * tag;
-	h1 = sketch_mul[9] * tag;
+	key->prefixlen = len;
 	for (i = 0; i < 4; i++) {
 		__u32 keep = len >= 32 ? 32 : len;
-		__u64 w = words[i] & (keep ? bpf_htonl(~0U << (32 - keep)) : 0);
 
-		h0 += sketch_mul[i] * w;
-		h1 += sketch_mul[5 + i] * w;
+		words[i] &= keep ? bpf_htonl(~0U << (32 - keep)) : 0;
 		len -= keep;
 	}
-	idx[0] = h0 >> (64 - SKETCH_BITS);
-	idx[1] = SKETCH_BUCKETS + (h1 >> (64 - SKETCH_BITS));
+	__builtin_memcpy(&key->data[1], words, 16);
 }
 
-/* Counts one in this CPU's sketch `map` for the buckets `idx` (conservative
- * update: only the buckets at the smaller count grow); true when the
- * prefix's count this second passes `cap`. */
-static __always_inline int sketch_full(void *map, __u32 idx[2], __u64 now, __u32 cap)
+/* Counts one in `key`'s window of `map` (an LRU hash of struct
+ * sw_window); true when that passes `cap` this second. */
+static __always_inline int prefix_full(void *map, struct sw_prefix *key, __u64 now, __u32 cap)
 {
-	struct sw_bucket *a = bpf_map_lookup_elem(map, &idx[0]);
-	struct sw_bucket *b = bpf_map_lookup_elem(map, &idx[1]);
-	__u32 second = now / NS_PER_SEC, least;
+	struct sw_window *w = bpf_map_lookup_elem(map, key);
 
-	if (!a || !b)
+	if (!w) {
+		struct sw_window fresh = { .start_ns = now, .count = 1 };
+
+		bpf_map_update_elem(map, key, &fresh, BPF_NOEXIST);
 		return 0;
-	if (a->second != second) {
-		a->second = second;
-		a->count = 0;
 	}
-	if (b->second != second) {
-		b->second = second;
-		b->count = 0;
-	}
-	least = a->count < b->count ? a->count : b->count;
-	if (least >= cap)
-		return 1;
-	if (a->count == least)
-		a->count++;
-	if (b->count == least)
-		b->count++;
-	return 0;
+	return window_full(w, now, cap);
 }
 
 /* A prefix's second window, for the SYNs XDP cannot check as the core
  * will (IP options, IPv6 extension headers, a payload): a flood of such
  * SYNs that the core then drops spends only this one, never the budget of
- * the prefix's ordinary SYNs. A tag of its own in the prefix's hash. */
+ * the prefix's ordinary SYNs. Marked in the key's family byte. */
 #define REFLECT_UNCHECKED 0x80
 
 /* The reflection guard: true when this SYN's SYN-ACK would pass a cap
  * (called only with a cap on); `unchecked` for a SYN of the second window.
  * The prefix first: a SYN its prefix refuses does not spend the total.
- * Not inlined, so that its work stays out of xdp_synwall's stack frame,
+ * Not inlined: its keys would otherwise join xdp_synwall's stack frame,
  * which with sw_synack's must stay within 512 bytes. */
 static __noinline int reflection_capped(const struct pkt *p, int unchecked)
 {
 	__u32 prefix_cap = reflect_prefix_cap, total_cap = reflect_total_cap, zero = 0;
+	struct sw_prefix key = {};
 	struct sw_window *w;
-	__u32 idx[2];
 	__u64 now;
 
 	/* A tick's resolution is plenty for one-second windows, and the
 	 * coarse clock costs a fraction of the precise one. */
 	now = bpf_ktime_get_coarse_ns();
 	if (prefix_cap) {
-		prefix_buckets(p, reflect_v4_len, reflect_v6_len,
-			       unchecked ? REFLECT_UNCHECKED : 0, idx);
-		if (sketch_full(&reflect_sketch, idx, now, prefix_cap))
+		source_prefix(p, &key, reflect_v4_len, reflect_v6_len);
+		if (unchecked)
+			key.data[0] |= REFLECT_UNCHECKED;
+		if (prefix_full(&reflect_prefix, &key, now, prefix_cap))
 			return 1;
 	}
 	if (!total_cap)
@@ -486,10 +468,11 @@ static __always_inline int reflection_on(void)
  * /64), for floods from real addresses. Not inlined, as reflection_capped. */
 static __noinline int source_capped(const struct pkt *p)
 {
-	__u32 idx[2];
+	__u32 cap = source_syn_cap;
+	struct sw_prefix key = {};
 
-	prefix_buckets(p, 32, 64, 0, idx);
-	return sketch_full(&source_sketch, idx, bpf_ktime_get_coarse_ns(), source_syn_cap);
+	source_prefix(p, &key, 32, 64);
+	return prefix_full(&source_windows, &key, bpf_ktime_get_coarse_ns(), cap);
 }
 
 /* The reflection guard for a SYN bound for the worker, which sw_synack

@@ -154,8 +154,7 @@ pub struct Attack {
     /// How long the rate must stay below `leave_syn_rate`.
     pub leave_secs: u64,
     /// Under attack: SYNs per second one /32 (IPv6 /64) may send; 0: no
-    /// limit. For floods from real, not spoofed, addresses. Enforced per
-    /// CPU, each online CPU getting an equal share.
+    /// limit. For floods from real, not spoofed, addresses.
     pub syns_per_source: u32,
 }
 
@@ -176,8 +175,7 @@ impl Default for Attack {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Reflection {
-    /// SYN-ACKs per second towards one source prefix; 0: no cap. Enforced
-    /// per CPU, each online CPU getting an equal share.
+    /// SYN-ACKs per second towards one source prefix; 0: no cap.
     pub synacks_per_prefix: u32,
     /// The prefix length of IPv4 sources.
     #[serde(deserialize_with = "prefix_v4")]
@@ -186,7 +184,7 @@ pub struct Reflection {
     #[serde(deserialize_with = "prefix_v6")]
     pub prefix_v6: u8,
     /// SYN-ACKs per second in all; 0: no cap. Enforced per CPU, each
-    /// online CPU getting an equal share.
+    /// getting an equal share.
     pub synacks_total: u32,
 }
 

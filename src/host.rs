@@ -96,26 +96,6 @@ pub fn allowed_cpus() -> Vec<usize> {
         .unwrap_or_else(|| vec![0])
 }
 
-/// How many CPUs are online (/sys/devices/system/cpu/online, a list such
-/// as "0-3,6"): the XDP program may run on any of them, whatever synwall's
-/// own affinity. At least 1; synwall's CPUs if the list cannot be read.
-pub fn online_cpus() -> u32 {
-    std::fs::read_to_string("/sys/devices/system/cpu/online")
-        .ok()
-        .and_then(|l| cpu_list_len(l.trim()))
-        .unwrap_or(allowed_cpus().len() as u32)
-        .max(1)
-}
-
-/// The number of CPUs in a kernel CPU list ("0-3,6" is 5).
-fn cpu_list_len(list: &str) -> Option<u32> {
-    list.split(',').try_fold(0u32, |n, part| {
-        let (a, b) = part.split_once('-').unwrap_or((part, part));
-        let (a, b): (u32, u32) = (a.parse().ok()?, b.parse().ok()?);
-        Some(n + b.checked_sub(a)? + 1)
-    })
-}
-
 /// True when some socket listens on TCP `port` (any address, IPv4 or
 /// IPv6), from /proc/net/tcp{,6} of this network namespace.
 pub fn is_listening(port: u16) -> bool {
@@ -153,15 +133,6 @@ pub fn raise_fd_limit() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_cpu_list_counts_its_ranges_and_singles() {
-        assert_eq!(cpu_list_len("0"), Some(1));
-        assert_eq!(cpu_list_len("0-3,6"), Some(5));
-        assert_eq!(cpu_list_len("0-1,4-7"), Some(6));
-        assert_eq!(cpu_list_len("3-1"), None);
-        assert_eq!(cpu_list_len(""), None);
-    }
 
     #[test]
     fn reads_listeners_from_proc_lines() {

@@ -1131,12 +1131,7 @@ fn a_flood_spoofing_one_prefix_gets_at_most_its_cap_while_another_is_served() {
     let cap = 500 * (secs.ceil() as u64 + 1);
     // The client's three handshakes (and any SYN it resent) are the rest.
     assert!(all <= cap + 9, "{all} SYN-ACKs in {secs:.1} s: {stats}");
-    // The one queue's CPU has its share of the cap, at least one window's.
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
-    assert!(
-        all >= 500_u64.div_ceil(cpus),
-        "the cap is a cap, not a wall: {stats}"
-    );
+    assert!(all >= 500, "the cap is a cap, not a wall: {stats}");
     // Every frame the program saw got one verdict, the capped SYNs
     // theirs (TC's counters and the reasons counted beside a verdict
     // aside); most of the flood arrived (veth drops some under load).

@@ -151,8 +151,7 @@ pub fn run(cfg: &Config, secrets: Secrets, ctl: &Control) -> Result<Snapshot, Ru
     let mut live = Live {
         cfg: cfg.clone(),
         secrets: secrets.clone(),
-        program: program_settings(cfg, plan.cap_shares),
-        cap_shares: plan.cap_shares,
+        program: program_settings(cfg),
         epochs: ProgramEpochs::at(UnixTime::now(), &cfg.key_schedule()),
     };
     let fixed = Fixed {

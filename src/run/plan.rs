@@ -90,10 +90,6 @@ pub(super) struct Plan {
     /// Queues from this one up cannot send through AF_XDP: their workers
     /// take ACKs only (`u32::MAX`: none such).
     pub(super) ack_only_from: u32,
-    /// The CPUs that may run the XDP program (every online CPU: a queue's
-    /// softirq may move, and on veth it runs where the sender does): each
-    /// has its share of the program's per-CPU caps.
-    pub(super) cap_shares: u32,
 }
 
 /// Step 1: probes the kernel and resolves the interface, its queues and
@@ -128,7 +124,6 @@ pub(super) fn resolve(cfg: &Config) -> Result<Plan, RunError> {
         cpus,
         engine,
         ack_only_from: u32::MAX,
-        cap_shares: host::online_cpus(),
     })
 }
 
@@ -189,34 +184,29 @@ pub(super) const AUTO_BACKLOG_MAX: u32 = 128;
 /// What the XDP program runs with for `cfg`: the workers' core settings,
 /// who answers SYNs, the source lists, and (fixed at load) the auto
 /// backlog and whether it needs the heartbeat.
-pub(super) fn program_settings(cfg: &Config, shares: u32) -> ProgramSettings {
+pub(super) fn program_settings(cfg: &Config) -> ProgramSettings {
     ProgramSettings {
         auto_backlog: (cfg.datapath.ring_size / 2).min(AUTO_BACKLOG_MAX),
         heartbeat: cfg.datapath.attach == AttachMode::Libxdp,
         allow: cfg.protect.allow.clone(),
         deny: cfg.protect.deny.clone(),
-        reflection: reflection_caps(&cfg.reflection, shares),
+        reflection: reflection_caps(&cfg.reflection),
         attack_mode: cfg.attack.mode,
-        syns_per_source: share(cfg.attack.syns_per_source, shares),
+        syns_per_source: cfg.attack.syns_per_source,
         ..ProgramSettings::from_core(&cfg.core_settings(), cfg.datapath.synack)
     }
 }
 
-/// `[reflection]` as the program takes it: each cap shared out over the
-/// `shares` CPUs that may run the program (rounded up), as the program
-/// counts per CPU.
-fn reflection_caps(r: &crate::config::Reflection, shares: u32) -> xdp::ReflectionCaps {
+/// `[reflection]` as the program takes it: the total split over the CPUs
+/// (rounded up, so the whole is never under the configured total).
+pub(super) fn reflection_caps(r: &crate::config::Reflection) -> xdp::ReflectionCaps {
+    let cpus = host::allowed_cpus().len().max(1) as u32;
     xdp::ReflectionCaps {
-        per_prefix: share(r.synacks_per_prefix, shares),
+        per_prefix: r.synacks_per_prefix,
         v4_len: r.prefix_v4,
         v6_len: r.prefix_v6,
-        total_per_cpu: share(r.synacks_total, shares),
+        total_per_cpu: r.synacks_total.div_ceil(cpus),
     }
-}
-
-/// One of `shares` CPUs' share of a cap per second (0 stays 0: no cap).
-fn share(cap: u32, shares: u32) -> u32 {
-    cap.div_ceil(shares.max(1))
 }
 
 /// The proxy's settings from `[handoff]`; resolves the upstream names

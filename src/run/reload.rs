@@ -49,8 +49,6 @@ pub(super) struct Live {
     pub program: ProgramSettings,
     /// The epochs the program holds.
     pub epochs: ProgramEpochs,
-    /// The CPUs the program's per-CPU caps are shared out over.
-    pub cap_shares: u32,
 }
 
 /// A reload that has passed every check.
@@ -98,7 +96,7 @@ fn prepare(live: &Live, path: &Path) -> Result<Prepared, ReloadError> {
             })
         }
     };
-    let program = super::program_settings(&cfg, live.cap_shares);
+    let program = super::program_settings(&cfg);
     Ok(Prepared {
         cfg,
         secrets,
@@ -187,7 +185,6 @@ impl Datapath<'_> {
             secrets: p.secrets,
             program: p.program,
             epochs,
-            cap_shares: live.cap_shares,
         };
         Ok(())
     }

@@ -93,7 +93,7 @@ pub(super) fn load_program(
 ) -> Result<Program, RunError> {
     let program = Program::load(&ProgramSettings {
         handoff_repair: plan.engine == HandoffEngine::Repair,
-        ..program_settings(cfg, plan.cap_shares)
+        ..program_settings(cfg)
     })?;
     program.heartbeat().beat();
     ProgramEpochs::at(UnixTime::now(), &cfg.key_schedule()).install(&program, secrets, None)?;

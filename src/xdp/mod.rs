@@ -290,32 +290,18 @@ pub struct ProgramSettings {
     pub reflection: ReflectionCaps,
     /// When SYNs are synwall's.
     pub attack_mode: AttackMode,
-    /// Under attack: SYNs per second from one /32 or /64, per CPU (0: no
-    /// limit).
+    /// Under attack: SYNs per second from one /32 or /64 (0: no limit).
     pub syns_per_source: u32,
     /// `[handoff] engine = "repair"`: verified ACKs and the segments
     /// right behind them go to the queue's worker, not to TC.
     pub handoff_repair: bool,
 }
 
-/// The sketch's hash multipliers (bpf/maps.h `sketch_mul`): random and
-/// odd, drawn for each load.
-fn sketch_multipliers() -> Result<[u64; 10], XdpError> {
-    let mut bytes = [0u8; 80];
-    getrandom::fill(&mut bytes).map_err(|e| XdpError::Missing(format!("random numbers: {e}")))?;
-    let mut mul = [0u64; 10];
-    for (m, b) in mul.iter_mut().zip(bytes.chunks_exact(8)) {
-        *m = u64::from_ne_bytes(b.try_into().unwrap_or_default()) | 1;
-    }
-    Ok(mul)
-}
-
 /// The reflection guard's caps (bpf/maps.h): SYN-ACKs per second towards
-/// one source prefix and in all, each per CPU (the program counts per CPU),
-/// 0 for none.
+/// one source prefix and per CPU in all, 0 for none.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReflectionCaps {
-    /// Per source prefix, per CPU.
+    /// Per source prefix.
     pub per_prefix: u32,
     /// IPv4 prefix length.
     pub v4_len: u8,
@@ -655,7 +641,6 @@ impl Program {
             ro.auto_hold_ns = settings.auto_hold.as_nanos().try_into().unwrap_or(u64::MAX);
             ro.require_heartbeat = u8::from(settings.heartbeat);
             ro.handoff_repair = u8::from(settings.handoff_repair);
-            ro.sketch_mul = sketch_multipliers()?;
         }
         // The repair engine needs no TC program; not loading it lets the
         // rest load on kernels without TCX (Linux 6.6).

@@ -60,21 +60,6 @@ pub fn core_run(
     (v, buf)
 }
 
-/// Keeps this thread on one CPU (the first it may run on):
-/// BPF_PROG_TEST_RUN runs the program on the caller's CPU, and the
-/// program's windows and caps are per CPU, so a test that counts against
-/// them must not move.
-pub fn stay_on_one_cpu() {
-    let cpu = core_affinity::get_core_ids()
-        .and_then(|ids| ids.first().copied())
-        .expect("this thread's CPUs");
-    assert!(
-        core_affinity::set_for_current(cpu),
-        "pinning the test to CPU {}",
-        cpu.id
-    );
-}
-
 /// One of the XDP program's counters (summed over CPUs), by name.
 pub fn counter(p: &synwall::xdp::Program, name: &str) -> u64 {
     let i = synwall::xdp::COUNTER_NAMES
