@@ -187,11 +187,19 @@ pub(super) fn serve_queues_that_cannot_send(
     };
     tracing::info!(queues = ?(senders..count), answered_by,
         "receive queues that cannot send through AF_XDP (the driver's XDP queues): their SYNs are answered by {answered_by}");
-    if !d.queues.is_empty() || plan.engine != HandoffEngine::Repair {
+    let unserved: Vec<u32> = (senders..count)
+        .filter(|q| !plan.queues.contains(q))
+        .collect();
+    if plan.engine != HandoffEngine::Repair || unserved.is_empty() {
+        return Ok(Vec::new());
+    }
+    if !d.queues.is_empty() {
+        tracing::warn!(queues = ?unserved,
+            "[datapath] queues leaves out receive queues the driver added for XDP: the repair engine's ACKs there are lost (handoff_failed); leave queues unset to serve them");
         return Ok(Vec::new());
     }
     let mut sockets = Vec::new();
-    for q in first..count {
+    for q in unserved {
         match open_socket(cfg, q, program, false) {
             Ok(socket) => sockets.push(socket),
             Err(e) => tracing::warn!(queue = q, error = %e,
