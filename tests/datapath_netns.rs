@@ -535,12 +535,7 @@ fn metrics_endpoint_serves_every_counter_to_a_prometheus_parser() {
     // A client that asks again and again and never reads holds up neither
     // the control loop (the stats socket answers at once) nor, past its
     // time limit, the next scrape.
-    let hog = "import socket,time\ns=socket.socket()\n\
-               s.setsockopt(socket.SOL_SOCKET,socket.SO_RCVBUF,1024)\n\
-               s.connect(('198.18.0.1',9717))\n\
-               s.sendall(b'GET /metrics HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n'*200)\n\
-               time.sleep(8)\n";
-    let _hog = common::KillOnDrop(tb.in_srv(&["python3", "-c", hog]).spawn().unwrap());
+    let _hog = stuck_scraper(&tb, 9717, 8);
     std::thread::sleep(Duration::from_millis(500));
     for _ in 0..3 {
         let t0 = Instant::now();
@@ -566,6 +561,19 @@ fn metrics_endpoint_serves_every_counter_to_a_prometheus_parser() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "404");
 }
 
+/// A metrics client on `port` of the server that pipelines 200 scrapes into
+/// a 1 KiB receive buffer and never reads, for `secs`; killed when dropped.
+fn stuck_scraper(tb: &Testbed, port: u16, secs: u32) -> common::KillOnDrop {
+    let hog = format!(
+        "import socket,time\ns=socket.socket()\n\
+         s.setsockopt(socket.SOL_SOCKET,socket.SO_RCVBUF,1024)\n\
+         s.connect(('198.18.0.1',{port}))\n\
+         s.sendall(b'GET /metrics HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n'*200)\n\
+         time.sleep({secs})\n"
+    );
+    common::KillOnDrop(tb.in_srv(&["python3", "-c", &hog]).spawn().unwrap())
+}
+
 /// Clients that hold their connection and never read nor send, on the
 /// metrics endpoint (pipelining scrapes into a tiny receive buffer) and on
 /// the stats socket (connecting again and again), hold up nothing of the
@@ -581,12 +589,7 @@ fn clients_that_hold_their_connection_stall_no_reload_nor_key_turn() {
     // The base config ends in [cookie]: 10 s epochs, the shortest.
     let live = "rotation_secs = 10\n[metrics]\nlisten = \"198.18.0.1:9718\"\n";
     let sw = Synwall::start(&tb, dir.path(), live);
-    let hog = "import socket,time\ns=socket.socket()\n\
-               s.setsockopt(socket.SOL_SOCKET,socket.SO_RCVBUF,1024)\n\
-               s.connect(('198.18.0.1',9718))\n\
-               s.sendall(b'GET /metrics HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n'*200)\n\
-               time.sleep(16)\n";
-    let _scrape_hog = common::KillOnDrop(tb.in_srv(&["python3", "-c", hog]).spawn().unwrap());
+    let _scrape_hog = stuck_scraper(&tb, 9718, 16);
     let stats_hog = format!(
         "import socket,time\nt=time.time()\nwhile time.time()-t<16:\n \
          s=socket.socket(socket.AF_UNIX)\n s.connect('{}')\n time.sleep(3)\n s.close()\n",

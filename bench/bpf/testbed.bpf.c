@@ -212,6 +212,24 @@ static __always_inline void synack_tcp(struct tcphdr *tcp, __u32 cookie, __u16 m
 	opt[3] = mss & 0xff;
 }
 
+/* The SYN-ACK's TCP header from the helper's `value` (cookie, MSS), its
+ * checksum over `addrs` (the sum of the swapped addresses) and the
+ * pseudo-header's protocol and length, the frame cut to it: sent back. */
+static __always_inline int synack_out(struct xdp_md *ctx, struct tcphdr *tcp, __s64 value,
+				      __u32 addrs)
+{
+	__u64 sum = (__u64)addrs + bpf_htonl(IPPROTO_TCP) + bpf_htonl(24);
+
+	synack_tcp(tcp, (__u32)value, (__u16)(value >> 32));
+	sum = (sum & 0xffffffff) + (sum >> 32);
+	sum = (sum & 0xffffffff) + (sum >> 32);
+	sum = bpf_csum_diff(0, 0, (__be32 *)tcp, 24, (__u32)sum);
+	tcp->check = ~fold((__u32)sum);
+	if (bpf_xdp_adjust_tail(ctx, 24 - TCP_MAXLEN))
+		return XDP_DROP;
+	return XDP_TX;
+}
+
 static __always_inline void swap_macs(struct ethhdr *eth)
 {
 	__u8 mac[ETH_ALEN];
@@ -230,7 +248,6 @@ static __always_inline int kernel_cookie_v4(struct xdp_md *ctx, __u32 tcp_len)
 	struct tcphdr *tcp = (void *)(ip + 1);
 	__be32 addr;
 	__s64 value;
-	__u32 sum;
 
 	if ((void *)tcp + TCP_MAXLEN > end)
 		return XDP_DROP;
@@ -245,13 +262,7 @@ static __always_inline int kernel_cookie_v4(struct xdp_md *ctx, __u32 tcp_len)
 	ip->ttl = 64;
 	ip->check = 0;
 	ip->check = ~fold((__u32)bpf_csum_diff(0, 0, (__be32 *)ip, sizeof(*ip), 0));
-	synack_tcp(tcp, (__u32)value, (__u16)(value >> 32));
-	sum = bpf_csum_diff(0, 0, &ip->saddr, 8, 0);
-	sum = bpf_csum_diff(0, 0, (__be32 *)tcp, 24, sum + bpf_htonl(IPPROTO_TCP) + bpf_htonl(24));
-	tcp->check = ~fold(sum);
-	if (bpf_xdp_adjust_tail(ctx, 24 - TCP_MAXLEN))
-		return XDP_DROP;
-	return XDP_TX;
+	return synack_out(ctx, tcp, value, bpf_csum_diff(0, 0, &ip->saddr, 8, 0));
 }
 
 static __always_inline int kernel_cookie_v6(struct xdp_md *ctx, __u32 tcp_len)
@@ -263,7 +274,6 @@ static __always_inline int kernel_cookie_v6(struct xdp_md *ctx, __u32 tcp_len)
 	struct tcphdr *tcp = (void *)(ip6 + 1);
 	struct in6_addr addr;
 	__s64 value;
-	__u32 sum;
 
 	if ((void *)tcp + TCP_MAXLEN > end)
 		return XDP_DROP;
@@ -276,13 +286,7 @@ static __always_inline int kernel_cookie_v6(struct xdp_md *ctx, __u32 tcp_len)
 	ip6->daddr = addr;
 	ip6->payload_len = bpf_htons(24);
 	ip6->hop_limit = 64;
-	synack_tcp(tcp, (__u32)value, (__u16)(value >> 32));
-	sum = bpf_csum_diff(0, 0, (__be32 *)&ip6->saddr, 32, 0);
-	sum = bpf_csum_diff(0, 0, (__be32 *)tcp, 24, sum + bpf_htonl(IPPROTO_TCP) + bpf_htonl(24));
-	tcp->check = ~fold(sum);
-	if (bpf_xdp_adjust_tail(ctx, 24 - TCP_MAXLEN))
-		return XDP_DROP;
-	return XDP_TX;
+	return synack_out(ctx, tcp, value, bpf_csum_diff(0, 0, (__be32 *)&ip6->saddr, 32, 0));
 }
 
 SEC("xdp")
