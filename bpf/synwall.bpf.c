@@ -542,8 +542,13 @@ static __always_inline int syn_to_kernel(enum sw_counter c)
 static __always_inline int syn_without_xdp_tx(struct xdp_md *ctx, struct pkt *p,
 					      struct sw_queue_load *q, const int ext)
 {
-	int worker = syn_queue(ctx) && !worker_backed_up(q);
+	int worker;
 
+	/* A queue that cannot send probes nothing: its every SYN would be a
+	 * probe at a low rate, lost each time (the other queues probe). */
+	if (!syn_queue(ctx))
+		return syn_to_kernel(SW_SYN_KERNEL);
+	worker = !worker_backed_up(q);
 	if (!worker && !probe_due())
 		return syn_to_kernel(SW_SYN_KERNEL);
 	if (of_kernel_socket(ctx, p, ext))

@@ -428,8 +428,8 @@ impl Server {
     /// Answers the clients that come within `wait` (and returns then,
     /// however many keep coming), each given `limit` to send its request
     /// and `limit` to take its answer; `snapshot` is taken once per scrape
-    /// (`None`: answered 503). An accept that fails for another reason
-    /// than no client waiting goes to `failed`.
+    /// (`None`: answered 503). Every accept that fails (no client waiting
+    /// included) goes to `failed`.
     pub fn serve(
         &self,
         wait: Duration,
@@ -442,9 +442,7 @@ impl Server {
             match self.0.accept() {
                 Ok((conn, _)) => answer(conn, limit, &snapshot),
                 Err(e) => {
-                    if e.kind() != std::io::ErrorKind::WouldBlock {
-                        failed(e);
-                    }
+                    failed(e);
                     std::thread::sleep(Duration::from_millis(10));
                 }
             }

@@ -936,6 +936,15 @@ fn syns_on_queues_that_cannot_send_are_not_left_to_their_worker() {
     auto.set_ack_only_from(0);
     assert_eq!(compare(&auto, &s, &syn, NOW), Outcome::Answered);
     assert_eq!(no_xsk(&auto), before + 1);
+    // While XDP answers do not leave, such a queue's SYNs are the
+    // kernel's, none of them a probe (which would be lost).
+    auto.set_xdp_tx_ok(false);
+    let kernel = counter(&auto, "syn_kernel");
+    for _ in 0..3 {
+        assert_eq!(auto.test_run(&syn).unwrap(), action::PASS, "no probe");
+    }
+    assert_eq!(counter(&auto, "syn_kernel"), kernel + 3);
+    auto.set_xdp_tx_ok(true);
     auto.set_ack_only_from(1);
     assert_eq!(auto.test_run(&syn).unwrap(), action::PASS, "queue 0 sends");
 

@@ -66,7 +66,7 @@ pub(super) fn spawn_stats<'s>(
             match listener.accept() {
                 Ok((conn, _)) => answer_socket(conn, &asks),
                 Err(e) => {
-                    if e.kind() != std::io::ErrorKind::WouldBlock {
+                    if failed_accept(&e) {
                         failures.note(e);
                     }
                     std::thread::sleep(IDLE);
@@ -127,10 +127,21 @@ pub(super) fn spawn_metrics<'s>(
         let mut failures = AcceptFailures::new("metrics endpoint");
         while !stop.load(Ordering::Relaxed) {
             let snapshot = || ask(&asks, SCRAPE_WAIT, Ask::Snapshot);
-            server.serve(IDLE, CLIENT_IO, snapshot, |e| failures.note(e));
+            server.serve(IDLE, CLIENT_IO, snapshot, |e| {
+                if failed_accept(&e) {
+                    failures.note(e);
+                }
+            });
         }
         Ok(())
     })
+}
+
+/// Whether an accept's error is the listener's failure: not a client that
+/// gave up before it was taken, nor a signal.
+fn failed_accept(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{ConnectionAborted, Interrupted, WouldBlock};
+    !matches!(e.kind(), WouldBlock | ConnectionAborted | Interrupted)
 }
 
 /// How often at most a listener's failing accepts are logged.
@@ -192,6 +203,16 @@ pub(super) fn take_asks(asks: &Receiver<Ask>, wait: Duration, mut answer: impl F
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A client that gave up before its accept is not the listener's
+    /// failure; running out of descriptors is.
+    #[test]
+    fn only_the_listeners_own_failures_count() {
+        use std::io::{Error, ErrorKind};
+        assert!(!failed_accept(&Error::from(ErrorKind::ConnectionAborted)));
+        assert!(!failed_accept(&Error::from(ErrorKind::WouldBlock)));
+        assert!(failed_accept(&Error::from_raw_os_error(libc::EMFILE)));
+    }
 
     /// The first failure is logged at once; the ones after it within the
     /// interval are counted for the next line.

@@ -90,6 +90,8 @@ pub(super) struct Plan {
     /// Queues from this one up cannot send through AF_XDP: their workers
     /// take ACKs only (`u32::MAX`: none such).
     pub(super) ack_only_from: u32,
+    /// The interface's receive queues before synwall attached.
+    pub(super) rx_before: u32,
 }
 
 /// Step 1: probes the kernel and resolves the interface, its queues and
@@ -123,8 +125,20 @@ pub(super) fn resolve(cfg: &Config) -> Result<Plan, RunError> {
         queues,
         cpus,
         engine,
-        ack_only_from: u32::MAX,
+        ack_only_from: ack_only_from(&d.interface, iface.ifindex, count),
+        rx_before: count,
     })
+}
+
+/// The first of `rx` receive queues that cannot send through AF_XDP (the
+/// transmit queues /sys shows), before synwall attaches: a NIC whose XDP
+/// program was already there (another's, or a libxdp restart) has them
+/// already. `u32::MAX` if none, or if /sys does not tell.
+fn ack_only_from(ifname: &str, ifindex: u32, rx: u32) -> u32 {
+    match host::tx_queues(ifname, ifindex) {
+        Some(tx) if tx > 0 && tx < rx => tx,
+        _ => u32::MAX,
+    }
 }
 
 /// The capabilities `cfg` needs that `have` (an effective set) lacks;

@@ -96,6 +96,10 @@ pub(super) fn load_program(
         ..program_settings(cfg)
     })?;
     program.heartbeat().beat();
+    // Before the attach, so that no SYN goes to a worker that cannot send.
+    if plan.ack_only_from != u32::MAX {
+        program.set_ack_only_from(plan.ack_only_from);
+    }
     ProgramEpochs::at(UnixTime::now(), &cfg.key_schedule()).install(&program, secrets, None)?;
     Ok(program)
 }
@@ -171,11 +175,16 @@ pub(super) fn serve_queues_that_cannot_send(
     let first = plan.queues.iter().max().map_or(0, |q| q + 1);
     let count = iface.rx_queues.max(first);
     // The transmit queues as /sys says (if it shows this namespace), or
-    // else the queues there were before the attach.
-    let senders = host::tx_queues(&d.interface, iface.ifindex)
-        .filter(|&n| n > 0)
-        .unwrap_or(first)
-        .min(count);
+    // else the receive queues there were before the attach.
+    let tx = host::tx_queues(&d.interface, iface.ifindex).filter(|&n| n > 0);
+    if tx.is_none() && count > plan.rx_before {
+        tracing::info!(
+            before = plan.rx_before,
+            now = count,
+            "/sys does not show this namespace's transmit queues: taking the receive queues there were before the attach as the ones that send"
+        );
+    }
+    let senders = tx.unwrap_or(plan.rx_before).min(count);
     if senders == count {
         return Ok(Vec::new());
     }
