@@ -24,6 +24,7 @@
 #include "maps.h"
 #include "parse.h"
 #include "synack.h"
+#include "tuples.h"
 
 /* XDP -> TC: what XDP decided about a segment to a protected port, in 4
  * bytes of XDP metadata, so TC skips segments of established sockets
@@ -524,6 +525,13 @@ static __always_inline int of_kernel_socket(struct xdp_md *ctx, struct pkt *p, c
 	return 1;
 }
 
+/* The same for a SYN: looked up only when its connection may have a
+ * kernel socket at all (bpf/tuples.h). */
+static __always_inline int syn_of_kernel_socket(struct xdp_md *ctx, struct pkt *p, const int ext)
+{
+	return tuple_may_have_socket(p) && of_kernel_socket(ctx, p, ext);
+}
+
 /* A SYN left to the kernel (noted for kernel_cookie_ok). */
 static __always_inline int syn_to_kernel(enum sw_counter c)
 {
@@ -551,7 +559,7 @@ static __always_inline int syn_without_xdp_tx(struct xdp_md *ctx, struct pkt *p,
 	worker = !worker_backed_up(q);
 	if (!worker && !probe_due())
 		return syn_to_kernel(SW_SYN_KERNEL);
-	if (of_kernel_socket(ctx, p, ext))
+	if (syn_of_kernel_socket(ctx, p, ext))
 		return verdict(SW_PASS_SOCKET, XDP_PASS);
 	if (worker) {
 		if (reflection_on() && worker_capped(ctx, p, -1, ext))
@@ -579,7 +587,7 @@ static __always_inline int xdp_syn(struct xdp_md *ctx, struct pkt *p, const int 
 	q = auto_queue_load(ctx);
 	if (!xdp_tx_ok && synack_mode != SYNACK_AFXDP)
 		return syn_without_xdp_tx(ctx, p, q, ext);
-	if (of_kernel_socket(ctx, p, ext))
+	if (syn_of_kernel_socket(ctx, p, ext))
 		return verdict(SW_PASS_SOCKET, XDP_PASS);
 	guard = reflection_on();
 	rc = -1; /* not looked at */
@@ -651,18 +659,53 @@ static __always_inline int xdp_first_fragment(const struct tcphdr *tcp)
 	return verdict(SW_DROP_FRAGMENT, XDP_DROP);
 }
 
+/* XDP: a segment to a protected port, its TCP header whole. */
+static __always_inline int xdp_protected(struct xdp_md *ctx, struct pkt *p, struct tcphdr *tcp,
+					 const int ext)
+{
+	int rc = source_list(p);
+
+	if (rc == SW_PASS_ALLOWED)
+		return verdict(rc, XDP_PASS);
+	if (rc == SW_DROP_DENIED)
+		return verdict(rc, XDP_DROP);
+	if (p->frag)
+		return xdp_first_fragment(tcp);
+	if (tcp->syn && !tcp->ack && !tcp->rst)
+		return xdp_syn(ctx, p, ext);
+	if (of_kernel_socket(ctx, p, ext))
+		return verdict(SW_PASS_SOCKET, XDP_PASS);
+	if (tcp->rst)
+		return verdict(SW_PASS_RST, XDP_PASS);
+	if (tcp->syn || !tcp->ack) /* a SYN-ACK to a server port (reflection, as the
+				    * core drops it), or no flag a scan would not set */
+		return verdict(SW_DROP_BAD_FLAGS, XDP_DROP);
+	return ext ? xdp_ack_ext(ctx, p, tcp) : xdp_ack(ctx, p, tcp);
+}
+
+/* Whether a segment to a protected port that ended in `action` reaches a
+ * kernel socket, or makes one: whatever passes, and what goes to a worker
+ * but a SYN (the repair engine's ACKs and what follows them). */
+static __always_inline int reaches_kernel(int action, int syn)
+{
+	return action == XDP_PASS || (action == XDP_REDIRECT && !syn);
+}
+
 static __always_inline int synwall_xdp(struct xdp_md *ctx, const int ext)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 	struct pkt p = {};
 	struct tcphdr *tcp;
-	int rc;
+	int rc, syn;
 
 	count(SW_RX);
-	if (heartbeat_stale())
-		return verdict(SW_PASS_STALE, XDP_PASS);
 	rc = parse(data, data_end, &p);
+	if (heartbeat_stale()) {
+		if (rc == -1)
+			note_kernel_tuple(&p);
+		return verdict(SW_PASS_STALE, XDP_PASS);
+	}
 	if (rc == SW_DROP_TRUNCATED_TCP || rc == SW_DROP_FRAGMENT)
 		return verdict(rc, XDP_DROP);
 	if (rc == SW_DROP_LONG_CHAIN)
@@ -674,23 +717,11 @@ static __always_inline int synwall_xdp(struct xdp_md *ctx, const int ext)
 	tcp = data + (p.l4_off & L4_OFF_MASK);
 	if ((void *)(tcp + 1) > data_end)
 		return verdict(SW_DROP_TRUNCATED_TCP, XDP_DROP);
-	rc = source_list(&p);
-	if (rc == SW_PASS_ALLOWED)
-		return verdict(rc, XDP_PASS);
-	if (rc == SW_DROP_DENIED)
-		return verdict(rc, XDP_DROP);
-	if (p.frag)
-		return xdp_first_fragment(tcp);
-	if (tcp->syn && !tcp->ack && !tcp->rst)
-		return xdp_syn(ctx, &p, ext);
-	if (of_kernel_socket(ctx, &p, ext))
-		return verdict(SW_PASS_SOCKET, XDP_PASS);
-	if (tcp->rst)
-		return verdict(SW_PASS_RST, XDP_PASS);
-	if (tcp->syn || !tcp->ack) /* a SYN-ACK to a server port (reflection, as the
-				    * core drops it), or no flag a scan would not set */
-		return verdict(SW_DROP_BAD_FLAGS, XDP_DROP);
-	return ext ? xdp_ack_ext(ctx, &p, tcp) : xdp_ack(ctx, &p, tcp);
+	syn = tcp->syn && !tcp->ack;
+	rc = xdp_protected(ctx, &p, tcp, ext);
+	if (reaches_kernel(rc, syn))
+		note_kernel_tuple(&p);
+	return rc;
 }
 
 /* The XDP program, attached alone (a BPF link). */

@@ -335,6 +335,105 @@ fn inner_fixture_table() {
     );
 
     synack_auto_takes_over_while_the_worker_is_backed_up(&xsk);
+    drop((p, listener, client, _server));
+    syns_are_looked_up_only_where_the_kernel_may_have_a_socket(&xsk);
+}
+
+/// bpf/tuples.h: a SYN whose connection has a kernel socket (here a
+/// TIME-WAIT one, the server having closed first) is the kernel's: looked
+/// up before the first sweep of the kernel's sockets, and after it when the
+/// sweep marked the connection, or a segment of it passed to the kernel.
+/// Only a connection the program has no mark of skips the lookup (one made
+/// behind its back after the sweep, as here, is the case left out).
+fn syns_are_looked_up_only_where_the_kernel_may_have_a_socket(xsk: &Xsk) {
+    let load = || {
+        let p = Program::load(&ProgramSettings {
+            ports: vec![80],
+            ..Default::default()
+        })
+        .unwrap();
+        p.set_socket(0, xsk.fd()).unwrap();
+        p
+    };
+    let listener = TcpListener::bind("198.18.0.1:80").unwrap();
+    let before_sweep = time_wait_on_the_server(&listener);
+    let p = load();
+    assert_eq!(
+        p.test_run(&from_port(before_sweep, flags::SYN)).unwrap(),
+        action::PASS,
+        "no sweep yet: looked up"
+    );
+    assert!(p.sweep_kernel_sockets().unwrap(), "the sweep loads here");
+    let p = load();
+    assert!(p.sweep_kernel_sockets().unwrap());
+    assert_eq!(
+        p.test_run(&from_port(before_sweep, flags::SYN)).unwrap(),
+        action::PASS,
+        "the sweep marked the TIME-WAIT socket's connection"
+    );
+    assert_eq!(counter(&p, "pass_socket"), 1);
+
+    let after_sweep = time_wait_on_the_server(&listener);
+    let syn = from_port(after_sweep, flags::SYN);
+    assert_eq!(
+        p.test_run(&syn).unwrap(),
+        action::REDIRECT,
+        "no mark: no lookup"
+    );
+    assert_eq!(
+        p.test_run(&from_port(after_sweep, flags::ACK)).unwrap(),
+        action::PASS,
+        "the TIME-WAIT socket's ACK"
+    );
+    assert_eq!(counter(&p, "pass_socket"), 2);
+    assert_eq!(
+        p.test_run(&syn).unwrap(),
+        action::PASS,
+        "a segment passed to the kernel marked the connection"
+    );
+    assert_eq!(counter(&p, "pass_socket"), 3);
+
+    let unmarked = time_wait_on_the_server(&listener);
+    p.forget_sweep();
+    assert_eq!(
+        p.test_run(&from_port(unmarked, flags::SYN)).unwrap(),
+        action::PASS,
+        "the marks no longer count (a link move): looked up"
+    );
+    assert_eq!(counter(&p, "syn_redirect"), 1);
+}
+
+/// A segment from 198.18.0.1:`port` to 198.18.0.1:80.
+fn from_port(port: u16, fl: u8) -> Vec<u8> {
+    TcpFrame {
+        src_port: port,
+        ..seg(
+            Ip::V4 {
+                src: SERVER4,
+                dst: SERVER4,
+                ttl: 64,
+                options: &[],
+            },
+            80,
+            fl,
+        )
+    }
+    .to_vec()
+}
+
+/// A connection to `listener` that the server closed first, so that its
+/// socket waits in TIME-WAIT; returns the client's port.
+fn time_wait_on_the_server(listener: &TcpListener) -> u16 {
+    use std::io::Read;
+    let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (server, _) = listener.accept().unwrap();
+    let cport = client.local_addr().unwrap().port();
+    drop(server);
+    let mut buf = [0u8; 1];
+    assert_eq!(client.read(&mut buf).unwrap(), 0, "the server's FIN");
+    drop(client);
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    cport
 }
 
 /// synack = "auto" (bpf/synack.h queue_load): with a backlog of 8, the

@@ -47,6 +47,7 @@ impl Datapath<'_> {
         threads: &[Thread<'_>],
     ) -> Option<String> {
         let mut links_checked = Instant::now();
+        let mut swept = Instant::now();
         let mut supervisor = supervise::Supervisor::new(self);
         let mut detector = attack::Detector::new();
         let d = &self.fixed.cfg.datapath;
@@ -79,6 +80,10 @@ impl Datapath<'_> {
                 if let Some(lost) = self.lost_link() {
                     return Some(lost);
                 }
+            }
+            if swept.elapsed() >= xdp::TUPLE_SWEEP_EVERY {
+                swept = Instant::now();
+                super::start::sweep_sockets(self.fixed.program);
             }
             self.turn_epochs(live);
             if ctl.reload.swap(false, Ordering::Relaxed) {
@@ -240,10 +245,14 @@ impl Datapath<'_> {
             return Err("no XDP link to move".into());
         };
         let ifindex = native.ifindex;
+        // The kernel is about to have every packet: the marks of its
+        // sockets no longer count until the next sweep.
+        self.fixed.program.forget_sweep();
         drop(native);
         let moved = self.fixed.program.attach(ifindex, XdpMode::Generic);
         // The kernel had every SYN meanwhile: its cookies' ACKs must pass.
         self.fixed.program.note_kernel_syns();
+        super::start::sweep_sockets(self.fixed.program);
         let why = match moved {
             Ok(a) => {
                 *slot = Some(a);
@@ -254,6 +263,9 @@ impl Datapath<'_> {
         match self.fixed.program.attach(ifindex, XdpMode::Native) {
             Ok(a) => {
                 *slot = Some(a);
+                // Without a program since the sweep: sweep again.
+                self.fixed.program.note_kernel_syns();
+                super::start::sweep_sockets(self.fixed.program);
                 Err(format!("moving XDP to generic mode failed: {why}"))
             }
             Err(e) => Err(format!(

@@ -269,8 +269,10 @@ pub(super) fn attach(cfg: &Config, plan: &Plan, program: &Program) -> Result<Att
             program.attach_dispatcher(plan.ifindex, d.xdp_mode)?
         }
     };
-    // The kernel had every SYN until now: its cookies' ACKs must pass.
+    // The kernel had every SYN until now: its cookies' ACKs must pass, and
+    // the sockets it made are marked before any SYN skips the lookup.
     program.note_kernel_syns();
+    sweep_sockets(program);
     tracing::info!(
         interface = %d.interface, mode = xdp.mode, attach = d.attach.as_str(),
         queues = ?plan.queues, ports = ?cfg.protect.ports, "XDP attached"
@@ -279,6 +281,18 @@ pub(super) fn attach(cfg: &Config, plan: &Plan, program: &Program) -> Result<Att
         xdp: std::sync::Mutex::new(Some(xdp)),
         handoff,
     })
+}
+
+/// Marks the connections of the kernel's sockets on the protected ports
+/// (bpf/tuples.h); a failure is logged, and every SYN is then looked up
+/// until a sweep succeeds.
+pub(super) fn sweep_sockets(program: &Program) {
+    if let Err(e) = program.sweep_kernel_sockets() {
+        tracing::warn!(
+            error = %crate::error_chain(&e),
+            "the sweep of the kernel's sockets failed: every SYN gets the kernel's socket lookup"
+        );
+    }
 }
 
 /// Step 6: the Unix socket `synwall stats` reads.

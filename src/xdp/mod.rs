@@ -195,6 +195,9 @@ pub enum XdpError {
     /// A test run failed.
     #[error("BPF_PROG_TEST_RUN failed")]
     TestRun(#[source] libbpf_rs::Error),
+    /// The sweep of the kernel's sockets failed.
+    #[error("sweeping the kernel's TCP sockets (BPF iterator) failed")]
+    Sweep(#[source] libbpf_rs::Error),
 }
 
 /// Checks that the kernel has every feature the program uses; the error
@@ -356,6 +359,8 @@ pub struct Program {
     live: std::sync::Mutex<&'static mut skel::types::data_live>,
     /// The heartbeat and the attack state (`.data.beat`).
     atomics: LiveAtomics,
+    /// The sweep's iterator (bpf/tuples.h), if the kernel took it.
+    sweep: Option<libbpf_rs::Link>,
 }
 
 /// The `.data.beat` section (bpf/maps.h): written by synwall's own
@@ -366,6 +371,7 @@ struct LiveAtomics {
     xdp_tx_ok: &'static std::sync::atomic::AtomicU8,
     kernel_syn_ns: &'static std::sync::atomic::AtomicU64,
     ack_only_from: &'static std::sync::atomic::AtomicU32,
+    tuples_swept_ns: &'static std::sync::atomic::AtomicU64,
 }
 
 impl LiveAtomics {
@@ -376,13 +382,15 @@ impl LiveAtomics {
             xdp_tx_ok,
             kernel_syn_ns,
             ack_only_from,
+            tuples_swept_ns,
             ..
         } = beat;
         // SAFETY: both fields live in the mapped section, which stays
         // mapped for the process's life (the skeleton is leaked);
         // `heartbeat_ns` is a naturally aligned u64 (the BPF compiler aligns
-        // it, repr(C) keeps it), as is `kernel_syn_ns`, `ack_only_from`
-        // an aligned u32, the others are u8;
+        // it, repr(C) keeps it), as are `kernel_syn_ns` and
+        // `tuples_swept_ns`, `ack_only_from` an aligned u32, the others
+        // are u8;
         // the only Rust
         // references to them, the exclusive ones, are given up here, so from
         // now on they are accessed only through these atomics.
@@ -393,6 +401,7 @@ impl LiveAtomics {
                 xdp_tx_ok: std::sync::atomic::AtomicU8::from_ptr(xdp_tx_ok),
                 kernel_syn_ns: std::sync::atomic::AtomicU64::from_ptr(kernel_syn_ns),
                 ack_only_from: std::sync::atomic::AtomicU32::from_ptr(ack_only_from),
+                tuples_swept_ns: std::sync::atomic::AtomicU64::from_ptr(tuples_swept_ns),
             }
         }
     }
@@ -608,6 +617,60 @@ fn port_key(port: u16) -> [u8; 4] {
 impl Program {
     /// Opens, configures and loads (verifies) the program.
     pub fn load(settings: &ProgramSettings) -> Result<Program, XdpError> {
+        // The sweep's iterator needs the kernel's BTF (CO-RE): without it,
+        // the rest loads alone and every SYN gets the socket lookup.
+        let (mut skel, sweep) = match Self::open_and_load(settings, true) {
+            Ok(skel) => (skel, true),
+            Err(e) => {
+                tracing::warn!(
+                    error = %crate::error_chain(&e),
+                    "the kernel refused the socket sweep (BPF iterator over TCP sockets): \
+                     every SYN gets the kernel's socket lookup"
+                );
+                (Self::open_and_load(settings, false)?, false)
+            }
+        };
+        let sweep = if sweep {
+            skel.progs
+                .sw_mark_sockets
+                .attach()
+                .inspect_err(|e| {
+                    tracing::warn!(
+                        error = %e,
+                        "attaching the socket sweep failed: every SYN gets the kernel's socket lookup"
+                    );
+                })
+                .ok()
+        } else {
+            None
+        };
+        let live = skel
+            .maps
+            .data_live_data
+            .take()
+            .ok_or(XdpError::NoLiveSection)?;
+        let beat = skel
+            .maps
+            .data_beat_data
+            .take()
+            .ok_or(XdpError::NoLiveSection)?;
+        let atomics = LiveAtomics::of(beat);
+        let program = Program {
+            skel,
+            live: std::sync::Mutex::new(live),
+            atomics,
+            sweep,
+        };
+        program.update(&ProgramSettings::default(), settings)?;
+        Ok(program)
+    }
+
+    /// The skeleton, configured and loaded; with the sweep's iterator when
+    /// `sweep`.
+    fn open_and_load(
+        settings: &ProgramSettings,
+        sweep: bool,
+    ) -> Result<SynwallSkel<'static>, XdpError> {
         // The skeleton borrows its object storage for its whole life; the
         // program lives as long as the process (or the test), so the few
         // bytes are leaked on purpose.
@@ -641,6 +704,7 @@ impl Program {
             ro.auto_hold_ns = settings.auto_hold.as_nanos().try_into().unwrap_or(u64::MAX);
             ro.require_heartbeat = u8::from(settings.heartbeat);
             ro.handoff_repair = u8::from(settings.handoff_repair);
+            ro.tuple_seed = tuple_seed()?;
         }
         // The repair engine needs no TC program; not loading it lets the
         // rest load on kernels without TCX (Linux 6.6).
@@ -648,25 +712,8 @@ impl Program {
         // The dispatcher's variant loads from a second object when libxdp
         // attaches it (libxdp.rs), never here.
         open.progs.xdp_synwall_ext.set_autoload(false);
-        let mut skel = open.load().map_err(XdpError::Load)?;
-        let live = skel
-            .maps
-            .data_live_data
-            .take()
-            .ok_or(XdpError::NoLiveSection)?;
-        let beat = skel
-            .maps
-            .data_beat_data
-            .take()
-            .ok_or(XdpError::NoLiveSection)?;
-        let atomics = LiveAtomics::of(beat);
-        let program = Program {
-            skel,
-            live: std::sync::Mutex::new(live),
-            atomics,
-        };
-        program.update(&ProgramSettings::default(), settings)?;
-        Ok(program)
+        open.progs.sw_mark_sockets.set_autoload(sweep);
+        open.load().map_err(XdpError::Load)
     }
 
     /// Moves the running program from `old` to `new` settings: the
@@ -894,12 +941,52 @@ impl Program {
     /// its own SYN cookies, whose ACKs the program must let through
     /// (`kernel_syn_ns`, on the clock of bpf_ktime_get_coarse_ns).
     pub fn note_kernel_syns(&self) {
-        let now = rustix::time::clock_gettime(rustix::time::ClockId::MonotonicCoarse);
-        let ns = u64::try_from(now.tv_sec).unwrap_or(0) * 1_000_000_000
-            + u64::try_from(now.tv_nsec).unwrap_or(0);
         self.atomics
             .kernel_syn_ns
+            .store(coarse_now_ns(), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Marks the connection of every kernel TCP socket on a protected port
+    /// (bpf/tuples.h `sw_mark_sockets`), after which, for
+    /// [`TUPLE_SWEEP_EVERY`] twice over, a SYN whose connection has no
+    /// mark skips the kernel's socket lookup. Run it after the attach,
+    /// after the link moved, and every [`TUPLE_SWEEP_EVERY`]. Ok(false):
+    /// the kernel refused the iterator at load, so every SYN is looked up.
+    /// On an error the marks no longer count.
+    pub fn sweep_kernel_sockets(&self) -> Result<bool, XdpError> {
+        let Some(link) = &self.sweep else {
+            return Ok(false);
+        };
+        let began = coarse_now_ns();
+        let swept = libbpf_rs::Iter::new(link).and_then(|mut it| {
+            std::io::copy(&mut it, &mut std::io::sink()).map_err(libbpf_rs::Error::from)
+        });
+        if let Err(e) = swept {
+            self.forget_sweep();
+            return Err(XdpError::Sweep(e));
+        }
+        self.set_tuples_swept(began);
+        Ok(true)
+    }
+
+    /// The marks no longer count: every SYN is looked up until the next
+    /// sweep (before the link moves: the kernel then has every packet).
+    pub fn forget_sweep(&self) {
+        self.set_tuples_swept(0);
+    }
+
+    /// Sets `tuples_swept_ns` (bpf/tuples.h), on the clock of
+    /// bpf_ktime_get_coarse_ns: the marks count for 60 s from `ns`; 0:
+    /// not at all.
+    fn set_tuples_swept(&self, ns: u64) {
+        self.atomics
+            .tuples_swept_ns
             .store(ns, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether the kernel took the sweep's iterator at load.
+    pub fn sweeps(&self) -> bool {
+        self.sweep.is_some()
     }
 
     /// Installs the cookie keys of the two accepted epochs (`epochs`, in
@@ -1055,6 +1142,27 @@ impl Program {
         let data = result.data.map(|d| d.to_vec()).unwrap_or_default();
         Ok((result.return_value, data, result.duration))
     }
+}
+
+/// How often synwall sweeps the kernel's sockets
+/// ([`Program::sweep_kernel_sockets`]): half the 60 s for which
+/// bpf/tuples.h counts a sweep's marks.
+pub const TUPLE_SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Now on the clock of bpf_ktime_get_coarse_ns (CLOCK_MONOTONIC_COARSE).
+fn coarse_now_ns() -> u64 {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::MonotonicCoarse);
+    u64::try_from(now.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(now.tv_nsec).unwrap_or(0)
+}
+
+/// A fresh secret key for the hash of bpf/tuples.h, so that no one can
+/// aim at its buckets.
+fn tuple_seed() -> Result<u64, XdpError> {
+    let mut b = [0u8; 8];
+    getrandom::fill(&mut b).map_err(|e| {
+        XdpError::Load(libbpf_rs::Error::from(std::io::Error::other(e.to_string())))
+    })?;
+    Ok(u64::from_ne_bytes(b))
 }
 
 /// The `queue_load` map (bpf/synack.h) mapped into this process: where each

@@ -34,6 +34,10 @@ struct Args {
     /// One JSON object per row instead of the table.
     #[arg(long)]
     json: bool,
+    /// Only the synwall rows whose path contains this (to profile one path
+    /// with `perf record`); the testbed's rows always run.
+    #[arg(long)]
+    only: Option<String>,
 }
 
 /// A fixed moment, so that every round sees the same epoch.
@@ -54,6 +58,9 @@ fn synwall(ps: &ProgramSettings) -> Program {
         .expect("keys");
     p.set_mint_epoch(epochs.current).expect("epoch");
     p.set_under_attack(true);
+    // As after the attach: a SYN whose connection the kernel has no
+    // socket for skips the lookup (bpf/tuples.h).
+    assert!(p.sweep_kernel_sockets().expect("sweep"), "the sweep loaded");
     p
 }
 
@@ -104,6 +111,10 @@ fn ack_v4(syn: &[u8], valid: bool) -> Vec<u8> {
     .to_vec()
 }
 
+/// In a row's name: every SYN looked up for a kernel socket, as before
+/// the first sweep of the kernel's sockets.
+const LOOKED_UP: &str = "each SYN looked up";
+
 /// One row: what ran, on what, and what it cost.
 struct Row {
     program: &'static str,
@@ -139,13 +150,24 @@ fn counted(p: &Program, before: &[u64]) -> String {
         .map_or(String::new(), |(n, _)| n.to_string())
 }
 
-fn measure_synwall(a: &Args, name: &str, ps: &ProgramSettings, frame: &[u8]) -> Row {
+fn measure_synwall(a: &Args, name: &str, ps: &ProgramSettings, frame: &[u8]) -> Option<Row> {
     measure_synwall_each(a, name, ps, std::slice::from_ref(&frame))
 }
 
 /// As [`measure_synwall`], run `i` on `frames[i % len]`.
-fn measure_synwall_each(a: &Args, name: &str, ps: &ProgramSettings, frames: &[&[u8]]) -> Row {
+fn measure_synwall_each(
+    a: &Args,
+    name: &str,
+    ps: &ProgramSettings,
+    frames: &[&[u8]],
+) -> Option<Row> {
+    if a.only.as_ref().is_some_and(|o| !name.contains(o.as_str())) {
+        return None;
+    }
     let p = synwall(ps);
+    if name.contains(LOOKED_UP) {
+        p.forget_sweep();
+    }
     let before = p.counters().expect("counters");
     let mut ns = Vec::with_capacity(a.runs);
     let mut act = 0;
@@ -155,13 +177,13 @@ fn measure_synwall_each(a: &Args, name: &str, ps: &ProgramSettings, frames: &[&[
         act = action;
         ns.push(d.as_nanos() as u32);
     }
-    Row {
+    Some(Row {
         program: "synwall",
         path: name.into(),
         ns: median(ns),
         action: act,
         counted: counted(&p, &before),
-    }
+    })
 }
 
 fn measure_testbed(a: &Args, t: &Loaded, role: Role, name: &str, frame: &[u8]) -> Row {
@@ -221,6 +243,12 @@ fn synwall_rows(a: &Args) -> Vec<Row> {
     let spread: Vec<&[u8]> = spread.iter().map(Vec::as_slice).collect();
     vec![
         measure_synwall(a, "SYN v4 Linux options, answered", &xdp, &linux),
+        measure_synwall(
+            a,
+            &format!("SYN v4 Linux options, answered, {LOOKED_UP}"),
+            &xdp,
+            &linux,
+        ),
         measure_synwall(a, "SYN v4 Windows options, answered", &xdp, &windows),
         measure_synwall(a, "SYN v4 macOS options, answered", &xdp, &macos),
         measure_synwall(a, "SYN v6 Linux options, answered", &xdp, &v6),
@@ -244,6 +272,9 @@ fn synwall_rows(a: &Args) -> Vec<Row> {
         measure_synwall(a, "ACK, forged cookie", &xdp, &ack_v4(&windows, false)),
         measure_synwall(a, "SYN to an unprotected port", &xdp, &other_port),
     ]
+    .into_iter()
+    .flatten()
+    .collect()
 }
 
 fn testbed_rows(a: &Args) -> Vec<Row> {

@@ -1,0 +1,198 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
+/*
+ * Which connections the kernel may hold a socket for, so that a SYN that
+ * cannot meet one skips the kernel's socket lookup, the dearest step of
+ * the SYN path (about 130 ns of a SYN answered in XDP: the established
+ * hash, then the listeners').
+ *
+ * A SYN must be the kernel's when its connection (4-tuple) has a kernel
+ * socket other than the listener: a request socket (the kernel answered
+ * its SYN before), a TIME-WAIT one (a client reusing its port: the kernel
+ * may accept the SYN as a new connection), an established one. So every
+ * such connection is marked here with the time, in a bucket of a hash
+ * keyed with a secret seed (collisions, many or forced, only cost
+ * lookups), and a SYN is looked up only when its connection was marked
+ * within TUPLE_FRESH_UNITS (tuple_may_have_socket). Marks come from:
+ *   - the XDP program, for every packet it lets through to the kernel or
+ *     hands to a worker that makes it a socket (note_kernel_tuple);
+ *   - a sweep of the kernel's TCP sockets (sw_mark_sockets, a BPF
+ *     iterator synwall runs every TUPLE_SWEEP_EVERY_NS): sockets made
+ *     before the attach, or while the link moved, and idle ones whose
+ *     marks would otherwise go stale.
+ * The marks hold only while the last sweep is recent: tuples_swept_ns is
+ * when it began (synwall writes it after the sweep; 0 before the first,
+ * and while the link moves). Otherwise, and wherever the iterator cannot
+ * load, every SYN is looked up. Left out: a socket made in the last
+ * sweep's interval by packets that never crossed this program (another
+ * interface of a multi-homed host) meeting a SYN of the same connection
+ * on this one.
+ */
+#ifndef SYNWALL_TUPLES_H
+#define SYNWALL_TUPLES_H
+
+#include "maps.h"
+#include "parse.h"
+
+#define TUPLE_BUCKETS (1u << 19)
+/* Marks are in units of 2^30 ns (1.07 s), 16 bits: they wrap after 19.5
+ * hours, when an old mark may look recent again (a lookup, no more). */
+#define TUPLE_UNIT_SHIFT 30
+/* 112 units, 120 s: a TIME-WAIT socket lives 60 s (TCP_TIMEWAIT_LEN), a
+ * request socket 63 s with the default tcp_synack_retries (5), both from
+ * the last packet that passed; and twice the age a sweep may have (a
+ * sweep marks every socket). */
+#define TUPLE_FRESH_UNITS 112
+/* The marks hold for TUPLE_SWEPT_VALID_NS after a sweep began; synwall
+ * sweeps twice as often (src/xdp, TUPLE_SWEEP_EVERY). */
+#define TUPLE_SWEPT_VALID_NS (60ULL * 1000000000ULL)
+
+struct sw_tuple_marks {
+	__u16 at[TUPLE_BUCKETS];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct sw_tuple_marks);
+} kernel_tuples SEC(".maps");
+
+/* The hash's secret key, random per load. */
+const volatile __u64 tuple_seed = 0;
+/* bpf_ktime_get_coarse_ns() when the last sweep began (0: none). */
+volatile __u64 tuples_swept_ns BEAT = 0;
+
+static __always_inline __u64 tuple_mix(__u64 h, __u64 w)
+{
+	h ^= w;
+	h *= 0x9e3779b97f4a7c15ULL; /* 2^64 / the golden ratio */
+	return h ^ (h >> 29);
+}
+
+static __always_inline __u32 tuple_bucket(const struct pkt *p)
+{
+	__u64 h = tuple_seed, w;
+	__u32 b;
+
+	if (p->v6) {
+		const __u8 *a = (const __u8 *)p->tuple.ipv6.saddr;
+		int i;
+
+#pragma unroll
+		for (i = 0; i < 4; i++) {
+			__builtin_memcpy(&w, a + 8 * i, 8); /* saddr then daddr */
+			h = tuple_mix(h, w);
+		}
+		h = tuple_mix(h, (__u64)p->tuple.ipv6.sport << 16 | p->tuple.ipv6.dport);
+	} else {
+		h = tuple_mix(h, (__u64)p->tuple.ipv4.saddr << 32 | p->tuple.ipv4.daddr);
+		h = tuple_mix(h, (__u64)p->tuple.ipv4.sport << 16 | p->tuple.ipv4.dport);
+	}
+	b = h >> 32;
+	/* Masked behind a barrier: Linux 6.1's verifier loses the bound when
+	 * the compiler folds the mask into the last mixing step. */
+	asm volatile("" : "+r"(b));
+	return b & (TUPLE_BUCKETS - 1);
+}
+
+/* Marks p's connection at `ns` (CLOCK_MONOTONIC, coarse or not). */
+static __always_inline void mark_tuple(const struct pkt *p, __u64 ns)
+{
+	__u32 zero = 0, b = tuple_bucket(p);
+	struct sw_tuple_marks *m = bpf_map_lookup_elem(&kernel_tuples, &zero);
+	__u16 now = ns >> TUPLE_UNIT_SHIFT;
+
+	if (m && m->at[b] != now) /* a line already up to date stays clean */
+		m->at[b] = now;
+}
+
+/* This packet reaches the kernel (or a worker that makes it a socket). */
+static __always_inline void note_kernel_tuple(const struct pkt *p)
+{
+	mark_tuple(p, bpf_ktime_get_coarse_ns());
+}
+
+/* Whether this SYN's connection may have a kernel socket. */
+static __always_inline int tuple_may_have_socket(const struct pkt *p)
+{
+	__u64 swept = tuples_swept_ns, now = bpf_ktime_get_coarse_ns();
+	__u32 zero = 0;
+	struct sw_tuple_marks *m;
+
+	/* Unsigned: a sweep stamped a tick ahead of our clock counts as old. */
+	if (!swept || now - swept >= TUPLE_SWEPT_VALID_NS)
+		return 1;
+	m = bpf_map_lookup_elem(&kernel_tuples, &zero);
+	if (!m)
+		return 1;
+	return (__u16)((__u16)(now >> TUPLE_UNIT_SHIFT) - m->at[tuple_bucket(p)]) < TUPLE_FRESH_UNITS;
+}
+
+/* CO-RE views of the kernel's own types: their fields' offsets come from
+ * the running kernel's BTF when the program loads. */
+struct sock_common___sw {
+	__be32 skc_daddr;
+	__be32 skc_rcv_saddr;
+	__be16 skc_dport;
+	__u16 skc_num;
+	unsigned short skc_family;
+	volatile unsigned char skc_state;
+	struct in6_addr skc_v6_daddr;
+	struct in6_addr skc_v6_rcv_saddr;
+} __attribute__((preserve_access_index));
+
+struct bpf_iter__tcp___sw {
+	void *meta;
+	struct sock_common___sw *sk_common;
+} __attribute__((preserve_access_index));
+
+#define SW_AF_INET 2
+#define SW_AF_INET6 10
+#define SW_TCP_LISTEN 10
+
+/* An IPv4 address mapped into IPv6 (RFC 4291 §2.5.5.2): a dual-stack
+ * socket's IPv4 connection, which IPv4 packets reach. */
+static __always_inline int v4_mapped(const struct in6_addr *a)
+{
+	return a->in6_u.u6_addr32[0] == 0 && a->in6_u.u6_addr32[1] == 0 &&
+	       a->in6_u.u6_addr32[2] == bpf_htonl(0xffff);
+}
+
+/* The sweep: marks the connection of every TCP socket of this network
+ * namespace on a protected port but the listeners (established, request
+ * and TIME-WAIT sockets alike), as its packets would. */
+SEC("iter/tcp")
+int sw_mark_sockets(struct bpf_iter__tcp___sw *ctx)
+{
+	struct sock_common___sw *sk = ctx->sk_common;
+	struct pkt p = {};
+	struct in6_addr remote, local;
+
+	if (!sk || sk->skc_state == SW_TCP_LISTEN)
+		return 0;
+	if (!is_protected_port(bpf_htons(sk->skc_num)))
+		return 0;
+	p.tuple.ipv4.saddr = sk->skc_daddr; /* the client's */
+	p.tuple.ipv4.daddr = sk->skc_rcv_saddr;
+	p.tuple.ipv4.sport = sk->skc_dport;
+	p.tuple.ipv4.dport = bpf_htons(sk->skc_num);
+	if (sk->skc_family == SW_AF_INET6) {
+		remote = sk->skc_v6_daddr;
+		local = sk->skc_v6_rcv_saddr;
+		if (!v4_mapped(&remote)) {
+			p.v6 = 1;
+			__builtin_memcpy(p.tuple.ipv6.saddr, &remote, 16);
+			__builtin_memcpy(p.tuple.ipv6.daddr, &local, 16);
+			p.tuple.ipv6.sport = sk->skc_dport;
+			p.tuple.ipv6.dport = bpf_htons(sk->skc_num);
+		}
+	} else if (sk->skc_family != SW_AF_INET) {
+		return 0;
+	}
+	/* The coarse clock is not for tracing programs; the precise one
+	 * runs on the same base. */
+	mark_tuple(&p, bpf_ktime_get_ns());
+	return 0;
+}
+
+#endif
