@@ -471,7 +471,8 @@ static __always_inline int synack_in_place(struct xdp_md *ctx, struct pkt *p, __
 	struct cookie_flow fl = {};
 	struct ethhdr *eth = data;
 	__u32 l3, l4, hlen, optlen, ecn, ws, attrs, slot, isn, tcp_len, flags, zero = 0;
-	__u8 mac_tmp[ETH_ALEN];
+	__u32 mac_lo;
+	__u16 mac_hi;
 	struct tcphdr *tcp;
 	struct sw_key *key;
 	__be32 h[10] = {};
@@ -543,9 +544,12 @@ static __always_inline int synack_in_place(struct xdp_md *ctx, struct pkt *p, __
 	eth = data;
 	if ((void *)(eth + 1) > data_end)
 		return SW_SYN_WORKER_NO_ROOM;
-	__builtin_memcpy(mac_tmp, eth->h_dest, ETH_ALEN);
+	/* Swapped through registers: sw_synack's stack is tight. */
+	mac_lo = load32(eth->h_dest);
+	mac_hi = *(__u16 *)(eth->h_dest + 4);
 	__builtin_memcpy(eth->h_dest, eth->h_source, ETH_ALEN);
-	__builtin_memcpy(eth->h_source, mac_tmp, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, &mac_lo, 4);
+	*(__u16 *)(eth->h_source + 4) = mac_hi;
 	if (write_ip(data, data_end, p, l3, tcp_len) || write_tcp(data, data_end, l4, h, tcp_len / 4))
 		return SW_SYN_WORKER_NO_ROOM;
 	return -1;

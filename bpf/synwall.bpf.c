@@ -683,12 +683,43 @@ static __always_inline int xdp_protected(struct xdp_md *ctx, struct pkt *p, stru
 	return ext ? xdp_ack_ext(ctx, p, tcp) : xdp_ack(ctx, p, tcp);
 }
 
-/* Whether a segment to a protected port that ended in `action` reaches a
- * kernel socket, or makes one: whatever passes, and what goes to a worker
- * but a SYN (the repair engine's ACKs and what follows them). */
-static __always_inline int reaches_kernel(int action, int syn)
+/* `action` for a segment to a protected port, whose connection is marked
+ * (bpf/tuples.h) when it reaches a kernel socket or makes one: whatever
+ * passes, and what goes to a worker but a SYN (the repair engine's ACKs
+ * and what follows them). Not a SYN passed in peacetime: a peacetime
+ * flood would mark every bucket, and the kernel's request sockets are
+ * marked by the sweep synwall runs as an attack starts. The frame is as
+ * it came for both actions (only XDP_TX rewrites it), so its flags are
+ * read again here. Not inlined: the stack of xdp_synwall is tight (see
+ * note_kernel_tuple). */
+static __noinline int marked(struct xdp_md *ctx, const struct pkt *p, int action)
 {
-	return action == XDP_PASS || (action == XDP_REDIRECT && !syn);
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct tcphdr *tcp = data + (p->l4_off & L4_OFF_MASK);
+
+	if (action != XDP_PASS && action != XDP_REDIRECT)
+		return action;
+	/* synwall_xdp saw the whole header; a pass is marked regardless. */
+	if ((void *)(tcp + 1) <= data_end && tcp->syn && !tcp->ack &&
+	    (action == XDP_REDIRECT || peacetime()))
+		return action;
+	note_kernel_tuple(p);
+	return action;
+}
+
+/* attach = "libxdp" with synwall's heartbeat stopped: everything is the
+ * kernel's, and what goes to a protected port is marked as it passes. Not
+ * inlined: its parse would join xdp_synwall's stack. */
+static __noinline int stale_pass(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct pkt p = {};
+
+	if (parse(data, data_end, &p) == -1)
+		note_kernel_tuple(&p);
+	return verdict(SW_PASS_STALE, XDP_PASS);
 }
 
 static __always_inline int synwall_xdp(struct xdp_md *ctx, const int ext)
@@ -697,15 +728,12 @@ static __always_inline int synwall_xdp(struct xdp_md *ctx, const int ext)
 	void *data_end = (void *)(long)ctx->data_end;
 	struct pkt p = {};
 	struct tcphdr *tcp;
-	int rc, syn;
+	int rc;
 
 	count(SW_RX);
+	if (heartbeat_stale())
+		return stale_pass(ctx);
 	rc = parse(data, data_end, &p);
-	if (heartbeat_stale()) {
-		if (rc == -1)
-			note_kernel_tuple(&p);
-		return verdict(SW_PASS_STALE, XDP_PASS);
-	}
 	if (rc == SW_DROP_TRUNCATED_TCP || rc == SW_DROP_FRAGMENT)
 		return verdict(rc, XDP_DROP);
 	if (rc == SW_DROP_LONG_CHAIN)
@@ -717,11 +745,7 @@ static __always_inline int synwall_xdp(struct xdp_md *ctx, const int ext)
 	tcp = data + (p.l4_off & L4_OFF_MASK);
 	if ((void *)(tcp + 1) > data_end)
 		return verdict(SW_DROP_TRUNCATED_TCP, XDP_DROP);
-	syn = tcp->syn && !tcp->ack;
-	rc = xdp_protected(ctx, &p, tcp, ext);
-	if (reaches_kernel(rc, syn))
-		note_kernel_tuple(&p);
-	return rc;
+	return marked(ctx, &p, xdp_protected(ctx, &p, tcp, ext));
 }
 
 /* The XDP program, attached alone (a BPF link). */

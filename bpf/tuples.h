@@ -14,18 +14,23 @@
  * lookups), and a SYN is looked up only when its connection was marked
  * within TUPLE_FRESH_UNITS (tuple_may_have_socket). Marks come from:
  *   - the XDP program, for every packet it lets through to the kernel or
- *     hands to a worker that makes it a socket (note_kernel_tuple);
+ *     hands to a worker that makes it a socket (marked() in
+ *     synwall.bpf.c), but a SYN in peacetime;
  *   - a sweep of the kernel's TCP sockets (sw_mark_sockets, a BPF
- *     iterator synwall runs every TUPLE_SWEEP_EVERY_NS): sockets made
- *     before the attach, or while the link moved, and idle ones whose
- *     marks would otherwise go stale.
+ *     iterator synwall runs after the attach, after a link move, a reload
+ *     or the start of an attack, and every 30 s): sockets made before, or
+ *     from SYNs passed in peacetime, and idle ones whose marks would
+ *     otherwise go stale.
  * The marks hold only while the last sweep is recent: tuples_swept_ns is
  * when it began (synwall writes it after the sweep; 0 before the first,
- * and while the link moves). Otherwise, and wherever the iterator cannot
- * load, every SYN is looked up. Left out: a socket made in the last
- * sweep's interval by packets that never crossed this program (another
- * interface of a multi-homed host) meeting a SYN of the same connection
- * on this one.
+ * and from just before each of those events until the sweep after it).
+ * Otherwise, and wherever the iterator cannot load, every SYN is looked
+ * up. Left out, each for at most the 30 s to the next sweep: a socket made
+ * by packets that never crossed this program (another interface of a
+ * multi-homed host; a program ahead of synwall in libxdp's dispatcher that
+ * passes them itself), or by a peacetime IPv6 SYN whose header chain is
+ * longer than the parser walks, meeting a later SYN of the same
+ * connection here.
  */
 #ifndef SYNWALL_TUPLES_H
 #define SYNWALL_TUPLES_H
@@ -106,18 +111,22 @@ static __always_inline void mark_tuple(const struct pkt *p, __u64 ns)
 		m->at[b] = now;
 }
 
-/* This packet reaches the kernel (or a worker that makes it a socket). */
-static __always_inline void note_kernel_tuple(const struct pkt *p)
+/* This packet reaches the kernel (or a worker that makes it a socket).
+ * Not inlined, nor is tuple_may_have_socket: their stack would join
+ * xdp_synwall's, which with sw_synack's must stay within 512 bytes (Linux
+ * 6.1 counts 544 otherwise). */
+static __noinline void note_kernel_tuple(const struct pkt *p)
 {
 	mark_tuple(p, bpf_ktime_get_coarse_ns());
 }
 
 /* Whether this SYN's connection may have a kernel socket. */
-static __always_inline int tuple_may_have_socket(const struct pkt *p)
+static __noinline int tuple_may_have_socket(const struct pkt *p)
 {
 	__u64 swept = tuples_swept_ns, now = bpf_ktime_get_coarse_ns();
 	__u32 zero = 0;
 	struct sw_tuple_marks *m;
+	__u16 age;
 
 	/* Unsigned: a sweep stamped a tick ahead of our clock counts as old. */
 	if (!swept || now - swept >= TUPLE_SWEPT_VALID_NS)
@@ -125,7 +134,9 @@ static __always_inline int tuple_may_have_socket(const struct pkt *p)
 	m = bpf_map_lookup_elem(&kernel_tuples, &zero);
 	if (!m)
 		return 1;
-	return (__u16)((__u16)(now >> TUPLE_UNIT_SHIFT) - m->at[tuple_bucket(p)]) < TUPLE_FRESH_UNITS;
+	age = (__u16)(now >> TUPLE_UNIT_SHIFT) - m->at[tuple_bucket(p)];
+	/* A sweep marks on the precise clock, which may be a unit ahead. */
+	return age < TUPLE_FRESH_UNITS || age == (__u16)-1;
 }
 
 /* CO-RE views of the kernel's own types: their fields' offsets come from

@@ -11,7 +11,7 @@ mod common;
 use std::net::{TcpListener, TcpStream};
 
 use common::counter;
-use synwall::config::SynackMode;
+use synwall::config::{AttackMode, SynackMode};
 use synwall::wire::ethernet::ethertype;
 use synwall::wire::ipv6::next_header as nh;
 use synwall::wire::tcp::flags;
@@ -344,27 +344,36 @@ fn inner_fixture_table() {
 /// up before the first sweep of the kernel's sockets, and after it when the
 /// sweep marked the connection, or a segment of it passed to the kernel.
 /// Only a connection the program has no mark of skips the lookup (one made
-/// behind its back after the sweep, as here, is the case left out).
+/// behind its back after the sweep, as here, is the case left out); a SYN
+/// passed in peacetime leaves none (the sweep at an attack's start does).
 fn syns_are_looked_up_only_where_the_kernel_may_have_a_socket(xsk: &Xsk) {
-    let load = || {
+    let load = |attack_mode| {
         let p = Program::load(&ProgramSettings {
             ports: vec![80],
+            attack_mode,
             ..Default::default()
         })
         .unwrap();
         p.set_socket(0, xsk.fd()).unwrap();
         p
     };
+    // The client on an address of its own, so that the sweep's tuple is
+    // checked the right way round.
+    let up = std::process::Command::new("ip")
+        .args(["addr", "add", "198.18.0.77/32", "dev", "lo"])
+        .status()
+        .unwrap();
+    assert!(up.success());
     let listener = TcpListener::bind("198.18.0.1:80").unwrap();
     let before_sweep = time_wait_on_the_server(&listener);
-    let p = load();
+    let p = load(AttackMode::Always);
     assert_eq!(
         p.test_run(&from_port(before_sweep, flags::SYN)).unwrap(),
         action::PASS,
         "no sweep yet: looked up"
     );
     assert!(p.sweep_kernel_sockets().unwrap(), "the sweep loads here");
-    let p = load();
+    let p = load(AttackMode::Always);
     assert!(p.sweep_kernel_sockets().unwrap());
     assert_eq!(
         p.test_run(&from_port(before_sweep, flags::SYN)).unwrap(),
@@ -401,15 +410,34 @@ fn syns_are_looked_up_only_where_the_kernel_may_have_a_socket(xsk: &Xsk) {
         "the marks no longer count (a link move): looked up"
     );
     assert_eq!(counter(&p, "syn_redirect"), 1);
+
+    let p = load(AttackMode::Auto);
+    assert!(p.sweep_kernel_sockets().unwrap());
+    let in_peace = time_wait_on_the_server(&listener);
+    let syn = from_port(in_peace, flags::SYN);
+    assert_eq!(p.test_run(&syn).unwrap(), action::PASS, "peacetime");
+    assert_eq!(counter(&p, "pass_peace"), 1);
+    p.set_under_attack(true);
+    assert_eq!(
+        p.test_run(&syn).unwrap(),
+        action::REDIRECT,
+        "a SYN passed in peacetime leaves no mark"
+    );
+    assert!(p.sweep_kernel_sockets().unwrap());
+    assert_eq!(
+        p.test_run(&syn).unwrap(),
+        action::PASS,
+        "the sweep as the attack starts marks it"
+    );
 }
 
-/// A segment from 198.18.0.1:`port` to 198.18.0.1:80.
+/// A segment from 198.18.0.77:`port` to 198.18.0.1:80.
 fn from_port(port: u16, fl: u8) -> Vec<u8> {
     TcpFrame {
         src_port: port,
         ..seg(
             Ip::V4 {
-                src: SERVER4,
+                src: [198, 18, 0, 77],
                 dst: SERVER4,
                 ttl: 64,
                 options: &[],
@@ -421,11 +449,15 @@ fn from_port(port: u16, fl: u8) -> Vec<u8> {
     .to_vec()
 }
 
-/// A connection to `listener` that the server closed first, so that its
-/// socket waits in TIME-WAIT; returns the client's port.
+/// A connection from 198.18.0.77 to `listener` that the server closed
+/// first, so that its socket waits in TIME-WAIT; returns the client's port.
 fn time_wait_on_the_server(listener: &TcpListener) -> u16 {
+    use rustix::net::{AddressFamily, SocketType, bind, connect, ipproto, socket};
     use std::io::Read;
-    let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let fd = socket(AddressFamily::INET, SocketType::STREAM, Some(ipproto::TCP)).unwrap();
+    bind(&fd, &"198.18.0.77:0".parse::<std::net::SocketAddr>().unwrap()).unwrap();
+    connect(&fd, &listener.local_addr().unwrap()).unwrap();
+    let mut client = TcpStream::from(fd);
     let (server, _) = listener.accept().unwrap();
     let cport = client.local_addr().unwrap().port();
     drop(server);

@@ -252,10 +252,10 @@ impl Datapath<'_> {
         let moved = self.fixed.program.attach(ifindex, XdpMode::Generic);
         // The kernel had every SYN meanwhile: its cookies' ACKs must pass.
         self.fixed.program.note_kernel_syns();
-        super::start::sweep_sockets(self.fixed.program);
         let why = match moved {
             Ok(a) => {
                 *slot = Some(a);
+                super::start::sweep_sockets(self.fixed.program);
                 return Ok(());
             }
             Err(e) => error_chain(&e),
@@ -263,7 +263,6 @@ impl Datapath<'_> {
         match self.fixed.program.attach(ifindex, XdpMode::Native) {
             Ok(a) => {
                 *slot = Some(a);
-                // Without a program since the sweep: sweep again.
                 self.fixed.program.note_kernel_syns();
                 super::start::sweep_sockets(self.fixed.program);
                 Err(format!("moving XDP to generic mode failed: {why}"))
@@ -338,7 +337,15 @@ impl Datapath<'_> {
             None => return,
         }
         let on = detector.under_attack();
-        self.fixed.program.set_under_attack(on);
+        if on {
+            // The SYNs passed in peacetime left no marks (bpf/tuples.h):
+            // their request sockets are swept before a SYN skips a lookup.
+            self.fixed.program.forget_sweep();
+            self.fixed.program.set_under_attack(on);
+            super::start::sweep_sockets(self.fixed.program);
+        } else {
+            self.fixed.program.set_under_attack(on);
+        }
         self.state.under_attack.store(on, Ordering::Relaxed);
         self.state
             .attacks

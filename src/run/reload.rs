@@ -150,6 +150,9 @@ impl Datapath<'_> {
     pub(super) fn reload(&self, live: &mut Live, path: &Path) -> Result<(), ReloadError> {
         let p = prepare(live, path)?;
         let epochs = ProgramEpochs::at(UnixTime::now(), &p.cfg.key_schedule());
+        // New ports, or peacetime ending ([attack] mode): the kernel has
+        // sockets the program left unmarked; swept once it is applied.
+        self.fixed.program.forget_sweep();
         let applied = self
             .fixed
             .program
@@ -171,8 +174,10 @@ impl Datapath<'_> {
             });
         if let Err(e) = applied {
             self.roll_back(live, &p.program);
+            super::start::sweep_sockets(self.fixed.program);
             return Err(e);
         }
+        super::start::sweep_sockets(self.fixed.program);
         if p.cfg.handoff.mode == HandoffMode::Kernel {
             super::warn_unserved_ports(&p.cfg.protect.ports);
         }

@@ -617,17 +617,19 @@ fn port_key(port: u16) -> [u8; 4] {
 impl Program {
     /// Opens, configures and loads (verifies) the program.
     pub fn load(settings: &ProgramSettings) -> Result<Program, XdpError> {
-        // The sweep's iterator needs the kernel's BTF (CO-RE): without it,
-        // the rest loads alone and every SYN gets the socket lookup.
+        // The sweep's iterator (iter/tcp, Linux 5.9) is the one program
+        // the rest can do without: if the load with it fails, the rest is
+        // loaded alone, and every SYN gets the socket lookup.
         let (mut skel, sweep) = match Self::open_and_load(settings, true) {
             Ok(skel) => (skel, true),
-            Err(e) => {
+            Err(with_sweep) => {
+                let skel = Self::open_and_load(settings, false)?;
                 tracing::warn!(
-                    error = %crate::error_chain(&e),
-                    "the kernel refused the socket sweep (BPF iterator over TCP sockets): \
-                     every SYN gets the kernel's socket lookup"
+                    error = %crate::error_chain(&with_sweep),
+                    "the kernel refused the socket sweep (a BPF iterator over TCP sockets), \
+                     loaded without it: every SYN gets the kernel's socket lookup"
                 );
-                (Self::open_and_load(settings, false)?, false)
+                (skel, false)
             }
         };
         let sweep = if sweep {
@@ -958,10 +960,7 @@ impl Program {
             return Ok(false);
         };
         let began = coarse_now_ns();
-        let swept = libbpf_rs::Iter::new(link).and_then(|mut it| {
-            std::io::copy(&mut it, &mut std::io::sink()).map_err(libbpf_rs::Error::from)
-        });
-        if let Err(e) = swept {
+        if let Err(e) = libbpf_rs::Iter::new(link).and_then(run_to_end) {
             self.forget_sweep();
             return Err(XdpError::Sweep(e));
         }
@@ -1148,6 +1147,26 @@ impl Program {
 /// ([`Program::sweep_kernel_sockets`]): half the 60 s for which
 /// bpf/tuples.h counts a sweep's marks.
 pub const TUPLE_SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Reads an iterator that writes nothing to its end. The kernel stops a
+/// read that has visited a million objects without output with EAGAIN
+/// (bpf_seq_read); the next read goes on from there.
+fn run_to_end(mut it: libbpf_rs::Iter) -> Result<(), libbpf_rs::Error> {
+    use std::io::Read;
+    let mut buf = [0u8; 64];
+    loop {
+        match it.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+                ) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
 
 /// Now on the clock of bpf_ktime_get_coarse_ns (CLOCK_MONOTONIC_COARSE).
 fn coarse_now_ns() -> u64 {
