@@ -97,6 +97,19 @@ volatile __u32 ack_only_from BEAT = ~0U;
  * around a move of the link, when the kernel has every packet. */
 volatile __u64 kernel_syn_ns BEAT = 0;
 
+/* The secret key of the program's own hash tables (bpf/tuples.h, the
+ * guard's windows), random per load, so that no one can aim at their
+ * buckets. */
+const volatile __u64 hash_seed = 0;
+
+/* One step of those tables' hash: a 64-bit word mixed in. */
+static __always_inline __u64 seeded_mix(__u64 h, __u64 w)
+{
+	h ^= w;
+	h *= 0x9e3779b97f4a7c15ULL; /* 2^64 / the golden ratio */
+	return h ^ (h >> 29);
+}
+
 /* When this CPU last sent a probe (xdp_tx_ok clear). */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -141,13 +154,44 @@ volatile __u32 reflect_total_cap LIVE = 0;
 volatile __u8 reflect_v4_len LIVE = 24;
 volatile __u8 reflect_v6_len LIVE = 48;
 
-/* The guard's windows per prefix (masked struct sw_prefix); the least
- * recently used go when a flood spreads over more prefixes. */
+/*
+ * Windows of SYN-ACKs (or SYNs) per prefix, for the reflection guard and
+ * the per-source cap: a table of GUARD_SETS sets of GUARD_WAYS windows
+ * (one cache line a set), a prefix's set and tag given by a hash keyed
+ * with hash_seed. A prefix without a window takes one in its set whose
+ * second is over, else the least counted one below GUARD_HOLD; when all
+ * of them are busier, it goes uncounted this time (never capped by
+ * another's count). So a flood spread over any number of prefixes costs
+ * the same per SYN, and a prefix that sends at least GUARD_HOLD a second
+ * keeps its window: its cap holds unless its set is full of such
+ * prefixes (GUARD_WAYS in 4,096 sets, keyed with a secret, so no one can
+ * aim at one).
+ */
+#define GUARD_SETS (1u << 12) /* 256 KiB: 1 MiB cost a cache miss a SYN more */
+#define GUARD_WAYS 4
+#define GUARD_HOLD 16
+
+/* A window's start in units of 2^20 ns (1.05 ms; 32 bits wrap after 75
+ * minutes, when an idle window may briefly look current), and the units
+ * in a second. */
+#define GUARD_UNIT_SHIFT 20
+#define GUARD_SECOND ((1000000000u >> GUARD_UNIT_SHIFT) + 1)
+
+struct sw_guard_window {
+	__u32 tag; /* 0: free */
+	__u32 start;
+	__u64 count;
+};
+
+struct sw_guard_set {
+	struct sw_guard_window way[GUARD_WAYS];
+};
+
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
-	__type(key, struct sw_prefix);
-	__type(value, struct sw_window);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, GUARD_SETS);
+	__type(key, __u32);
+	__type(value, struct sw_guard_set);
 } reflect_prefix SEC(".maps");
 
 /* The per-source SYN limit ([attack] syns_per_source; 0: off) and its
@@ -155,10 +199,10 @@ struct {
 volatile __u32 source_syn_cap LIVE = 0;
 
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
-	__type(key, struct sw_prefix);
-	__type(value, struct sw_window);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, GUARD_SETS);
+	__type(key, __u32);
+	__type(value, struct sw_guard_set);
 } source_windows SEC(".maps");
 
 /* The guard's window for the total, per CPU. */

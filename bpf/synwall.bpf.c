@@ -410,19 +410,73 @@ static __always_inline void source_prefix(const struct pkt *p, struct sw_prefix 
 	__builtin_memcpy(&key->data[1], words, 16);
 }
 
-/* Counts one in `key`'s window of `map` (an LRU hash of struct
- * sw_window); true when that passes `cap` this second. */
-static __always_inline int prefix_full(void *map, struct sw_prefix *key, __u64 now, __u32 cap)
+/* Counts one in a prefix's window (a way of a guard set, bpf/maps.h) at
+ * `now` (in GUARD_UNIT_SHIFT units); true when that passes `cap` this
+ * second. As window_full. */
+static __always_inline int way_full(struct sw_guard_window *w, __u32 now, __u32 cap)
 {
-	struct sw_window *w = bpf_map_lookup_elem(map, key);
-
-	if (!w) {
-		struct sw_window fresh = { .start_ns = now, .count = 1 };
-
-		bpf_map_update_elem(map, key, &fresh, BPF_NOEXIST);
-		return 0;
+	if (now - w->start >= GUARD_SECOND) {
+		w->start = now;
+		w->count = 0;
 	}
-	return window_full(w, now, cap);
+	return __sync_fetch_and_add(&w->count, 1) >= cap;
+}
+
+/* A free way of `s` for a prefix without one (bpf/maps.h): one whose
+ * second is over, else the least counted one below GUARD_HOLD; NULL when
+ * every way is busier. */
+static __always_inline struct sw_guard_window *spare_way(struct sw_guard_set *s, __u32 now)
+{
+	struct sw_guard_window *spare = NULL;
+	int i;
+
+#pragma unroll
+	for (i = 0; i < GUARD_WAYS; i++) {
+		struct sw_guard_window *w = &s->way[i];
+
+		if (now - w->start >= GUARD_SECOND)
+			return w;
+		if (w->count < GUARD_HOLD && (!spare || w->count < spare->count))
+			spare = w;
+	}
+	return spare;
+}
+
+/* Counts one in `key`'s window of `map` (a table of struct sw_guard_set);
+ * true when that passes `cap` this second. */
+static __always_inline int prefix_full(void *map, const struct sw_prefix *key, __u64 now,
+				       __u32 cap)
+{
+	__u32 set, tag, t = now >> GUARD_UNIT_SHIFT;
+	__u64 h = hash_seed, w;
+	struct sw_guard_window *way;
+	struct sw_guard_set *s;
+	int i;
+
+	__builtin_memcpy(&w, key->data, 8);
+	h = seeded_mix(h, w);
+	__builtin_memcpy(&w, key->data + 8, 8);
+	h = seeded_mix(h, w);
+	h = seeded_mix(h, (__u64)key->data[16] << 32 | key->prefixlen);
+	set = h >> 32;
+	/* Masked behind a barrier, as tuple_bucket's. */
+	asm volatile("" : "+r"(set));
+	set &= GUARD_SETS - 1;
+	tag = (__u32)h | 1;
+	s = bpf_map_lookup_elem(map, &set);
+	if (!s)
+		return 0;
+#pragma unroll
+	for (i = 0; i < GUARD_WAYS; i++)
+		if (s->way[i].tag == tag)
+			return way_full(&s->way[i], t, cap);
+	way = spare_way(s, t);
+	if (!way)
+		return 0; /* uncounted: its set is full of busier prefixes */
+	way->tag = tag;
+	way->start = t;
+	way->count = 1;
+	return cap < 1;
 }
 
 /* A prefix's second window, for the SYNs XDP cannot check as the core

@@ -38,7 +38,9 @@
 #include "maps.h"
 #include "parse.h"
 
-#define TUPLE_BUCKETS (1u << 19)
+/* 256 KiB: a flood from ever new sources reads a bucket at random per
+ * SYN, and 1 MiB cost a cache miss more each (synwall-xdp-cost). */
+#define TUPLE_BUCKETS (1u << 17)
 /* Marks are in units of 2^30 ns (1.07 s), 16 bits: they wrap after 19.5
  * hours, when an old mark may look recent again (a lookup, no more). */
 #define TUPLE_UNIT_SHIFT 30
@@ -62,21 +64,12 @@ struct {
 	__type(value, struct sw_tuple_marks);
 } kernel_tuples SEC(".maps");
 
-/* The hash's secret key, random per load. */
-const volatile __u64 tuple_seed = 0;
 /* bpf_ktime_get_coarse_ns() when the last sweep began (0: none). */
 volatile __u64 tuples_swept_ns BEAT = 0;
 
-static __always_inline __u64 tuple_mix(__u64 h, __u64 w)
-{
-	h ^= w;
-	h *= 0x9e3779b97f4a7c15ULL; /* 2^64 / the golden ratio */
-	return h ^ (h >> 29);
-}
-
 static __always_inline __u32 tuple_bucket(const struct pkt *p)
 {
-	__u64 h = tuple_seed, w;
+	__u64 h = hash_seed, w;
 	__u32 b;
 
 	if (p->v6) {
@@ -86,12 +79,12 @@ static __always_inline __u32 tuple_bucket(const struct pkt *p)
 #pragma unroll
 		for (i = 0; i < 4; i++) {
 			__builtin_memcpy(&w, a + 8 * i, 8); /* saddr then daddr */
-			h = tuple_mix(h, w);
+			h = seeded_mix(h, w);
 		}
-		h = tuple_mix(h, (__u64)p->tuple.ipv6.sport << 16 | p->tuple.ipv6.dport);
+		h = seeded_mix(h, (__u64)p->tuple.ipv6.sport << 16 | p->tuple.ipv6.dport);
 	} else {
-		h = tuple_mix(h, (__u64)p->tuple.ipv4.saddr << 32 | p->tuple.ipv4.daddr);
-		h = tuple_mix(h, (__u64)p->tuple.ipv4.sport << 16 | p->tuple.ipv4.dport);
+		h = seeded_mix(h, (__u64)p->tuple.ipv4.saddr << 32 | p->tuple.ipv4.daddr);
+		h = seeded_mix(h, (__u64)p->tuple.ipv4.sport << 16 | p->tuple.ipv4.dport);
 	}
 	b = h >> 32;
 	/* Masked behind a barrier: Linux 6.1's verifier loses the bound when

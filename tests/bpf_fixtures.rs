@@ -455,7 +455,11 @@ fn time_wait_on_the_server(listener: &TcpListener) -> u16 {
     use rustix::net::{AddressFamily, SocketType, bind, connect, ipproto, socket};
     use std::io::Read;
     let fd = socket(AddressFamily::INET, SocketType::STREAM, Some(ipproto::TCP)).unwrap();
-    bind(&fd, &"198.18.0.77:0".parse::<std::net::SocketAddr>().unwrap()).unwrap();
+    bind(
+        &fd,
+        &"198.18.0.77:0".parse::<std::net::SocketAddr>().unwrap(),
+    )
+    .unwrap();
     connect(&fd, &listener.local_addr().unwrap()).unwrap();
     let mut client = TcpStream::from(fd);
     let (server, _) = listener.accept().unwrap();

@@ -706,7 +706,7 @@ impl Program {
             ro.auto_hold_ns = settings.auto_hold.as_nanos().try_into().unwrap_or(u64::MAX);
             ro.require_heartbeat = u8::from(settings.heartbeat);
             ro.handoff_repair = u8::from(settings.handoff_repair);
-            ro.tuple_seed = tuple_seed()?;
+            ro.hash_seed = hash_seed()?;
         }
         // The repair engine needs no TC program; not loading it lets the
         // rest load on kernels without TCX (Linux 6.6).
@@ -1174,9 +1174,9 @@ fn coarse_now_ns() -> u64 {
     u64::try_from(now.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(now.tv_nsec).unwrap_or(0)
 }
 
-/// A fresh secret key for the hash of bpf/tuples.h, so that no one can
-/// aim at its buckets.
-fn tuple_seed() -> Result<u64, XdpError> {
+/// A fresh secret key for the program's hash tables (bpf/maps.h
+/// `hash_seed`), so that no one can aim at their buckets.
+fn hash_seed() -> Result<u64, XdpError> {
     let mut b = [0u8; 8];
     getrandom::fill(&mut b).map_err(|e| {
         XdpError::Load(libbpf_rs::Error::from(std::io::Error::other(e.to_string())))
