@@ -158,29 +158,32 @@ volatile __u8 reflect_v6_len LIVE = 48;
  * Windows of SYN-ACKs (or SYNs) per prefix, for the reflection guard and
  * the per-source cap: a table of GUARD_SETS sets of GUARD_WAYS windows
  * (one cache line a set), a prefix's set and tag given by a hash keyed
- * with hash_seed. A prefix without a window takes one in its set whose
- * second is over, else the least counted one below GUARD_HOLD; when all
- * of them are busier, it goes uncounted this time (never capped by
- * another's count). So a flood spread over any number of prefixes costs
- * the same per SYN, and a prefix that sends at least GUARD_HOLD a second
- * keeps its window: its cap holds unless its set is full of such
- * prefixes (GUARD_WAYS in 4,096 sets, keyed with a secret, so no one can
- * aim at one).
+ * with hash_seed. A prefix that reaches min(cap, GUARD_HOLD) in a second
+ * holds its window through that second and the next; a prefix without a
+ * window takes one that nobody holds (the least counted), and when every
+ * window of its set is held it goes uncounted this time (never capped by
+ * another's count), counted as guard_uncounted. So a flood spread over
+ * any number of prefixes costs the same per SYN, and a prefix held to its
+ * cap stays held unless more than GUARD_WAYS busy prefixes share its set
+ * (65,536 windows, as the LRU hashes before had; the set is keyed with a
+ * secret, so its members are left to chance).
  */
-#define GUARD_SETS (1u << 12) /* 256 KiB: 1 MiB cost a cache miss a SYN more */
+#define GUARD_SETS (1u << 14) /* 1 MiB */
 #define GUARD_WAYS 4
 #define GUARD_HOLD 16
 
-/* A window's start in units of 2^20 ns (1.05 ms; 32 bits wrap after 75
- * minutes, when an idle window may briefly look current), and the units
- * in a second. */
+/* A window's start in units of 2^20 ns (1.05 ms; 32 bits wrap after 52
+ * days), and the units in a second. */
 #define GUARD_UNIT_SHIFT 20
 #define GUARD_SECOND ((1000000000u >> GUARD_UNIT_SHIFT) + 1)
+/* In a window's count: its prefix held the window in the second before. */
+#define GUARD_HELD_BIT (1ULL << 62)
+#define GUARD_COUNT_MASK (GUARD_HELD_BIT - 1)
 
 struct sw_guard_window {
 	__u32 tag; /* 0: free */
 	__u32 start;
-	__u64 count;
+	__u64 count; /* this second's, and GUARD_HELD_BIT */
 };
 
 struct sw_guard_set {

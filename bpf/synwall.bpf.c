@@ -410,34 +410,64 @@ static __always_inline void source_prefix(const struct pkt *p, struct sw_prefix 
 	__builtin_memcpy(&key->data[1], words, 16);
 }
 
-/* Counts one in a prefix's window (a way of a guard set, bpf/maps.h) at
- * `now` (in GUARD_UNIT_SHIFT units); true when that passes `cap` this
- * second. As window_full. */
-static __always_inline int way_full(struct sw_guard_window *w, __u32 now, __u32 cap)
+/* Seconds since a window's start (bpf/maps.h), 0 while it is this
+ * second: a start another CPU wrote after we read the clock is "now", not
+ * 52 days ago. */
+static __always_inline __u32 window_age(const struct sw_guard_window *w, __u32 now)
 {
-	if (now - w->start >= GUARD_SECOND) {
-		w->start = now;
-		w->count = 0;
-	}
-	return __sync_fetch_and_add(&w->count, 1) >= cap;
+	__u32 d = now - w->start;
+
+	if (d >= -GUARD_SECOND)
+		return 0;
+	return d / GUARD_SECOND;
 }
 
-/* A free way of `s` for a prefix without one (bpf/maps.h): one whose
- * second is over, else the least counted one below GUARD_HOLD; NULL when
- * every way is busier. */
-static __always_inline struct sw_guard_window *spare_way(struct sw_guard_set *s, __u32 now)
+/* Whether a window's prefix holds it at `now` (bpf/maps.h): it reached
+ * `hold` this second, or in the last one. */
+static __always_inline int window_held(const struct sw_guard_window *w, __u32 now, __u32 hold)
+{
+	__u32 age = window_age(w, now);
+	__u64 c = w->count;
+
+	if (age == 0)
+		return (c & GUARD_COUNT_MASK) >= hold || (c & GUARD_HELD_BIT);
+	return age == 1 && (c & GUARD_COUNT_MASK) >= hold;
+}
+
+/* Counts one in its own prefix's window at `now`; true when that passes
+ * `cap` this second. A new second starts the count again, and keeps
+ * whether the last one reached `hold`. */
+static __always_inline int way_full(struct sw_guard_window *w, __u32 now, __u32 cap, __u32 hold)
+{
+	__u32 age = window_age(w, now);
+
+	if (age) {
+		__u64 held = age == 1 && (w->count & GUARD_COUNT_MASK) >= hold;
+
+		w->start = now;
+		w->count = held ? GUARD_HELD_BIT : 0;
+	}
+	return (__sync_fetch_and_add(&w->count, 1) & GUARD_COUNT_MASK) >= cap;
+}
+
+/* The window of `s` a prefix without one takes: the least counted one
+ * that nobody holds; NULL when every one is held. */
+static __always_inline struct sw_guard_window *spare_way(struct sw_guard_set *s, __u32 now,
+							 __u32 hold)
 {
 	struct sw_guard_window *spare = NULL;
+	__u64 least = ~0ULL;
 	int i;
 
 #pragma unroll
 	for (i = 0; i < GUARD_WAYS; i++) {
 		struct sw_guard_window *w = &s->way[i];
+		__u64 c = window_age(w, now) ? 0 : w->count & GUARD_COUNT_MASK;
 
-		if (now - w->start >= GUARD_SECOND)
-			return w;
-		if (w->count < GUARD_HOLD && (!spare || w->count < spare->count))
+		if (!window_held(w, now, hold) && c < least) {
 			spare = w;
+			least = c;
+		}
 	}
 	return spare;
 }
@@ -447,7 +477,7 @@ static __always_inline struct sw_guard_window *spare_way(struct sw_guard_set *s,
 static __always_inline int prefix_full(void *map, const struct sw_prefix *key, __u64 now,
 				       __u32 cap)
 {
-	__u32 set, tag, t = now >> GUARD_UNIT_SHIFT;
+	__u32 set, tag, t = now >> GUARD_UNIT_SHIFT, hold = cap < GUARD_HOLD ? cap : GUARD_HOLD;
 	__u64 h = hash_seed, w;
 	struct sw_guard_window *way;
 	struct sw_guard_set *s;
@@ -469,13 +499,18 @@ static __always_inline int prefix_full(void *map, const struct sw_prefix *key, _
 #pragma unroll
 	for (i = 0; i < GUARD_WAYS; i++)
 		if (s->way[i].tag == tag)
-			return way_full(&s->way[i], t, cap);
-	way = spare_way(s, t);
-	if (!way)
-		return 0; /* uncounted: its set is full of busier prefixes */
-	way->tag = tag;
+			return way_full(&s->way[i], t, cap, hold);
+	way = spare_way(s, t, hold);
+	if (!way) {
+		count(SW_GUARD_UNCOUNTED); /* its set is held by busier prefixes */
+		return 0;
+	}
+	/* The tag last (the compiler keeps the order, x86 stores keep it): a
+	 * CPU that meets the tag finds its own count. */
 	way->start = t;
 	way->count = 1;
+	asm volatile("" ::: "memory");
+	way->tag = tag;
 	return cap < 1;
 }
 

@@ -57,6 +57,8 @@ enum sw_counter {
 	SW_PASS_FRAGMENT_SYN,	/* in peacetime, a SYN in fragments: to the kernel */
 	SW_DROP_LONG_CHAIN,	/* under attack, an IPv6 chain longer than the walk */
 	SW_PASS_LONG_CHAIN,	/* in peacetime, the same: to the kernel */
+	SW_GUARD_UNCOUNTED,	/* a SYN no cap could count: its prefix's set of windows
+				 * was full of busier prefixes (not a verdict) */
 	SW_COUNTER_MAX,
 };
 

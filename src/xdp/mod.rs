@@ -131,6 +131,7 @@ xdp_counters! {
     SW_PASS_FRAGMENT_SYN => "pass_fragment_syn",
     SW_DROP_LONG_CHAIN => "drop_long_chain",
     SW_PASS_LONG_CHAIN => "pass_long_chain",
+    SW_GUARD_UNCOUNTED => "guard_uncounted",
 }
 
 /// Indexes into [`Program::counters`] of the counters synwall's own
