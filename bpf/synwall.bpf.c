@@ -779,8 +779,9 @@ static __always_inline int xdp_protected(struct xdp_md *ctx, struct pkt *p, stru
  * flood would mark every bucket, and the kernel's request sockets are
  * marked by the sweep synwall runs as an attack starts. The frame is as
  * it came for both actions (only XDP_TX rewrites it), so its flags are
- * read again here. Not inlined: the stack of xdp_synwall is tight (see
- * note_kernel_tuple). */
+ * read again here. Not inlined: xdp_synwall's stack and sw_synack's (with
+ * its option walk's callback) must stay within 512 bytes, which Linux 6.1
+ * counts in steps of 32. */
 static __noinline int marked(struct xdp_md *ctx, const struct pkt *p, int action)
 {
 	void *data = (void *)(long)ctx->data;

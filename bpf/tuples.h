@@ -104,17 +104,14 @@ static __always_inline void mark_tuple(const struct pkt *p, __u64 ns)
 		m->at[b] = now;
 }
 
-/* This packet reaches the kernel (or a worker that makes it a socket).
- * Not inlined, nor is tuple_may_have_socket: their stack would join
- * xdp_synwall's, which with sw_synack's must stay within 512 bytes (Linux
- * 6.1 counts 544 otherwise). */
-static __noinline void note_kernel_tuple(const struct pkt *p)
+/* This packet reaches the kernel (or a worker that makes it a socket). */
+static __always_inline void note_kernel_tuple(const struct pkt *p)
 {
 	mark_tuple(p, bpf_ktime_get_coarse_ns());
 }
 
 /* Whether this SYN's connection may have a kernel socket. */
-static __noinline int tuple_may_have_socket(const struct pkt *p)
+static __always_inline int tuple_may_have_socket(const struct pkt *p)
 {
 	__u64 swept = tuples_swept_ns, now = bpf_ktime_get_coarse_ns();
 	__u32 zero = 0;
