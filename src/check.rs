@@ -40,6 +40,29 @@ fn warning(message: String) -> Finding {
     }
 }
 
+/// `[cookie] expected_fingerprint` against the secret the node would mint
+/// with: another is an error (the node would be unhealthy, and refuse the
+/// fleet's cookies); without a secret file, a warning (a random secret
+/// never matches).
+fn fingerprint(
+    cfg: &Config,
+    secret: &Result<Option<crate::proto::cookie::Secret>, crate::config::ConfigError>,
+) -> Option<Finding> {
+    let want = cfg.cookie.expected_fingerprint.as_deref()?;
+    match secret {
+        Ok(Some(s)) if s.fingerprint() != want => Some(error(format!(
+            "cookie.secret_file's fingerprint is {}, not expected_fingerprint {want}: \
+             synwall health would say unhealthy",
+            s.fingerprint()
+        ))),
+        Ok(None) => Some(warning(format!(
+            "expected_fingerprint {want} without cookie.secret_file: a random secret never \
+             matches it, so synwall health would say unhealthy"
+        ))),
+        _ => None,
+    }
+}
+
 /// Everything found about `cfg` on this host, errors first.
 pub fn check(cfg: &Config) -> Vec<Finding> {
     let mut out = Vec::new();
@@ -54,6 +77,7 @@ pub fn check(cfg: &Config) -> Vec<Finding> {
             "cookie.previous_secret_file holds the same secret as cookie.secret_file".into(),
         ));
     }
+    out.extend(fingerprint(cfg, &secrets[0]));
     if !cfg.handoff.upstreams.is_empty()
         && let Err(e) = crate::run::proxy_settings(&cfg.handoff)
     {

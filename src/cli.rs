@@ -102,6 +102,25 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Say whether a running `synwall run` should take traffic.
+    ///
+    /// For a routing daemon's check (BIRD, ExaBGP, FRR): exits 0 and
+    /// prints "healthy: ..." when the XDP program is attached, every
+    /// datapath thread makes progress, XDP's answers leave the interface,
+    /// hand-offs do not all fail and the secret's fingerprint is
+    /// `[cookie] expected_fingerprint` (when set); otherwise exits 1 and
+    /// prints "unhealthy: " and why, also when synwall does not answer
+    /// within `--timeout`.
+    Health {
+        #[command(flatten)]
+        instance: Instance,
+        /// Print JSON (every check) instead of one line.
+        #[arg(long)]
+        json: bool,
+        /// Seconds to wait for the answer.
+        #[arg(long, default_value_t = 5)]
+        timeout: u64,
+    },
     /// Make a running `synwall run` read its configuration file again.
     ///
     /// As SIGHUP does, and says whether the new file was applied; exits

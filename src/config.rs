@@ -334,6 +334,12 @@ pub struct CookieConfig {
     /// The 8 MSS values a cookie can carry, strictly ascending.
     #[serde(deserialize_with = "mss_table")]
     pub mss_table: MssTable,
+    /// The fleet's secret's fingerprint (16 hex digits, as `synwall
+    /// status` shows it): a node whose minting secret has another is
+    /// unhealthy (`synwall health`), so that its routing daemon withdraws
+    /// it rather than have it refuse the other nodes' cookies.
+    #[serde(deserialize_with = "fingerprint")]
+    pub expected_fingerprint: Option<String>,
 }
 
 impl CookieConfig {
@@ -362,6 +368,7 @@ impl Default for CookieConfig {
             rotation_secs: 60,
             skew_secs: None,
             mss_table: MssTable::default(),
+            expected_fingerprint: None,
         }
     }
 }
@@ -583,6 +590,16 @@ fn rotation<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     // A cookie must outlive a handshake's round trip and SYN retransmits
     // (1 s, 3 s, RFC 6298); a day-long epoch would keep a leaked key useful.
     ranged(d, "rotation_secs", 10, 86_400)
+}
+
+fn fingerprint<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let s = String::deserialize(d)?;
+    if s.len() != 16 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(invalid(format!(
+            "expected_fingerprint must be 16 hex digits, as synwall status shows it, not {s:?}"
+        )));
+    }
+    Ok(Some(s.to_ascii_lowercase()))
 }
 
 fn mss_table<'de, D: Deserializer<'de>>(d: D) -> Result<MssTable, D::Error> {

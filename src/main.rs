@@ -142,6 +142,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Reload { instance } => reload(&instance)?,
+        Command::Health {
+            instance,
+            json,
+            timeout,
+        } => health(&instance, json, std::time::Duration::from_secs(timeout))?,
     }
     Ok(())
 }
@@ -198,6 +203,32 @@ fn run_datapath(config: PathBuf) -> anyhow::Result<()> {
 }
 
 /// `reload`: asks the running synwall; an error if it rejected the file.
+/// `health`: the running instance's verdict, or unhealthy when it gives
+/// none; exits 1 when unhealthy.
+fn health(instance: &Instance, json: bool, wait: std::time::Duration) -> anyhow::Result<()> {
+    let path = socket_of(instance)?;
+    let health = synwall::run::request_within(&path, "health", wait)
+        .map_err(|e| e.to_string())
+        .and_then(|text| {
+            serde_json::from_str::<synwall::run::Health>(&text)
+                .map_err(|e| format!("no health in its answer ({e})"))
+        })
+        .unwrap_or_else(|e| synwall::run::Health {
+            healthy: false,
+            reason: format!("no answer from synwall at {}: {e}", path.display()),
+            checks: Vec::new(),
+        });
+    if json {
+        println!("{}", serde_json::to_string(&health)?);
+    } else {
+        println!("{}", health.line());
+    }
+    if !health.healthy {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
 fn reload(instance: &Instance) -> anyhow::Result<()> {
     let answer: serde_json::Value = serde_json::from_str(&ask(instance, "reload")?)
         .context("the running synwall gave no answer")?;

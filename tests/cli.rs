@@ -55,6 +55,44 @@ fn check_config_reports_a_bad_secret_file() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("32 hexadecimal digits"));
 }
 
+/// `[cookie] expected_fingerprint`: malformed is refused where it stands;
+/// the fleet's passes; another is an error naming both fingerprints.
+#[test]
+fn check_config_compares_the_secret_with_the_fleets_fingerprint() {
+    let dir = tempfile::tempdir().unwrap();
+    common::write_secret(&dir.path().join("secret"), common::SECRET);
+    let ours = synwall::proto::cookie::Secret::from_hex(common::SECRET)
+        .unwrap()
+        .fingerprint();
+    let check = |fp: &str| {
+        let p = dir.path().join("c.toml");
+        let text = format!(
+            "[cookie]\nsecret_file = {:?}\nexpected_fingerprint = \"{fp}\"\n",
+            dir.path().join("secret")
+        );
+        std::fs::write(&p, text).unwrap();
+        synwall(&["check-config", p.to_str().unwrap()])
+    };
+    let out = check("nothex");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("16 hex digits"));
+    let out = check(&ours);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = check("00000000000000aa");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "fingerprint is {ours}, not expected_fingerprint 00000000000000aa"
+        )),
+        "{err}"
+    );
+}
+
 #[test]
 fn gen_secret_prints_a_usable_secret() {
     let out = synwall(&["gen-secret"]);

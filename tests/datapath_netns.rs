@@ -1611,3 +1611,77 @@ fn a_reload_whose_map_update_fails_changes_nothing() {
         "served after the failed reload"
     );
 }
+
+/// `synwall health` (README, "Running a fleet"), what a routing daemon's
+/// check calls: healthy, exit 0, with the fleet's secret; unhealthy, exit
+/// 1, naming the secret, once a reload says the fleet's is another; and
+/// unhealthy when synwall is gone.
+#[test]
+fn health_says_whether_this_node_should_take_traffic() {
+    if !common::require_root() {
+        return;
+    }
+    let tb = Testbed::new(1);
+    let _sink = tb.sink();
+    let dir = tempfile::tempdir().unwrap();
+    let ours = synwall::proto::cookie::Secret::from_hex(common::SECRET)
+        .unwrap()
+        .fingerprint();
+    let mut sw = Synwall::start(
+        &tb,
+        dir.path(),
+        &format!("expected_fingerprint = \"{ours}\"\n"),
+    );
+    let health = |sw: &Synwall, json: bool| {
+        let mut args = vec!["health", "--socket", sw.stats.to_str().unwrap()];
+        if json {
+            args.push("--json");
+        }
+        Command::new(env!("CARGO_BIN_EXE_synwall"))
+            .args(&args)
+            .output()
+            .unwrap()
+    };
+    let out = health(&sw, false);
+    let line = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{line}");
+    assert!(line.starts_with("healthy: attached to "), "{line}");
+    assert!(
+        line.contains(&format!("the fleet's secret ({ours})")),
+        "{line}"
+    );
+    let out = health(&sw, true);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["attached", "threads", "xdp_answers", "handoff", "secret"],
+        "{v}"
+    );
+    assert_eq!(v["healthy"], true, "{v}");
+
+    sw.rewrite_config("expected_fingerprint = \"00000000000000aa\"\n");
+    assert!(sw.reload().status.success());
+    let out = health(&sw, false);
+    let line = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(1), "{line}");
+    assert_eq!(
+        line.trim(),
+        format!("unhealthy: secret fingerprint {ours}, not the fleet's 00000000000000aa")
+    );
+
+    sw.signal("-KILL");
+    assert!(sw.wait_exit(5.0).is_some());
+    let out = health(&sw, false);
+    let line = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(1), "{line}");
+    assert!(
+        line.starts_with("unhealthy: no answer from synwall at "),
+        "{line}"
+    );
+}

@@ -30,6 +30,7 @@ pub(super) enum Request {
     Stats,
     Reload,
     Status,
+    Health,
 }
 
 /// How long a client may take to send its request, or to take each part
@@ -111,6 +112,7 @@ pub(super) fn read_request(conn: &mut UnixStream) -> Request {
     match String::from_utf8_lossy(&line).trim() {
         "reload" => Request::Reload,
         "status" => Request::Status,
+        "health" => Request::Health,
         _ => Request::Stats,
     }
 }

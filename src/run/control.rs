@@ -15,7 +15,7 @@ use crate::xdp::{self};
 use super::reload::Live;
 use super::{
     Control, Datapath, ProgramEpochs, Snapshot, Thread, WorkerEntry, XdpAnswers, attack, clients,
-    error_chain, supervise, tx_watch,
+    error_chain, health, supervise, tx_watch,
 };
 
 /// How long the control loop waits for a client (stats socket or metrics)
@@ -49,6 +49,7 @@ impl Datapath<'_> {
         let mut links_checked = Instant::now();
         let mut swept = Instant::now();
         let mut supervisor = supervise::Supervisor::new(self);
+        let mut health = health::HealthWatch::new(self);
         let mut detector = attack::Detector::new();
         let d = &self.fixed.cfg.datapath;
         let mode = self.fixed.attached.xdp_mode();
@@ -68,6 +69,7 @@ impl Datapath<'_> {
         );
         while !ctl.stop.load(Ordering::Relaxed) {
             supervisor.tick(self);
+            health.tick(self);
             self.watch_attack(&mut detector, live);
             if let Some(lost) = self.watch_xdp_answers(&mut tx) {
                 return Some(lost);
@@ -89,13 +91,19 @@ impl Datapath<'_> {
             if ctl.reload.swap(false, Ordering::Relaxed) {
                 let _ = self.reload_and_report(live, &ctl.config_path);
             }
-            clients::take_asks(asks, CONTROL_IDLE, |a| self.answer(a, live, ctl));
+            clients::take_asks(asks, CONTROL_IDLE, |a| self.answer(a, live, ctl, &health));
         }
         None
     }
 
     /// Answers what a client's thread asks (clients.rs).
-    pub(super) fn answer(&self, ask: clients::Ask, live: &mut Live, ctl: &Control) {
+    pub(super) fn answer(
+        &self,
+        ask: clients::Ask,
+        live: &mut Live,
+        ctl: &Control,
+        health: &health::HealthWatch,
+    ) {
         use clients::{Ask, Request};
         match ask {
             Ask::Snapshot(tx) => {
@@ -105,6 +113,7 @@ impl Datapath<'_> {
                 let reply = match request {
                     Request::Stats => serde_json::to_value(self.snapshot(live)),
                     Request::Status => serde_json::to_value(self.status(live, &ctl.config_path)),
+                    Request::Health => serde_json::to_value(self.health(health, live)),
                     Request::Reload => Ok(match self.reload_and_report(live, &ctl.config_path) {
                         Ok(()) => serde_json::json!({ "reload": "ok" }),
                         Err(e) => serde_json::json!({ "reload": "failed", "error": e }),

@@ -4,6 +4,7 @@
 mod attack;
 mod clients;
 mod control;
+mod health;
 mod plan;
 mod reload;
 mod runtime;
@@ -30,6 +31,7 @@ use crate::proto::time::UnixTime;
 
 pub use crate::error_chain;
 use crate::xdp::{self, Program};
+pub use health::Health;
 use plan::{Plan, ProgramEpochs, program_settings, resolve};
 pub use plan::{handoff_engine, proxy_settings, worker_cpus};
 use reload::Live;
@@ -227,10 +229,16 @@ fn start(cfg: &Config, secrets: &Secrets) -> Result<Started, RunError> {
 /// Asks a running `synwall run` on its stats socket: "stats" for the
 /// counters, "reload" to reload (the answer says whether it was applied).
 pub fn request(socket: &Path, what: &str) -> std::io::Result<String> {
+    request_within(socket, what, Duration::from_secs(30))
+}
+
+/// As [`request`], the answer within `wait`.
+pub fn request_within(socket: &Path, what: &str, wait: Duration) -> std::io::Result<String> {
     let mut conn = UnixStream::connect(socket)?;
+    conn.set_write_timeout(Some(wait))?;
     conn.write_all(format!("{what}\n").as_bytes())?;
     conn.shutdown(std::net::Shutdown::Write)?;
-    conn.set_read_timeout(Some(Duration::from_secs(30)))?;
+    conn.set_read_timeout(Some(wait))?;
     let mut out = String::new();
     conn.read_to_string(&mut out)?;
     Ok(out)

@@ -85,7 +85,7 @@ impl Supervisor {
 }
 
 /// Each worker's and the proxy's progress number.
-fn progress(dp: &Datapath<'_>) -> Vec<u64> {
+pub(super) fn progress(dp: &Datapath<'_>) -> Vec<u64> {
     let mut out: Vec<u64> = dp.counters.workers.iter().map(|w| w.progress()).collect();
     out.extend(dp.counters.proxy.as_ref().map(|p| p.progress()));
     out

@@ -145,6 +145,12 @@ pub mod counter {
     /// SYNs answered by the program (XDP_TX).
     pub const SYNACK_XDP: usize = sw_counter::SW_SYNACK_XDP.0 as usize;
 
+    /// Connections the TC hand-off gave the listener.
+    pub const HANDOFF_OK: usize = sw_counter::SW_HANDOFF_OK.0 as usize;
+
+    /// Hand-offs the kernel refused.
+    pub const HANDOFF_FAILED: usize = sw_counter::SW_HANDOFF_FAILED.0 as usize;
+
     /// Each SYN to a protected port gets exactly one of these verdicts;
     /// what may hide a SYN (fragments, chains longer than the walk) counts
     /// as one too, so a flood of them is seen (the attack detector).
