@@ -21,6 +21,8 @@ APT_PACKAGES=(
   # Debian's kernels in a qemu guest (scripts/vm.sh); systemd as the
   # guest's PID 1 (tests/vm/systemd.sh) and systemd-analyze (the package)
   qemu-system-x86 busybox-static kmod cpio systemd
+  # the fleet test on BGP: BIRD on the router and on each node
+  bird2
 )
 
 missing=()
@@ -34,6 +36,11 @@ if ((${#missing[@]})); then
   # tshark asks whether non-root users may capture; answer for it.
   echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # The tests run their own BIRDs in their namespaces; the package's own
+  # would route in the root namespace.
+  if [[ " ${missing[*]} " == *" bird2 "* ]] && command -v systemctl >/dev/null; then
+    systemctl disable --now bird.service >/dev/null 2>&1 || true
+  fi
 fi
 
 if ! command -v cargo >/dev/null; then

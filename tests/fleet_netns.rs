@@ -50,6 +50,13 @@ struct Fleet {
 
 impl Fleet {
     fn new(n: usize) -> Fleet {
+        let f = Fleet::unrouted(n);
+        f.route_to(&(1..=n).collect::<Vec<_>>());
+        f
+    }
+
+    /// The fleet without a route to the service: BGP gives it one.
+    fn unrouted(n: usize) -> Fleet {
         // Interface names are at most 15 bytes: "sf" + 6 hex + seq + "r3".
         let p = common::unique_prefix("sf");
         let f = Fleet {
@@ -129,7 +136,6 @@ impl Fleet {
             "blackhole",
             FLOOD_SOURCES,
         ]);
-        f.route_to(&(1..=n).collect::<Vec<_>>());
         f
     }
 
@@ -585,4 +591,256 @@ fn a_fleet_rolls_its_secret_over_without_a_failed_handshake() {
         xdp(&nodes[1].stats_json().unwrap(), "drop_bad_cookie"),
         bad + 1
     );
+}
+
+/// A BIRD 2 daemon in a namespace, stopped on drop.
+struct Bird {
+    _daemon: KillOnDrop,
+    ctl: std::path::PathBuf,
+}
+
+impl Bird {
+    /// Starts BIRD in `ns` with `conf`, its files in `dir` as `name`.*.
+    fn start(ns: &str, dir: &std::path::Path, name: &str, conf: &str) -> Bird {
+        let cfg = dir.join(format!("{name}.conf"));
+        let ctl = dir.join(format!("{name}.ctl"));
+        let log = dir.join(format!("{name}.log"));
+        std::fs::write(&cfg, format!("log {log:?} all;\n{conf}")).unwrap();
+        let daemon = KillOnDrop(
+            in_ns(
+                ns,
+                &[
+                    "bird",
+                    "-f",
+                    "-c",
+                    cfg.to_str().unwrap(),
+                    "-s",
+                    ctl.to_str().unwrap(),
+                    "-P",
+                    dir.join(format!("{name}.pid")).to_str().unwrap(),
+                ],
+            )
+            .spawn()
+            .expect("bird (scripts/setup.sh installs bird2)"),
+        );
+        let t0 = std::time::Instant::now();
+        while !ctl.exists() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "{name}: BIRD did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Bird {
+            _daemon: daemon,
+            ctl,
+        }
+    }
+}
+
+/// The router's BIRD: a BGP session with each node (AS 65001, the router
+/// 65000, the timers README's "Running a fleet" gives), every route
+/// learnt exported to the kernel, equal ones merged into one multipath
+/// route.
+fn router_bird(f: &Fleet, dir: &std::path::Path) -> Bird {
+    let mut conf = format!(
+        "router id {ROUTER};\n\
+         protocol device {{ scan time 1; }}\n\
+         protocol kernel {{ ipv4 {{ import none; export all; }}; merge paths on; }}\n\
+         template bgp node {{\n  local as 65000;\n  hold time 3; keepalive time 1; \
+         connect retry time 1;\n  ipv4 {{ import all; export none; }};\n}}\n"
+    );
+    for i in 1..=f.nodes.len() {
+        conf += &format!(
+            "protocol bgp n{i} from node {{ neighbor {} as 65001; }}\n",
+            node_addr(i)
+        );
+    }
+    Bird::start(&f.rtr, dir, "rtr", &conf)
+}
+
+/// Node `i`'s BIRD, as README's snippet: the service address announced
+/// while its static route is enabled (disabled at start), and the loop
+/// beside it that enables it while `synwall health` says healthy.
+fn node_bird(
+    f: &Fleet,
+    i: usize,
+    dir: &std::path::Path,
+    synwall_config: &std::path::Path,
+) -> (Bird, KillOnDrop) {
+    let conf = format!(
+        "router id {};\n\
+         protocol device {{ scan time 1; }}\n\
+         protocol static synwall_service {{ disabled; ipv4; route {SERVICE}/32 blackhole; }}\n\
+         protocol bgp edge {{\n  local as 65001; neighbor {} as 65000;\n  \
+         hold time 3; keepalive time 1; connect retry time 1;\n  \
+         ipv4 {{ import none; export where proto = \"synwall_service\"; }};\n}}\n",
+        node_addr(i),
+        router_addr(i)
+    );
+    let bird = Bird::start(&f.nodes[i - 1].0, dir, &format!("n{i}"), &conf);
+    let sw = env!("CARGO_BIN_EXE_synwall");
+    let ctl = bird.ctl.display();
+    let cfg = synwall_config.display();
+    let watch = format!(
+        "while sleep 1; do\n  \
+         if {sw} health --config {cfg} >/dev/null\n  \
+         then birdc -s {ctl} enable synwall_service; else birdc -s {ctl} disable synwall_service; fi >/dev/null\n\
+         done"
+    );
+    let loop_ = KillOnDrop(
+        in_ns(&f.nodes[i - 1].0, &["bash", "-c", &watch])
+            .spawn()
+            .unwrap(),
+    );
+    (bird, loop_)
+}
+
+/// The next hops of the router's route to the service (empty: none).
+fn service_next_hops(f: &Fleet) -> Vec<String> {
+    let out = in_ns(
+        &f.rtr,
+        &["ip", "-j", "route", "show", &format!("{SERVICE}/32")],
+    )
+    .output()
+    .unwrap();
+    let routes: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    let mut hops: Vec<String> = routes
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|r| match r["nexthops"].as_array() {
+            Some(n) => n.iter().map(|h| h["gateway"].clone()).collect(),
+            None => vec![r["gateway"].clone()],
+        })
+        .filter_map(|g| g.as_str().map(str::to_owned))
+        .collect();
+    hops.sort();
+    hops
+}
+
+/// Waits until the router's next hops to the service are `nodes`'; how
+/// long that took.
+fn wait_for_next_hops(f: &Fleet, nodes: &[usize], within: Duration) -> Duration {
+    let mut want: Vec<String> = nodes.iter().map(|&i| node_addr(i)).collect();
+    want.sort();
+    let t0 = std::time::Instant::now();
+    loop {
+        let now = service_next_hops(f);
+        if now == want {
+            return t0.elapsed();
+        }
+        assert!(t0.elapsed() < within, "next hops {now:?}, not {want:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Handshakes whose node is withdrawn through BGP between the SYN and the
+/// ACK (its health fails: a reload names another fleet fingerprint)
+/// complete on the other node, until nodes 1 and 3 have each been drained.
+fn drain_through_bgp_between_syn_and_ack(f: &Fleet, nodes: &[Synwall], expected: &str) {
+    let mut hop = f.hopper();
+    let stat = |i: usize, name: &str| xdp(&nodes[i - 1].stats_json().unwrap(), name);
+    let syns = |i: usize| stat(i, "syn_redirect") + stat(i, "synack_xdp");
+    let mut drained = [0; 2];
+    let mut tries = 0;
+    while drained.iter().any(|&d| d < 1) {
+        tries += 1;
+        assert!(
+            tries < 30,
+            "the router's hash never picked both nodes: {drained:?}"
+        );
+        let before = [syns(1), syns(3)];
+        let mut picked = 0;
+        let answer = hop.handshake(|| {
+            picked = if syns(1) > before[0] { 1 } else { 3 };
+            nodes[picked - 1].rewrite_config("expected_fingerprint = \"00000000000000aa\"\n");
+            assert!(nodes[picked - 1].reload().status.success());
+            let took = wait_for_next_hops(f, &[4 - picked], Duration::from_secs(10));
+            eprintln!("n{picked} withdrawn {took:?} after its health failed");
+        });
+        assert_eq!(answer, format!("pong n{}", 4 - picked), "n{picked} drained");
+        drained[(picked - 1) / 2] += 1;
+        nodes[picked - 1].rewrite_config(expected);
+        assert!(nodes[picked - 1].reload().status.success());
+        wait_for_next_hops(f, &[1, 3], Duration::from_secs(10));
+    }
+    eprintln!("{tries} handshakes across a BGP withdrawal, each completed on the other node");
+}
+
+/// The fleet on BGP, configured as README's "Running a fleet" says: the
+/// router's multipath route to the service comes from BIRD, which learns
+/// it from each node's BIRD, which announces it only while `synwall
+/// health` says so. Node 2 mints with another secret than the fleet's
+/// (`expected_fingerprint`): it is never announced and never gets a
+/// client. A handshake whose node is withdrawn between its SYN and its ACK
+/// completes on the other. Node 3's synwall dies: it is withdrawn, and
+/// node 1 serves every client.
+#[test]
+fn a_fleet_on_bgp_announces_only_its_healthy_nodes() {
+    if !common::require_root() {
+        return;
+    }
+    let f = Fleet::unrouted(3);
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = synwall::proto::cookie::Secret::from_hex(SECRET_A)
+        .unwrap()
+        .fingerprint();
+    let expected = format!("expected_fingerprint = \"{fleet}\"\n");
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let _servers: Vec<KillOnDrop> = (1..=3).map(|i| f.server(i)).collect();
+    let mut nodes: Vec<Synwall> = [SECRET_A, SECRET_B, SECRET_A]
+        .iter()
+        .enumerate()
+        .map(|(i, secret)| {
+            Synwall::launch_on(
+                f.node(i + 1),
+                dirs[i].path(),
+                &Launch {
+                    secret,
+                    extra: &expected,
+                    ..Launch::default()
+                },
+            )
+        })
+        .collect();
+    let _router = router_bird(&f, dir.path());
+    let _birds: Vec<_> = (1..=3)
+        .map(|i| node_bird(&f, i, dir.path(), &nodes[i - 1].config))
+        .collect();
+
+    let took = wait_for_next_hops(&f, &[1, 3], Duration::from_secs(30));
+    eprintln!("nodes 1 and 3 announced through BGP in {took:?}");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        service_next_hops(&f),
+        [node_addr(1), node_addr(3)],
+        "n2 never announced"
+    );
+    let clients = f.clients(60, 4);
+    eprintln!("clients {clients}");
+    assert_eq!(clients["ok"], 60, "{clients}");
+    assert!(
+        clients["nodes"]["n1"].as_u64().unwrap_or(0) > 0,
+        "{clients}"
+    );
+    assert!(
+        clients["nodes"]["n3"].as_u64().unwrap_or(0) > 0,
+        "{clients}"
+    );
+    assert!(
+        clients["nodes"].get("n2").is_none(),
+        "n2 took clients: {clients}"
+    );
+
+    drain_through_bgp_between_syn_and_ack(&f, &nodes, &expected);
+
+    nodes[2].signal("-KILL");
+    assert!(nodes[2].wait_exit(5.0).is_some());
+    let took = wait_for_next_hops(&f, &[1], Duration::from_secs(10));
+    eprintln!("n3 withdrawn {took:?} after its synwall died");
+    let clients = f.clients(30, 4);
+    eprintln!("clients {clients}");
+    assert_eq!(clients["ok"], 30, "{clients}");
+    assert_eq!(clients["nodes"]["n1"], 30, "{clients}");
 }
