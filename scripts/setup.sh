@@ -35,12 +35,12 @@ if ((${#missing[@]})); then
   apt-get update -qq
   # tshark asks whether non-root users may capture; answer for it.
   echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   # The tests run their own BIRDs in their namespaces; the package's own
-  # would route in the root namespace.
+  # would route in the root namespace, so it never starts.
   if [[ " ${missing[*]} " == *" bird2 "* ]] && command -v systemctl >/dev/null; then
-    systemctl disable --now bird.service >/dev/null 2>&1 || true
+    systemctl mask bird.service >/dev/null 2>&1 || true
   fi
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 if ! command -v cargo >/dev/null; then

@@ -42,8 +42,7 @@ fn warning(message: String) -> Finding {
 
 /// `[cookie] expected_fingerprint` against the secret the node would mint
 /// with: another is an error (the node would be unhealthy, and refuse the
-/// fleet's cookies); without a secret file, a warning (a random secret
-/// never matches).
+/// fleet's cookies); so is having none (a random secret never matches).
 fn fingerprint(
     cfg: &Config,
     secret: &Result<Option<crate::proto::cookie::Secret>, crate::config::ConfigError>,
@@ -55,7 +54,7 @@ fn fingerprint(
              synwall health would say unhealthy",
             s.fingerprint()
         ))),
-        Ok(None) => Some(warning(format!(
+        Ok(None) => Some(error(format!(
             "expected_fingerprint {want} without cookie.secret_file: a random secret never \
              matches it, so synwall health would say unhealthy"
         ))),

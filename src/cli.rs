@@ -118,7 +118,7 @@ pub enum Command {
         #[arg(long)]
         json: bool,
         /// Seconds to wait for the answer.
-        #[arg(long, default_value_t = 5)]
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
         timeout: u64,
     },
     /// Make a running `synwall run` read its configuration file again.

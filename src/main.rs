@@ -204,18 +204,22 @@ fn run_datapath(config: PathBuf) -> anyhow::Result<()> {
 
 /// `reload`: asks the running synwall; an error if it rejected the file.
 /// `health`: the running instance's verdict, or unhealthy when it gives
-/// none; exits 1 when unhealthy.
+/// none (or its socket cannot be found); prints one line (or JSON) either
+/// way, and exits 1 when unhealthy.
 fn health(instance: &Instance, json: bool, wait: std::time::Duration) -> anyhow::Result<()> {
-    let path = socket_of(instance)?;
-    let health = synwall::run::request_within(&path, "health", wait)
-        .map_err(|e| e.to_string())
+    let health = socket_of(instance)
+        .map_err(|e| format!("{e:#}"))
+        .and_then(|path| {
+            synwall::run::request_within(&path, "health", wait)
+                .map_err(|e| format!("no answer from synwall at {}: {e}", path.display()))
+        })
         .and_then(|text| {
             serde_json::from_str::<synwall::run::Health>(&text)
-                .map_err(|e| format!("no health in its answer ({e})"))
+                .map_err(|e| format!("no health in synwall's answer ({e})"))
         })
-        .unwrap_or_else(|e| synwall::run::Health {
+        .unwrap_or_else(|reason| synwall::run::Health {
             healthy: false,
-            reason: format!("no answer from synwall at {}: {e}", path.display()),
+            reason,
             checks: Vec::new(),
         });
     if json {

@@ -1623,6 +1623,7 @@ fn health_says_whether_this_node_should_take_traffic() {
     }
     let tb = Testbed::new(1);
     let _sink = tb.sink();
+    let _server = tb.listener(80, 60);
     let dir = tempfile::tempdir().unwrap();
     let ours = synwall::proto::cookie::Secret::from_hex(common::SECRET)
         .unwrap()
@@ -1660,10 +1661,40 @@ fn health_says_whether_this_node_should_take_traffic() {
         .collect();
     assert_eq!(
         names,
-        ["attached", "threads", "xdp_answers", "handoff", "secret"],
+        [
+            "attached",
+            "threads",
+            "listener",
+            "handoff",
+            "secret",
+            "xdp_answers"
+        ],
         "{v}"
     );
     assert_eq!(v["healthy"], true, "{v}");
+
+    // Kernel mode with nothing listening: every hand-off would be reset.
+    drop(_server);
+    let t0 = Instant::now();
+    let line = loop {
+        let out = health(&sw, false);
+        let line = String::from_utf8_lossy(&out.stdout).to_string();
+        if !out.status.success() {
+            break line;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "{line}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(
+        line.trim(),
+        "unhealthy: nothing listens on protected port(s) [80]"
+    );
+    let _server = tb.listener(80, 60);
+    let t0 = Instant::now();
+    while !health(&sw, false).status.success() {
+        assert!(t0.elapsed() < Duration::from_secs(10), "a listener again");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 
     sw.rewrite_config("expected_fingerprint = \"00000000000000aa\"\n");
     assert!(sw.reload().status.success());

@@ -595,8 +595,34 @@ fn a_fleet_rolls_its_secret_over_without_a_failed_handshake() {
 
 /// A BIRD 2 daemon in a namespace, stopped on drop.
 struct Bird {
-    _daemon: KillOnDrop,
+    daemon: KillOnDrop,
     ctl: std::path::PathBuf,
+}
+
+/// A shell loop in a process group of its own, killed whole on drop (its
+/// `sleep`, `synwall health` and `birdc` too).
+struct Loop(std::process::Child);
+
+impl Loop {
+    fn spawn(ns: &str, script: &str) -> Loop {
+        use std::os::unix::process::CommandExt;
+        Loop(
+            in_ns(ns, &["bash", "-c", script])
+                .process_group(0)
+                .spawn()
+                .unwrap(),
+        )
+    }
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        // `ip netns exec` execs bash, whose pid leads the group.
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.0.id())])
+            .status();
+        let _ = self.0.wait();
+    }
 }
 
 impl Bird {
@@ -631,10 +657,7 @@ impl Bird {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        Bird {
-            _daemon: daemon,
-            ctl,
-        }
+        Bird { daemon, ctl }
     }
 }
 
@@ -662,12 +685,7 @@ fn router_bird(f: &Fleet, dir: &std::path::Path) -> Bird {
 /// Node `i`'s BIRD, as README's snippet: the service address announced
 /// while its static route is enabled (disabled at start), and the loop
 /// beside it that enables it while `synwall health` says healthy.
-fn node_bird(
-    f: &Fleet,
-    i: usize,
-    dir: &std::path::Path,
-    synwall_config: &std::path::Path,
-) -> (Bird, KillOnDrop) {
+fn node_bird(f: &Fleet, i: usize, dir: &std::path::Path, stats: &std::path::Path) -> (Bird, Loop) {
     let conf = format!(
         "router id {};\n\
          protocol device {{ scan time 1; }}\n\
@@ -681,19 +699,15 @@ fn node_bird(
     let bird = Bird::start(&f.nodes[i - 1].0, dir, &format!("n{i}"), &conf);
     let sw = env!("CARGO_BIN_EXE_synwall");
     let ctl = bird.ctl.display();
-    let cfg = synwall_config.display();
+    let stats = stats.display();
     let watch = format!(
         "while sleep 1; do\n  \
-         if {sw} health --config {cfg} >/dev/null\n  \
+         if {sw} health --socket {stats} >/dev/null\n  \
          then birdc -s {ctl} enable synwall_service; else birdc -s {ctl} disable synwall_service; fi >/dev/null\n\
          done"
     );
-    let loop_ = KillOnDrop(
-        in_ns(&f.nodes[i - 1].0, &["bash", "-c", &watch])
-            .spawn()
-            .unwrap(),
-    );
-    (bird, loop_)
+    let watch = Loop::spawn(&f.nodes[i - 1].0, &watch);
+    (bird, watch)
 }
 
 /// The next hops of the router's route to the service (empty: none).
@@ -768,6 +782,53 @@ fn drain_through_bgp_between_syn_and_ack(f: &Fleet, nodes: &[Synwall], expected:
     eprintln!("{tries} handshakes across a BGP withdrawal, each completed on the other node");
 }
 
+/// A withdrawal under a flood: 40,000 SYNs at 4,000/s spread over nodes 1
+/// and 3 through the router, clients in batches of 20 meanwhile, and node
+/// 3's health failing 3 s in. Every client is served (whichever node its
+/// handshake ends on validates the cookie).
+fn withdraw_under_a_flood(f: &Fleet, nodes: &[Synwall], expected: &str) {
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let rx = |i: usize| xdp(&nodes[i - 1].stats_json().unwrap(), "rx");
+    let before = rx(1);
+    let (flood, (ok, failures), took) = std::thread::scope(|s| {
+        let flood = s.spawn(|| {
+            let v = f.flood(40_000, 4_000);
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+            v
+        });
+        let clients = s.spawn(|| {
+            let (mut ok, mut failures) = (0, Vec::new());
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let c = f.clients(20, 2);
+                ok += c["ok"].as_u64().unwrap();
+                if c["failures"].as_object().is_some_and(|m| !m.is_empty()) {
+                    failures.push(c["failures"].clone());
+                }
+            }
+            (ok, failures)
+        });
+        std::thread::sleep(Duration::from_secs(3));
+        nodes[2].rewrite_config("expected_fingerprint = \"00000000000000aa\"\n");
+        assert!(nodes[2].reload().status.success());
+        let took = wait_for_next_hops(f, &[1], Duration::from_secs(10));
+        (flood.join().unwrap(), clients.join().unwrap(), took)
+    });
+    eprintln!(
+        "under a flood ({} SYNs), n3 withdrawn {took:?} after its health failed; \
+         clients served {ok}, failures {failures:?}",
+        flood["sent"]
+    );
+    assert!(ok >= 100, "clients ran throughout: {ok}");
+    assert!(
+        rx(1) - before > 20_000,
+        "n1 took the flood through BGP's route"
+    );
+    assert!(failures.is_empty(), "{ok} served, failed: {failures:?}");
+    nodes[2].rewrite_config(expected);
+    assert!(nodes[2].reload().status.success());
+    wait_for_next_hops(f, &[1, 3], Duration::from_secs(10));
+}
+
 /// The fleet on BGP, configured as README's "Running a fleet" says: the
 /// router's multipath route to the service comes from BIRD, which learns
 /// it from each node's BIRD, which announces it only while `synwall
@@ -782,6 +843,7 @@ fn a_fleet_on_bgp_announces_only_its_healthy_nodes() {
         return;
     }
     let f = Fleet::unrouted(3);
+    let _sinks = f.sinks();
     let dir = tempfile::tempdir().unwrap();
     let fleet = synwall::proto::cookie::Secret::from_hex(SECRET_A)
         .unwrap()
@@ -805,8 +867,8 @@ fn a_fleet_on_bgp_announces_only_its_healthy_nodes() {
         })
         .collect();
     let _router = router_bird(&f, dir.path());
-    let _birds: Vec<_> = (1..=3)
-        .map(|i| node_bird(&f, i, dir.path(), &nodes[i - 1].config))
+    let birds: Vec<_> = (1..=3)
+        .map(|i| node_bird(&f, i, dir.path(), &nodes[i - 1].stats))
         .collect();
 
     let took = wait_for_next_hops(&f, &[1, 3], Duration::from_secs(30));
@@ -834,13 +896,28 @@ fn a_fleet_on_bgp_announces_only_its_healthy_nodes() {
     );
 
     drain_through_bgp_between_syn_and_ack(&f, &nodes, &expected);
+    withdraw_under_a_flood(&f, &nodes, &expected);
 
     nodes[2].signal("-KILL");
     assert!(nodes[2].wait_exit(5.0).is_some());
-    let took = wait_for_next_hops(&f, &[1], Duration::from_secs(10));
+    // Within the loop's second, and BGP's update.
+    let took = wait_for_next_hops(&f, &[1], Duration::from_secs(3));
     eprintln!("n3 withdrawn {took:?} after its synwall died");
     let clients = f.clients(30, 4);
     eprintln!("clients {clients}");
     assert_eq!(clients["ok"], 30, "{clients}");
     assert_eq!(clients["nodes"]["n1"], 30, "{clients}");
+
+    // A node gone silent (its BIRD stopped, as a hung or cut-off node):
+    // the router's hold timer (3 s). One whose BIRD exits closes its
+    // session, and is withdrawn at once.
+    let pid = birds[0].0.daemon.0.id().to_string();
+    common::sh(&["kill", "-STOP", &pid]);
+    let took = wait_for_next_hops(&f, &[], Duration::from_secs(6));
+    eprintln!("n1 withdrawn {took:?} after its BIRD went silent (hold time 3 s)");
+    assert!(
+        took >= Duration::from_secs(2),
+        "by the hold timer: {took:?}"
+    );
+    common::sh(&["kill", "-KILL", &pid]);
 }

@@ -113,7 +113,9 @@ impl Datapath<'_> {
                 let reply = match request {
                     Request::Stats => serde_json::to_value(self.snapshot(live)),
                     Request::Status => serde_json::to_value(self.status(live, &ctl.config_path)),
-                    Request::Health => serde_json::to_value(self.health(health, live)),
+                    Request::Health => {
+                        serde_json::to_value(self.health(health, live, &ctl.config_path))
+                    }
                     Request::Reload => Ok(match self.reload_and_report(live, &ctl.config_path) {
                         Ok(()) => serde_json::json!({ "reload": "ok" }),
                         Err(e) => serde_json::json!({ "reload": "failed", "error": e }),

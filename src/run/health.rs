@@ -1,8 +1,12 @@
 //! `synwall health`: whether this node should take traffic, for a routing
 //! daemon's check (README, "Running a fleet"): the XDP link attached, every
-//! worker and the proxy making progress, XDP's answers leaving the
-//! interface, hand-offs not all failing, and the secret the fleet's. The
-//! control loop answers it, so an answer also says the loop is alive.
+//! worker and the proxy making progress, something to hand connections to
+//! (a listener on each protected port in kernel mode), hand-offs not all
+//! failing, and the secret the fleet's. Whether XDP's answers leave the
+//! interface is said, never a failure: without them the workers and the
+//! kernel answer, and a fleet on one driver would otherwise withdraw every
+//! node at once. The control loop answers it, so an answer also says the
+//! loop is alive.
 
 use std::time::{Duration, Instant};
 
@@ -21,6 +25,9 @@ const HANDOFF_WINDOW: Duration = Duration::from_secs(10);
 /// Failed hand-offs in a window with none done that make a node unhealthy
 /// (a few failures are clients' doing: a full accept queue, a reset).
 const HANDOFF_FAILURES: u64 = 10;
+/// How often kernel mode's listeners are looked for (/proc/net/tcp, which
+/// a busy server makes long).
+const LISTENERS_EVERY: Duration = Duration::from_secs(5);
 
 /// One check.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -90,6 +97,10 @@ pub(super) struct HealthWatch {
     /// whole window.
     at_start: (u64, u64),
     last_window: (u64, u64),
+    /// Kernel mode: the protected ports nothing listened on when last
+    /// looked.
+    unserved: Vec<u16>,
+    listeners_at: Option<Instant>,
 }
 
 impl HealthWatch {
@@ -104,6 +115,8 @@ impl HealthWatch {
             window_start: now,
             at_start: handoffs(dp),
             last_window: (0, 0),
+            unserved: Vec::new(),
+            listeners_at: None,
         }
     }
 
@@ -119,6 +132,14 @@ impl HealthWatch {
                 *slot = (p, now);
             }
         }
+        if dp.fixed.cfg.handoff.mode == crate::config::HandoffMode::Kernel
+            && self
+                .listeners_at
+                .is_none_or(|at| now.duration_since(at) >= LISTENERS_EVERY)
+        {
+            self.listeners_at = Some(now);
+            self.unserved = unserved_ports(&dp.fixed.cfg.protect.ports);
+        }
         if now.duration_since(self.window_start) >= HANDOFF_WINDOW {
             let h = handoffs(dp);
             self.last_window = (h.0 - self.at_start.0, h.1 - self.at_start.1);
@@ -127,18 +148,31 @@ impl HealthWatch {
         }
     }
 
-    /// How many threads have not moved for [`STALLED_AFTER`].
-    fn stalled(&self) -> usize {
-        let now = Instant::now();
+    /// How many threads have not moved for [`STALLED_AFTER`], judged on
+    /// `now` (a fresh sample: the control loop may have been busy since
+    /// its last).
+    fn stalled(&self, now: &[u64]) -> usize {
+        let t = Instant::now();
         self.progress
             .iter()
-            .filter(|(_, at)| now.duration_since(*at) >= STALLED_AFTER)
+            .zip(now)
+            .filter(|((p, at), n)| *n == p && t.duration_since(*at) >= STALLED_AFTER)
             .count()
     }
 }
 
+/// Protected ports nothing listens on.
+fn unserved_ports(ports: &[u16]) -> Vec<u16> {
+    ports
+        .iter()
+        .copied()
+        .filter(|&p| !crate::host::is_listening(p))
+        .collect()
+}
+
 /// Hand-offs done and failed so far: the TC hand-off's (kernel mode, the
-/// kfunc engine) and the repair engine's rebuilds.
+/// kfunc engine), the repair engine's rebuilds, and the proxy's sessions
+/// (done when they reached an upstream, failed when none could be).
 fn handoffs(dp: &Datapath<'_>) -> (u64, u64) {
     let xdp = dp.fixed.program.counters().ok();
     let at = |i: usize| xdp.as_ref().map_or(0, |c| c[i]);
@@ -151,21 +185,36 @@ fn handoffs(dp: &Datapath<'_>) -> (u64, u64) {
         done += r.get("repaired").copied().unwrap_or(0);
         failed += r.get("failed").copied().unwrap_or(0);
     }
+    if let Some(p) = &dp.counters.proxy {
+        let p = p.snapshot();
+        done += p
+            .sessions
+            .saturating_sub(p.upstream_unavailable + p.rejected + p.rejected_source);
+        failed += p.upstream_unavailable;
+    }
     (done, failed)
 }
 
 impl Datapath<'_> {
-    /// Every check, now.
-    pub(super) fn health(&self, watch: &HealthWatch, live: &super::reload::Live) -> Health {
+    /// Every check, now. The fleet's fingerprint comes from the
+    /// configuration file as it is now when it parses (a reload it asked
+    /// for may have been rejected), else from the one in effect.
+    pub(super) fn health(
+        &self,
+        watch: &HealthWatch,
+        live: &super::reload::Live,
+        config: &std::path::Path,
+    ) -> Health {
+        let expected = crate::config::Config::load(config)
+            .map(|c| c.cookie.expected_fingerprint)
+            .unwrap_or_else(|_| live.cfg.cookie.expected_fingerprint.clone());
         Health::of(vec![
             self.attached_check(),
             self.threads_check(watch),
-            self.xdp_answers_check(),
+            listener_check(&watch.unserved),
             handoff_check(watch.last_window),
-            secret_check(
-                &live.secrets.mint.fingerprint(),
-                live.cfg.cookie.expected_fingerprint.as_deref(),
-            ),
+            secret_check(&live.secrets.mint.fingerprint(), expected.as_deref()),
+            self.xdp_answers_check(),
         ])
     }
 
@@ -185,7 +234,7 @@ impl Datapath<'_> {
     }
 
     fn threads_check(&self, watch: &HealthWatch) -> Check {
-        let stalled = watch.stalled();
+        let stalled = watch.stalled(&super::supervise::progress(self));
         let n = watch.progress.len();
         if stalled > 0 {
             return check(
@@ -197,21 +246,35 @@ impl Datapath<'_> {
         check("threads", true, format!("{n} datapath threads running"))
     }
 
+    /// Said, never failed (see the top of this file).
     fn xdp_answers_check(&self) -> Check {
-        match self.xdp_answers_now() {
-            Some(a) if a.state != "on" => check(
-                "xdp_answers",
-                false,
-                format!("XDP answers do not leave the interface: {}", a.reason),
+        let detail = match self.xdp_answers_now() {
+            Some(a) if a.state != "on" => format!(
+                "XDP answers do not leave the interface, the workers and the kernel answer: {}",
+                a.reason
             ),
-            Some(_) => check("xdp_answers", true, "XDP answers leave".into()),
-            None => check(
-                "xdp_answers",
-                true,
-                "no XDP answers (synack = \"afxdp\")".into(),
+            Some(a) if a.watched => "XDP answers leave".into(),
+            Some(_) => format!(
+                "XDP answers not watched on this driver ({})",
+                self.fixed.cfg.datapath.interface
             ),
-        }
+            None => "no XDP answers".into(),
+        };
+        check("xdp_answers", true, detail)
     }
+}
+
+/// Kernel mode: unhealthy while a protected port has no listener (every
+/// connection handed off would be reset).
+fn listener_check(unserved: &[u16]) -> Check {
+    if unserved.is_empty() {
+        return check("listener", true, "something to hand connections to".into());
+    }
+    check(
+        "listener",
+        false,
+        format!("nothing listens on protected port(s) {unserved:?}"),
+    )
 }
 
 /// Unhealthy when the last window had [`HANDOFF_FAILURES`] failed
