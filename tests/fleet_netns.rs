@@ -515,14 +515,25 @@ fn a_handshake_begun_on_a_drained_node_completes_on_another_and_not_on_a_strange
 
 /// Node `sw` reads `secret` (and `previous`, if any) on a reload.
 fn roll(sw: &Synwall, dir: &std::path::Path, secret: &str, previous: Option<&str>) {
+    roll_with(sw, dir, secret, previous, "");
+}
+
+/// As [`roll`], `extra` added to `[cookie]`.
+fn roll_with(
+    sw: &Synwall,
+    dir: &std::path::Path,
+    secret: &str,
+    previous: Option<&str>,
+    extra: &str,
+) {
     common::write_secret(&dir.join("secret"), secret);
     match previous {
         Some(p) => {
             let path = dir.join("previous");
             common::write_secret(&path, p);
-            sw.rewrite_config(&format!("previous_secret_file = {:?}\n", path));
+            sw.rewrite_config(&format!("previous_secret_file = {:?}\n{extra}", path));
         }
-        None => sw.rewrite_config(""),
+        None => sw.rewrite_config(extra),
     }
     let out = sw.reload();
     assert!(
@@ -829,6 +840,73 @@ fn withdraw_under_a_flood(f: &Fleet, nodes: &[Synwall], expected: &str) {
     wait_for_next_hops(f, &[1, 3], Duration::from_secs(10));
 }
 
+/// README's rollover, `expected_fingerprint` changed with the secret, on
+/// nodes 1 and 3 while clients run in batches: no node is withdrawn at any
+/// step (each stays healthy with the fingerprint it is told) and no client
+/// fails.
+fn roll_over_on_bgp(f: &Fleet, nodes: &[Synwall], dirs: &[tempfile::TempDir]) {
+    let fp = |hex| {
+        synwall::proto::cookie::Secret::from_hex(hex)
+            .unwrap()
+            .fingerprint()
+    };
+    let expect = |hex| format!("expected_fingerprint = \"{}\"\n", fp(hex));
+    let steps: [(&str, Option<&str>, &str); 3] = [
+        (SECRET_A, Some(SECRET_B), SECRET_A),
+        (SECRET_B, Some(SECRET_A), SECRET_B),
+        (SECRET_B, None, SECRET_B),
+    ];
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let (hops, (ok, failures)) = std::thread::scope(|s| {
+        let hops = s.spawn(|| {
+            let mut seen = std::collections::BTreeSet::new();
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                seen.insert(service_next_hops(f));
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            seen
+        });
+        let clients = s.spawn(|| {
+            let (mut ok, mut failures) = (0, Vec::new());
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let c = f.clients(20, 2);
+                ok += c["ok"].as_u64().unwrap();
+                if c["failures"].as_object().is_some_and(|m| !m.is_empty()) {
+                    failures.push(c["failures"].clone());
+                }
+            }
+            (ok, failures)
+        });
+        for (secret, previous, fleet) in steps {
+            for i in [1, 3] {
+                roll_with(
+                    &nodes[i - 1],
+                    dirs[i - 1].path(),
+                    secret,
+                    previous,
+                    &expect(fleet),
+                );
+                // Two turns of the health loops at each node's step.
+                std::thread::sleep(Duration::from_millis(2500));
+            }
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        (hops.join().unwrap(), clients.join().unwrap())
+    });
+    eprintln!(
+        "rollover on BGP: next hops seen {hops:?}; clients served {ok}, failures {failures:?}"
+    );
+    assert_eq!(
+        hops.into_iter().collect::<Vec<_>>(),
+        [vec![node_addr(1), node_addr(3)]],
+        "no node withdrawn"
+    );
+    assert!(
+        ok >= 100 && failures.is_empty(),
+        "{ok} served, failed: {failures:?}"
+    );
+}
+
 /// The fleet on BGP, configured as README's "Running a fleet" says: the
 /// router's multipath route to the service comes from BIRD, which learns
 /// it from each node's BIRD, which announces it only while `synwall
@@ -897,6 +975,7 @@ fn a_fleet_on_bgp_announces_only_its_healthy_nodes() {
 
     drain_through_bgp_between_syn_and_ack(&f, &nodes, &expected);
     withdraw_under_a_flood(&f, &nodes, &expected);
+    roll_over_on_bgp(&f, &nodes, &dirs);
 
     nodes[2].signal("-KILL");
     assert!(nodes[2].wait_exit(5.0).is_some());
