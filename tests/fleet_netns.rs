@@ -793,6 +793,20 @@ fn drain_through_bgp_between_syn_and_ack(f: &Fleet, nodes: &[Synwall], expected:
     eprintln!("{tries} handshakes across a BGP withdrawal, each completed on the other node");
 }
 
+/// Clients in batches of 20 until `done`: how many were served, and the
+/// failures of each batch that had any.
+fn clients_until(f: &Fleet, done: &std::sync::atomic::AtomicBool) -> (u64, Vec<Value>) {
+    let (mut ok, mut failures) = (0, Vec::new());
+    while !done.load(std::sync::atomic::Ordering::Relaxed) {
+        let c = f.clients(20, 2);
+        ok += c["ok"].as_u64().unwrap();
+        if c["failures"].as_object().is_some_and(|m| !m.is_empty()) {
+            failures.push(c["failures"].clone());
+        }
+    }
+    (ok, failures)
+}
+
 /// A withdrawal under a flood: 40,000 SYNs at 4,000/s spread over nodes 1
 /// and 3 through the router, clients in batches of 20 meanwhile, and node
 /// 3's health failing 3 s in. Every client is served (whichever node its
@@ -807,17 +821,7 @@ fn withdraw_under_a_flood(f: &Fleet, nodes: &[Synwall], expected: &str) {
             done.store(true, std::sync::atomic::Ordering::Relaxed);
             v
         });
-        let clients = s.spawn(|| {
-            let (mut ok, mut failures) = (0, Vec::new());
-            while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                let c = f.clients(20, 2);
-                ok += c["ok"].as_u64().unwrap();
-                if c["failures"].as_object().is_some_and(|m| !m.is_empty()) {
-                    failures.push(c["failures"].clone());
-                }
-            }
-            (ok, failures)
-        });
+        let clients = s.spawn(|| clients_until(f, &done));
         std::thread::sleep(Duration::from_secs(3));
         nodes[2].rewrite_config("expected_fingerprint = \"00000000000000aa\"\n");
         assert!(nodes[2].reload().status.success());
@@ -866,17 +870,7 @@ fn roll_over_on_bgp(f: &Fleet, nodes: &[Synwall], dirs: &[tempfile::TempDir]) {
             }
             seen
         });
-        let clients = s.spawn(|| {
-            let (mut ok, mut failures) = (0, Vec::new());
-            while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                let c = f.clients(20, 2);
-                ok += c["ok"].as_u64().unwrap();
-                if c["failures"].as_object().is_some_and(|m| !m.is_empty()) {
-                    failures.push(c["failures"].clone());
-                }
-            }
-            (ok, failures)
-        });
+        let clients = s.spawn(|| clients_until(f, &done));
         for (secret, previous, fleet) in steps {
             for i in [1, 3] {
                 roll_with(
