@@ -21,8 +21,8 @@ APT_PACKAGES=(
   # Debian's kernels in a qemu guest (scripts/vm.sh); systemd as the
   # guest's PID 1 (tests/vm/systemd.sh) and systemd-analyze (the package)
   qemu-system-x86 busybox-static kmod cpio systemd
-  # the fleet test on BGP: BIRD on the router and on each node
-  bird2
+  # the fleet test on BGP: BIRD on the router and two nodes, ExaBGP on one
+  bird2 exabgp
 )
 
 missing=()
@@ -35,11 +35,14 @@ if ((${#missing[@]})); then
   apt-get update -qq
   # tshark asks whether non-root users may capture; answer for it.
   echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
-  # The tests run their own BIRDs in their namespaces; the package's own
-  # would route in the root namespace, so it never starts.
-  if [[ " ${missing[*]} " == *" bird2 "* ]] && command -v systemctl >/dev/null; then
-    systemctl mask bird.service >/dev/null 2>&1 || true
-  fi
+  # The tests run their own BIRDs and ExaBGP in their namespaces; the
+  # packages' own daemons would route in the root namespace, so they never
+  # start.
+  for pair in bird2:bird exabgp:exabgp; do
+    if [[ " ${missing[*]} " == *" ${pair%%:*} "* ]] && command -v systemctl >/dev/null; then
+      systemctl mask "${pair##*:}.service" >/dev/null 2>&1 || true
+    fi
+  done
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 

@@ -98,12 +98,14 @@ if s["xdp_mode"] != "native": bad.append("XDP is not native")
 want = list(range(channels if engine == "repair" else channels // 2))
 if channels < 4 or sorted(queues) != want:
     bad.append(f"synwall serves queues {queues}, not {want} of the {channels} XDP brings")
-if synack == "xdp" and x["synack_xdp"] < 18: bad.append("the SYN-ACKs did not come from XDP")
 # A SYN that meets an earlier connection's TIME-WAIT is the kernel's
-# (pass_socket), served by it: up to 2 such of 20 (seen once in a full run).
-if synack == "auto" and (workers == 0 or x["synack_xdp"] == 0 or workers + x["synack_xdp"] < 18):
+# (pass_socket), served by it: the client's kernel hands out ports in
+# sequence, so each phase reuses ports of the ones before, whose server
+# sockets wait in TIME-WAIT (1 to 3 of 20 seen in full runs); up to 5.
+if synack == "xdp" and x["synack_xdp"] < 15: bad.append("the SYN-ACKs did not come from XDP")
+if synack == "auto" and (workers == 0 or x["synack_xdp"] == 0 or workers + x["synack_xdp"] < 15):
     bad.append("the SYN-ACKs did not come from the workers and, on the added queues, from XDP")
-if synack == "afxdp" and (workers == 0 or workers + kernel < 18):
+if synack == "afxdp" and (workers == 0 or workers + kernel < 15):
     bad.append("the SYN-ACKs did not come from the workers and, on the added queues, the kernel")
 if synack == "afxdp" and kernel and "cannot send" not in log:
     bad.append("the kernel's share of the SYNs was not said")
