@@ -1696,6 +1696,20 @@ fn health_says_whether_this_node_should_take_traffic() {
         std::thread::sleep(Duration::from_millis(200));
     }
 
+    // A reload rejected (its previous secret cannot be read) whose file
+    // names another fleet fingerprint: this node was left behind.
+    sw.rewrite_config(
+        "expected_fingerprint = \"00000000000000bb\"\nprevious_secret_file = \"/nonexistent/s\"\n",
+    );
+    assert!(!sw.reload().status.success());
+    let out = health(&sw, false);
+    let line = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(1), "{line}");
+    assert_eq!(
+        line.trim(),
+        format!("unhealthy: secret fingerprint {ours}, not the fleet's 00000000000000bb")
+    );
+
     sw.rewrite_config("expected_fingerprint = \"00000000000000aa\"\n");
     assert!(sw.reload().status.success());
     let out = health(&sw, false);

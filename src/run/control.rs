@@ -113,9 +113,7 @@ impl Datapath<'_> {
                 let reply = match request {
                     Request::Stats => serde_json::to_value(self.snapshot(live)),
                     Request::Status => serde_json::to_value(self.status(live, &ctl.config_path)),
-                    Request::Health => {
-                        serde_json::to_value(self.health(health, live, &ctl.config_path))
-                    }
+                    Request::Health => serde_json::to_value(self.health(health, live)),
                     Request::Reload => Ok(match self.reload_and_report(live, &ctl.config_path) {
                         Ok(()) => serde_json::json!({ "reload": "ok" }),
                         Err(e) => serde_json::json!({ "reload": "failed", "error": e }),
@@ -187,6 +185,10 @@ impl Datapath<'_> {
             Err(e) => {
                 self.state.reloads_failed.fetch_add(1, Ordering::Relaxed);
                 tracing::error!("reload rejected, the running configuration stays: {e}");
+                // A fleet that moved on to another secret: health says so.
+                live.rejected_expected = crate::config::Config::load(path)
+                    .ok()
+                    .and_then(|c| c.cookie.expected_fingerprint);
             }
         }
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);

@@ -196,24 +196,24 @@ fn handoffs(dp: &Datapath<'_>) -> (u64, u64) {
 }
 
 impl Datapath<'_> {
-    /// Every check, now. The fleet's fingerprint comes from the
-    /// configuration file as it is now when it parses (a reload it asked
-    /// for may have been rejected), else from the one in effect.
-    pub(super) fn health(
-        &self,
-        watch: &HealthWatch,
-        live: &super::reload::Live,
-        config: &std::path::Path,
-    ) -> Health {
-        let expected = crate::config::Config::load(config)
-            .map(|c| c.cookie.expected_fingerprint)
-            .unwrap_or_else(|_| live.cfg.cookie.expected_fingerprint.clone());
+    /// Every check, now. The fleet's fingerprint is the one in effect
+    /// (applied with the secret by the same reload), or that of a file
+    /// whose reload was rejected since: a node left behind by the fleet's
+    /// new secret must not stay healthy.
+    pub(super) fn health(&self, watch: &HealthWatch, live: &super::reload::Live) -> Health {
+        let expected =
+            live.rejected_expected
+                .as_ref()
+                .or(live.cfg.cookie.expected_fingerprint.as_ref());
         Health::of(vec![
             self.attached_check(),
             self.threads_check(watch),
             listener_check(&watch.unserved),
             handoff_check(watch.last_window),
-            secret_check(&live.secrets.mint.fingerprint(), expected.as_deref()),
+            secret_check(
+                &live.secrets.mint.fingerprint(),
+                expected.map(String::as_str),
+            ),
             self.xdp_answers_check(),
         ])
     }

@@ -155,6 +155,7 @@ pub fn run(cfg: &Config, secrets: Secrets, ctl: &Control) -> Result<Snapshot, Ru
         secrets: secrets.clone(),
         program: program_settings(cfg),
         epochs: ProgramEpochs::at(UnixTime::now(), &cfg.key_schedule()),
+        rejected_expected: None,
     };
     let fixed = Fixed {
         cfg,

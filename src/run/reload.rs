@@ -49,6 +49,10 @@ pub(super) struct Live {
     pub program: ProgramSettings,
     /// The epochs the program holds.
     pub epochs: ProgramEpochs,
+    /// The `expected_fingerprint` of the last file whose reload was
+    /// rejected (it parsed; `synwall health` compares it too), until a
+    /// reload succeeds.
+    pub rejected_expected: Option<String>,
 }
 
 /// A reload that has passed every check.
@@ -190,6 +194,7 @@ impl Datapath<'_> {
             secrets: p.secrets,
             program: p.program,
             epochs,
+            rejected_expected: None,
         };
         Ok(())
     }
