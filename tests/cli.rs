@@ -61,9 +61,7 @@ fn check_config_reports_a_bad_secret_file() {
 fn check_config_compares_the_secret_with_the_fleets_fingerprint() {
     let dir = tempfile::tempdir().unwrap();
     common::write_secret(&dir.path().join("secret"), common::SECRET);
-    let ours = synwall::proto::cookie::Secret::from_hex(common::SECRET)
-        .unwrap()
-        .fingerprint();
+    let ours = common::fingerprint(common::SECRET);
     let check = |fp: &str| {
         let p = dir.path().join("c.toml");
         let text = format!(

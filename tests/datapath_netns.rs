@@ -492,9 +492,7 @@ fn metrics_endpoint_serves_every_counter_to_a_prometheus_parser() {
     assert_eq!(secrets[0].0["role"], "mint");
     assert_eq!(
         stats["secret_fingerprint"],
-        synwall::proto::cookie::Secret::from_hex(common::SECRET)
-            .unwrap()
-            .fingerprint()
+        common::fingerprint(common::SECRET)
     );
     assert_eq!(samples(&m, "synwall_worker_repair").len(), 2 * 4);
     let info = &samples(&m, "synwall_build_info")[0].0;
@@ -1625,15 +1623,13 @@ fn health_says_whether_this_node_should_take_traffic() {
     let _sink = tb.sink();
     let _server = tb.listener(80, 60);
     let dir = tempfile::tempdir().unwrap();
-    let ours = synwall::proto::cookie::Secret::from_hex(common::SECRET)
-        .unwrap()
-        .fingerprint();
+    let ours = common::fingerprint(common::SECRET);
     let mut sw = Synwall::start(
         &tb,
         dir.path(),
-        &format!("expected_fingerprint = \"{ours}\"\n"),
+        &common::expected_fingerprint(common::SECRET),
     );
-    let health = |sw: &Synwall, json: bool| {
+    let run = |sw: &Synwall, json: bool| {
         let mut args = vec!["health", "--socket", sw.stats.to_str().unwrap()];
         if json {
             args.push("--json");
@@ -1643,15 +1639,20 @@ fn health_says_whether_this_node_should_take_traffic() {
             .output()
             .unwrap()
     };
-    let out = health(&sw, false);
-    let line = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(out.status.success(), "{line}");
+    // Its exit code and its line.
+    let health = |sw: &Synwall| {
+        let out = run(sw, false);
+        let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        (out.status.code(), line)
+    };
+    let (code, line) = health(&sw);
+    assert_eq!(code, Some(0), "{line}");
     assert!(line.starts_with("healthy: attached to "), "{line}");
     assert!(
         line.contains(&format!("the fleet's secret ({ours})")),
         "{line}"
     );
-    let out = health(&sw, true);
+    let out = run(&sw, true);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let names: Vec<&str> = v["checks"]
         .as_array()
@@ -1677,21 +1678,17 @@ fn health_says_whether_this_node_should_take_traffic() {
     drop(_server);
     let t0 = Instant::now();
     let line = loop {
-        let out = health(&sw, false);
-        let line = String::from_utf8_lossy(&out.stdout).to_string();
-        if !out.status.success() {
+        let (code, line) = health(&sw);
+        if code != Some(0) {
             break line;
         }
         assert!(t0.elapsed() < Duration::from_secs(10), "{line}");
         std::thread::sleep(Duration::from_millis(200));
     };
-    assert_eq!(
-        line.trim(),
-        "unhealthy: nothing listens on protected port(s) [80]"
-    );
+    assert_eq!(line, "unhealthy: nothing listens on protected port(s) [80]");
     let _server = tb.listener(80, 60);
     let t0 = Instant::now();
-    while !health(&sw, false).status.success() {
+    while health(&sw).0 != Some(0) {
         assert!(t0.elapsed() < Duration::from_secs(10), "a listener again");
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -1702,29 +1699,20 @@ fn health_says_whether_this_node_should_take_traffic() {
         "expected_fingerprint = \"00000000000000bb\"\nprevious_secret_file = \"/nonexistent/s\"\n",
     );
     assert!(!sw.reload().status.success());
-    let out = health(&sw, false);
-    let line = String::from_utf8_lossy(&out.stdout).to_string();
-    assert_eq!(out.status.code(), Some(1), "{line}");
-    assert_eq!(
-        line.trim(),
-        format!("unhealthy: secret fingerprint {ours}, not the fleet's 00000000000000bb")
-    );
+    let not_theirs =
+        format!("unhealthy: secret fingerprint {ours}, not the fleet's 00000000000000bb");
+    assert_eq!(health(&sw), (Some(1), not_theirs));
 
     sw.rewrite_config("expected_fingerprint = \"00000000000000aa\"\n");
     assert!(sw.reload().status.success());
-    let out = health(&sw, false);
-    let line = String::from_utf8_lossy(&out.stdout).to_string();
-    assert_eq!(out.status.code(), Some(1), "{line}");
-    assert_eq!(
-        line.trim(),
-        format!("unhealthy: secret fingerprint {ours}, not the fleet's 00000000000000aa")
-    );
+    let not_theirs =
+        format!("unhealthy: secret fingerprint {ours}, not the fleet's 00000000000000aa");
+    assert_eq!(health(&sw), (Some(1), not_theirs));
 
     sw.signal("-KILL");
     assert!(sw.wait_exit(5.0).is_some());
-    let out = health(&sw, false);
-    let line = String::from_utf8_lossy(&out.stdout).to_string();
-    assert_eq!(out.status.code(), Some(1), "{line}");
+    let (code, line) = health(&sw);
+    assert_eq!(code, Some(1), "{line}");
     assert!(
         line.starts_with("unhealthy: no answer from synwall at "),
         "{line}"

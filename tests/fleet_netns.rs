@@ -562,11 +562,7 @@ fn a_fleet_rolls_its_secret_over_without_a_failed_handshake() {
     };
     hop_both_ways("before");
     // Step 1 on each node in turn: accept the new secret B.
-    let fingerprint = |hex| {
-        synwall::proto::cookie::Secret::from_hex(hex)
-            .unwrap()
-            .fingerprint()
-    };
+    let fingerprint = common::fingerprint;
     for i in 0..2 {
         roll(&nodes[i], dirs[i].path(), SECRET_A, Some(SECRET_B));
         let stats = nodes[i].stats_json().unwrap();
@@ -896,12 +892,6 @@ fn withdraw_under_a_flood(f: &Fleet, nodes: &[Synwall], expected: &str) {
 /// step (each stays healthy with the fingerprint it is told) and no client
 /// fails.
 fn roll_over_on_bgp(f: &Fleet, nodes: &[Synwall], dirs: &[tempfile::TempDir]) {
-    let fp = |hex| {
-        synwall::proto::cookie::Secret::from_hex(hex)
-            .unwrap()
-            .fingerprint()
-    };
-    let expect = |hex| format!("expected_fingerprint = \"{}\"\n", fp(hex));
     let steps: [(&str, Option<&str>, &str); 3] = [
         (SECRET_A, Some(SECRET_B), SECRET_A),
         (SECRET_B, Some(SECRET_A), SECRET_B),
@@ -925,7 +915,7 @@ fn roll_over_on_bgp(f: &Fleet, nodes: &[Synwall], dirs: &[tempfile::TempDir]) {
                     dirs[i - 1].path(),
                     secret,
                     previous,
-                    &expect(fleet),
+                    &common::expected_fingerprint(fleet),
                 );
                 // Two turns of the health loops at each node's step.
                 std::thread::sleep(Duration::from_millis(2500));
@@ -964,10 +954,7 @@ fn a_fleet_on_bgp_announces_only_its_healthy_nodes() {
     let f = Fleet::unrouted(3);
     let _sinks = f.sinks();
     let dir = tempfile::tempdir().unwrap();
-    let fleet = synwall::proto::cookie::Secret::from_hex(SECRET_A)
-        .unwrap()
-        .fingerprint();
-    let expected = format!("expected_fingerprint = \"{fleet}\"\n");
+    let expected = common::expected_fingerprint(SECRET_A);
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let _servers: Vec<KillOnDrop> = (1..=3).map(|i| f.server(i)).collect();
     let mut nodes: Vec<Synwall> = [SECRET_A, SECRET_B, SECRET_A]

@@ -20,6 +20,18 @@ pub const CLIENT6: &str = "2001:2::2";
 /// The cookie secret of synwall in these tests.
 pub const SECRET: &str = "0f0e0d0c0b0a09080706050403020100";
 
+/// The fingerprint synwall shows for the secret `hex`.
+pub fn fingerprint(hex: &str) -> String {
+    synwall::proto::cookie::Secret::from_hex(hex)
+        .unwrap()
+        .fingerprint()
+}
+
+/// The `[cookie]` line that names `hex`'s fingerprint as the fleet's.
+pub fn expected_fingerprint(hex: &str) -> String {
+    format!("expected_fingerprint = \"{}\"\n", fingerprint(hex))
+}
+
 /// True when running as root. Otherwise fails the test, unless
 /// SYNWALL_SKIP_ROOT=1 says root tests may be skipped here.
 pub fn require_root() -> bool {
