@@ -213,7 +213,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, struct sw_window);
+	__type(value, struct sw_guard_window); /* its tag unused */
 } reflect_total SEC(".maps");
 
 /* Cookie keys by secret and epoch parity: keys[2s + (e & 1)] = K_s(e) for

@@ -370,19 +370,6 @@ static __always_inline int worker_backed_up(struct sw_queue_load *q)
  * "auto" while the queue's worker is backed up) when sw_synack can;
  * otherwise it goes to this queue's AF_XDP socket, or to the kernel when
  * the queue has none. */
-#define NS_PER_SEC 1000000000ULL
-
-/* Counts one SYN-ACK in `w`; true when that passes `cap` this second. The
- * window restarts once a second has gone by (two CPUs may both restart
- * it: the cap is then a little loose, never tight). */
-static __always_inline int window_full(struct sw_window *w, __u64 now, __u32 cap)
-{
-	if (now - w->start_ns >= NS_PER_SEC) {
-		w->start_ns = now;
-		w->count = 0;
-	}
-	return __sync_fetch_and_add(&w->count, 1) >= cap;
-}
 
 /* The source's prefix: its first v4_len (IPv6: v6_len) bits. */
 static __always_inline void source_prefix(const struct pkt *p, struct sw_prefix *key,
@@ -434,9 +421,10 @@ static __always_inline int window_held(const struct sw_guard_window *w, __u32 no
 	return age == 1 && (c & GUARD_COUNT_MASK) >= hold;
 }
 
-/* Counts one in its own prefix's window at `now`; true when that passes
- * `cap` this second. A new second starts the count again, and keeps
- * whether the last one reached `hold`. */
+/* Counts one in its own prefix's window (or the per-CPU total's) at `now`;
+ * true when that passes `cap` this second. A new second starts the count
+ * again, and keeps whether the last one reached `hold` (two CPUs may both
+ * start it: the cap is then a little loose, never tight). */
 static __always_inline int way_full(struct sw_guard_window *w, __u32 now, __u32 cap, __u32 hold)
 {
 	__u32 age = window_age(w, now);
@@ -529,7 +517,7 @@ static __noinline int reflection_capped(const struct pkt *p, int unchecked)
 {
 	__u32 prefix_cap = reflect_prefix_cap, total_cap = reflect_total_cap, zero = 0;
 	struct sw_prefix key = {};
-	struct sw_window *w;
+	struct sw_guard_window *w;
 	__u64 now;
 
 	/* A tick's resolution is plenty for one-second windows, and the
@@ -545,7 +533,7 @@ static __noinline int reflection_capped(const struct pkt *p, int unchecked)
 	if (!total_cap)
 		return 0;
 	w = bpf_map_lookup_elem(&reflect_total, &zero);
-	return w && window_full(w, now, total_cap);
+	return w && way_full(w, now >> GUARD_UNIT_SHIFT, total_cap, total_cap);
 }
 
 static __always_inline int reflection_on(void)
@@ -807,8 +795,10 @@ static __noinline int stale_pass(struct xdp_md *ctx)
 	void *data_end = (void *)(long)ctx->data_end;
 	struct pkt p = {};
 
-	if (parse(data, data_end, &p) == -1)
+	if (parse(data, data_end, &p) == -1) {
 		note_kernel_tuple(&p);
+		note_kernel_syn(); /* the kernel may send its own cookies */
+	}
 	return verdict(SW_PASS_STALE, XDP_PASS);
 }
 

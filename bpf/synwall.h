@@ -69,13 +69,6 @@ struct sw_addr {
 	__u8 addr[16];
 };
 
-/* A one-second window of SYN-ACKs towards one prefix (the reflection
- * guard, bpf/synwall.bpf.c). */
-struct sw_window {
-	__u64 start_ns;
-	__u64 count;
-};
-
 /* A source prefix of the allow and deny lists (LPM trie key): the family
  * byte (4 or 6) then the address, so one trie holds both families;
  * prefixlen counts the family byte's 8 bits too. */

@@ -47,7 +47,8 @@ impl Datapath<'_> {
         threads: &[Thread<'_>],
     ) -> Option<String> {
         let mut links_checked = Instant::now();
-        let mut swept = Instant::now();
+        // The first pass sweeps the kernel's sockets (bpf/tuples.h).
+        let mut swept: Option<Instant> = None;
         let mut supervisor = supervise::Supervisor::new(self);
         let mut health = health::HealthWatch::new(self);
         let mut detector = attack::Detector::new();
@@ -83,8 +84,8 @@ impl Datapath<'_> {
                     return Some(lost);
                 }
             }
-            if swept.elapsed() >= xdp::TUPLE_SWEEP_EVERY {
-                swept = Instant::now();
+            if swept.is_none_or(|t| t.elapsed() >= xdp::TUPLE_SWEEP_EVERY) {
+                swept = Some(Instant::now());
                 super::start::sweep_sockets(self.fixed.program);
             }
             self.turn_epochs(live);

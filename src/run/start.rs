@@ -269,10 +269,10 @@ pub(super) fn attach(cfg: &Config, plan: &Plan, program: &Program) -> Result<Att
             program.attach_dispatcher(plan.ifindex, d.xdp_mode)?
         }
     };
-    // The kernel had every SYN until now: its cookies' ACKs must pass, and
-    // the sockets it made are marked before any SYN skips the lookup.
+    // The kernel had every SYN until now: its cookies' ACKs must pass (the
+    // sockets it made are swept by the control loop's first pass, once
+    // the workers run; until then every SYN is looked up).
     program.note_kernel_syns();
-    sweep_sockets(program);
     tracing::info!(
         interface = %d.interface, mode = xdp.mode, attach = d.attach.as_str(),
         queues = ?plan.queues, ports = ?cfg.protect.ports, "XDP attached"

@@ -985,9 +985,11 @@ impl Program {
     /// bpf_ktime_get_coarse_ns: the marks count for 60 s from `ns`; 0:
     /// not at all.
     fn set_tuples_swept(&self, ns: u64) {
+        // SeqCst: forgotten before whatever store follows (the attack
+        // state, a detach) is seen.
         self.atomics
             .tuples_swept_ns
-            .store(ns, std::sync::atomic::Ordering::Relaxed);
+            .store(ns, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Whether the kernel took the sweep's iterator at load.
