@@ -16,12 +16,20 @@
 #   5. the server behind synwall under the same flood
 # and a table: requests served and connect latency.
 #
+# The flood's rate is chosen in the same run: first the server alone, then
+# synwall, each take 2 s of the generator's maximum, and the SYN-ACKs per
+# second that reach the client side are their capacities on this machine
+# now. The flood is then 3x the kernel's capacity (well above what the
+# server alone can answer), but at most 0.7 of synwall's, paced evenly (the
+# live engine with a 64-frame bucket) so that the veth's 256-frame ring sees
+# the rate and not bursts.
+#
 # Network rules: namespaces and a veth pair made here, addresses from
 # 198.18.0.0/15 only, no default route; the flood is bounded by count and
 # time; everything is deleted on exit, also on failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RATE=${RATE:-300000}          # flood SYNs per second (offered; the generator may reach less)
+RATE=${RATE:-}                # flood SYNs per second (default: chosen from the capacities)
 REQUESTS=${REQUESTS:-200}     # client requests per run
 PARALLEL=${PARALLEL:-10}      # concurrent clients
 FLOOD_SECS=${FLOOD_SECS:-15}  # upper bound of each flood
@@ -64,12 +72,57 @@ probe() {
 ring_drops() { ip netns exec "$C" cat "/sys/class/net/$CI/statistics/tx_dropped"; }
 
 flood_start() {
-  ip netns exec "$C" taskset -c "$FLOOD_CPU" "$FLOOD" --engine afxdp --interface "$CI" --dst-mac "$SRV_MAC" --dst 198.18.0.1 --dport 80 \
-    --rate "$RATE" --count $((RATE * FLOOD_SECS)) --duration "$FLOOD_SECS" > "$work/flood.$1" &
+  ip netns exec "$C" taskset -c "$FLOOD_CPU" "$FLOOD" --interface "$CI" --dst-mac "$SRV_MAC" --dst 198.18.0.1 --dport 80 \
+    --rate "$RATE" --burst 64 --count $((RATE * FLOOD_SECS)) --duration "$FLOOD_SECS" > "$work/flood.$1" &
   FLOODPID=$!
   sleep 1   # let the flood reach its rate before the clients start
 }
 flood_stop() { kill -INT "$FLOODPID" 2>/dev/null || true; wait "$FLOODPID" 2>/dev/null || true; FLOODPID=; }
+
+# Answers that reached the client side (the sink counts each frame it sees).
+answers() { ip netns exec "$C" cat "/sys/class/net/$CI/statistics/rx_packets"; }
+# SYN-ACKs per second at the generator's maximum, 2 s; one JSON line.
+capacity() {
+  local a0 out
+  a0=$(answers)
+  out=$(ip netns exec "$C" taskset -c "$FLOOD_CPU" "$FLOOD" --interface "$CI" --dst-mac "$SRV_MAC" \
+        --dst 198.18.0.1 --dport 80 --count 20000000 --duration 2)
+  sleep 0.5
+  python3 -c 'import json,sys; f=json.loads(sys.argv[1]); print(json.dumps(dict(offered=round(f["pps"]), answered=round((int(sys.argv[3])-int(sys.argv[2]))/f["seconds"]))))' \
+    "$out" "$a0" "$(answers)"
+}
+start_synwall() { # log file, final-stats file
+  ip netns exec "$S" "$SW" run --config "$work/synwall.toml" > "$2" 2> "$1" &
+  SWPID=$!
+  tb_wait_stats "$SW" "$work/stats.sock"
+}
+stop_synwall() { kill -TERM "$SWPID"; wait "$SWPID"; SWPID=; }
+
+(umask 077; "$SW" gen-secret > "$work/secret")
+# The attack detector's defaults but leave_secs: the attack ends 2 s after
+# the flood, and both events are in the log before synwall stops.
+printf "[datapath]\ninterface = \"%s\"\nring_size = ${RING}\nsynack = \"${SYNACK}\"\nstats_socket = \"%s\"\n[cookie]\nsecret_file = \"%s\"\n[attack]\nleave_secs = 2\n" \
+  "$SI" "$work/stats.sock" "$work/secret" > "$work/synwall.toml"
+
+echo "==> 0/5 capacities at the generator's maximum: the server alone, then behind synwall (2 s each)"
+capacity > "$work/capacity.kernel"
+start_synwall "$work/synwall.capacity.log" /dev/null
+capacity > "$work/capacity.synwall"
+stop_synwall
+sleep 1
+if [ -z "$RATE" ]; then
+  RATE=$(python3 - "$work" <<'PY'
+import json, sys
+k = json.load(open(f"{sys.argv[1]}/capacity.kernel"))["answered"]
+s = json.load(open(f"{sys.argv[1]}/capacity.synwall"))["answered"]
+rate = min(3 * k, int(0.7 * s))
+if rate < 1.5 * k:
+    print(f"warning: synwall's capacity now ({s}/s) is too close to the kernel's ({k}/s) for the demo to "
+          "show much: is the machine busy?", file=sys.stderr)
+print(max(rate // 1000 * 1000, 1000))
+PY
+)
+fi
 
 echo "==> 1/5 the server alone, no flood"
 probe baseline
@@ -77,18 +130,11 @@ echo "==> 2/5 the server alone under a ${RATE} SYN/s flood"
 d0=$(ring_drops); flood_start kernel; probe kernel; flood_stop; echo "kernel $(( $(ring_drops) - d0 ))" > "$work/drops"
 
 echo "==> 3/5 the server behind synwall under the same flood"
-(umask 077; "$SW" gen-secret > "$work/secret")
-# The attack detector's defaults but leave_secs: the attack ends 2 s after
-# the flood, and both events are in the log before synwall stops.
-printf "[datapath]\ninterface = \"%s\"\nring_size = ${RING}\nsynack = \"${SYNACK}\"\nstats_socket = \"%s\"\n[cookie]\nsecret_file = \"%s\"\n[attack]\nleave_secs = 2\n" \
-  "$SI" "$work/stats.sock" "$work/secret" > "$work/synwall.toml"
-ip netns exec "$S" "$SW" run --config "$work/synwall.toml" > "$work/final.json" 2> "$work/synwall.log" &
-SWPID=$!
-tb_wait_stats "$SW" "$work/stats.sock"
+start_synwall "$work/synwall.log" "$work/final.json"
 d0=$(ring_drops); flood_start synwall; probe synwall; flood_stop; echo "synwall $(( $(ring_drops) - d0 ))" >> "$work/drops"
 sleep 3   # leave_secs of calm: the attack ends
 "$SW" stats --socket "$work/stats.sock" > "$work/stats.json"
-kill -TERM "$SWPID"; wait "$SWPID"; SWPID=
+stop_synwall
 
 # The bare testbed: the sink goes, as in a container nothing on the client's
 # side runs XDP.
@@ -96,12 +142,10 @@ tb_xdp_stop > /dev/null
 echo "==> 4/5 bare testbed (no XDP program on the client veth): the server alone under the flood"
 d0=$(ring_drops); flood_start bare_kernel; probe bare_kernel; flood_stop; echo "bare_kernel $(( $(ring_drops) - d0 ))" >> "$work/drops"
 echo "==> 5/5 bare testbed: the server behind synwall under the same flood"
-ip netns exec "$S" "$SW" run --config "$work/synwall.toml" > "$work/final.bare.json" 2> "$work/synwall.bare.log" &
-SWPID=$!
-tb_wait_stats "$SW" "$work/stats.sock"
+start_synwall "$work/synwall.bare.log" "$work/final.bare.json"
 d0=$(ring_drops); flood_start bare_synwall; probe bare_synwall; flood_stop; echo "bare_synwall $(( $(ring_drops) - d0 ))" >> "$work/drops"
 "$SW" stats --socket "$work/stats.sock" > "$work/stats.bare.json"
-kill -TERM "$SWPID"; wait "$SWPID"; SWPID=
+stop_synwall
 
 python3 - "$work" "$REQUESTS" "$RATE" <<'PY'
 import json, sys
@@ -114,6 +158,12 @@ def result(name):
     return len(ok), pct(0.5), pct(0.99)
 stats = json.load(open(f"{work}/stats.json"))
 synacks = sum(w["synacks"] for w in stats["workers"]) + stats["xdp"]["synack_xdp"]
+cap = {k: json.load(open(f"{work}/capacity.{k}")) for k in ("kernel", "synwall")}
+print(f"\nCapacities measured in this run (SYN-ACKs/s at the generator's maximum, "
+      f"{cap['kernel']['offered']:,} and {cap['synwall']['offered']:,} SYNs/s offered): "
+      f"the server alone {cap['kernel']['answered']:,}/s, behind synwall {cap['synwall']['answered']:,}/s.")
+print(f"The flood: {rate:,} SYNs/s paced evenly, {rate / max(cap['kernel']['answered'], 1):.1f}x the server's "
+      f"capacity and {rate / max(cap['synwall']['answered'], 1):.2f} of synwall's.")
 print(f"\nA web server under a SYN flood ({rate} spoofed SYNs/s), {n} real client requests per run")
 print(f"{'':34}{'served':>10}{'connect p50':>14}{'connect p99':>14}")
 flooded = ("kernel", "synwall", "bare_kernel", "bare_synwall")
@@ -126,7 +176,9 @@ for name, label in [("baseline", "server alone, no flood"), ("kernel", "server a
 drops = dict(l.split() for l in open(f"{work}/drops"))
 for name in flooded:
     f = json.load(open(f"{work}/flood.{name}"))
-    print(f"flood during '{name}': {f['sent']} SYNs at {f['pps']:.0f}/s, "
+    ms = f["per_ms"]
+    print(f"flood during '{name}': {f['sent']} SYNs at {f['pps']:.0f}/s, per ms p1/p50/p99 "
+          f"{ms['p1']}/{ms['p50']}/{ms['p99']} (the generator shares its CPU with the clients), "
           f"{drops[name]} frames lost before the server (the veth's receive ring full)")
 x = stats["xdp"]
 print(f"synwall answered {synacks} SYNs with cookie SYN-ACKs ({x['synack_xdp']} of them in XDP, "

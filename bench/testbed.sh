@@ -46,6 +46,11 @@ tb_create() {
   # program there), in its own kernel thread, so the server's receive work
   # runs on the server's side and not in the generator's context.
   ip netns exec "$S" ethtool -K "$SI" gro on >/dev/null
+  # The clients' segments meet the flood where a NIC's would, in that NAPI
+  # ring: a veth hands the skbs of a TSO-capable sender to netif_rx, a
+  # per-CPU queue the flood's frames never fill, so with TSO on a flood
+  # that overflows the ring never costs a client's SYN.
+  ip netns exec "$C" ethtool -K "$CI" tso off >/dev/null
   ip netns exec "$S" sh -c "echo 1 > /sys/class/net/$SI/threaded"
   SRV_MAC=$(ip -n "$S" -o link show "$SI" | sed -E 's#.*link/ether ([0-9a-f:]+).*#\1#')
 }

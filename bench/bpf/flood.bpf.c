@@ -10,6 +10,14 @@
  * the low 80 bits of 2001:2::/48), the source port, the sequence number and
  * (ACKs) the acknowledgment number, and fixes the checksums.
  *
+ * Pacing (synwall-flood --rate) is a token bucket here, in the kernel's
+ * loop: a run whose bucket is empty drops its frame (XDP_DROP recycles the
+ * page at once) instead of sending it, so frames leave at the rate, spaced
+ * by microseconds, however long the call; user space only chooses how many
+ * runs a call makes. The bucket holds at most `pace.burst` frames: a
+ * generator held up (another task on its CPU) sends at most that many at
+ * once when it is back, as a link would.
+ *
  * Pages are recycled between runs, and veth hands frames over by
  * reference: a receiver that rewrites a frame in place (an XDP_TX answer)
  * rewrites the page the next frame is made from. So each frame starts as a
@@ -42,13 +50,57 @@ const volatile __u16 ip_csum0 = 0;
 const volatile __u8 template[TEMPLATE_MAX] = {};
 const volatile __u32 template_len = 0;
 
-/* Frames made, per CPU (one slot). */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u64);
-} made SEC(".maps");
+/* The pace, written by user space before the first call; `sent` and
+ * `forgone` carry over between calls (one call runs at a time, on one
+ * CPU; user space only reads while it runs). rate 0: every run sends. */
+struct pace {
+	__u64 rate;	/* frames per second */
+	__u64 burst;	/* the bucket's depth, frames */
+	__u64 limit;	/* frames to send in all */
+	__u64 t0;	/* ns of the first frame sent */
+	__u64 sent;
+	__u64 forgone;	/* tokens lost while the bucket was full */
+};
+struct pace pace = {};
+
+/* Frames sent per millisecond since t0, the first PACE_SLOTS ms: what
+ * synwall-flood reports as the flood's evenness. A map of its own, so
+ * reading `pace` while a call runs copies 48 bytes. */
+#define PACE_SLOTS 16384
+__u32 per_ms[PACE_SLOTS] SEC(".data.per_ms") = {};
+
+#define NSEC_PER_SEC 1000000000ULL
+
+/* Whether this run may send, and if so it counts as sent. */
+static __always_inline int may_send(void)
+{
+	__u64 now = bpf_ktime_get_ns(), due, allowed, ms;
+
+	if (pace.sent >= pace.limit)
+		return 0;
+	if (pace.t0 == 0)
+		pace.t0 = now;
+	if (pace.rate) {
+		/* In microseconds: no overflow below 10^7 frames/s for
+		 * 10^5 s. */
+		due = (now - pace.t0) / 1000 * pace.rate / 1000000;
+		allowed = due - pace.forgone;
+		if (allowed > pace.sent + pace.burst) {
+			pace.forgone = due - pace.sent - pace.burst;
+			allowed = pace.sent + pace.burst;
+		}
+		if (pace.sent >= allowed)
+			return 0;
+	}
+	pace.sent++;
+	ms = (now - pace.t0) / 1000000;
+	if (ms < PACE_SLOTS) {
+		/* The verifier needs the mask the compiler would drop. */
+		asm volatile("" : "+r"(ms));
+		per_ms[ms & (PACE_SLOTS - 1)]++;
+	}
+	return 1;
+}
 
 static __always_inline __u16 fold(__u32 s)
 {
@@ -68,15 +120,16 @@ int xdp_flood(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *end = (void *)(long)ctx->data_end;
-	__u32 r1 = bpf_get_prandom_u32();
-	__u32 r2 = bpf_get_prandom_u32();
-	__u32 r3 = bpf_get_prandom_u32();
+	__u32 r1, r2, r3;
 	struct tcphdr *tcp;
 	/* ~checksum = the sum over the template. */
 	__u32 sum = (__u16)~tcp_csum0;
-	__u32 key = 0;
-	__u64 *n;
 
+	if (!may_send())
+		return XDP_DROP;
+	r1 = bpf_get_prandom_u32();
+	r2 = bpf_get_prandom_u32();
+	r3 = bpf_get_prandom_u32();
 	if (template_len == 0 || template_len > TEMPLATE_MAX ||
 	    bpf_xdp_store_bytes(ctx, 0, (void *)template, template_len))
 		return XDP_ABORTED;
@@ -138,10 +191,6 @@ int xdp_flood(struct xdp_md *ctx)
 		sum += (__u16)~syn_word + cur_word;
 	}
 	tcp->check = ~fold(sum);
-
-	n = bpf_map_lookup_elem(&made, &key);
-	if (n)
-		*n += 1;
 	return XDP_TX;
 }
 

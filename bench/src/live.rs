@@ -9,10 +9,9 @@ synwall::bpf_skeleton!("flood");
 
 use std::mem::MaybeUninit;
 
-use libbpf_rs::ProgramInput;
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::{MapCore, MapFlags, MapHandle, ProgramInput};
 use skel::{FloodSkel, FloodSkelBuilder};
-use synwall::xdp::percpu_sum;
 
 /// Why the live engine failed.
 #[derive(Debug, thiserror::Error)]
@@ -23,9 +22,9 @@ pub enum FloodError {
     /// Loading (verification) failed.
     #[error("loading the flood program failed: {0}")]
     Load(#[source] libbpf_rs::Error),
-    /// Reading the frame counter failed.
-    #[error("reading the flood program's counter: {0}")]
-    Counter(#[source] libbpf_rs::Error),
+    /// Reading the pace from another thread failed.
+    #[error("reading the flood's progress: {0}")]
+    Progress(#[source] libbpf_rs::Error),
     /// BPF_PROG_RUN failed.
     #[error("BPF_PROG_RUN (live frames) failed: {0}")]
     Run(#[source] libbpf_rs::Error),
@@ -84,6 +83,21 @@ impl SourceNet {
     }
 }
 
+/// How fast a flood sends: a token bucket in the program (see
+/// bench/bpf/flood.bpf.c).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pace {
+    /// Frames per second; 0: as fast as the kernel's loop runs.
+    pub rate: u64,
+    /// The bucket's depth: the most frames sent back to back.
+    pub burst: u64,
+    /// Frames to send in all; runs after that drop their frame.
+    pub limit: u64,
+}
+
+/// Milliseconds of [`LiveFlood::per_ms`] (PACE_SLOTS in flood.bpf.c).
+pub const PACE_SLOTS: usize = 16384;
+
 /// A loaded flood program with its template.
 pub struct LiveFlood {
     skel: FloodSkel<'static>,
@@ -115,6 +129,7 @@ impl LiveFlood {
         mode: FloodMode,
         ifindex: u32,
         sources: SourceNet,
+        pace: Pace,
     ) -> Result<LiveFlood, FloodError> {
         let ipv6 = template.get(12..14) == Some(&[0x86, 0xdd]);
         let l4 = if ipv6 { 14 + 40 } else { 14 + 20 };
@@ -147,6 +162,11 @@ impl LiveFlood {
             ro.src_host_mask = sources.mask.to_be();
             ro.src_host_set = sources.set.to_be();
         }
+        if let Some(bss) = open.maps.bss_data.as_deref_mut() {
+            bss.pace.rate = pace.rate;
+            bss.pace.burst = pace.burst.max(1);
+            bss.pace.limit = pace.limit;
+        }
         let skel = open.load().map_err(FloodError::Load)?;
         // struct xdp_md: data, data_end, data_meta, ingress_ifindex,
         // rx_queue_index, egress_ifindex.
@@ -160,27 +180,82 @@ impl LiveFlood {
         })
     }
 
-    /// Makes and transmits `frames` frames; returns how long the kernel
-    /// took.
-    pub fn send(&mut self, frames: u32) -> Result<std::time::Duration, FloodError> {
+    /// Runs the program `runs` times, each run sending a frame if the pace
+    /// and the limit let it. A signal ends the call early, which is no
+    /// error: [`LiveFlood::sent`] says what went.
+    pub fn run(&mut self, runs: u32) -> Result<(), FloodError> {
         let input = ProgramInput {
             data_in: Some(&self.template),
             context_in: Some(&mut self.ctx),
             flags: libbpf_rs::libbpf_sys::BPF_F_TEST_XDP_LIVE_FRAMES,
-            repeat: frames,
+            repeat: runs,
             ..Default::default()
         };
-        let out = self
-            .skel
-            .progs
-            .xdp_flood
-            .test_run(input)
-            .map_err(FloodError::Run)?;
-        Ok(out.duration)
+        match self.skel.progs.xdp_flood.test_run(input) {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == libbpf_rs::ErrorKind::Interrupted => Ok(()),
+            Err(e) => Err(FloodError::Run(e)),
+        }
     }
 
-    /// Frames the program has made so far (all CPUs).
-    pub fn made(&self) -> Result<u64, FloodError> {
-        percpu_sum(&self.skel.maps.made, 0).map_err(FloodError::Counter)
+    fn bss(&self) -> &skel::types::bss {
+        self.skel
+            .maps
+            .bss_data
+            .as_deref()
+            .expect("flood.bpf.c has a .bss")
+    }
+
+    /// Frames sent so far (between calls).
+    pub fn sent(&self) -> u64 {
+        self.bss().pace.sent
+    }
+
+    /// A handle of its own on the pace, for another thread to read while a
+    /// call runs.
+    pub fn progress(&self) -> Result<Progress, FloodError> {
+        let id = self
+            .skel
+            .maps
+            .bss
+            .info()
+            .map_err(FloodError::Progress)?
+            .info
+            .id;
+        MapHandle::from_map_id(id)
+            .map(Progress)
+            .map_err(FloodError::Progress)
+    }
+
+    /// Frames sent in each millisecond since the first, the first
+    /// [`PACE_SLOTS`] of them.
+    pub fn per_ms(&self) -> &[u32] {
+        &self
+            .skel
+            .maps
+            .data_per_ms_data
+            .as_deref()
+            .expect("flood.bpf.c has a .data.per_ms")
+            .per_ms
+    }
+}
+
+/// The flood's pace as another thread sees it while a call runs.
+#[derive(Debug)]
+pub struct Progress(MapHandle);
+
+impl Progress {
+    /// Frames sent so far.
+    pub fn sent(&self) -> Result<u64, FloodError> {
+        let bss = self
+            .0
+            .lookup(&0u32.to_ne_bytes(), MapFlags::ANY)
+            .map_err(FloodError::Progress)?
+            .unwrap_or_default();
+        // struct pace: rate, burst, limit, t0, sent (flood.bpf.c).
+        let sent = bss
+            .get(32..40)
+            .ok_or(FloodError::Template("no pace in .bss"))?;
+        Ok(u64::from_ne_bytes(sent.try_into().expect("8 bytes")))
     }
 }

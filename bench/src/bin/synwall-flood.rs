@@ -9,19 +9,22 @@
 //! benchmarking ranges 198.18.0.0/15 and 2001:2::/48; any other destination
 //! or source network is refused. Every run stops by itself after `--count`
 //! frames or `--duration` seconds, whichever comes first, and prints one
-//! JSON line with what it sent and the rate it reached.
+//! JSON line with what it sent and the rate it reached (live engine: also
+//! the frames sent per millisecond, p1/p50/p99/max, to show how evenly).
 //!
 //! For test namespaces only: run it inside the client namespace of a
 //! testbed (bench/synack_rate.sh does).
 
 use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
 use synwall::wire::tcp::flags;
 use synwall::xsk::{Frame, Xsk, XskConfig};
 use synwall_bench::frame::{Ip, TcpFrame, client_syn_options};
-use synwall_bench::live::{FloodMode, LiveFlood, SourceNet};
+use synwall_bench::live::{FloodMode, LiveFlood, Pace, SourceNet};
 use synwall_bench::{ifindex, in_bench_range};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -83,6 +86,12 @@ struct Args {
     /// Offered rate in frames per second (0: as fast as possible).
     #[arg(long, default_value_t = 0)]
     rate: u64,
+    /// The most frames sent back to back (live engine, with --rate).
+    /// Default: 50 ms of the rate, sent as bursts while the CPU idles in
+    /// between. Below 20 ms of the rate (e.g. 64) the frames are spaced
+    /// evenly, and the generator's CPU spins between them.
+    #[arg(long)]
+    burst: Option<u64>,
 }
 
 fn parse_mac(s: &str) -> Option<[u8; 6]> {
@@ -126,23 +135,44 @@ fn run(a: &Args) -> Result<(), String> {
     if a.source_net.is_some() && matches!(a.engine, Engine::Afxdp) {
         return Err("--source-net needs the live engine".into());
     }
+    if a.burst.is_some() && matches!(a.engine, Engine::Afxdp) {
+        return Err("--burst needs the live engine (afxdp paces by --batch)".into());
+    }
     let dst_mac = parse_mac(&a.dst_mac).ok_or("bad --dst-mac")?;
     let src_mac = std::fs::read_to_string(format!("/sys/class/net/{}/address", a.interface))
         .ok()
         .and_then(|s| parse_mac(s.trim()))
         .ok_or("cannot read the interface's MAC")?;
+    // SIGTERM or SIGINT ends the flood early; it still reports.
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .map_err(|e| format!("signal handler: {e}"))?;
+    }
     let t0 = Instant::now();
-    let sent = match a.engine {
-        Engine::Live => live(a, dst_mac, src_mac)?,
-        Engine::Afxdp => afxdp(a, dst_mac, src_mac)?,
+    let r = match a.engine {
+        Engine::Live => live(a, dst_mac, src_mac, &stop)?,
+        Engine::Afxdp => afxdp(a, dst_mac, src_mac, &stop)?,
     };
     let secs = t0.elapsed().as_secs_f64();
-    println!(
-        "{{\"sent\":{sent},\"seconds\":{secs:.3},\"pps\":{:.0},\"mode\":\"{:?}\",\"engine\":\"{:?}\"}}",
-        sent as f64 / secs.min(a.duration).max(1e-9),
+    let mut line = format!(
+        "{{\"sent\":{},\"seconds\":{secs:.3},\"pps\":{:.0},\"rate\":{},\"mode\":\"{:?}\",\"engine\":\"{:?}\"",
+        r.sent,
+        r.sent as f64 / secs.min(a.duration).max(1e-9),
+        a.rate,
         a.mode,
         a.engine
     );
+    if let Some(b) = r.burst {
+        line += &format!(",\"burst\":{b}");
+    }
+    if let Some(e) = r.per_ms {
+        line += &format!(
+            ",\"per_ms\":{{\"p1\":{},\"p50\":{},\"p99\":{},\"max\":{}}}",
+            e.p1, e.p50, e.p99, e.max
+        );
+    }
+    println!("{line}}}");
     Ok(())
 }
 
@@ -188,65 +218,179 @@ fn template(a: &Args, dst_mac: [u8; 6], src_mac: [u8; 6]) -> Vec<u8> {
     buf
 }
 
-/// Live-frames engine: chunks of frames per BPF_PROG_RUN call, paced to
-/// `--rate` in 50 ms steps (bursts at the engine's full speed).
-fn live(a: &Args, dst_mac: [u8; 6], src_mac: [u8; 6]) -> Result<u64, String> {
+/// Live-frames engine. The program paces (a token bucket of `--burst`
+/// frames, bench/bpf/flood.bpf.c); user space decides when to call it and
+/// for how many runs. With a bucket of 20 ms of frames or more it sleeps
+/// until the bucket is full and calls for one burst, so the CPU idles
+/// between bursts. Otherwise (small bucket, or unpaced) one call runs until
+/// a watcher thread ends it with a signal: each BPF_PROG_RUN call costs
+/// about 20 ms of set-up here (measured: a 22 ms gap in the frames between
+/// two calls), which short calls would turn into gaps in the flood.
+fn live(a: &Args, dst_mac: [u8; 6], src_mac: [u8; 6], stop: &AtomicBool) -> Result<Report, String> {
     let ifindex = ifindex(&a.interface)?;
     let mode = match a.mode {
         Mode::Syn => FloodMode::Syn,
         Mode::Ack => FloodMode::Ack,
         Mode::Mix => FloodMode::Mix,
     };
-    let sources = match &a.source_net {
-        None => SourceNet::default(),
-        Some(net) => {
-            let bad =
-                || format!("--source-net {net}: not a prefix inside 198.18.1.0-198.18.255.255");
-            let (addr, len) = net.split_once('/').ok_or_else(bad)?;
-            let addr: std::net::Ipv4Addr = addr.parse().map_err(|_| bad())?;
-            let len: u8 = len.parse().map_err(|_| bad())?;
-            if a.dst.is_ipv6() {
-                return Err("--source-net is for IPv4 floods".into());
-            }
-            SourceNet::v4(addr, len).ok_or_else(bad)?
-        }
+    let sources = source_net(a)?;
+    let burst = match a.burst {
+        Some(b) if b > 0 => b,
+        Some(_) => return Err("--burst must be at least 1".into()),
+        None => (a.rate / 20).max(1),
     };
-    let mut flood = LiveFlood::new(template(a, dst_mac, src_mac), mode, ifindex, sources)
+    let pace = Pace {
+        rate: a.rate,
+        burst,
+        limit: a.count,
+    };
+    let mut flood = LiveFlood::new(template(a, dst_mac, src_mac), mode, ifindex, sources, pace)
         .map_err(|e| e.to_string())?;
-    // Each BPF_PROG_RUN call costs about 13 ms of set-up here (measured:
-    // 388 calls/s with 5 frames each), so frames go in large chunks: 50 ms
-    // of the paced rate (20 calls/s), or 131,072 when unpaced (~0.1 s).
-    let chunk = if a.rate > 0 {
-        (a.rate / 20).clamp(1, 131_072)
-    } else {
-        131_072
-    };
-    let deadline = Duration::from_secs_f64(a.duration);
     let t0 = Instant::now();
-    let mut sent = 0u64;
-    while sent < a.count && t0.elapsed() < deadline {
-        if a.rate > 0 {
-            let allowed = (t0.elapsed().as_secs_f64() * a.rate as f64) as u64;
-            if sent >= allowed {
-                std::thread::sleep(Duration::from_micros(500));
-                continue;
-            }
+    let deadline = Duration::from_secs_f64(a.duration);
+    let over =
+        |sent: u64| sent >= a.count || t0.elapsed() >= deadline || stop.load(Ordering::Relaxed);
+    if a.rate > 0 && burst >= a.rate / 50 {
+        in_bursts(&mut flood, a, burst, &over)?;
+    } else {
+        in_one_call(&mut flood, &over)?;
+    }
+    Ok(Report {
+        sent: flood.sent(),
+        burst: (a.rate > 0).then_some(burst),
+        per_ms: Some(Evenness::of(flood.per_ms())),
+    })
+}
+
+/// Sleeps until the bucket is full, then sends it in one call, until
+/// `over`.
+fn in_bursts(
+    flood: &mut LiveFlood,
+    a: &Args,
+    burst: u64,
+    over: &dyn Fn(u64) -> bool,
+) -> Result<(), String> {
+    let t0 = Instant::now();
+    loop {
+        let sent = flood.sent();
+        if over(sent) {
+            return Ok(());
         }
-        let n = (a.count - sent).min(chunk);
-        flood.send(n as u32).map_err(|e| e.to_string())?;
-        sent += n;
+        let this_burst = burst.min(a.count - sent);
+        let wait = (sent + this_burst) as f64 / a.rate as f64 - t0.elapsed().as_secs_f64();
+        if wait > 0.0 {
+            // In steps, so that a stop or the deadline is seen soon.
+            std::thread::sleep(Duration::from_secs_f64(wait.min(0.01)));
+            continue;
+        }
+        flood
+            .run(this_burst.min(u64::from(u32::MAX)) as u32)
+            .map_err(|e| e.to_string())?;
     }
-    let made = flood.made().map_err(|e| e.to_string())?;
-    if made != sent {
-        return Err(format!(
-            "the program made {made} frames, {sent} were asked for"
-        ));
+}
+
+/// Runs the program in calls as long as the kernel allows, until `over`:
+/// the kernel's loop stops at a pending signal, so a watcher thread sends
+/// this thread SIGUSR1 then.
+fn in_one_call(flood: &mut LiveFlood, over: &(dyn Fn(u64) -> bool + Sync)) -> Result<(), String> {
+    use nix::sys::pthread::{pthread_kill, pthread_self};
+    use nix::sys::signal::Signal;
+
+    // A handler, so that the signal interrupts the call rather than the
+    // process.
+    signal_hook::flag::register(
+        signal_hook::consts::SIGUSR1,
+        Arc::new(AtomicBool::new(false)),
+    )
+    .map_err(|e| format!("SIGUSR1 handler: {e}"))?;
+    let progress = flood.progress().map_err(|e| e.to_string())?;
+    let caller = pthread_self();
+    let done = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let watcher = s.spawn(|| -> Result<(), String> {
+            while !done.load(Ordering::Acquire) {
+                if over(progress.sent().map_err(|e| e.to_string())?) {
+                    // Until the caller has seen it: a signal that lands
+                    // between two calls ends neither.
+                    pthread_kill(caller, Signal::SIGUSR1).map_err(|e| e.to_string())?;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Ok(())
+        });
+        let calls = (|| {
+            while !over(flood.sent()) {
+                flood.run(u32::MAX).map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        })();
+        done.store(true, Ordering::Release);
+        let watched = watcher
+            .join()
+            .unwrap_or_else(|_| Err("the watcher panicked".into()));
+        calls.and(watched)
+    })
+}
+
+/// Frames per millisecond of a live flood, over its whole milliseconds
+/// (the first and the last, partial, left out).
+#[derive(Debug)]
+struct Evenness {
+    p1: u32,
+    p50: u32,
+    p99: u32,
+    max: u32,
+}
+
+impl Evenness {
+    fn of(per_ms: &[u32]) -> Evenness {
+        let last = per_ms.iter().rposition(|&n| n > 0).unwrap_or(0);
+        let mut v: Vec<u32> = per_ms.get(1..last).unwrap_or(&[]).to_vec();
+        v.sort_unstable();
+        let at = |q: f64| {
+            v.get(((v.len() as f64 * q) as usize).min(v.len().saturating_sub(1)))
+                .copied()
+                .unwrap_or(0)
+        };
+        Evenness {
+            p1: at(0.01),
+            p50: at(0.5),
+            p99: at(0.99),
+            max: v.last().copied().unwrap_or(0),
+        }
     }
-    Ok(sent)
+}
+
+/// What a flood did.
+struct Report {
+    sent: u64,
+    /// The pace's bucket (live engine).
+    burst: Option<u64>,
+    per_ms: Option<Evenness>,
+}
+
+/// The `--source-net` of a live flood.
+fn source_net(a: &Args) -> Result<SourceNet, String> {
+    let Some(net) = &a.source_net else {
+        return Ok(SourceNet::default());
+    };
+    let bad = || format!("--source-net {net}: not a prefix inside 198.18.1.0-198.18.255.255");
+    let (addr, len) = net.split_once('/').ok_or_else(bad)?;
+    let addr: std::net::Ipv4Addr = addr.parse().map_err(|_| bad())?;
+    let len: u8 = len.parse().map_err(|_| bad())?;
+    if a.dst.is_ipv6() {
+        return Err("--source-net is for IPv4 floods".into());
+    }
+    SourceNet::v4(addr, len).ok_or_else(bad)
 }
 
 /// AF_XDP engine.
-fn afxdp(a: &Args, dst_mac: [u8; 6], src_mac: [u8; 6]) -> Result<u64, String> {
+fn afxdp(
+    a: &Args,
+    dst_mac: [u8; 6],
+    src_mac: [u8; 6],
+    stop: &AtomicBool,
+) -> Result<Report, String> {
     let (mut xsk, mut free) = Xsk::new(&a.interface, a.queue, XskConfig { ring_size: 2048 })
         .map_err(|e| e.to_string())?;
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ u64::from(std::process::id()));
@@ -256,7 +400,7 @@ fn afxdp(a: &Args, dst_mac: [u8; 6], src_mac: [u8; 6]) -> Result<u64, String> {
     let t0 = Instant::now();
     // Frames the pacing let go by while the generator was behind.
     let mut forgone = 0u64;
-    while sent < a.count && t0.elapsed() < deadline {
+    while sent < a.count && t0.elapsed() < deadline && !stop.load(Ordering::Relaxed) {
         if a.rate > 0 {
             // Pace: never ahead of rate × elapsed, and, like a link, never
             // more than one batch behind: a generator that was held up
@@ -345,5 +489,9 @@ fn afxdp(a: &Args, dst_mac: [u8; 6], src_mac: [u8; 6]) -> Result<u64, String> {
             std::thread::sleep(Duration::from_millis(10));
         }
     }
-    Ok(sent)
+    Ok(Report {
+        sent,
+        burst: None,
+        per_ms: None,
+    })
 }
