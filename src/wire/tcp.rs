@@ -290,7 +290,38 @@ impl Options {
     /// Parses an options area. Unknown kinds and SACK blocks are skipped;
     /// a repeated option keeps its last value; a malformed one is an error
     /// (the same rules as [`OptionIter`], in one tight loop for the hot path).
+    #[inline]
     pub fn parse(raw: &[u8]) -> Result<Options> {
+        match Self::linux_syn(raw) {
+            Some(o) => Ok(o),
+            None => Self::parse_any(raw),
+        }
+    }
+
+    /// The options of a SYN from Linux with its defaults, read at fixed
+    /// offsets: MSS, SACK-permitted, timestamps, NOP, window scale, 20 bytes
+    /// (`tcp_options_write` in net/ipv4/tcp_output.c). Most SYNs have them;
+    /// three compares replace the loop's branch per option.
+    #[inline]
+    fn linux_syn(raw: &[u8]) -> Option<Options> {
+        let a: &[u8; 20] = raw.try_into().ok()?;
+        let at = |i: usize| u32::from_be_bytes([a[i], a[i + 1], a[i + 2], a[i + 3]]);
+        let layout = at(0) & 0xffff_0000 == 0x0204_0000
+            && at(4) == 0x0402_080a
+            && at(16) & 0xffff_ff00 == 0x0103_0300;
+        layout.then(|| Options {
+            mss: Some((at(0) & 0xffff) as u16),
+            wscale: Some(a[19]),
+            sack_permitted: true,
+            timestamps: Some(Timestamps {
+                tsval: at(8),
+                tsecr: at(12),
+            }),
+        })
+    }
+
+    /// [`Options::parse`] for any layout.
+    fn parse_any(raw: &[u8]) -> Result<Options> {
         // Options are at most 40 bytes (data offset 15). Copied into a fixed
         // array, every read below is provably in bounds, so the loop runs
         // without per-byte checks; `n` still bounds every option.
@@ -653,6 +684,26 @@ mod tests {
             let mut buf = vec![0u8; repr.header_len()];
             repr.emit_with_checksum(&mut buf, u64::from(seed)).unwrap();
             prop_assert!(Packet::new_checked(&buf[..]).unwrap().verify_checksum(u64::from(seed)));
+        }
+
+        #[test]
+        fn linux_syn_layout_parses_as_any_layout(
+            mss in any::<u16>(), ws in any::<u8>(), tsval in any::<u32>(), tsecr in any::<u32>(),
+            flip in 0usize..20, to in any::<u8>(),
+        ) {
+            let mut raw = vec![2, 4];
+            raw.extend(mss.to_be_bytes());
+            raw.extend([4, 2, 8, 10]);
+            raw.extend(tsval.to_be_bytes());
+            raw.extend(tsecr.to_be_bytes());
+            raw.extend([1, 3, 3, ws]);
+            let o = Options::linux_syn(&raw).expect("the layout of a Linux SYN");
+            prop_assert_eq!(Ok(o), Options::parse_any(&raw));
+            // One byte changed: the fast path takes it only if it is still
+            // that layout, and parse agrees with the general loop.
+            raw[flip] = to;
+            prop_assert_eq!(Options::parse(&raw), Options::parse_any(&raw));
+            prop_assert_eq!(Options::parse(&raw[..19]), Options::parse_any(&raw[..19]));
         }
 
         #[test]
