@@ -1,0 +1,152 @@
+#!/usr/bin/env bash
+# New connections per second without a flood: what synwall costs a busy
+# web server's clients in peacetime. One run, the same clients against each
+# system in turn, ROUNDS times alternating:
+#   direct     nginx alone on port 8080
+#   kernel     synwall in kernel mode protecting port 8080 (the defaults
+#              otherwise): the same nginx takes the handed-off connections
+#   proxy      synwall in proxy mode on port 80, relaying to that nginx
+#   haproxy    HAProxy in `mode tcp` on port 81, relaying to that nginx
+#              (the anchor for proxy mode)
+# Clients: ApacheBench, CONC requests at a time, each on a new connection
+# (no keep-alive), REQUESTS per point, a 13-byte page. Prints requests per
+# second (medians over the rounds) and each system's ratio to its anchor
+# (kernel and proxy to direct, proxy to haproxy); writes
+# bench/results/conn_rate-<time>.json.
+# Run as root:  bash bench/conn_rate.sh
+#
+# Network rules: two namespaces and one veth pair made here, 198.18.0.0/15
+# only, no default route, deleted on exit; no flood (every client is ab's,
+# bounded by REQUESTS).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REQUESTS=${REQUESTS:-30000}
+CONC=${CONC:-32}
+ROUNDS=${ROUNDS:-3}
+SYSTEMS=${SYSTEMS:-"direct kernel proxy haproxy"}
+[ "${SKIP_SETUP:-}" ] || bash scripts/setup.sh
+missing=()
+command -v nginx >/dev/null || missing+=(nginx-light)
+command -v ab >/dev/null || missing+=(apache2-utils)
+command -v haproxy >/dev/null || missing+=(haproxy)
+if [ ${#missing[@]} -gt 0 ]; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  # Installed for this bench only: their own services stay off.
+  systemctl disable --now nginx haproxy >/dev/null 2>&1 || true
+fi
+cargo build --release --locked --quiet --bin synwall
+SW=$PWD/target/release/synwall
+
+. bench/testbed.sh
+work=$(mktemp -d /tmp/synwall-cps.XXXXXX)
+NGINX= HAPROXY= SWPID=
+trap 'tb_cleanup $SWPID $HAPROXY $NGINX' EXIT
+tb_create "swn$(printf '%05x' $$)"
+ulimit -n "$(ulimit -Hn)"
+# The proxies' connections to their upstream come from one address to one
+# port, thousands a second: ephemeral ports are reused from TIME-WAIT (what
+# an operator of a proxy sets).
+ip netns exec "$S" sysctl -qw net.ipv4.tcp_tw_reuse=1 net.ipv4.ip_local_port_range="10000 65000" \
+  net.core.somaxconn=4096 net.ipv4.tcp_max_syn_backlog=4096
+ip netns exec "$C" sysctl -qw net.ipv4.ip_local_port_range="10000 65000" net.ipv4.tcp_tw_reuse=1
+
+mkdir "$work/www"; echo "hello nginx!" > "$work/www/index.html"
+cat > "$work/nginx.conf" <<EOF
+worker_processes auto;
+pid $work/nginx.pid;
+error_log $work/nginx.err;
+events { worker_connections 8192; }
+http {
+  access_log off;
+  keepalive_timeout 0;
+  client_body_temp_path $work; proxy_temp_path $work; fastcgi_temp_path $work;
+  uwsgi_temp_path $work; scgi_temp_path $work;
+  server { listen 198.18.0.1:8080 backlog=4096 reuseport; root $work/www; }
+}
+EOF
+ip netns exec "$S" nginx -c "$work/nginx.conf" -g 'daemon off;' &
+NGINX=$!
+cat > "$work/haproxy.cfg" <<EOF
+global
+  maxconn 8000
+defaults
+  mode tcp
+  timeout connect 3s
+  timeout client 30s
+  timeout server 30s
+listen front
+  bind 198.18.0.1:81 backlog 4096
+  server nginx 198.18.0.1:8080
+EOF
+
+(umask 077; "$SW" gen-secret > "$work/secret")
+common='[cookie]\nsecret_file = "%s"\n'
+printf "[datapath]\ninterface = \"%s\"\nstats_socket = \"%s\"\n[protect]\nports = [8080]\n$common" \
+  "$SI" "$work/stats.sock" "$work/secret" > "$work/kernel.toml"
+printf "[datapath]\ninterface = \"%s\"\nstats_socket = \"%s\"\n$common[handoff]\nmode = \"proxy\"\nupstreams = [\"198.18.0.1:8080\"]\n" \
+  "$SI" "$work/stats.sock" "$work/secret" > "$work/proxy.toml"
+
+for _ in $(seq 50); do ip netns exec "$C" ab -q -n 1 http://198.18.0.1:8080/index.html >/dev/null 2>&1 && break; sleep 0.1; done
+
+start() { # system; sets PORT, the port its clients use
+  case $1 in
+    direct) PORT=8080 ;;
+    kernel|proxy)
+      ip netns exec "$S" "$SW" run --config "$work/$1.toml" >/dev/null 2>"$work/synwall.$1.log" &
+      SWPID=$!
+      tb_wait_stats "$SW" "$work/stats.sock"
+      if [ "$1" = kernel ]; then PORT=8080; else PORT=80; fi ;;
+    haproxy)
+      ip netns exec "$S" haproxy -f "$work/haproxy.cfg" -db >/dev/null 2>"$work/haproxy.log" &
+      HAPROXY=$!
+      for _ in $(seq 50); do ip netns exec "$S" ss -ltn | grep -q ':81 ' && break; sleep 0.1; done
+      kill -0 "$HAPROXY" 2>/dev/null || { cat "$work/haproxy.log" >&2; exit 1; }
+      PORT=81 ;;
+  esac
+}
+stop() {
+  case $1 in
+    kernel|proxy) kill -TERM "$SWPID"; wait "$SWPID" || true; SWPID= ;;
+    haproxy) kill -TERM "$HAPROXY"; wait "$HAPROXY" || true; HAPROXY= ;;
+  esac
+}
+
+: > "$work/points"
+for round in $(seq "$ROUNDS"); do
+  for sys in $SYSTEMS; do
+    start "$sys"
+    out=$(ip netns exec "$C" ab -q -r -n "$REQUESTS" -c "$CONC" "http://198.18.0.1:$PORT/index.html" 2>&1)
+    stop "$sys"
+    python3 - "$sys" "$round" "$out" >> "$work/points" <<'PY'
+import json, re, sys
+name, rnd, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+grab = lambda pat, d=None: (lambda m: float(m.group(1)) if m else d)(re.search(pat, out))
+print(json.dumps(dict(system=name, round=rnd, rps=grab(r"Requests per second:\s+([\d.]+)", 0.0),
+                      complete=grab(r"Complete requests:\s+(\d+)", 0), failed=grab(r"Failed requests:\s+(\d+)", 0),
+                      non_2xx=grab(r"Non-2xx responses:\s+(\d+)", 0))))
+PY
+    tail -1 "$work/points" >&2
+    sleep 1   # TIME-WAIT of the last point stays out of the next one's way
+  done
+done
+
+mkdir -p bench/results
+python3 - "$work/points" "bench/results/conn_rate-$(date -u +%Y%m%dT%H%M%SZ).json" "$REQUESTS" "$CONC" <<'PY'
+import json, statistics, sys
+points = [json.loads(l) for l in open(sys.argv[1])]
+by = {}
+for p in points:
+    by.setdefault(p["system"], []).append(p)
+med = {s: statistics.median(p["rps"] for p in ps) for s, ps in by.items()}
+print(f"\nNew connections per second, ab -c {sys.argv[4]}, {sys.argv[3]} requests a point, medians of {max(len(v) for v in by.values())} rounds")
+print(f"{'system':<10}{'req/s':>10}{'rounds':>26}{'failed':>8}  ratio")
+anchor = {"kernel": "direct", "proxy": "haproxy", "haproxy": "direct"}
+for s, ps in by.items():
+    ratio = ", ".join(f"{med[s] / med[a]:.2f}x {a}" for a in (anchor.get(s), "direct" if s == "proxy" else None)
+                      if a and a in med and med[a])
+    rounds = " ".join(f"{p['rps']:.0f}" for p in ps)
+    failed = sum(int(p["failed"] + p["non_2xx"]) + (0 if p["complete"] else 1) for p in ps)
+    print(f"{s:<10}{med[s]:>10.0f}{rounds:>26}{failed:>8}  {ratio}")
+json.dump(dict(points=points, medians=med), open(sys.argv[2], "w"), indent=1)
+print(f"JSON: {sys.argv[2]}")
+PY
