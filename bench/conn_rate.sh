@@ -8,6 +8,10 @@
 #   proxy      synwall in proxy mode on port 80, relaying to that nginx
 #   haproxy    HAProxy in `mode tcp` on port 81, relaying to that nginx
 #              (the anchor for proxy mode)
+# The client veth has the sink (bench/bpf/testbed.bpf.c, as in every bench
+# here: a wire, on which synwall's XDP answers reach the client), or with
+# BARE=1 nothing, as in a container, where the veth drops XDP answers and
+# synwall moves to generic XDP.
 # Clients: ApacheBench, CONC requests at a time, each on a new connection
 # (no keep-alive), REQUESTS per point, a 13-byte page. Prints requests per
 # second (medians over the rounds) and each system's ratio to its anchor
@@ -24,6 +28,10 @@ REQUESTS=${REQUESTS:-30000}
 CONC=${CONC:-32}
 ROUNDS=${ROUNDS:-3}
 SYSTEMS=${SYSTEMS:-"direct kernel proxy haproxy"}
+SYNACK=${SYNACK:-auto}        # synwall's [datapath] synack
+ATTACK=${ATTACK:-always}      # synwall's [attack] mode
+BARE=${BARE:-}                # 1: no sink on the client veth
+PROXY_THREADS=${PROXY_THREADS:-0}  # synwall's [handoff] proxy_threads (0: one per CPU)
 [ "${SKIP_SETUP:-}" ] || bash scripts/setup.sh
 missing=()
 command -v nginx >/dev/null || missing+=(nginx-light)
@@ -34,14 +42,15 @@ if [ ${#missing[@]} -gt 0 ]; then
   # Installed for this bench only: their own services stay off.
   systemctl disable --now nginx haproxy >/dev/null 2>&1 || true
 fi
-cargo build --release --locked --quiet --bin synwall
-SW=$PWD/target/release/synwall
+cargo build --release --locked --quiet --bin synwall --bin synwall-testbed-xdp
+SW=$PWD/target/release/synwall TBX=$PWD/target/release/synwall-testbed-xdp
 
 . bench/testbed.sh
 work=$(mktemp -d /tmp/synwall-cps.XXXXXX)
-NGINX= HAPROXY= SWPID=
-trap 'tb_cleanup $SWPID $HAPROXY $NGINX' EXIT
+NGINX= HAPROXY= SWPID= XDPPID=
+trap 'tb_cleanup $SWPID $HAPROXY $NGINX $XDPPID' EXIT
 tb_create "swn$(printf '%05x' $$)"
+[ -n "$BARE" ] || tb_xdp "$TBX" sink 3600
 ulimit -n "$(ulimit -Hn)"
 # The proxies' connections to their upstream come from one address to one
 # port, thousands a second: ephemeral ports are reused from TIME-WAIT (what
@@ -80,10 +89,10 @@ listen front
 EOF
 
 (umask 077; "$SW" gen-secret > "$work/secret")
-common='[cookie]\nsecret_file = "%s"\n'
-printf "[datapath]\ninterface = \"%s\"\nstats_socket = \"%s\"\n[protect]\nports = [8080]\n$common" \
+common="[cookie]\nsecret_file = \"%s\"\n[attack]\nmode = \"$ATTACK\"\n"
+printf "[datapath]\ninterface = \"%s\"\nstats_socket = \"%s\"\nsynack = \"$SYNACK\"\n[protect]\nports = [8080]\n$common" \
   "$SI" "$work/stats.sock" "$work/secret" > "$work/kernel.toml"
-printf "[datapath]\ninterface = \"%s\"\nstats_socket = \"%s\"\n$common[handoff]\nmode = \"proxy\"\nupstreams = [\"198.18.0.1:8080\"]\n" \
+printf "[datapath]\ninterface = \"%s\"\nstats_socket = \"%s\"\nsynack = \"$SYNACK\"\n$common[handoff]\nmode = \"proxy\"\nupstreams = [\"198.18.0.1:8080\"]\nproxy_threads = $PROXY_THREADS\n" \
   "$SI" "$work/stats.sock" "$work/secret" > "$work/proxy.toml"
 
 for _ in $(seq 50); do ip netns exec "$C" ab -q -n 1 http://198.18.0.1:8080/index.html >/dev/null 2>&1 && break; sleep 0.1; done
@@ -131,14 +140,16 @@ PY
 done
 
 mkdir -p bench/results
-python3 - "$work/points" "bench/results/conn_rate-$(date -u +%Y%m%dT%H%M%SZ).json" "$REQUESTS" "$CONC" <<'PY'
+python3 - "$work/points" "bench/results/conn_rate-$(date -u +%Y%m%dT%H%M%SZ).json" "$REQUESTS" "$CONC" \
+  "${BARE:+bare testbed (no sink), }synack = $SYNACK, attack mode = $ATTACK, proxy_threads = $PROXY_THREADS" <<'PY'
 import json, statistics, sys
 points = [json.loads(l) for l in open(sys.argv[1])]
 by = {}
 for p in points:
     by.setdefault(p["system"], []).append(p)
 med = {s: statistics.median(p["rps"] for p in ps) for s, ps in by.items()}
-print(f"\nNew connections per second, ab -c {sys.argv[4]}, {sys.argv[3]} requests a point, medians of {max(len(v) for v in by.values())} rounds")
+print(f"\nNew connections per second, ab -c {sys.argv[4]}, {sys.argv[3]} requests a point, medians of {max(len(v) for v in by.values())} rounds, "
+      f"{sys.argv[5]}")
 print(f"{'system':<10}{'req/s':>10}{'rounds':>26}{'failed':>8}  ratio")
 anchor = {"kernel": "direct", "proxy": "haproxy", "haproxy": "direct"}
 for s, ps in by.items():

@@ -504,6 +504,11 @@ pub struct Handoff {
     /// Proxy mode: accept backlog of synwall's listeners.
     #[serde(deserialize_with = "backlog")]
     pub backlog: u32,
+    /// Proxy mode: event-loop threads, each with its own listeners on the
+    /// protected addresses (SO_REUSEPORT); 0: one per CPU synwall may run
+    /// on.
+    #[serde(deserialize_with = "proxy_threads")]
+    pub proxy_threads: u32,
 }
 
 impl Default for Handoff {
@@ -520,6 +525,7 @@ impl Default for Handoff {
             proxy_protocol: false,
             pipe_size: 1 << 20,
             backlog: 4096,
+            proxy_threads: 0,
         }
     }
 }
@@ -717,6 +723,11 @@ fn shutdown_grace<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     ranged(d, "shutdown_grace_secs", 0, 3600)
 }
 
+fn proxy_threads<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    // One per CPU is what a proxy needs; far beyond is a typo.
+    ranged(d, "proxy_threads", 0, 1024).map(|v| v as u32)
+}
+
 fn pipe_size<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     // One page up to the kernel's default /proc/sys/fs/pipe-max-size.
     ranged(d, "pipe_size", 4096, 1 << 20).map(|v| v as u32)
@@ -869,6 +880,10 @@ impl Config {
         check(
             self.handoff.backlog != new.handoff.backlog,
             "handoff.backlog",
+        );
+        check(
+            self.handoff.proxy_threads != new.handoff.proxy_threads,
+            "handoff.proxy_threads",
         );
         check(self.metrics.listen != new.metrics.listen, "metrics.listen");
         out
@@ -1065,6 +1080,7 @@ mod tests {
             ("shutdown_grace_secs", "3601"),
             ("pipe_size", "100"),
             ("backlog", "70000"),
+            ("proxy_threads", "1025"),
         ] {
             let e = err(&format!("[handoff]\nmode = \"kernel\"\n{key} = {bad}\n"));
             assert!(e.contains("line 3") && e.contains(key), "{e}");

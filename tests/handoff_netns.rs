@@ -996,9 +996,11 @@ fn proxy_failover_proxy_protocol_half_close_idle_and_bound_with(engine: &str) {
 }
 
 /// One host holds at most `max_per_source` sessions (the next is reset,
-/// its others live on). On SIGTERM the proxy drains: a response without a
-/// length that ends within `shutdown_grace_secs` arrives whole, one that
-/// does not is reset, never cut short with a clean end of stream.
+/// its others live on), however the proxy's four event loops share its
+/// connections (each loop has its own listener on the port). On SIGTERM
+/// the proxy drains: a response without a length that ends within
+/// `shutdown_grace_secs` arrives whole, one that does not is reset, never
+/// cut short with a clean end of stream.
 #[test]
 fn proxy_per_source_cap_and_a_draining_stop() {
     let Some(f) = Fixture::new(1, Turn::Shared) else {
@@ -1013,8 +1015,19 @@ fn proxy_per_source_cap_and_a_draining_stop() {
             &["198.18.0.1:9000"],
             "max_per_source = 2
 shutdown_grace_secs = 3
+proxy_threads = 4
 ",
         ),
+    );
+    let listeners = run_ok(&mut tb.in_srv(&["ss", "-Hltn", "sport = :80"]), "ss");
+    let listeners = String::from_utf8_lossy(&listeners.stdout);
+    assert_eq!(
+        listeners
+            .lines()
+            .filter(|l| l.contains("0.0.0.0:80"))
+            .count(),
+        4,
+        "a listener per event loop: {listeners}"
     );
     let out = client_py(tb, &["bound", "198.18.0.1", "80", "2"]);
     assert_eq!(

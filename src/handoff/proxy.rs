@@ -1,8 +1,11 @@
 //! Proxy mode: synwall's own listeners receive the handed-off connections
 //! and relay their bytes to upstreams.
 //!
-//! One event-loop thread, edge-triggered epoll, and for every session the
-//! phases accept -> connect upstream -> relay -> close:
+//! Event-loop threads (`[handoff] proxy_threads`, one per CPU by default),
+//! each with edge-triggered epoll, its own sessions and its own listening
+//! sockets on the protected addresses (SO_REUSEPORT: the kernel spreads new
+//! connections over them), sharing only the limits below. For every session
+//! the phases accept -> connect upstream -> relay -> close:
 //! - **connect**: non-blocking, one upstream after another (round robin
 //!   start, then failover), each attempt bounded by `connect_timeout_ms`.
 //!   When every upstream failed the client is reset at once.
@@ -20,15 +23,18 @@
 //!   for a whole one.
 //!
 //! One source address (an IPv6 /64) holds at most `max_per_source` sessions,
-//! so a single host cannot take every slot of `max_connections`.
+//! so a single host cannot take every slot of `max_connections`; both
+//! limits count the sessions of every loop.
 //!
 //! Edge-triggered epoll only reports changes, so every wake-up retries every
-//! operation of the session until each has returned `EAGAIN`; a session never
-//! waits on readiness it has not observed as missing.
+//! operation of the session until each has returned `EAGAIN` or a short
+//! count (see [`pump`]); a session never waits on readiness it has not
+//! observed as missing.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -103,9 +109,14 @@ pub struct ProxyCounters {
     internal_errors: AtomicU64,
     bytes_to_upstream: AtomicU64,
     bytes_to_client: AtomicU64,
-    /// Passes of the event loop (at least one per tick): what the
+    /// Passes of each event loop (at least one per tick): what the
     /// watchdog watches.
-    loops: AtomicU64,
+    loops: Vec<AtomicU64>,
+    /// Open sessions per source (see [`source_key`]), of every loop.
+    per_source: Mutex<HashMap<IpAddr, usize>>,
+    /// At `max_connections` when a loop last looked: the loops log the
+    /// change once between them.
+    full_now: AtomicBool,
 }
 
 /// A copy of [`ProxyCounters`] for `synwall stats`.
@@ -151,10 +162,18 @@ pub struct ProxySnapshot {
 }
 
 impl ProxyCounters {
-    /// A number that grows on every pass of the proxy's event loop (at
-    /// least every 50 ms).
-    pub fn progress(&self) -> u64 {
-        self.loops.load(Ordering::Relaxed)
+    /// The counters of a proxy of `loops` event loops.
+    pub fn new(loops: usize) -> ProxyCounters {
+        ProxyCounters {
+            loops: (0..loops).map(|_| AtomicU64::new(0)).collect(),
+            ..ProxyCounters::default()
+        }
+    }
+
+    /// For each event loop, a number that grows on every pass (at least
+    /// every 50 ms).
+    pub fn progress(&self) -> impl Iterator<Item = u64> + '_ {
+        self.loops.iter().map(|n| n.load(Ordering::Relaxed))
     }
 
     /// Reads every counter.
@@ -200,26 +219,39 @@ pub fn listen_addrs(ports: &[u16], addresses: &[IpAddr]) -> Vec<SocketAddr> {
         .collect()
 }
 
-/// Listening sockets on `addrs` (from [`listen_addrs`]); the IPv6 wildcard
-/// is skipped, with a warning, when the host has no IPv6.
-pub fn listen(addrs: &[SocketAddr], backlog: u32) -> Result<Vec<Listener>, ProxyError> {
-    let mut out = Vec::new();
+/// Listening sockets on `addrs` (from [`listen_addrs`]), a set for each of
+/// `loops` event loops; with more than one, every socket of an address has
+/// SO_REUSEPORT, and the kernel spreads its connections over them. The
+/// IPv6 wildcard is skipped, with a warning, when the host has no IPv6.
+pub fn listen(
+    addrs: &[SocketAddr],
+    backlog: u32,
+    loops: usize,
+) -> Result<ListenerSets, ProxyError> {
+    let loops = loops.max(1);
+    let mut out: Vec<Vec<Listener>> = (0..loops).map(|_| Vec::new()).collect();
     for &addr in addrs {
-        match listen_one(addr, backlog) {
-            Ok(l) => out.push(Listener { addr, socket: l }),
-            Err(e) if addr.ip() == Ipv6Addr::UNSPECIFIED && e == Errno::AFNOSUPPORT => {
-                tracing::warn!(%addr, "no IPv6 on this host; listening on IPv4 only");
-            }
-            Err(e) => {
-                return Err(ProxyError::Listen {
-                    addr,
-                    source: e.into(),
-                });
+        for set in out.iter_mut() {
+            match listen_one(addr, backlog, loops > 1) {
+                Ok(l) => set.push(Listener { addr, socket: l }),
+                Err(e) if addr.ip() == Ipv6Addr::UNSPECIFIED && e == Errno::AFNOSUPPORT => {
+                    tracing::warn!(%addr, "no IPv6 on this host; listening on IPv4 only");
+                    break;
+                }
+                Err(e) => {
+                    return Err(ProxyError::Listen {
+                        addr,
+                        source: e.into(),
+                    });
+                }
             }
         }
     }
     Ok(out)
 }
+
+/// A set of listeners for each event loop (from [`listen`]).
+pub type ListenerSets = Vec<Vec<Listener>>;
 
 /// One of synwall's listening sockets and the address it is bound to.
 #[derive(Debug)]
@@ -255,9 +287,12 @@ fn tcp_socket(addr: SocketAddr) -> rustix::io::Result<OwnedFd> {
     )
 }
 
-fn listen_one(addr: SocketAddr, backlog: u32) -> rustix::io::Result<TcpListener> {
+fn listen_one(addr: SocketAddr, backlog: u32, shared: bool) -> rustix::io::Result<TcpListener> {
     let fd = tcp_socket(addr)?;
     sockopt::set_socket_reuseaddr(&fd, true)?;
+    if shared {
+        sockopt::set_socket_reuseport(&fd, true)?;
+    }
     if addr.is_ipv6() {
         sockopt::set_ipv6_v6only(&fd, true)?;
     }
@@ -328,35 +363,42 @@ enum Failed {
     Destination,
 }
 
-/// Moves bytes from `src` through the pipe to `dst` until both report
-/// `EAGAIN` (or the source ends); returns the bytes delivered to `dst`.
+/// Moves bytes from `src` through the pipe to `dst` until neither side can
+/// go on (or the source ends); returns the bytes delivered to `dst`.
+///
+/// A side is done when it reports `EAGAIN` or moves less than it was
+/// offered: a non-blocking TCP splice takes all the socket holds (or all its
+/// send buffer takes) at once, so a short count means the socket was
+/// drained (or full) then, and data (or room) that comes later is a new
+/// edge for epoll. The pipe can also cut a read short (out of slots, with
+/// many small segments), so the source is tried again whenever the pipe
+/// has been emptied some since. That spares a wake-up the calls that could
+/// only say `EAGAIN`.
 fn pump(src: BorrowedFd, dst: BorrowedFd, d: &mut Direction) -> Result<u64, Failed> {
     let flags = SpliceFlags::MOVE | SpliceFlags::NONBLOCK;
     let mut moved = 0u64;
+    let (mut src_dry, mut dst_full) = (false, false);
     loop {
         let mut progress = false;
-        if d.pipe.pending > 0 {
-            match rustix::pipe::splice(&d.pipe.r, None, dst, None, d.pipe.pending, flags) {
+        if d.pipe.pending > 0 && !dst_full {
+            let offered = d.pipe.pending;
+            match rustix::pipe::splice(&d.pipe.r, None, dst, None, offered, flags) {
                 Ok(n) => {
                     d.pipe.pending -= n;
                     moved += n as u64;
                     progress = n > 0;
+                    dst_full = n < offered;
+                    src_dry &= n == 0;
                 }
-                Err(Errno::AGAIN) => {}
+                Err(Errno::AGAIN) => dst_full = true,
                 Err(Errno::INTR) => progress = true,
                 Err(_) => return Err(Failed::Destination),
             }
         }
         // Read only while the pipe has room: backpressure.
-        if !d.eof && d.pipe.pending < d.pipe.cap {
-            match rustix::pipe::splice(
-                src,
-                None,
-                &d.pipe.w,
-                None,
-                d.pipe.cap - d.pipe.pending,
-                flags,
-            ) {
+        if !d.eof && !src_dry && d.pipe.pending < d.pipe.cap {
+            let room = d.pipe.cap - d.pipe.pending;
+            match rustix::pipe::splice(src, None, &d.pipe.w, None, room, flags) {
                 Ok(0) => {
                     d.eof = true;
                     progress = true;
@@ -364,8 +406,9 @@ fn pump(src: BorrowedFd, dst: BorrowedFd, d: &mut Direction) -> Result<u64, Fail
                 Ok(n) => {
                     d.pipe.pending += n;
                     progress = true;
+                    src_dry = n < room;
                 }
-                Err(Errno::AGAIN) => {}
+                Err(Errno::AGAIN) => src_dry = true,
                 Err(Errno::INTR) => progress = true,
                 Err(_) => return Err(Failed::Source),
             }
@@ -436,12 +479,10 @@ pub struct Proxy<'a> {
     next_upstream: usize,
     /// Connections the workers rebuilt (`[handoff] engine = "repair"`).
     handed_in: Option<HandedIn>,
-    /// Open sessions per source (see [`source_key`]).
-    per_source: HashMap<IpAddr, usize>,
     /// synwall is stopping: no new sessions.
     draining: bool,
-    /// At `max_connections` when last looked.
-    full: bool,
+    /// Which of the proxy's event loops this is.
+    index: usize,
 }
 
 /// The unit `max_per_source` counts: the address, or for IPv6 its /64
@@ -470,8 +511,9 @@ fn reset_on_close(s: &TcpStream) {
 }
 
 impl<'a> Proxy<'a> {
-    /// Registers the listeners.
+    /// Event loop `index` of the proxy, with its listeners.
     pub fn new(
+        index: usize,
         listeners: Vec<Listener>,
         settings: ProxySettings,
         counters: &'a ProxyCounters,
@@ -489,9 +531,8 @@ impl<'a> Proxy<'a> {
             pipes: Vec::new(),
             next_upstream: 0,
             handed_in: None,
-            per_source: HashMap::new(),
             draining: false,
-            full: false,
+            index,
         };
         for l in listeners {
             proxy.add_listener(l)?;
@@ -530,7 +571,7 @@ impl<'a> Proxy<'a> {
             None => return,
         };
         for r in got {
-            self.open(r.stream, r.peer);
+            self.open(r.stream, r.peer, false);
         }
     }
 
@@ -542,9 +583,9 @@ impl<'a> Proxy<'a> {
     fn room(&mut self) -> usize {
         let open = self.counters.active.load(Ordering::Relaxed);
         let room = (self.settings.max_connections as u64).saturating_sub(open) as usize;
-        if (room == 0) != self.full {
-            self.full = room == 0;
-            if self.full {
+        let full = room == 0;
+        if self.counters.full_now.swap(full, Ordering::Relaxed) != full {
+            if full {
                 bump(&self.counters.full);
                 tracing::warn!(
                     sessions = open,
@@ -671,7 +712,9 @@ impl<'a> Proxy<'a> {
             *next_tick = now + TICK;
         }
         self.free.append(&mut self.dead);
-        bump(&self.counters.loops);
+        if let Some(n) = self.counters.loops.get(self.index) {
+            bump(n);
+        }
         Ok(())
     }
 
@@ -693,8 +736,20 @@ impl<'a> Proxy<'a> {
             let Some(Some(l)) = self.listeners.get(listener) else {
                 return;
             };
-            match l.socket.accept() {
-                Ok((stream, peer)) => self.open(stream, peer),
+            // Non-blocking from the start: no fcntl per session.
+            let accepted = rustix::net::acceptfrom_with(
+                &l.socket,
+                SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+            )
+            .map_err(std::io::Error::from)
+            .and_then(|(fd, peer)| {
+                let peer = peer
+                    .and_then(|p| SocketAddr::try_from(p).ok())
+                    .ok_or_else(|| std::io::Error::other("accept gave no peer address"))?;
+                Ok((TcpStream::from(fd), peer))
+            });
+            match accepted {
+                Ok((stream, peer)) => self.open(stream, peer, true),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
                 Err(e) => {
                     bump(&self.counters.accept_errors);
@@ -716,17 +771,24 @@ impl<'a> Proxy<'a> {
         }
     }
 
-    fn open(&mut self, client: TcpStream, peer: SocketAddr) {
+    /// A session for `client` (`nonblocking`: accepted so), or its reset.
+    fn open(&mut self, client: TcpStream, peer: SocketAddr, nonblocking: bool) {
         let c = self.counters;
         bump(&c.sessions);
-        let Some((source, up, down)) = self.admit(peer) else {
+        let Some((up, down)) = self.admit(peer) else {
             reset_on_close(&client);
             return;
         };
-        *self.per_source.entry(source).or_default() += 1;
-        let _ = client.set_nonblocking(true);
+        if !nonblocking {
+            let _ = client.set_nonblocking(true);
+        }
         let _ = client.set_nodelay(true);
-        let local_addr = client.local_addr().unwrap_or(peer);
+        // Only the PROXY header names the address the client reached.
+        let local_addr = if self.settings.proxy_protocol {
+            client.local_addr().unwrap_or(peer)
+        } else {
+            peer
+        };
         let slot = self.free.pop().unwrap_or_else(|| {
             self.sessions.push(None);
             self.sessions.len() - 1
@@ -759,7 +821,6 @@ impl<'a> Proxy<'a> {
             down: direction(down),
             last_active: now,
         });
-        c.active.fetch_add(1, Ordering::Relaxed);
         if registered.is_err() {
             self.close(slot, End::Internal);
             return;
@@ -768,28 +829,62 @@ impl<'a> Proxy<'a> {
     }
 
     /// Whether a new client may have a session (the proxy not draining nor
-    /// full, its source under its cap, two pipes to be had): its source's
-    /// key and the pipes, or `None`, counted.
-    fn admit(&mut self, peer: SocketAddr) -> Option<(IpAddr, Pipe, Pipe)> {
+    /// full, its source under its cap, two pipes to be had): the pipes, its
+    /// place in `active` and in its source's count taken, or `None`,
+    /// counted. The loops share both limits, so each place is taken with
+    /// one atomic step or under the tally's lock.
+    fn admit(&mut self, peer: SocketAddr) -> Option<(Pipe, Pipe)> {
         let c = self.counters;
-        if self.draining || c.active.load(Ordering::Relaxed) >= self.settings.max_connections as u64
+        let max = self.settings.max_connections as u64;
+        if self.draining
+            || c.active
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                    (n < max).then_some(n + 1)
+                })
+                .is_err()
         {
             bump(&c.rejected);
             return None;
         }
         let source = source_key(peer.ip());
-        if self.per_source.get(&source).copied().unwrap_or(0) >= self.settings.max_per_source {
+        if !self.count_source(source, true) {
+            c.active.fetch_sub(1, Ordering::Relaxed);
             bump(&c.rejected_source);
             return None;
         }
         match (self.take_pipe(), self.take_pipe()) {
-            (Ok(up), Ok(down)) => Some((source, up, down)),
+            (Ok(up), Ok(down)) => Some((up, down)),
             (a, b) => {
                 self.pipes.extend(a.ok().into_iter().chain(b.ok()));
+                self.count_source(source, false);
+                c.active.fetch_sub(1, Ordering::Relaxed);
                 bump(&c.internal_errors);
                 None
             }
         }
+    }
+
+    /// Counts a session of `source` in (if under `max_per_source`; false
+    /// if not) or out.
+    fn count_source(&self, source: IpAddr, open: bool) -> bool {
+        let mut tally = self
+            .counters
+            .per_source
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if open {
+            let n = tally.entry(source).or_default();
+            if *n >= self.settings.max_per_source {
+                return false;
+            }
+            *n += 1;
+        } else if let Some(n) = tally.get_mut(&source) {
+            *n -= 1;
+            if *n == 0 {
+                tally.remove(&source);
+            }
+        }
+        true
     }
 
     /// Starts a connect to the next upstream not yet tried; resets the
@@ -938,13 +1033,7 @@ impl<'a> Proxy<'a> {
             }
         }
         c.active.fetch_sub(1, Ordering::Relaxed);
-        let key = source_key(s.client_addr.ip());
-        if let Some(n) = self.per_source.get_mut(&key) {
-            *n -= 1;
-            if *n == 0 {
-                self.per_source.remove(&key);
-            }
-        }
+        self.count_source(source_key(s.client_addr.ip()), false);
         for d in [s.up, s.down] {
             let reusable = d.pipe.pending == 0 && d.pipe.size == self.settings.pipe_size;
             if reusable && self.pipes.len() < PIPE_POOL {

@@ -103,10 +103,11 @@ impl ToProxy {
     }
 }
 
-/// The proxy's end of the engines' hand-off.
-#[derive(Debug)]
+/// The proxy's end of the engines' hand-off; each event loop holds a
+/// clone, and whichever wakes first takes what has arrived.
+#[derive(Debug, Clone)]
 pub struct HandedIn {
-    rx: Receiver<Repaired>,
+    rx: Arc<Mutex<Receiver<Repaired>>>,
     wake: Arc<OwnedFd>,
     queued: Arc<AtomicUsize>,
 }
@@ -122,7 +123,13 @@ impl HandedIn {
     pub fn take(&self, most: usize) -> Vec<Repaired> {
         let mut buf = [0u8; 8];
         let _ = rustix::io::read(&*self.wake, &mut buf);
-        let got: Vec<Repaired> = self.rx.try_iter().take(most).collect();
+        let got: Vec<Repaired> = self
+            .rx
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .try_iter()
+            .take(most)
+            .collect();
         self.queued.fetch_sub(got.len(), Ordering::AcqRel);
         got
     }
@@ -144,7 +151,14 @@ pub fn hand_off(engines: usize, cap: usize) -> std::io::Result<(Vec<ToProxy>, Ha
             cap,
         })
         .collect();
-    Ok((ends, HandedIn { rx, wake, queued }))
+    Ok((
+        ends,
+        HandedIn {
+            rx: Arc::new(Mutex::new(rx)),
+            wake,
+            queued,
+        },
+    ))
 }
 
 /// The addresses, sequence numbers and window of one TCP segment in a

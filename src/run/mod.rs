@@ -33,7 +33,7 @@ pub use crate::error_chain;
 use crate::xdp::{self, Program};
 pub use health::Health;
 use plan::{Plan, ProgramEpochs, program_settings, resolve};
-pub use plan::{handoff_engine, proxy_settings, worker_cpus};
+pub use plan::{handoff_engine, proxy_loops, proxy_settings, worker_cpus};
 use reload::Live;
 pub use reload::ReloadError;
 use runtime::{Datapath, Fixed, Thread, ToSpawn, spawn_thread};
@@ -149,7 +149,9 @@ pub fn run(cfg: &Config, secrets: Secrets, ctl: &Control) -> Result<Snapshot, Ru
         SynackMode::Auto | SynackMode::Xdp => Some(program.queue_loads()?),
         SynackMode::Afxdp => None,
     };
-    let (proxy_tx, proxy_rx) = mpsc::channel();
+    // A channel per proxy event loop, for reloads.
+    let loops = threads.proxy.as_ref().map_or(0, |(_, sets, _)| sets.len());
+    let (proxy_tx, proxy_rx): (Vec<_>, Vec<_>) = (0..loops).map(|_| mpsc::channel()).unzip();
     let mut live = Live {
         cfg: cfg.clone(),
         secrets: secrets.clone(),
@@ -166,8 +168,7 @@ pub fn run(cfg: &Config, secrets: Secrets, ctl: &Control) -> Result<Snapshot, Ru
         zero_copy: threads.zero_copy(),
         started: Instant::now(),
     };
-    let proxy_updates = threads.proxy.as_ref().map(|_| proxy_tx);
-    let datapath = Datapath::new(fixed, secrets, proxy_updates, live.epochs.mint);
+    let datapath = Datapath::new(fixed, secrets, proxy_tx, live.epochs.mint);
     let failure = std::thread::scope(|s| {
         let (threads, asks) = datapath.spawn_all(s, threads, proxy_rx, &ctl.stop);
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);

@@ -223,6 +223,15 @@ pub(super) fn reflection_caps(r: &crate::config::Reflection) -> xdp::ReflectionC
     }
 }
 
+/// The proxy's event loops: `[handoff] proxy_threads`, or with 0 one per
+/// CPU this process may run on (its affinity and CPU quota).
+pub fn proxy_loops(h: &crate::config::Handoff) -> usize {
+    match h.proxy_threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n as usize,
+    }
+}
+
 /// The proxy's settings from `[handoff]`; resolves the upstream names
 /// (first address each).
 pub fn proxy_settings(h: &crate::config::Handoff) -> Result<ProxySettings, ProxyError> {

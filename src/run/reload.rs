@@ -60,7 +60,8 @@ struct Prepared {
     cfg: Config,
     secrets: Secrets,
     program: ProgramSettings,
-    proxy: Option<ProxyUpdate>,
+    /// Proxy mode: an update per event loop.
+    proxy: Option<Vec<ProxyUpdate>>,
 }
 
 /// The listener addresses a configuration asks for (proxy mode).
@@ -69,8 +70,8 @@ fn listen_addrs(cfg: &Config) -> Vec<SocketAddr> {
 }
 
 /// Reads `path` and checks it against the running configuration; opens
-/// the proxy's new listeners.
-fn prepare(live: &Live, path: &Path) -> Result<Prepared, ReloadError> {
+/// the new listeners of each of the proxy's `loops` event loops.
+fn prepare(live: &Live, path: &Path, loops: usize) -> Result<Prepared, ReloadError> {
     let cfg = Config::load(path)?;
     let fixed = live.cfg.restart_only_changes(&cfg);
     if !fixed.is_empty() {
@@ -92,12 +93,18 @@ fn prepare(live: &Live, path: &Path) -> Result<Prepared, ReloadError> {
             let settings = super::proxy_settings(&cfg.handoff)?;
             let (have, want) = (listen_addrs(&live.cfg), listen_addrs(&cfg));
             let new: Vec<SocketAddr> = want.iter().filter(|a| !have.contains(a)).copied().collect();
-            Some(ProxyUpdate {
-                settings,
-                open: proxy::listen(&new, cfg.handoff.backlog)?,
-                close: have.into_iter().filter(|a| !want.contains(a)).collect(),
-                applied: None,
-            })
+            let close: Vec<SocketAddr> = have.into_iter().filter(|a| !want.contains(a)).collect();
+            let sets = proxy::listen(&new, cfg.handoff.backlog, loops)?;
+            Some(
+                sets.into_iter()
+                    .map(|open| ProxyUpdate {
+                        settings: settings.clone(),
+                        open,
+                        close: close.clone(),
+                        applied: None,
+                    })
+                    .collect(),
+            )
         }
     };
     let program = super::program_settings(&cfg);
@@ -130,29 +137,37 @@ impl Datapath<'_> {
             .publish(live.cfg.core_settings(), live.secrets.clone());
     }
 
-    /// Hands the proxy thread its update and waits until it is in effect,
-    /// so that "reloaded" means new connections get the new settings.
-    fn update_proxy(
-        &self,
-        tx: &std::sync::mpsc::Sender<ProxyUpdate>,
-        mut update: ProxyUpdate,
-    ) -> Result<(), ReloadError> {
-        let (done, applied) = std::sync::mpsc::channel();
-        update.applied = Some(done);
-        tx.send(update)
-            .map_err(|_| ReloadError::ProxyApply("the proxy thread has stopped".into()))?;
-        match applied.recv_timeout(PROXY_APPLY_TIMEOUT) {
-            Ok(r) => r.map_err(ReloadError::ProxyApply),
-            Err(_) => Err(ReloadError::ProxyApply(
-                "no answer from the proxy thread".into(),
-            )),
+    /// Hands each of the proxy's event loops its update and waits until
+    /// every one is in effect, so that "reloaded" means new connections get
+    /// the new settings.
+    fn update_proxy(&self, updates: Vec<ProxyUpdate>) -> Result<(), ReloadError> {
+        let mut answers = Vec::new();
+        for (tx, mut update) in self.proxy_updates.iter().zip(updates) {
+            let (done, applied) = std::sync::mpsc::channel();
+            update.applied = Some(done);
+            tx.send(update)
+                .map_err(|_| ReloadError::ProxyApply("a proxy thread has stopped".into()))?;
+            answers.push(applied);
         }
+        let deadline = std::time::Instant::now() + PROXY_APPLY_TIMEOUT;
+        for applied in answers {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match applied.recv_timeout(left) {
+                Ok(r) => r.map_err(ReloadError::ProxyApply)?,
+                Err(_) => {
+                    return Err(ReloadError::ProxyApply(
+                        "no answer from a proxy thread".into(),
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Reloads from `path`: prepares, then applies to the program, the
     /// workers and the proxy.
     pub(super) fn reload(&self, live: &mut Live, path: &Path) -> Result<(), ReloadError> {
-        let p = prepare(live, path)?;
+        let p = prepare(live, path, self.proxy_updates.len())?;
         let epochs = ProgramEpochs::at(UnixTime::now(), &p.cfg.key_schedule());
         // New ports, or peacetime ending ([attack] mode): the kernel has
         // sockets the program left unmarked; swept once it is applied.
@@ -165,13 +180,15 @@ impl Datapath<'_> {
             .and_then(|()| Ok(epochs.install(self.fixed.program, &p.secrets, None)?))
             .and_then(|()| {
                 self.core.publish(p.cfg.core_settings(), p.secrets.clone());
-                match (p.proxy, &self.proxy_updates) {
-                    (Some(update), Some(tx)) => {
-                        super::check_fd_limit(
-                            update.settings.max_connections,
-                            p.cfg.handoff.backlog,
-                        );
-                        self.update_proxy(tx, update)
+                match p.proxy {
+                    Some(updates) if !self.proxy_updates.is_empty() => {
+                        if let Some(u) = updates.first() {
+                            super::check_fd_limit(
+                                u.settings.max_connections,
+                                p.cfg.handoff.backlog,
+                            );
+                        }
+                        self.update_proxy(updates)
                     }
                     _ => Ok(()),
                 }

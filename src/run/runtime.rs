@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use std::os::unix::net::UnixListener;
 
 use crate::config::{Config, HandoffMode};
-use crate::handoff::proxy::{Listener, Proxy, ProxyCounters, ProxySettings, ProxyUpdate};
+use crate::handoff::proxy::{ListenerSets, Proxy, ProxyCounters, ProxySettings, ProxyUpdate};
 use crate::handoff::repair;
 use crate::metrics;
 use crate::proto::cookie::Secrets;
@@ -87,8 +87,9 @@ pub(super) struct Datapath<'a> {
     pub(super) state: ControlState,
     /// The workers' core settings and secret (a reload publishes new ones).
     pub(super) core: SharedCore,
-    /// Proxy mode: where reloads reach the proxy thread.
-    pub(super) proxy_updates: Option<mpsc::Sender<ProxyUpdate>>,
+    /// Proxy mode: where reloads reach each of the proxy's event loops
+    /// (none in kernel mode).
+    pub(super) proxy_updates: Vec<mpsc::Sender<ProxyUpdate>>,
 }
 
 /// The counters of the datapath's threads.
@@ -135,9 +136,9 @@ pub(super) struct ToSpawn {
     pub(super) sockets: Vec<QueueSocket>,
     /// The repair engine: one per worker (none with the kfunc).
     pub(super) engines: Vec<repair::Engine>,
-    /// Proxy mode: the proxy's settings, listeners, and the repair
-    /// engines' hand-in.
-    pub(super) proxy: Option<(ProxySettings, Vec<Listener>, Option<repair::HandedIn>)>,
+    /// Proxy mode: the proxy's settings, a set of listeners per event
+    /// loop, and the repair engines' hand-in.
+    pub(super) proxy: Option<(ProxySettings, ListenerSets, Option<repair::HandedIn>)>,
     pub(super) stats: UnixListener,
     pub(super) metrics: Option<metrics::Server>,
     /// attach = "libxdp": the heartbeat thread.
@@ -160,7 +161,7 @@ impl<'a> Datapath<'a> {
     pub(super) fn new(
         fixed: Fixed<'a>,
         secrets: Secrets,
-        proxy_updates: Option<mpsc::Sender<ProxyUpdate>>,
+        proxy_updates: Vec<mpsc::Sender<ProxyUpdate>>,
         mint: u64,
     ) -> Datapath<'a> {
         let counters = ThreadCounters {
@@ -170,7 +171,7 @@ impl<'a> Datapath<'a> {
                 .iter()
                 .map(|_| WorkerCounters::default())
                 .collect(),
-            proxy: proxy_updates.as_ref().map(|_| ProxyCounters::default()),
+            proxy: (!proxy_updates.is_empty()).then(|| ProxyCounters::new(proxy_updates.len())),
         };
         let state = ControlState {
             epoch: AtomicU64::new(mint),
@@ -192,7 +193,7 @@ impl<'a> Datapath<'a> {
         &'s self,
         s: &'s Scope<'s, '_>,
         mut t: ToSpawn,
-        proxy_updates: mpsc::Receiver<ProxyUpdate>,
+        proxy_updates: Vec<mpsc::Receiver<ProxyUpdate>>,
         stop: &'s AtomicBool,
     ) -> (Vec<Thread<'s>>, mpsc::Receiver<clients::Ask>) {
         let (asks_tx, asks) = mpsc::channel();
@@ -202,7 +203,7 @@ impl<'a> Datapath<'a> {
             threads.push(clients::spawn_metrics(s, m, asks_tx, stop));
         }
         if let Some(hand) = t.proxy {
-            threads.push(self.spawn_proxy(s, hand, proxy_updates, stop));
+            threads.extend(self.spawn_proxy(s, hand, proxy_updates, stop));
         }
         if t.heartbeat {
             threads.push(spawn_heartbeat(s, self.fixed.program.heartbeat(), stop));
@@ -270,30 +271,43 @@ impl<'a> Datapath<'a> {
         threads
     }
 
-    /// Step 7 (proxy mode): the proxy's event loop. If it fails, synwall
-    /// stops with an error, so the XDP program detaches (fail open):
-    /// without the proxy the protected port is dead.
+    /// Step 7 (proxy mode): the proxy's event loops, one per listener set
+    /// and update channel. If one fails, synwall stops with an error, so
+    /// the XDP program detaches (fail open): without the proxy the
+    /// protected port is dead.
     pub(super) fn spawn_proxy<'s>(
         &'s self,
         s: &'s Scope<'s, '_>,
-        (settings, listeners, handed_in): (ProxySettings, Vec<Listener>, Option<repair::HandedIn>),
-        updates: mpsc::Receiver<ProxyUpdate>,
+        (settings, sets, handed_in): (ProxySettings, ListenerSets, Option<repair::HandedIn>),
+        updates: Vec<mpsc::Receiver<ProxyUpdate>>,
         stop: &'s AtomicBool,
-    ) -> Thread<'s> {
-        let counters = self.counters.proxy.as_ref();
-        spawn_thread(s, "synwall-proxy".into(), move || {
-            let Some(counters) = counters else {
-                return Ok(());
-            };
-            Proxy::new(listeners, settings, counters)
-                .and_then(|mut p| {
-                    if let Some(from) = handed_in {
-                        p.hand_in_from(from)?;
-                    }
-                    p.run(stop, &updates)
+    ) -> Vec<Thread<'s>> {
+        let Some(counters) = self.counters.proxy.as_ref() else {
+            return Vec::new();
+        };
+        let one = sets.len() == 1;
+        sets.into_iter()
+            .zip(updates)
+            .enumerate()
+            .map(|(i, (listeners, updates))| {
+                let (settings, handed_in) = (settings.clone(), handed_in.clone());
+                let name = if one {
+                    "synwall-proxy".to_string()
+                } else {
+                    format!("synwall-proxy{i}")
+                };
+                spawn_thread(s, name, move || {
+                    Proxy::new(i, listeners, settings, counters)
+                        .and_then(|mut p| {
+                            if let Some(from) = handed_in {
+                                p.hand_in_from(from)?;
+                            }
+                            p.run(stop, &updates)
+                        })
+                        .map_err(|e| error_chain(&e))
                 })
-                .map_err(|e| error_chain(&e))
-        })
+            })
+            .collect()
     }
 }
 

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::config::{AttachMode, Config, HandoffEngine, HandoffMode, SynackMode};
-use crate::handoff::proxy::{self, Listener, ProxySettings};
+use crate::handoff::proxy::{self, ListenerSets, ProxySettings};
 use crate::handoff::repair;
 use crate::host;
 use crate::proto::cookie::Secrets;
@@ -14,7 +14,7 @@ use crate::proto::time::UnixTime;
 use crate::xdp::{self, Attachment, Program, ProgramSettings};
 use crate::xsk::{BusyPoll, Frame, Xsk, XskConfig};
 
-use super::{Plan, ProgramEpochs, RunError, program_settings, proxy_settings};
+use super::{Plan, ProgramEpochs, RunError, program_settings, proxy_loops, proxy_settings};
 
 /// Step 4b (`[handoff] engine = "repair"`): one engine per worker, all
 /// handing their connections to the proxy thread; nothing otherwise.
@@ -40,12 +40,12 @@ pub(super) fn repair_engines(
 /// kernel mode, warns about protected ports nothing listens on.
 pub(super) fn prepare_handoff(
     cfg: &Config,
-) -> Result<Option<(ProxySettings, Vec<Listener>)>, RunError> {
+) -> Result<Option<(ProxySettings, ListenerSets)>, RunError> {
     match cfg.handoff.mode {
         HandoffMode::Proxy => {
             let settings = proxy_settings(&cfg.handoff)?;
             let addrs = proxy::listen_addrs(&cfg.protect.ports, &cfg.protect.addresses);
-            let listeners = proxy::listen(&addrs, cfg.handoff.backlog)?;
+            let listeners = proxy::listen(&addrs, cfg.handoff.backlog, proxy_loops(&cfg.handoff))?;
             check_fd_limit(settings.max_connections, cfg.handoff.backlog);
             Ok(Some((settings, listeners)))
         }

@@ -84,10 +84,10 @@ impl Supervisor {
     }
 }
 
-/// Each worker's and the proxy's progress number.
+/// Each worker's and each proxy event loop's progress number.
 pub(super) fn progress(dp: &Datapath<'_>) -> Vec<u64> {
     let mut out: Vec<u64> = dp.counters.workers.iter().map(|w| w.progress()).collect();
-    out.extend(dp.counters.proxy.as_ref().map(|p| p.progress()));
+    out.extend(dp.counters.proxy.iter().flat_map(|p| p.progress()));
     out
 }
 
