@@ -189,6 +189,8 @@ def knee(ps):
     base = next(p for p in ps if p["rate"] == 0)["connect_p99_ms"]
     paced = sorted((p for p in ps if 0 < p["rate"] < top), key=lambda p: p["rate"])
     best = None
+    if base is None:   # no request succeeded without a flood
+        return None, False
     for p in paced:
         if p["success"] >= 0.999 and p["connect_p99_ms"] is not None \
                 and p["connect_p99_ms"] <= max(2 * base, base + 10):
@@ -207,10 +209,12 @@ knees = {s: knee(ps) for s, ps in by.items()}
 top_of = {s: t for s, (k, t) in knees.items()}
 knees = {s: k for s, (k, t) in knees.items()}
 print("\nKnee (highest paced rate with success >= 99.9% and connect p99 <= max(2x, +10 ms) the system's no-flood p99):")
-kk = knees.get("kernel_sc2") or knees.get("kernel_sc1")
+kname = "kernel_sc2" if knees.get("kernel_sc2") else "kernel_sc1"
+kk = knees.get(kname)
 for s, k in knees.items():
     at_least = "at least " if top_of[s] else ""
-    ratio = f"  ({at_least}{k / kk:.1f}x the kernel's)" if k and kk else ""
+    # A kernel knee at the ladder's top is a lower bound: no ratio then.
+    ratio = f"  ({at_least}{k / kk:.1f}x the kernel's)" if k and kk and not top_of.get(kname) else ""
     top_note = " (the ladder's top)" if top_of[s] else ""
     print(f"  {s:<15}{'below the lowest rate' if k is None else f'{at_least}{k:,} SYN/s{top_note}'}{ratio}")
 if limits:

@@ -115,6 +115,9 @@ if [ -z "$RATE" ]; then
 import json, sys
 k = json.load(open(f"{sys.argv[1]}/capacity.kernel"))["answered"]
 s = json.load(open(f"{sys.argv[1]}/capacity.synwall"))["answered"]
+if k < 1000 or s < 1000:
+    sys.exit(f"the capacities measured make no sense (server alone {k}/s, synwall {s}/s): "
+             "did the flood reach the server? (RATE=... sets the rate by hand)")
 rate = min(3 * k, int(0.7 * s))
 if rate < 1.5 * k:
     print(f"warning: synwall's capacity now ({s}/s) is too close to the kernel's ({k}/s) for the demo to "

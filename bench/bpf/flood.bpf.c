@@ -57,9 +57,10 @@ struct pace {
 	__u64 rate;	/* frames per second */
 	__u64 burst;	/* the bucket's depth, frames */
 	__u64 limit;	/* frames to send in all */
-	__u64 t0;	/* ns of the first frame sent */
+	__u64 t0;	/* CLOCK_MONOTONIC ns the flood starts (the bucket empty) */
 	__u64 sent;
 	__u64 forgone;	/* tokens lost while the bucket was full */
+	__u64 end;	/* CLOCK_MONOTONIC ns from which nothing is sent */
 };
 struct pace pace = {};
 
@@ -76,13 +77,13 @@ static __always_inline int may_send(void)
 {
 	__u64 now = bpf_ktime_get_ns(), due, allowed, ms;
 
-	if (pace.sent >= pace.limit)
+	/* The flood's bounds, here as well as in user space: a stuck
+	 * caller cannot make it send more or for longer. */
+	if (pace.sent >= pace.limit || now >= pace.end || now < pace.t0)
 		return 0;
-	if (pace.t0 == 0)
-		pace.t0 = now;
 	if (pace.rate) {
-		/* In microseconds: no overflow below 10^7 frames/s for
-		 * 10^5 s. */
+		/* In microseconds: no overflow below 10^8 frames/s (the most
+		 * synwall-flood asks) for 10^5 s. */
 		due = (now - pace.t0) / 1000 * pace.rate / 1000000;
 		allowed = due - pace.forgone;
 		if (allowed > pace.sent + pace.burst) {

@@ -93,10 +93,19 @@ pub struct Pace {
     pub burst: u64,
     /// Frames to send in all; runs after that drop their frame.
     pub limit: u64,
+    /// How long from now frames may be sent; runs after that drop theirs.
+    pub duration: std::time::Duration,
 }
 
 /// Milliseconds of [`LiveFlood::per_ms`] (PACE_SLOTS in flood.bpf.c).
 pub const PACE_SLOTS: usize = 16384;
+
+/// CLOCK_MONOTONIC in ns, the clock of `bpf_ktime_get_ns`.
+fn monotonic_ns() -> u64 {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .expect("CLOCK_MONOTONIC is always there");
+    (t.tv_sec() as u64) * 1_000_000_000 + t.tv_nsec() as u64
+}
 
 /// A loaded flood program with its template.
 pub struct LiveFlood {
@@ -162,10 +171,14 @@ impl LiveFlood {
             ro.src_host_mask = sources.mask.to_be();
             ro.src_host_set = sources.set.to_be();
         }
+        let now = monotonic_ns();
         if let Some(bss) = open.maps.bss_data.as_deref_mut() {
             bss.pace.rate = pace.rate;
             bss.pace.burst = pace.burst.max(1);
             bss.pace.limit = pace.limit;
+            // The clock bpf_ktime_get_ns reads.
+            bss.pace.t0 = now;
+            bss.pace.end = now.saturating_add(pace.duration.as_nanos() as u64);
         }
         let skel = open.load().map_err(FloodError::Load)?;
         // struct xdp_md: data, data_end, data_meta, ingress_ifindex,
@@ -211,6 +224,12 @@ impl LiveFlood {
         self.bss().pace.sent
     }
 
+    /// Tokens the pace has forgone so far (between calls): its bucket was
+    /// full while nothing ran.
+    pub fn forgone(&self) -> u64 {
+        self.bss().pace.forgone
+    }
+
     /// A handle of its own on the pace, for another thread to read while a
     /// call runs.
     pub fn progress(&self) -> Result<Progress, FloodError> {
@@ -252,10 +271,11 @@ impl Progress {
             .lookup(&0u32.to_ne_bytes(), MapFlags::ANY)
             .map_err(FloodError::Progress)?
             .unwrap_or_default();
-        // struct pace: rate, burst, limit, t0, sent (flood.bpf.c).
-        let sent = bss
-            .get(32..40)
-            .ok_or(FloodError::Template("no pace in .bss"))?;
+        let at = std::mem::offset_of!(skel::types::bss, pace)
+            + std::mem::offset_of!(skel::types::pace, sent);
+        let sent = bss.get(at..at + 8).ok_or_else(|| {
+            FloodError::Progress(std::io::Error::other(".bss shorter than its pace").into())
+        })?;
         Ok(u64::from_ne_bytes(sent.try_into().expect("8 bytes")))
     }
 }

@@ -132,6 +132,9 @@ fn run(a: &Args) -> Result<(), String> {
     if !(a.duration > 0.0 && a.duration <= 600.0) || a.count == 0 {
         return Err("a flood needs --count > 0 and 0 < --duration <= 600".into());
     }
+    if a.rate > 100_000_000 {
+        return Err("--rate is at most 100,000,000 frames per second".into());
+    }
     if a.source_net.is_some() && matches!(a.engine, Engine::Afxdp) {
         return Err("--source-net needs the live engine".into());
     }
@@ -239,19 +242,21 @@ fn live(a: &Args, dst_mac: [u8; 6], src_mac: [u8; 6], stop: &AtomicBool) -> Resu
         Some(_) => return Err("--burst must be at least 1".into()),
         None => (a.rate / 20).max(1),
     };
+    let deadline = Duration::from_secs_f64(a.duration);
     let pace = Pace {
         rate: a.rate,
         burst,
         limit: a.count,
+        duration: deadline,
     };
+    // The program's clock starts with this one (the bucket empty).
+    let t0 = Instant::now();
     let mut flood = LiveFlood::new(template(a, dst_mac, src_mac), mode, ifindex, sources, pace)
         .map_err(|e| e.to_string())?;
-    let t0 = Instant::now();
-    let deadline = Duration::from_secs_f64(a.duration);
     let over =
         |sent: u64| sent >= a.count || t0.elapsed() >= deadline || stop.load(Ordering::Relaxed);
     if a.rate > 0 && burst >= a.rate / 50 {
-        in_bursts(&mut flood, a, burst, &over)?;
+        in_bursts(&mut flood, a, burst, t0, &over)?;
     } else {
         in_one_call(&mut flood, &over)?;
     }
@@ -262,22 +267,27 @@ fn live(a: &Args, dst_mac: [u8; 6], src_mac: [u8; 6], stop: &AtomicBool) -> Resu
     })
 }
 
-/// Sleeps until the bucket is full, then sends it in one call, until
-/// `over`.
+/// Sleeps until the program's bucket is full, then sends it in one call,
+/// until `over`.
 fn in_bursts(
     flood: &mut LiveFlood,
     a: &Args,
     burst: u64,
+    t0: Instant,
     over: &dyn Fn(u64) -> bool,
 ) -> Result<(), String> {
-    let t0 = Instant::now();
     loop {
         let sent = flood.sent();
         if over(sent) {
             return Ok(());
         }
-        let this_burst = burst.min(a.count - sent);
-        let wait = (sent + this_burst) as f64 / a.rate as f64 - t0.elapsed().as_secs_f64();
+        // At most ~0.1 s of the engine's speed per call, so a deadline or
+        // a stop is seen soon (the program also stops at the deadline).
+        let this_burst = burst.min(a.count - sent).min(131_072);
+        // When the program's bucket holds this burst (tokens it forwent
+        // while the caller was late do not come back).
+        let due = sent + flood.forgone() + this_burst;
+        let wait = due as f64 / a.rate as f64 - t0.elapsed().as_secs_f64();
         if wait > 0.0 {
             // In steps, so that a stop or the deadline is seen soon.
             std::thread::sleep(Duration::from_secs_f64(wait.min(0.01)));
@@ -309,7 +319,9 @@ fn in_one_call(flood: &mut LiveFlood, over: &(dyn Fn(u64) -> bool + Sync)) -> Re
     std::thread::scope(|s| {
         let watcher = s.spawn(|| -> Result<(), String> {
             while !done.load(Ordering::Acquire) {
-                if over(progress.sent().map_err(|e| e.to_string())?) {
+                // Unreadable progress ends the flood too: never a call
+                // that nothing ends.
+                if over(progress.sent().unwrap_or(u64::MAX)) {
                     // Until the caller has seen it: a signal that lands
                     // between two calls ends neither.
                     pthread_kill(caller, Signal::SIGUSR1).map_err(|e| e.to_string())?;
