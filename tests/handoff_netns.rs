@@ -996,8 +996,9 @@ fn proxy_failover_proxy_protocol_half_close_idle_and_bound_with(engine: &str) {
 }
 
 /// One host holds at most `max_per_source` sessions (the next is reset,
-/// its others live on), however the proxy's four event loops share its
-/// connections (each loop has its own listener on the port). On SIGTERM
+/// its others live on), however the proxy's 16 event loops share its
+/// connections (each loop has its own listener on the port: a cap counted
+/// per loop would pass only if all three landed on one, 1 in 256). On SIGTERM
 /// the proxy drains: a response without a length that ends within
 /// `shutdown_grace_secs` arrives whole, one that does not is reset, never
 /// cut short with a clean end of stream.
@@ -1015,7 +1016,7 @@ fn proxy_per_source_cap_and_a_draining_stop() {
             &["198.18.0.1:9000"],
             "max_per_source = 2
 shutdown_grace_secs = 3
-proxy_threads = 4
+proxy_threads = 16
 ",
         ),
     );
@@ -1026,7 +1027,7 @@ proxy_threads = 4
             .lines()
             .filter(|l| l.contains("0.0.0.0:80"))
             .count(),
-        4,
+        16,
         "a listener per event loop: {listeners}"
     );
     let out = client_py(tb, &["bound", "198.18.0.1", "80", "2"]);
@@ -1081,6 +1082,71 @@ proxy_threads = 4
     assert!(n < 200_000, "{long}");
     let log = std::fs::read_to_string(dir.path().join("synwall.log")).unwrap();
     assert!(log.contains("proxy draining"), "{log}");
+}
+
+/// Several event loops listen with SO_REUSEPORT, which would let a
+/// process already listening on the port with it keep a share of the
+/// connections: synwall refuses the port then, as it does with one loop.
+#[test]
+fn proxy_refuses_a_port_another_process_holds() {
+    let Some(f) = Fixture::new(1, Turn::Shared) else {
+        return;
+    };
+    let (tb, dir) = (&f.tb, &f.dir);
+    let mut squatter = tb
+        .in_srv(&[
+            "python3",
+            "-c",
+            "import socket, time\ns = socket.socket()\ns.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)\ns.bind(('0.0.0.0', 80)); s.listen(); print('ready', flush=True); time.sleep(30)",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(squatter.stdout.as_mut().unwrap()),
+        &mut ready,
+    )
+    .unwrap();
+    assert_eq!(ready.trim(), "ready");
+    let (cfg, _) = Synwall::write_config(
+        tb,
+        dir.path(),
+        &common::Launch {
+            extra: &proxy_config(&["198.18.0.1:9000"], "proxy_threads = 2\n"),
+            ..common::Launch::default()
+        },
+    );
+    let out = run_ok_or_fail(&mut tb.in_srv(&[
+        env!("CARGO_BIN_EXE_synwall"),
+        "run",
+        "--config",
+        cfg.to_str().unwrap(),
+    ]));
+    let _ = squatter.kill();
+    let _ = squatter.wait();
+    assert!(!out.status.success(), "synwall started beside the squatter");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot listen on 0.0.0.0:80"), "{err}");
+}
+
+/// Runs `cmd` to its end (it must end within 20 s), whatever its status.
+fn run_ok_or_fail(cmd: &mut std::process::Command) -> std::process::Output {
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let id = child.id();
+    let guard = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(20));
+        let _ = std::process::Command::new("kill")
+            .arg(id.to_string())
+            .status();
+    });
+    let out = child.wait_with_output().unwrap();
+    drop(guard);
+    out
 }
 
 #[test]

@@ -231,8 +231,16 @@ pub fn listen(
     let loops = loops.max(1);
     let mut out: Vec<Vec<Listener>> = (0..loops).map(|_| Vec::new()).collect();
     for &addr in addrs {
+        // A group of SO_REUSEPORT listeners would let any process of this
+        // user join it and take a share of the connections: the address
+        // must be free first, as for a single listener.
+        let free = if loops > 1 {
+            listen_one(addr, backlog, false).map(drop)
+        } else {
+            Ok(())
+        };
         for set in out.iter_mut() {
-            match listen_one(addr, backlog, loops > 1) {
+            match free.and_then(|()| listen_one(addr, backlog, loops > 1)) {
                 Ok(l) => set.push(Listener { addr, socket: l }),
                 Err(e) if addr.ip() == Ipv6Addr::UNSPECIFIED && e == Errno::AFNOSUPPORT => {
                     tracing::warn!(%addr, "no IPv6 on this host; listening on IPv4 only");
@@ -433,7 +441,6 @@ enum Phase {
 struct Session {
     client: TcpStream,
     client_addr: SocketAddr,
-    local_addr: SocketAddr,
     upstream: Option<TcpStream>,
     phase: Phase,
     /// Client -> upstream.
@@ -529,7 +536,8 @@ impl<'a> Proxy<'a> {
             free: Vec::new(),
             dead: Vec::new(),
             pipes: Vec::new(),
-            next_upstream: 0,
+            // Each loop starts its round robin at its own upstream.
+            next_upstream: index,
             handed_in: None,
             draining: false,
             index,
@@ -557,21 +565,47 @@ impl<'a> Proxy<'a> {
     /// there is room for; the rest wait their turn (a tick, or a session's
     /// end), as in a listener's accept queue.
     fn take_handed_in(&mut self) {
-        if self.handed_in.is_none() {
+        let Some(from) = &self.handed_in else {
+            return;
+        };
+        // Draining, every one is taken, to be reset (counted); otherwise
+        // as many as there are places for, taken first.
+        if self.draining {
+            for r in from.take(usize::MAX) {
+                self.open(r.stream, r.peer, false);
+            }
             return;
         }
-        // Draining, every one is taken, to be reset (counted).
-        let most = if self.draining {
-            usize::MAX
-        } else {
-            self.room()
-        };
-        let got = match &self.handed_in {
-            Some(from) => from.take(most),
-            None => return,
-        };
+        let places = self.reserve(usize::MAX);
+        let got = from.take(places);
+        self.release(places - got.len());
         for r in got {
             self.open(r.stream, r.peer, false);
+        }
+        if places == 0 {
+            self.room();
+        }
+    }
+
+    /// Takes up to `k` of the `max_connections` places at once (the loops
+    /// share them); how many it got.
+    fn reserve(&self, k: usize) -> usize {
+        let max = self.settings.max_connections as u64;
+        let mut got = 0;
+        let _ = self
+            .counters
+            .active
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                got = max.saturating_sub(n).min(k as u64);
+                (got > 0).then_some(n + got)
+            });
+        got as usize
+    }
+
+    /// Gives back `k` places.
+    fn release(&self, k: usize) {
+        if k > 0 {
+            self.counters.active.fetch_sub(k as u64, Ordering::Relaxed);
         }
     }
 
@@ -584,7 +618,8 @@ impl<'a> Proxy<'a> {
         let open = self.counters.active.load(Ordering::Relaxed);
         let room = (self.settings.max_connections as u64).saturating_sub(open) as usize;
         let full = room == 0;
-        if self.counters.full_now.swap(full, Ordering::Relaxed) != full {
+        let now = &self.counters.full_now;
+        if now.load(Ordering::Relaxed) != full && now.swap(full, Ordering::Relaxed) != full {
             if full {
                 bump(&self.counters.full);
                 tracing::warn!(
@@ -633,10 +668,15 @@ impl<'a> Proxy<'a> {
                 *slot = None;
             }
         }
-        // Draining, a reload opens nothing (the new listeners close here).
+        // Draining, a reload opens nothing (the new listeners close here),
+        // nor one for an address this loop listens on already (a reload
+        // tried again after another loop failed to apply it).
         let draining = self.draining;
-        for l in u.open.into_iter().filter(|_| !draining) {
-            self.add_listener(l)?;
+        for l in u.open {
+            let have = self.listeners.iter().flatten().any(|h| h.addr == l.addr);
+            if !draining && !have {
+                self.add_listener(l)?;
+            }
         }
         Ok(())
     }
@@ -661,19 +701,29 @@ impl<'a> Proxy<'a> {
             if drain_until.is_some_and(|t| open == 0 || Instant::now() >= t) {
                 break;
             }
-            self.turn(&mut events, &mut next_tick)?;
+            if let Err(e) = self.turn(&mut events, &mut next_tick) {
+                // Its sessions end here, reset, and leave the shared
+                // counts: the other loops' limits and drain see them gone.
+                self.close_all();
+                return Err(e);
+            }
             while let Ok(u) = updates.try_recv() {
                 self.update(u);
             }
         }
         // Connections handed in since the last pass are reset too.
         self.take_handed_in();
+        self.close_all();
+        Ok(())
+    }
+
+    /// Resets every open session.
+    fn close_all(&mut self) {
         for slot in 0..self.sessions.len() {
             if self.sessions[slot].is_some() {
                 self.close(slot, End::Shutdown);
             }
         }
-        Ok(())
     }
 
     /// One pass of the event loop: the events of up to one tick, then the
@@ -724,18 +774,27 @@ impl<'a> Proxy<'a> {
     fn start_draining(&mut self) {
         self.draining = true;
         self.listeners.iter_mut().for_each(|l| *l = None);
-        tracing::info!(
-            sessions = self.counters.active.load(Ordering::Relaxed),
-            grace_secs = self.settings.shutdown_grace.as_secs(),
-            "proxy draining"
-        );
+        if self.index == 0 {
+            tracing::info!(
+                sessions = self.counters.active.load(Ordering::Relaxed),
+                grace_secs = self.settings.shutdown_grace.as_secs(),
+                "proxy draining"
+            );
+        }
     }
 
+    /// Accepts while there are places: each is taken before its client,
+    /// so a client beyond `max_connections` waits in the backlog even when
+    /// another loop took the last place meanwhile.
     fn accept(&mut self, listener: usize) {
-        while self.room() > 0 {
+        loop {
             let Some(Some(l)) = self.listeners.get(listener) else {
                 return;
             };
+            if self.reserve(1) == 0 {
+                self.room();
+                return;
+            }
             // Non-blocking from the start: no fcntl per session.
             let accepted = rustix::net::acceptfrom_with(
                 &l.socket,
@@ -750,8 +809,11 @@ impl<'a> Proxy<'a> {
             });
             match accepted {
                 Ok((stream, peer)) => self.open(stream, peer, true),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
                 Err(e) => {
+                    self.release(1);
+                    if e.kind() == std::io::ErrorKind::WouldBlock {
+                        return;
+                    }
                     bump(&self.counters.accept_errors);
                     // Out of descriptors: the rest waits in the backlog and
                     // the next tick retries.
@@ -771,7 +833,8 @@ impl<'a> Proxy<'a> {
         }
     }
 
-    /// A session for `client` (`nonblocking`: accepted so), or its reset.
+    /// A session for `client` (`nonblocking`: accepted so), which holds a
+    /// place unless the proxy is draining, or its reset.
     fn open(&mut self, client: TcpStream, peer: SocketAddr, nonblocking: bool) {
         let c = self.counters;
         bump(&c.sessions);
@@ -783,12 +846,6 @@ impl<'a> Proxy<'a> {
             let _ = client.set_nonblocking(true);
         }
         let _ = client.set_nodelay(true);
-        // Only the PROXY header names the address the client reached.
-        let local_addr = if self.settings.proxy_protocol {
-            client.local_addr().unwrap_or(peer)
-        } else {
-            peer
-        };
         let slot = self.free.pop().unwrap_or_else(|| {
             self.sessions.push(None);
             self.sessions.len() - 1
@@ -810,7 +867,6 @@ impl<'a> Proxy<'a> {
         self.sessions[slot] = Some(Session {
             client,
             client_addr: peer,
-            local_addr,
             upstream: None,
             phase: Phase::Connecting {
                 first,
@@ -828,27 +884,20 @@ impl<'a> Proxy<'a> {
         self.connect_next(slot);
     }
 
-    /// Whether a new client may have a session (the proxy not draining nor
-    /// full, its source under its cap, two pipes to be had): the pipes, its
-    /// place in `active` and in its source's count taken, or `None`,
-    /// counted. The loops share both limits, so each place is taken with
-    /// one atomic step or under the tally's lock.
+    /// Whether a new client, which holds a place of `max_connections`
+    /// unless the proxy is draining, may have a session (not draining, its
+    /// source under its cap, two pipes to be had): the pipes and its count
+    /// in its source's taken, or `None`, counted and its place given back.
+    /// The loops share the per-source tally, under its lock.
     fn admit(&mut self, peer: SocketAddr) -> Option<(Pipe, Pipe)> {
         let c = self.counters;
-        let max = self.settings.max_connections as u64;
-        if self.draining
-            || c.active
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                    (n < max).then_some(n + 1)
-                })
-                .is_err()
-        {
+        if self.draining {
             bump(&c.rejected);
             return None;
         }
         let source = source_key(peer.ip());
         if !self.count_source(source, true) {
-            c.active.fetch_sub(1, Ordering::Relaxed);
+            self.release(1);
             bump(&c.rejected_source);
             return None;
         }
@@ -857,7 +906,7 @@ impl<'a> Proxy<'a> {
             (a, b) => {
                 self.pipes.extend(a.ok().into_iter().chain(b.ok()));
                 self.count_source(source, false);
-                c.active.fetch_sub(1, Ordering::Relaxed);
+                self.release(1);
                 bump(&c.internal_errors);
                 None
             }
@@ -960,7 +1009,10 @@ impl<'a> Proxy<'a> {
             s.last_active = Instant::now();
             if self.settings.proxy_protocol {
                 let mut hdr = [0u8; proxy_protocol::MAX_LEN];
-                let len = proxy_protocol::encode(s.client_addr, s.local_addr, &mut hdr);
+                // The address the client reached, asked only here: only
+                // the PROXY header names it.
+                let local = s.client.local_addr().unwrap_or(s.client_addr);
+                let len = proxy_protocol::encode(s.client_addr, local, &mut hdr);
                 // A fresh connection's send buffer always takes these few
                 // bytes; anything else is an upstream failure.
                 if rustix::net::send(up, &hdr[..len], rustix::net::SendFlags::NOSIGNAL) != Ok(len) {

@@ -140,28 +140,33 @@ impl Datapath<'_> {
     /// Hands each of the proxy's event loops its update and waits until
     /// every one is in effect, so that "reloaded" means new connections get
     /// the new settings.
+    /// Every loop gets its update and every answer is awaited, even after
+    /// one failed: the error names the first, and a reload tried again
+    /// opens nothing twice in a loop that applied it.
     fn update_proxy(&self, updates: Vec<ProxyUpdate>) -> Result<(), ReloadError> {
+        let mut first_error = None;
         let mut answers = Vec::new();
         for (tx, mut update) in self.proxy_updates.iter().zip(updates) {
             let (done, applied) = std::sync::mpsc::channel();
             update.applied = Some(done);
-            tx.send(update)
-                .map_err(|_| ReloadError::ProxyApply("a proxy thread has stopped".into()))?;
-            answers.push(applied);
+            match tx.send(update) {
+                Ok(()) => answers.push(applied),
+                Err(_) => {
+                    first_error.get_or_insert_with(|| "a proxy thread has stopped".to_string());
+                }
+            }
         }
         let deadline = std::time::Instant::now() + PROXY_APPLY_TIMEOUT;
         for applied in answers {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match applied.recv_timeout(left) {
-                Ok(r) => r.map_err(ReloadError::ProxyApply)?,
-                Err(_) => {
-                    return Err(ReloadError::ProxyApply(
-                        "no answer from a proxy thread".into(),
-                    ));
-                }
-            }
+            let why = match applied.recv_timeout(left) {
+                Ok(Ok(())) => continue,
+                Ok(Err(e)) => e,
+                Err(_) => "no answer from a proxy thread".to_string(),
+            };
+            first_error.get_or_insert(why);
         }
-        Ok(())
+        first_error.map_or(Ok(()), |e| Err(ReloadError::ProxyApply(e)))
     }
 
     /// Reloads from `path`: prepares, then applies to the program, the
