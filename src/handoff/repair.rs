@@ -3,7 +3,7 @@
 //! each verified ACK to its queue's worker, which builds the established
 //! client socket itself with `TCP_REPAIR` (sequence numbers, MSS, both
 //! window scales, SACK and timestamps from the cookie) and hands it to the
-//! proxy thread.
+//! proxy's event loops.
 //!
 //! What the client sends goes through the kernel's receive path, so the
 //! host's INPUT rules judge it as they would without synwall: the ACK's
@@ -64,7 +64,7 @@ pub struct Repaired {
     pub peer: SocketAddr,
 }
 
-/// Where repaired connections go: the proxy thread's channel, the eventfd
+/// Where repaired connections go: the proxy loops' channel, the eventfd
 /// that wakes its epoll, and how many it has not taken yet, at most `cap`:
 /// each holds a descriptor, so a proxy that falls behind must not let the
 /// workers use up the process's (the sessions' upstream connections need

@@ -116,7 +116,7 @@ fn prepare(live: &Live, path: &Path, loops: usize) -> Result<Prepared, ReloadErr
     })
 }
 
-/// How long a reload waits for the proxy thread to take an update (it
+/// How long a reload waits for the proxy loops to take an update (each
 /// looks for one at least every 50 ms).
 const PROXY_APPLY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 

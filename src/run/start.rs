@@ -17,7 +17,7 @@ use crate::xsk::{BusyPoll, Frame, Xsk, XskConfig};
 use super::{Plan, ProgramEpochs, RunError, program_settings, proxy_loops, proxy_settings};
 
 /// Step 4b (`[handoff] engine = "repair"`): one engine per worker, all
-/// handing their connections to the proxy thread; nothing otherwise.
+/// handing their connections to the proxy loops; nothing otherwise.
 pub(super) fn repair_engines(
     cfg: &Config,
     plan: &Plan,
