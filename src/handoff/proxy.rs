@@ -325,8 +325,9 @@ const LISTENER: u64 = 1 << 63;
 const HANDED_IN: u64 = 1 << 62;
 /// How often timeouts are checked (and accept retried after `EMFILE`).
 const TICK: Duration = Duration::from_millis(50);
-/// Empty pipes kept for reuse, so a new session costs no pipe2/fcntl calls.
-const PIPE_POOL: usize = 1024;
+/// Empty pipes each event loop keeps for reuse, so a new session costs no
+/// pipe2/fcntl calls.
+pub const PIPE_POOL: usize = 1024;
 
 struct Pipe {
     r: OwnedFd,

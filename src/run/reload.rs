@@ -191,6 +191,7 @@ impl Datapath<'_> {
                             super::check_fd_limit(
                                 u.settings.max_connections,
                                 p.cfg.handoff.backlog,
+                                self.proxy_updates.len(),
                             );
                         }
                         self.update_proxy(updates)

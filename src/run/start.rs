@@ -46,7 +46,11 @@ pub(super) fn prepare_handoff(
             let settings = proxy_settings(&cfg.handoff)?;
             let addrs = proxy::listen_addrs(&cfg.protect.ports, &cfg.protect.addresses);
             let listeners = proxy::listen(&addrs, cfg.handoff.backlog, proxy_loops(&cfg.handoff))?;
-            check_fd_limit(settings.max_connections, cfg.handoff.backlog);
+            check_fd_limit(
+                settings.max_connections,
+                cfg.handoff.backlog,
+                listeners.len(),
+            );
             Ok(Some((settings, listeners)))
         }
         HandoffMode::Kernel => {
@@ -68,12 +72,14 @@ pub(super) fn warn_unserved_ports(ports: &[u16]) {
     }
 }
 
-/// Raises the descriptor limit for proxy mode (six per session, and one
-/// per connection the repair engines hand in that the proxy has not taken
-/// yet, `backlog` at most) and warns when even the hard limit is too low.
-pub(super) fn check_fd_limit(max_connections: usize, backlog: u32) {
+/// Raises the descriptor limit for proxy mode (six per session, one per
+/// connection the repair engines hand in that the proxy has not taken yet,
+/// `backlog` at most, and the pipes each of its `loops` event loops keeps
+/// for reuse) and warns when even the hard limit is too low.
+pub(super) fn check_fd_limit(max_connections: usize, backlog: u32, loops: usize) {
     let have = host::raise_fd_limit();
-    let need = max_connections as u64 * 6 + u64::from(backlog) + 256;
+    let pooled = (loops * 2 * proxy::PIPE_POOL) as u64;
+    let need = max_connections as u64 * 6 + u64::from(backlog) + pooled + 256;
     if have < need {
         tracing::warn!(
             have,
