@@ -985,14 +985,19 @@ fn proxy_failover_proxy_protocol_half_close_idle_and_bound_with(engine: &str) {
             .is_some_and(|l| l.starts_with("extra:src=") && l.ends_with("n=3")),
         "{out}"
     );
+    proxy_drains(&sw);
+    // Full again, once the proxy said it has room: said again.
+    let again = client_py(tb, &["bound", "198.18.0.1", "80", "3"]);
+    assert_eq!(again.lines().next(), Some("extra:waiting"), "{again}");
     let stats = proxy_drains(&sw);
     let p = &stats["proxy"];
     assert!(p["idle_timeouts"].as_u64().unwrap() >= 1, "{stats}");
     assert_eq!(p["rejected"], 0, "{stats}");
-    // Full is said, not silent: counted and logged.
-    assert!(p["full"].as_u64().unwrap() >= 1, "{stats}");
+    // Full is said, not silent: counted and logged, each time.
+    assert!(p["full"].as_u64().unwrap() >= 2, "{stats}");
     let log = std::fs::read_to_string(dir.path().join("synwall.log")).unwrap();
     assert!(log.contains("proxy full"), "{log}");
+    assert!(log.contains("proxy has room again"), "{log}");
 }
 
 /// One host holds at most `max_per_source` sessions (the next is reset,

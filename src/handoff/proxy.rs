@@ -577,7 +577,8 @@ impl<'a> Proxy<'a> {
             }
             return;
         }
-        let places = self.reserve(usize::MAX);
+        // Places for those waiting only: the loops share them.
+        let places = self.reserve(from.waiting());
         let got = from.take(places);
         self.release(places - got.len());
         for r in got {
@@ -669,15 +670,10 @@ impl<'a> Proxy<'a> {
                 *slot = None;
             }
         }
-        // Draining, a reload opens nothing (the new listeners close here),
-        // nor one for an address this loop listens on already (a reload
-        // tried again after another loop failed to apply it).
+        // Draining, a reload opens nothing (the new listeners close here).
         let draining = self.draining;
-        for l in u.open {
-            let have = self.listeners.iter().flatten().any(|h| h.addr == l.addr);
-            if !draining && !have {
-                self.add_listener(l)?;
-            }
+        for l in u.open.into_iter().filter(|_| !draining) {
+            self.add_listener(l)?;
         }
         Ok(())
     }
@@ -1032,6 +1028,8 @@ impl<'a> Proxy<'a> {
     /// Timeouts, and a retry for connections left in a backlog (a
     /// listener's, or the repair engines' hand-off).
     fn tick(&mut self, now: Instant) {
+        // Says when the proxy has room again (and re-arms "full").
+        self.room();
         for slot in 0..self.sessions.len() {
             let Some(s) = &self.sessions[slot] else {
                 continue;

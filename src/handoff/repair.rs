@@ -118,6 +118,11 @@ impl HandedIn {
         &self.wake
     }
 
+    /// How many connections wait to be taken.
+    pub fn waiting(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
+    }
+
     /// The connections handed in so far, `most` at most; their rooms free
     /// again.
     pub fn take(&self, most: usize) -> Vec<Repaired> {

@@ -141,8 +141,8 @@ impl Datapath<'_> {
     /// every one is in effect, so that "reloaded" means new connections get
     /// the new settings.
     /// Every loop gets its update and every answer is awaited, even after
-    /// one failed: the error names the first, and a reload tried again
-    /// opens nothing twice in a loop that applied it.
+    /// one failed: the error names the first. (Loops that applied it keep
+    /// it: see the README on a reload a proxy loop rejects.)
     fn update_proxy(&self, updates: Vec<ProxyUpdate>) -> Result<(), ReloadError> {
         let mut first_error = None;
         let mut answers = Vec::new();
