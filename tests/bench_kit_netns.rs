@@ -112,22 +112,11 @@ fn the_sink_keeps_the_clients_own_traffic() {
     let sink = tb.sink();
     // A real connection from the client namespace to a server in the other
     // one, over IPv4 and IPv6, through the sink.
-    let mut listener = tb
-        .in_srv(&[
+    let mut listener = common::spawn_ready(&mut tb.in_srv(&[
             "python3",
             "-c",
             "import socket\nls = []\nfor fam, a in ((socket.AF_INET, '198.18.0.1'), (socket.AF_INET6, '2001:2::1')):\n s = socket.socket(fam); s.bind((a, 7000)); s.listen(); s.settimeout(10); ls.append(s)\nprint('ready', flush=True)\nfor s in ls:\n c, _ = s.accept(); c.sendall(b'ok'); c.close()",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut ready = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(listener.stdout.as_mut().unwrap()),
-        &mut ready,
-    )
-    .unwrap();
-    assert_eq!(ready.trim(), "ready");
+        ]));
     for addr in ["198.18.0.1", "2001:2::1"] {
         let out = common::run_ok(
             &mut tb.in_cli(&[
@@ -147,24 +136,6 @@ fn the_sink_keeps_the_clients_own_traffic() {
     assert!(s["passed"].as_u64().unwrap() >= 4, "{s}");
 }
 
-/// One synwall-flood run on the testbed's client veth, its JSON report.
-fn flood(tb: &Testbed, args: &[&str]) -> serde_json::Value {
-    let mac = tb.srv_mac();
-    let bin = common::flood_bin();
-    let mut all = vec![
-        bin.to_str().unwrap(),
-        "--interface",
-        &tb.cli_if,
-        "--dst-mac",
-        &mac,
-        "--dst",
-        common::SERVER4,
-    ];
-    all.extend_from_slice(args);
-    let out = common::run_ok(&mut tb.in_cli(&all), "synwall-flood");
-    serde_json::from_slice(&out.stdout).expect("synwall-flood prints JSON")
-}
-
 /// The live engine paces in the kernel: with a small bucket the frames of
 /// every millisecond are close to the rate (bursts of 50 ms chunks gave
 /// 0 in most milliseconds and 10x the rate in a few), every frame asked for
@@ -177,8 +148,8 @@ fn a_paced_flood_is_even_and_stops_at_its_bounds() {
     }
     let tb = Testbed::new(1);
     let sink = tb.sink();
-    let f = flood(
-        &tb,
+    let f = tb.flood_args(
+        common::SERVER4,
         &[
             "--rate",
             "200000",
@@ -200,7 +171,10 @@ fn a_paced_flood_is_even_and_stops_at_its_bounds() {
     assert!((0.95..9.0).contains(&secs), "{f}");
 
     // Unpaced, a count it cannot reach: it stops at the deadline.
-    let f = flood(&tb, &["--count", "1000000000", "--duration", "0.5"]);
+    let f = tb.flood_args(
+        common::SERVER4,
+        &["--count", "1000000000", "--duration", "0.5"],
+    );
     let secs = f["seconds"].as_f64().unwrap();
     assert!(secs < 0.9, "{f}");
     let sent = f["sent"].as_u64().unwrap();

@@ -467,36 +467,19 @@ fn a_handshake_begun_on_a_drained_node_completes_on_another_and_not_on_a_strange
     let (f, nodes) = (&r.f, &r.nodes);
     let mut hop = f.hopper();
     let stat = |i: usize, name: &str| xdp(&nodes[i - 1].stats_json().unwrap(), name);
-    // SYNs node i answered, by XDP or a worker.
-    let syns = |i: usize| stat(i, "syn_redirect") + stat(i, "synack_xdp");
 
     // The SYN goes to whichever of nodes 1 and 2 the router's hash picks;
     // that node is then drained, and the ACK with the request meets the
     // other one. Repeated until each node has been drained twice.
     f.route_to(&[1, 2]);
-    let mut drained = [0; 2];
-    let mut tries = 0;
-    while drained.iter().any(|&d| d < 2) {
-        tries += 1;
-        assert!(
-            tries < 40,
-            "the router's hash never picked both nodes: {drained:?}"
-        );
-        let before = [syns(1), syns(2)];
-        let mut picked = 0;
-        let answer = hop.handshake(|| {
-            picked = if syns(1) > before[0] { 1 } else { 2 };
-            f.route_to(&[3 - picked]);
-        });
-        assert_eq!(
-            syns(picked),
-            before[picked - 1] + 1,
-            "n{picked} answered the SYN"
-        );
-        assert_eq!(answer, format!("pong n{}", 3 - picked), "n{picked} drained");
-        drained[picked - 1] += 1;
-        f.route_to(&[1, 2]);
-    }
+    let tries = drain_between_syn_and_ack(
+        &mut hop,
+        nodes,
+        [1, 2],
+        (2, 40),
+        |picked| f.route_to(&[3 - picked]),
+        |_| f.route_to(&[1, 2]),
+    );
     eprintln!("{tries} handshakes across a drain, each completed on the other node");
 
     // Node 3 answers its own handshakes, but refuses node 1's cookie, and
@@ -803,36 +786,66 @@ fn wait_for_next_hops(f: &Fleet, nodes: &[usize], within: Duration) -> Duration 
     }
 }
 
+/// Handshakes whose SYN meets one node of `pair` (the router's hash picks
+/// it) and whose node `drain` then takes out before the ACK: each completes
+/// on the other node, then `undo` puts the drained one back. Until each has
+/// been drained `times` times, in fewer than `most` handshakes; returns how
+/// many it took.
+fn drain_between_syn_and_ack(
+    hop: &mut Hopper,
+    nodes: &[Synwall],
+    pair: [usize; 2],
+    (times, most): (u32, u32),
+    mut drain: impl FnMut(usize),
+    mut undo: impl FnMut(usize),
+) -> u32 {
+    let stat = |i: usize, name: &str| xdp(&nodes[i - 1].stats_json().unwrap(), name);
+    // SYNs node i answered, by XDP or a worker.
+    let syns = |i: usize| stat(i, "syn_redirect") + stat(i, "synack_xdp");
+    let mut drained = [0; 2];
+    let mut tries = 0;
+    while drained.iter().any(|&d| d < times) {
+        tries += 1;
+        assert!(
+            tries < most,
+            "the router's hash never picked both nodes: {drained:?}"
+        );
+        let before = pair.map(syns);
+        let mut picked = 0;
+        let answer = hop.handshake(|| {
+            picked = if syns(pair[0]) > before[0] { 0 } else { 1 };
+            drain(pair[picked]);
+        });
+        let (node, other) = (pair[picked], pair[1 - picked]);
+        assert_eq!(syns(node), before[picked] + 1, "n{node} answered the SYN");
+        assert_eq!(answer, format!("pong n{other}"), "n{node} drained");
+        drained[picked] += 1;
+        undo(node);
+    }
+    tries
+}
+
 /// Handshakes whose node is withdrawn through BGP between the SYN and the
 /// ACK (its health fails: a reload names another fleet fingerprint)
 /// complete on the other node, until nodes 1 and 3 have each been drained.
 fn drain_through_bgp_between_syn_and_ack(f: &Fleet, nodes: &[Synwall], expected: &str) {
-    let mut hop = f.hopper();
-    let stat = |i: usize, name: &str| xdp(&nodes[i - 1].stats_json().unwrap(), name);
-    let syns = |i: usize| stat(i, "syn_redirect") + stat(i, "synack_xdp");
-    let mut drained = [0; 2];
-    let mut tries = 0;
-    while drained.iter().any(|&d| d < 1) {
-        tries += 1;
-        assert!(
-            tries < 30,
-            "the router's hash never picked both nodes: {drained:?}"
-        );
-        let before = [syns(1), syns(3)];
-        let mut picked = 0;
-        let answer = hop.handshake(|| {
-            picked = if syns(1) > before[0] { 1 } else { 3 };
+    let tries = drain_between_syn_and_ack(
+        &mut f.hopper(),
+        nodes,
+        [1, 3],
+        (1, 30),
+        |picked| {
             nodes[picked - 1].rewrite_config("expected_fingerprint = \"00000000000000aa\"\n");
             assert!(nodes[picked - 1].reload().status.success());
             let took = wait_for_next_hops(f, &[4 - picked], Duration::from_secs(10));
             eprintln!("n{picked} withdrawn {took:?} after its health failed");
-        });
-        assert_eq!(answer, format!("pong n{}", 4 - picked), "n{picked} drained");
-        drained[(picked - 1) / 2] += 1;
-        nodes[picked - 1].rewrite_config(expected);
-        assert!(nodes[picked - 1].reload().status.success());
-        wait_for_next_hops(f, &[1, 3], Duration::from_secs(10));
-    }
+        },
+        |picked| {
+            nodes[picked - 1].rewrite_config(expected);
+            assert!(nodes[picked - 1].reload().status.success());
+            wait_for_next_hops(f, &[1, 3], Duration::from_secs(10));
+        },
+    );
     eprintln!("{tries} handshakes across a BGP withdrawal, each completed on the other node");
 }
 

@@ -1098,22 +1098,11 @@ fn proxy_refuses_a_port_another_process_holds() {
         return;
     };
     let (tb, dir) = (&f.tb, &f.dir);
-    let mut squatter = tb
-        .in_srv(&[
+    let mut squatter = common::spawn_ready(&mut tb.in_srv(&[
             "python3",
             "-c",
             "import socket, time\ns = socket.socket()\ns.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)\ns.bind(('0.0.0.0', 80)); s.listen(); print('ready', flush=True); time.sleep(30)",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut ready = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(squatter.stdout.as_mut().unwrap()),
-        &mut ready,
-    )
-    .unwrap();
-    assert_eq!(ready.trim(), "ready");
+        ]));
     let (cfg, _) = Synwall::write_config(
         tb,
         dir.path(),

@@ -81,6 +81,19 @@ pub fn counter(p: &synwall::xdp::Program, name: &str) -> u64 {
     p.counters().unwrap()[i]
 }
 
+/// Spawns `cmd`, whose first line on stdout is `ready` once it serves.
+pub fn spawn_ready(cmd: &mut Command) -> Child {
+    let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
+    let mut ready = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+        &mut ready,
+    )
+    .unwrap();
+    assert_eq!(ready.trim(), "ready");
+    child
+}
+
 /// Runs `cmd` to its end and returns its output; panics, naming `what`,
 /// with its stdout and stderr when it cannot start or fails.
 pub fn run_ok(cmd: &mut Command, what: &str) -> Output {
@@ -297,16 +310,7 @@ impl Testbed {
         rate: &str,
         extra: &[&str],
     ) -> serde_json::Value {
-        let mac = self.srv_mac();
-        let bin = flood_bin();
         let mut args = vec![
-            bin.to_str().unwrap(),
-            "--interface",
-            &self.cli_if,
-            "--dst-mac",
-            &mac,
-            "--dst",
-            dst,
             "--mode",
             mode,
             "--count",
@@ -317,7 +321,25 @@ impl Testbed {
             "10",
         ];
         args.extend_from_slice(extra);
-        let out = run_ok(&mut self.in_cli(&args), "synwall-flood");
+        self.flood_args(dst, &args)
+    }
+
+    /// One synwall-flood run from the client veth to `dst` with `args`
+    /// (count, duration and the rest); its JSON report.
+    pub fn flood_args(&self, dst: &str, args: &[&str]) -> serde_json::Value {
+        let mac = self.srv_mac();
+        let bin = flood_bin();
+        let mut all = vec![
+            bin.to_str().unwrap(),
+            "--interface",
+            &self.cli_if,
+            "--dst-mac",
+            &mac,
+            "--dst",
+            dst,
+        ];
+        all.extend_from_slice(args);
+        let out = run_ok(&mut self.in_cli(&all), "synwall-flood");
         serde_json::from_slice(&out.stdout).expect("synwall-flood prints JSON")
     }
 
