@@ -255,16 +255,49 @@ static __always_inline __u64 words_sum(const void *w, __u32 n)
 	return s;
 }
 
+/* The options of a SYN from Linux with its defaults, read in the packet at
+ * fixed offsets: MSS, SACK-permitted, timestamps, NOP, window scale, 20
+ * bytes (tcp_options_write in net/ipv4/tcp_output.c), as the core's
+ * tcp::Options::linux_syn. Three compares replace the walk, its copy of the
+ * options (bpf_xdp_load_bytes) and its branch per option; any other layout
+ * goes through them. True when it matched: `w` holds what the walk would
+ * give and *sum the options' 32-bit words summed, for the checksum. */
+static __always_inline int syn_linux_opts(const struct tcphdr *tcp, void *data_end,
+					  struct syn_walk *w, __u64 *sum)
+{
+	const __u8 *o = (const __u8 *)(tcp + 1);
+	__u32 w0, w1, w2, w3, w4;
+
+	if ((void *)(o + 20) > data_end)
+		return 0;
+	w0 = bpf_ntohl(load32(o));
+	w1 = bpf_ntohl(load32(o + 4));
+	w4 = bpf_ntohl(load32(o + 16));
+	if ((w0 & 0xffff0000) != 0x02040000 || w1 != 0x0402080a ||
+	    (w4 & 0xffffff00) != 0x01030300)
+		return 0;
+	w2 = load32(o + 8);
+	w3 = load32(o + 12);
+	w->mss = (w0 & 0xffff) | 0x10000;
+	w->sack = 1;
+	w->ts = 1;
+	w->tsval = bpf_ntohl(w2);
+	w->wscale = w4 & 0xff;
+	*sum = (__u64)load32(o) + load32(o + 4) + w2 + w3 + load32(o + 16);
+	return 1;
+}
+
 /* A SYN's TCP checksum is right, or its sender's stack left it to offload
  * (CHECKSUM_PARTIAL: the field holds the pseudo-header's sum alone), as a
  * local sender's segments cross a veth or a tap; the kernel takes those, so
- * does synwall (src/wire/tcp.rs, Packet::verify_checksum). */
+ * does synwall (src/wire/tcp.rs, Packet::verify_checksum). `opt_sum`: the
+ * options' words summed. */
 static __always_inline int tcp_csum_ok(const struct pkt *p, const struct tcphdr *tcp,
-					const void *opts, __u32 hlen, __u32 optlen)
+				       __u64 opt_sum, __u32 hlen)
 {
 	__u64 pseudo = pseudo_sum(p, hlen);
 
-	return !csum_fold(pseudo + words_sum(tcp, 5) + words_sum(opts, optlen / 4)) ||
+	return !csum_fold(pseudo + words_sum(tcp, 5) + opt_sum) ||
 	       tcp->check == (__u16)~csum_fold(pseudo);
 }
 
@@ -477,7 +510,7 @@ static __always_inline int synack_in_place(struct xdp_md *ctx, struct pkt *p, __
 	struct sw_key *key;
 	__be32 h[10] = {};
 	__u32 *epoch;
-	__u64 mac;
+	__u64 mac, opt_sum;
 	int rc;
 
 	if (!p)
@@ -497,14 +530,16 @@ static __always_inline int synack_in_place(struct xdp_md *ctx, struct pkt *p, __
 		return rc;
 
 	optlen = hlen - sizeof(*tcp);
-	if (optlen > 0) {
-		if (bpf_xdp_load_bytes(ctx, l4 + sizeof(*tcp), w.buf, opt_read_len(optlen)))
+	if (optlen != 20 || !syn_linux_opts(tcp, data_end, &w, &opt_sum)) {
+		if (optlen > 0 &&
+		    bpf_xdp_load_bytes(ctx, l4 + sizeof(*tcp), w.buf, opt_read_len(optlen)))
 			return SW_SYN_WORKER_SHAPE;
 		syn_walk_run(&w, optlen);
 		if (w.bad)
 			return SW_SYN_WORKER_OPTIONS;
+		opt_sum = words_sum(w.buf, optlen / 4);
 	}
-	if (verify_checksums && !tcp_csum_ok(p, tcp, w.buf, hlen, optlen))
+	if (verify_checksums && !tcp_csum_ok(p, tcp, opt_sum, hlen))
 		return SW_SYN_WORKER_CHECKSUM;
 	if (bad_endpoints(p, eth, tcp))
 		return SW_SYN_WORKER_SOURCE;

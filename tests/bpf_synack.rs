@@ -404,6 +404,28 @@ fn settings_and_epochs_reach_the_xdp_answer() {
     }
 }
 
+/// Linux's SYN options (MSS, SACK-permitted, timestamps, NOP, window
+/// scale), which both the program and the core read at fixed offsets, with
+/// any values, and half the time one byte changed anywhere (a near miss
+/// of the layout, or a value the fast path must copy).
+fn linux_layout() -> impl Strategy<Value = Vec<u8>> {
+    (
+        any::<u16>(),
+        any::<[u8; 8]>(),
+        any::<u8>(),
+        proptest::option::of((0usize..20, any::<u8>())),
+    )
+        .prop_map(|(mss, ts, ws, change)| {
+            let mut o = vec![2, 4, (mss >> 8) as u8, mss as u8, 4, 2, 8, 10];
+            o.extend(ts);
+            o.extend([1, 3, 3, ws]);
+            if let Some((at, b)) = change {
+                o[at] = b;
+            }
+            o
+        })
+}
+
 /// SYNs with random addresses, ports, sequence numbers, VLAN tags, flags
 /// and option bytes (well-formed or not), all with correct checksums.
 fn any_syn() -> impl Strategy<Value = Vec<u8>> {
@@ -411,6 +433,7 @@ fn any_syn() -> impl Strategy<Value = Vec<u8>> {
         Just(os::LINUX.to_vec()),
         Just(os::WINDOWS.to_vec()),
         Just(os::MACOS.to_vec()),
+        linux_layout(),
         proptest::collection::vec(
             prop_oneof![
                 Just(vec![1u8]),

@@ -20,8 +20,8 @@ use clap::Parser;
 use synwall::proto::cookie::Secret;
 use synwall::proto::handshake::{Core, Settings, Verdict};
 use synwall::proto::time::UnixTime;
-use synwall::wire::tcp::flags;
 use synwall::xdp::{COUNTER_NAMES, Program, ProgramSettings, ReflectionCaps, SynackMode, action};
+use synwall_bench::corpus::ack_for;
 use synwall_bench::frame::{Ip, TcpFrame, addr, client_syn_options as os};
 use synwall_bench::testbed::{Addresses, Loaded, Role};
 
@@ -90,25 +90,24 @@ fn syn_v6(options: &[u8]) -> Vec<u8> {
     TcpFrame::client_syn(Ip::client_v6(&[]), options).to_vec()
 }
 
-/// The client's ACK for `syn` (no options): with the cookie of synwall's
-/// core when `valid`, with a made-up one otherwise.
-fn ack_v4(syn: &[u8], valid: bool) -> Vec<u8> {
+/// The client's ACK for `syn` (IPv4) as real stacks send it, its
+/// timestamp echoed if it has one (corpus::ack_for): acknowledging the
+/// cookie of synwall's core when `valid`, otherwise claiming another
+/// sequence number than the cookie's.
+fn ack_v4(options: &[u8], valid: bool) -> Vec<u8> {
+    let syn = TcpFrame::client_syn(Ip::client_v4(), options);
     let mut core = Core::new(Settings::default(), secret());
     let mut buf = vec![0u8; 2048];
-    buf[..syn.len()].copy_from_slice(syn);
-    let isn = match core.handle(now(), &mut buf, syn.len()) {
-        Verdict::Transmit(_) if valid => u32::from_be_bytes(buf[38..42].try_into().unwrap()),
-        _ => 0x1234_5678,
+    let frame = syn.to_vec();
+    buf[..frame.len()].copy_from_slice(&frame);
+    let Verdict::Transmit(n) = core.handle(now(), &mut buf, frame.len()) else {
+        panic!("the core answers the SYN");
     };
-    let s = TcpFrame::client_syn(Ip::client_v4(), &[]);
-    TcpFrame {
-        seq: s.seq.wrapping_add(1),
-        ack: isn.wrapping_add(1),
-        flags: flags::ACK,
-        window: 502,
-        ..s
-    }
-    .to_vec()
+    let claimed = TcpFrame {
+        seq: if valid { syn.seq } else { syn.seq ^ 0x5555 },
+        ..syn
+    };
+    ack_for(&claimed, &buf[..n], b"").expect("a SYN-ACK")
 }
 
 /// In a row's name: every SYN looked up for a kernel socket, as before
@@ -268,8 +267,20 @@ fn synwall_rows(a: &Args) -> Vec<Row> {
             &settings(SynackMode::Afxdp, false, false),
             &linux,
         ),
-        measure_synwall(a, "ACK, valid cookie", &xdp, &ack_v4(&windows, true)),
-        measure_synwall(a, "ACK, forged cookie", &xdp, &ack_v4(&windows, false)),
+        measure_synwall(a, "ACK, valid cookie", &xdp, &ack_v4(&os::WINDOWS, true)),
+        measure_synwall(a, "ACK, forged cookie", &xdp, &ack_v4(&os::WINDOWS, false)),
+        measure_synwall(
+            a,
+            "ACK with timestamps (Linux), valid cookie",
+            &xdp,
+            &ack_v4(&os::LINUX, true),
+        ),
+        measure_synwall(
+            a,
+            "ACK with timestamps (Linux), forged cookie",
+            &xdp,
+            &ack_v4(&os::LINUX, false),
+        ),
         measure_synwall(a, "SYN to an unprotected port", &xdp, &other_port),
     ]
     .into_iter()
