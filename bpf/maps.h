@@ -156,19 +156,29 @@ volatile __u8 reflect_v6_len LIVE = 48;
 
 /*
  * Windows of SYN-ACKs (or SYNs) per prefix, for the reflection guard and
- * the per-source cap: a table of GUARD_SETS sets of GUARD_WAYS windows
- * (one cache line a set), a prefix's set and tag given by a hash keyed
- * with hash_seed. A prefix that reaches min(cap, GUARD_HOLD) in a second
- * holds its window through that second and the next; a prefix without a
+ * the per-source cap, one table on each CPU (no line shared between CPUs,
+ * no atomic step): GUARD_SETS sets of GUARD_WAYS windows (one cache line
+ * a set), a prefix's set and tag given by a hash keyed with hash_seed, the
+ * same on every CPU. Each CPU counts the SYNs it sees. While its count
+ * is within its even share of the cap (the cap over guard_cpus), that is
+ * all; past it, the CPU adds up the prefix's windows of every CPU, and
+ * when they pass the cap the prefix is full on this CPU for the rest of
+ * its window. So a flood's SYNs cost a look at one line of this CPU's, a
+ * cap holds across CPUs however the flood is spread over them, and a
+ * prefix is never capped before the whole cap.
+ *
+ * A prefix that reaches min(cap, GUARD_HOLD) in a second on a CPU holds
+ * its window there through that second and the next; a prefix without a
  * window takes one that nobody holds (the least counted), and when every
  * window of its set is held it goes uncounted this time (never capped by
  * another's count), counted as guard_uncounted. So a flood spread over
  * any number of prefixes costs the same per SYN, and a prefix held to its
  * cap stays held unless more than GUARD_WAYS busy prefixes share its set
- * (65,536 windows, as the LRU hashes before had; the set is keyed with a
- * secret, so its members are left to chance).
+ * (16,384 windows a CPU; the set is keyed with a secret, so its members
+ * are left to chance).
  */
-#define GUARD_SETS (1u << 14) /* 1 MiB */
+#define GUARD_SETS (1u << 12) /* 256 KiB a CPU: a flood from ever new
+			       * prefixes meets few cache and TLB misses */
 #define GUARD_WAYS 4
 #define GUARD_HOLD 16
 
@@ -176,14 +186,20 @@ volatile __u8 reflect_v6_len LIVE = 48;
  * days), and the units in a second. */
 #define GUARD_UNIT_SHIFT 20
 #define GUARD_SECOND ((1000000000u >> GUARD_UNIT_SHIFT) + 1)
-/* In a window's count: its prefix held the window in the second before. */
+/* In a window's count: its prefix held the window in the second before;
+ * the prefix is full (the CPUs' windows passed the cap) this second. */
 #define GUARD_HELD_BIT (1ULL << 62)
-#define GUARD_COUNT_MASK (GUARD_HELD_BIT - 1)
+#define GUARD_FULL_BIT (1ULL << 61)
+#define GUARD_COUNT_MASK (GUARD_FULL_BIT - 1)
+
+/* The CPUs whose windows a prefix's count adds up (the possible CPUs),
+ * written before load. */
+const volatile __u32 guard_cpus = 1;
 
 struct sw_guard_window {
 	__u32 tag; /* 0: free */
 	__u32 start;
-	__u64 count; /* this second's, and GUARD_HELD_BIT */
+	__u64 count; /* this second's, GUARD_HELD_BIT and GUARD_FULL_BIT */
 };
 
 struct sw_guard_set {
@@ -191,7 +207,7 @@ struct sw_guard_set {
 };
 
 struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, GUARD_SETS);
 	__type(key, __u32);
 	__type(value, struct sw_guard_set);
@@ -202,7 +218,7 @@ struct {
 volatile __u32 source_syn_cap LIVE = 0;
 
 struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, GUARD_SETS);
 	__type(key, __u32);
 	__type(value, struct sw_guard_set);

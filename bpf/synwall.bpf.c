@@ -395,42 +395,48 @@ static __always_inline int worker_backed_up(struct sw_queue_load *q)
  * otherwise it goes to this queue's AF_XDP socket, or to the kernel when
  * the queue has none. */
 
-/* The source's prefix: its first v4_len (IPv6: v6_len) bits. */
-static __always_inline void source_prefix(const struct pkt *p, struct sw_prefix *key,
-					  __u32 v4_len, __u32 v6_len)
+/* The first n (0..64) bits of a 64-bit word read in memory order. */
+static __always_inline __u64 prefix_mask64(__u32 n)
 {
-	__u32 words[4] = {};
-	__u32 len, i;
-
-	if (p->v6) {
-		key->data[0] = 6;
-		__builtin_memcpy(words, p->tuple.ipv6.saddr, 16);
-		len = v6_len;
-	} else {
-		key->data[0] = 4;
-		words[0] = p->tuple.ipv4.saddr;
-		len = v4_len;
-	}
-	key->prefixlen = len;
-	for (i = 0; i < 4; i++) {
-		__u32 keep = len >= 32 ? 32 : len;
-
-		words[i] &= keep ? bpf_htonl(~0U << (32 - keep)) : 0;
-		len -= keep;
-	}
-	__builtin_memcpy(&key->data[1], words, 16);
+	return n ? bpf_cpu_to_be64(~0ULL << (64 - n)) : 0;
 }
 
-/* Seconds since a window's start (bpf/maps.h), 0 while it is this
- * second: a start another CPU wrote after we read the clock is "now", not
- * 52 days ago. */
+/* The hash (keyed with hash_seed) of the source's prefix, its first v4_len
+ * (IPv6: v6_len) bits, with the family and `kind` (which windows it counts
+ * in). */
+static __always_inline __u64 prefix_hash(const struct pkt *p, __u32 v4_len, __u32 v6_len,
+					 __u32 kind)
+{
+	__u64 h = hash_seed, hi, lo;
+	__u32 len;
+
+	if (!p->v6) {
+		__u32 a = p->tuple.ipv4.saddr;
+
+		len = v4_len > 32 ? 32 : v4_len;
+		a &= len ? bpf_htonl(~0U << (32 - len)) : 0;
+		return seeded_mix(h, (__u64)a << 32 | kind << 16 | len << 8 | 4);
+	}
+	len = v6_len > 128 ? 128 : v6_len;
+	__builtin_memcpy(&hi, p->tuple.ipv6.saddr, 8);
+	__builtin_memcpy(&lo, (const __u8 *)p->tuple.ipv6.saddr + 8, 8);
+	hi &= prefix_mask64(len > 64 ? 64 : len);
+	lo &= prefix_mask64(len > 64 ? len - 64 : 0);
+	h = seeded_mix(h, hi);
+	h = seeded_mix(h, lo);
+	return seeded_mix(h, kind << 16 | len << 8 | 6);
+}
+
+/* Whole seconds since a window's start (bpf/maps.h), 0 to 2 (2: two or
+ * more): 0 while it is this second, and for a start another CPU wrote
+ * after we read the clock ("now", not 52 days ago). */
 static __always_inline __u32 window_age(const struct sw_guard_window *w, __u32 now)
 {
 	__u32 d = now - w->start;
 
-	if (d >= -GUARD_SECOND)
+	if (d < GUARD_SECOND || d >= -GUARD_SECOND)
 		return 0;
-	return d / GUARD_SECOND;
+	return d < 2 * GUARD_SECOND ? 1 : 2;
 }
 
 /* Whether a window's prefix holds it at `now` (bpf/maps.h): it reached
@@ -445,11 +451,9 @@ static __always_inline int window_held(const struct sw_guard_window *w, __u32 no
 	return age == 1 && (c & GUARD_COUNT_MASK) >= hold;
 }
 
-/* Counts one in its own prefix's window (or the per-CPU total's) at `now`;
- * true when that passes `cap` this second. A new second starts the count
- * again, and keeps whether the last one reached `hold` (two CPUs may both
- * start it: the cap is then a little loose, never tight). */
-static __always_inline int way_full(struct sw_guard_window *w, __u32 now, __u32 cap, __u32 hold)
+/* A window at `now`: a new second starts its count again, and keeps
+ * whether the last one reached `hold`. */
+static __always_inline void window_roll(struct sw_guard_window *w, __u32 now, __u32 hold)
 {
 	__u32 age = window_age(w, now);
 
@@ -459,7 +463,66 @@ static __always_inline int way_full(struct sw_guard_window *w, __u32 now, __u32 
 		w->start = now;
 		w->count = held ? GUARD_HELD_BIT : 0;
 	}
-	return (__sync_fetch_and_add(&w->count, 1) & GUARD_COUNT_MASK) >= cap;
+}
+
+/* Counts one in this CPU's per-CPU window for the total at `now`; true
+ * when that passes `cap` this second. */
+static __always_inline int total_full(struct sw_guard_window *w, __u32 now, __u32 cap)
+{
+	__u64 c;
+
+	window_roll(w, now, cap);
+	c = w->count++;
+	return (c & GUARD_COUNT_MASK) >= cap;
+}
+
+/* What a CPU past its share adds up: one prefix's windows on every CPU. */
+struct guard_sum {
+	__u32 source; /* 1: source_windows, 0: reflect_prefix */
+	__u32 set;    /* the key of both maps */
+	__u32 tag;
+	__u32 now;
+	__u64 sum;
+};
+
+static long guard_sum_step(__u64 cpu, void *arg)
+{
+	struct guard_sum *g = arg;
+	struct sw_guard_set *s;
+	int i;
+
+	s = bpf_map_lookup_percpu_elem(g->source ? (void *)&source_windows : (void *)&reflect_prefix,
+				       &g->set, cpu);
+	if (!s)
+		return 0;
+#pragma unroll
+	for (i = 0; i < GUARD_WAYS; i++)
+		if (s->way[i].tag == g->tag && !window_age(&s->way[i], g->now))
+			g->sum += s->way[i].count & GUARD_COUNT_MASK;
+	return 0;
+}
+
+/* Counts one in the prefix's window `w` of this CPU; true when the
+ * prefix's windows of all CPUs pass `cap` this second (looked at only once
+ * this CPU is past its even share; bpf/maps.h). */
+static __always_inline int way_full(struct sw_guard_window *w, struct guard_sum *g, __u32 cap,
+				    __u32 hold)
+{
+	__u64 c;
+
+	window_roll(w, g->now, hold);
+	c = w->count;
+	if (c & GUARD_FULL_BIT)
+		return 1;
+	w->count = ++c;
+	if ((c & GUARD_COUNT_MASK) * guard_cpus <= cap)
+		return 0;
+	g->sum = 0;
+	bpf_loop(guard_cpus, guard_sum_step, g, 0);
+	if (g->sum <= cap)
+		return 0;
+	w->count = c | GUARD_FULL_BIT;
+	return 1;
 }
 
 /* The window of `s` a prefix without one takes: the least counted one
@@ -484,80 +547,68 @@ static __always_inline struct sw_guard_window *spare_way(struct sw_guard_set *s,
 	return spare;
 }
 
-/* Counts one in `key`'s window of `map` (a table of struct sw_guard_set);
- * true when that passes `cap` this second. */
-static __always_inline int prefix_full(void *map, const struct sw_prefix *key, __u64 now,
-				       __u32 cap)
+/* Counts one in the window of the prefix hashed to `h` in this CPU's
+ * table (`source`: source_windows, else reflect_prefix); true when the
+ * prefix passes `cap` this second. */
+static __always_inline int prefix_full(__u32 source, __u64 h, __u64 now, __u32 cap)
 {
-	__u32 set, tag, t = now >> GUARD_UNIT_SHIFT, hold = cap < GUARD_HOLD ? cap : GUARD_HOLD;
-	__u64 h = hash_seed, w;
+	struct guard_sum g = {
+		.source = source,
+		.set = (h >> 32) & (GUARD_SETS - 1),
+		.tag = (__u32)h | 1,
+		.now = now >> GUARD_UNIT_SHIFT,
+	};
+	__u32 hold = cap < GUARD_HOLD ? cap : GUARD_HOLD;
 	struct sw_guard_window *way;
 	struct sw_guard_set *s;
 	int i;
 
-	__builtin_memcpy(&w, key->data, 8);
-	h = seeded_mix(h, w);
-	__builtin_memcpy(&w, key->data + 8, 8);
-	h = seeded_mix(h, w);
-	h = seeded_mix(h, (__u64)key->data[16] << 32 | key->prefixlen);
-	set = h >> 32;
-	/* Masked behind a barrier, as tuple_bucket's. */
-	asm volatile("" : "+r"(set));
-	set &= GUARD_SETS - 1;
-	tag = (__u32)h | 1;
-	s = bpf_map_lookup_elem(map, &set);
+	s = bpf_map_lookup_elem(source ? (void *)&source_windows : (void *)&reflect_prefix, &g.set);
 	if (!s)
 		return 0;
 #pragma unroll
 	for (i = 0; i < GUARD_WAYS; i++)
-		if (s->way[i].tag == tag)
-			return way_full(&s->way[i], t, cap, hold);
-	way = spare_way(s, t, hold);
+		if (s->way[i].tag == g.tag)
+			return way_full(&s->way[i], &g, cap, hold);
+	way = spare_way(s, g.now, hold);
 	if (!way) {
 		count(SW_GUARD_UNCOUNTED); /* its set is held by busier prefixes */
 		return 0;
 	}
-	/* The tag last (the compiler keeps the order, x86 stores keep it): a
-	 * CPU that meets the tag finds its own count. */
-	way->start = t;
-	way->count = 1;
-	asm volatile("" ::: "memory");
-	way->tag = tag;
-	return cap < 1;
+	way->tag = g.tag;
+	way->start = g.now;
+	way->count = 0;
+	return way_full(way, &g, cap, hold);
 }
 
 /* A prefix's second window, for the SYNs XDP cannot check as the core
  * will (IP options, IPv6 extension headers, a payload): a flood of such
  * SYNs that the core then drops spends only this one, never the budget of
- * the prefix's ordinary SYNs. Marked in the key's family byte. */
-#define REFLECT_UNCHECKED 0x80
+ * the prefix's ordinary SYNs. Its hash's `kind`. */
+#define REFLECT_UNCHECKED 1
 
 /* The reflection guard: true when this SYN's SYN-ACK would pass a cap
  * (called only with a cap on); `unchecked` for a SYN of the second window.
  * The prefix first: a SYN its prefix refuses does not spend the total.
- * Not inlined: its keys would otherwise join xdp_synwall's stack frame,
- * which with sw_synack's must stay within 512 bytes. */
-static __noinline int reflection_capped(const struct pkt *p, int unchecked)
+ * Not inlined: its locals would otherwise join xdp_synwall's stack
+ * frame, which with sw_synack's must stay within 512 bytes. */
+static __noinline int reflection_capped(const struct pkt *p, int unchecked, __u64 now)
 {
 	__u32 prefix_cap = reflect_prefix_cap, total_cap = reflect_total_cap, zero = 0;
-	struct sw_prefix key = {};
 	struct sw_guard_window *w;
-	__u64 now;
 
-	/* A tick's resolution is plenty for one-second windows, and the
-	 * coarse clock costs a fraction of the precise one. */
-	now = bpf_ktime_get_coarse_ns();
-	if (prefix_cap) {
-		source_prefix(p, &key, reflect_v4_len, reflect_v6_len);
-		if (unchecked)
-			key.data[0] |= REFLECT_UNCHECKED;
-		if (prefix_full(&reflect_prefix, &key, now, prefix_cap))
-			return 1;
-	}
+	if (!p)
+		return 0;
+	if (prefix_cap &&
+	    prefix_full(0,
+			prefix_hash(p, reflect_v4_len, reflect_v6_len,
+				    unchecked ? REFLECT_UNCHECKED : 0),
+			now, prefix_cap))
+		return 1;
 	if (!total_cap)
 		return 0;
 	w = bpf_map_lookup_elem(&reflect_total, &zero);
-	return w && way_full(w, now >> GUARD_UNIT_SHIFT, total_cap, total_cap);
+	return w && total_full(w, now >> GUARD_UNIT_SHIFT, total_cap);
 }
 
 static __always_inline int reflection_on(void)
@@ -568,13 +619,11 @@ static __always_inline int reflection_on(void)
 /* The per-source SYN limit ([attack] syns_per_source; called only with it
  * on, under attack): at most that many SYNs per second from one /32 (IPv6
  * /64), for floods from real addresses. Not inlined, as reflection_capped. */
-static __noinline int source_capped(const struct pkt *p)
+static __noinline int source_capped(const struct pkt *p, __u64 now)
 {
-	__u32 cap = source_syn_cap;
-	struct sw_prefix key = {};
-
-	source_prefix(p, &key, 32, 64);
-	return prefix_full(&source_windows, &key, bpf_ktime_get_coarse_ns(), cap);
+	if (!p)
+		return 0;
+	return prefix_full(1, prefix_hash(p, 32, 64, 0), now, source_syn_cap);
 }
 
 /* The reflection guard for a SYN bound for the worker, which sw_synack
@@ -584,30 +633,28 @@ static __noinline int source_capped(const struct pkt *p)
  * does not, so bad SYNs cannot use up a prefix's SYN-ACKs. The shapes
  * sw_synack leaves unchecked spend the prefix's second window. */
 static __always_inline int worker_capped(struct xdp_md *ctx, struct pkt *p, int rc,
-					 const int ext)
+					 __u64 now, const int ext)
 {
 	if (rc == -1)
 		rc = synack(ctx, p, SYNACK_CHECK, ext);
 	if (rc == SW_SYN_WORKER_IP_EXT || rc == SW_SYN_WORKER_PAYLOAD)
-		return reflection_capped(p, 1);
+		return reflection_capped(p, 1, now);
 	if (rc >= 0 && rc != SW_SYN_WORKER_NO_ROOM)
 		return 0;
-	return reflection_capped(p, 0);
+	return reflection_capped(p, 0, now);
 }
 
 /* While XDP answers do not leave: is it time for this CPU's next probe?
  * A probe's client loses its SYN-ACK (and waits a second for its SYN's
  * retransmission), so probes are few: one per XDP_TX_PROBE_NS per CPU,
  * whatever the flood's rate. */
-static __always_inline int probe_due(void)
+static __always_inline int probe_due(__u64 now)
 {
 	__u32 zero = 0;
 	__u64 *last = bpf_map_lookup_elem(&probe_at, &zero);
-	__u64 now;
 
 	if (!last)
 		return 0;
-	now = bpf_ktime_get_coarse_ns();
 	if (now - *last < XDP_TX_PROBE_NS)
 		return 0;
 	*last = now;
@@ -628,9 +675,10 @@ static __always_inline int of_kernel_socket(struct xdp_md *ctx, struct pkt *p, c
 
 /* The same for a SYN: looked up only when its connection may have a
  * kernel socket at all (bpf/tuples.h). */
-static __always_inline int syn_of_kernel_socket(struct xdp_md *ctx, struct pkt *p, const int ext)
+static __always_inline int syn_of_kernel_socket(struct xdp_md *ctx, struct pkt *p, __u64 now,
+						const int ext)
 {
-	return tuple_may_have_socket(p) && of_kernel_socket(ctx, p, ext);
+	return tuple_may_have_socket(p, now) && of_kernel_socket(ctx, p, ext);
 }
 
 /* A SYN left to the kernel (noted for kernel_cookie_ok). */
@@ -649,7 +697,7 @@ static __always_inline int syn_to_kernel(enum sw_counter c)
  * lookup would cost more than the kernel can spare at the flood rates that
  * bring synwall here. */
 static __always_inline int syn_without_xdp_tx(struct xdp_md *ctx, struct pkt *p,
-					      struct sw_queue_load *q, const int ext)
+					      struct sw_queue_load *q, __u64 now, const int ext)
 {
 	int worker;
 
@@ -658,12 +706,12 @@ static __always_inline int syn_without_xdp_tx(struct xdp_md *ctx, struct pkt *p,
 	if (!syn_queue(ctx))
 		return syn_to_kernel(SW_SYN_KERNEL);
 	worker = !worker_backed_up(q);
-	if (!worker && !probe_due())
+	if (!worker && !probe_due(now))
 		return syn_to_kernel(SW_SYN_KERNEL);
-	if (syn_of_kernel_socket(ctx, p, ext))
+	if (syn_of_kernel_socket(ctx, p, now, ext))
 		return verdict(SW_PASS_SOCKET, XDP_PASS);
 	if (worker) {
-		if (reflection_on() && worker_capped(ctx, p, -1, ext))
+		if (reflection_on() && worker_capped(ctx, p, -1, now, ext))
 			return verdict(SW_DROP_REFLECTION_CAP, XDP_DROP);
 		if (redirect_to_worker(ctx, q))
 			return verdict(SW_SYN_REDIRECT, XDP_REDIRECT);
@@ -679,16 +727,21 @@ static __always_inline int xdp_syn(struct xdp_md *ctx, struct pkt *p, const int 
 {
 	struct sw_queue_load *q;
 	int rc, guard;
+	__u64 now;
 
 	if (peacetime())
 		return syn_to_kernel(SW_PASS_PEACE);
+	/* One read of the clock for the SYN (a helper call costs as much as
+	 * a tenth of an answer): the coarse one, whose tick is plenty for
+	 * windows of a second and marks of a second. */
+	now = bpf_ktime_get_coarse_ns();
 	/* The caps' checks are calls; a cap that is off costs no call. */
-	if (source_syn_cap && under_attack && source_capped(p))
+	if (source_syn_cap && under_attack && source_capped(p, now))
 		return verdict(SW_DROP_SOURCE_CAP, XDP_DROP);
 	q = auto_queue_load(ctx);
 	if (!xdp_tx_ok && synack_mode != SYNACK_AFXDP)
-		return syn_without_xdp_tx(ctx, p, q, ext);
-	if (syn_of_kernel_socket(ctx, p, ext))
+		return syn_without_xdp_tx(ctx, p, q, now, ext);
+	if (syn_of_kernel_socket(ctx, p, now, ext))
 		return verdict(SW_PASS_SOCKET, XDP_PASS);
 	guard = reflection_on();
 	rc = -1; /* not looked at */
@@ -703,7 +756,7 @@ static __always_inline int xdp_syn(struct xdp_md *ctx, struct pkt *p, const int 
 			/* Only a SYN answered spends the guard's budget: p
 			 * still holds the SYN's addresses, and a capped answer
 			 * is dropped as its SYN would have been. */
-			if (guard && reflection_capped(p, 0))
+			if (guard && reflection_capped(p, 0, now))
 				return verdict(SW_DROP_REFLECTION_CAP, XDP_DROP);
 			return verdict(SW_SYNACK_XDP, XDP_TX);
 		}
@@ -711,7 +764,7 @@ static __always_inline int xdp_syn(struct xdp_md *ctx, struct pkt *p, const int 
 	}
 	if (!syn_queue(ctx))
 		return syn_to_kernel(SW_SYN_NO_XSK);
-	if (guard && worker_capped(ctx, p, rc, ext))
+	if (guard && worker_capped(ctx, p, rc, now, ext))
 		return verdict(SW_DROP_REFLECTION_CAP, XDP_DROP);
 	if (redirect_to_worker(ctx, q))
 		return verdict(SW_SYN_REDIRECT, XDP_REDIRECT);

@@ -110,10 +110,11 @@ static __always_inline void note_kernel_tuple(const struct pkt *p)
 	mark_tuple(p, bpf_ktime_get_coarse_ns());
 }
 
-/* Whether this SYN's connection may have a kernel socket. */
-static __always_inline int tuple_may_have_socket(const struct pkt *p)
+/* Whether this SYN's connection may have a kernel socket, at `now`
+ * (bpf_ktime_get_coarse_ns). */
+static __always_inline int tuple_may_have_socket(const struct pkt *p, __u64 now)
 {
-	__u64 swept = tuples_swept_ns, now = bpf_ktime_get_coarse_ns();
+	__u64 swept = tuples_swept_ns;
 	__u32 zero = 0;
 	struct sw_tuple_marks *m;
 	__u16 age;

@@ -693,6 +693,8 @@ fn the_reflection_guard_caps_synacks_per_prefix_and_in_all() {
     if !common::require_root() {
         return;
     }
+    // The windows are per CPU (bpf/maps.h).
+    common::pin_to_one_cpu();
     let s = Settings::default();
     let p = program(&s, NOW);
     let with = |per_prefix, total_per_cpu| ProgramSettings {
@@ -750,6 +752,50 @@ fn the_reflection_guard_caps_synacks_per_prefix_and_in_all() {
     }
 }
 
+/// The guard's windows are per CPU, its cap is not: a prefix whose SYNs
+/// arrive on two CPUs gets its cap in all (a CPU past its even share adds
+/// up the CPUs' windows), and on one CPU alone it gets the whole cap, not
+/// a CPU's share of it.
+#[test]
+fn a_prefix_cap_holds_across_cpus() {
+    if !common::require_root() {
+        return;
+    }
+    let cpus = core_affinity::get_core_ids().unwrap_or_default();
+    if cpus.len() < 2 {
+        eprintln!("skipped: one CPU");
+        return;
+    }
+    let s = Settings::default();
+    let ps = ProgramSettings {
+        reflection: synwall::xdp::ReflectionCaps {
+            per_prefix: 4,
+            ..Default::default()
+        },
+        ..ProgramSettings::from_core(&s, SynackMode::Xdp)
+    };
+    let p = program_with(&ps, &s, NOW);
+    let (tx, drop) = (action::TX, action::DROP);
+    let on = |cpu: usize, third: u8, n: usize| -> Vec<u32> {
+        assert!(core_affinity::set_for_current(cpus[cpu]));
+        (0..n)
+            .map(|i| {
+                p.test_run(&syn_from_v4([198, 18, third, 2 + i as u8]))
+                    .unwrap()
+            })
+            .collect()
+    };
+    assert_eq!(on(0, 9, 2), [tx, tx]);
+    assert_eq!(on(1, 9, 3), [tx, tx, drop], "the fifth of the /24's in all");
+    assert_eq!(on(0, 9, 1), [drop], "and on the first CPU too");
+    assert_eq!(
+        on(1, 10, 5),
+        [tx, tx, tx, tx, drop],
+        "one CPU alone: the whole cap"
+    );
+    assert_eq!(counter(&p, "drop_reflection_cap"), 3);
+}
+
 /// Only a SYN that is answered spends its prefix's budget: SYNs with a bad
 /// checksum or malformed options (which the core drops) spend none, on the
 /// XDP path and on the worker's; a SYN the worker answers (one with IPv6
@@ -761,6 +807,8 @@ fn only_answered_syns_spend_the_reflection_guards_budget() {
     if !common::require_root() {
         return;
     }
+    // The windows are per CPU (bpf/maps.h).
+    common::pin_to_one_cpu();
     let s = Settings::default();
     for mode in [SynackMode::Xdp, SynackMode::Afxdp] {
         let ps = ProgramSettings {
@@ -829,6 +877,8 @@ fn the_guard_holds_when_a_flood_spreads_over_many_prefixes() {
     if !common::require_root() {
         return;
     }
+    // The windows are per CPU (bpf/maps.h).
+    common::pin_to_one_cpu();
     let s = Settings::default();
     let ps = ProgramSettings {
         reflection: synwall::xdp::ReflectionCaps {
@@ -862,6 +912,8 @@ fn a_busy_prefix_keeps_its_window_through_a_spread_flood() {
     if !common::require_root() {
         return;
     }
+    // The windows are per CPU (bpf/maps.h).
+    common::pin_to_one_cpu();
     let s = Settings::default();
     let ps = ProgramSettings {
         reflection: synwall::xdp::ReflectionCaps {
@@ -903,11 +955,7 @@ fn a_prefix_refused_spends_nothing_of_the_total() {
     if !common::require_root() {
         return;
     }
-    // The total is per CPU, and BPF_PROG_TEST_RUN runs on the caller's.
-    let pinned = core_affinity::get_core_ids()
-        .and_then(|ids| ids.first().copied())
-        .is_some_and(core_affinity::set_for_current);
-    assert!(pinned, "pinned to one CPU");
+    common::pin_to_one_cpu();
     let s = Settings::default();
     let ps = ProgramSettings {
         reflection: synwall::xdp::ReflectionCaps {
@@ -1027,6 +1075,8 @@ fn the_per_source_limit_holds_under_attack_only() {
     if !common::require_root() {
         return;
     }
+    // The windows are per CPU (bpf/maps.h).
+    common::pin_to_one_cpu();
     let s = Settings::default();
     let p = program(&s, NOW);
     let base = ProgramSettings::from_core(&s, SynackMode::Xdp);

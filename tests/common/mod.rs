@@ -32,6 +32,16 @@ pub fn expected_fingerprint(hex: &str) -> String {
     format!("expected_fingerprint = \"{}\"\n", fingerprint(hex))
 }
 
+/// Pins the calling thread to the first CPU it may run on: BPF_PROG_TEST_RUN
+/// runs the program on the caller's CPU, and the program's per-CPU state
+/// (the reflection guard's windows, the total's share) is that CPU's.
+pub fn pin_to_one_cpu() {
+    let pinned = core_affinity::get_core_ids()
+        .and_then(|ids| ids.first().copied())
+        .is_some_and(core_affinity::set_for_current);
+    assert!(pinned, "pinned to one CPU");
+}
+
 /// True when running as root. Otherwise fails the test, unless
 /// SYNWALL_SKIP_ROOT=1 says root tests may be skipped here.
 pub fn require_root() -> bool {
