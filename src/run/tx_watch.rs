@@ -75,6 +75,17 @@ fn judge(on: bool, sent: u64, failed: u64, left: Option<u64>) -> Option<Judgemen
     }
 }
 
+/// Whether a hole in native mode is left for generic mode: only where that
+/// may be done (`may_switch`, veth) and only if no answer ever left
+/// (`answers_left`, the frames the driver counted as sent since the watch
+/// began). A veth peer without an XDP program takes none, ever; a peer
+/// that took some before and takes none in a window is overrun (its CPU
+/// busy under a flood), which passes: moving for good to generic mode, at a
+/// fraction of native XDP's rate, would make a passing stall last.
+fn leave_for_generic(may_switch: bool, answers_left: u64) -> bool {
+    may_switch && answers_left == 0
+}
+
 /// The driver's statistics and which of them count failed and sent
 /// XDP_TX frames.
 struct Watched {
@@ -125,6 +136,8 @@ pub(super) struct TxWatch {
     last: Option<(Instant, u64, u64, Option<u64>)>,
     /// Failures counted before synwall's start (or a reopening's share).
     failed_before: u64,
+    /// XDP_TX frames the driver counted as sent since the watch began.
+    answers_left: u64,
     /// While off: probes sent since the last failure.
     clean_probes: u64,
     warned: bool,
@@ -177,6 +190,7 @@ impl TxWatch {
             },
             watched,
             last: None,
+            answers_left: 0,
             clean_probes: 0,
             warned: false,
             may_switch: false,
@@ -240,6 +254,7 @@ impl TxWatch {
         };
         let (t0, sent0, failed0, left0) = self.last.replace((now, sent, failed, left))?;
         let d_left = left.zip(left0).map(|(l, l0)| l.saturating_sub(l0));
+        self.answers_left = self.answers_left.saturating_add(d_left.unwrap_or(0));
         self.report.failed = failed.saturating_sub(self.failed_before);
         let (d_sent, d_failed) = (sent.saturating_sub(sent0), failed.saturating_sub(failed0));
         let on = self.report.state == "on";
@@ -256,13 +271,22 @@ impl TxWatch {
                 let what = format!(
                     "{d_failed} of {d_sent} XDP answers failed in the driver ({driver}) in {ms} ms"
                 );
-                if std::mem::take(&mut self.may_switch) {
+                if leave_for_generic(self.may_switch, self.answers_left) {
+                    self.may_switch = false;
                     self.turn_off(program, what);
                     return Some(Action::SwitchToGeneric);
                 }
+                let why = if self.may_switch {
+                    format!(
+                        "; {} answers left before, so the peer is overrun, not without an XDP program",
+                        self.answers_left
+                    )
+                } else {
+                    String::new()
+                };
                 self.turn_off(
                     program,
-                    format!("{what}: the workers and the kernel answer instead"),
+                    format!("{what}{why}: the workers and the kernel answer instead"),
                 );
             }
             Some(Judgement::Leaving) => {
@@ -332,5 +356,18 @@ mod tests {
         assert_eq!(judge(false, 3, 0, None), None);
         assert_eq!(judge(false, 4, 0, Some(4)), Some(Judgement::Leaving));
         assert_eq!(judge(false, 100, 1, Some(99)), Some(Judgement::Failing));
+    }
+
+    #[test]
+    fn only_a_peer_that_never_took_an_answer_is_left_for_generic_mode() {
+        assert!(leave_for_generic(true, 0), "a veth peer without XDP");
+        assert!(
+            !leave_for_generic(true, 1),
+            "a peer that took answers before is overrun for a while"
+        );
+        assert!(
+            !leave_for_generic(false, 0),
+            "not veth, or zero-copy sockets"
+        );
     }
 }
