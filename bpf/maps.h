@@ -160,12 +160,14 @@ volatile __u8 reflect_v6_len LIVE = 48;
  * no atomic step): GUARD_SETS sets of GUARD_WAYS windows (one cache line
  * a set), a prefix's set and tag given by a hash keyed with hash_seed, the
  * same on every CPU. Each CPU counts the SYNs it sees. While its count
- * is within its even share of the cap (the cap over guard_cpus), that is
- * all; past it, the CPU adds up the prefix's windows of every CPU, and
- * when they pass the cap the prefix is full on this CPU for the rest of
- * its window. So a flood's SYNs cost a look at one line of this CPU's, a
- * cap holds across CPUs however the flood is spread over them, and a
- * prefix is never capped before the whole cap.
+ * is within its even share of the cap (the cap over guard_cpus, at least
+ * GUARD_LOCAL), that is all; past it, the CPU adds up the prefix's
+ * windows of every CPU, and when they pass the cap the prefix is full on
+ * this CPU for GUARD_FULL_UNITS, then it adds them up again. So a flood's
+ * SYNs cost a look at one line of this CPU's; a prefix is never capped
+ * before the whole cap, however its SYNs are spread over the CPUs; and it
+ * gets at most the cap and each other CPU's share (below twice the cap),
+ * as a CPU within its share does not look at the others.
  *
  * A prefix that reaches min(cap, GUARD_HOLD) in a second on a CPU holds
  * its window there through that second and the next; a prefix without a
@@ -186,11 +188,17 @@ volatile __u8 reflect_v6_len LIVE = 48;
  * days), and the units in a second. */
 #define GUARD_UNIT_SHIFT 20
 #define GUARD_SECOND ((1000000000u >> GUARD_UNIT_SHIFT) + 1)
-/* In a window's count: its prefix held the window in the second before;
- * the prefix is full (the CPUs' windows passed the cap) this second. */
-#define GUARD_HELD_BIT (1ULL << 62)
-#define GUARD_FULL_BIT (1ULL << 61)
-#define GUARD_COUNT_MASK (GUARD_FULL_BIT - 1)
+/* In a window's count: its prefix held the window in the second before. */
+#define GUARD_HELD_BIT (1u << 31)
+#define GUARD_COUNT_MASK (GUARD_HELD_BIT - 1)
+/* How long a CPU that found the CPUs' windows past the cap takes the
+ * prefix for full before it adds them up again (units: 67 ms): the others'
+ * windows may end sooner than its own. */
+#define GUARD_FULL_UNITS 64
+/* SYNs of a prefix a CPU counts before it looks at the other CPUs' windows,
+ * at least (its even share of the cap, if more): a small cap on a host
+ * with many CPUs does not add up every CPU's windows for each SYN. */
+#define GUARD_LOCAL 8
 
 /* The CPUs whose windows a prefix's count adds up (the possible CPUs),
  * written before load. */
@@ -199,7 +207,8 @@ const volatile __u32 guard_cpus = 1;
 struct sw_guard_window {
 	__u32 tag; /* 0: free */
 	__u32 start;
-	__u64 count; /* this second's, GUARD_HELD_BIT and GUARD_FULL_BIT */
+	__u32 count;	  /* this second's, and GUARD_HELD_BIT */
+	__u32 full_until; /* the prefix is full on this CPU until then */
 };
 
 struct sw_guard_set {

@@ -415,7 +415,10 @@ static __always_inline __u64 prefix_hash(const struct pkt *p, __u32 v4_len, __u3
 
 		len = v4_len > 32 ? 32 : v4_len;
 		a &= len ? bpf_htonl(~0U << (32 - len)) : 0;
-		return seeded_mix(h, (__u64)a << 32 | kind << 16 | len << 8 | 4);
+		/* Two steps: after one, the set's bits would depend on the
+		 * address's first 12 bits only. */
+		h = seeded_mix(h, (__u64)a << 32 | kind << 16 | len << 8 | 4);
+		return seeded_mix(h, 0);
 	}
 	len = v6_len > 128 ? 128 : v6_len;
 	__builtin_memcpy(&hi, p->tuple.ipv6.saddr, 8);
@@ -439,12 +442,18 @@ static __always_inline __u32 window_age(const struct sw_guard_window *w, __u32 n
 	return d < 2 * GUARD_SECOND ? 1 : 2;
 }
 
+/* Whether this CPU takes a window's prefix for full at `now`. */
+static __always_inline int window_full(const struct sw_guard_window *w, __u32 now)
+{
+	return w->full_until - now - 1 < GUARD_FULL_UNITS;
+}
+
 /* Whether a window's prefix holds it at `now` (bpf/maps.h): it reached
  * `hold` this second, or in the last one. */
 static __always_inline int window_held(const struct sw_guard_window *w, __u32 now, __u32 hold)
 {
 	__u32 age = window_age(w, now);
-	__u64 c = w->count;
+	__u32 c = w->count;
 
 	if (age == 0)
 		return (c & GUARD_COUNT_MASK) >= hold || (c & GUARD_HELD_BIT);
@@ -452,16 +461,21 @@ static __always_inline int window_held(const struct sw_guard_window *w, __u32 no
 }
 
 /* A window at `now`: a new second starts its count again, and keeps
- * whether the last one reached `hold`. */
+ * whether the last one reached `hold`. The count before the start: a CPU
+ * adding up meanwhile sees the old start with the new count (a window it
+ * leaves out), never the new start with the old count (x86 keeps the
+ * order of stores; the barrier keeps the compiler's). */
 static __always_inline void window_roll(struct sw_guard_window *w, __u32 now, __u32 hold)
 {
 	__u32 age = window_age(w, now);
 
 	if (age) {
-		__u64 held = age == 1 && (w->count & GUARD_COUNT_MASK) >= hold;
+		int held = age == 1 && (w->count & GUARD_COUNT_MASK) >= hold;
 
-		w->start = now;
 		w->count = held ? GUARD_HELD_BIT : 0;
+		w->full_until = now;
+		asm volatile("" ::: "memory");
+		w->start = now;
 	}
 }
 
@@ -469,7 +483,7 @@ static __always_inline void window_roll(struct sw_guard_window *w, __u32 now, __
  * when that passes `cap` this second. */
 static __always_inline int total_full(struct sw_guard_window *w, __u32 now, __u32 cap)
 {
-	__u64 c;
+	__u32 c;
 
 	window_roll(w, now, cap);
 	c = w->count++;
@@ -503,25 +517,27 @@ static long guard_sum_step(__u64 cpu, void *arg)
 }
 
 /* Counts one in the prefix's window `w` of this CPU; true when the
- * prefix's windows of all CPUs pass `cap` this second (looked at only once
- * this CPU is past its even share; bpf/maps.h). */
+ * prefix passes `cap` this second: this CPU's count alone, or the windows
+ * of all CPUs, looked at once this CPU is past its share (bpf/maps.h). */
 static __always_inline int way_full(struct sw_guard_window *w, struct guard_sum *g, __u32 cap,
 				    __u32 hold)
 {
-	__u64 c;
+	__u32 c;
 
 	window_roll(w, g->now, hold);
-	c = w->count;
-	if (c & GUARD_FULL_BIT)
+	if (window_full(w, g->now))
 		return 1;
-	w->count = ++c;
-	if ((c & GUARD_COUNT_MASK) * guard_cpus <= cap)
+	c = (w->count & GUARD_COUNT_MASK) + 1;
+	w->count = (w->count & GUARD_HELD_BIT) | c;
+	if (c <= cap && (c <= GUARD_LOCAL || (__u64)c * guard_cpus <= cap))
 		return 0;
-	g->sum = 0;
-	bpf_loop(guard_cpus, guard_sum_step, g, 0);
-	if (g->sum <= cap)
-		return 0;
-	w->count = c | GUARD_FULL_BIT;
+	if (c <= cap) {
+		g->sum = 0;
+		bpf_loop(guard_cpus, guard_sum_step, g, 0);
+		if (g->sum <= cap)
+			return 0;
+	}
+	w->full_until = g->now + GUARD_FULL_UNITS;
 	return 1;
 }
 
@@ -531,13 +547,13 @@ static __always_inline struct sw_guard_window *spare_way(struct sw_guard_set *s,
 							 __u32 hold)
 {
 	struct sw_guard_window *spare = NULL;
-	__u64 least = ~0ULL;
+	__u32 least = ~0U;
 	int i;
 
 #pragma unroll
 	for (i = 0; i < GUARD_WAYS; i++) {
 		struct sw_guard_window *w = &s->way[i];
-		__u64 c = window_age(w, now) ? 0 : w->count & GUARD_COUNT_MASK;
+		__u32 c = window_age(w, now) ? 0 : w->count & GUARD_COUNT_MASK;
 
 		if (!window_held(w, now, hold) && c < least) {
 			spare = w;
@@ -575,9 +591,12 @@ static __always_inline int prefix_full(__u32 source, __u64 h, __u64 now, __u32 c
 		count(SW_GUARD_UNCOUNTED); /* its set is held by busier prefixes */
 		return 0;
 	}
-	way->tag = g.tag;
-	way->start = g.now;
+	/* The tag last: a CPU adding up that meets it finds the new count. */
 	way->count = 0;
+	way->full_until = g.now;
+	way->start = g.now;
+	asm volatile("" ::: "memory");
+	way->tag = g.tag;
 	return way_full(way, &g, cap, hold);
 }
 
