@@ -255,35 +255,61 @@ static __always_inline __u64 words_sum(const void *w, __u32 n)
 	return s;
 }
 
-/* The options of a SYN from Linux with its defaults, read in the packet at
- * fixed offsets: MSS, SACK-permitted, timestamps, NOP, window scale, 20
- * bytes (tcp_options_write in net/ipv4/tcp_output.c), as the core's
- * tcp::Options::linux_syn. Three compares replace the walk, its copy of the
- * options (bpf_xdp_load_bytes) and its branch per option; any other layout
- * goes through them. True when it matched: `w` holds what the walk would
- * give and *sum the options' 32-bit words summed, for the checksum. */
-static __always_inline int syn_linux_opts(const struct tcphdr *tcp, void *data_end,
-					  struct syn_walk *w, __u64 *sum)
+/* The options of a SYN in the layout of one of the common stacks, read in
+ * the packet at fixed offsets: a few compares replace the walk, its copy
+ * of the options (bpf_xdp_load_bytes) and its branch per option; any other
+ * layout goes through them. True when it matched: `w` holds what the walk
+ * would give and *sum the options' 32-bit words summed, for the checksum.
+ *   Linux (20 bytes, tcp_options_write in net/ipv4/tcp_output.c, as the
+ *     core's tcp::Options::linux_syn): MSS, SACK-permitted, timestamps,
+ *     NOP, window scale;
+ *   Windows (12): MSS, NOP, window scale, NOP, NOP, SACK-permitted;
+ *   macOS and iOS (24): MSS, NOP, window scale, NOP, NOP, timestamps,
+ *     SACK-permitted, EOL (the walk stops there; the last byte is padding).
+ */
+static __always_inline int syn_common_opts(const struct tcphdr *tcp, void *data_end,
+					   __u32 optlen, struct syn_walk *w, __u64 *sum)
 {
 	const __u8 *o = (const __u8 *)(tcp + 1);
-	__u32 w0, w1, w2, w3, w4;
+	__u32 w0, w1, w2, w3 = 0, w4 = 0, w5 = 0, ok;
 
-	if ((void *)(o + 20) > data_end)
+	if ((optlen != 12 && optlen != 20 && optlen != 24) || (void *)(o + 12) > data_end)
 		return 0;
 	w0 = bpf_ntohl(load32(o));
 	w1 = bpf_ntohl(load32(o + 4));
-	w4 = bpf_ntohl(load32(o + 16));
-	if ((w0 & 0xffff0000) != 0x02040000 || w1 != 0x0402080a ||
-	    (w4 & 0xffffff00) != 0x01030300)
+	w2 = bpf_ntohl(load32(o + 8));
+	if (optlen >= 20) {
+		if ((void *)(o + 20) > data_end)
+			return 0;
+		w3 = bpf_ntohl(load32(o + 12));
+		w4 = bpf_ntohl(load32(o + 16));
+	}
+	if (optlen == 24) {
+		if ((void *)(o + 24) > data_end)
+			return 0;
+		w5 = bpf_ntohl(load32(o + 20));
+	}
+	if ((w0 & 0xffff0000) != 0x02040000)
 		return 0;
-	w2 = load32(o + 8);
-	w3 = load32(o + 12);
+	if (optlen == 12)
+		ok = (w1 & 0xffffff00) == 0x01030300 && w2 == 0x01010402;
+	else if (optlen == 20)
+		ok = w1 == 0x0402080a && (w4 & 0xffffff00) == 0x01030300;
+	else
+		ok = (w1 & 0xffffff00) == 0x01030300 && w2 == 0x0101080a &&
+		     (w5 & 0xffffff00) == 0x04020000;
+	if (!ok)
+		return 0;
 	w->mss = (w0 & 0xffff) | 0x10000;
 	w->sack = 1;
-	w->ts = 1;
-	w->tsval = bpf_ntohl(w2);
-	w->wscale = w4 & 0xff;
-	*sum = (__u64)load32(o) + load32(o + 4) + w2 + w3 + load32(o + 16);
+	w->wscale = (optlen == 20 ? w4 : w1) & 0xff;
+	if (optlen != 12) {
+		w->ts = 1;
+		w->tsval = optlen == 20 ? w2 : w3;
+	}
+	/* The sum of the words in memory order, as words_sum reads them. */
+	*sum = (__u64)bpf_htonl(w0) + bpf_htonl(w1) + bpf_htonl(w2) + bpf_htonl(w3) +
+	       bpf_htonl(w4) + bpf_htonl(w5);
 	return 1;
 }
 
@@ -530,7 +556,7 @@ static __always_inline int synack_in_place(struct xdp_md *ctx, struct pkt *p, __
 		return rc;
 
 	optlen = hlen - sizeof(*tcp);
-	if (optlen != 20 || !syn_linux_opts(tcp, data_end, &w, &opt_sum)) {
+	if (!syn_common_opts(tcp, data_end, optlen, &w, &opt_sum)) {
 		if (optlen > 0 &&
 		    bpf_xdp_load_bytes(ctx, l4 + sizeof(*tcp), w.buf, opt_read_len(optlen)))
 			return SW_SYN_WORKER_SHAPE;

@@ -404,22 +404,34 @@ fn settings_and_epochs_reach_the_xdp_answer() {
     }
 }
 
-/// Linux's SYN options (MSS, SACK-permitted, timestamps, NOP, window
-/// scale), which both the program and the core read at fixed offsets, with
-/// any values, and half the time one byte changed anywhere (a near miss
-/// of the layout, or a value the fast path must copy).
-fn linux_layout() -> impl Strategy<Value = Vec<u8>> {
+/// The option layouts of Linux's, Windows' and macOS's SYNs, which the
+/// program reads at fixed offsets (the core reads Linux's so), with any
+/// values, and half the time one byte changed anywhere (a near miss of the
+/// layout, or a value the fast path must copy).
+fn common_layout() -> impl Strategy<Value = Vec<u8>> {
     (
-        any::<u16>(),
-        any::<[u8; 8]>(),
-        any::<u8>(),
-        proptest::option::of((0usize..20, any::<u8>())),
+        0usize..3,
+        any::<[u8; 12]>(),
+        proptest::option::of((0usize..24, any::<u8>())),
     )
-        .prop_map(|(mss, ts, ws, change)| {
-            let mut o = vec![2, 4, (mss >> 8) as u8, mss as u8, 4, 2, 8, 10];
-            o.extend(ts);
-            o.extend([1, 3, 3, ws]);
+        .prop_map(|(stack, r, change)| {
+            let mut o = match stack {
+                0 => [
+                    &[2, 4, r[0], r[1], 4, 2, 8, 10][..],
+                    &r[2..10],
+                    &[1, 3, 3, r[10]],
+                ]
+                .concat(),
+                1 => vec![2, 4, r[0], r[1], 1, 3, 3, r[2], 1, 1, 4, 2],
+                _ => [
+                    &[2, 4, r[0], r[1], 1, 3, 3, r[2], 1, 1, 8, 10][..],
+                    &r[3..11],
+                    &[4, 2, 0, r[11]],
+                ]
+                .concat(),
+            };
             if let Some((at, b)) = change {
+                let at = at % o.len();
                 o[at] = b;
             }
             o
@@ -433,7 +445,7 @@ fn any_syn() -> impl Strategy<Value = Vec<u8>> {
         Just(os::LINUX.to_vec()),
         Just(os::WINDOWS.to_vec()),
         Just(os::MACOS.to_vec()),
-        linux_layout(),
+        common_layout(),
         proptest::collection::vec(
             prop_oneof![
                 Just(vec![1u8]),
