@@ -175,6 +175,26 @@ struct {
 	__type(value, struct sw_flow);
 } flows SEC(".maps");
 
+/* When an ACK's cookie last proved one of our handshakes, on any CPU
+ * (bpf_ktime_get_ns; written at most every VERIFIED_EVERY_NS, so that CPUs
+ * do not fight over its line). An ACK that fails its cookie is looked up
+ * in `flows` as a possible follow-up only within FLOW_TTL_NS of it: under a
+ * flood of forged ACKs with no handshake completing, the lookup (a quarter
+ * of such an ACK's cost) is skipped. */
+#define VERIFIED_EVERY_NS 10000000ull /* 10 ms */
+__u64 acks_verified_ns = 0;
+
+static __always_inline void note_verified_ack(__u64 now)
+{
+	if (now - acks_verified_ns > VERIFIED_EVERY_NS)
+		acks_verified_ns = now;
+}
+
+static __always_inline int acks_verified_lately(__u64 now)
+{
+	return now - acks_verified_ns < FLOW_TTL_NS + VERIFIED_EVERY_NS;
+}
+
 /* A segment right behind a verified ACK of ours (pass_follow_up). */
 static __always_inline int is_follow_up(const struct sw_flow *f, const struct sw_ack *a, __u64 now)
 {
@@ -328,6 +348,7 @@ static __always_inline int ack_verdict(struct xdp_md *ctx, struct pkt *p, struct
 	if (rc == SW_ACK_COOKIE_OK) {
 		struct sw_flow nf = { .verified_ns = bpf_ktime_get_ns(), .seq = a.seq, .ack = a.ack };
 
+		note_verified_ack(nf.verified_ns);
 		f = bpf_map_lookup_elem(&flows, &k);
 		if (f && f->ack == a.ack)
 			f->verified_ns = nf.verified_ns;
@@ -339,8 +360,10 @@ static __always_inline int ack_verdict(struct xdp_md *ctx, struct pkt *p, struct
 		return verdict(rc, XDP_PASS);
 	}
 	if (rc == SW_DROP_BAD_COOKIE) {
-		f = bpf_map_lookup_elem(&flows, &k);
-		if (is_follow_up(f, &a, bpf_ktime_get_ns()))
+		__u64 now = bpf_ktime_get_ns();
+
+		f = acks_verified_lately(now) ? bpf_map_lookup_elem(&flows, &k) : NULL;
+		if (is_follow_up(f, &a, now))
 			return handoff_repair ? to_worker(ctx, SW_PASS_FOLLOW_UP)
 					      : verdict(SW_PASS_FOLLOW_UP, XDP_PASS);
 	}
