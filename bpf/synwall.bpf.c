@@ -192,7 +192,8 @@ static __always_inline void note_verified_ack(__u64 now)
 
 static __always_inline int acks_verified_lately(__u64 now)
 {
-	return now - acks_verified_ns < FLOW_TTL_NS + VERIFIED_EVERY_NS;
+	/* Signed: another CPU may have written a time after our read. */
+	return (__s64)(now - acks_verified_ns) < (__s64)(FLOW_TTL_NS + VERIFIED_EVERY_NS);
 }
 
 /* A segment right behind a verified ACK of ours (pass_follow_up). */
@@ -455,7 +456,8 @@ static __always_inline __u64 prefix_hash(const struct pkt *p, __u32 v4_len, __u3
 
 /* Whole seconds since a window's start (bpf/maps.h), 0 to 2 (2: two or
  * more): 0 while it is this second, and for a start another CPU wrote
- * after we read the clock ("now", not 52 days ago). */
+ * after we read the clock ("now", not 52 days ago). Compares, not a
+ * division. */
 static __always_inline __u32 window_age(const struct sw_guard_window *w, __u32 now)
 {
 	__u32 d = now - w->start;
@@ -465,103 +467,33 @@ static __always_inline __u32 window_age(const struct sw_guard_window *w, __u32 n
 	return d < 2 * GUARD_SECOND ? 1 : 2;
 }
 
-/* Whether this CPU takes a window's prefix for full at `now`. */
-static __always_inline int window_full(const struct sw_guard_window *w, __u32 now)
-{
-	return w->full_until - now - 1 < GUARD_FULL_UNITS;
-}
-
 /* Whether a window's prefix holds it at `now` (bpf/maps.h): it reached
  * `hold` this second, or in the last one. */
 static __always_inline int window_held(const struct sw_guard_window *w, __u32 now, __u32 hold)
 {
 	__u32 age = window_age(w, now);
-	__u32 c = w->count;
+	__u64 c = w->count;
 
 	if (age == 0)
 		return (c & GUARD_COUNT_MASK) >= hold || (c & GUARD_HELD_BIT);
 	return age == 1 && (c & GUARD_COUNT_MASK) >= hold;
 }
 
-/* A window at `now`: a new second starts its count again, and keeps
- * whether the last one reached `hold`. The count before the start: a CPU
- * adding up meanwhile sees the old start with the new count (a window it
- * leaves out), never the new start with the old count (x86 keeps the
- * order of stores; the barrier keeps the compiler's). */
-static __always_inline void window_roll(struct sw_guard_window *w, __u32 now, __u32 hold)
+/* Counts one in its own prefix's window (or the per-CPU total's) at `now`;
+ * true when that passes `cap` this second. A new second starts the count
+ * again, and keeps whether the last one reached `hold` (two CPUs may both
+ * start it: the cap is then a little loose, never tight). */
+static __always_inline int way_full(struct sw_guard_window *w, __u32 now, __u32 cap, __u32 hold)
 {
 	__u32 age = window_age(w, now);
 
 	if (age) {
-		int held = age == 1 && (w->count & GUARD_COUNT_MASK) >= hold;
+		__u64 held = age == 1 && (w->count & GUARD_COUNT_MASK) >= hold;
 
-		w->count = held ? GUARD_HELD_BIT : 0;
-		w->full_until = now;
-		asm volatile("" ::: "memory");
 		w->start = now;
+		w->count = held ? GUARD_HELD_BIT : 0;
 	}
-}
-
-/* Counts one in this CPU's per-CPU window for the total at `now`; true
- * when that passes `cap` this second. */
-static __always_inline int total_full(struct sw_guard_window *w, __u32 now, __u32 cap)
-{
-	__u32 c;
-
-	window_roll(w, now, cap);
-	c = w->count++;
-	return (c & GUARD_COUNT_MASK) >= cap;
-}
-
-/* What a CPU past its share adds up: one prefix's windows on every CPU. */
-struct guard_sum {
-	__u32 source; /* 1: source_windows, 0: reflect_prefix */
-	__u32 set;    /* the key of both maps */
-	__u32 tag;
-	__u32 now;
-	__u64 sum;
-};
-
-static long guard_sum_step(__u64 cpu, void *arg)
-{
-	struct guard_sum *g = arg;
-	struct sw_guard_set *s;
-	int i;
-
-	s = bpf_map_lookup_percpu_elem(g->source ? (void *)&source_windows : (void *)&reflect_prefix,
-				       &g->set, cpu);
-	if (!s)
-		return 0;
-#pragma unroll
-	for (i = 0; i < GUARD_WAYS; i++)
-		if (s->way[i].tag == g->tag && !window_age(&s->way[i], g->now))
-			g->sum += s->way[i].count & GUARD_COUNT_MASK;
-	return 0;
-}
-
-/* Counts one in the prefix's window `w` of this CPU; true when the
- * prefix passes `cap` this second: this CPU's count alone, or the windows
- * of all CPUs, looked at once this CPU is past its share (bpf/maps.h). */
-static __always_inline int way_full(struct sw_guard_window *w, struct guard_sum *g, __u32 cap,
-				    __u32 hold)
-{
-	__u32 c;
-
-	window_roll(w, g->now, hold);
-	if (window_full(w, g->now))
-		return 1;
-	c = (w->count & GUARD_COUNT_MASK) + 1;
-	w->count = (w->count & GUARD_HELD_BIT) | c;
-	if (c <= cap && (c <= GUARD_LOCAL || (__u64)c * guard_cpus <= cap))
-		return 0;
-	if (c <= cap) {
-		g->sum = 0;
-		bpf_loop(guard_cpus, guard_sum_step, g, 0);
-		if (g->sum <= cap)
-			return 0;
-	}
-	w->full_until = g->now + GUARD_FULL_UNITS;
-	return 1;
+	return (__sync_fetch_and_add(&w->count, 1) & GUARD_COUNT_MASK) >= cap;
 }
 
 /* The window of `s` a prefix without one takes: the least counted one
@@ -570,13 +502,13 @@ static __always_inline struct sw_guard_window *spare_way(struct sw_guard_set *s,
 							 __u32 hold)
 {
 	struct sw_guard_window *spare = NULL;
-	__u32 least = ~0U;
+	__u64 least = ~0ULL;
 	int i;
 
 #pragma unroll
 	for (i = 0; i < GUARD_WAYS; i++) {
 		struct sw_guard_window *w = &s->way[i];
-		__u32 c = window_age(w, now) ? 0 : w->count & GUARD_COUNT_MASK;
+		__u64 c = window_age(w, now) ? 0 : w->count & GUARD_COUNT_MASK;
 
 		if (!window_held(w, now, hold) && c < least) {
 			spare = w;
@@ -586,41 +518,38 @@ static __always_inline struct sw_guard_window *spare_way(struct sw_guard_set *s,
 	return spare;
 }
 
-/* Counts one in the window of the prefix hashed to `h` in this CPU's
- * table (`source`: source_windows, else reflect_prefix); true when the
- * prefix passes `cap` this second. */
-static __always_inline int prefix_full(__u32 source, __u64 h, __u64 now, __u32 cap)
+/* Counts one in the window of the prefix hashed to `h` in `map` (a table
+ * of struct sw_guard_set); true when that passes `cap` this second. */
+static __always_inline int prefix_full(void *map, __u64 h, __u64 now, __u32 cap)
 {
-	struct guard_sum g = {
-		.source = source,
-		.set = (h >> 32) & (GUARD_SETS - 1),
-		.tag = (__u32)h | 1,
-		.now = now >> GUARD_UNIT_SHIFT,
-	};
+	__u32 set = h >> 32, tag = (__u32)h | 1, t = now >> GUARD_UNIT_SHIFT;
 	__u32 hold = cap < GUARD_HOLD ? cap : GUARD_HOLD;
 	struct sw_guard_window *way;
 	struct sw_guard_set *s;
 	int i;
 
-	s = bpf_map_lookup_elem(source ? (void *)&source_windows : (void *)&reflect_prefix, &g.set);
+	/* Masked behind a barrier, as tuple_bucket's. */
+	asm volatile("" : "+r"(set));
+	set &= GUARD_SETS - 1;
+	s = bpf_map_lookup_elem(map, &set);
 	if (!s)
 		return 0;
 #pragma unroll
 	for (i = 0; i < GUARD_WAYS; i++)
-		if (s->way[i].tag == g.tag)
-			return way_full(&s->way[i], &g, cap, hold);
-	way = spare_way(s, g.now, hold);
+		if (s->way[i].tag == tag)
+			return way_full(&s->way[i], t, cap, hold);
+	way = spare_way(s, t, hold);
 	if (!way) {
 		count(SW_GUARD_UNCOUNTED); /* its set is held by busier prefixes */
 		return 0;
 	}
-	/* The tag last: a CPU adding up that meets it finds the new count. */
-	way->count = 0;
-	way->full_until = g.now;
-	way->start = g.now;
+	/* The tag last (the compiler keeps the order, x86 stores keep it): a
+	 * CPU that meets the tag finds its own count. */
+	way->start = t;
+	way->count = 1;
 	asm volatile("" ::: "memory");
-	way->tag = g.tag;
-	return way_full(way, &g, cap, hold);
+	way->tag = tag;
+	return cap < 1;
 }
 
 /* A prefix's second window, for the SYNs XDP cannot check as the core
@@ -642,7 +571,7 @@ static __noinline int reflection_capped(const struct pkt *p, int unchecked, __u6
 	if (!p)
 		return 0;
 	if (prefix_cap &&
-	    prefix_full(0,
+	    prefix_full(&reflect_prefix,
 			prefix_hash(p, reflect_v4_len, reflect_v6_len,
 				    unchecked ? REFLECT_UNCHECKED : 0),
 			now, prefix_cap))
@@ -650,7 +579,7 @@ static __noinline int reflection_capped(const struct pkt *p, int unchecked, __u6
 	if (!total_cap)
 		return 0;
 	w = bpf_map_lookup_elem(&reflect_total, &zero);
-	return w && total_full(w, now >> GUARD_UNIT_SHIFT, total_cap);
+	return w && way_full(w, now >> GUARD_UNIT_SHIFT, total_cap, total_cap);
 }
 
 static __always_inline int reflection_on(void)
@@ -663,9 +592,11 @@ static __always_inline int reflection_on(void)
  * /64), for floods from real addresses. Not inlined, as reflection_capped. */
 static __noinline int source_capped(const struct pkt *p, __u64 now)
 {
-	if (!p)
+	__u32 cap = source_syn_cap; /* read once: a reload may turn it off */
+
+	if (!p || !cap)
 		return 0;
-	return prefix_full(1, prefix_hash(p, 32, 64, 0), now, source_syn_cap);
+	return prefix_full(&source_windows, prefix_hash(p, 32, 64, 0), now, cap);
 }
 
 /* The reflection guard for a SYN bound for the worker, which sw_synack

@@ -705,8 +705,6 @@ fn the_reflection_guard_caps_synacks_per_prefix_and_in_all() {
     if !common::require_root() {
         return;
     }
-    // The windows are per CPU (bpf/maps.h).
-    common::pin_to_one_cpu();
     let s = Settings::default();
     let p = program(&s, NOW);
     let with = |per_prefix, total_per_cpu| ProgramSettings {
@@ -764,11 +762,9 @@ fn the_reflection_guard_caps_synacks_per_prefix_and_in_all() {
     }
 }
 
-/// The guard's windows are per CPU, its cap is not: a prefix whose SYNs
-/// arrive on two CPUs gets its cap in all (a CPU past its share adds up
-/// the CPUs' windows: bpf/maps.h), and on one CPU alone it gets the whole
-/// cap, not a CPU's share of it. Each CPU counts its first 8 (GUARD_LOCAL)
-/// alone, so the cap is 20 here whatever the number of CPUs.
+/// A prefix's cap holds in all, however its SYNs are spread over the
+/// CPUs (the program runs on each receive queue's): 10 on one CPU and 11
+/// on another get 20 answers, and on one CPU alone it gets the whole cap.
 #[test]
 fn a_prefix_cap_holds_across_cpus() {
     if !common::require_root() {
@@ -833,7 +829,6 @@ fn sources_of_one_16_are_each_capped() {
     if !common::require_root() {
         return;
     }
-    common::pin_to_one_cpu();
     let s = Settings::default();
     let ps = ProgramSettings {
         reflection: synwall::xdp::ReflectionCaps {
@@ -868,8 +863,6 @@ fn only_answered_syns_spend_the_reflection_guards_budget() {
     if !common::require_root() {
         return;
     }
-    // The windows are per CPU (bpf/maps.h).
-    common::pin_to_one_cpu();
     let s = Settings::default();
     for mode in [SynackMode::Xdp, SynackMode::Afxdp] {
         let ps = ProgramSettings {
@@ -938,8 +931,6 @@ fn the_guard_holds_when_a_flood_spreads_over_many_prefixes() {
     if !common::require_root() {
         return;
     }
-    // The windows are per CPU (bpf/maps.h).
-    common::pin_to_one_cpu();
     let s = Settings::default();
     let ps = ProgramSettings {
         reflection: synwall::xdp::ReflectionCaps {
@@ -973,8 +964,6 @@ fn a_busy_prefix_keeps_its_window_through_a_spread_flood() {
     if !common::require_root() {
         return;
     }
-    // The windows are per CPU (bpf/maps.h).
-    common::pin_to_one_cpu();
     let s = Settings::default();
     let ps = ProgramSettings {
         reflection: synwall::xdp::ReflectionCaps {
@@ -1136,8 +1125,6 @@ fn the_per_source_limit_holds_under_attack_only() {
     if !common::require_root() {
         return;
     }
-    // The windows are per CPU (bpf/maps.h).
-    common::pin_to_one_cpu();
     let s = Settings::default();
     let p = program(&s, NOW);
     let base = ProgramSettings::from_core(&s, SynackMode::Xdp);

@@ -714,11 +714,6 @@ impl Program {
             ro.require_heartbeat = u8::from(settings.heartbeat);
             ro.handoff_repair = u8::from(settings.handoff_repair);
             ro.hash_seed = hash_seed()?;
-            // The guard's windows are per CPU, and a count adds them up.
-            ro.guard_cpus = libbpf_rs::num_possible_cpus()
-                .map_err(XdpError::Load)?
-                .try_into()
-                .unwrap_or(u32::MAX);
         }
         // The repair engine needs no TC program; not loading it lets the
         // rest load on kernels without TCX (Linux 6.6).

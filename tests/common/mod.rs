@@ -34,7 +34,7 @@ pub fn expected_fingerprint(hex: &str) -> String {
 
 /// Pins the calling thread to the first CPU it may run on: BPF_PROG_TEST_RUN
 /// runs the program on the caller's CPU, and the program's per-CPU state
-/// (the reflection guard's windows, the total's share) is that CPU's.
+/// (the reflection guard's share of the total) is that CPU's.
 pub fn pin_to_one_cpu() {
     let pinned = core_affinity::get_core_ids()
         .and_then(|ids| ids.first().copied())
