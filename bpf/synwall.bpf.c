@@ -77,16 +77,14 @@ static __always_inline int ack_linux_opts(const struct tcphdr *tcp, void *data_e
 					  struct opt_walk *w)
 {
 	const __u8 *o = (const __u8 *)(tcp + 1);
-	__u32 lead;
 
 	if ((void *)(o + 12) > data_end)
 		return 0;
-	__builtin_memcpy(&lead, o, 4);
-	if (lead != bpf_htonl(TCPOPT_NOP << 24 | TCPOPT_NOP << 16 | TCPOPT_TIMESTAMP << 8 |
-			      TCPOLEN_TIMESTAMP))
+	if (load32(o) != bpf_htonl(TCPOPT_NOP << 24 | TCPOPT_NOP << 16 | TCPOPT_TIMESTAMP << 8 |
+				   TCPOLEN_TIMESTAMP))
 		return 0;
-	w->tsval = (__u32)o[4] << 24 | (__u32)o[5] << 16 | (__u32)o[6] << 8 | o[7];
-	w->tsecr = (__u32)o[8] << 24 | (__u32)o[9] << 16 | (__u32)o[10] << 8 | o[11];
+	w->tsval = bpf_ntohl(load32(o + 4));
+	w->tsecr = bpf_ntohl(load32(o + 8));
 	w->found = 1;
 	return 1;
 }

@@ -15,7 +15,7 @@ use synwall::proto::time::UnixTime;
 use synwall::wire::ethernet::ethertype;
 use synwall::wire::ipv6::next_header as nh;
 use synwall::wire::tcp::flags;
-use synwall::xdp::{COUNTER_NAMES, Program, ProgramSettings, action};
+use synwall::xdp::{COUNTER_NAMES, Program, ProgramSettings, ReflectionCaps, action};
 use synwall_bench::frame::addr::{CLIENT4, SERVER4};
 use synwall_bench::frame::{Ip, TcpFrame, client_syn_options as os};
 
@@ -51,6 +51,14 @@ fn core_answer(settings: &Settings, frame: &[u8], now: UnixTime) -> (Verdict, Ve
 }
 
 /// The sum of the program's counters for SYNs it leaves to the worker.
+/// The settings of `s` and `mode` with the reflection guard's `caps`.
+fn guarded(s: &Settings, mode: SynackMode, caps: ReflectionCaps) -> ProgramSettings {
+    ProgramSettings {
+        reflection: caps,
+        ..ProgramSettings::from_core(s, mode)
+    }
+}
+
 fn to_worker(p: &Program) -> u64 {
     COUNTER_NAMES
         .iter()
@@ -707,13 +715,16 @@ fn the_reflection_guard_caps_synacks_per_prefix_and_in_all() {
     }
     let s = Settings::default();
     let p = program(&s, NOW);
-    let with = |per_prefix, total_per_cpu| ProgramSettings {
-        reflection: synwall::xdp::ReflectionCaps {
-            per_prefix,
-            total_per_cpu,
-            ..Default::default()
-        },
-        ..ProgramSettings::from_core(&s, SynackMode::Xdp)
+    let with = |per_prefix, total_per_cpu| {
+        guarded(
+            &s,
+            SynackMode::Xdp,
+            ReflectionCaps {
+                per_prefix,
+                total_per_cpu,
+                ..Default::default()
+            },
+        )
     };
     let from = syn_from_v4;
     let v6 = |last| syn_from_v6(last, &[]);
@@ -776,13 +787,14 @@ fn a_prefix_cap_holds_across_cpus() {
         return;
     }
     let s = Settings::default();
-    let ps = ProgramSettings {
-        reflection: synwall::xdp::ReflectionCaps {
+    let ps = guarded(
+        &s,
+        SynackMode::Xdp,
+        ReflectionCaps {
             per_prefix: 20,
             ..Default::default()
         },
-        ..ProgramSettings::from_core(&s, SynackMode::Xdp)
-    };
+    );
     let (tx, drop) = (action::TX, action::DROP);
     // The windows are a second long: a run must fit in one (a loaded
     // machine gets a few tries).
@@ -830,14 +842,15 @@ fn sources_of_one_16_are_each_capped() {
         return;
     }
     let s = Settings::default();
-    let ps = ProgramSettings {
-        reflection: synwall::xdp::ReflectionCaps {
+    let ps = guarded(
+        &s,
+        SynackMode::Xdp,
+        ReflectionCaps {
             per_prefix: 16,
             v4_len: 32,
             ..Default::default()
         },
-        ..ProgramSettings::from_core(&s, SynackMode::Xdp)
-    };
+    );
     let p = program_with(&ps, &s, NOW);
     for i in 0..1000u32 {
         let syn = syn_from_v4((0xc612_0100 + i).to_be_bytes());
@@ -865,13 +878,14 @@ fn only_answered_syns_spend_the_reflection_guards_budget() {
     }
     let s = Settings::default();
     for mode in [SynackMode::Xdp, SynackMode::Afxdp] {
-        let ps = ProgramSettings {
-            reflection: synwall::xdp::ReflectionCaps {
+        let ps = guarded(
+            &s,
+            mode,
+            ReflectionCaps {
                 per_prefix: 2,
                 ..Default::default()
             },
-            ..ProgramSettings::from_core(&s, mode)
-        };
+        );
         let p = program_with(&ps, &s, NOW);
         let good = TcpFrame::client_syn(Ip::client_v4(), &os::LINUX).to_vec();
         let mut bad_sum = good.clone();
@@ -932,14 +946,15 @@ fn the_guard_holds_when_a_flood_spreads_over_many_prefixes() {
         return;
     }
     let s = Settings::default();
-    let ps = ProgramSettings {
-        reflection: synwall::xdp::ReflectionCaps {
+    let ps = guarded(
+        &s,
+        SynackMode::Xdp,
+        ReflectionCaps {
             per_prefix: 50,
             v4_len: 32,
             ..Default::default()
         },
-        ..ProgramSettings::from_core(&s, SynackMode::Xdp)
-    };
+    );
     let p = program_with(&ps, &s, NOW);
     let capped = || counter(&p, "drop_reflection_cap");
     // 198.18.1.0 to 198.18.79.31 (not the server), each once; then
@@ -965,14 +980,15 @@ fn a_busy_prefix_keeps_its_window_through_a_spread_flood() {
         return;
     }
     let s = Settings::default();
-    let ps = ProgramSettings {
-        reflection: synwall::xdp::ReflectionCaps {
+    let ps = guarded(
+        &s,
+        SynackMode::Xdp,
+        ReflectionCaps {
             per_prefix: 40,
             v4_len: 32,
             ..Default::default()
         },
-        ..ProgramSettings::from_core(&s, SynackMode::Xdp)
-    };
+    );
     let busy = syn_from_v4([198, 19, 1, 1]); // beyond the spread (198.18.1.0 up)
     let spread: Vec<Vec<u8>> = (0..40_000u32)
         .map(|i| syn_from_v4((0xc612_0100 + i).to_be_bytes()))
@@ -1007,14 +1023,15 @@ fn a_prefix_refused_spends_nothing_of_the_total() {
     }
     common::pin_to_one_cpu();
     let s = Settings::default();
-    let ps = ProgramSettings {
-        reflection: synwall::xdp::ReflectionCaps {
+    let ps = guarded(
+        &s,
+        SynackMode::Xdp,
+        ReflectionCaps {
             per_prefix: 2,
             total_per_cpu: 3,
             ..Default::default()
         },
-        ..ProgramSettings::from_core(&s, SynackMode::Xdp)
-    };
+    );
     let p = program_with(&ps, &s, NOW);
     let from = |third| syn_from_v4([198, 18, third, 2]);
     let acts: Vec<u32> = (0..6).map(|_| p.test_run(&from(9)).unwrap()).collect();
