@@ -184,7 +184,7 @@ __u64 acks_verified_ns = 0;
 
 static __always_inline void note_verified_ack(__u64 now)
 {
-	if (now - acks_verified_ns > VERIFIED_EVERY_NS)
+	if ((__s64)(now - acks_verified_ns) > (__s64)VERIFIED_EVERY_NS)
 		acks_verified_ns = now;
 }
 

@@ -231,6 +231,58 @@ fn with_xdp_mode_auto_a_bare_veth_moves_xdp_to_generic_mode_where_its_answers_le
 }
 
 #[test]
+fn a_peer_that_loses_its_xdp_program_is_left_for_generic_mode() {
+    // The client veth has the sink first: XDP's answers leave. Then the
+    // sink goes, as when a peer's program is removed: the next answers
+    // fail, which synwall takes for a stall at first (the peer took
+    // answers before), so answers go off and the workers answer; once its
+    // probes have failed in every window for a second under a flood that
+    // backs the worker up, the peer counts as one without a program, and
+    // synwall moves to generic mode. Clients are served throughout.
+    if !common::require_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let tb = Testbed::new(1);
+    tb.block_kernel_synacks(80);
+    let _server = web_server(&tb, dir.path());
+    let sink = tb.sink();
+    let how = Launch {
+        xdp_mode: "auto",
+        datapath: "synack = \"xdp\"\nring_size = 64",
+        ..Launch::default()
+    };
+    let sw = Synwall::launch(&tb, dir.path(), &how);
+    assert_eq!(fetches(&tb, "http://198.18.0.1/", 5, "5"), 5);
+    let before = sw.stats_json().unwrap();
+    assert_eq!(before["xdp_mode"], "native", "{before}");
+    assert!(
+        before["xdp"]["synack_xdp"].as_u64().unwrap() >= 5,
+        "{before}"
+    );
+    drop(sink);
+    assert_eq!(
+        fetches(&tb, "http://198.18.0.1/", 5, "5"),
+        5,
+        "served without the sink"
+    );
+    tb.flood_with(common::SERVER4, "syn", "300000", "100000", &[]);
+    let moved = sw.wait_for(5.0, "moved to generic mode", |s| s["xdp_mode"] == "generic");
+    assert!(
+        moved["xdp_answers"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("the peer has no XDP program now"),
+        "{moved}"
+    );
+    assert_eq!(
+        fetches(&tb, "http://198.18.0.1/", 5, "5"),
+        5,
+        "served after the move"
+    );
+}
+
+#[test]
 fn after_the_move_to_generic_mode_the_workers_still_answer() {
     // synack = "auto": a burst of generated SYNs backs the worker up, XDP
     // answers the excess natively, the answers are lost in the bare veth,

@@ -75,15 +75,24 @@ fn judge(on: bool, sent: u64, failed: u64, left: Option<u64>) -> Option<Judgemen
     }
 }
 
+/// How long probes must go on failing (every window), with not one frame
+/// leaving, after answers went off for a peer that took answers before,
+/// until its hole is taken for a lost XDP program rather than a stall.
+const HOLE_AFTER: Duration = Duration::from_secs(1);
+
 /// Whether a hole in native mode is left for generic mode: only where that
-/// may be done (`may_switch`, veth) and only if no answer ever left
+/// may be done (`may_switch`, veth) and only if no answer left
 /// (`answers_left`, the frames the driver counted as sent since the watch
-/// began). A veth peer without an XDP program takes none, ever; a peer
-/// that took some before and takes none in a window is overrun (its CPU
-/// busy under a flood), which passes: moving for good to generic mode, at a
-/// fraction of native XDP's rate, would make a passing stall last.
-fn leave_for_generic(may_switch: bool, answers_left: u64) -> bool {
-    may_switch && answers_left == 0
+/// began, or since answers last went off). A veth peer without an XDP
+/// program takes none, ever; a peer that took some before and takes none
+/// in a window is overrun (its CPU busy under a flood), which passes:
+/// moving for good to generic mode, at a fraction of native XDP's rate,
+/// would make a passing stall last. So answers go off first, and only if
+/// the probes then find the hole for `HOLE_AFTER` (`failing_for`: how long
+/// they have failed in every window since answers went off; `None` while
+/// on) does the peer count as one that lost its program.
+fn leave_for_generic(may_switch: bool, answers_left: u64, failing_for: Option<Duration>) -> bool {
+    may_switch && answers_left == 0 && failing_for.is_none_or(|d| d >= HOLE_AFTER)
 }
 
 /// The driver's statistics and which of them count failed and sent
@@ -136,8 +145,11 @@ pub(super) struct TxWatch {
     last: Option<(Instant, u64, u64, Option<u64>)>,
     /// Failures counted before synwall's start (or a reopening's share).
     failed_before: u64,
-    /// XDP_TX frames the driver counted as sent since the watch began.
+    /// XDP_TX frames the driver counted as sent since the watch began, or
+    /// since answers last went off.
     answers_left: u64,
+    /// While off: since when every window's probes failed.
+    failing_since: Option<Instant>,
     /// While off: probes sent since the last failure.
     clean_probes: u64,
     warned: bool,
@@ -191,6 +203,7 @@ impl TxWatch {
             watched,
             last: None,
             answers_left: 0,
+            failing_since: None,
             clean_probes: 0,
             warned: false,
             may_switch: false,
@@ -271,31 +284,46 @@ impl TxWatch {
                 let what = format!(
                     "{d_failed} of {d_sent} XDP answers failed in the driver ({driver}) in {ms} ms"
                 );
-                if leave_for_generic(self.may_switch, self.answers_left) {
+                if leave_for_generic(self.may_switch, self.answers_left, None) {
                     self.may_switch = false;
                     self.turn_off(program, what);
                     return Some(Action::SwitchToGeneric);
                 }
                 let why = if self.may_switch {
                     format!(
-                        "; {} answers left before, so the peer is overrun, not without an XDP program",
+                        "; {} answers left before, so the peer may be overrun: off until probes leave",
                         self.answers_left
                     )
                 } else {
                     String::new()
                 };
+                self.answers_left = 0;
+                self.failing_since = None;
                 self.turn_off(
                     program,
                     format!("{what}{why}: the workers and the kernel answer instead"),
                 );
             }
+            Some(Judgement::Failing) => {
+                let failing_for = now.duration_since(*self.failing_since.get_or_insert(t0));
+                if leave_for_generic(self.may_switch, self.answers_left, Some(failing_for)) {
+                    self.may_switch = false;
+                    self.report.reason = format!(
+                        "{}; then not one probe left in {} ms: the peer has no XDP program now",
+                        self.report.reason,
+                        failing_for.as_millis()
+                    );
+                    return Some(Action::SwitchToGeneric);
+                }
+            }
             Some(Judgement::Leaving) => {
+                self.failing_since = None;
                 self.report.state = "on".into();
                 self.report.reason = format!("{judged} XDP probes left with no failure");
                 program.set_xdp_tx_ok(true);
                 tracing::info!(interface = %self.ifname, "XDP answers on: {}", self.report.reason);
             }
-            _ => {}
+            None => self.failing_since = None,
         }
         None
     }
@@ -312,7 +340,7 @@ impl TxWatch {
             tracing::warn!(
                 interface = %self.ifname,
                 "XDP answers do not leave this interface (a veth peer without an XDP \
-                 program drops them all): {}",
+                 program drops them all, an overrun one for a while): {}",
                 self.report.reason
             );
         }
@@ -360,14 +388,21 @@ mod tests {
 
     #[test]
     fn only_a_peer_that_never_took_an_answer_is_left_for_generic_mode() {
-        assert!(leave_for_generic(true, 0), "a veth peer without XDP");
+        let secs = |s: f64| Some(Duration::from_secs_f64(s));
+        assert!(leave_for_generic(true, 0, None), "a veth peer without XDP");
         assert!(
-            !leave_for_generic(true, 1),
+            !leave_for_generic(true, 1, None),
             "a peer that took answers before is overrun for a while"
         );
         assert!(
-            !leave_for_generic(false, 0),
+            !leave_for_generic(false, 0, None),
             "not veth, or zero-copy sockets"
         );
+        // Off after a stall: probes that find the hole in every window for
+        // a second mean the peer lost its program; one that left means it
+        // is there.
+        assert!(!leave_for_generic(true, 0, secs(0.5)), "a stall, so far");
+        assert!(leave_for_generic(true, 0, secs(1.0)), "the program is gone");
+        assert!(!leave_for_generic(true, 2, secs(5.0)), "probes left");
     }
 }
