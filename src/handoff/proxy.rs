@@ -36,6 +36,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Sender};
 use std::time::{Duration, Instant};
 
 use rustix::event::epoll;
@@ -281,8 +282,93 @@ pub struct ProxyUpdate {
     pub open: Vec<Listener>,
     /// Listeners to close.
     pub close: Vec<SocketAddr>,
-    /// Told once the update is in effect (or why it is not).
-    pub applied: Option<std::sync::mpsc::Sender<Result<(), String>>>,
+}
+
+/// A reload's message to one event loop. A reload takes two steps, so that
+/// it is in effect in every loop or in none ([`update_loops`]).
+#[derive(Debug)]
+pub enum ProxyMsg {
+    /// Step 1, what can fail: the update's new listeners join the loop's
+    /// epoll (they accept at once: the program sends their connections
+    /// already). The answer says whether they all did; if one did not,
+    /// those that did close again.
+    Prepare(ProxyUpdate, Sender<Result<(), String>>),
+    /// Step 2, every loop prepared: the settings take effect and the
+    /// listeners of the addresses no longer protected close (nothing here
+    /// can fail).
+    Commit(Sender<()>),
+    /// Step 2, a loop failed, stopped or did not answer: the prepared
+    /// listeners close, and the settings stay.
+    Abort(Sender<()>),
+}
+
+/// An update prepared in a loop, waiting for its commit or abort.
+#[derive(Debug)]
+struct Pending {
+    settings: ProxySettings,
+    close: Vec<SocketAddr>,
+    /// The listener slots it took.
+    added: Vec<usize>,
+}
+
+/// Applies a reload to the proxy's event loops (`updates`: one per loop,
+/// in the order of `loops`) in every loop or in none: each loop prepares
+/// its part and answers within `timeout`; then every loop commits, or,
+/// when one failed, had stopped or did not answer, every loop aborts.
+/// It then waits, again up to `timeout`, until each loop has taken the
+/// verdict: after a commit new connections get the new settings in every
+/// loop, and after an abort a reload tried again finds its addresses
+/// free. (A loop still silent then takes the verdict when it runs again,
+/// in order: channels keep it; this is logged.)
+pub fn update_loops(
+    loops: &[Sender<ProxyMsg>],
+    updates: Vec<ProxyUpdate>,
+    timeout: Duration,
+) -> Result<(), String> {
+    let mut first_error = None;
+    let mut prepared = Vec::new();
+    for (i, (tx, u)) in loops.iter().zip(updates).enumerate() {
+        let (answer, rx) = mpsc::channel();
+        match tx.send(ProxyMsg::Prepare(u, answer)) {
+            Ok(()) => prepared.push((i, rx)),
+            Err(_) => {
+                first_error.get_or_insert_with(|| format!("proxy loop {i} has stopped"));
+            }
+        }
+    }
+    let deadline = Instant::now() + timeout;
+    for (i, rx) in &prepared {
+        let why = match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(Ok(())) => continue,
+            Ok(Err(e)) => format!("proxy loop {i}: {e}"),
+            Err(_) => format!("proxy loop {i} did not answer within {timeout:?}"),
+        };
+        first_error.get_or_insert(why);
+    }
+    let (verdict, name): (fn(Sender<()>) -> ProxyMsg, _) = match first_error {
+        None => (ProxyMsg::Commit, "commit"),
+        Some(_) => (ProxyMsg::Abort, "abort"),
+    };
+    let deadline = Instant::now() + timeout;
+    let taken: Vec<_> = prepared
+        .iter()
+        .filter_map(|&(i, _)| {
+            let (done, rx) = mpsc::channel();
+            loops[i].send(verdict(done)).ok().map(|()| (i, rx))
+        })
+        .collect();
+    for (i, rx) in taken {
+        if rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .is_err()
+        {
+            tracing::warn!(
+                proxy_loop = i,
+                "a proxy loop has not taken the reload's {name} yet: it will when it runs again"
+            );
+        }
+    }
+    first_error.map_or(Ok(()), Err)
 }
 
 /// A non-blocking, close-on-exec TCP socket of `addr`'s family.
@@ -491,6 +577,8 @@ pub struct Proxy<'a> {
     draining: bool,
     /// Which of the proxy's event loops this is.
     index: usize,
+    /// A reload prepared here, waiting for its verdict.
+    pending: Option<Pending>,
 }
 
 /// The unit `max_per_source` counts: the address, or for IPv6 its /64
@@ -542,6 +630,7 @@ impl<'a> Proxy<'a> {
             handed_in: None,
             draining: false,
             index,
+            pending: None,
         };
         for l in listeners {
             proxy.add_listener(l)?;
@@ -636,7 +725,8 @@ impl<'a> Proxy<'a> {
         room
     }
 
-    fn add_listener(&mut self, l: Listener) -> Result<(), ProxyError> {
+    /// Adds `l` to the loop; its slot.
+    fn add_listener(&mut self, l: Listener) -> Result<usize, ProxyError> {
         l.socket.set_nonblocking(true).map_err(ProxyError::Poll)?;
         epoll::add(
             &self.epoll,
@@ -646,36 +736,87 @@ impl<'a> Proxy<'a> {
         )
         .map_err(|e| ProxyError::Poll(e.into()))?;
         self.listeners.push(Some(l));
-        Ok(())
+        Ok(self.listeners.len() - 1)
     }
 
-    /// Applies a reload: sessions keep their upstream and pipes; new ones
-    /// get the new settings.
-    fn update(&mut self, mut u: ProxyUpdate) {
-        let applied = u.applied.take();
-        let result = self.apply(u).map_err(|e| e.to_string());
-        if let Some(tx) = applied {
-            let _ = tx.send(result);
-        }
-    }
-
-    fn apply(&mut self, u: ProxyUpdate) -> Result<(), ProxyError> {
-        if u.settings.pipe_size != self.settings.pipe_size {
-            self.pipes.clear();
-        }
-        self.settings = u.settings;
-        for slot in &mut self.listeners {
-            if slot.as_ref().is_some_and(|l| u.close.contains(&l.addr)) {
-                // Closing the socket also takes it out of epoll.
-                *slot = None;
+    /// Takes one step of a reload ([`ProxyMsg`]) and answers it.
+    fn on_reload(&mut self, m: ProxyMsg) {
+        match m {
+            ProxyMsg::Prepare(u, answer) => {
+                let _ = answer.send(self.prepare(u).map_err(|e| e.to_string()));
+            }
+            ProxyMsg::Commit(done) => {
+                self.commit();
+                let _ = done.send(());
+            }
+            ProxyMsg::Abort(done) => {
+                self.abort();
+                let _ = done.send(());
             }
         }
+    }
+
+    /// A reload's first step: the new listeners join the loop, all of them
+    /// or (on an error) none; the settings wait for the commit.
+    fn prepare(&mut self, u: ProxyUpdate) -> Result<(), ProxyError> {
+        if self.pending.is_some() {
+            // The reload that prepared it sent no verdict (none is lost
+            // otherwise: channels keep order): it is not applied.
+            tracing::warn!(
+                proxy_loop = self.index,
+                "a reload left unfinished is dropped"
+            );
+            self.abort();
+        }
+        let mut added = Vec::new();
         // Draining, a reload opens nothing (the new listeners close here).
         let draining = self.draining;
         for l in u.open.into_iter().filter(|_| !draining) {
-            self.add_listener(l)?;
+            match self.add_listener(l) {
+                Ok(slot) => added.push(slot),
+                Err(e) => {
+                    for slot in added {
+                        // Closing the socket also takes it out of epoll.
+                        self.listeners[slot] = None;
+                    }
+                    return Err(e);
+                }
+            }
         }
+        self.pending = Some(Pending {
+            settings: u.settings,
+            close: u.close,
+            added,
+        });
         Ok(())
+    }
+
+    /// A reload's second step when every loop prepared: sessions keep
+    /// their upstream and pipes; new ones get the new settings.
+    fn commit(&mut self) {
+        let Some(p) = self.pending.take() else {
+            return;
+        };
+        if p.settings.pipe_size != self.settings.pipe_size {
+            self.pipes.clear();
+        }
+        self.settings = p.settings;
+        for slot in &mut self.listeners {
+            if slot.as_ref().is_some_and(|l| p.close.contains(&l.addr)) {
+                *slot = None;
+            }
+        }
+    }
+
+    /// A reload's second step when a loop did not prepare: the listeners
+    /// it opened close (a connection in their queue is reset; one taken
+    /// already goes on).
+    fn abort(&mut self) {
+        if let Some(p) = self.pending.take() {
+            for slot in p.added {
+                self.listeners[slot] = None;
+            }
+        }
     }
 
     /// Serves until `stop` is set, then drains: the listeners close, the
@@ -684,7 +825,7 @@ impl<'a> Proxy<'a> {
     pub fn run(
         &mut self,
         stop: &AtomicBool,
-        updates: &std::sync::mpsc::Receiver<ProxyUpdate>,
+        updates: &mpsc::Receiver<ProxyMsg>,
     ) -> Result<(), ProxyError> {
         let mut events: Vec<epoll::Event> = Vec::with_capacity(256);
         let mut next_tick = Instant::now() + TICK;
@@ -704,8 +845,8 @@ impl<'a> Proxy<'a> {
                 self.close_all();
                 return Err(e);
             }
-            while let Ok(u) = updates.try_recv() {
-                self.update(u);
+            while let Ok(m) = updates.try_recv() {
+                self.on_reload(m);
             }
         }
         // Connections handed in since the last pass are reset too.
@@ -1144,6 +1285,121 @@ fn relay(s: &mut Session, c: &ProxyCounters) -> Result<bool, End> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn settings(upstream_port: u16) -> ProxySettings {
+        ProxySettings {
+            upstreams: vec![SocketAddr::new([198, 18, 0, 1].into(), upstream_port)],
+            connect_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 100,
+            max_per_source: 10,
+            shutdown_grace: Duration::from_secs(1),
+            proxy_protocol: false,
+            pipe_size: 65536,
+        }
+    }
+
+    /// A listener no client ever reaches (loopback, a port of its own).
+    fn listener() -> Listener {
+        let socket = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        Listener {
+            addr: socket.local_addr().unwrap(),
+            socket,
+        }
+    }
+
+    fn open_addrs(p: &Proxy) -> Vec<SocketAddr> {
+        p.listeners.iter().flatten().map(|l| l.addr).collect()
+    }
+
+    /// What each loop ends a reload with: its listeners' addresses and its
+    /// upstream's port.
+    type LoopState = (Vec<SocketAddr>, u16);
+
+    /// Two loops, each with a listener; `update_loops` gives each an
+    /// update that closes it, opens another and moves the upstream to
+    /// port 2. Loop 0 answers from a thread; loop 1 too if `both_answer`,
+    /// else it is silent until the reload has returned, and then takes
+    /// what was queued for it. Returns the reload's result, each loop's
+    /// state and the new listeners' addresses.
+    fn reload(both_answer: bool) -> (Result<(), String>, Vec<LoopState>, Vec<SocketAddr>) {
+        let counters = ProxyCounters::new(2);
+        let new = [listener(), listener()];
+        let opened = new.each_ref().map(|l| l.addr).to_vec();
+        let mut loops: Vec<Proxy> = (0..2)
+            .map(|i| Proxy::new(i, vec![listener()], settings(1), &counters).unwrap())
+            .collect();
+        let updates = new
+            .into_iter()
+            .zip(&loops)
+            .map(|(l, p)| ProxyUpdate {
+                settings: settings(2),
+                open: vec![l],
+                close: open_addrs(p),
+            })
+            .collect();
+        let (channels, mut inboxes): (Vec<_>, Vec<_>) = (0..2).map(|_| mpsc::channel()).unzip();
+        let silent = (!both_answer).then(|| (loops.pop().unwrap(), inboxes.pop().unwrap()));
+        let result = std::thread::scope(|s| {
+            let answering: Vec<_> = loops
+                .drain(..)
+                .zip(inboxes)
+                .map(|(mut p, inbox)| {
+                    s.spawn(move || {
+                        for m in inbox {
+                            p.on_reload(m);
+                        }
+                        p
+                    })
+                })
+                .collect();
+            let result = update_loops(&channels, updates, Duration::from_millis(300));
+            drop(channels);
+            loops.extend(answering.into_iter().map(|h| h.join().unwrap()));
+            result
+        });
+        if let Some((mut p, inbox)) = silent {
+            while let Ok(m) = inbox.try_recv() {
+                p.on_reload(m);
+            }
+            loops.push(p);
+        }
+        let state = loops
+            .iter()
+            .map(|p| (open_addrs(p), p.settings.upstreams[0].port()))
+            .collect();
+        (result, state, opened)
+    }
+
+    /// A reload is in effect in every proxy loop or in none. One loop
+    /// silent past the timeout: the reload fails, and every loop ends with
+    /// its old listener and upstream, the new listeners closed (their
+    /// addresses free for a reload tried again). Every loop answering:
+    /// every loop has the new listener, not the old, and the new upstream.
+    #[test]
+    fn a_reload_is_applied_in_every_proxy_loop_or_in_none() {
+        let (result, state, opened) = reload(false);
+        let why = result.unwrap_err();
+        assert!(why.contains("proxy loop 1 did not answer"), "{why}");
+        for (i, (addrs, upstream)) in state.iter().enumerate() {
+            assert_eq!(
+                *upstream, 1,
+                "loop {i} took the settings of a failed reload"
+            );
+            assert_eq!(addrs.len(), 1, "loop {i}: {addrs:?}");
+            assert!(!opened.contains(&addrs[0]), "loop {i} kept a new listener");
+        }
+        for addr in opened {
+            TcpListener::bind(addr).expect("a failed reload's listener is closed");
+        }
+
+        let (result, state, opened) = reload(true);
+        result.unwrap();
+        for (i, (addrs, upstream)) in state.iter().enumerate() {
+            assert_eq!(*upstream, 2, "loop {i}");
+            assert_eq!(addrs, &[opened[i]], "loop {i}");
+        }
+    }
 
     #[test]
     fn a_source_is_its_address_or_its_ipv6_64() {

@@ -101,7 +101,6 @@ fn prepare(live: &Live, path: &Path, loops: usize) -> Result<Prepared, ReloadErr
                         settings: settings.clone(),
                         open,
                         close: close.clone(),
-                        applied: None,
                     })
                     .collect(),
             )
@@ -116,16 +115,16 @@ fn prepare(live: &Live, path: &Path, loops: usize) -> Result<Prepared, ReloadErr
     })
 }
 
-/// How long a reload waits for the proxy loops to take an update (each
-/// looks for one at least every 50 ms).
+/// How long a reload waits for the proxy loops to take each step of an
+/// update (each looks for one at least every 50 ms).
 const PROXY_APPLY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Datapath<'_> {
     /// Puts back what a reload that failed part-way had applied: the maps
     /// (an update adds and removes entries both ways, so one from the new
     /// settings to the old restores them), the keys and the workers'
-    /// settings. (A proxy update that answered too late is not undone: the
-    /// proxy may still take it; the reload's error says it did not answer.)
+    /// settings. (The proxy's loops have undone their part already, or
+    /// will when they run again: see `proxy::update_loops`.)
     fn roll_back(&self, live: &Live, tried: &ProgramSettings) {
         for e in self.fixed.program.restore(tried, &live.program) {
             tracing::error!("rolling back a failed reload: the XDP maps: {e}");
@@ -135,38 +134,6 @@ impl Datapath<'_> {
         }
         self.core
             .publish(live.cfg.core_settings(), live.secrets.clone());
-    }
-
-    /// Hands each of the proxy's event loops its update and waits until
-    /// every one is in effect, so that "reloaded" means new connections get
-    /// the new settings.
-    /// Every loop gets its update and every answer is awaited, even after
-    /// one failed: the error names the first. (Loops that applied it keep
-    /// it: see the README on a reload a proxy loop rejects.)
-    fn update_proxy(&self, updates: Vec<ProxyUpdate>) -> Result<(), ReloadError> {
-        let mut first_error = None;
-        let mut answers = Vec::new();
-        for (tx, mut update) in self.proxy_updates.iter().zip(updates) {
-            let (done, applied) = std::sync::mpsc::channel();
-            update.applied = Some(done);
-            match tx.send(update) {
-                Ok(()) => answers.push(applied),
-                Err(_) => {
-                    first_error.get_or_insert_with(|| "a proxy thread has stopped".to_string());
-                }
-            }
-        }
-        let deadline = std::time::Instant::now() + PROXY_APPLY_TIMEOUT;
-        for applied in answers {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            let why = match applied.recv_timeout(left) {
-                Ok(Ok(())) => continue,
-                Ok(Err(e)) => e,
-                Err(_) => "no answer from a proxy thread".to_string(),
-            };
-            first_error.get_or_insert(why);
-        }
-        first_error.map_or(Ok(()), |e| Err(ReloadError::ProxyApply(e)))
     }
 
     /// Reloads from `path`: prepares, then applies to the program, the
@@ -194,7 +161,8 @@ impl Datapath<'_> {
                                 self.proxy_updates.len(),
                             );
                         }
-                        self.update_proxy(updates)
+                        proxy::update_loops(&self.proxy_updates, updates, PROXY_APPLY_TIMEOUT)
+                            .map_err(ReloadError::ProxyApply)
                     }
                     _ => Ok(()),
                 }

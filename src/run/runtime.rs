@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use std::os::unix::net::UnixListener;
 
 use crate::config::{Config, HandoffMode};
-use crate::handoff::proxy::{ListenerSets, Proxy, ProxyCounters, ProxySettings, ProxyUpdate};
+use crate::handoff::proxy::{ListenerSets, Proxy, ProxyCounters, ProxyMsg, ProxySettings};
 use crate::handoff::repair;
 use crate::metrics;
 use crate::proto::cookie::Secrets;
@@ -89,7 +89,7 @@ pub(super) struct Datapath<'a> {
     pub(super) core: SharedCore,
     /// Proxy mode: where reloads reach each of the proxy's event loops
     /// (none in kernel mode).
-    pub(super) proxy_updates: Vec<mpsc::Sender<ProxyUpdate>>,
+    pub(super) proxy_updates: Vec<mpsc::Sender<ProxyMsg>>,
 }
 
 /// The counters of the datapath's threads.
@@ -161,7 +161,7 @@ impl<'a> Datapath<'a> {
     pub(super) fn new(
         fixed: Fixed<'a>,
         secrets: Secrets,
-        proxy_updates: Vec<mpsc::Sender<ProxyUpdate>>,
+        proxy_updates: Vec<mpsc::Sender<ProxyMsg>>,
         mint: u64,
     ) -> Datapath<'a> {
         let counters = ThreadCounters {
@@ -193,7 +193,7 @@ impl<'a> Datapath<'a> {
         &'s self,
         s: &'s Scope<'s, '_>,
         mut t: ToSpawn,
-        proxy_updates: Vec<mpsc::Receiver<ProxyUpdate>>,
+        proxy_updates: Vec<mpsc::Receiver<ProxyMsg>>,
         stop: &'s AtomicBool,
     ) -> (Vec<Thread<'s>>, mpsc::Receiver<clients::Ask>) {
         let (asks_tx, asks) = mpsc::channel();
@@ -279,7 +279,7 @@ impl<'a> Datapath<'a> {
         &'s self,
         s: &'s Scope<'s, '_>,
         (settings, sets, handed_in): (ProxySettings, ListenerSets, Option<repair::HandedIn>),
-        updates: Vec<mpsc::Receiver<ProxyUpdate>>,
+        updates: Vec<mpsc::Receiver<ProxyMsg>>,
         stop: &'s AtomicBool,
     ) -> Vec<Thread<'s>> {
         let Some(counters) = self.counters.proxy.as_ref() else {
