@@ -579,6 +579,8 @@ pub struct Proxy<'a> {
     index: usize,
     /// A reload prepared here, waiting for its verdict.
     pending: Option<Pending>,
+    /// When a missing pipe was last logged.
+    no_pipe_said: Option<Instant>,
 }
 
 /// The unit `max_per_source` counts: the address, or for IPv6 its /64
@@ -631,6 +633,7 @@ impl<'a> Proxy<'a> {
             draining: false,
             index,
             pending: None,
+            no_pipe_said: None,
         };
         for l in listeners {
             proxy.add_listener(l)?;
@@ -1042,6 +1045,9 @@ impl<'a> Proxy<'a> {
         match (self.take_pipe(), self.take_pipe()) {
             (Ok(up), Ok(down)) => Some((up, down)),
             (a, b) => {
+                if let Some(e) = a.as_ref().err().or(b.as_ref().err()) {
+                    self.warn_no_pipe(*e);
+                }
                 self.pipes.extend(a.ok().into_iter().chain(b.ok()));
                 self.count_source(source, false);
                 self.release(1);
@@ -1049,6 +1055,22 @@ impl<'a> Proxy<'a> {
                 None
             }
         }
+    }
+
+    /// Says (at most once a second) that a session was refused for want
+    /// of a pipe: the process or the system is out of descriptors or
+    /// memory, which `internal_errors` alone would not tell.
+    fn warn_no_pipe(&mut self, e: Errno) {
+        let now = Instant::now();
+        if self.no_pipe_said.is_some_and(|t| now < t + Duration::from_secs(1)) {
+            return;
+        }
+        self.no_pipe_said = Some(now);
+        tracing::warn!(
+            proxy_loop = self.index,
+            internal_errors = self.counters.internal_errors.load(Ordering::Relaxed) + 1,
+            "proxy: no pipe for a new session ({e}): it is reset"
+        );
     }
 
     /// Counts a session of `source` in (if under `max_per_source`; false
