@@ -315,60 +315,104 @@ struct Pending {
 /// in the order of `loops`) in every loop or in none: each loop prepares
 /// its part and answers within `timeout`; then every loop commits, or,
 /// when one failed, had stopped or did not answer, every loop aborts.
-/// It then waits, again up to `timeout`, until each loop has taken the
-/// verdict: after a commit new connections get the new settings in every
-/// loop, and after an abort a reload tried again finds its addresses
-/// free. (A loop still silent then takes the verdict when it runs again,
-/// in order: channels keep it; this is logged.)
+/// It waits, again up to `timeout`, until each loop that answered has
+/// taken the verdict: after a commit new connections get the new settings
+/// in every loop, and after an abort a reload tried again finds the new
+/// addresses free. A silent loop takes its prepare and abort in order
+/// when it runs again (channels keep them); until then it holds the new
+/// listeners, and the error says so.
 pub fn update_loops(
     loops: &[Sender<ProxyMsg>],
     updates: Vec<ProxyUpdate>,
     timeout: Duration,
 ) -> Result<(), String> {
+    let stopped = |i| format!("proxy loop {i} has stopped");
     let mut first_error = None;
-    let mut prepared = Vec::new();
+    let mut asked = Vec::new();
     for (i, (tx, u)) in loops.iter().zip(updates).enumerate() {
         let (answer, rx) = mpsc::channel();
         match tx.send(ProxyMsg::Prepare(u, answer)) {
-            Ok(()) => prepared.push((i, rx)),
+            Ok(()) => asked.push((i, rx)),
             Err(_) => {
-                first_error.get_or_insert_with(|| format!("proxy loop {i} has stopped"));
+                first_error.get_or_insert_with(|| stopped(i));
             }
         }
     }
     let deadline = Instant::now() + timeout;
-    for (i, rx) in &prepared {
+    let (mut answered, mut silent) = (Vec::new(), Vec::new());
+    for (i, rx) in asked {
         let why = match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(Ok(())) => continue,
-            Ok(Err(e)) => format!("proxy loop {i}: {e}"),
-            Err(_) => format!("proxy loop {i} did not answer within {timeout:?}"),
+            Ok(r) => {
+                answered.push(i);
+                match r {
+                    Ok(()) => continue,
+                    Err(e) => format!("proxy loop {i}: {e}"),
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                silent.push(i);
+                format!("proxy loop {i} did not answer within {timeout:?}")
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => stopped(i),
         };
         first_error.get_or_insert(why);
     }
-    let (verdict, name): (fn(Sender<()>) -> ProxyMsg, _) = match first_error {
-        None => (ProxyMsg::Commit, "commit"),
-        Some(_) => (ProxyMsg::Abort, "abort"),
+    let Some(why) = first_error else {
+        send_verdict(loops, &answered, (ProxyMsg::Commit, "commit"), timeout);
+        return Ok(());
     };
+    send_verdict(loops, &answered, (ProxyMsg::Abort, "abort"), timeout);
+    for &i in &silent {
+        let (done, _) = mpsc::channel();
+        let _ = loops[i].send(ProxyMsg::Abort(done));
+    }
+    Err(if silent.is_empty() {
+        why
+    } else {
+        format!("{why}; its new listeners close when it runs again")
+    })
+}
+
+/// Sends a reload's verdict to the loops `to` and waits up to `timeout`
+/// until each has taken it; a loop that has not is logged.
+fn send_verdict(
+    loops: &[Sender<ProxyMsg>],
+    to: &[usize],
+    (verdict, name): (fn(Sender<()>) -> ProxyMsg, &str),
+    timeout: Duration,
+) {
     let deadline = Instant::now() + timeout;
-    let taken: Vec<_> = prepared
+    let sent: Vec<_> = to
         .iter()
-        .filter_map(|&(i, _)| {
+        .filter_map(|&i| {
             let (done, rx) = mpsc::channel();
-            loops[i].send(verdict(done)).ok().map(|()| (i, rx))
+            match loops[i].send(verdict(done)) {
+                Ok(()) => Some((i, rx)),
+                Err(_) => {
+                    tracing::warn!(
+                        proxy_loop = i,
+                        "a proxy loop stopped before the reload's {name}"
+                    );
+                    None
+                }
+            }
         })
         .collect();
-    for (i, rx) in taken {
-        if rx
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .is_err()
-        {
-            tracing::warn!(
+    for (i, rx) in sent {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(()) => {}
+            Err(mpsc::RecvTimeoutError::Timeout) => tracing::warn!(
                 proxy_loop = i,
                 "a proxy loop has not taken the reload's {name} yet: it will when it runs again"
-            );
+            ),
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                tracing::warn!(
+                    proxy_loop = i,
+                    "a proxy loop stopped before the reload's {name}"
+                )
+            }
         }
     }
-    first_error.map_or(Ok(()), Err)
 }
 
 /// A non-blocking, close-on-exec TCP socket of `addr`'s family.
@@ -1058,11 +1102,15 @@ impl<'a> Proxy<'a> {
     }
 
     /// Says (at most once a second) that a session was refused for want
-    /// of a pipe: the process or the system is out of descriptors or
-    /// memory, which `internal_errors` alone would not tell.
+    /// of a pipe (descriptors, memory, or the user's pipe pages are out:
+    /// the error says which), which `internal_errors` alone would not
+    /// tell.
     fn warn_no_pipe(&mut self, e: Errno) {
         let now = Instant::now();
-        if self.no_pipe_said.is_some_and(|t| now < t + Duration::from_secs(1)) {
+        if self
+            .no_pipe_said
+            .is_some_and(|t| now < t + Duration::from_secs(1))
+        {
             return;
         }
         self.no_pipe_said = Some(now);
@@ -1375,7 +1423,9 @@ mod tests {
                     })
                 })
                 .collect();
-            let result = update_loops(&channels, updates, Duration::from_millis(300));
+            // Long enough for a loaded machine's thread to answer.
+            let timeout = Duration::from_millis(if both_answer { 10_000 } else { 2_000 });
+            let result = update_loops(&channels, updates, timeout);
             drop(channels);
             loops.extend(answering.into_iter().map(|h| h.join().unwrap()));
             result
@@ -1403,6 +1453,7 @@ mod tests {
         let (result, state, opened) = reload(false);
         let why = result.unwrap_err();
         assert!(why.contains("proxy loop 1 did not answer"), "{why}");
+        assert!(why.contains("close when it runs again"), "{why}");
         for (i, (addrs, upstream)) in state.iter().enumerate() {
             assert_eq!(
                 *upstream, 1,
