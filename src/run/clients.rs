@@ -12,7 +12,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread::Scope;
 use std::time::Duration;
 
-use super::{Snapshot, Thread, spawn_thread};
+use super::{Snapshot, Threads};
 use crate::metrics;
 
 /// What a client's thread asks the control loop.
@@ -56,12 +56,13 @@ fn ask<T>(asks: &Sender<Ask>, wait: Duration, make: impl FnOnce(Sender<T>) -> As
 /// The stats socket's thread: one client at a time, each bounded by
 /// [`CLIENT_IO`].
 pub(super) fn spawn_stats<'s>(
+    threads: &mut Threads<'s>,
     s: &'s Scope<'s, '_>,
     listener: UnixListener,
     asks: Sender<Ask>,
     stop: &'s AtomicBool,
-) -> Thread<'s> {
-    spawn_thread(s, "synwall-stats".into(), move || {
+) {
+    threads.spawn(s, "synwall-stats".into(), move || {
         let mut failures = AcceptFailures::new("stats socket");
         while !stop.load(Ordering::Relaxed) {
             match listener.accept() {
@@ -120,12 +121,13 @@ pub(super) fn read_request(conn: &mut UnixStream) -> Request {
 /// The metrics endpoint's thread. A client that reads its answer slowly
 /// holds up other scrapes, never the control loop.
 pub(super) fn spawn_metrics<'s>(
+    threads: &mut Threads<'s>,
     s: &'s Scope<'s, '_>,
     server: metrics::Server,
     asks: Sender<Ask>,
     stop: &'s AtomicBool,
-) -> Thread<'s> {
-    spawn_thread(s, "synwall-metrics".into(), move || {
+) {
+    threads.spawn(s, "synwall-metrics".into(), move || {
         let mut failures = AcceptFailures::new("metrics endpoint");
         while !stop.load(Ordering::Relaxed) {
             let snapshot = || ask(&asks, SCRAPE_WAIT, Ask::Snapshot);

@@ -36,7 +36,7 @@ use plan::{Plan, ProgramEpochs, program_settings, resolve};
 pub use plan::{handoff_engine, proxy_loops, proxy_settings, worker_cpus};
 use reload::Live;
 pub use reload::ReloadError;
-use runtime::{Datapath, Fixed, Thread, ToSpawn, spawn_thread};
+use runtime::{Datapath, Fixed, Thread, Threads, ToSpawn};
 use start::{
     Attached, QueueSocket, attach, bind_stats, check_fd_limit, load_program, open_sockets,
     prepare_handoff, repair_engines, serve_queues_that_cannot_send, teardown, warn_unserved_ports,
@@ -171,12 +171,18 @@ pub fn run(cfg: &Config, secrets: Secrets, ctl: &Control) -> Result<Snapshot, Ru
     let datapath = Datapath::new(fixed, secrets, proxy_tx, live.epochs.mint);
     let failure = std::thread::scope(|s| {
         let (threads, asks) = datapath.spawn_all(s, threads, proxy_rx, &ctl.stop);
-        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-        tracing::info!(socket = %cfg.datapath.stats_socket.display(), "running; counters via `synwall stats`");
-        let exited = datapath.control(&asks, &mut live, ctl, &threads);
+        let exited = match threads.failed {
+            // The threads that started stop again, and synwall exits.
+            Some(why) => Some(why),
+            None => {
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+                tracing::info!(socket = %cfg.datapath.stats_socket.display(), "running; counters via `synwall stats`");
+                datapath.control(&asks, &mut live, ctl, &threads.started)
+            }
+        };
         // A client asking from now on is told at once that no one answers.
         drop(asks);
-        datapath.stop(threads, exited, &ctl.stop)
+        datapath.stop(threads.started, exited, &ctl.stop)
     });
     let last = datapath.snapshot(&live);
     teardown(attached, &cfg.datapath.stats_socket);

@@ -24,28 +24,53 @@ pub(super) type Thread<'s> = (String, ScopedJoinHandle<'s, Result<(), String>>);
 /// without one, bpf/maps.h).
 pub(super) const HEARTBEAT_EVERY: Duration = Duration::from_millis(100);
 
-/// Starts the datapath thread `name` (by which `join` and the logs know
-/// it) in `s`.
-pub(super) fn spawn_thread<'s>(
-    s: &'s Scope<'s, '_>,
-    name: String,
-    body: impl FnOnce() -> Result<(), String> + Send + 's,
-) -> Thread<'s> {
-    let handle = std::thread::Builder::new()
-        .name(name.clone())
-        .spawn_scoped(s, body)
-        .unwrap_or_else(|e| panic!("spawning {name}: {e}"));
-    (name, handle)
+/// The datapath's threads started so far, and the first that could not be
+/// (a limit on threads or memory): synwall then stops the others and exits
+/// with that reason, instead of running without a control loop.
+#[derive(Default)]
+pub(super) struct Threads<'s> {
+    pub started: Vec<Thread<'s>>,
+    pub failed: Option<String>,
+}
+
+impl<'s> Threads<'s> {
+    /// Starts the datapath thread `name` (by which `join` and the logs
+    /// know it) in `s`; after a failure, starts no more.
+    pub(super) fn spawn(
+        &mut self,
+        s: &'s Scope<'s, '_>,
+        name: String,
+        body: impl FnOnce() -> Result<(), String> + Send + 's,
+    ) {
+        self.spawn_with(std::thread::Builder::new(), s, name, body);
+    }
+
+    fn spawn_with(
+        &mut self,
+        builder: std::thread::Builder,
+        s: &'s Scope<'s, '_>,
+        name: String,
+        body: impl FnOnce() -> Result<(), String> + Send + 's,
+    ) {
+        if self.failed.is_some() {
+            return;
+        }
+        match builder.name(name.clone()).spawn_scoped(s, body) {
+            Ok(handle) => self.started.push((name, handle)),
+            Err(e) => self.failed = Some(format!("could not start thread {name}: {e}")),
+        }
+    }
 }
 
 /// attach = "libxdp": the thread that keeps the program's heartbeat, so
 /// that it passes everything once synwall is gone.
 pub(super) fn spawn_heartbeat<'s>(
+    threads: &mut Threads<'s>,
     s: &'s Scope<'s, '_>,
     heartbeat: xdp::Heartbeat<'s>,
     stop: &'s AtomicBool,
-) -> Thread<'s> {
-    spawn_thread(s, "synwall-heartbeat".into(), move || {
+) {
+    threads.spawn(s, "synwall-heartbeat".into(), move || {
         while !stop.load(Ordering::Relaxed) {
             heartbeat.beat();
             std::thread::sleep(HEARTBEAT_EVERY);
@@ -195,18 +220,20 @@ impl<'a> Datapath<'a> {
         mut t: ToSpawn,
         proxy_updates: Vec<mpsc::Receiver<ProxyMsg>>,
         stop: &'s AtomicBool,
-    ) -> (Vec<Thread<'s>>, mpsc::Receiver<clients::Ask>) {
+    ) -> (Threads<'s>, mpsc::Receiver<clients::Ask>) {
         let (asks_tx, asks) = mpsc::channel();
-        let mut threads = self.spawn_workers(s, t.sockets, &mut t.engines, stop);
-        threads.push(clients::spawn_stats(s, t.stats, asks_tx.clone(), stop));
+        let mut threads = Threads::default();
+        let th = &mut threads;
+        self.spawn_workers(th, s, t.sockets, &mut t.engines, stop);
+        clients::spawn_stats(th, s, t.stats, asks_tx.clone(), stop);
         if let Some(m) = t.metrics {
-            threads.push(clients::spawn_metrics(s, m, asks_tx, stop));
+            clients::spawn_metrics(th, s, m, asks_tx, stop);
         }
         if let Some(hand) = t.proxy {
-            threads.extend(self.spawn_proxy(s, hand, proxy_updates, stop));
+            self.spawn_proxy(th, s, hand, proxy_updates, stop);
         }
         if t.heartbeat {
-            threads.push(spawn_heartbeat(s, self.fixed.program.heartbeat(), stop));
+            spawn_heartbeat(th, s, self.fixed.program.heartbeat(), stop);
         }
         (threads, asks)
     }
@@ -233,14 +260,14 @@ impl<'a> Datapath<'a> {
     /// Step 7: one worker thread per queue, pinned to its CPU.
     pub(super) fn spawn_workers<'s>(
         &'s self,
+        threads: &mut Threads<'s>,
         s: &'s Scope<'s, '_>,
         sockets: Vec<QueueSocket>,
         engines: &mut Vec<repair::Engine>,
         stop: &'s AtomicBool,
-    ) -> Vec<Thread<'s>> {
+    ) {
         let batch = self.fixed.cfg.datapath.batch_size as usize;
         let busy = self.fixed.cfg.datapath.busy_poll_us > 0;
-        let mut threads = Vec::new();
         for ((q, xsk, frames), (&cpu, counters)) in sockets
             .into_iter()
             .zip(self.fixed.plan.cpus.iter().zip(&self.counters.workers))
@@ -251,7 +278,7 @@ impl<'a> Datapath<'a> {
             let name = format!("synwall-q{q}");
             let core = &self.core;
             let repair = engines.pop();
-            threads.push(spawn_thread(s, name, move || {
+            threads.spawn(s, name, move || {
                 if !core_affinity::set_for_current(core_affinity::CoreId { id: cpu }) {
                     tracing::warn!(queue = q, cpu, "could not pin worker");
                 }
@@ -266,9 +293,8 @@ impl<'a> Datapath<'a> {
                 };
                 worker::run(xsk, frames, ctl);
                 Ok(())
-            }));
+            });
         }
-        threads
     }
 
     /// Step 7 (proxy mode): the proxy's event loops, one per listener set
@@ -277,43 +303,59 @@ impl<'a> Datapath<'a> {
     /// protected port is dead.
     pub(super) fn spawn_proxy<'s>(
         &'s self,
+        threads: &mut Threads<'s>,
         s: &'s Scope<'s, '_>,
         (settings, sets, handed_in): (ProxySettings, ListenerSets, Option<repair::HandedIn>),
         updates: Vec<mpsc::Receiver<ProxyMsg>>,
         stop: &'s AtomicBool,
-    ) -> Vec<Thread<'s>> {
+    ) {
         let Some(counters) = self.counters.proxy.as_ref() else {
-            return Vec::new();
+            return;
         };
         let one = sets.len() == 1;
-        sets.into_iter()
-            .zip(updates)
-            .enumerate()
-            .map(|(i, (listeners, updates))| {
-                let (settings, handed_in) = (settings.clone(), handed_in.clone());
-                let name = if one {
-                    "synwall-proxy".to_string()
-                } else {
-                    format!("synwall-proxy{i}")
-                };
-                spawn_thread(s, name, move || {
-                    Proxy::new(i, listeners, settings, counters)
-                        .and_then(|mut p| {
-                            if let Some(from) = handed_in {
-                                p.hand_in_from(from)?;
-                            }
-                            p.run(stop, &updates)
-                        })
-                        .map_err(|e| error_chain(&e))
-                })
-            })
-            .collect()
+        for (i, (listeners, updates)) in sets.into_iter().zip(updates).enumerate() {
+            let (settings, handed_in) = (settings.clone(), handed_in.clone());
+            let name = if one {
+                "synwall-proxy".to_string()
+            } else {
+                format!("synwall-proxy{i}")
+            };
+            threads.spawn(s, name, move || {
+                Proxy::new(i, listeners, settings, counters)
+                    .and_then(|mut p| {
+                        if let Some(from) = handed_in {
+                            p.hand_in_from(from)?;
+                        }
+                        p.run(stop, &updates)
+                    })
+                    .map_err(|e| error_chain(&e))
+            });
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A thread that cannot start (here: a stack larger than any address
+    /// space) is the run's failure, and no thread starts after it; those
+    /// started before it are kept, to be stopped and joined.
+    #[test]
+    fn a_thread_that_cannot_start_is_a_failure_and_ends_the_spawning() {
+        std::thread::scope(|s| {
+            let mut threads = Threads::default();
+            threads.spawn(s, "first".into(), || Ok(()));
+            let huge = std::thread::Builder::new().stack_size(1 << 50);
+            threads.spawn_with(huge, s, "huge".into(), || Ok(()));
+            threads.spawn(s, "after".into(), || Ok(()));
+            let names: Vec<&str> = threads.started.iter().map(|(n, _)| n.as_str()).collect();
+            assert_eq!(names, ["first"]);
+            let why = threads.failed.clone().unwrap();
+            assert!(why.starts_with("could not start thread huge: "), "{why}");
+            assert_eq!(join(threads.started, threads.failed), Some(why));
+        });
+    }
 
     /// Every way a datapath thread can end is a failure, except a clean
     /// return after a stop.
