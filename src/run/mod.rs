@@ -18,7 +18,7 @@ use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -170,9 +170,12 @@ pub fn run(cfg: &Config, secrets: Secrets, ctl: &Control) -> Result<Snapshot, Ru
     };
     let datapath = Datapath::new(fixed, secrets, proxy_tx, live.epochs.mint);
     let failure = std::thread::scope(|s| {
+        // A panic in here still stops the threads: the scope would wait for
+        // them forever.
+        let _stop_on_unwind = StopOnDrop(&ctl.stop);
         let (threads, asks) = datapath.spawn_all(s, threads, proxy_rx, &ctl.stop);
         let exited = match threads.failed {
-            // The threads that started stop again, and synwall exits.
+            // The threads that started are stopped and joined; synwall exits.
             Some(why) => Some(why),
             None => {
                 let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
@@ -189,6 +192,16 @@ pub fn run(cfg: &Config, secrets: Secrets, ctl: &Control) -> Result<Snapshot, Ru
     match failure {
         Some(why) => Err(RunError::Stopped(why)),
         None => Ok(last),
+    }
+}
+
+/// Sets the stop flag when dropped: on a panic, the datapath's threads
+/// end, so that their scope can end and the panic reach the process.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
     }
 }
 

@@ -57,7 +57,13 @@ impl<'s> Threads<'s> {
         }
         match builder.name(name.clone()).spawn_scoped(s, body) {
             Ok(handle) => self.started.push((name, handle)),
-            Err(e) => self.failed = Some(format!("could not start thread {name}: {e}")),
+            Err(e) => {
+                let why = format!("could not start thread {name}: {e}");
+                // Said now: a started thread's own error may be what the
+                // join reports first.
+                tracing::error!("{why}");
+                self.failed = Some(why);
+            }
         }
     }
 }
