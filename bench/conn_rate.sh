@@ -150,14 +150,15 @@ for p in points:
 med = {s: statistics.median(p["rps"] for p in ps) for s, ps in by.items()}
 print(f"\nNew connections per second, ab -c {sys.argv[4]}, {sys.argv[3]} requests a point, medians of {max(len(v) for v in by.values())} rounds, "
       f"{sys.argv[5]}")
-print(f"{'system':<10}{'req/s':>10}{'rounds':>26}{'failed':>8}  ratio")
+width = max(6 * len(ps) for ps in by.values())
+print(f"{'system':<10}{'req/s':>10}  {'rounds':<{width}}{'failed':>6}  ratio")
 anchor = {"kernel": "direct", "proxy": "haproxy", "haproxy": "direct"}
 for s, ps in by.items():
     ratio = ", ".join(f"{med[s] / med[a]:.2f}x {a}" for a in (anchor.get(s), "direct" if s == "proxy" else None)
                       if a and a in med and med[a])
     rounds = " ".join(f"{p['rps']:.0f}" for p in ps)
     failed = sum(int(p["failed"] + p["non_2xx"]) + (0 if p["complete"] else 1) for p in ps)
-    print(f"{s:<10}{med[s]:>10.0f}{rounds:>26}{failed:>8}  {ratio}")
-json.dump(dict(points=points, medians=med), open(sys.argv[2], "w"), indent=1)
+    print(f"{s:<10}{med[s]:>10.0f}  {rounds:<{width}}{failed:>6}  {ratio}")
+json.dump(dict(points=points, medians=med, settings=sys.argv[5]), open(sys.argv[2], "w"), indent=1)
 print(f"JSON: {sys.argv[2]}")
 PY
