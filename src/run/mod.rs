@@ -264,3 +264,38 @@ pub fn request_within(socket: &Path, what: &str, wait: Duration) -> std::io::Res
     conn.read_to_string(&mut out)?;
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A panic in the datapath's thread scope sets the stop flag, so its
+    /// threads end and the scope with them (the thread here would give up
+    /// waiting after 10 s and say so).
+    #[test]
+    fn a_panic_in_the_thread_scope_stops_its_threads() {
+        let stop = AtomicBool::new(false);
+        let waited_out = AtomicBool::new(false);
+        let ended = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            std::thread::scope(|s| {
+                let _stop_on_unwind = StopOnDrop(&stop);
+                s.spawn(|| {
+                    let t0 = Instant::now();
+                    while !stop.load(Ordering::Relaxed) {
+                        if t0.elapsed() > Duration::from_secs(10) {
+                            waited_out.store(true, Ordering::Relaxed);
+                            return;
+                        }
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                });
+                panic!("in the scope");
+            })
+        }));
+        assert!(ended.is_err(), "the panic reaches the caller");
+        assert!(
+            !waited_out.load(Ordering::Relaxed),
+            "the thread saw the stop"
+        );
+    }
+}
