@@ -14,6 +14,7 @@ pub mod cli;
 pub mod config;
 pub mod handoff;
 pub mod host;
+pub mod log_every;
 pub mod metrics;
 pub mod proto;
 pub mod replay;

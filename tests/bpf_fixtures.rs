@@ -365,8 +365,7 @@ fn syns_are_looked_up_only_where_the_kernel_may_have_a_socket(xsk: &Xsk) {
         .unwrap();
     assert!(up.success());
     let listener = TcpListener::bind("198.18.0.1:80").unwrap();
-    let mut taken = Vec::new();
-    let before_sweep = time_wait_on_the_server(&listener, &mut taken);
+    let before_sweep = time_wait_on_the_server(&listener, 40001);
     let p = load(AttackMode::Always);
     assert_eq!(
         p.test_run(&from_port(before_sweep, flags::SYN)).unwrap(),
@@ -383,7 +382,7 @@ fn syns_are_looked_up_only_where_the_kernel_may_have_a_socket(xsk: &Xsk) {
     );
     assert_eq!(counter(&p, "pass_socket"), 1);
 
-    let after_sweep = time_wait_on_the_server(&listener, &mut taken);
+    let after_sweep = time_wait_on_the_server(&listener, 40002);
     let syn = from_port(after_sweep, flags::SYN);
     assert_eq!(
         p.test_run(&syn).unwrap(),
@@ -403,7 +402,7 @@ fn syns_are_looked_up_only_where_the_kernel_may_have_a_socket(xsk: &Xsk) {
     );
     assert_eq!(counter(&p, "pass_socket"), 3);
 
-    let unmarked = time_wait_on_the_server(&listener, &mut taken);
+    let unmarked = time_wait_on_the_server(&listener, 40003);
     p.forget_sweep();
     assert_eq!(
         p.test_run(&from_port(unmarked, flags::SYN)).unwrap(),
@@ -414,7 +413,7 @@ fn syns_are_looked_up_only_where_the_kernel_may_have_a_socket(xsk: &Xsk) {
 
     let p = load(AttackMode::Auto);
     assert!(p.sweep_kernel_sockets().unwrap());
-    let in_peace = time_wait_on_the_server(&listener, &mut taken);
+    let in_peace = time_wait_on_the_server(&listener, 40004);
     let syn = from_port(in_peace, flags::SYN);
     assert_eq!(p.test_run(&syn).unwrap(), action::PASS, "peacetime");
     assert_eq!(counter(&p, "pass_peace"), 1);
@@ -450,20 +449,17 @@ fn from_port(port: u16, fl: u8) -> Vec<u8> {
     .to_vec()
 }
 
-/// A connection from 198.18.0.77 to `listener` that the server closed
-/// first, so that its socket waits in TIME-WAIT, from a client port not in
-/// `taken` (added to it); returns that port.
-fn time_wait_on_the_server(listener: &TcpListener, taken: &mut Vec<u16>) -> u16 {
+/// A connection from 198.18.0.77:`port` to `listener` that the server
+/// closed first, so that its socket waits in TIME-WAIT; returns `port`.
+/// Each connection of a test takes a port of its own: the client's end of
+/// an earlier one is closed, and a port the kernel gave again would make
+/// this the same connection, marked by the sweep as that one was (the test
+/// once saw a SYN with "no mark" pass; this is one way that can happen).
+fn time_wait_on_the_server(listener: &TcpListener, port: u16) -> u16 {
     use rustix::net::{AddressFamily, SocketType, bind, connect, ipproto, socket};
     use std::io::Read;
     let fd = socket(AddressFamily::INET, SocketType::STREAM, Some(ipproto::TCP)).unwrap();
-    // A port of its own: the client's end of an earlier connection is
-    // closed, and a port the kernel gave again would make this the same
-    // connection, marked by the sweep as that one was (the test once saw a
-    // SYN with "no mark" pass; this is one way that can happen).
-    let fresh = (40000..).find(|p| !taken.contains(p)).unwrap();
-    taken.push(fresh);
-    bind(&fd, &std::net::SocketAddr::from(([198, 18, 0, 77], fresh))).unwrap();
+    bind(&fd, &std::net::SocketAddr::from(([198, 18, 0, 77], port))).unwrap();
     connect(&fd, &listener.local_addr().unwrap()).unwrap();
     let mut client = TcpStream::from(fd);
     let (server, _) = listener.accept().unwrap();

@@ -50,7 +50,6 @@ fn core_answer(settings: &Settings, frame: &[u8], now: UnixTime) -> (Verdict, Ve
     common::core_run(&mut Core::new(settings.clone(), secret()), frame, now)
 }
 
-/// The sum of the program's counters for SYNs it leaves to the worker.
 /// The settings of `s` and `mode` with the reflection guard's `caps`.
 fn guarded(s: &Settings, mode: SynackMode, caps: ReflectionCaps) -> ProgramSettings {
     ProgramSettings {
@@ -59,6 +58,7 @@ fn guarded(s: &Settings, mode: SynackMode, caps: ReflectionCaps) -> ProgramSetti
     }
 }
 
+/// The sum of the program's counters for SYNs it leaves to the worker.
 fn to_worker(p: &Program) -> u64 {
     COUNTER_NAMES
         .iter()
@@ -796,11 +796,7 @@ fn a_prefix_cap_holds_across_cpus() {
         },
     );
     let (tx, drop) = (action::TX, action::DROP);
-    // The windows are a second long: a run must fit in one (a loaded
-    // machine gets a few tries).
-    for _ in 0..5 {
-        let p = program_with(&ps, &s, NOW);
-        let began = std::time::Instant::now();
+    let (p, (first, second, again, alone)) = in_one_window(&ps, &s, |p| {
         let on = |cpu: usize, third: u8, n: usize| -> Vec<u32> {
             assert!(core_affinity::set_for_current(cpus[cpu]));
             (0..n)
@@ -810,26 +806,37 @@ fn a_prefix_cap_holds_across_cpus() {
                 })
                 .collect()
         };
-        let first = on(0, 9, 10);
-        let second = on(1, 9, 11);
-        let again = on(0, 9, 1);
-        let alone = on(1, 10, 21);
-        if began.elapsed() > std::time::Duration::from_millis(900) {
-            continue;
+        (on(0, 9, 10), on(1, 9, 11), on(0, 9, 1), on(1, 10, 21))
+    });
+    assert!(first.iter().all(|a| *a == tx), "{first:?}");
+    assert!(second[..10].iter().all(|a| *a == tx), "{second:?}");
+    assert_eq!(second[10], drop, "the 21st of the /24's in all");
+    assert_eq!(again, [drop], "and on the first CPU too");
+    assert!(
+        alone[..20].iter().all(|a| *a == tx),
+        "one CPU alone: the whole cap"
+    );
+    assert_eq!(alone[20], drop);
+    assert_eq!(counter(&p, "drop_reflection_cap"), 3);
+}
+
+/// Runs `run` on a fresh program of `ps` until a run fits in 900 ms: the
+/// guard's windows are a second long, and a loaded machine gets five
+/// tries. That program, and what its run returned.
+fn in_one_window<T>(
+    ps: &ProgramSettings,
+    s: &Settings,
+    run: impl Fn(&Program) -> T,
+) -> (Program, T) {
+    for _ in 0..5 {
+        let p = program_with(ps, s, NOW);
+        let began = std::time::Instant::now();
+        let out = run(&p);
+        if began.elapsed() <= std::time::Duration::from_millis(900) {
+            return (p, out);
         }
-        assert!(first.iter().all(|a| *a == tx), "{first:?}");
-        assert!(second[..10].iter().all(|a| *a == tx), "{second:?}");
-        assert_eq!(second[10], drop, "the 21st of the /24's in all");
-        assert_eq!(again, [drop], "and on the first CPU too");
-        assert!(
-            alone[..20].iter().all(|a| *a == tx),
-            "one CPU alone: the whole cap"
-        );
-        assert_eq!(alone[20], drop);
-        assert_eq!(counter(&p, "drop_reflection_cap"), 3);
-        return;
     }
-    panic!("the test runs never fit in a second");
+    panic!("five test runs never fit in one of the guard's windows");
 }
 
 /// The windows' sets are spread over all of the table by every bit of a
@@ -993,25 +1000,17 @@ fn a_busy_prefix_keeps_its_window_through_a_spread_flood() {
     let spread: Vec<Vec<u8>> = (0..40_000u32)
         .map(|i| syn_from_v4((0xc612_0100 + i).to_be_bytes()))
         .collect();
-    // The windows are a second long: a run must fit in one (a loaded
-    // machine gets a few tries).
-    for _ in 0..5 {
-        let p = program_with(&ps, &s, NOW);
-        let began = std::time::Instant::now();
+    let (_, (first, then)) = in_one_window(&ps, &s, |p| {
         let first: Vec<u32> = (0..30).map(|_| p.test_run(&busy).unwrap()).collect();
         for syn in &spread {
             p.test_run(syn).unwrap();
         }
         let then: Vec<u32> = (0..20).map(|_| p.test_run(&busy).unwrap()).collect();
-        if began.elapsed() > std::time::Duration::from_millis(900) {
-            continue;
-        }
-        assert!(first.iter().all(|a| *a == action::TX), "{first:?}");
-        assert!(then[..10].iter().all(|a| *a == action::TX), "{then:?}");
-        assert!(then[10..].iter().all(|a| *a == action::DROP), "{then:?}");
-        return;
-    }
-    panic!("40,000 test runs never fit in a second");
+        (first, then)
+    });
+    assert!(first.iter().all(|a| *a == action::TX), "{first:?}");
+    assert!(then[..10].iter().all(|a| *a == action::TX), "{then:?}");
+    assert!(then[10..].iter().all(|a| *a == action::DROP), "{then:?}");
 }
 
 /// A SYN its prefix's cap refuses does not spend the total cap: one

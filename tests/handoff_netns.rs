@@ -1511,8 +1511,7 @@ fn an_upstream_killed_mid_transfer_closes_its_client_promptly_and_spares_the_oth
         dir.path(),
         &proxy_config(
             &["198.18.0.1:8081", "198.18.0.1:8082"],
-            "proxy_threads = 1
-",
+            "proxy_threads = 1\n",
         ),
     );
     // Round robin: the first download goes to 8081, the second to 8082.

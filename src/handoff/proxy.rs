@@ -47,6 +47,7 @@ use serde::Serialize;
 
 use super::proxy_protocol;
 use super::repair::HandedIn;
+use crate::log_every::LogEvery;
 
 /// Why the proxy could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -326,45 +327,37 @@ pub fn update_loops(
     updates: Vec<ProxyUpdate>,
     timeout: Duration,
 ) -> Result<(), String> {
-    let stopped = |i| format!("proxy loop {i} has stopped");
+    let prepare = updates
+        .into_iter()
+        .enumerate()
+        .map(|(i, u)| (i, move |answer| ProxyMsg::Prepare(u, answer)));
     let mut first_error = None;
-    let mut asked = Vec::new();
-    for (i, (tx, u)) in loops.iter().zip(updates).enumerate() {
-        let (answer, rx) = mpsc::channel();
-        match tx.send(ProxyMsg::Prepare(u, answer)) {
-            Ok(()) => asked.push((i, rx)),
-            Err(_) => {
-                first_error.get_or_insert_with(|| stopped(i));
-            }
-        }
-    }
-    let deadline = Instant::now() + timeout;
     let (mut answered, mut silent) = (Vec::new(), Vec::new());
-    for (i, rx) in asked {
-        let why = match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(r) => {
+    for (i, answer) in ask_loops(loops, prepare, timeout) {
+        let why = match answer {
+            Answer::Got(Ok(())) => {
                 answered.push(i);
-                match r {
-                    Ok(()) => continue,
-                    Err(e) => format!("proxy loop {i}: {e}"),
-                }
+                continue;
             }
-            Err(mpsc::RecvTimeoutError::Timeout) => {
+            Answer::Got(Err(e)) => {
+                answered.push(i);
+                format!("proxy loop {i}: {e}")
+            }
+            Answer::Silent => {
                 silent.push(i);
                 format!("proxy loop {i} did not answer within {timeout:?}")
             }
-            Err(mpsc::RecvTimeoutError::Disconnected) => stopped(i),
+            Answer::Stopped => format!("proxy loop {i} has stopped"),
         };
         first_error.get_or_insert(why);
     }
+    send_verdict(loops, &answered, first_error.is_none(), timeout);
     let Some(why) = first_error else {
-        send_verdict(loops, &answered, (ProxyMsg::Commit, "commit"), timeout);
         return Ok(());
     };
-    send_verdict(loops, &answered, (ProxyMsg::Abort, "abort"), timeout);
-    for &i in &silent {
+    for tx in silent.iter().filter_map(|&i| loops.get(i)) {
         let (done, _) = mpsc::channel();
-        let _ = loops[i].send(ProxyMsg::Abort(done));
+        let _ = tx.send(ProxyMsg::Abort(done));
     }
     Err(if silent.is_empty() {
         why
@@ -373,39 +366,61 @@ pub fn update_loops(
     })
 }
 
-/// Sends a reload's verdict to the loops `to` and waits up to `timeout`
-/// until each has taken it; a loop that has not is logged.
-fn send_verdict(
+/// A loop's answer to one step of a reload.
+enum Answer<T> {
+    Got(T),
+    /// No answer within the time allowed.
+    Silent,
+    /// The loop's channel is gone: it has stopped.
+    Stopped,
+}
+
+/// Sends each loop of `asks` the message its function makes around a
+/// fresh answer channel, then waits up to `timeout` for all the answers.
+fn ask_loops<T, F: FnOnce(Sender<T>) -> ProxyMsg>(
     loops: &[Sender<ProxyMsg>],
-    to: &[usize],
-    (verdict, name): (fn(Sender<()>) -> ProxyMsg, &str),
+    asks: impl IntoIterator<Item = (usize, F)>,
     timeout: Duration,
-) {
-    let deadline = Instant::now() + timeout;
-    let sent: Vec<_> = to
-        .iter()
-        .filter_map(|&i| {
-            let (done, rx) = mpsc::channel();
-            match loops[i].send(verdict(done)) {
-                Ok(()) => Some((i, rx)),
-                Err(_) => {
-                    tracing::warn!(
-                        proxy_loop = i,
-                        "a proxy loop stopped before the reload's {name}"
-                    );
-                    None
-                }
-            }
+) -> Vec<(usize, Answer<T>)> {
+    let sent: Vec<_> = asks
+        .into_iter()
+        .map(|(i, make)| {
+            let (answer, rx) = mpsc::channel();
+            let sent = loops.get(i).is_some_and(|l| l.send(make(answer)).is_ok());
+            (i, sent.then_some(rx))
         })
         .collect();
-    for (i, rx) in sent {
-        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(()) => {}
-            Err(mpsc::RecvTimeoutError::Timeout) => tracing::warn!(
+    let deadline = Instant::now() + timeout;
+    sent.into_iter()
+        .map(|(i, rx)| {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let answer = match rx.map(|rx| rx.recv_timeout(left)) {
+                Some(Ok(v)) => Answer::Got(v),
+                Some(Err(mpsc::RecvTimeoutError::Timeout)) => Answer::Silent,
+                _ => Answer::Stopped,
+            };
+            (i, answer)
+        })
+        .collect()
+}
+
+/// Sends a reload's verdict (`commit`, or an abort) to the loops `to`
+/// and waits up to `timeout` until each has taken it; a loop that has not
+/// is logged.
+fn send_verdict(loops: &[Sender<ProxyMsg>], to: &[usize], commit: bool, timeout: Duration) {
+    let (verdict, name): (fn(Sender<()>) -> ProxyMsg, _) = if commit {
+        (ProxyMsg::Commit, "commit")
+    } else {
+        (ProxyMsg::Abort, "abort")
+    };
+    for (i, answer) in ask_loops(loops, to.iter().map(|&i| (i, verdict)), timeout) {
+        match answer {
+            Answer::Got(()) => {}
+            Answer::Silent => tracing::warn!(
                 proxy_loop = i,
                 "a proxy loop has not taken the reload's {name} yet: it will when it runs again"
             ),
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
+            Answer::Stopped => {
                 tracing::warn!(
                     proxy_loop = i,
                     "a proxy loop stopped before the reload's {name}"
@@ -623,8 +638,8 @@ pub struct Proxy<'a> {
     index: usize,
     /// A reload prepared here, waiting for its verdict.
     pending: Option<Pending>,
-    /// When a missing pipe was last logged.
-    no_pipe_said: Option<Instant>,
+    /// Sessions refused for want of a pipe, logged now and then.
+    no_pipe: LogEvery,
 }
 
 /// The unit `max_per_source` counts: the address, or for IPv6 its /64
@@ -677,7 +692,7 @@ impl<'a> Proxy<'a> {
             draining: false,
             index,
             pending: None,
-            no_pipe_said: None,
+            no_pipe: LogEvery::new(Duration::from_secs(1)),
         };
         for l in listeners {
             proxy.add_listener(l)?;
@@ -1101,24 +1116,18 @@ impl<'a> Proxy<'a> {
         }
     }
 
-    /// Says (at most once a second) that a session was refused for want
-    /// of a pipe (descriptors, memory, or the user's pipe pages are out:
-    /// the error says which), which `internal_errors` alone would not
-    /// tell.
+    /// Says (at most once a second, with how many since) that a session
+    /// was refused for want of a pipe (descriptors, memory, or the user's
+    /// pipe pages are out: the error says which), which `internal_errors`
+    /// alone would not tell.
     fn warn_no_pipe(&mut self, e: Errno) {
-        let now = Instant::now();
-        if self
-            .no_pipe_said
-            .is_some_and(|t| now < t + Duration::from_secs(1))
-        {
-            return;
+        if let Some(refused) = self.no_pipe.note() {
+            tracing::warn!(
+                proxy_loop = self.index,
+                refused,
+                "proxy: no pipe for a new session ({e}): it is reset"
+            );
         }
-        self.no_pipe_said = Some(now);
-        tracing::warn!(
-            proxy_loop = self.index,
-            internal_errors = self.counters.internal_errors.load(Ordering::Relaxed) + 1,
-            "proxy: no pipe for a new session ({e}): it is reset"
-        );
     }
 
     /// Counts a session of `source` in (if under `max_per_source`; false

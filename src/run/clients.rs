@@ -13,6 +13,7 @@ use std::thread::Scope;
 use std::time::Duration;
 
 use super::{Snapshot, Threads};
+use crate::log_every::LogEvery;
 use crate::metrics;
 
 /// What a client's thread asks the control loop.
@@ -155,35 +156,21 @@ const ACCEPT_FAILURE_LOG_EVERY: Duration = Duration::from_secs(10);
 /// warning with their count, at most every [`ACCEPT_FAILURE_LOG_EVERY`].
 struct AcceptFailures {
     what: &'static str,
-    since_logged: u64,
-    logged: Option<std::time::Instant>,
+    log: LogEvery,
 }
 
 impl AcceptFailures {
     fn new(what: &'static str) -> AcceptFailures {
         AcceptFailures {
             what,
-            since_logged: 0,
-            logged: None,
+            log: LogEvery::new(ACCEPT_FAILURE_LOG_EVERY),
         }
     }
 
     fn note(&mut self, e: std::io::Error) {
-        self.since_logged += 1;
-        if self
-            .logged
-            .is_some_and(|t| t.elapsed() < ACCEPT_FAILURE_LOG_EVERY)
-        {
-            return;
+        if let Some(failures) = self.log.note() {
+            tracing::warn!(error = %e, failures, "the {} cannot accept clients", self.what);
         }
-        tracing::warn!(
-            error = %e,
-            failures = self.since_logged,
-            "the {} cannot accept clients",
-            self.what
-        );
-        self.since_logged = 0;
-        self.logged = Some(std::time::Instant::now());
     }
 }
 
@@ -216,21 +203,5 @@ mod tests {
         assert!(!failed_accept(&Error::from(ErrorKind::ConnectionAborted)));
         assert!(!failed_accept(&Error::from(ErrorKind::WouldBlock)));
         assert!(failed_accept(&Error::from_raw_os_error(libc::EMFILE)));
-    }
-
-    /// The first failure is logged at once; the ones after it within the
-    /// interval are counted for the next line.
-    #[test]
-    fn failed_accepts_are_logged_at_most_every_interval_with_their_count() {
-        let mut f = AcceptFailures::new("metrics endpoint");
-        f.note(std::io::Error::from_raw_os_error(libc::EMFILE));
-        assert!(f.logged.is_some());
-        assert_eq!(f.since_logged, 0);
-        f.note(std::io::Error::from_raw_os_error(libc::EMFILE));
-        f.note(std::io::Error::from_raw_os_error(libc::EMFILE));
-        assert_eq!(f.since_logged, 2, "held for the next line");
-        f.logged = Some(std::time::Instant::now() - ACCEPT_FAILURE_LOG_EVERY);
-        f.note(std::io::Error::from_raw_os_error(libc::EMFILE));
-        assert_eq!(f.since_logged, 0, "logged with the 3 since the last line");
     }
 }
