@@ -34,11 +34,17 @@
 #define SW_META_PASS 0x53570000u	/* "SW", 0: belongs to a kernel socket */
 #define SW_META_HANDOFF 0x53570001u	/* "SW", 1: cookie verified, hand it off */
 
+/* 0 where the kernel refuses bpf_xdp_adjust_meta to XDP programs (some
+ * builds of Linux 6.18 do; synwall probes before the load): no metadata,
+ * TC does the full work, as under `ext`. The verifier knows the constant
+ * and never looks at the call. */
+const volatile __u8 xdp_meta = 1;
+
 static __always_inline void set_meta(struct xdp_md *ctx, __u32 v, const int ext)
 {
 	void *data, *meta;
 
-	if (ext || bpf_xdp_adjust_meta(ctx, -(int)sizeof(__u32)))
+	if (ext || !xdp_meta || bpf_xdp_adjust_meta(ctx, -(int)sizeof(__u32)))
 		return;
 	data = (void *)(long)ctx->data;
 	meta = (void *)(long)ctx->data_meta;

@@ -110,6 +110,9 @@ pub struct KernelStatus {
     pub release: String,
     /// The kfunc both hand-off modes need (Linux 6.9).
     pub handoff_kfunc: bool,
+    /// XDP may leave TC a note in metadata (`bpf_xdp_adjust_meta`).
+    #[serde(default)]
+    pub xdp_meta: bool,
     /// Busy polling configured for the AF_XDP sockets.
     pub busy_poll: bool,
 }
@@ -131,6 +134,7 @@ impl KernelStatus {
                 .to_string_lossy()
                 .into_owned(),
             handoff_kfunc: crate::xdp::has_handoff_kfunc(),
+            xdp_meta: crate::xdp::has_xdp_meta(),
             busy_poll,
         }
     }
@@ -317,9 +321,10 @@ fn cookies_and_state(o: &mut String, s: &Status) {
     }
     let _ = writeln!(
         o,
-        "kernel     {}: bpf_sk_assign_tcp_reqsk {}, busy polling {}",
+        "kernel     {}: bpf_sk_assign_tcp_reqsk {}, XDP metadata {}, busy polling {}",
         s.kernel.release,
         yes(s.kernel.handoff_kfunc),
+        yes(s.kernel.xdp_meta),
         yes(s.kernel.busy_poll)
     );
 }

@@ -252,6 +252,16 @@ pub fn probe() -> Result<(), XdpError> {
     }
 }
 
+/// True when the kernel lets XDP programs call `bpf_xdp_adjust_meta`,
+/// with which XDP tells TC what it found (some builds of Linux 6.18 refuse
+/// it). Without it the program loads without the call, and TC parses
+/// every segment to a protected port itself.
+pub fn has_xdp_meta() -> bool {
+    ProgramType::Xdp
+        .is_helper_supported(libbpf_sys::BPF_FUNC_xdp_adjust_meta)
+        .unwrap_or(false)
+}
+
 /// True when the kernel has the kfunc the kernel-mode hand-off needs
 /// (`bpf_sk_assign_tcp_reqsk`, Linux 6.9), found in the kernel's BTF.
 pub fn has_handoff_kfunc() -> bool {
@@ -627,10 +637,17 @@ impl Program {
         // The sweep's iterator (iter/tcp, Linux 5.9) is the one program
         // the rest can do without: if the load with it fails, the rest is
         // loaded alone, and every SYN gets the socket lookup.
-        let (mut skel, sweep) = match Self::open_and_load(settings, true) {
+        let meta = has_xdp_meta();
+        if !meta {
+            tracing::warn!(
+                "the kernel refuses bpf_xdp_adjust_meta to XDP programs: XDP cannot tell \
+                 TC what it found, so TC parses every segment to a protected port itself"
+            );
+        }
+        let (mut skel, sweep) = match Self::open_and_load(settings, true, meta) {
             Ok(skel) => (skel, true),
             Err(with_sweep) => {
-                let skel = Self::open_and_load(settings, false)?;
+                let skel = Self::open_and_load(settings, false, meta)?;
                 tracing::warn!(
                     error = %crate::error_chain(&with_sweep),
                     "the kernel refused the socket sweep (a BPF iterator over TCP sockets), \
@@ -675,10 +692,11 @@ impl Program {
     }
 
     /// The skeleton, configured and loaded; with the sweep's iterator when
-    /// `sweep`.
+    /// `sweep`, with XDP's metadata for TC when `meta`.
     fn open_and_load(
         settings: &ProgramSettings,
         sweep: bool,
+        meta: bool,
     ) -> Result<SynwallSkel<'static>, XdpError> {
         // The skeleton borrows its object storage for its whole life; the
         // program lives as long as the process (or the test), so the few
@@ -714,6 +732,7 @@ impl Program {
             ro.require_heartbeat = u8::from(settings.heartbeat);
             ro.handoff_repair = u8::from(settings.handoff_repair);
             ro.hash_seed = hash_seed()?;
+            ro.xdp_meta = u8::from(meta);
         }
         // The repair engine needs no TC program; not loading it lets the
         // rest load on kernels without TCX (Linux 6.6).
@@ -1343,5 +1362,21 @@ mod tests {
         for (id, name) in COUNTER_IDENTS.iter().zip(COUNTER_NAMES) {
             assert_eq!(id.strip_prefix("SW_").unwrap().to_lowercase(), name);
         }
+    }
+
+    /// The program loads with its metadata call exactly where the probe
+    /// says the kernel allows it, and without it everywhere (root).
+    #[test]
+    fn the_program_loads_with_metadata_exactly_where_the_probe_says() {
+        let settings = ProgramSettings::default();
+        let with_meta = Program::open_and_load(&settings, false, true);
+        assert_eq!(
+            with_meta.is_ok(),
+            has_xdp_meta(),
+            "the probe says {}, the load {:?}",
+            has_xdp_meta(),
+            with_meta.err()
+        );
+        Program::open_and_load(&settings, false, false).expect("loads without the metadata call");
     }
 }
