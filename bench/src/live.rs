@@ -52,6 +52,17 @@ pub struct SourceNet {
     pub set: u16,
 }
 
+impl FloodError {
+    /// The kernel refuses live frames as such (some builds of Linux 6.18
+    /// answer EPERM even to root), as opposed to a run that went wrong.
+    pub fn refused(&self) -> bool {
+        matches!(self, FloodError::Run(e) if matches!(
+            e.kind(),
+            libbpf_rs::ErrorKind::PermissionDenied | libbpf_rs::ErrorKind::Unsupported
+        ))
+    }
+}
+
 impl Default for SourceNet {
     fn default() -> Self {
         SourceNet {
@@ -62,6 +73,13 @@ impl Default for SourceNet {
 }
 
 impl SourceNet {
+    /// An IPv4 source from random bits `r`, as the program picks it:
+    /// 198.18.H.L with H >= 1, never the testbed's 198.18.0.x.
+    pub fn pick(&self, r: u16) -> [u8; 4] {
+        let [h, l] = (r & self.mask | self.set).to_be_bytes();
+        [198, 18, h.max(1), l]
+    }
+
     /// The sources of `net`, which must lie in 198.18.1.0 to
     /// 198.18.255.255 (a prefix of /16 to /32 inside 198.18.0.0/16, not
     /// touching 198.18.0.0/24).

@@ -132,13 +132,45 @@ impl std::fmt::Debug for Xsk {
     }
 }
 
+/// How long [`Xsk::new`] waits for a queue a closed socket still holds.
+pub const BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+impl XskError {
+    /// The queue is bound to another socket (EBUSY).
+    fn is_busy(&self) -> bool {
+        use std::error::Error;
+        matches!(self, XskError::Socket { source, .. }
+            if source.source()
+                .and_then(|e| e.downcast_ref::<std::io::Error>())
+                .and_then(std::io::Error::raw_os_error)
+                == Some(libc::EBUSY))
+    }
+}
+
 impl Xsk {
     /// Creates a UMEM of `2 × ring_size` frames and a socket bound to
     /// `ifname` queue `queue` in copy or zero-copy mode (whatever the driver
     /// offers), with need_wakeup and libxdp's own program load inhibited:
     /// synwall loads its program and fills its XSKMAP itself. Returns the
     /// socket and all frames, none in a ring yet.
+    ///
+    /// A socket closed a moment ago on the same queue (a restart, the
+    /// process before) lets go of it in the kernel's own time, and binding
+    /// meanwhile fails with EBUSY (seen for 0.1 to 1 s after a close on
+    /// Linux 6.18): that is tried again for up to [`BUSY_WAIT`].
     pub fn new(ifname: &str, queue: u32, cfg: XskConfig) -> Result<(Xsk, Vec<Frame>), XskError> {
+        let deadline = std::time::Instant::now() + BUSY_WAIT;
+        loop {
+            match Self::create(ifname, queue, cfg) {
+                Err(e) if e.is_busy() && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                r => return r,
+            }
+        }
+    }
+
+    fn create(ifname: &str, queue: u32, cfg: XskConfig) -> Result<(Xsk, Vec<Frame>), XskError> {
         let ring = QueueSize::new(cfg.ring_size).map_err(XskError::RingSize)?;
         let frame_size = FrameSize::new(FRAME_SIZE).map_err(XskError::FrameSize)?;
         let umem_cfg = UmemConfig::builder()

@@ -3,7 +3,9 @@
 //! Two engines: `live` (default) runs bench/bpf/flood.bpf.c through BPF_PROG_RUN
 //! in live-frames mode, so the kernel makes and transmits each frame with no
 //! socket or copy (the xdp-trafficgen technique); `afxdp` writes frames into
-//! an AF_XDP socket's transmit ring (copy mode on veth, slower).
+//! an AF_XDP socket's transmit ring (copy mode on veth, slower). Where the
+//! kernel refuses live frames (some builds of Linux 6.18 do, even to root)
+//! the afxdp engine sends instead, and the JSON line says so (`fallback`).
 //!
 //! Sources and ports are random, with sources only ever inside the
 //! benchmarking ranges 198.18.0.0/15 and 2001:2::/48; any other destination
@@ -78,7 +80,7 @@ struct Args {
     /// Frames per ring operation (afxdp engine).
     #[arg(long, default_value_t = 64)]
     batch: usize,
-    /// IPv4 sources from this prefix only (live engine), e.g.
+    /// IPv4 sources from this prefix only, e.g.
     /// 198.18.7.0/24: inside 198.18.1.0-198.18.255.255. Default: all of
     /// them.
     #[arg(long)]
@@ -86,10 +88,10 @@ struct Args {
     /// Offered rate in frames per second (0: as fast as possible).
     #[arg(long, default_value_t = 0)]
     rate: u64,
-    /// The most frames sent back to back (live engine, with --rate).
-    /// Default: 50 ms of the rate, sent as bursts while the CPU idles in
-    /// between. Below 20 ms of the rate (e.g. 64) the frames are spaced
-    /// evenly, and the generator's CPU spins between them.
+    /// The most frames sent back to back (with --rate). Default: 50 ms of
+    /// the rate, sent as bursts while the CPU idles in between. Below 20
+    /// ms of the rate (e.g. 64) the frames are spaced evenly, and the
+    /// generator's CPU spins between them.
     #[arg(long)]
     burst: Option<u64>,
 }
@@ -135,11 +137,8 @@ fn run(a: &Args) -> Result<(), String> {
     if a.rate > 100_000_000 {
         return Err("--rate is at most 100,000,000 frames per second".into());
     }
-    if a.source_net.is_some() && matches!(a.engine, Engine::Afxdp) {
-        return Err("--source-net needs the live engine".into());
-    }
-    if a.burst.is_some() && matches!(a.engine, Engine::Afxdp) {
-        return Err("--burst needs the live engine (afxdp paces by --batch)".into());
+    if a.burst == Some(0) || a.batch == 0 {
+        return Err("--burst and --batch must be at least 1".into());
     }
     let dst_mac = parse_mac(&a.dst_mac).ok_or("bad --dst-mac")?;
     let src_mac = std::fs::read_to_string(format!("/sys/class/net/{}/address", a.interface))
@@ -152,20 +151,31 @@ fn run(a: &Args) -> Result<(), String> {
         signal_hook::flag::register(sig, Arc::clone(&stop))
             .map_err(|e| format!("signal handler: {e}"))?;
     }
-    let t0 = Instant::now();
-    let r = match a.engine {
-        Engine::Live => live(a, dst_mac, src_mac, &stop)?,
-        Engine::Afxdp => afxdp(a, dst_mac, src_mac, &stop)?,
+    let (r, engine, fallback) = match a.engine {
+        Engine::Live => match live(a, dst_mac, src_mac, &stop)? {
+            Ok(r) => (r, Engine::Live, None),
+            Err(refused) => {
+                eprintln!("synwall-flood: {refused}; the afxdp engine sends instead");
+                (
+                    afxdp(a, dst_mac, src_mac, &stop)?,
+                    Engine::Afxdp,
+                    Some(refused),
+                )
+            }
+        },
+        Engine::Afxdp => (afxdp(a, dst_mac, src_mac, &stop)?, Engine::Afxdp, None),
     };
-    let secs = t0.elapsed().as_secs_f64();
+    let secs = r.seconds;
     let mut line = format!(
-        "{{\"sent\":{},\"seconds\":{secs:.3},\"pps\":{:.0},\"rate\":{},\"mode\":\"{:?}\",\"engine\":\"{:?}\"",
+        "{{\"sent\":{},\"seconds\":{secs:.3},\"pps\":{:.0},\"rate\":{},\"mode\":\"{:?}\",\"engine\":\"{engine:?}\"",
         r.sent,
         r.sent as f64 / secs.min(a.duration).max(1e-9),
         a.rate,
         a.mode,
-        a.engine
     );
+    if let Some(why) = fallback {
+        line += &format!(",\"fallback\":\"{}\"", why.replace(['"', '\\'], "'"));
+    }
     if let Some(b) = r.burst {
         line += &format!(",\"burst\":{b}");
     }
@@ -221,7 +231,8 @@ fn template(a: &Args, dst_mac: [u8; 6], src_mac: [u8; 6]) -> Vec<u8> {
     buf
 }
 
-/// Live-frames engine. The program paces (a token bucket of `--burst`
+/// Live-frames engine; `Ok(Err(why))` when the kernel refuses live frames
+/// (nothing sent). The program paces (a token bucket of `--burst`
 /// frames, bench/bpf/flood.bpf.c); user space decides when to call it and
 /// for how many runs. With a bucket of 20 ms of frames or more it sleeps
 /// until the bucket is full and calls for one burst, so the CPU idles
@@ -229,7 +240,12 @@ fn template(a: &Args, dst_mac: [u8; 6], src_mac: [u8; 6]) -> Vec<u8> {
 /// a watcher thread ends it with a signal: each BPF_PROG_RUN call costs
 /// about 20 ms of set-up here (measured: a 22 ms gap in the frames between
 /// two calls), which short calls would turn into gaps in the flood.
-fn live(a: &Args, dst_mac: [u8; 6], src_mac: [u8; 6], stop: &AtomicBool) -> Result<Report, String> {
+fn live(
+    a: &Args,
+    dst_mac: [u8; 6],
+    src_mac: [u8; 6],
+    stop: &AtomicBool,
+) -> Result<Result<Report, String>, String> {
     let ifindex = ifindex(&a.interface)?;
     let mode = match a.mode {
         Mode::Syn => FloodMode::Syn,
@@ -237,11 +253,7 @@ fn live(a: &Args, dst_mac: [u8; 6], src_mac: [u8; 6], stop: &AtomicBool) -> Resu
         Mode::Mix => FloodMode::Mix,
     };
     let sources = source_net(a)?;
-    let burst = match a.burst {
-        Some(b) if b > 0 => b,
-        Some(_) => return Err("--burst must be at least 1".into()),
-        None => (a.rate / 20).max(1),
-    };
+    let burst = a.burst.unwrap_or((a.rate / 20).max(1));
     let deadline = Duration::from_secs_f64(a.duration);
     let pace = Pace {
         rate: a.rate,
@@ -253,6 +265,12 @@ fn live(a: &Args, dst_mac: [u8; 6], src_mac: [u8; 6], stop: &AtomicBool) -> Resu
     let t0 = Instant::now();
     let mut flood = LiveFlood::new(template(a, dst_mac, src_mac), mode, ifindex, sources, pace)
         .map_err(|e| e.to_string())?;
+    // One run first (at most one frame): a kernel that refuses live
+    // frames says so here.
+    match flood.run(1) {
+        Err(e) if e.refused() => return Ok(Err(e.to_string())),
+        r => r.map_err(|e| e.to_string())?,
+    }
     let over =
         |sent: u64| sent >= a.count || t0.elapsed() >= deadline || stop.load(Ordering::Relaxed);
     if a.rate > 0 && burst >= a.rate / 50 {
@@ -260,11 +278,12 @@ fn live(a: &Args, dst_mac: [u8; 6], src_mac: [u8; 6], stop: &AtomicBool) -> Resu
     } else {
         in_one_call(&mut flood, &over)?;
     }
-    Ok(Report {
+    Ok(Ok(Report {
+        seconds: t0.elapsed().as_secs_f64(),
         sent: flood.sent(),
         burst: (a.rate > 0).then_some(burst),
         per_ms: Some(Evenness::of(flood.per_ms())),
-    })
+    }))
 }
 
 /// Sleeps until the program's bucket is full, then sends it in one call,
@@ -376,12 +395,14 @@ impl Evenness {
 /// What a flood did.
 struct Report {
     sent: u64,
-    /// The pace's bucket (live engine).
+    /// From the engine's start to its last frame.
+    seconds: f64,
+    /// The most frames sent back to back, when paced.
     burst: Option<u64>,
     per_ms: Option<Evenness>,
 }
 
-/// The `--source-net` of a live flood.
+/// The `--source-net` of a flood.
 fn source_net(a: &Args) -> Result<SourceNet, String> {
     let Some(net) = &a.source_net else {
         return Ok(SourceNet::default());
@@ -396,6 +417,64 @@ fn source_net(a: &Args) -> Result<SourceNet, String> {
     SourceNet::v4(addr, len).ok_or_else(bad)
 }
 
+/// The afxdp engine's pace, as the live engine's (bench/bpf/flood.bpf.c):
+/// never ahead of rate × elapsed, and, like a link, never more than a
+/// `burst` behind: a generator that was held up (another task on its CPU)
+/// does not catch up in one go, which would overflow any receive ring and
+/// make the flood's losses the generator's doing. A burst of 20 ms of the
+/// rate or more goes whole, as the live engine's; a smaller one in chunks
+/// of about 50 µs of the rate (a system call each). The wait for the next
+/// chunk sleeps when it is long and spins when it is short, as a sleep
+/// overshoots by tens of µs.
+struct Pacer {
+    rate: u64,
+    burst: u64,
+    chunk: u64,
+    t0: Instant,
+    /// Frames the pace let go by while the generator was behind.
+    forgone: u64,
+}
+
+impl Pacer {
+    fn new(rate: u64, burst: u64, t0: Instant) -> Pacer {
+        let chunk = if burst >= rate / 50 {
+            burst
+        } else {
+            (rate / 20_000).clamp(1, burst)
+        };
+        Pacer {
+            rate,
+            burst,
+            chunk,
+            t0,
+            forgone: 0,
+        }
+    }
+
+    /// How many frames may go now, `sent` having gone; waits for a chunk.
+    fn room(&mut self, sent: u64) -> u64 {
+        loop {
+            let now = self.t0.elapsed().as_secs_f64();
+            let allowed = ((now * self.rate as f64) as u64).saturating_sub(self.forgone);
+            let most = sent + self.burst;
+            if allowed > most {
+                self.forgone += allowed - most;
+                return self.burst;
+            }
+            if allowed >= sent + self.chunk {
+                return allowed - sent;
+            }
+            let due = (sent + self.forgone + self.chunk) as f64 / self.rate as f64;
+            let wait = due - now;
+            if wait > 150e-6 {
+                std::thread::sleep(Duration::from_secs_f64(wait - 100e-6));
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+    }
+}
+
 /// AF_XDP engine.
 fn afxdp(
     a: &Args,
@@ -403,35 +482,26 @@ fn afxdp(
     src_mac: [u8; 6],
     stop: &AtomicBool,
 ) -> Result<Report, String> {
+    let sources = source_net(a)?;
+    let batch = a.batch;
     let (mut xsk, mut free) = Xsk::new(&a.interface, a.queue, XskConfig { ring_size: 2048 })
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| synwall::error_chain(&e))?;
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ u64::from(std::process::id()));
-    let mut in_flight: Vec<Frame> = Vec::with_capacity(a.batch);
+    let mut in_flight: Vec<Frame> = Vec::with_capacity(batch);
+    let mut per_ms = vec![0u32; synwall_bench::live::PACE_SLOTS];
     let (mut sent, mut n) = (0u64, 0u64);
     let deadline = Duration::from_secs_f64(a.duration);
     let t0 = Instant::now();
-    // Frames the pacing let go by while the generator was behind.
-    let mut forgone = 0u64;
+    let burst = a.burst.unwrap_or((a.rate / 20).max(1));
+    let mut pacer = (a.rate > 0).then(|| Pacer::new(a.rate, burst, t0));
     while sent < a.count && t0.elapsed() < deadline && !stop.load(Ordering::Relaxed) {
-        if a.rate > 0 {
-            // Pace: never ahead of rate × elapsed, and, like a link, never
-            // more than one batch behind: a generator that was held up
-            // (another task on its CPU) does not catch up in one burst,
-            // which would overflow any receive ring and make the flood's
-            // losses the generator's doing.
-            let mut allowed = (t0.elapsed().as_secs_f64() * a.rate as f64) as u64 - forgone;
-            let most = sent + a.batch as u64;
-            if allowed > most {
-                forgone += allowed - most;
-                allowed = most;
-            }
-            if sent >= allowed {
-                std::thread::sleep(Duration::from_micros(200));
-                continue;
-            }
-        }
-        xsk.complete(&mut free, 4 * a.batch);
-        let want = (a.count - sent).min(a.batch as u64) as usize;
+        // Frames this turn may send: a batch, or what the pace allows.
+        let room = match pacer.as_mut() {
+            Some(p) => p.room(sent),
+            None => batch as u64,
+        };
+        xsk.complete(&mut free, 4 * batch);
+        let want = (a.count - sent).min(room) as usize;
         while in_flight.len() < want {
             let Some(mut f) = free.pop() else { break };
             let r = rng.next();
@@ -443,12 +513,8 @@ fn afxdp(
             n += 1;
             let ip = match a.dst {
                 IpAddr::V4(d) => {
-                    // 198.18.0.0/15: 17 random bits; never the destination.
-                    let host = (r as u32) & 0x1_ffff;
-                    let mut src = (u32::from_be_bytes([198, 18, 0, 0]) | host).to_be_bytes();
-                    if src == d.octets() {
-                        src[3] ^= 1;
-                    }
+                    // As the live engine's: 198.18.1.0 to 198.18.255.255.
+                    let src = sources.pick(r as u16);
                     Ip::V4 {
                         src,
                         dst: d.octets(),
@@ -490,8 +556,13 @@ fn afxdp(
             xsk.wakeup_tx();
             continue;
         }
-        sent += xsk.transmit(&mut in_flight) as u64;
+        let n = xsk.transmit(&mut in_flight);
+        sent += n as u64;
+        if let Some(slot) = per_ms.get_mut(t0.elapsed().as_millis() as usize) {
+            *slot += n as u32;
+        }
     }
+    let seconds = t0.elapsed().as_secs_f64();
     // Unsent frames are simply dropped; drain completions briefly so the
     // kernel has sent what was queued before the socket closes.
     let settle = Instant::now();
@@ -503,7 +574,8 @@ fn afxdp(
     }
     Ok(Report {
         sent,
-        burst: None,
-        per_ms: None,
+        seconds,
+        burst: (a.rate > 0).then_some(burst),
+        per_ms: Some(Evenness::of(&per_ms)),
     })
 }
