@@ -122,7 +122,7 @@ print(json.dumps({"t": t, "rss_kib": rss, "maps": occ, "worker_loops": loops,
 }
 
 echo "==> soak: ${RATE} SYN/s for ${SOAK_SECS}s, $CLIENTS clients, key rotation every 10 s, a reload every ${RELOAD_SECS}s"
-ip netns exec "$C" nice -n 19 taskset -c "$FLOOD_CPU" "$FLOOD" --engine afxdp --interface "$CI" --dst-mac "$SRV_MAC" \
+ip netns exec "$C" nice -n 19 taskset -c "$FLOOD_CPU" "$FLOOD" --engine afxdp --burst 64 --interface "$CI" --dst-mac "$SRV_MAC" \
   --dst 198.18.0.1 --dport 80 --rate "$RATE" --count $((RATE * SOAK_SECS)) --duration "$SOAK_SECS" > "$work/flood.json" &
 FLOODPID=$!
 sleep 1

@@ -53,12 +53,15 @@ pub struct SourceNet {
 }
 
 impl FloodError {
-    /// The kernel refuses live frames as such (some builds of Linux 6.18
-    /// answer EPERM even to root), as opposed to a run that went wrong.
+    /// The kernel refuses live frames as such: some builds of Linux 6.18
+    /// answer EPERM even to root, kernels before 5.18 (no live frames)
+    /// EINVAL. Asked of the first run, whose input is always valid.
     pub fn refused(&self) -> bool {
         matches!(self, FloodError::Run(e) if matches!(
             e.kind(),
-            libbpf_rs::ErrorKind::PermissionDenied | libbpf_rs::ErrorKind::Unsupported
+            libbpf_rs::ErrorKind::PermissionDenied
+                | libbpf_rs::ErrorKind::InvalidInput
+                | libbpf_rs::ErrorKind::Unsupported
         ))
     }
 }

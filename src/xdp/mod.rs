@@ -257,9 +257,13 @@ pub fn probe() -> Result<(), XdpError> {
 /// it). Without it the program loads without the call, and TC parses
 /// every segment to a protected port itself.
 pub fn has_xdp_meta() -> bool {
-    ProgramType::Xdp
-        .is_helper_supported(libbpf_sys::BPF_FUNC_xdp_adjust_meta)
-        .unwrap_or(false)
+    // Asked once: the kernel's answer does not change.
+    static META: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *META.get_or_init(|| {
+        ProgramType::Xdp
+            .is_helper_supported(libbpf_sys::BPF_FUNC_xdp_adjust_meta)
+            .unwrap_or(false)
+    })
 }
 
 /// True when the kernel has the kfunc the kernel-mode hand-off needs
@@ -1368,6 +1372,10 @@ mod tests {
     /// says the kernel allows it, and without it everywhere (root).
     #[test]
     fn the_program_loads_with_metadata_exactly_where_the_probe_says() {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("skipping: needs root");
+            return;
+        }
         let settings = ProgramSettings::default();
         let with_meta = Program::open_and_load(&settings, false, true);
         assert_eq!(

@@ -160,10 +160,23 @@ impl Xsk {
     /// Linux 6.18): that is tried again for up to [`BUSY_WAIT`].
     pub fn new(ifname: &str, queue: u32, cfg: XskConfig) -> Result<(Xsk, Vec<Frame>), XskError> {
         let deadline = std::time::Instant::now() + BUSY_WAIT;
+        let mut tries = 1;
         loop {
             match Self::create(ifname, queue, cfg) {
                 Err(e) if e.is_busy() && std::time::Instant::now() < deadline => {
-                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    if tries == 1 {
+                        tracing::info!(
+                            ifname,
+                            queue,
+                            "the queue is busy (a socket closed a moment ago?): trying again"
+                        );
+                    }
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(e) if e.is_busy() => {
+                    tracing::warn!(ifname, queue, tries, "the queue stayed busy");
+                    return Err(e);
                 }
                 r => return r,
             }

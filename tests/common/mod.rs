@@ -302,10 +302,10 @@ impl Testbed {
         }
     }
 
-    /// A bounded synwall-flood run (live-frames engine) from the client
+    /// A bounded synwall-flood run (its default engine) from the client
     /// namespace towards the server veth's MAC; asserts it succeeded and
     /// returns its JSON line. 4,000 frames/s: the engine sends 1/20 of the
-    /// rate per call, and 200 frames fit the veth's 256-frame ring.
+    /// rate at once, and 200 frames fit the veth's 256-frame ring.
     pub fn flood(&self, dst: &str, mode: &str, count: &str) -> serde_json::Value {
         self.flood_with(dst, mode, count, "4000", &[])
     }

@@ -11,8 +11,8 @@
 //! benchmarking ranges 198.18.0.0/15 and 2001:2::/48; any other destination
 //! or source network is refused. Every run stops by itself after `--count`
 //! frames or `--duration` seconds, whichever comes first, and prints one
-//! JSON line with what it sent and the rate it reached (live engine: also
-//! the frames sent per millisecond, p1/p50/p99/max, to show how evenly).
+//! JSON line with the engine, what it sent, the rate it reached and the
+//! frames sent per millisecond (p1/p50/p99/max), to show how evenly.
 //!
 //! For test namespaces only: run it inside the client namespace of a
 //! testbed (bench/synack_rate.sh does).
@@ -77,7 +77,8 @@ struct Args {
     /// How frames are made and sent.
     #[arg(long, value_enum, default_value_t = Engine::Live)]
     engine: Engine,
-    /// Frames per ring operation (afxdp engine).
+    /// Frames per ring operation of an unpaced flood (afxdp engine; a
+    /// paced one sends what its pace allows).
     #[arg(long, default_value_t = 64)]
     batch: usize,
     /// IPv4 sources from this prefix only, e.g.
@@ -94,6 +95,19 @@ struct Args {
     /// generator's CPU spins between them.
     #[arg(long)]
     burst: Option<u64>,
+}
+
+impl Args {
+    /// `--burst`, by default 50 ms of the rate.
+    fn burst(&self) -> u64 {
+        self.burst.unwrap_or((self.rate / 20).max(1))
+    }
+}
+
+/// Whether bursts of `burst` at `rate` go whole, the generator idle in
+/// between (20 ms of the rate or more), rather than spread evenly.
+fn whole_bursts(rate: u64, burst: u64) -> bool {
+    burst >= rate / 50
 }
 
 fn parse_mac(s: &str) -> Option<[u8; 6]> {
@@ -174,7 +188,7 @@ fn run(a: &Args) -> Result<(), String> {
         a.mode,
     );
     if let Some(why) = fallback {
-        line += &format!(",\"fallback\":\"{}\"", why.replace(['"', '\\'], "'"));
+        line += &format!(",\"fallback\":{}", serde_json::Value::from(why));
     }
     if let Some(b) = r.burst {
         line += &format!(",\"burst\":{b}");
@@ -253,7 +267,7 @@ fn live(
         Mode::Mix => FloodMode::Mix,
     };
     let sources = source_net(a)?;
-    let burst = a.burst.unwrap_or((a.rate / 20).max(1));
+    let burst = a.burst();
     let deadline = Duration::from_secs_f64(a.duration);
     let pace = Pace {
         rate: a.rate,
@@ -273,7 +287,7 @@ fn live(
     }
     let over =
         |sent: u64| sent >= a.count || t0.elapsed() >= deadline || stop.load(Ordering::Relaxed);
-    if a.rate > 0 && burst >= a.rate / 50 {
+    if a.rate > 0 && whole_bursts(a.rate, burst) {
         in_bursts(&mut flood, a, burst, t0, &over)?;
     } else {
         in_one_call(&mut flood, &over)?;
@@ -363,7 +377,7 @@ fn in_one_call(flood: &mut LiveFlood, over: &(dyn Fn(u64) -> bool + Sync)) -> Re
     })
 }
 
-/// Frames per millisecond of a live flood, over its whole milliseconds
+/// Frames per millisecond of a flood, over its whole milliseconds
 /// (the first and the last, partial, left out).
 #[derive(Debug)]
 struct Evenness {
@@ -422,10 +436,9 @@ fn source_net(a: &Args) -> Result<SourceNet, String> {
 /// `burst` behind: a generator that was held up (another task on its CPU)
 /// does not catch up in one go, which would overflow any receive ring and
 /// make the flood's losses the generator's doing. A burst of 20 ms of the
-/// rate or more goes whole, as the live engine's; a smaller one in chunks
-/// of about 50 µs of the rate (a system call each). The wait for the next
-/// chunk sleeps when it is long and spins when it is short, as a sleep
-/// overshoots by tens of µs.
+/// rate or more goes whole (as the live engine's; in ring-sized pieces
+/// when it is larger than the ring), a smaller one in chunks of about 50
+/// µs of the rate (a system call each).
 struct Pacer {
     rate: u64,
     burst: u64,
@@ -436,9 +449,9 @@ struct Pacer {
 }
 
 impl Pacer {
-    fn new(rate: u64, burst: u64, t0: Instant) -> Pacer {
-        let chunk = if burst >= rate / 50 {
-            burst
+    fn new(rate: u64, burst: u64, ring: u64, t0: Instant) -> Pacer {
+        let chunk = if whole_bursts(rate, burst) {
+            burst.min(ring)
         } else {
             (rate / 20_000).clamp(1, burst)
         };
@@ -451,29 +464,38 @@ impl Pacer {
         }
     }
 
-    /// How many frames may go now, `sent` having gone; waits for a chunk.
-    fn room(&mut self, sent: u64) -> u64 {
-        loop {
-            let now = self.t0.elapsed().as_secs_f64();
-            let allowed = ((now * self.rate as f64) as u64).saturating_sub(self.forgone);
-            let most = sent + self.burst;
-            if allowed > most {
-                self.forgone += allowed - most;
-                return self.burst;
-            }
-            if allowed >= sent + self.chunk {
-                return allowed - sent;
-            }
-            let due = (sent + self.forgone + self.chunk) as f64 / self.rate as f64;
-            let wait = due - now;
-            if wait > 150e-6 {
-                std::thread::sleep(Duration::from_secs_f64(wait - 100e-6));
-            } else {
-                std::hint::spin_loop();
-            }
+    /// How many frames may go now, `sent` having gone and `left` to go;
+    /// or, when too few, how long until they may.
+    fn room(&mut self, sent: u64, left: u64) -> Result<u64, Duration> {
+        let now = self.t0.elapsed().as_secs_f64();
+        let allowed = ((now * self.rate as f64) as u64).saturating_sub(self.forgone);
+        let most = sent.saturating_add(self.burst);
+        if allowed > most {
+            self.forgone += allowed - most;
+            return Ok(self.burst);
         }
+        let chunk = self.chunk.min(left);
+        if allowed >= sent.saturating_add(chunk) {
+            return Ok(allowed - sent);
+        }
+        let due = sent.saturating_add(self.forgone).saturating_add(chunk) as f64 / self.rate as f64;
+        Err(Duration::from_secs_f64((due - now).max(0.0)))
     }
 }
+
+/// Waits `d` at most and at most 10 ms, so that a stop or the deadline is
+/// seen soon: sleeps when it is long, spins when it is short (a sleep
+/// overshoots by tens of µs).
+fn wait_a_little(d: Duration) {
+    if d > Duration::from_micros(150) {
+        std::thread::sleep((d - Duration::from_micros(100)).min(Duration::from_millis(10)));
+    } else {
+        std::hint::spin_loop();
+    }
+}
+
+/// The afxdp engine's ring size (its UMEM holds twice as many frames).
+const RING: u32 = 2048;
 
 /// AF_XDP engine.
 fn afxdp(
@@ -484,7 +506,7 @@ fn afxdp(
 ) -> Result<Report, String> {
     let sources = source_net(a)?;
     let batch = a.batch;
-    let (mut xsk, mut free) = Xsk::new(&a.interface, a.queue, XskConfig { ring_size: 2048 })
+    let (mut xsk, mut free) = Xsk::new(&a.interface, a.queue, XskConfig { ring_size: RING })
         .map_err(|e| synwall::error_chain(&e))?;
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ u64::from(std::process::id()));
     let mut in_flight: Vec<Frame> = Vec::with_capacity(batch);
@@ -492,13 +514,17 @@ fn afxdp(
     let (mut sent, mut n) = (0u64, 0u64);
     let deadline = Duration::from_secs_f64(a.duration);
     let t0 = Instant::now();
-    let burst = a.burst.unwrap_or((a.rate / 20).max(1));
-    let mut pacer = (a.rate > 0).then(|| Pacer::new(a.rate, burst, t0));
+    let burst = a.burst();
+    let mut pacer = (a.rate > 0).then(|| Pacer::new(a.rate, burst, RING as u64, t0));
     while sent < a.count && t0.elapsed() < deadline && !stop.load(Ordering::Relaxed) {
         // Frames this turn may send: a batch, or what the pace allows.
-        let room = match pacer.as_mut() {
-            Some(p) => p.room(sent),
+        let room = match pacer.as_mut().map(|p| p.room(sent, a.count - sent)) {
             None => batch as u64,
+            Some(Ok(n)) => n,
+            Some(Err(wait)) => {
+                wait_a_little(wait);
+                continue;
+            }
         };
         xsk.complete(&mut free, 4 * batch);
         let want = (a.count - sent).min(room) as usize;
