@@ -77,7 +77,7 @@ volatile __u8 synack_ecn LIVE = 1;
 
 struct sw_queue_load {
 	__u64 redirected; /* XDP: SYNs sent to the worker */
-	__u64 xdp_until;  /* XDP: answer here until this bpf_ktime_get_ns() */
+	__u64 xdp_until;  /* XDP: answer here until this bpf_ktime_get_coarse_ns() */
 	__u64 pad0[6];
 	__u64 taken;	  /* the worker: frames taken off the ring + lost by the kernel */
 	__u64 pad1[7];

@@ -114,6 +114,10 @@ fn ack_v4(options: &[u8], valid: bool) -> Vec<u8> {
 /// the first sweep of the kernel's sockets.
 const LOOKED_UP: &str = "each SYN looked up";
 
+/// In a row's name: synack = "auto" with its queue's worker backed up, so
+/// XDP answers, as under a flood.
+const BACKED_UP: &str = "worker backed up";
+
 /// One row: what ran, on what, and what it cost.
 struct Row {
     program: &'static str,
@@ -170,6 +174,14 @@ fn measure_synwall_each(
     let p = synwall(ps);
     if name.contains(LOOKED_UP) {
         p.forget_sweep();
+    }
+    let loads = p.queue_loads().expect("queue loads");
+    if name.contains(BACKED_UP) {
+        // Far behind what XDP sent it (none): more than any backlog.
+        loads
+            .progress(0)
+            .expect("queue 0")
+            .publish(0u64.wrapping_sub(1 << 20));
     }
     let before = p.counters().expect("counters");
     let mut ns = Vec::with_capacity(a.runs);
@@ -256,6 +268,12 @@ fn synwall_rows(a: &Args) -> Vec<Row> {
         measure_synwall(a, "SYN v4 macOS options, answered", &xdp, &macos),
         measure_synwall(a, "SYN v6 Linux options, answered", &xdp, &v6),
         measure_synwall(a, "SYN v4 Linux, guard on", &guard, &linux),
+        measure_synwall(
+            a,
+            &format!("SYN v4 Linux, auto (the default), guard on, {BACKED_UP}"),
+            &settings(SynackMode::Auto, true, false),
+            &linux,
+        ),
         measure_synwall(a, "SYN v4 Linux, guard + per-source cap", &capped, &linux),
         measure_synwall(a, "SYN v4 Linux, guard per /32, one source", &per32, &linux),
         measure_synwall_each(a, "SYN v4 Linux, guard off, 65,536 sources", &xdp, &spread),
