@@ -337,6 +337,19 @@ fn inner_fixture_table() {
     synack_auto_takes_over_while_the_worker_is_backed_up(&xsk);
     drop((p, listener, client, _server));
     syns_are_looked_up_only_where_the_kernel_may_have_a_socket(&xsk);
+    drop(xsk);
+    a_queue_let_go_a_moment_ago_is_bound_again(&ifname);
+}
+
+/// A socket on a queue closed a moment ago (as when synwall restarts) holds
+/// the queue a little longer in the kernel (EBUSY, 0.1 to 1 s on Linux
+/// 6.18); Xsk::new waits for it.
+fn a_queue_let_go_a_moment_ago_is_bound_again(ifname: &str) {
+    for round in 0..5 {
+        let (xsk, frames) = Xsk::new(ifname, 0, XskConfig { ring_size: 64 })
+            .unwrap_or_else(|e| panic!("round {round}: {}", synwall::error_chain(&e)));
+        drop((xsk, frames));
+    }
 }
 
 /// bpf/tuples.h: a SYN whose connection has a kernel socket (here a
