@@ -354,11 +354,16 @@ static __always_inline int ack_verdict(struct xdp_md *ctx, struct pkt *p, struct
 		struct sw_flow nf = { .verified_ns = bpf_ktime_get_ns(), .seq = a.seq, .ack = a.ack };
 
 		note_verified_ack(nf.verified_ns);
-		f = bpf_map_lookup_elem(&flows, &k);
-		if (f && f->ack == a.ack)
-			f->verified_ns = nf.verified_ns;
-		else
-			bpf_map_update_elem(&flows, &k, &nf, BPF_ANY);
+		/* A new connection's entry in one step (the hash's walk is most
+		 * of a valid ACK's cost); an ACK sent again refreshes its own,
+		 * whose hand-off (TC) stays recorded. */
+		if (bpf_map_update_elem(&flows, &k, &nf, BPF_NOEXIST)) {
+			f = bpf_map_lookup_elem(&flows, &k);
+			if (f && f->ack == a.ack)
+				f->verified_ns = nf.verified_ns;
+			else
+				bpf_map_update_elem(&flows, &k, &nf, BPF_ANY);
+		}
 		if (handoff_repair)
 			return to_worker(ctx, rc);
 		set_meta(ctx, SW_META_HANDOFF, ext);

@@ -95,7 +95,15 @@ fn syn_v6(options: &[u8]) -> Vec<u8> {
 /// cookie of synwall's core when `valid`, otherwise claiming another
 /// sequence number than the cookie's.
 fn ack_v4(options: &[u8], valid: bool) -> Vec<u8> {
-    let syn = TcpFrame::client_syn(Ip::client_v4(), options);
+    ack_v4_from(options, valid, 40000)
+}
+
+/// As [`ack_v4`], from source port `port`.
+fn ack_v4_from(options: &[u8], valid: bool, port: u16) -> Vec<u8> {
+    let syn = TcpFrame {
+        src_port: port,
+        ..TcpFrame::client_syn(Ip::client_v4(), options)
+    };
     let mut core = Core::new(Settings::default(), secret());
     let mut buf = vec![0u8; 2048];
     let frame = syn.to_vec();
@@ -256,6 +264,12 @@ fn synwall_rows(a: &Args) -> Vec<Row> {
         })
         .collect();
     let spread: Vec<&[u8]> = spread.iter().map(Vec::as_slice).collect();
+    // Valid ACKs of as many connections (source ports), each seen once
+    // unless the runs outnumber them.
+    let new_acks: Vec<Vec<u8>> = (0..16_384u16)
+        .map(|i| ack_v4_from(&os::WINDOWS, true, 20_000 + i))
+        .collect();
+    let new_acks: Vec<&[u8]> = new_acks.iter().map(Vec::as_slice).collect();
     vec![
         measure_synwall(a, "SYN v4 Linux options, answered", &xdp, &linux),
         measure_synwall(
@@ -290,6 +304,12 @@ fn synwall_rows(a: &Args) -> Vec<Row> {
             &linux,
         ),
         measure_synwall(a, "ACK, valid cookie", &xdp, &ack_v4(&os::WINDOWS, true)),
+        measure_synwall_each(
+            a,
+            "ACK, valid cookie, a new connection each run (16,384)",
+            &xdp,
+            &new_acks,
+        ),
         measure_synwall(a, "ACK, forged cookie", &xdp, &ack_v4(&os::WINDOWS, false)),
         measure_synwall(
             a,
