@@ -265,9 +265,9 @@ fn synwall_rows(a: &Args) -> Vec<Row> {
         .collect();
     let spread: Vec<&[u8]> = spread.iter().map(Vec::as_slice).collect();
     // Valid ACKs of as many connections (source ports), each seen once
-    // unless the runs outnumber them.
-    let new_acks: Vec<Vec<u8>> = (0..16_384u16)
-        .map(|i| ack_v4_from(&os::WINDOWS, true, 20_000 + i))
+    // unless the runs outnumber them (the default 30,000 do not).
+    let new_acks: Vec<Vec<u8>> = (0..32_768u16)
+        .map(|i| ack_v4_from(&os::WINDOWS, true, 16_384 + i))
         .collect();
     let new_acks: Vec<&[u8]> = new_acks.iter().map(Vec::as_slice).collect();
     vec![
@@ -303,17 +303,22 @@ fn synwall_rows(a: &Args) -> Vec<Row> {
             &settings(SynackMode::Afxdp, false, false),
             &linux,
         ),
-        measure_synwall(a, "ACK, valid cookie", &xdp, &ack_v4(&os::WINDOWS, true)),
+        measure_synwall(
+            a,
+            "ACK, valid cookie, one ACK re-sent each run",
+            &xdp,
+            &ack_v4(&os::WINDOWS, true),
+        ),
         measure_synwall_each(
             a,
-            "ACK, valid cookie, a new connection each run (16,384)",
+            "ACK, valid cookie, a new connection each run (32,768)",
             &xdp,
             &new_acks,
         ),
         measure_synwall(a, "ACK, forged cookie", &xdp, &ack_v4(&os::WINDOWS, false)),
         measure_synwall(
             a,
-            "ACK with timestamps (Linux), valid cookie",
+            "ACK with timestamps (Linux), valid cookie, re-sent",
             &xdp,
             &ack_v4(&os::LINUX, true),
         ),
