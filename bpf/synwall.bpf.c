@@ -145,8 +145,10 @@ static __always_inline int sw_ack_verdict(const struct pkt *p, const struct sw_a
  * goes through XDP and TC as a whole before TCP sees its first segment, so
  * the segments right behind a handshake ACK (the request, an upload's first
  * window) find no socket yet: XDP would drop them as bad cookies (their
- * sequence numbers have moved on) and TC would hand the connection off a
- * second time, which the kernel drops as a duplicate. Both would cost the
+ * sequence numbers have moved on; the first data segment's has not, as a
+ * bare ACK takes none, and it passes the cookie again) and TC would hand
+ * the connection off a second time, which the kernel drops as a
+ * duplicate. Both would cost the
  * client a retransmission. So XDP records each verified ACK here and passes
  * the segments that follow it; TC records each hand-off and requeues the
  * segments that meet the listener behind it once (through the device's
@@ -354,16 +356,11 @@ static __always_inline int ack_verdict(struct xdp_md *ctx, struct pkt *p, struct
 		struct sw_flow nf = { .verified_ns = bpf_ktime_get_ns(), .seq = a.seq, .ack = a.ack };
 
 		note_verified_ack(nf.verified_ns);
-		/* A new connection's entry in one step (the hash's walk is most
-		 * of a valid ACK's cost); an ACK sent again refreshes its own,
-		 * whose hand-off (TC) stays recorded. */
-		if (bpf_map_update_elem(&flows, &k, &nf, BPF_NOEXIST)) {
-			f = bpf_map_lookup_elem(&flows, &k);
-			if (f && f->ack == a.ack)
-				f->verified_ns = nf.verified_ns;
-			else
-				bpf_map_update_elem(&flows, &k, &nf, BPF_ANY);
-		}
+		f = bpf_map_lookup_elem(&flows, &k);
+		if (f && f->ack == a.ack)
+			f->verified_ns = nf.verified_ns;
+		else
+			bpf_map_update_elem(&flows, &k, &nf, BPF_ANY);
 		if (handoff_repair)
 			return to_worker(ctx, rc);
 		set_meta(ctx, SW_META_HANDOFF, ext);

@@ -265,7 +265,7 @@ fn synwall_rows(a: &Args) -> Vec<Row> {
         .collect();
     let spread: Vec<&[u8]> = spread.iter().map(Vec::as_slice).collect();
     // Valid ACKs of as many connections (source ports), each seen once
-    // unless the runs outnumber them (the default 30,000 do not).
+    // unless the runs outnumber them (20,000 by default; 30,000 do not).
     let new_acks: Vec<Vec<u8>> = (0..32_768u16)
         .map(|i| ack_v4_from(&os::WINDOWS, true, 16_384 + i))
         .collect();
