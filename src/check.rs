@@ -137,6 +137,14 @@ fn kernel(cfg: &Config) -> Vec<Finding> {
             ))),
             Ok(_) => {}
         }
+        if !crate::xdp::has_xdp_meta() {
+            out.push(warning(
+                "this kernel refuses bpf_xdp_adjust_meta to XDP programs: `run` works, but XDP \
+                 cannot tell the hand-off (TC) which segments belong to kernel sockets, so TC \
+                 parses every segment to a protected port itself"
+                    .to_string(),
+            ));
+        }
     }
     if cfg.handoff.mode == HandoffMode::Kernel {
         for &port in &cfg.protect.ports {
