@@ -113,15 +113,18 @@ sleep 1
 if [ -z "$RATE" ]; then
   RATE=$(python3 - "$work" <<'PY'
 import json, sys
+cs = json.load(open(f"{sys.argv[1]}/capacity.synwall"))
 k = json.load(open(f"{sys.argv[1]}/capacity.kernel"))["answered"]
-s = json.load(open(f"{sys.argv[1]}/capacity.synwall"))["answered"]
+s = cs["answered"]
 if k < 1000 or s < 1000:
     sys.exit(f"the capacities measured make no sense (server alone {k}/s, synwall {s}/s): "
              "did the flood reach the server? (RATE=... sets the rate by hand)")
 rate = min(3 * k, int(0.7 * s))
 if rate < 1.5 * k:
     print(f"warning: synwall's capacity now ({s}/s) is too close to the kernel's ({k}/s) for the demo to "
-          "show much: is the machine busy?", file=sys.stderr)
+          f"show much: synwall answered {s / max(cs['offered'], 1):.0%} of the {cs['offered']} SYNs/s "
+          "the generator offered, so the generator or the testbed may cap it rather than synwall; "
+          "or the machine is busy", file=sys.stderr)
 print(max(rate // 1000 * 1000, 1000))
 PY
 )
