@@ -726,6 +726,8 @@ fn status_shows_links_queues_and_the_secrets_fingerprint_only() {
         tb.srv_link()
     );
     assert_eq!(s["handoff_link"]["attached"], true, "{s}");
+    // What the kernel withholds is said (bpf_xdp_adjust_meta: a 6.18 build).
+    assert_eq!(s["kernel"]["xdp_meta"], synwall::xdp::has_xdp_meta(), "{s}");
     let queues = s["queues"].as_array().unwrap();
     assert_eq!(queues.len(), 2, "{s}");
     // veth has no zero-copy AF_XDP: copy mode, as the kernel reports it.
@@ -735,6 +737,12 @@ fn status_shows_links_queues_and_the_secrets_fingerprint_only() {
     assert_eq!(s["secret_fingerprint"], fp.as_str(), "{s}");
     let text = status(&[]);
     assert!(text.contains(&format!("fingerprint {fp}")), "{text}");
+    let meta = if synwall::xdp::has_xdp_meta() {
+        "yes"
+    } else {
+        "no"
+    };
+    assert!(text.contains(&format!("XDP metadata {meta}")), "{text}");
     assert!(
         text.contains("XDP native by link") && text.contains("0 copy (cpu"),
         "{text}"
