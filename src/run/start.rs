@@ -123,25 +123,36 @@ pub(super) fn open_sockets(
 ) -> Result<Vec<QueueSocket>, RunError> {
     plan.queues
         .iter()
-        .map(|&q| open_socket(cfg, q, program, q < plan.ack_only_from))
+        .map(|&q| {
+            open_socket(
+                cfg,
+                q,
+                program,
+                q < plan.ack_only_from,
+                crate::xsk::BUSY_WAIT,
+            )
+        })
         .collect()
 }
 
 /// Queue `q`'s AF_XDP socket, in the program's map; busy polled if
-/// configured and `busy` (not for a queue that only takes ACKs).
+/// configured and `busy` (not for a queue that only takes ACKs). Waits up
+/// to `wait` for a queue a closed socket still holds (Xsk::new_waiting).
 pub(super) fn open_socket(
     cfg: &Config,
     q: u32,
     program: &Program,
     busy: bool,
+    wait: std::time::Duration,
 ) -> Result<QueueSocket, RunError> {
     let d = &cfg.datapath;
-    let (xsk, frames) = Xsk::new(
+    let (xsk, frames) = Xsk::new_waiting(
         &d.interface,
         q,
         XskConfig {
             ring_size: d.ring_size,
         },
+        wait,
     )?;
     if busy && d.busy_poll_us > 0 {
         xsk.set_busy_poll(BusyPoll {
@@ -215,7 +226,9 @@ pub(super) fn serve_queues_that_cannot_send(
     }
     let mut sockets = Vec::new();
     for q in unserved {
-        match open_socket(cfg, q, program, false) {
+        // XDP is attached by now and no worker runs yet: no waiting for
+        // a busy queue here.
+        match open_socket(cfg, q, program, false, std::time::Duration::ZERO) {
             Ok(socket) => sockets.push(socket),
             Err(e) => tracing::warn!(queue = q, error = %e,
                 "a receive queue the repair engine cannot serve: its ACKs are lost (handoff_failed)"),

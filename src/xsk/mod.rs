@@ -159,7 +159,18 @@ impl Xsk {
     /// meanwhile fails with EBUSY (seen for 0.1 to 1 s after a close on
     /// Linux 6.18): that is tried again for up to [`BUSY_WAIT`].
     pub fn new(ifname: &str, queue: u32, cfg: XskConfig) -> Result<(Xsk, Vec<Frame>), XskError> {
-        let deadline = std::time::Instant::now() + BUSY_WAIT;
+        Self::new_waiting(ifname, queue, cfg, BUSY_WAIT)
+    }
+
+    /// As [`Xsk::new`], waiting at most `wait` for a busy queue (zero:
+    /// not at all, where a wait would hold up what runs already).
+    pub fn new_waiting(
+        ifname: &str,
+        queue: u32,
+        cfg: XskConfig,
+        wait: std::time::Duration,
+    ) -> Result<(Xsk, Vec<Frame>), XskError> {
+        let deadline = std::time::Instant::now() + wait;
         let mut tries = 1;
         loop {
             match Self::create(ifname, queue, cfg) {
