@@ -640,6 +640,8 @@ pub struct Proxy<'a> {
     pending: Option<Pending>,
     /// Sessions refused for want of a pipe, logged now and then.
     no_pipe: LogEvery,
+    /// Accepts that failed for want of descriptors, logged now and then.
+    no_fd: LogEvery,
 }
 
 /// The unit `max_per_source` counts: the address, or for IPv6 its /64
@@ -693,6 +695,7 @@ impl<'a> Proxy<'a> {
             index,
             pending: None,
             no_pipe: LogEvery::new(Duration::from_secs(1)),
+            no_fd: LogEvery::new(Duration::from_secs(1)),
         };
         for l in listeners {
             proxy.add_listener(l)?;
@@ -1017,8 +1020,13 @@ impl<'a> Proxy<'a> {
                     bump(&self.counters.accept_errors);
                     // Out of descriptors: the rest waits in the backlog and
                     // the next tick retries.
-                    if matches!(e.raw_os_error(), Some(23 | 24 | 105)) {
-                        tracing::warn!("proxy accept: {e}");
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::ENFILE | libc::EMFILE | libc::ENOBUFS)
+                    ) {
+                        if let Some(failed) = self.no_fd.note() {
+                            tracing::warn!(proxy_loop = self.index, failed, "proxy accept: {e}");
+                        }
                         return;
                     }
                 }
