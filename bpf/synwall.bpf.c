@@ -26,13 +26,13 @@
 #include "synack.h"
 #include "tuples.h"
 
-/* XDP -> TC: what XDP decided about a segment to a protected port, in 4
- * bytes of XDP metadata, so TC skips segments of established sockets
- * without parsing them again. Without metadata support TC does the full
- * work. Must be the last thing before returning: it moves ctx->data_meta. Not in
+/* XDP -> TC: a segment to a protected port that XDP found a kernel socket
+ * for, in 4 bytes of XDP metadata, so TC skips it without parsing it again
+ * (TC checks every other segment itself: it cannot trust that a frame came
+ * through XDP). Without metadata support TC does the full work. Must be
+ * the last thing before returning: it moves ctx->data_meta. Not in
  * xdp_synwall_ext (`ext`), where TC does the full work. */
 #define SW_META_PASS 0x53570000u	/* "SW", 0: belongs to a kernel socket */
-#define SW_META_HANDOFF 0x53570001u	/* "SW", 1: cookie verified, hand it off */
 
 /* 0 where the kernel refuses bpf_xdp_adjust_meta to XDP programs (some
  * builds of Linux 6.18 do; synwall probes before the load): no metadata,
@@ -363,7 +363,6 @@ static __always_inline int ack_verdict(struct xdp_md *ctx, struct pkt *p, struct
 			bpf_map_update_elem(&flows, &k, &nf, BPF_ANY);
 		if (handoff_repair)
 			return to_worker(ctx, rc);
-		set_meta(ctx, SW_META_HANDOFF, ext);
 		return verdict(rc, XDP_PASS);
 	}
 	if (rc == SW_DROP_BAD_COOKIE) {

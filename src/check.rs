@@ -4,7 +4,7 @@
 //! CPUs, the kernel, the listeners behind kernel mode and an exposed
 //! metrics endpoint.
 
-use crate::config::{Config, HandoffMode};
+use crate::config::{Config, HandoffEngine, HandoffMode};
 use crate::host;
 
 /// How bad a finding is.
@@ -135,15 +135,15 @@ fn kernel(cfg: &Config) -> Vec<Finding> {
             Err(e) => out.push(warning(format!(
                 "{e}: `run` will refuse to start on this kernel"
             ))),
+            // Only TC reads XDP's metadata, and only the kfunc engine has a TC.
+            Ok(engine) if engine == HandoffEngine::Kfunc && !crate::xdp::has_xdp_meta() => out
+                .push(warning(
+                    "this kernel refuses bpf_xdp_adjust_meta to XDP programs: `run` works, but \
+                     XDP cannot tell the hand-off (TC) which segments belong to kernel sockets, \
+                     so TC parses every segment to a protected port itself"
+                        .to_string(),
+                )),
             Ok(_) => {}
-        }
-        if !crate::xdp::has_xdp_meta() {
-            out.push(warning(
-                "this kernel refuses bpf_xdp_adjust_meta to XDP programs: `run` works, but XDP \
-                 cannot tell the hand-off (TC) which segments belong to kernel sockets, so TC \
-                 parses every segment to a protected port itself"
-                    .to_string(),
-            ));
         }
     }
     if cfg.handoff.mode == HandoffMode::Kernel {

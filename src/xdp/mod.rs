@@ -641,8 +641,10 @@ impl Program {
         // The sweep's iterator (iter/tcp, Linux 5.9) is the one program
         // the rest can do without: if the load with it fails, the rest is
         // loaded alone, and every SYN gets the socket lookup.
-        let meta = has_xdp_meta();
-        if !meta {
+        // Only TC reads the metadata, and the repair engine loads no TC.
+        let tc = !settings.handoff_repair;
+        let meta = tc && has_xdp_meta();
+        if tc && !meta {
             tracing::warn!(
                 "the kernel refuses bpf_xdp_adjust_meta to XDP programs: XDP cannot tell \
                  TC what it found, so TC parses every segment to a protected port itself"
