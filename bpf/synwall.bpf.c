@@ -152,37 +152,100 @@ static __always_inline int sw_ack_verdict(const struct pkt *p, const struct sw_a
  * client a retransmission. So XDP records each verified ACK here and passes
  * the segments that follow it; TC records each hand-off and requeues the
  * segments that meet the listener behind it once (through the device's
- * backlog), by which time TCP has made the connection. Entries live for
- * FLOW_TTL_NS; the map is LRU, so a flood of valid ACKs only evicts.
+ * backlog), by which time TCP has made the connection. Entries count for
+ * FLOW_TTL_NS.
+ *
+ * A table of FLOW_SLOTS slots, a connection's slot and tag given by its
+ * keyed tuple hash (tuples.h): a lookup and an insert are a read and a
+ * write of one slot, where the LRU hash this replaced cost a verified ACK
+ * 44 % of its time (synwall-xdp-cost, --only "new connection"). A
+ * connection whose slot another takes before its hand-off completes loses
+ * what follows its ACK (dropped; the client resends it), as it did to the
+ * LRU's evictions; a flood of valid ACKs only overwrites. No locks: a
+ * queue's segments go through one CPU's XDP at a time, and a reader that
+ * meets a slot in the middle of a write finds another connection's numbers,
+ * not this one's (its tag goes last), so it judges that segment as one
+ * with no hand-off (XDP drops it, TC leaves it to the kernel), never as
+ * another's.
  */
 #define FLOW_TTL_NS 1000000000ull	/* 1 s */
 #define FOLLOW_UP_WINDOW (1u << 20)	/* bytes a follow-up may lie past the ACK */
 #define MAX_DEFERRALS 64		/* requeues per hand-off, a bound on loops */
 #define SW_TC_INDEX_DEFERRED 0x5357	/* "SW" in tc_index: already requeued once */
-
-struct sw_flow_key {
-	struct bpf_sock_tuple tuple; /* as parsed; IPv4 leaves the tail zero */
-	__u32 v6;
-};
+#define FLOW_SLOTS (1u << 14)		/* 512 KiB */
+/* A slot's times, on the coarse clock in units of 2^10 ns, 32 bits: they
+ * wrap after 73 minutes, when an old slot may look recent again (its
+ * connection long made: its segments meet their socket first). */
+#define FLOW_UNIT_SHIFT 10
+#define FLOW_TTL_UNITS ((__u32)(FLOW_TTL_NS >> FLOW_UNIT_SHIFT))
 
 struct sw_flow {
-	__u64 verified_ns;	/* XDP: the ACK's cookie validated */
-	__u64 assigned_ns;	/* TC: handed to the listener (0: not yet) */
+	__u64 tag;		/* its connection's tuple_hash | 1; 0: free */
+	__u32 verified;		/* XDP: its ACK's cookie validated (flow_time) */
+	__u32 assigned;		/* TC: handed to the listener (0: not yet) */
 	__u32 seq;		/* the ACK's sequence number */
 	__u32 ack;		/* the ACK's acknowledgment number (our ISN + 1) */
-	__u32 deferrals;	/* requeues since assigned_ns */
+	__u32 deferrals;	/* requeues since `assigned` */
 	__u32 pad;
 };
 
+struct sw_flows {
+	struct sw_flow slot[FLOW_SLOTS];
+};
+
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
-	__type(key, struct sw_flow_key);
-	__type(value, struct sw_flow);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct sw_flows);
 } flows SEC(".maps");
 
+/* A flow time (never 0, so that `assigned` can say "not yet"). */
+static __always_inline __u32 flow_time(__u64 coarse_ns)
+{
+	return (__u32)(coarse_ns >> FLOW_UNIT_SHIFT) | 1;
+}
+
+/* The connection's tag in `flows`. */
+static __always_inline __u64 flow_tag(const struct pkt *p)
+{
+	return tuple_hash(p) | 1;
+}
+
+/* The slot of the connection tagged `tag` (another's, or free, as it may be). */
+static __always_inline struct sw_flow *flow_slot(__u64 tag)
+{
+	__u32 zero = 0;
+	struct sw_flows *m = bpf_map_lookup_elem(&flows, &zero);
+
+	return m ? &m->slot[hash_index(tag, FLOW_SLOTS - 1)] : NULL;
+}
+
+/* The connection's slot if it holds the connection, or NULL. */
+static __always_inline struct sw_flow *flow_find(__u64 tag)
+{
+	struct sw_flow *f = flow_slot(tag);
+
+	return f && f->tag == tag ? f : NULL;
+}
+
+/* Gives slot `f` to the connection tagged `tag`, verified at `t` and
+ * handed off at `assigned` (0: not yet). The tag last (the compiler keeps
+ * the order, x86 stores keep it), as the guard's windows do. */
+static __always_inline void flow_take(struct sw_flow *f, __u64 tag, const struct sw_ack *a,
+				      __u32 t, __u32 assigned)
+{
+	f->verified = t;
+	f->assigned = assigned;
+	f->seq = a->seq;
+	f->ack = a->ack;
+	f->deferrals = 0;
+	asm volatile("" ::: "memory");
+	f->tag = tag;
+}
+
 /* When an ACK's cookie last proved one of our handshakes, on any CPU
- * (bpf_ktime_get_ns; written at most every VERIFIED_EVERY_NS, so that CPUs
+ * (bpf_ktime_get_coarse_ns; written at most every VERIFIED_EVERY_NS, so that CPUs
  * do not fight over its line). An ACK that fails its cookie is looked up
  * in `flows` as a possible follow-up only within FLOW_TTL_NS of it: under a
  * flood of forged ACKs with no handshake completing, the lookup (a quarter
@@ -206,13 +269,7 @@ static __always_inline int acks_verified_lately(__u64 now)
 static __always_inline int is_follow_up(const struct sw_flow *f, const struct sw_ack *a, __u64 now)
 {
 	return f && f->ack == a->ack && a->seq - f->seq < FOLLOW_UP_WINDOW &&
-	       now - f->verified_ns < FLOW_TTL_NS;
-}
-
-static __always_inline void flow_key(struct sw_flow_key *k, const struct pkt *p)
-{
-	__builtin_memcpy(&k->tuple, &p->tuple, sizeof(k->tuple));
-	k->v6 = p->v6;
+	       flow_time(now) - f->verified < FLOW_TTL_UNITS;
 }
 
 /* XDP: a segment of an existing kernel socket (established, time-wait or
@@ -334,9 +391,9 @@ static __always_inline int kernel_cookie_ok(struct xdp_md *ctx, struct pkt *p, s
 static __always_inline int ack_verdict(struct xdp_md *ctx, struct pkt *p, struct tcphdr *tcp,
 				       const int ext)
 {
-	struct sw_flow_key k = {};
 	struct sw_ack a = {};
 	struct sw_flow *f;
+	__u64 tag, now;
 	__u32 n;
 	int rc;
 
@@ -350,25 +407,23 @@ static __always_inline int ack_verdict(struct xdp_md *ctx, struct pkt *p, struct
 		else
 			opt_walk_run(&a.opts, n);
 	}
-	flow_key(&k, p);
 	rc = sw_ack_verdict(p, &a);
 	if (rc == SW_ACK_COOKIE_OK) {
-		struct sw_flow nf = { .verified_ns = bpf_ktime_get_ns(), .seq = a.seq, .ack = a.ack };
-
-		note_verified_ack(nf.verified_ns);
-		f = bpf_map_lookup_elem(&flows, &k);
-		if (f && f->ack == a.ack)
-			f->verified_ns = nf.verified_ns;
-		else
-			bpf_map_update_elem(&flows, &k, &nf, BPF_ANY);
+		now = bpf_ktime_get_coarse_ns();
+		note_verified_ack(now);
+		tag = flow_tag(p);
+		f = flow_slot(tag);
+		if (f && f->tag == tag && f->ack == a.ack)
+			f->verified = flow_time(now); /* a resent ACK */
+		else if (f)
+			flow_take(f, tag, &a, flow_time(now), 0);
 		if (handoff_repair)
 			return to_worker(ctx, rc);
 		return verdict(rc, XDP_PASS);
 	}
 	if (rc == SW_DROP_BAD_COOKIE) {
-		__u64 now = bpf_ktime_get_ns();
-
-		f = acks_verified_lately(now) ? bpf_map_lookup_elem(&flows, &k) : NULL;
+		now = bpf_ktime_get_coarse_ns();
+		f = acks_verified_lately(now) ? flow_find(flow_tag(p)) : NULL;
 		if (is_follow_up(f, &a, now))
 			return handoff_repair ? to_worker(ctx, SW_PASS_FOLLOW_UP)
 					      : verdict(SW_PASS_FOLLOW_UP, XDP_PASS);
@@ -968,7 +1023,7 @@ static __always_inline int should_defer(struct __sk_buff *skb, struct sw_flow *f
 
 	if (requeued)
 		skb->tc_index = 0;
-	if (!f || requeued || !f->assigned_ns || now - f->assigned_ns >= FLOW_TTL_NS ||
+	if (!f || requeued || !f->assigned || flow_time(now) - f->assigned >= FLOW_TTL_UNITS ||
 	    f->deferrals >= MAX_DEFERRALS)
 		return 0;
 	f->deferrals++;
@@ -1003,29 +1058,28 @@ static __always_inline void req_attrs(__u32 cookie, const struct opt_walk *w, in
 }
 
 /* Remembers a hand-off, so the segments right behind it are deferred. */
-static __always_inline void record_handoff(struct sw_flow_key *k, struct sw_flow *f,
-					   const struct sw_ack *a, __u64 now)
+static __always_inline void record_handoff(__u64 tag, struct sw_flow *f, const struct sw_ack *a,
+					   __u64 now)
 {
-	struct sw_flow nf = { .verified_ns = now, .assigned_ns = now, .seq = a->seq, .ack = a->ack };
+	__u32 t = flow_time(now);
 
 	if (f) {
-		f->assigned_ns = now;
+		f->assigned = t;
 		f->deferrals = 0;
-	} else {
-		bpf_map_update_elem(&flows, k, &nf, BPF_ANY);
+	} else if ((f = flow_slot(tag))) {
+		flow_take(f, tag, a, t, t);
 	}
 }
 
 __attribute__((noinline)) int sw_handoff(struct __sk_buff *skb, struct pkt *p)
 {
 	struct bpf_tcp_req_attrs attrs = {};
-	struct sw_flow_key k = {};
 	struct bpf_sock *skc = NULL;
 	struct sw_ack a = {};
 	struct tcp_sock *tp;
 	struct sw_flow *f;
 	struct tcphdr th;
-	__u64 now;
+	__u64 now, tag;
 	__u32 n;
 	int ret;
 
@@ -1039,9 +1093,9 @@ __attribute__((noinline)) int sw_handoff(struct __sk_buff *skb, struct pkt *p)
 	if (!tp || !skc)
 		return TC_ACT_OK;
 
-	flow_key(&k, p);
-	f = bpf_map_lookup_elem(&flows, &k);
-	now = bpf_ktime_get_ns();
+	tag = flow_tag(p);
+	f = flow_find(tag);
+	now = bpf_ktime_get_coarse_ns();
 	if (should_defer(skb, f, now)) {
 		bpf_sk_release(skc);
 		count(SW_HANDOFF_DEFERRED);
@@ -1079,7 +1133,7 @@ __attribute__((noinline)) int sw_handoff(struct __sk_buff *skb, struct pkt *p)
 		return TC_ACT_OK;
 	}
 	count(SW_HANDOFF_OK);
-	record_handoff(&k, f, &a, now);
+	record_handoff(tag, f, &a, now);
 	return TC_ACT_OK;
 }
 

@@ -67,10 +67,11 @@ struct {
 /* bpf_ktime_get_coarse_ns() when the last sweep began (0: none). */
 volatile __u64 tuples_swept_ns BEAT = 0;
 
-static __always_inline __u32 tuple_bucket(const struct pkt *p)
+/* The connection's hash, keyed with hash_seed (its 4-tuple, as parsed);
+ * `flows` (synwall.bpf.c) keys on it too. */
+static __always_inline __u64 tuple_hash(const struct pkt *p)
 {
 	__u64 h = hash_seed, w;
-	__u32 b;
 
 	if (p->v6) {
 		const __u8 *a = (const __u8 *)p->tuple.ipv6.saddr;
@@ -81,16 +82,26 @@ static __always_inline __u32 tuple_bucket(const struct pkt *p)
 			__builtin_memcpy(&w, a + 8 * i, 8); /* saddr then daddr */
 			h = seeded_mix(h, w);
 		}
-		h = seeded_mix(h, (__u64)p->tuple.ipv6.sport << 16 | p->tuple.ipv6.dport);
-	} else {
-		h = seeded_mix(h, (__u64)p->tuple.ipv4.saddr << 32 | p->tuple.ipv4.daddr);
-		h = seeded_mix(h, (__u64)p->tuple.ipv4.sport << 16 | p->tuple.ipv4.dport);
+		return seeded_mix(h, (__u64)p->tuple.ipv6.sport << 16 | p->tuple.ipv6.dport);
 	}
-	b = h >> 32;
-	/* Masked behind a barrier: Linux 6.1's verifier loses the bound when
-	 * the compiler folds the mask into the last mixing step. */
+	h = seeded_mix(h, (__u64)p->tuple.ipv4.saddr << 32 | p->tuple.ipv4.daddr);
+	return seeded_mix(h, (__u64)p->tuple.ipv4.sport << 16 | p->tuple.ipv4.dport);
+}
+
+/* An index (`mask`: a power of two less one) from a tuple hash's high
+ * half, masked behind a barrier: Linux 6.1's verifier loses the bound when
+ * the compiler folds the mask into the last mixing step. */
+static __always_inline __u32 hash_index(__u64 h, __u32 mask)
+{
+	__u32 b = h >> 32;
+
 	asm volatile("" : "+r"(b));
-	return b & (TUPLE_BUCKETS - 1);
+	return b & mask;
+}
+
+static __always_inline __u32 tuple_bucket(const struct pkt *p)
+{
+	return hash_index(tuple_hash(p), TUPLE_BUCKETS - 1);
 }
 
 /* Marks p's connection at `ns` (CLOCK_MONOTONIC, coarse or not). */

@@ -1089,15 +1089,10 @@ impl Program {
     /// with different cookies.
     pub fn forget_flows(&self) -> Result<(), XdpError> {
         let flows = &self.skel.maps.flows;
-        let keys: Vec<Vec<u8>> = flows.keys().collect();
-        for k in keys {
-            match flows.delete(&k) {
-                // Gone already (evicted): as good as deleted.
-                Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => {}
-                r => r.map_err(map_err("flows"))?,
-            }
-        }
-        Ok(())
+        let empty = vec![0u8; flows.value_size() as usize];
+        flows
+            .update(&0u32.to_ne_bytes(), &empty, MapFlags::ANY)
+            .map_err(map_err("flows"))
     }
 
     /// Attaches the kernel-mode hand-off to `ifindex`'s TC ingress through a
