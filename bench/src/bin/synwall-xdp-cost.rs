@@ -278,6 +278,17 @@ fn synwall_rows(a: &Args) -> Vec<Row> {
             &xdp,
             &linux,
         ),
+        // What the kernel helper's path leaves out: the SYN's checksums
+        // (`[datapath] verify_checksums`, on by default).
+        measure_synwall(
+            a,
+            "SYN v4 Linux options, answered, checksums not verified",
+            &ProgramSettings {
+                verify_checksums: false,
+                ..xdp.clone()
+            },
+            &linux,
+        ),
         measure_synwall(a, "SYN v4 Windows options, answered", &xdp, &windows),
         measure_synwall(a, "SYN v4 macOS options, answered", &xdp, &macos),
         measure_synwall(a, "SYN v6 Linux options, answered", &xdp, &v6),
