@@ -290,9 +290,9 @@ pub struct ProxyUpdate {
 #[derive(Debug)]
 pub enum ProxyMsg {
     /// Step 1, what can fail: the update's new listeners join the loop's
-    /// epoll (they accept at once: the program sends their connections
-    /// already). The answer says whether they all did; if one did not,
-    /// those that did close again.
+    /// epoll (the connections the program sends them wait in their
+    /// backlogs until the commit). The answer says whether they all did; if
+    /// one did not, those that did close again.
     Prepare(ProxyUpdate, Sender<Result<(), String>>),
     /// Step 2, every loop prepared: the settings take effect and the
     /// listeners of the addresses no longer protected close (nothing here
@@ -822,7 +822,9 @@ impl<'a> Proxy<'a> {
     }
 
     /// A reload's first step: the new listeners join the loop, all of them
-    /// or (on an error) none; the settings wait for the commit.
+    /// or (on an error) none; the settings wait for the commit, and so do
+    /// the clients that reach a new listener (its backlog holds them), so
+    /// that no client is served under a reload that may yet fail.
     fn prepare(&mut self, u: ProxyUpdate) -> Result<(), ProxyError> {
         if self.pending.is_some() {
             // The reload that prepared it sent no verdict (none is lost
@@ -871,11 +873,15 @@ impl<'a> Proxy<'a> {
                 *slot = None;
             }
         }
+        // Their edges may have come and gone while they waited.
+        for slot in p.added {
+            self.accept(slot);
+        }
     }
 
     /// A reload's second step when a loop did not prepare: the listeners
-    /// it opened close (a connection in their queue is reset; one taken
-    /// already goes on).
+    /// it opened close (the kernel resets the connections in their
+    /// backlogs: none was taken).
     fn abort(&mut self) {
         if let Some(p) = self.pending.take() {
             for slot in p.added {
@@ -990,6 +996,13 @@ impl<'a> Proxy<'a> {
     /// so a client beyond `max_connections` waits in the backlog even when
     /// another loop took the last place meanwhile.
     fn accept(&mut self, listener: usize) {
+        if self
+            .pending
+            .as_ref()
+            .is_some_and(|p| p.added.contains(&listener))
+        {
+            return; // opened by a reload not committed yet
+        }
         loop {
             let Some(Some(l)) = self.listeners.get(listener) else {
                 return;
@@ -1489,6 +1502,95 @@ mod tests {
             assert_eq!(*upstream, 2, "loop {i}");
             assert_eq!(addrs, &[opened[i]], "loop {i}");
         }
+    }
+
+    /// Runs `f` on a thread of its own in a new network namespace whose
+    /// loopback is up (root; deleted after), so that its clients and
+    /// upstreams stay off the host's own; false without root.
+    fn in_netns(f: impl FnOnce() + Send) -> bool {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("skipping: needs root");
+            return false;
+        }
+        let name = format!("swpx{}", std::process::id());
+        let ip = |args: &[&str]| {
+            let ok = std::process::Command::new("ip").args(args).status();
+            assert!(ok.is_ok_and(|s| s.success()), "ip {args:?}");
+        };
+        ip(&["netns", "add", &name]);
+        struct Gone(String);
+        impl Drop for Gone {
+            fn drop(&mut self) {
+                let _ = std::process::Command::new("ip")
+                    .args(["netns", "del", &self.0])
+                    .status();
+            }
+        }
+        let _gone = Gone(name.clone());
+        ip(&["-n", &name, "link", "set", "lo", "up"]);
+        let ns = std::fs::File::open(format!("/run/netns/{name}")).unwrap();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                rustix::thread::move_into_link_name_space(
+                    ns.as_fd(),
+                    Some(rustix::thread::LinkNameSpaceType::Network),
+                )
+                .unwrap();
+                f()
+            })
+            .join()
+            .unwrap()
+        });
+        true
+    }
+
+    /// A reload's new listener serves no client before the commit: the
+    /// client waits in its backlog, then the commit serves it (under the
+    /// new settings); an abort resets it, never served.
+    #[test]
+    fn a_reload_serves_no_client_before_its_commit() {
+        in_netns(|| {
+            let counters = ProxyCounters::new(1);
+            // An upstream that refuses: a session opens, then fails over.
+            let closed = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+            let mut to = settings(0);
+            to.upstreams = vec![closed.local_addr().unwrap()];
+            drop(closed);
+            let mut p = Proxy::new(0, vec![], to.clone(), &counters).unwrap();
+            let sessions = || counters.snapshot().sessions;
+            let prepare = |p: &mut Proxy, l: Listener| {
+                let (answer, got) = mpsc::channel();
+                let u = ProxyUpdate {
+                    settings: to.clone(),
+                    open: vec![l],
+                    close: vec![],
+                };
+                p.on_reload(ProxyMsg::Prepare(u, answer));
+                got.recv().unwrap().unwrap();
+            };
+
+            let l = listener();
+            let addr = l.addr;
+            prepare(&mut p, l);
+            let _client = std::net::TcpStream::connect(addr).unwrap();
+            p.tick(Instant::now());
+            assert_eq!(sessions(), 0, "served before the commit");
+            p.on_reload(ProxyMsg::Commit(mpsc::channel().0));
+            assert_eq!(sessions(), 1, "the commit serves the waiting client");
+
+            let l = listener();
+            let addr = l.addr;
+            prepare(&mut p, l);
+            let mut client = std::net::TcpStream::connect(addr).unwrap();
+            p.tick(Instant::now());
+            p.on_reload(ProxyMsg::Abort(mpsc::channel().0));
+            assert_eq!(sessions(), 1, "served under a reload that failed");
+            client
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            let e = std::io::Read::read(&mut client, &mut [0; 1]).unwrap_err();
+            assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}");
+        });
     }
 
     #[test]
