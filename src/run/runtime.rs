@@ -86,7 +86,8 @@ pub(super) fn spawn_heartbeat<'s>(
 }
 
 /// Joins every thread; returns the first failure: a thread's error or
-/// panic, or else what stopped the control loop (`exited`).
+/// panic, or else what stopped the control loop (`exited`). Later
+/// failures are logged here, so that none goes unsaid.
 pub(super) fn join(threads: Vec<Thread<'_>>, exited: Option<String>) -> Option<String> {
     let mut failure = None;
     for (name, handle) in threads {
@@ -102,7 +103,10 @@ pub(super) fn join(threads: Vec<Thread<'_>>, exited: Option<String>) -> Option<S
                 format!("{name} panicked: {msg}")
             }
         };
-        failure.get_or_insert(why);
+        match &failure {
+            Some(first) => tracing::error!("{why} (after: {first})"),
+            None => failure = Some(why),
+        }
     }
     failure.or(exited)
 }
