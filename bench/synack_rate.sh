@@ -30,7 +30,10 @@
 #   <system>_bare  any of the above on the bare testbed: the sink is taken
 #                  off the client veth for it, as in a container, where the
 #                  veth drops every XDP answer (SYSTEMS_BARE="kernel
-#                  synwall_auto" adds these two; the default list has them)
+#                  synwall_auto" adds these two; the default list has them).
+#                  A limit_* program runs there in generic XDP, whose answers
+#                  take the kernel's transmit path, as synwall's do there:
+#                  limit_bounce_bare is what that interface can carry.
 # The client veth has the sink (bench/bpf/testbed.bpf.c) for every other
 # system: answers to spoofed sources die there, counted, as on a real wire. The
 # server side (its veth's NAPI thread, synwall's worker) is on CPU 0, the
@@ -81,7 +84,7 @@ LISTENER=$!
 
 start_system() { # name
   case $1 in
-    limit_*) tb_xdp "$TBX" "${1#limit_}" 600 ;;
+    limit_*) tb_xdp "$TBX" "${1#limit_}" 600 ${BARE_RUN:+--generic} ;;
     kernel) ;;
     synwall_*)
       local mode=${1#synwall_} busy=0 guard="" attack=""
@@ -114,8 +117,8 @@ stop_system() { # name; writes the system's own counters (JSON) to $work/own.jso
 sink_on() { tb_xdp "$TBX" sink 3600; SINKPID=$XDPPID; XDPPID=; }
 sink_off() { kill -TERM "$SINKPID" 2>/dev/null; wait "$SINKPID" 2>/dev/null || true; SINKPID=; }
 measure() { # name round
-  local r0 r1 s0 s1 a0 a1 out own name=$1
-  case $1 in *_bare) sink_off; set -- "${1%_bare}" "$2" ;; esac
+  local r0 r1 s0 s1 a0 a1 out own name=$1 BARE_RUN=
+  case $1 in *_bare) sink_off; BARE_RUN=1; set -- "${1%_bare}" "$2" ;; esac
   start_system "$1"
   sleep 0.3
   r0=$(sink_dropped); s0=$(busy "$SRV_CPU"); a0=$(busy all)

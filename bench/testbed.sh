@@ -88,7 +88,7 @@ tb_xdp() {
   local ns=$S dev=$SI _
   [ "$2" = sink ] && ns=$C dev=$CI
   : > "$work/xdp.out"
-  ip netns exec "$ns" "$1" --interface "$dev" --program "$2" --seconds "$3" > "$work/xdp.out" &
+  ip netns exec "$ns" "$1" --interface "$dev" --program "$2" --seconds "$3" "${@:4}" > "$work/xdp.out" &
   XDPPID=$!
   for _ in $(seq 100); do grep -q attached "$work/xdp.out" && return 0; sleep 0.05; done
   echo "synwall-testbed-xdp $2 did not attach" >&2; return 1

@@ -9,7 +9,8 @@ synwall::bpf_skeleton!("testbed");
 use std::mem::MaybeUninit;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use libbpf_rs::Link;
+use std::os::fd::{AsFd, OwnedFd};
+
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use skel::{TestbedSkel, TestbedSkelBuilder};
 use synwall::xdp::percpu_sum;
@@ -42,7 +43,7 @@ pub enum TestbedError {
     Load(#[source] libbpf_rs::Error),
     /// Attaching failed.
     #[error("attaching the testbed program to ifindex {0} failed")]
-    Attach(u32, #[source] libbpf_rs::Error),
+    Attach(u32, #[source] std::io::Error),
     /// Reading the counters failed.
     #[error("reading the testbed program's counters")]
     Counters(#[source] libbpf_rs::Error),
@@ -143,7 +144,7 @@ impl Loaded {
 /// An attached testbed program; detached when dropped.
 pub struct Attached {
     skel: TestbedSkel<'static>,
-    _link: Link,
+    _link: OwnedFd,
 }
 
 impl std::fmt::Debug for Attached {
@@ -169,12 +170,27 @@ pub struct Counters {
 
 impl Attached {
     /// Loads `role`'s program and attaches it to `ifindex` (native XDP where
-    /// the driver has it).
-    pub fn new(role: Role, ifindex: u32, a: &Addresses) -> Result<Attached, TestbedError> {
+    /// the driver has it; `generic`: generic XDP, whose XDP_TX answers take
+    /// the kernel's transmit path, so they reach a veth peer without XDP).
+    pub fn new(
+        role: Role,
+        ifindex: u32,
+        a: &Addresses,
+        generic: bool,
+    ) -> Result<Attached, TestbedError> {
         let skel = load(a)?;
-        let link = program(&skel, role)
-            .attach_xdp(ifindex as i32)
-            .map_err(|e| TestbedError::Attach(ifindex, e))?;
+        let flags = if generic {
+            libbpf_rs::libbpf_sys::XDP_FLAGS_SKB_MODE
+        } else {
+            0
+        };
+        let link = synwall::xdp::link_create(
+            program(&skel, role).as_fd(),
+            ifindex,
+            libbpf_rs::libbpf_sys::BPF_XDP,
+            flags,
+        )
+        .map_err(|e| TestbedError::Attach(ifindex, e))?;
         Ok(Attached { skel, _link: link })
     }
 

@@ -1319,8 +1319,9 @@ pub fn percpu_sum(map: &impl MapCore, index: u32) -> Result<u64, libbpf_rs::Erro
         .sum())
 }
 
-/// A BPF link of `prog` to `ifindex`; closing the fd detaches it.
-fn link_create(
+/// A BPF link of `prog` to `ifindex` (`attach`: BPF_XDP with flags
+/// XDP_FLAGS_*, or a TCX point); closing the fd detaches it.
+pub fn link_create(
     prog: BorrowedFd<'_>,
     ifindex: u32,
     attach: libbpf_sys::bpf_attach_type,

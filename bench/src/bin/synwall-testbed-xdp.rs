@@ -56,6 +56,10 @@ struct Args {
     /// The client's IPv6 address.
     #[arg(long, default_value = "2001:2::2")]
     client6: Ipv6Addr,
+    /// Generic XDP instead of native: answers (XDP_TX) take the kernel's
+    /// transmit path and so reach a veth peer that has no XDP program.
+    #[arg(long)]
+    generic: bool,
 }
 
 fn main() {
@@ -95,7 +99,8 @@ fn run(a: &Args) -> Result<(), String> {
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&stop)).map_err(|e| e.to_string())?;
     }
-    let attached = Attached::new(role, ifindex, &addrs).map_err(|e| format!("{e}: {e:?}"))?;
+    let attached =
+        Attached::new(role, ifindex, &addrs, a.generic).map_err(|e| format!("{e}: {e:?}"))?;
     // Tells a waiting script that the program is in place.
     println!("{{\"attached\":\"{}\"}}", a.interface);
     let deadline = Duration::from_secs_f64(a.seconds);
