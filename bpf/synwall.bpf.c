@@ -155,24 +155,32 @@ static __always_inline int sw_ack_verdict(const struct pkt *p, const struct sw_a
  * backlog), by which time TCP has made the connection. Entries count for
  * FLOW_TTL_NS.
  *
- * A table of FLOW_SLOTS slots, a connection's slot and tag given by its
- * keyed tuple hash (tuples.h): a lookup and an insert are a read and a
- * write of one slot, where the LRU hash this replaced cost a verified ACK
- * 44 % of its time (synwall-xdp-cost, --only "new connection"). A
- * connection whose slot another takes before its hand-off completes loses
- * what follows its ACK (dropped; the client resends it), as it did to the
- * LRU's evictions; a flood of valid ACKs only overwrites. No locks: a
- * queue's segments go through one CPU's XDP at a time, and a reader that
- * meets a slot in the middle of a write finds another connection's numbers,
- * not this one's (its tag goes last), so it judges that segment as one
- * with no hand-off (XDP drops it, TC leaves it to the kernel), never as
- * another's.
+ * A table of FLOW_SETS sets of two slots (a cache line), a connection's
+ * set and tag given by its keyed tuple hash (tuples.h): a lookup and an
+ * insert read and write one line, where the LRU hash this replaced cost a
+ * verified ACK 44 % of its time (synwall-xdp-cost, --only "new
+ * connection"). A new connection takes a free slot of its set, or the one
+ * used less lately, so an entry goes when two newer connections have come
+ * to its set: its follow-ups are then judged as segments with no hand-off (XDP
+ * drops them and the client resends them; after a failed hand-off TC
+ * leaves them to the listener, which resets the connection). A follow-up
+ * needs its entry for the moment from its ACK to TCP's socket: at 10k new
+ * connections a second fewer than 1 in 10,000 entries go within 10 ms,
+ * but about a third within the second a failed hand-off's follow-ups are
+ * dropped for, where the LRU (65,536 entries) kept them all. 16,384 slots:
+ * 65,536 cost a new connection's ACK 300 ns against 190 (synwall-xdp-cost,
+ * a line of a 2 MiB table at random). A flood of valid ACKs only
+ * overwrites. No locks: a queue's segments go
+ * through one CPU's XDP at a time, and a reader that meets a slot in the
+ * middle of a write (TC on another CPU) finds at worst another
+ * connection's numbers under this one's tag: a follow-up then fails its
+ * acknowledgment check, and a deferral may happen once more than needed.
  */
 #define FLOW_TTL_NS 1000000000ull	/* 1 s */
 #define FOLLOW_UP_WINDOW (1u << 20)	/* bytes a follow-up may lie past the ACK */
 #define MAX_DEFERRALS 64		/* requeues per hand-off, a bound on loops */
 #define SW_TC_INDEX_DEFERRED 0x5357	/* "SW" in tc_index: already requeued once */
-#define FLOW_SLOTS (1u << 14)		/* 512 KiB */
+#define FLOW_SETS (1u << 13)		/* 512 KiB */
 /* A slot's times, on the coarse clock in units of 2^10 ns, 32 bits: they
  * wrap after 73 minutes, when an old slot may look recent again (its
  * connection long made: its segments meet their socket first). */
@@ -186,11 +194,16 @@ struct sw_flow {
 	__u32 seq;		/* the ACK's sequence number */
 	__u32 ack;		/* the ACK's acknowledgment number (our ISN + 1) */
 	__u32 deferrals;	/* requeues since `assigned` */
-	__u32 pad;
+	__u32 next;		/* way[0]'s only: the way its set's next
+				 * connection takes (the one used less lately) */
+};
+
+struct sw_flow_set {
+	struct sw_flow way[2];
 };
 
 struct sw_flows {
-	struct sw_flow slot[FLOW_SLOTS];
+	struct sw_flow_set set[FLOW_SETS];
 };
 
 struct {
@@ -212,26 +225,55 @@ static __always_inline __u64 flow_tag(const struct pkt *p)
 	return tuple_hash(p) | 1;
 }
 
-/* The slot of the connection tagged `tag` (another's, or free, as it may be). */
-static __always_inline struct sw_flow *flow_slot(__u64 tag)
+/* The set of the connection tagged `tag`. */
+static __always_inline struct sw_flow_set *flow_set(__u64 tag)
 {
 	__u32 zero = 0;
 	struct sw_flows *m = bpf_map_lookup_elem(&flows, &zero);
 
-	return m ? &m->slot[hash_index(tag, FLOW_SLOTS - 1)] : NULL;
+	return m ? &m->set[hash_index(tag, FLOW_SETS - 1)] : NULL;
 }
 
-/* The connection's slot if it holds the connection, or NULL. */
+/* The way of `s` that holds the connection tagged `tag`, or -1. */
+static __always_inline int flow_way(const struct sw_flow_set *s, __u64 tag)
+{
+	if (s->way[0].tag == tag)
+		return 0;
+	if (s->way[1].tag == tag)
+		return 1;
+	return -1;
+}
+
+/* The connection's slot, or NULL. */
 static __always_inline struct sw_flow *flow_find(__u64 tag)
 {
-	struct sw_flow *f = flow_slot(tag);
+	struct sw_flow_set *s = flow_set(tag);
+	int w = s ? flow_way(s, tag) : -1;
 
-	return f && f->tag == tag ? f : NULL;
+	return w < 0 ? NULL : &s->way[w & 1];
+}
+
+/* The way of `s` a new connection takes: a free one, or the one used less
+ * lately (no clock: the coarse one ties many connections). */
+static __always_inline int flow_victim(const struct sw_flow_set *s)
+{
+	if (!s->way[0].tag)
+		return 0;
+	if (!s->way[1].tag)
+		return 1;
+	return s->way[0].next & 1;
+}
+
+/* Way `w` of `s` was just used: the other goes next. */
+static __always_inline void flow_used(struct sw_flow_set *s, int w)
+{
+	s->way[0].next = !w;
 }
 
 /* Gives slot `f` to the connection tagged `tag`, verified at `t` and
  * handed off at `assigned` (0: not yet). The tag last (the compiler keeps
- * the order, x86 stores keep it), as the guard's windows do. */
+ * the order; x86 keeps the stores' order too, where another CPU may read
+ * the slot meanwhile: see `flows`). */
 static __always_inline void flow_take(struct sw_flow *f, __u64 tag, const struct sw_ack *a,
 				      __u32 t, __u32 assigned)
 {
@@ -391,6 +433,7 @@ static __always_inline int kernel_cookie_ok(struct xdp_md *ctx, struct pkt *p, s
 static __always_inline int ack_verdict(struct xdp_md *ctx, struct pkt *p, struct tcphdr *tcp,
 				       const int ext)
 {
+	struct sw_flow_set *set;
 	struct sw_ack a = {};
 	struct sw_flow *f;
 	__u64 tag, now;
@@ -412,11 +455,17 @@ static __always_inline int ack_verdict(struct xdp_md *ctx, struct pkt *p, struct
 		now = bpf_ktime_get_coarse_ns();
 		note_verified_ack(now);
 		tag = flow_tag(p);
-		f = flow_slot(tag);
-		if (f && f->tag == tag && f->ack == a.ack)
-			f->verified = flow_time(now); /* a resent ACK */
-		else if (f)
-			flow_take(f, tag, &a, flow_time(now), 0);
+		set = flow_set(tag);
+		if (set) {
+			int w = flow_way(set, tag), v = w < 0 ? flow_victim(set) : w;
+
+			f = &set->way[v & 1];
+			if (w >= 0 && f->ack == a.ack)
+				f->verified = flow_time(now); /* a resent ACK */
+			else
+				flow_take(f, tag, &a, flow_time(now), 0);
+			flow_used(set, v);
+		}
 		if (handoff_repair)
 			return to_worker(ctx, rc);
 		return verdict(rc, XDP_PASS);
@@ -1061,13 +1110,17 @@ static __always_inline void req_attrs(__u32 cookie, const struct opt_walk *w, in
 static __always_inline void record_handoff(__u64 tag, struct sw_flow *f, const struct sw_ack *a,
 					   __u64 now)
 {
+	struct sw_flow_set *s;
 	__u32 t = flow_time(now);
 
 	if (f) {
 		f->assigned = t;
 		f->deferrals = 0;
-	} else if ((f = flow_slot(tag))) {
-		flow_take(f, tag, a, t, t);
+	} else if ((s = flow_set(tag))) {
+		int w = flow_victim(s);
+
+		flow_take(&s->way[w & 1], tag, a, t, t);
+		flow_used(s, w);
 	}
 }
 
