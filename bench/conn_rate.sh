@@ -30,6 +30,11 @@ ROUNDS=${ROUNDS:-3}
 SYSTEMS=${SYSTEMS:-"direct kernel proxy haproxy"}
 SYNACK=${SYNACK:-auto}        # synwall's [datapath] synack
 ATTACK=${ATTACK:-always}      # synwall's [attack] mode
+# synwall's [reflection] synacks_per_prefix. Every client here is one
+# address, so the default cap (10,000 SYN-ACKs a second towards a /24)
+# would drop its SYNs past 10,000 a second (drop_reflection_cap), and each
+# dropped SYN costs its client a second: off, unless asked for.
+REFLECT_CAP=${REFLECT_CAP:-0}
 BARE=${BARE:-}                # 1: no sink on the client veth
 PROXY_THREADS=${PROXY_THREADS:-0}  # synwall's [handoff] proxy_threads (0: one per CPU)
 [ "${SKIP_SETUP:-}" ] || bash scripts/setup.sh
@@ -89,7 +94,7 @@ listen front
 EOF
 
 (umask 077; "$SW" gen-secret > "$work/secret")
-common="[cookie]\nsecret_file = \"%s\"\n[attack]\nmode = \"$ATTACK\"\n"
+common="[cookie]\nsecret_file = \"%s\"\n[attack]\nmode = \"$ATTACK\"\n[reflection]\nsynacks_per_prefix = $REFLECT_CAP\n"
 printf "[datapath]\ninterface = \"%s\"\nstats_socket = \"%s\"\nsynack = \"$SYNACK\"\n[protect]\nports = [8080]\n$common" \
   "$SI" "$work/stats.sock" "$work/secret" > "$work/kernel.toml"
 printf "[datapath]\ninterface = \"%s\"\nstats_socket = \"%s\"\nsynack = \"$SYNACK\"\n$common[handoff]\nmode = \"proxy\"\nupstreams = [\"198.18.0.1:8080\"]\nproxy_threads = $PROXY_THREADS\n" \
@@ -141,7 +146,7 @@ done
 
 mkdir -p bench/results
 python3 - "$work/points" "bench/results/conn_rate-$(date -u +%Y%m%dT%H%M%SZ).json" "$REQUESTS" "$CONC" \
-  "${BARE:+bare testbed (no sink), }synack = $SYNACK, attack mode = $ATTACK, proxy_threads = $PROXY_THREADS" <<'PY'
+  "${BARE:+bare testbed (no sink), }synack = $SYNACK, attack mode = $ATTACK, synacks_per_prefix = $REFLECT_CAP, proxy_threads = $PROXY_THREADS" <<'PY'
 import json, statistics, sys
 points = [json.loads(l) for l in open(sys.argv[1])]
 by = {}
