@@ -17,6 +17,7 @@
 # second (medians over the rounds) and each system's ratio to its anchor
 # (kernel and proxy to direct, proxy to haproxy); writes
 # bench/results/conn_rate-<time>.json.
+# synwall runs with the reflection guard off (REFLECT_CAP=0; see below).
 # Run as root:  bash bench/conn_rate.sh
 #
 # Network rules: two namespaces and one veth pair made here, 198.18.0.0/15

@@ -165,16 +165,19 @@ static __always_inline int sw_ack_verdict(const struct pkt *p, const struct sw_a
  * drops them and the client resends them; after a failed hand-off TC
  * leaves them to the listener, which resets the connection). A follow-up
  * needs its entry for the moment from its ACK to TCP's socket: at 10k new
- * connections a second fewer than 1 in 10,000 entries go within 10 ms,
+ * connections a second, fewer than 1 in 10,000 entries go within 10 ms,
  * but about a third within the second a failed hand-off's follow-ups are
- * dropped for, where the LRU (65,536 entries) kept them all. 16,384 slots:
+ * dropped for (computed, for connections hashed at random), where an
+ * LRU of 65,536 entries would keep them. 16,384 slots:
  * 65,536 cost a new connection's ACK 300 ns against 190 (synwall-xdp-cost,
  * a line of a 2 MiB table at random). A flood of valid ACKs only
  * overwrites. No locks: a queue's segments go
  * through one CPU's XDP at a time, and a reader that meets a slot in the
- * middle of a write (TC on another CPU) finds at worst another
- * connection's numbers under this one's tag: a follow-up then fails its
- * acknowledgment check, and a deferral may happen once more than needed.
+ * middle of a write (TC on another CPU) finds at worst numbers that are
+ * not this connection's latest (another's, or its own before a new ACK):
+ * a follow-up then fails its acknowledgment check, and a deferral may
+ * happen once more than needed; TC may also write `assigned` into a slot
+ * another connection took since its lookup, the same once-more deferral.
  */
 #define FLOW_TTL_NS 1000000000ull	/* 1 s */
 #define FOLLOW_UP_WINDOW (1u << 20)	/* bytes a follow-up may lie past the ACK */
