@@ -74,6 +74,39 @@ fn the_kernel_cookie_program_answers_with_well_formed_synacks() {
     }
 }
 
+/// On the bare testbed (no program on the client veth, as in a container)
+/// a limit program in generic XDP (`--generic`) gets its answers across:
+/// they take the kernel's transmit path, where a native XDP_TX is dropped
+/// by the veth, so bench/synack_rate.sh's `limit_*_bare` measures what that
+/// interface carries.
+#[test]
+fn a_generic_limit_program_answers_across_a_bare_veth() {
+    if !common::require_root() {
+        return;
+    }
+    let tb = Testbed::new(1);
+    let rx = || -> u64 {
+        let path = format!("/sys/class/net/{}/statistics/rx_packets", tb.cli_if);
+        let out = tb.in_cli(&["cat", &path]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    };
+    let bounce = tb.limit_with("bounce", &["--generic"]);
+    assert!(tb.srv_link().contains("xdpgeneric"), "{}", tb.srv_link());
+    let before = rx();
+    let sent = tb.flood(common::SERVER4, "syn", "20000")["sent"]
+        .as_u64()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let r = bounce.finish();
+    let (seen, back) = (r["rx"].as_u64().unwrap(), rx() - before);
+    assert_eq!(sent, 20_000);
+    assert!(seen >= sent * 95 / 100, "{r}");
+    assert!(
+        back >= seen * 95 / 100,
+        "{back} of {seen} answers reached the client"
+    );
+}
+
 #[test]
 fn frames_arrive_as_sent_behind_a_receiver_that_rewrites_them() {
     if !common::require_root() {

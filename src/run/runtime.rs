@@ -392,4 +392,43 @@ mod tests {
             assert!(why.contains("panicked: boom"), "{why}");
         });
     }
+
+    /// A failure after the first is logged, not lost; the first is the
+    /// one returned.
+    #[test]
+    fn every_failure_after_the_first_is_logged() {
+        use std::sync::{Arc, Mutex};
+
+        #[derive(Clone)]
+        struct Log(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Log {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let log = Log(Arc::default());
+        let to = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || to.clone())
+            .with_ansi(false)
+            .finish();
+        let why = tracing::subscriber::with_default(subscriber, || {
+            std::thread::scope(|s| {
+                let fail = |e: &'static str| {
+                    let h = std::thread::Builder::new()
+                        .spawn_scoped(s, move || Err(e.to_string()))
+                        .unwrap();
+                    ("t".to_string(), h)
+                };
+                join(vec![fail("first"), fail("second")], None)
+            })
+        });
+        assert_eq!(why.as_deref(), Some("t: first"));
+        let logged = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+        assert!(logged.contains("t: second (after: t: first)"), "{logged}");
+    }
 }

@@ -371,15 +371,23 @@ impl Testbed {
     /// One of the testbed's limit programs (drop, bounce, reflect) on the
     /// server veth.
     pub fn limit(&self, program: &str) -> TestbedXdp {
-        TestbedXdp::attach(self.in_srv(&[
-            bench_bin("synwall-testbed-xdp").to_str().unwrap(),
+        self.limit_with(program, &[])
+    }
+
+    /// The same with more of synwall-testbed-xdp's arguments.
+    pub fn limit_with(&self, program: &str, extra: &[&str]) -> TestbedXdp {
+        let bin = bench_bin("synwall-testbed-xdp");
+        let mut args = vec![
+            bin.to_str().unwrap(),
             "--interface",
             &self.srv_if,
             "--program",
             program,
             "--seconds",
             "120",
-        ]))
+        ];
+        args.extend_from_slice(extra);
+        TestbedXdp::attach(self.in_srv(&args))
     }
 
     /// The server veth's MAC address.
