@@ -161,9 +161,11 @@ static __always_inline int sw_ack_verdict(const struct pkt *p, const struct sw_a
  * verified ACK 44 % of its time (synwall-xdp-cost, --only "new
  * connection"). A new connection takes a free slot of its set, or the one
  * used less lately, so an entry goes when two newer connections have come
- * to its set: its follow-ups are then judged as segments with no hand-off (XDP
- * drops them and the client resends them; after a failed hand-off TC
- * leaves them to the listener, which resets the connection). A follow-up
+ * to its set: its follow-ups are then judged as segments with no hand-off
+ * (XDP drops them under attack and the client resends them; what XDP
+ * passes, in peacetime or in the moment between XDP and TC, TC leaves to
+ * the listener, which resets the connection). Such a loss has no counter
+ * of its own: its segments count as drop_bad_cookie. A follow-up
  * needs its entry for the moment from its ACK to TCP's socket: at 10k new
  * connections a second, fewer than 1 in 10,000 entries go within 10 ms,
  * but about a third within the second a failed hand-off's follow-ups are
@@ -171,8 +173,10 @@ static __always_inline int sw_ack_verdict(const struct pkt *p, const struct sw_a
  * LRU of 65,536 entries would keep them. 16,384 slots:
  * 65,536 cost a new connection's ACK 300 ns against 190 (synwall-xdp-cost,
  * a line of a 2 MiB table at random). A flood of valid ACKs only
- * overwrites. No locks: a queue's segments go
- * through one CPU's XDP at a time, and a reader that meets a slot in the
+ * overwrites. No locks: a connection's segments go through one CPU's XDP
+ * at a time, but a set is shared by every queue, so two CPUs may take the
+ * same slot at once (one of the two connections loses its entry, rarely)
+ * and a reader that meets a slot in the
  * middle of a write (TC on another CPU) finds at worst numbers that are
  * not this connection's latest (another's, or its own before a new ACK):
  * a follow-up then fails its acknowledgment check, and a deferral may
@@ -633,15 +637,13 @@ static __always_inline struct sw_guard_window *spare_way(struct sw_guard_set *s,
  * of struct sw_guard_set); true when that passes `cap` this second. */
 static __always_inline int prefix_full(void *map, __u64 h, __u64 now, __u32 cap)
 {
-	__u32 set = h >> 32, tag = (__u32)h | 1, t = now >> GUARD_UNIT_SHIFT;
+	__u32 set, tag = (__u32)h | 1, t = now >> GUARD_UNIT_SHIFT;
 	__u32 hold = cap < GUARD_HOLD ? cap : GUARD_HOLD;
 	struct sw_guard_window *way;
 	struct sw_guard_set *s;
 	int i;
 
-	/* Masked behind a barrier, as tuple_bucket's. */
-	asm volatile("" : "+r"(set));
-	set &= GUARD_SETS - 1;
+	set = hash_index(h, GUARD_SETS - 1);
 	s = bpf_map_lookup_elem(map, &set);
 	if (!s)
 		return 0;

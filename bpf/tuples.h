@@ -88,7 +88,7 @@ static __always_inline __u64 tuple_hash(const struct pkt *p)
 	return seeded_mix(h, (__u64)p->tuple.ipv4.sport << 16 | p->tuple.ipv4.dport);
 }
 
-/* An index (`mask`: a power of two less one) from a tuple hash's high
+/* An index (`mask`: a power of two less one) from a keyed hash's high
  * half, masked behind a barrier: Linux 6.1's verifier loses the bound when
  * the compiler folds the mask into the last mixing step. */
 static __always_inline __u32 hash_index(__u64 h, __u32 mask)
