@@ -3,6 +3,11 @@
 # web server's clients in peacetime. One run, the same clients against each
 # system in turn, ROUNDS times alternating:
 #   direct     nginx alone on port 8080
+#   direct_xdp the same, with an XDP program that passes every frame on the
+#              server veth (bench/bpf/testbed.bpf.c xdp_pass): what any XDP
+#              program costs the kernel's path on a veth, where each frame
+#              is made into an XDP buffer and back (the anchor for kernel
+#              mode's cost of its own, not in SYSTEMS unless asked for)
 #   kernel     synwall in kernel mode protecting port 8080 (the defaults
 #              otherwise): the same nginx takes the handed-off connections
 #   proxy      synwall in proxy mode on port 80, relaying to that nginx
@@ -14,8 +19,11 @@
 # synwall moves to generic XDP.
 # Clients: ApacheBench, CONC requests at a time, each on a new connection
 # (no keep-alive), REQUESTS per point, a 13-byte page. Prints requests per
-# second (medians over the rounds) and each system's ratio to its anchor
-# (kernel and proxy to direct, proxy to haproxy); writes
+# second (medians over the rounds), the CPU time the whole machine spent
+# per connection (every CPU's busy time in /proc/stat over the point:
+# clients, server, softirqs, synwall; median) and each system's ratio to
+# its anchor (kernel to direct and direct_xdp, proxy to haproxy and
+# direct); writes
 # bench/results/conn_rate-<time>.json.
 # synwall runs with the reflection guard off (REFLECT_CAP=0; see below).
 # Run as root:  bash bench/conn_rate.sh
@@ -53,10 +61,10 @@ SW=$PWD/target/release/synwall TBX=$PWD/target/release/synwall-testbed-xdp
 
 . bench/testbed.sh
 work=$(mktemp -d /tmp/synwall-cps.XXXXXX)
-NGINX= HAPROXY= SWPID= XDPPID=
-trap 'tb_cleanup $SWPID $HAPROXY $NGINX $XDPPID' EXIT
+NGINX= HAPROXY= SWPID= XDPPID= SINKPID=
+trap 'tb_cleanup $SWPID $HAPROXY $NGINX $XDPPID $SINKPID' EXIT
 tb_create "swn$(printf '%05x' $$)"
-[ -n "$BARE" ] || tb_xdp "$TBX" sink 3600
+[ -n "$BARE" ] || { tb_xdp "$TBX" sink 3600; SINKPID=$XDPPID; XDPPID=; }
 ulimit -n "$(ulimit -Hn)"
 # The proxies' connections to their upstream come from one address to one
 # port, thousands a second: ephemeral ports are reused from TIME-WAIT (what
@@ -106,6 +114,7 @@ for _ in $(seq 50); do ip netns exec "$C" ab -q -n 1 http://198.18.0.1:8080/inde
 start() { # system; sets PORT, the port its clients use
   case $1 in
     direct) PORT=8080 ;;
+    direct_xdp) tb_xdp "$TBX" pass 3600; PORT=8080 ;;
     kernel|proxy)
       ip netns exec "$S" "$SW" run --config "$work/$1.toml" >/dev/null 2>"$work/synwall.$1.log" &
       SWPID=$!
@@ -119,10 +128,14 @@ start() { # system; sets PORT, the port its clients use
       PORT=81 ;;
   esac
 }
+# CPU time every CPU spent busy so far (user, system, interrupts; not idle,
+# I/O wait or steal), in clock ticks: what a point costs the machine.
+busy_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8; exit}' /proc/stat; }
 stop() {
   case $1 in
     kernel|proxy) kill -TERM "$SWPID"; wait "$SWPID" || true; SWPID= ;;
     haproxy) kill -TERM "$HAPROXY"; wait "$HAPROXY" || true; HAPROXY= ;;
+    direct_xdp) tb_xdp_stop >/dev/null ;;
   esac
 }
 
@@ -130,13 +143,17 @@ stop() {
 for round in $(seq "$ROUNDS"); do
   for sys in $SYSTEMS; do
     start "$sys"
+    busy0=$(busy_ticks)
     out=$(ip netns exec "$C" ab -q -r -n "$REQUESTS" -c "$CONC" "http://198.18.0.1:$PORT/index.html" 2>&1)
+    busy1=$(busy_ticks)
     stop "$sys"
-    python3 - "$sys" "$round" "$out" >> "$work/points" <<'PY'
+    python3 - "$sys" "$round" "$out" "$((busy1 - busy0))" "$(getconf CLK_TCK)" >> "$work/points" <<'PY'
 import json, re, sys
 name, rnd, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 grab = lambda pat, d=None: (lambda m: float(m.group(1)) if m else d)(re.search(pat, out))
-print(json.dumps(dict(system=name, round=rnd, rps=grab(r"Requests per second:\s+([\d.]+)", 0.0),
+done = grab(r"Complete requests:\s+(\d+)", 0)
+cpu_us = int(sys.argv[4]) * 1e6 / int(sys.argv[5]) / done if done else None
+print(json.dumps(dict(system=name, round=rnd, rps=grab(r"Requests per second:\s+([\d.]+)", 0.0), cpu_us=cpu_us,
                       complete=grab(r"Complete requests:\s+(\d+)", 0), failed=grab(r"Failed requests:\s+(\d+)", 0),
                       non_2xx=grab(r"Non-2xx responses:\s+(\d+)", 0))))
 PY
@@ -157,14 +174,15 @@ med = {s: statistics.median(p["rps"] for p in ps) for s, ps in by.items()}
 print(f"\nNew connections per second, ab -c {sys.argv[4]}, {sys.argv[3]} requests a point, medians of {max(len(v) for v in by.values())} rounds, "
       f"{sys.argv[5]}")
 width = max(6 * len(ps) for ps in by.values())
-print(f"{'system':<10}{'req/s':>10}  {'rounds':<{width}}{'failed':>6}  ratio")
-anchor = {"kernel": "direct", "proxy": "haproxy", "haproxy": "direct"}
+cpu = {s: statistics.median(p["cpu_us"] for p in ps if p.get("cpu_us")) for s, ps in by.items()}
+print(f"{'system':<10}{'req/s':>10}  {'rounds':<{width}}{'failed':>6}  {'CPU-µs/conn':>11}  ratio")
+anchor = {"kernel": "direct", "proxy": "haproxy", "haproxy": "direct", "direct_xdp": "direct"}
 for s, ps in by.items():
-    ratio = ", ".join(f"{med[s] / med[a]:.2f}x {a}" for a in (anchor.get(s), "direct" if s == "proxy" else None)
+    ratio = ", ".join(f"{med[s] / med[a]:.2f}x {a}" for a in (anchor.get(s), {"proxy": "direct", "kernel": "direct_xdp"}.get(s))
                       if a and a in med and med[a])
     rounds = " ".join(f"{p['rps']:.0f}" for p in ps)
     failed = sum(int(p["failed"] + p["non_2xx"]) + (0 if p["complete"] else 1) for p in ps)
-    print(f"{s:<10}{med[s]:>10.0f}  {rounds:<{width}}{failed:>6}  {ratio}")
+    print(f"{s:<10}{med[s]:>10.0f}  {rounds:<{width}}{failed:>6}  {cpu[s]:>11.1f}  {ratio}")
 json.dump(dict(points=points, medians=med, settings=sys.argv[5]), open(sys.argv[2], "w"), indent=1)
 print(f"JSON: {sys.argv[2]}")
 PY
