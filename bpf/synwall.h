@@ -59,6 +59,8 @@ enum sw_counter {
 	SW_PASS_LONG_CHAIN,	/* in peacetime, the same: to the kernel */
 	SW_GUARD_UNCOUNTED,	/* a SYN no cap could count: its prefix's set of windows
 				 * was full of busier prefixes (not a verdict) */
+	SW_FLOW_EVICTED,	/* a verified ACK's connection took the `flows` slot of
+				 * one verified within the second (not a verdict) */
 	SW_COUNTER_MAX,
 };
 

@@ -270,7 +270,8 @@ fn poisson_bound(mean: f64, tail: f64) -> u64 {
 /// the newest 1,000 still pass, but for those whose set (two slots, the
 /// one used less lately taken) two later connections reached: about 2.3
 /// expected, the bound a Poisson tail of 1e-6 over that. A table that took
-/// the slot used last, or one slot a set, expects about 58 lost.
+/// the slot used last, or one slot a set, expects about 58 lost. Entries
+/// taken within their second are counted (flow_evicted).
 #[test]
 fn the_newest_handshakes_keep_what_follows_them() {
     use synwall::proto::cookie::Secret;
@@ -299,6 +300,15 @@ fn the_newest_handshakes_keep_what_follows_them() {
         bound as f64 * 3.0 < broken,
         "{bound} tells too little from {broken}"
     );
+    // The first 4,000 come within a second: each that finds both slots of
+    // its set taken evicts a live entry, counted. Expected: a set reached
+    // by x of them evicts max(0, x - 2); the count's spread is about 12.
+    let first = 4_000u32;
+    let (n, q) = (f64::from(first), 1.0 / SETS);
+    let p0 = (1.0 - q).powi(first as i32);
+    let p1 = n * q * (1.0 - q).powi(first as i32 - 1);
+    let evictions = SETS * (n * q - 2.0 + 2.0 * p0 + p1);
+    let mut evicted_first = 0;
 
     let settings = Settings::default();
     let secret = Secret::from_bytes(*b"synwall-flows-ts");
@@ -341,6 +351,9 @@ fn the_newest_handshakes_keep_what_follows_them() {
         };
         let ack = ack_for(&syn, &buf[..n], b"").unwrap();
         assert_eq!(p.test_run(&ack).unwrap(), action::PASS, "connection {i}");
+        if i + 1 == first {
+            evicted_first = counter(&p, "flow_evicted");
+        }
         if i >= total - newest {
             let on = TcpFrame {
                 seq: syn.seq.wrapping_add(1448),
@@ -357,5 +370,9 @@ fn the_newest_handshakes_keep_what_follows_them() {
     assert!(
         lost <= bound,
         "{lost} of the newest {newest} lost their entry ({expected:.1} expected)"
+    );
+    assert!(
+        (evictions * 0.5..evictions * 1.6).contains(&(evicted_first as f64)),
+        "flow_evicted {evicted_first} after the first {first} ({evictions:.0} expected)"
     );
 }

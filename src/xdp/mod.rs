@@ -132,6 +132,7 @@ xdp_counters! {
     SW_DROP_LONG_CHAIN => "drop_long_chain",
     SW_PASS_LONG_CHAIN => "pass_long_chain",
     SW_GUARD_UNCOUNTED => "guard_uncounted",
+    SW_FLOW_EVICTED => "flow_evicted",
 }
 
 /// Indexes into [`Program::counters`] of the counters synwall's own
