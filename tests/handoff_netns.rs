@@ -1262,6 +1262,53 @@ fn dead_upstream_gives_a_prompt_close_with(engine: &str) {
     assert_eq!(p["active"], 0, "{stats}");
 }
 
+/// A busy upstream (one connection at a time, its accept queue of 5
+/// overflowing, so it drops SYNs) is tried again, not given up: 8 clients
+/// at once, each served by it directly (their SYNs sent again), are each
+/// served through the proxy too, whose 300 ms connect timeout meets the
+/// dropped SYNs. (It reset those as unavailable: 2 of the 8.)
+#[test]
+fn a_busy_upstream_is_tried_again_not_given_up() {
+    let Some(f) = Fixture::new(1, Turn::Shared) else {
+        return;
+    };
+    let (tb, dir) = (&f.tb, &f.dir);
+    let _upstream = Server::upstream(tb, &["busy"], 9000);
+    let sw = Synwall::start(
+        tb,
+        dir.path(),
+        &proxy_config(
+            &["198.18.0.1:9000"],
+            "connect_timeout_ms = 300
+",
+        ),
+    );
+    let crowd = |port: &str| -> Vec<String> {
+        std::thread::scope(|s| {
+            let clients: Vec<_> = (0..8)
+                .map(|_| s.spawn(|| client_py(tb, &["halfclose", "198.18.0.1", port, "100"])))
+                .collect();
+            clients.into_iter().map(|c| c.join().unwrap()).collect()
+        })
+    };
+    for (port, whose) in [("9000", "the kernel alone"), ("80", "the proxy")] {
+        let served = crowd(port);
+        assert!(
+            served.iter().all(|out| out.trim().ends_with("reply=n=100")),
+            "by {whose}: {served:?}\n{}",
+            sw.stats_json().unwrap()
+        );
+    }
+    let stats = proxy_drains(&sw);
+    let p = &stats["proxy"];
+    assert!(
+        p["upstream_connect_timeouts"].as_u64().unwrap() >= 1,
+        "the upstream dropped SYNs: {stats}"
+    );
+    assert_eq!(p["upstream_unavailable"], 0, "{stats}");
+    assert_eq!(p["completed"], 8, "{stats}");
+}
+
 /// Polls the stats until `key` reaches `want` (10 s at most).
 fn wait_for_stat(sw: &Synwall, key: &str, want: u64) -> serde_json::Value {
     sw.wait_for(10.0, &format!("{key} != {want}"), |s| s[key] == want)

@@ -8,7 +8,9 @@
 //! the phases accept -> connect upstream -> relay -> close:
 //! - **connect**: non-blocking, one upstream after another (round robin
 //!   start, then failover), each attempt bounded by `connect_timeout_ms`.
-//!   When every upstream failed the client is reset at once.
+//!   When every upstream failed the client is reset at once, unless the
+//!   last attempt timed out while an upstream is alive (busy: its full
+//!   accept queue drops SYNs): then they are all tried again.
 //! - **relay**: each direction moves through its own pipe with `splice`, so
 //!   payload never enters user space. A direction reads from its source only
 //!   while its pipe has room, so a slow receiver stops the sender (TCP flow
@@ -630,6 +632,10 @@ pub struct Proxy<'a> {
     dead: Vec<usize>,
     pipes: Vec<Pipe>,
     next_upstream: usize,
+    /// When each upstream last completed a connect from this loop: one
+    /// that did within [`UPSTREAM_ALIVE`] is busy, not dead, when a
+    /// connect to it times out.
+    answered: HashMap<SocketAddr, Instant>,
     /// Connections the workers rebuilt (`[handoff] engine = "repair"`).
     handed_in: Option<HandedIn>,
     /// synwall is stopping: no new sessions.
@@ -690,6 +696,7 @@ impl<'a> Proxy<'a> {
             pipes: Vec::new(),
             // Each loop starts its round robin at its own upstream.
             next_upstream: index,
+            answered: HashMap::new(),
             handed_in: None,
             draining: false,
             index,
@@ -1102,7 +1109,7 @@ impl<'a> Proxy<'a> {
             self.close(slot, End::Internal);
             return;
         }
-        self.connect_next(slot);
+        self.connect_next(slot, false);
     }
 
     /// Whether a new client, which holds a place of `max_connections`
@@ -1174,10 +1181,12 @@ impl<'a> Proxy<'a> {
         true
     }
 
-    /// Starts a connect to the next upstream not yet tried; resets the
-    /// client when none is left.
-    fn connect_next(&mut self, slot: usize) {
+    /// Starts a connect to the next upstream not yet tried. When none is
+    /// left, a round that ended in a timeout (`timed_out`) starts again if
+    /// [`may_try_again`] says so; otherwise the client is reset.
+    fn connect_next(&mut self, slot: usize, timed_out: bool) {
         let n = self.settings.upstreams.len();
+        let mut again = timed_out;
         loop {
             let Some(s) = self.sessions[slot].as_mut() else {
                 return;
@@ -1191,8 +1200,18 @@ impl<'a> Proxy<'a> {
                 return;
             };
             if *tried >= n {
-                self.close(slot, End::Unavailable);
-                return;
+                let now = Instant::now();
+                let young =
+                    now.saturating_duration_since(s.last_active) < self.settings.idle_timeout;
+                if !(again && young && may_try_again(&self.answered, &s.client, now)) {
+                    self.close(slot, End::Unavailable);
+                    return;
+                }
+                // One new round per timeout: a round whose every connect
+                // fails at once ends the session.
+                again = false;
+                *tried = 0;
+                continue;
             }
             let addr = self.settings.upstreams[(*first + *tried) % n];
             *tried += 1;
@@ -1239,9 +1258,12 @@ impl<'a> Proxy<'a> {
                 Ok(Ok(())) => return, // still in progress
                 _ => {
                     bump(&self.counters.upstream_connect_failures);
-                    self.connect_next(slot);
+                    self.connect_next(slot, false);
                     return;
                 }
+            }
+            if let Ok(addr) = up.peer_addr() {
+                self.answered.insert(addr, Instant::now());
             }
             s.phase = Phase::Relaying;
             s.last_active = Instant::now();
@@ -1278,7 +1300,7 @@ impl<'a> Proxy<'a> {
             match s.phase {
                 Phase::Connecting { deadline, .. } if now >= deadline => {
                     bump(&self.counters.upstream_connect_timeouts);
-                    self.connect_next(slot);
+                    self.connect_next(slot, true);
                 }
                 Phase::Relaying
                     if now.duration_since(s.last_active) >= self.settings.idle_timeout =>
@@ -1334,6 +1356,42 @@ impl<'a> Proxy<'a> {
         }
         self.dead.push(slot);
         // The sockets close here, which also removes them from epoll.
+    }
+}
+
+/// How long an upstream that completed a connect counts as alive.
+const UPSTREAM_ALIVE: Duration = Duration::from_secs(10);
+
+/// Whether a session (younger than the idle timeout) whose every upstream
+/// was tried, the last attempt timing out, tries them all again: while one
+/// of them completed a connect within [`UPSTREAM_ALIVE`] (it is busy, not
+/// dead: a full accept queue drops SYNs, and with the kernel alone the
+/// client would send its SYN again and be served) and its client is still
+/// there. Upstreams that have not answered for that long are dead, and the
+/// client is reset at once, as before.
+fn may_try_again(
+    answered: &HashMap<SocketAddr, Instant>,
+    client: &TcpStream,
+    now: Instant,
+) -> bool {
+    answered
+        .values()
+        .any(|t| now.saturating_duration_since(*t) < UPSTREAM_ALIVE)
+        && client_present(client)
+}
+
+/// Whether the client is still there: neither an end of stream nor a
+/// reset waits on its socket (a peek at what it sent).
+fn client_present(client: &TcpStream) -> bool {
+    let mut b = [0u8; 1];
+    match rustix::net::recv(
+        client,
+        &mut b,
+        rustix::net::RecvFlags::PEEK | rustix::net::RecvFlags::DONTWAIT,
+    ) {
+        Ok((0, _)) => false,
+        Ok(_) => true,
+        Err(e) => e == Errno::AGAIN,
     }
 }
 

@@ -7,6 +7,10 @@
   upstream.py stream HOST PORT      per connection: read a line "N", send N
                                     chunks of 1000 bytes, 20 a second, and
                                     close (a response without a length)
+  upstream.py busy HOST PORT        one connection at a time, backlog 4:
+                                    a tenth of a second, then read to end
+                                    of stream and answer "n=BYTES" (a busy
+                                    server whose accept queue overflows)
 
 The PROXY v2 parser is written from haproxy's proxy-protocol.txt, separately
 from synwall's encoder.
@@ -76,6 +80,21 @@ class Stream(socketserver.StreamRequestHandler):
             pass
 
 
+class Busy(socketserver.BaseRequestHandler):
+    def handle(self):
+        time.sleep(0.1)
+        n = 0
+        while True:
+            chunk = self.request.recv(65536)
+            if not chunk:
+                break
+            n += len(chunk)
+        try:
+            self.request.sendall(f"n={n}\n".encode())
+        except OSError:
+            pass
+
+
 class Quiet(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args):
         pass
@@ -87,6 +106,10 @@ def main():
         server = http.server.ThreadingHTTPServer
         server.request_queue_size = 1024
         handler = functools.partial(Quiet, directory=sys.argv[4])
+    elif mode == "busy":
+        server = socketserver.TCPServer
+        server.request_queue_size = 4
+        handler = Busy
     else:
         server = socketserver.ThreadingTCPServer
         server.request_queue_size = 1024
