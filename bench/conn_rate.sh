@@ -174,7 +174,8 @@ med = {s: statistics.median(p["rps"] for p in ps) for s, ps in by.items()}
 print(f"\nNew connections per second, ab -c {sys.argv[4]}, {sys.argv[3]} requests a point, medians of {max(len(v) for v in by.values())} rounds, "
       f"{sys.argv[5]}")
 width = max(6 * len(ps) for ps in by.values())
-cpu = {s: statistics.median(p["cpu_us"] for p in ps if p.get("cpu_us")) for s, ps in by.items()}
+cpu = {s: statistics.median(v) if (v := [p["cpu_us"] for p in ps if p.get("cpu_us") is not None]) else float("nan")
+       for s, ps in by.items()}
 print(f"{'system':<10}{'req/s':>10}  {'rounds':<{width}}{'failed':>6}  {'CPU-µs/conn':>11}  ratio")
 anchor = {"kernel": "direct", "proxy": "haproxy", "haproxy": "direct", "direct_xdp": "direct"}
 for s, ps in by.items():

@@ -1105,7 +1105,10 @@ proxy_threads = 16
         16,
         "a listener per event loop: {listeners}"
     );
-    let out = client_py(tb, &["bound", "198.18.0.1", "80", "2"]);
+    // The extra client waits up to 0.8 s for its reset before it would
+    // ask: a request sent after the reset would make its connection again
+    // (README, kernel-mode hand-off), a second rejection.
+    let out = client_py(tb, &["bound", "198.18.0.1", "80", "2", "0.8"]);
     assert_eq!(
         out.lines().take(3).collect::<Vec<_>>(),
         ["extra:reset", "held:open", "held:open"],

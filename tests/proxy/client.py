@@ -4,9 +4,12 @@
                                     print the reply and our own address
   client.py idle HOST PORT          connect, send nothing, print how long
                                     until the connection is closed
-  client.py bound HOST PORT K       hold K connections, open one more that
-                                    asks; print what happens to it, to the
-                                    K, and to it once one of the K ends
+  client.py bound HOST PORT K [WAIT]
+                                    hold K connections, open one more that
+                                    asks (after WAIT s, 0.2 by default, of
+                                    waiting for a reset); print what
+                                    happens to it, to the K, and to it once
+                                    one of the K ends
   client.py stream HOST PORT N      ask for N chunks, read to the end, print
                                     how it ended and the bytes received
   client.py connect HOST PORT       connect (2 s limit), print "connected",
@@ -50,7 +53,7 @@ def idle(host, port):
     print(f"{how} after {time.monotonic() - t0:.2f}")
 
 
-def bound(host, port, k):
+def bound(host, port, k, wait):
     # Quick: the proxy's idle timeout (2 s in the test) must not end the K
     # before the end.
     held = [connect(host, port) for _ in range(k)]
@@ -65,7 +68,7 @@ def bound(host, port, k):
         # valid SYN cookie still, so it would make the connection again (as
         # a request behind the kernel's own SYN cookies does), a second
         # session that the counts would show.
-        extra.settimeout(0.2)
+        extra.settimeout(wait)
         try:
             data = extra.recv(65536)
         except socket.timeout:
@@ -143,7 +146,7 @@ def main():
         except socket.timeout:
             print("timeout")
     else:
-        bound(host, port, int(sys.argv[4]))
+        bound(host, port, int(sys.argv[4]), float(sys.argv[5]) if len(sys.argv) > 5 else 0.2)
 
 
 main()
