@@ -164,9 +164,9 @@ static __always_inline int sw_ack_verdict(const struct pkt *p, const struct sw_a
  * to its set: its follow-ups are then judged as segments with no hand-off
  * (XDP drops them under attack and the client resends them; what XDP
  * passes, in peacetime or in the moment between XDP and TC, TC leaves to
- * the listener, which resets the connection). An entry taken within the
- * second it counts for is counted (flow_evicted); its follow-ups, if any
- * come, count as drop_bad_cookie. A follow-up
+ * the listener, which resets the connection). An entry taken before its
+ * hand-off, within the second it counts for, is counted (flow_evicted);
+ * its follow-ups, if any come, count as drop_bad_cookie. A follow-up
  * needs its entry for the moment from its ACK to TCP's socket: at 10k new
  * connections a second, fewer than 1 in 10,000 entries go within 10 ms,
  * but about a third within the second a failed hand-off's follow-ups are
@@ -280,13 +280,16 @@ static __always_inline void flow_used(struct sw_flow_set *s, int w)
 
 /* Gives slot `f` to the connection tagged `tag`, verified at `t` and
  * handed off at `assigned` (0: not yet); counts flow_evicted when another
- * connection verified within FLOW_TTL_NS held it. The tag last (the
- * compiler keeps the order; x86 keeps the stores' order too, where
- * another CPU may read the slot meanwhile: see `flows`). */
+ * connection verified within FLOW_TTL_NS and not handed off by TC held it
+ * (TC hands a connection off microseconds after its ACK, so an entry that
+ * goes before is one whose follow-ups may still come; with the repair
+ * engine, which TC does not see, any entry under a second old). The tag
+ * last (the compiler keeps the order; x86 keeps the stores' order too,
+ * where another CPU may read the slot meanwhile: see `flows`). */
 static __always_inline void flow_take(struct sw_flow *f, __u64 tag, const struct sw_ack *a,
 				      __u32 t, __u32 assigned)
 {
-	if (f->tag && f->tag != tag && t - f->verified < FLOW_TTL_UNITS)
+	if (f->tag && f->tag != tag && !f->assigned && t - f->verified < FLOW_TTL_UNITS)
 		count(SW_FLOW_EVICTED);
 	f->verified = t;
 	f->assigned = assigned;

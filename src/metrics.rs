@@ -222,9 +222,13 @@ impl SnapshotCollector {
             "Packets the XDP program saw.",
             one(get(rx)),
         )?;
+        let events: Vec<_> = crate::xdp::counter::EVENTS
+            .iter()
+            .map(|&i| &crate::xdp::COUNTER_NAMES[i])
+            .collect();
         let (handoff, verdicts): (Vec<_>, Vec<_>) = crate::xdp::COUNTER_NAMES
             .iter()
-            .filter(|n| **n != rx)
+            .filter(|n| **n != rx && !events.contains(n))
             .partition(|n| n.starts_with("handoff_"));
         let rows = |names: Vec<&&'static str>, label: &'static str, strip: &str| -> Vec<Sample> {
             names
@@ -248,6 +252,12 @@ impl SnapshotCollector {
             "synwall_handoff_packets",
             "ACKs the TC program handled, by result.",
             rows(handoff, "result", "handoff_"),
+        )?;
+        counter(
+            enc,
+            "synwall_xdp_events",
+            "What the XDP and TC programs count beside the verdicts (README).",
+            rows(events, "event", ""),
         )
     }
 

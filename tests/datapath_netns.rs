@@ -461,11 +461,21 @@ fn metrics_endpoint_serves_every_counter_to_a_prometheus_parser() {
     }
     // Every label value is there, zeros included.
     let verdicts = samples(&m, "synwall_xdp_packets");
+    let events = synwall::xdp::counter::EVENTS.map(|i| synwall::xdp::COUNTER_NAMES[i]);
     let n_verdicts = synwall::xdp::COUNTER_NAMES
         .iter()
-        .filter(|n| **n != "rx" && !n.starts_with("handoff_"))
+        .filter(|n| **n != "rx" && !n.starts_with("handoff_") && !events.contains(n))
         .count();
     assert_eq!(verdicts.len(), n_verdicts, "{verdicts:?}");
+    let counted = samples(&m, "synwall_xdp_events");
+    assert_eq!(counted.len(), events.len(), "{counted:?}");
+    for e in events {
+        assert!(
+            !verdicts.iter().any(|v| v.0.to_string().contains(e))
+                && counted.iter().any(|c| c.0.to_string().contains(e)),
+            "{e}: an event, not a verdict: {counted:?}"
+        );
+    }
     let drops = samples(&m, "synwall_worker_drops");
     let reasons = synwall::proto::handshake::DropReason::ALL.len();
     assert_eq!(

@@ -168,6 +168,13 @@ pub mod counter {
         sw_counter::SW_PASS_LONG_CHAIN.0 as usize,
         sw_counter::SW_DROP_LONG_CHAIN.0 as usize,
     ];
+
+    /// What is counted beside a packet's verdict, not as one: a SYN no
+    /// cap could count, a `flows` entry taken before its hand-off.
+    pub const EVENTS: [usize; 2] = [
+        sw_counter::SW_GUARD_UNCOUNTED.0 as usize,
+        sw_counter::SW_FLOW_EVICTED.0 as usize,
+    ];
 }
 
 /// Why the XDP side failed.
