@@ -130,8 +130,12 @@ fn kernel(cfg: &Config) -> Vec<Finding> {
             "{e}; `run` will refuse to start on this kernel"
         )));
     } else {
-        match crate::run::handoff_engine(cfg, crate::xdp::has_handoff_kfunc()) {
+        let syncookies = host::tcp_syncookies() != Some(0);
+        match crate::run::handoff_engine(cfg, crate::xdp::has_handoff_kfunc(), syncookies) {
             Err(e @ crate::run::RunError::KernelModeRepair) => out.push(error(e.to_string())),
+            Err(e @ crate::run::RunError::SyncookiesOff { .. }) => {
+                out.push(warning(format!("{e}: `run` will refuse to start with it")))
+            }
             Err(e) => out.push(warning(format!(
                 "{e}: `run` will refuse to start on this kernel"
             ))),

@@ -96,6 +96,17 @@ pub fn allowed_cpus() -> Vec<usize> {
         .unwrap_or_else(|| vec![0])
 }
 
+/// `net.ipv4.tcp_syncookies` in this network namespace, if readable. The
+/// kfunc hand-off goes through the kernel's SYN-cookie check, which 0
+/// turns off.
+pub fn tcp_syncookies() -> Option<u32> {
+    std::fs::read_to_string("/proc/sys/net/ipv4/tcp_syncookies")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// True when some socket listens on TCP `port` (any address, IPv4 or
 /// IPv6), from /proc/net/tcp{,6} of this network namespace.
 pub fn is_listening(port: u16) -> bool {

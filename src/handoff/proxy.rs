@@ -121,6 +121,9 @@ pub struct ProxyCounters {
     /// At `max_connections` when a loop last looked: the loops log the
     /// change once between them.
     full_now: AtomicBool,
+    /// When an upstream last completed a connect, from any loop
+    /// ([`since_start_ms`]; 0: never): see [`upstream_alive`].
+    answered_ms: AtomicU64,
 }
 
 /// A copy of [`ProxyCounters`] for `synwall stats`.
@@ -581,6 +584,8 @@ enum Phase {
     Connecting {
         first: usize,
         tried: usize,
+        /// Rounds over every upstream begun after the first.
+        rounds: u32,
         deadline: Instant,
     },
     Relaying,
@@ -632,10 +637,6 @@ pub struct Proxy<'a> {
     dead: Vec<usize>,
     pipes: Vec<Pipe>,
     next_upstream: usize,
-    /// When each upstream last completed a connect from this loop: one
-    /// that did within [`UPSTREAM_ALIVE`] is busy, not dead, when a
-    /// connect to it times out.
-    answered: HashMap<SocketAddr, Instant>,
     /// Connections the workers rebuilt (`[handoff] engine = "repair"`).
     handed_in: Option<HandedIn>,
     /// synwall is stopping: no new sessions.
@@ -696,7 +697,6 @@ impl<'a> Proxy<'a> {
             pipes: Vec::new(),
             // Each loop starts its round robin at its own upstream.
             next_upstream: index,
-            answered: HashMap::new(),
             handed_in: None,
             draining: false,
             index,
@@ -1099,6 +1099,7 @@ impl<'a> Proxy<'a> {
             phase: Phase::Connecting {
                 first,
                 tried: 0,
+                rounds: 0,
                 deadline: now,
             },
             up: direction(up),
@@ -1183,7 +1184,9 @@ impl<'a> Proxy<'a> {
 
     /// Starts a connect to the next upstream not yet tried. When none is
     /// left, a round that ended in a timeout (`timed_out`) starts again if
-    /// [`may_try_again`] says so; otherwise the client is reset.
+    /// the upstreams are alive ([`upstream_alive`]), the client is still
+    /// there, the session is younger than the idle timeout and synwall is
+    /// not stopping; otherwise the client is reset.
     fn connect_next(&mut self, slot: usize, timed_out: bool) {
         let n = self.settings.upstreams.len();
         let mut again = timed_out;
@@ -1194,6 +1197,7 @@ impl<'a> Proxy<'a> {
             let Phase::Connecting {
                 first,
                 tried,
+                rounds,
                 deadline,
             } = &mut s.phase
             else {
@@ -1203,7 +1207,12 @@ impl<'a> Proxy<'a> {
                 let now = Instant::now();
                 let young =
                     now.saturating_duration_since(s.last_active) < self.settings.idle_timeout;
-                if !(again && young && may_try_again(&self.answered, &s.client, now)) {
+                if !(again
+                    && young
+                    && !self.draining
+                    && upstream_alive(self.counters, now)
+                    && client_present(&s.client))
+                {
                     self.close(slot, End::Unavailable);
                     return;
                 }
@@ -1211,11 +1220,15 @@ impl<'a> Proxy<'a> {
                 // fails at once ends the session.
                 again = false;
                 *tried = 0;
+                *rounds += 1;
                 continue;
             }
             let addr = self.settings.upstreams[(*first + *tried) % n];
             *tried += 1;
-            *deadline = Instant::now() + self.settings.connect_timeout;
+            // Each round waits twice as long as the one before (up to 8
+            // times connect_timeout_ms), as the kernel spaces out its SYNs:
+            // a busy upstream is not hammered.
+            *deadline = Instant::now() + self.settings.connect_timeout * (1u32 << (*rounds).min(3));
             s.upstream = None;
             match start_connect(addr) {
                 Ok(stream) => {
@@ -1262,9 +1275,9 @@ impl<'a> Proxy<'a> {
                     return;
                 }
             }
-            if let Ok(addr) = up.peer_addr() {
-                self.answered.insert(addr, Instant::now());
-            }
+            self.counters
+                .answered_ms
+                .store(since_start_ms(Instant::now()), Ordering::Relaxed);
             s.phase = Phase::Relaying;
             s.last_active = Instant::now();
             if self.settings.proxy_protocol {
@@ -1362,27 +1375,32 @@ impl<'a> Proxy<'a> {
 /// How long an upstream that completed a connect counts as alive.
 const UPSTREAM_ALIVE: Duration = Duration::from_secs(10);
 
-/// Whether a session (younger than the idle timeout) whose every upstream
-/// was tried, the last attempt timing out, tries them all again: while one
-/// of them completed a connect within [`UPSTREAM_ALIVE`] (it is busy, not
-/// dead: a full accept queue drops SYNs, and with the kernel alone the
-/// client would send its SYN again and be served) and its client is still
-/// there. Upstreams that have not answered for that long are dead, and the
-/// client is reset at once, as before.
-fn may_try_again(
-    answered: &HashMap<SocketAddr, Instant>,
-    client: &TcpStream,
-    now: Instant,
-) -> bool {
-    answered
-        .values()
-        .any(|t| now.saturating_duration_since(*t) < UPSTREAM_ALIVE)
-        && client_present(client)
+/// Milliseconds from the first call in this process to `t`, plus one (0
+/// says "never").
+fn since_start_ms(t: Instant) -> u64 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let start = *START.get_or_init(Instant::now);
+    t.saturating_duration_since(start).as_millis() as u64 + 1
 }
 
-/// Whether the client is still there: neither an end of stream nor a
-/// reset waits on its socket (a peek at what it sent).
+/// Whether an upstream completed a connect, from any event loop, within
+/// [`UPSTREAM_ALIVE`]: when a connect then times out, the upstreams are
+/// busy, not dead (a full accept queue drops SYNs, and with the kernel
+/// alone the client would send its SYN again and be served), and the
+/// session tries them all again. Upstreams that have not answered for
+/// that long are dead, and the client is reset at once, as before.
+fn upstream_alive(c: &ProxyCounters, now: Instant) -> bool {
+    let last = c.answered_ms.load(Ordering::Relaxed);
+    last != 0 && since_start_ms(now).saturating_sub(last) < UPSTREAM_ALIVE.as_millis() as u64
+}
+
+/// Whether the client is still there: no error (a reset) on its socket,
+/// and no end of stream at the front of what it sent (a peek). A client
+/// that half-closed without sending a byte counts as gone.
 fn client_present(client: &TcpStream) -> bool {
+    if !matches!(sockopt::socket_error(client), Ok(Ok(()))) {
+        return false;
+    }
     let mut b = [0u8; 1];
     match rustix::net::recv(
         client,

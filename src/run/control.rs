@@ -80,7 +80,7 @@ impl Datapath<'_> {
             }
             if links_checked.elapsed() >= LINK_CHECK_EVERY {
                 links_checked = Instant::now();
-                if let Some(lost) = self.lost_link() {
+                if let Some(lost) = self.lost_link().or_else(|| self.lost_handoff()) {
                     return Some(lost);
                 }
             }
@@ -152,6 +152,19 @@ impl Datapath<'_> {
             }
         }
         None
+    }
+
+    /// The kfunc hand-off with `net.ipv4.tcp_syncookies` set to 0 since the
+    /// start: the kernel drops every hand-off then, so synwall stops (XDP
+    /// detaches, and the kernel alone serves) rather than lose them all.
+    pub(super) fn lost_handoff(&self) -> Option<String> {
+        (self.fixed.attached.handoff.is_some() && crate::host::tcp_syncookies() == Some(0)).then(
+            || {
+                "net.ipv4.tcp_syncookies was set to 0: the kernel drops every hand-off of the \
+                 kfunc then (it goes through the kernel's SYN-cookie check); set it to 1"
+                    .to_string()
+            },
+        )
     }
 
     /// Keeps the program's keys and its minting epoch on the schedule.

@@ -108,6 +108,19 @@ pub enum RunError {
         /// What to do instead.
         hint: &'static str,
     },
+    /// The kfunc engine with `net.ipv4.tcp_syncookies = 0`.
+    #[error(
+        "{mode} mode's hand-off (the kfunc bpf_sk_assign_tcp_reqsk) goes through the \
+         kernel's SYN-cookie check, which net.ipv4.tcp_syncookies = 0 turns off in this \
+         network namespace: every connection would be lost. Set it to 1 (the default: \
+         the kernel then sends cookies of its own only when its SYN queue overflows){hint}"
+    )]
+    SyncookiesOff {
+        /// The configured hand-off mode.
+        mode: &'static str,
+        /// What else works.
+        hint: &'static str,
+    },
     /// Kernel mode with the repair engine, which only proxy mode has.
     #[error(
         "[handoff] engine = \"repair\" works in proxy mode only; kernel mode needs \

@@ -14,10 +14,24 @@ use std::time::Duration;
 use super::RunError;
 
 /// The hand-off engine `cfg` asks for, on a kernel that has (or lacks) the
-/// kfunc, or why it cannot run here.
-pub fn handoff_engine(cfg: &Config, has_kfunc: bool) -> Result<HandoffEngine, RunError> {
+/// kfunc, with `net.ipv4.tcp_syncookies` on (or 0, which closes the
+/// kernel's cookie check the kfunc goes through), or why it cannot run
+/// here. Proxy mode's "auto" takes the repair engine when the kfunc's
+/// hand-offs would be lost.
+pub fn handoff_engine(
+    cfg: &Config,
+    has_kfunc: bool,
+    syncookies: bool,
+) -> Result<HandoffEngine, RunError> {
     let (mode, asked) = (cfg.handoff.mode, cfg.handoff.engine);
-    let engine = asked.resolve(has_kfunc);
+    let engine = match asked.resolve(has_kfunc) {
+        HandoffEngine::Kfunc
+            if !syncookies && mode == HandoffMode::Proxy && asked == HandoffEngine::Auto =>
+        {
+            HandoffEngine::Repair
+        }
+        e => e,
+    };
     match (mode, engine) {
         (HandoffMode::Kernel, HandoffEngine::Repair) if asked == HandoffEngine::Repair => {
             Err(RunError::KernelModeRepair)
@@ -35,6 +49,13 @@ pub fn handoff_engine(cfg: &Config, has_kfunc: bool) -> Result<HandoffEngine, Ru
                 },
             })
         }
+        (_, HandoffEngine::Kfunc) if !syncookies => Err(RunError::SyncookiesOff {
+            mode: mode.as_str(),
+            hint: match mode {
+                HandoffMode::Kernel => "",
+                HandoffMode::Proxy => "; or use engine = \"repair\" (\"auto\" does)",
+            },
+        }),
         _ => Ok(engine),
     }
 }
@@ -103,7 +124,8 @@ pub(super) fn resolve(cfg: &Config) -> Result<Plan, RunError> {
         return Err(RunError::Capabilities(missing));
     }
     xdp::probe()?;
-    let engine = handoff_engine(cfg, xdp::has_handoff_kfunc())?;
+    let syncookies = host::tcp_syncookies() != Some(0);
+    let engine = handoff_engine(cfg, xdp::has_handoff_kfunc(), syncookies)?;
     let iface =
         host::interface(&d.interface).map_err(|e| RunError::Interface(d.interface.clone(), e))?;
     let count = iface.rx_queues;
@@ -300,7 +322,7 @@ mod tests {
             .unwrap()
         };
         let engine =
-            |mode, e, kfunc| handoff_engine(&cfg(mode, e), kfunc).map_err(|e| e.to_string());
+            |mode, e, kfunc| handoff_engine(&cfg(mode, e), kfunc, true).map_err(|e| e.to_string());
         assert_eq!(engine("proxy", "auto", true), Ok(HandoffEngine::Kfunc));
         assert_eq!(engine("proxy", "auto", false), Ok(HandoffEngine::Repair));
         assert_eq!(engine("proxy", "repair", true), Ok(HandoffEngine::Repair));
@@ -318,6 +340,18 @@ mod tests {
         for kfunc in [true, false] {
             let e = engine("kernel", "repair", kfunc).unwrap_err();
             assert!(e.contains("proxy mode only"), "{e}");
+        }
+        // net.ipv4.tcp_syncookies = 0: the kfunc's hand-offs would be lost.
+        let no_cookies =
+            |mode, e| handoff_engine(&cfg(mode, e), true, false).map_err(|e| e.to_string());
+        assert_eq!(no_cookies("proxy", "auto"), Ok(HandoffEngine::Repair));
+        assert_eq!(no_cookies("proxy", "repair"), Ok(HandoffEngine::Repair));
+        for (mode, e) in [("kernel", "auto"), ("kernel", "kfunc"), ("proxy", "kfunc")] {
+            let refused = no_cookies(mode, e).unwrap_err();
+            assert!(
+                refused.contains("net.ipv4.tcp_syncookies = 0") && refused.contains("Set it to 1"),
+                "{mode} {e}: {refused}"
+            );
         }
     }
 
