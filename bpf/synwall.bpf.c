@@ -184,6 +184,12 @@ static __always_inline int sw_ack_verdict(const struct pkt *p, const struct sw_a
  * happen once more than needed; TC may also write `assigned` into a slot
  * another connection took since its lookup, the same once-more deferral.
  */
+/* In an action: its connection is marked already (bpf/tuples.h), by a
+ * path that had the tuple's hash and the clock at hand, which marked()
+ * would compute again (a verified ACK, a follow-up); marked() takes it
+ * off. */
+#define MARKED 0x100
+
 #define FLOW_TTL_NS 1000000000ull	/* 1 s */
 #define FOLLOW_UP_WINDOW (1u << 20)	/* bytes a follow-up may lie past the ACK */
 #define MAX_DEFERRALS 64		/* requeues per hand-off, a bound on loops */
@@ -469,6 +475,7 @@ static __always_inline int ack_verdict(struct xdp_md *ctx, struct pkt *p, struct
 		now = bpf_ktime_get_coarse_ns();
 		note_verified_ack(now);
 		tag = flow_tag(p);
+		mark_hashed_tuple(tag, now); /* with what is at hand: see MARKED */
 		set = flow_set(tag);
 		if (set) {
 			int w = flow_way(set, tag), v = w < 0 ? flow_victim(set) : w;
@@ -481,15 +488,19 @@ static __always_inline int ack_verdict(struct xdp_md *ctx, struct pkt *p, struct
 			flow_used(set, v);
 		}
 		if (handoff_repair)
-			return to_worker(ctx, rc);
-		return verdict(rc, XDP_PASS);
+			return to_worker(ctx, rc) | MARKED;
+		return verdict(rc, XDP_PASS) | MARKED;
 	}
 	if (rc == SW_DROP_BAD_COOKIE) {
 		now = bpf_ktime_get_coarse_ns();
-		f = acks_verified_lately(now) ? flow_find(flow_tag(p)) : NULL;
-		if (is_follow_up(f, &a, now))
-			return handoff_repair ? to_worker(ctx, SW_PASS_FOLLOW_UP)
-					      : verdict(SW_PASS_FOLLOW_UP, XDP_PASS);
+		tag = acks_verified_lately(now) ? flow_tag(p) : 0;
+		f = tag ? flow_find(tag) : NULL;
+		if (is_follow_up(f, &a, now)) {
+			mark_hashed_tuple(tag, now);
+			return (handoff_repair ? to_worker(ctx, SW_PASS_FOLLOW_UP)
+					       : verdict(SW_PASS_FOLLOW_UP, XDP_PASS)) |
+			       MARKED;
+		}
 	}
 	if (peacetime())
 		return verdict(SW_PASS_PEACE_ACK, XDP_PASS);
@@ -946,6 +957,8 @@ static __noinline int marked(struct xdp_md *ctx, const struct pkt *p, int action
 	void *data_end = (void *)(long)ctx->data_end;
 	struct tcphdr *tcp = data + (p->l4_off & L4_OFF_MASK);
 
+	if (action & MARKED)
+		return action & ~MARKED;
 	if (action != XDP_PASS && action != XDP_REDIRECT)
 		return action;
 	/* synwall_xdp saw the whole header; a pass is marked regardless. */

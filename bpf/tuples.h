@@ -104,15 +104,22 @@ static __always_inline __u32 tuple_bucket(const struct pkt *p)
 	return hash_index(tuple_hash(p), TUPLE_BUCKETS - 1);
 }
 
-/* Marks p's connection at `ns` (CLOCK_MONOTONIC, coarse or not). */
-static __always_inline void mark_tuple(const struct pkt *p, __u64 ns)
+/* Marks the connection whose tuple_hash is `h` at `ns` (CLOCK_MONOTONIC,
+ * coarse or not). */
+static __always_inline void mark_hashed_tuple(__u64 h, __u64 ns)
 {
-	__u32 zero = 0, b = tuple_bucket(p);
+	__u32 zero = 0, b = hash_index(h, TUPLE_BUCKETS - 1);
 	struct sw_tuple_marks *m = bpf_map_lookup_elem(&kernel_tuples, &zero);
 	__u16 now = ns >> TUPLE_UNIT_SHIFT;
 
 	if (m && m->at[b] != now) /* a line already up to date stays clean */
 		m->at[b] = now;
+}
+
+/* Marks p's connection at `ns`. */
+static __always_inline void mark_tuple(const struct pkt *p, __u64 ns)
+{
+	mark_hashed_tuple(tuple_hash(p), ns);
 }
 
 /* This packet reaches the kernel (or a worker that makes it a socket). */

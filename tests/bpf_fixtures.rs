@@ -442,6 +442,72 @@ fn syns_are_looked_up_only_where_the_kernel_may_have_a_socket(xsk: &Xsk) {
         action::PASS,
         "the sweep as the attack starts marks it"
     );
+    a_verified_ack_marks_its_connection(xsk, &listener);
+}
+
+/// A verified ACK marks its connection as a segment the kernel takes does
+/// (it becomes a socket, which a SYN of the connection must then meet):
+/// the ACK's path marks it with the hash and clock it has at hand, and
+/// marked() does not again.
+fn a_verified_ack_marks_its_connection(xsk: &Xsk, listener: &TcpListener) {
+    use synwall::proto::cookie::Secret;
+    use synwall::proto::handshake::{Core, Settings, Verdict};
+    use synwall::proto::time::UnixTime;
+    use synwall_bench::corpus::ack_for;
+
+    let settings = Settings::default();
+    let secret = Secret::from_bytes(*b"synwall-mark-ack");
+    let p = Program::load(&ProgramSettings {
+        attack_mode: AttackMode::Always,
+        ..ProgramSettings::from_core(&settings, SynackMode::Afxdp)
+    })
+    .unwrap();
+    p.set_socket(0, xsk.fd()).unwrap();
+    let now = UnixTime::now();
+    let epochs = settings.schedule().at(now);
+    p.set_epoch_keys(&secret.clone().into(), epochs.by_slot())
+        .unwrap();
+    p.set_mint_epoch(epochs.current).unwrap();
+    assert!(p.sweep_kernel_sockets().unwrap());
+    let mut core = Core::new(settings, secret);
+    for (port, verified) in [(40005, true), (40006, false)] {
+        if verified {
+            let syn = TcpFrame {
+                src_port: port,
+                ..TcpFrame::client_syn(
+                    Ip::V4 {
+                        src: [198, 18, 0, 77],
+                        dst: SERVER4,
+                        ttl: 64,
+                        options: &[],
+                    },
+                    &os::LINUX,
+                )
+            };
+            let mut buf = vec![0u8; 2048];
+            let frame = syn.to_vec();
+            buf[..frame.len()].copy_from_slice(&frame);
+            let Verdict::Transmit(n) = core.handle(now, &mut buf, frame.len()) else {
+                panic!("the core answers the SYN");
+            };
+            let ack = ack_for(&syn, &buf[..n], b"").unwrap();
+            assert_eq!(p.test_run(&ack).unwrap(), action::PASS);
+            assert_eq!(counter(&p, "ack_cookie_ok"), 1);
+        }
+        // Its socket, made behind the program's back after the sweep.
+        assert_eq!(time_wait_on_the_server(listener, port), port);
+        let (want, what) = if verified {
+            (action::PASS, "marked by the verified ACK: looked up")
+        } else {
+            (action::REDIRECT, "no mark: no lookup")
+        };
+        assert_eq!(
+            p.test_run(&from_port(port, flags::SYN)).unwrap(),
+            want,
+            "{what}"
+        );
+    }
+    assert_eq!(counter(&p, "pass_socket"), 1);
 }
 
 /// A segment from 198.18.0.77:`port` to 198.18.0.1:80.
