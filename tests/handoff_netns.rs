@@ -1323,8 +1323,8 @@ fn without_the_kernels_syn_cookies_kernel_mode_stands_aside() {
     curl_ok(tb, PAGE_URLS[0]);
 }
 
-/// A busy upstream (one connection at a time, backlog 4: its accept queue
-/// of 5 overflows, so it drops SYNs) is tried again, not given up: 8
+/// A busy upstream (one connection at a time, 0.2 s each, backlog 1: its
+/// accept queue of 2 overflows, so it drops SYNs) is tried again, not given up: 8
 /// clients at once, each served by it directly (their SYNs sent again),
 /// are each served through the proxy too, whose 300 ms connect timeout
 /// meets the dropped SYNs. (It reset those as unavailable.) The server

@@ -1261,8 +1261,14 @@ impl<'a> Proxy<'a> {
         };
         if let Phase::Connecting { .. } = s.phase {
             // Client bytes wait in the client's socket until the upstream
-            // is there; the relay below retries everything.
+            // is there; the relay below retries everything. A client that
+            // left meanwhile (a reset, or an end of stream with nothing
+            // before it) ends the session now, not when the connect
+            // attempts run out.
             if !upstream_side {
+                if !client_present(&s.client) {
+                    self.close(slot, End::Client);
+                }
                 return;
             }
             let Some(up) = &s.upstream else { return };

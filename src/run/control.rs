@@ -161,7 +161,8 @@ impl Datapath<'_> {
         (self.fixed.attached.handoff.is_some() && crate::host::tcp_syncookies() == Some(0)).then(
             || {
                 "net.ipv4.tcp_syncookies was set to 0: the kernel drops every hand-off of the \
-                 kfunc then (it goes through the kernel's SYN-cookie check); set it to 1"
+                 kfunc then (it goes through the kernel's SYN-cookie check); set it to 1 (in \
+                 proxy mode, engine \"auto\" takes \"repair\" at the next start)"
                     .to_string()
             },
         )

@@ -125,7 +125,13 @@ pub(super) fn resolve(cfg: &Config) -> Result<Plan, RunError> {
     }
     xdp::probe()?;
     let syncookies = host::tcp_syncookies() != Some(0);
-    let engine = handoff_engine(cfg, xdp::has_handoff_kfunc(), syncookies)?;
+    let has_kfunc = xdp::has_handoff_kfunc();
+    let engine = handoff_engine(cfg, has_kfunc, syncookies)?;
+    if has_kfunc && !syncookies && cfg.handoff.engine == HandoffEngine::Auto {
+        tracing::info!(
+            "net.ipv4.tcp_syncookies = 0, which the kfunc's hand-off needs on: engine \"auto\" takes \"repair\""
+        );
+    }
     let iface =
         host::interface(&d.interface).map_err(|e| RunError::Interface(d.interface.clone(), e))?;
     let count = iface.rx_queues;

@@ -7,8 +7,8 @@
   upstream.py stream HOST PORT      per connection: read a line "N", send N
                                     chunks of 1000 bytes, 20 a second, and
                                     close (a response without a length)
-  upstream.py busy HOST PORT        one connection at a time, backlog 4:
-                                    0.3 s, then read to end
+  upstream.py busy HOST PORT        one connection at a time, backlog 1:
+                                    0.2 s, then read to end
                                     of stream and answer "n=BYTES" (a busy
                                     server whose accept queue overflows)
 
@@ -82,7 +82,7 @@ class Stream(socketserver.StreamRequestHandler):
 
 class Busy(socketserver.BaseRequestHandler):
     def handle(self):
-        time.sleep(0.3)
+        time.sleep(0.2)
         n = 0
         while True:
             chunk = self.request.recv(65536)
@@ -108,7 +108,7 @@ def main():
         handler = functools.partial(Quiet, directory=sys.argv[4])
     elif mode == "busy":
         server = socketserver.TCPServer
-        server.request_queue_size = 4
+        server.request_queue_size = 1
         handler = Busy
     else:
         server = socketserver.ThreadingTCPServer
