@@ -396,6 +396,13 @@ fn proxy_troubles(enc: &mut DescriptorEncoder, p: &ProxySnapshot) -> Fr {
     )?;
     counter(
         enc,
+        "synwall_proxy_upstream_retries",
+        "Rounds of connect attempts begun again because the upstreams are busy \
+         (one answered within 10 s): a client waits.",
+        one(p.upstream_retries),
+    )?;
+    counter(
+        enc,
         "synwall_proxy_full",
         "Times the proxy filled up (max_connections sessions open) and new \
          clients waited in the backlog.",

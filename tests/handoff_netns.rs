@@ -1262,6 +1262,10 @@ fn dead_upstream_gives_a_prompt_close_with(engine: &str) {
     assert_eq!(p["upstream_unavailable"], 3, "{stats}");
     assert_eq!(p["upstream_connect_timeouts"], 3, "{stats}");
     assert_eq!(p["upstream_connect_failures"], 3, "{stats}");
+    assert_eq!(
+        p["upstream_retries"], 0,
+        "never answered: dead, not busy {stats}"
+    );
     assert_eq!(p["active"], 0, "{stats}");
 }
 
@@ -1378,6 +1382,10 @@ fn a_busy_upstream_is_tried_again_not_given_up() {
     assert!(
         p["upstream_connect_timeouts"].as_u64().unwrap() >= 1,
         "the upstream dropped SYNs: {stats}"
+    );
+    assert!(
+        p["upstream_retries"].as_u64().unwrap() >= 1,
+        "the proxy tried again: {stats}"
     );
     assert_eq!(p["upstream_unavailable"], 0, "{stats}");
     assert_eq!(p["completed"], 8, "{stats}");

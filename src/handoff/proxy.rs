@@ -105,6 +105,7 @@ pub struct ProxyCounters {
     completed: AtomicU64,
     upstream_connect_failures: AtomicU64,
     upstream_connect_timeouts: AtomicU64,
+    upstream_retries: AtomicU64,
     upstream_unavailable: AtomicU64,
     upstream_errors: AtomicU64,
     client_errors: AtomicU64,
@@ -150,6 +151,9 @@ pub struct ProxySnapshot {
     pub upstream_connect_failures: u64,
     /// Connect attempts that hit `connect_timeout_ms`.
     pub upstream_connect_timeouts: u64,
+    /// Rounds over every upstream begun again after a timeout, the
+    /// upstreams busy (one answered within 10 s): a client waits.
+    pub upstream_retries: u64,
     /// Clients reset because no upstream could be reached.
     pub upstream_unavailable: u64,
     /// Sessions ended by an upstream error (reset, broken pipe).
@@ -196,6 +200,7 @@ impl ProxyCounters {
             completed: r(&self.completed),
             upstream_connect_failures: r(&self.upstream_connect_failures),
             upstream_connect_timeouts: r(&self.upstream_connect_timeouts),
+            upstream_retries: r(&self.upstream_retries),
             upstream_unavailable: r(&self.upstream_unavailable),
             upstream_errors: r(&self.upstream_errors),
             client_errors: r(&self.client_errors),
@@ -1221,6 +1226,7 @@ impl<'a> Proxy<'a> {
                 again = false;
                 *tried = 0;
                 *rounds += 1;
+                bump(&self.counters.upstream_retries);
                 continue;
             }
             let addr = self.settings.upstreams[(*first + *tried) % n];
