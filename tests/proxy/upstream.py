@@ -8,7 +8,7 @@
                                     chunks of 1000 bytes, 20 a second, and
                                     close (a response without a length)
   upstream.py busy HOST PORT        one connection at a time, backlog 1:
-                                    0.2 s, then read to end
+                                    0.1 s, then read to end
                                     of stream and answer "n=BYTES" (a busy
                                     server whose accept queue overflows)
 
@@ -82,7 +82,7 @@ class Stream(socketserver.StreamRequestHandler):
 
 class Busy(socketserver.BaseRequestHandler):
     def handle(self):
-        time.sleep(0.2)
+        time.sleep(0.1)
         n = 0
         while True:
             chunk = self.request.recv(65536)
