@@ -1269,6 +1269,12 @@ fn dead_upstream_gives_a_prompt_close_with(engine: &str) {
     assert_eq!(p["active"], 0, "{stats}");
 }
 
+/// Sets `net.ipv4.tcp_syncookies` in the server namespace.
+fn srv_syncookies(tb: &Testbed, value: &str) {
+    let set = format!("net.ipv4.tcp_syncookies={value}");
+    common::sh(&["ip", "netns", "exec", &tb.srv, "sysctl", "-qw", &set]);
+}
+
 /// `net.ipv4.tcp_syncookies = 0` turns off the kernel's SYN-cookie check,
 /// which the kfunc hand-off goes through: every hand-off was lost (curl got
 /// nothing while handoff_ok counted each one). `run` refuses kernel mode
@@ -1282,18 +1288,7 @@ fn without_the_kernels_syn_cookies_kernel_mode_stands_aside() {
     let (tb, dir) = (&f.tb, &f.dir);
     let www = web_root(dir.path());
     let _server = http_server(tb, &www);
-    let cookies = |v: &str| {
-        common::sh(&[
-            "ip",
-            "netns",
-            "exec",
-            &tb.srv,
-            "sysctl",
-            "-qw",
-            &format!("net.ipv4.tcp_syncookies={v}"),
-        ])
-    };
-    cookies("0");
+    srv_syncookies(tb, "0");
     let (cfg, _) = Synwall::write_config(tb, dir.path(), &common::Launch::default());
     let out = run_ok_or_fail(&mut tb.in_srv(&[
         env!("CARGO_BIN_EXE_synwall"),
@@ -1308,7 +1303,7 @@ fn without_the_kernels_syn_cookies_kernel_mode_stands_aside() {
         "{err}"
     );
 
-    cookies("1");
+    srv_syncookies(tb, "1");
     let mut sw = Synwall::start(tb, dir.path(), "[attack]\nmode = \"always\"\n");
     curl_ok(tb, PAGE_URLS[0]);
     let stats = sw.stats_json().unwrap();
@@ -1316,7 +1311,7 @@ fn without_the_kernels_syn_cookies_kernel_mode_stands_aside() {
         stats["xdp"]["handoff_ok"], 1,
         "through the hand-off: {stats}"
     );
-    cookies("0");
+    srv_syncookies(tb, "0");
     let st = sw.wait_exit(5.0).expect("synwall stops");
     assert!(!st.success(), "{st}");
     let log = std::fs::read_to_string(dir.path().join("synwall.log")).unwrap();
@@ -1334,31 +1329,26 @@ fn without_the_kernels_syn_cookies_kernel_mode_stands_aside() {
 /// meets the dropped SYNs. (It reset those as unavailable.) The server
 /// namespace sends no SYN cookies of its own: with them, the kernel alone
 /// reset some of 16 such clients itself (a cookie's ACK meeting the full
-/// queue), which would make the anchor flaky. (Proxy mode takes the repair
-/// engine then: the kfunc's hand-offs go through those cookies' check.)
+/// queue), which would make the anchor flaky. So the proxy runs the repair
+/// engine (the kfunc's hand-offs go through those cookies' check); the
+/// retry is the proxy's, whichever engine hands it the client.
 #[test]
 fn a_busy_upstream_is_tried_again_not_given_up() {
     let Some(f) = Fixture::new(1, Turn::Shared) else {
         return;
     };
     let (tb, dir) = (&f.tb, &f.dir);
-    common::sh(&[
-        "ip",
-        "netns",
-        "exec",
-        &tb.srv,
-        "sysctl",
-        "-qw",
-        "net.ipv4.tcp_syncookies=0",
-    ]);
+    srv_syncookies(tb, "0");
     let _upstream = Server::upstream(tb, &["busy"], 9000);
     let sw = Synwall::start(
         tb,
         dir.path(),
+        // Beside it an upstream that refuses (nothing on port 9): a round
+        // that meets the busy one first ends on that refusal, and is tried
+        // again all the same.
         &proxy_config(
-            &["198.18.0.1:9000"],
-            "connect_timeout_ms = 300
-",
+            &["198.18.0.1:9000", "198.18.0.1:9"],
+            "engine = \"repair\"\nconnect_timeout_ms = 300\n",
         ),
     );
     let crowd = |port: &str| -> Vec<String> {

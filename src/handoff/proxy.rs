@@ -8,8 +8,8 @@
 //! the phases accept -> connect upstream -> relay -> close:
 //! - **connect**: non-blocking, one upstream after another (round robin
 //!   start, then failover), each attempt bounded by `connect_timeout_ms`.
-//!   When every upstream failed the client is reset at once, unless the
-//!   last attempt timed out while an upstream is alive (busy: its full
+//!   When every upstream failed the client is reset at once, unless an
+//!   attempt of the round timed out while an upstream is alive (busy: its full
 //!   accept queue drops SYNs): then they are all tried again.
 //! - **relay**: each direction moves through its own pipe with `splice`, so
 //!   payload never enters user space. A direction reads from its source only
@@ -591,6 +591,8 @@ enum Phase {
         tried: usize,
         /// Rounds over every upstream begun after the first.
         rounds: u32,
+        /// An attempt of this round timed out (the upstream may be busy).
+        timed_out: bool,
         deadline: Instant,
     },
     Relaying,
@@ -1105,6 +1107,7 @@ impl<'a> Proxy<'a> {
                 first,
                 tried: 0,
                 rounds: 0,
+                timed_out: false,
                 deadline: now,
             },
             up: direction(up),
@@ -1115,7 +1118,7 @@ impl<'a> Proxy<'a> {
             self.close(slot, End::Internal);
             return;
         }
-        self.connect_next(slot, false);
+        self.connect_next(slot);
     }
 
     /// Whether a new client, which holds a place of `max_connections`
@@ -1188,13 +1191,12 @@ impl<'a> Proxy<'a> {
     }
 
     /// Starts a connect to the next upstream not yet tried. When none is
-    /// left, a round that ended in a timeout (`timed_out`) starts again if
+    /// left, a round in which an attempt timed out (`timed_out`) starts again if
     /// the upstreams are alive ([`upstream_alive`]), the client is still
     /// there, the session is younger than the idle timeout and synwall is
     /// not stopping; otherwise the client is reset.
-    fn connect_next(&mut self, slot: usize, timed_out: bool) {
+    fn connect_next(&mut self, slot: usize) {
         let n = self.settings.upstreams.len();
-        let mut again = timed_out;
         loop {
             let Some(s) = self.sessions[slot].as_mut() else {
                 return;
@@ -1203,6 +1205,7 @@ impl<'a> Proxy<'a> {
                 first,
                 tried,
                 rounds,
+                timed_out,
                 deadline,
             } = &mut s.phase
             else {
@@ -1212,7 +1215,7 @@ impl<'a> Proxy<'a> {
                 let now = Instant::now();
                 let young =
                     now.saturating_duration_since(s.last_active) < self.settings.idle_timeout;
-                if !(again
+                if !(*timed_out
                     && young
                     && !self.draining
                     && upstream_alive(self.counters, now)
@@ -1221,9 +1224,9 @@ impl<'a> Proxy<'a> {
                     self.close(slot, End::Unavailable);
                     return;
                 }
-                // One new round per timeout: a round whose every connect
-                // fails at once ends the session.
-                again = false;
+                // A new round only after a timeout in this one: a round
+                // whose every connect fails at once ends the session.
+                *timed_out = false;
                 *tried = 0;
                 *rounds += 1;
                 bump(&self.counters.upstream_retries);
@@ -1267,12 +1270,12 @@ impl<'a> Proxy<'a> {
         };
         if let Phase::Connecting { .. } = s.phase {
             // Client bytes wait in the client's socket until the upstream
-            // is there; the relay below retries everything. A client that
-            // left meanwhile (a reset, or an end of stream with nothing
-            // before it) ends the session now, not when the connect
-            // attempts run out.
+            // is there; the relay below retries everything. A client reset
+            // meanwhile ends the session now, not when the connect attempts
+            // run out (an end of stream waits for the relay: a client may
+            // half-close and wait for a server that speaks first).
             if !upstream_side {
-                if !client_present(&s.client) {
+                if !matches!(sockopt::socket_error(&s.client), Ok(Ok(()))) {
                     self.close(slot, End::Client);
                 }
                 return;
@@ -1283,7 +1286,7 @@ impl<'a> Proxy<'a> {
                 Ok(Ok(())) => return, // still in progress
                 _ => {
                     bump(&self.counters.upstream_connect_failures);
-                    self.connect_next(slot, false);
+                    self.connect_next(slot);
                     return;
                 }
             }
@@ -1325,7 +1328,14 @@ impl<'a> Proxy<'a> {
             match s.phase {
                 Phase::Connecting { deadline, .. } if now >= deadline => {
                     bump(&self.counters.upstream_connect_timeouts);
-                    self.connect_next(slot, true);
+                    if let Some(Session {
+                        phase: Phase::Connecting { timed_out, .. },
+                        ..
+                    }) = self.sessions[slot].as_mut()
+                    {
+                        *timed_out = true;
+                    }
+                    self.connect_next(slot);
                 }
                 Phase::Relaying
                     if now.duration_since(s.last_active) >= self.settings.idle_timeout =>

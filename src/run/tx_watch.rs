@@ -259,10 +259,11 @@ impl TxWatch {
         {
             return None;
         }
-        // The driver's failures first, then the program's answers: each
-        // failure read is of an answer counted by then. The other order
-        // let the driver's slow read take in failures of answers counted
-        // only in the next window ("6890 of 6734 failed", bench/demo.sh).
+        // The driver's failures first, then the program's answers: a
+        // failure read is of an answer counted by then, but for the few
+        // sent between the two reads. The other order let the driver's
+        // slow read take in failures of answers counted only in the next
+        // window ("6890 of 6734 failed", bench/demo.sh).
         let Some((failed, left)) = self.watched.as_ref().and_then(Watched::read) else {
             self.reopen();
             return None;

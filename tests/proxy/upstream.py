@@ -52,22 +52,27 @@ def proxy_header(conn):
     return f"{ip}:{port}"
 
 
+def count_then_answer(conn, prefix):
+    """Reads to end of stream, then answers PREFIX + "n=BYTES"."""
+    n = 0
+    while True:
+        chunk = conn.recv(65536)
+        if not chunk:
+            break
+        n += len(chunk)
+    try:
+        conn.sendall(f"{prefix}n={n}\n".encode())
+    except OSError:
+        pass
+
+
 class Report(socketserver.BaseRequestHandler):
     def handle(self):
         try:
             src = proxy_header(self.request)
         except EOFError:
             return
-        n = 0
-        while True:
-            chunk = self.request.recv(65536)
-            if not chunk:
-                break
-            n += len(chunk)
-        try:
-            self.request.sendall(f"src={src} n={n}\n".encode())
-        except OSError:
-            pass
+        count_then_answer(self.request, f"src={src} ")
 
 
 class Stream(socketserver.StreamRequestHandler):
@@ -83,16 +88,7 @@ class Stream(socketserver.StreamRequestHandler):
 class Busy(socketserver.BaseRequestHandler):
     def handle(self):
         time.sleep(0.1)
-        n = 0
-        while True:
-            chunk = self.request.recv(65536)
-            if not chunk:
-                break
-            n += len(chunk)
-        try:
-            self.request.sendall(f"n={n}\n".encode())
-        except OSError:
-            pass
+        count_then_answer(self.request, "")
 
 
 class Quiet(http.server.SimpleHTTPRequestHandler):
