@@ -79,8 +79,14 @@ volatile __u8 under_attack BEAT = 0;
  * every one). While clear, SYNs go to the workers and what
  * they cannot take goes to the kernel, except a probe every XDP_TX_PROBE_NS
  * per CPU, still answered by XDP_TX, so that synwall sees when answers
- * leave again. */
-volatile __u8 xdp_tx_ok BEAT = 1;
+ * leave again. XDP_TX_LEAVING: they are known to leave (a NIC's wire,
+ * generic XDP's transmit path, or a veth whose driver counted ours sent),
+ * and synack = "auto" answers in XDP first: a SYN left to a worker that
+ * keeps up costs its wake-up, several times an answer here. */
+#define XDP_TX_OFF 0
+#define XDP_TX_ON 1
+#define XDP_TX_LEAVING 2
+volatile __u8 xdp_tx_ok BEAT = XDP_TX_ON;
 #define XDP_TX_PROBE_NS 20000000ULL /* 20 ms: 50 probes a second per CPU */
 
 /* Queues from this one up receive but cannot send through AF_XDP (~0: no

@@ -547,8 +547,9 @@ static __always_inline int worker_backed_up(struct sw_queue_load *q, __u64 now)
 	return 1;
 }
 
-/* XDP: a SYN to a protected port. Answered here (synack = "xdp", or
- * "auto" while the queue's worker is backed up) when sw_synack can;
+/* XDP: a SYN to a protected port. Answered here (synack = "xdp"; "auto"
+ * where answers are known to leave, or while the queue's worker is backed
+ * up) when sw_synack can;
  * otherwise it goes to this queue's AF_XDP socket, or to the kernel when
  * the queue has none. */
 
@@ -830,7 +831,7 @@ static __always_inline int syn_without_xdp_tx(struct xdp_md *ctx, struct pkt *p,
 static __always_inline int xdp_syn(struct xdp_md *ctx, struct pkt *p, const int ext)
 {
 	struct sw_queue_load *q;
-	int rc, guard;
+	int rc, guard, here;
 	__u64 now;
 
 	if (peacetime())
@@ -849,11 +850,14 @@ static __always_inline int xdp_syn(struct xdp_md *ctx, struct pkt *p, const int 
 		return verdict(SW_PASS_SOCKET, XDP_PASS);
 	guard = reflection_on();
 	rc = -1; /* not looked at */
-	/* A queue whose worker cannot send (ack_only_from) is answered here
+	/* "auto" answers here first where answers are known to leave
+	 * (XDP_TX_LEAVING), and otherwise when the worker is backed up. A
+	 * queue whose worker cannot send (ack_only_from) is answered here
 	 * as a backed-up worker's is (but for "afxdp"), not as syn_backlog. */
-	if (synack_mode == SYNACK_XDP || worker_backed_up(q, now) ||
-	    (synack_mode == SYNACK_AUTO && !syn_queue(ctx))) {
-		if (synack_mode == SYNACK_AUTO && syn_queue(ctx))
+	here = synack_mode == SYNACK_XDP ||
+	       (synack_mode == SYNACK_AUTO && xdp_tx_ok == XDP_TX_LEAVING);
+	if (here || worker_backed_up(q, now) || (synack_mode == SYNACK_AUTO && !syn_queue(ctx))) {
+		if (!here && synack_mode == SYNACK_AUTO && syn_queue(ctx))
 			count(SW_SYN_BACKLOG);
 		rc = synack(ctx, p, SYNACK_WRITE, ext);
 		if (rc < 0) {

@@ -231,6 +231,60 @@ fn with_xdp_mode_auto_a_bare_veth_moves_xdp_to_generic_mode_where_its_answers_le
 }
 
 #[test]
+fn answers_seen_leaving_a_veth_come_from_xdp_first() {
+    // The client veth has the sink, so XDP's answers leave, but nothing
+    // shows that before the first of them: synwall starts with the
+    // workers answering (the defaults), a burst that backs the worker up
+    // has XDP answer the excess, the driver counts them sent, and from then
+    // on XDP answers every SYN it can (no worker's wake-up per SYN), the
+    // worker only those XDP leaves to it.
+    if !common::require_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let tb = Testbed::new(1);
+    tb.block_kernel_synacks(80);
+    let _server = web_server(&tb, dir.path());
+    let _sink = tb.sink();
+    let how = Launch {
+        xdp_mode: "auto",
+        datapath: "ring_size = 64",
+        ..Launch::default()
+    };
+    let sw = Synwall::launch(&tb, dir.path(), &how);
+    assert_eq!(fetches(&tb, "http://198.18.0.1/", 3, "5"), 3);
+    let first = sw.stats_json().unwrap();
+    assert_eq!(first["xdp_answers"]["leaving"], false, "{first}");
+    assert_eq!(first["xdp"]["synack_xdp"], 0, "the worker first: {first}");
+    tb.flood(common::SERVER4, "syn", "4000");
+    let seen = sw.wait_for(5.0, "answers seen leaving", |s| {
+        s["xdp_answers"]["leaving"] == true
+    });
+    assert_eq!(seen["xdp_mode"], "native", "{seen}");
+    let redirected = |s: &serde_json::Value| s["xdp"]["syn_redirect"].as_u64().unwrap();
+    // The worker's ring drains before the clients come.
+    let drained = sw.wait_for(5.0, "the worker's ring drained", |s| {
+        s["workers"][0]["rx"].as_u64() == Some(redirected(s))
+    });
+    assert_eq!(fetches(&tb, "http://198.18.0.1/", 5, "5"), 5);
+    assert!(fetch_with_ip_options(&tb));
+    let after = sw.stats_json().unwrap();
+    let xdp = |s: &serde_json::Value| s["xdp"]["synack_xdp"].as_u64().unwrap();
+    let backlog = |s: &serde_json::Value| s["xdp"]["syn_backlog"].as_u64().unwrap();
+    assert!(xdp(&after) >= xdp(&drained) + 5, "{drained} {after}");
+    assert_eq!(
+        backlog(&after),
+        backlog(&drained),
+        "not for a backlog: {after}"
+    );
+    assert_eq!(
+        redirected(&after),
+        redirected(&drained) + 1,
+        "only the SYN with IP options to the worker: {drained} {after}"
+    );
+}
+
+#[test]
 fn a_peer_that_loses_its_xdp_program_is_left_for_generic_mode() {
     // The client veth has the sink first: XDP's answers leave. Then the
     // sink goes, as when a peer's program is removed: the next answers
@@ -282,12 +336,35 @@ fn a_peer_that_loses_its_xdp_program_is_left_for_generic_mode() {
     );
 }
 
+/// A client whose segments carry IPv4 options (NOP, NOP, NOP, EOL), which
+/// XDP leaves to the worker; true when it got the page.
+fn fetch_with_ip_options(tb: &Testbed) -> bool {
+    const CLIENT: &str = r#"
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.IPPROTO_IP, socket.IP_OPTIONS, bytes([1, 1, 1, 0]))
+s.settimeout(5)
+s.connect(("198.18.0.1", 80))
+s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+data = b""
+while (d := s.recv(4096)):
+    data += d
+sys.exit(0 if data.endswith(b"served\n") else 1)
+"#;
+    tb.in_cli(&["python3", "-c", CLIENT])
+        .status()
+        .unwrap()
+        .success()
+}
+
 #[test]
 fn after_the_move_to_generic_mode_the_workers_still_answer() {
     // synack = "auto": a burst of generated SYNs backs the worker up, XDP
     // answers the excess natively, the answers are lost in the bare veth,
     // and synwall moves to generic mode. The AF_XDP sockets bound before
-    // the move must go on receiving: at light load the worker answers.
+    // the move must go on receiving: in generic mode answers are known to
+    // leave, so XDP answers first, and the worker gets the SYNs XDP
+    // leaves to it (IPv4 options here), which it answers.
     // A small ring (backlog 32 SYNs) so that the burst backs the worker up.
     let Some((_dir, tb, _server, sw)) = behind_auto_xdp_mode("ring_size = 64") else {
         return;
@@ -300,13 +377,20 @@ fn after_the_move_to_generic_mode_the_workers_still_answer() {
             && s["workers"][0]["rx"].as_u64() == Some(redirected(s))
     });
     let ok = fetches(&tb, "http://198.18.0.1/", 10, "5");
+    let with_options = (0..3).filter(|_| fetch_with_ip_options(&tb)).count();
     let after = sw.stats_json().unwrap();
     assert_eq!(ok, 10, "{after}");
-    // Each SYN went to the worker or, while it counted as backed up, to
-    // XDP; every one the worker got, it answered.
+    assert_eq!(with_options, 3, "{after}");
+    assert_eq!(after["xdp_answers"]["leaving"], true, "{after}");
+    let xdp = |s: &serde_json::Value| s["xdp"]["synack_xdp"].as_u64().unwrap();
+    assert!(
+        xdp(&after) >= xdp(&moved) + 10,
+        "XDP first: {moved} {after}"
+    );
+    // Each SYN XDP left to the worker, the worker answered.
     let by_worker = synacks(&after) - synacks(&moved);
     assert!(
-        by_worker >= 1,
+        by_worker >= 3,
         "the workers answered after the move: {moved} {after}"
     );
     assert_eq!(

@@ -15,7 +15,7 @@ use synwall::config::{AttackMode, SynackMode};
 use synwall::wire::ethernet::ethertype;
 use synwall::wire::ipv6::next_header as nh;
 use synwall::wire::tcp::flags;
-use synwall::xdp::{Program, ProgramSettings, action};
+use synwall::xdp::{Program, ProgramSettings, XdpTx, action};
 use synwall::xsk::{Xsk, XskConfig};
 use synwall_bench::frame::addr::{CLIENT4, SERVER4};
 use synwall_bench::frame::{Ip, TcpFrame, client_syn_options as os};
@@ -335,6 +335,7 @@ fn inner_fixture_table() {
     );
 
     synack_auto_takes_over_while_the_worker_is_backed_up(&xsk);
+    synack_auto_answers_first_where_answers_leave(&xsk);
     drop((p, listener, client, _server));
     syns_are_looked_up_only_where_the_kernel_may_have_a_socket(&xsk);
     drop(xsk);
@@ -563,6 +564,56 @@ fn synack_auto_takes_over_while_the_worker_is_backed_up(xsk: &Xsk) {
     ] {
         auto_with_hold(xsk, hold);
     }
+}
+
+/// synack = "auto" where answers are known to leave (a NIC the answer
+/// watch reads, generic XDP, a veth whose driver counted them sent): XDP
+/// answers every SYN it can, with a worker that keeps up (no syn_backlog);
+/// while they are only on (not known to leave) the worker answers, and
+/// while off (probes aside) too.
+fn synack_auto_answers_first_where_answers_leave(xsk: &Xsk) {
+    let p = Program::load(&ProgramSettings {
+        ports: vec![80],
+        synack_mode: SynackMode::Auto,
+        ..Default::default()
+    })
+    .unwrap();
+    let secret = synwall::proto::cookie::Secret::from_bytes(*b"synwall-test-key");
+    p.set_epoch_keys(&secret.into(), [6, 7]).unwrap();
+    p.set_mint_epoch(7).unwrap();
+    p.set_socket(0, xsk.fd()).unwrap();
+    let syn = TcpFrame::client_syn(Ip::client_v4(), &os::LINUX).to_vec();
+    assert_eq!(
+        p.test_run(&syn).unwrap(),
+        action::REDIRECT,
+        "on: the worker"
+    );
+    p.set_xdp_tx(XdpTx::Leaving);
+    for i in 0..3 {
+        assert_eq!(
+            p.test_run(&syn).unwrap(),
+            action::TX,
+            "leaving: SYN {i} in XDP"
+        );
+    }
+    assert_eq!(counter(&p, "synack_xdp"), 3);
+    assert_eq!(counter(&p, "syn_backlog"), 0, "not for a backlog");
+    // A SYN XDP cannot answer (IP options) still goes to the worker.
+    let opts = TcpFrame::client_syn(
+        Ip::V4 {
+            src: CLIENT4,
+            dst: SERVER4,
+            ttl: 64,
+            options: &[1, 1, 1, 0],
+        },
+        &os::LINUX,
+    )
+    .to_vec();
+    assert_eq!(p.test_run(&opts).unwrap(), action::REDIRECT, "IP options");
+    p.set_xdp_tx(XdpTx::On);
+    assert_eq!(p.test_run(&syn).unwrap(), action::REDIRECT, "on again");
+    assert_eq!(counter(&p, "syn_redirect"), 3);
+    assert_eq!(counter(&p, "synack_xdp"), 3);
 }
 
 fn auto_with_hold(xsk: &Xsk, hold: std::time::Duration) {

@@ -15,7 +15,7 @@ use synwall::proto::time::UnixTime;
 use synwall::wire::ethernet::ethertype;
 use synwall::wire::ipv6::next_header as nh;
 use synwall::wire::tcp::flags;
-use synwall::xdp::{COUNTER_NAMES, Program, ProgramSettings, ReflectionCaps, action};
+use synwall::xdp::{COUNTER_NAMES, Program, ProgramSettings, ReflectionCaps, XdpTx, action};
 use synwall_bench::frame::addr::{CLIENT4, SERVER4};
 use synwall_bench::frame::{Ip, TcpFrame, client_syn_options as os};
 
@@ -1117,13 +1117,13 @@ fn syns_on_queues_that_cannot_send_are_not_left_to_their_worker() {
     assert_eq!(no_xsk(&auto), before + 1);
     // While XDP answers do not leave, such a queue's SYNs are the
     // kernel's, none of them a probe (which would be lost).
-    auto.set_xdp_tx_ok(false);
+    auto.set_xdp_tx(XdpTx::Off);
     let kernel = counter(&auto, "syn_kernel");
     for _ in 0..3 {
         assert_eq!(auto.test_run(&syn).unwrap(), action::PASS, "no probe");
     }
     assert_eq!(counter(&auto, "syn_kernel"), kernel + 3);
-    auto.set_xdp_tx_ok(true);
+    auto.set_xdp_tx(XdpTx::On);
     auto.set_ack_only_from(1);
     assert_eq!(auto.test_run(&syn).unwrap(), action::PASS, "queue 0 sends");
 

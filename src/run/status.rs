@@ -313,9 +313,10 @@ fn cookies_and_state(o: &mut String, s: &Status) {
     if let Some(a) = &s.xdp_answers {
         let _ = writeln!(
             o,
-            "answers    XDP answers {}{}: {}",
+            "answers    XDP answers {}{}{}: {}",
             a.state.to_uppercase(),
             if a.watched { "" } else { " (unwatched)" },
+            if a.leaving { ", known to leave" } else { "" },
             a.reason
         );
     }

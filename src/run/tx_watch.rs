@@ -14,6 +14,13 @@
 //! peer has no XDP program are lost, once; their clients retransmit the SYN
 //! a second later and the workers answer it.
 //!
+//! Where answers are known to leave (a NIC's wire, generic XDP, a veth
+//! whose driver counted ours sent, probes that left), `synack = "auto"`
+//! answers in XDP first ([`XdpTx::Leaving`]): a SYN its worker answers costs
+//! a wake-up of the worker, several times an answer in XDP, which in
+//! peacetime is every SYN's cost. Elsewhere it leaves SYNs to a worker that
+//! keeps up, so a veth whose peer may have no XDP program loses none.
+//!
 //! The kernel may answer the SYNs it gets with its own SYN cookies; the
 //! program passes the ACKs that carry a valid one (bpf/synwall.bpf.c,
 //! kernel_cookie_ok).
@@ -22,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use crate::stats::XdpAnswers;
 use crate::xdp::ethtool::{self, DriverStats};
-use crate::xdp::{self, Program};
+use crate::xdp::{self, Program, XdpTx};
 
 /// How often the driver's counters are compared with the program's.
 const WATCH_EVERY: Duration = Duration::from_millis(100);
@@ -189,7 +196,10 @@ impl TxWatch {
                 "XDP answers are on, unwatched: {reason}"
             );
         }
-        program.set_xdp_tx_ok(true);
+        // Out on the wire (a NIC the watch sees) or through the kernel's
+        // transmit path (generic); a veth's peer must show it first.
+        let leaving = xdp_mode == "generic" || (watched.is_some() && driver != "veth");
+        program.set_xdp_tx(if leaving { XdpTx::Leaving } else { XdpTx::On });
         TxWatch {
             ifname: ifname.to_string(),
             failed_before: watched.as_ref().and_then(Watched::failed).unwrap_or(0),
@@ -199,6 +209,7 @@ impl TxWatch {
                 reason,
                 driver,
                 failed: 0,
+                leaving,
             },
             watched,
             last: None,
@@ -238,7 +249,8 @@ impl TxWatch {
              in native mode {}",
             self.report.reason
         );
-        program.set_xdp_tx_ok(true);
+        self.report.leaving = true;
+        program.set_xdp_tx(XdpTx::Leaving);
         tracing::warn!(interface = %self.ifname, "XDP answers on again: {}", self.report.reason);
     }
 
@@ -325,10 +337,23 @@ impl TxWatch {
                 self.failing_since = None;
                 self.report.state = "on".into();
                 self.report.reason = format!("{judged} XDP probes left with no failure");
-                program.set_xdp_tx_ok(true);
+                self.report.leaving = true;
+                program.set_xdp_tx(XdpTx::Leaving);
                 tracing::info!(interface = %self.ifname, "XDP answers on: {}", self.report.reason);
             }
-            None => self.failing_since = None,
+            None => {
+                self.failing_since = None;
+                if on && !self.report.leaving && d_failed == 0 && d_left.is_some_and(|l| l > 0) {
+                    self.report.leaving = true;
+                    program.set_xdp_tx(XdpTx::Leaving);
+                    tracing::info!(
+                        interface = %self.ifname,
+                        "XDP answers leave this interface ({} sent by the driver, none failed): \
+                         synack = \"auto\" answers in XDP first",
+                        d_left.unwrap_or(0)
+                    );
+                }
+            }
         }
         None
     }
@@ -337,7 +362,7 @@ impl TxWatch {
     fn turn_off(&mut self, program: &Program, reason: String) {
         self.report.state = "off".into();
         self.report.reason = reason;
-        program.set_xdp_tx_ok(false);
+        program.set_xdp_tx(XdpTx::Off);
         if self.warned {
             tracing::info!(interface = %self.ifname, "XDP answers off again: {}", self.report.reason);
         } else {

@@ -392,6 +392,20 @@ pub struct Program {
     sweep: Option<libbpf_rs::Link>,
 }
 
+/// What synwall knows of the program's answers (XDP_TX), which it tells
+/// the program (bpf/maps.h `xdp_tx_ok`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XdpTx {
+    /// They do not leave the interface: SYNs go to the workers and the
+    /// kernel, but for a few probes.
+    Off = 0,
+    /// On, not known to leave: `synack = "auto"` leaves SYNs to a worker
+    /// that keeps up, whose answers take the kernel's transmit path.
+    On = 1,
+    /// Known to leave: `synack = "auto"` answers in XDP first.
+    Leaving = 2,
+}
+
 /// The `.data.beat` section (bpf/maps.h): written by synwall's own
 /// threads as atomics, never by a reload.
 struct LiveAtomics {
@@ -960,13 +974,12 @@ impl Program {
             .store(u8::from(attack), std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// Tells the program whether its answers (XDP_TX) leave the
-    /// interface; while they do not, SYNs go to the workers and the kernel
+    /// Tells the program what synwall knows of its answers (XDP_TX)
     /// (bpf/maps.h `xdp_tx_ok`).
-    pub fn set_xdp_tx_ok(&self, ok: bool) {
+    pub fn set_xdp_tx(&self, tx: XdpTx) {
         self.atomics
             .xdp_tx_ok
-            .store(u8::from(ok), std::sync::atomic::Ordering::Relaxed);
+            .store(tx as u8, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Tells the program that queues from `queue` up receive but cannot
