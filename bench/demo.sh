@@ -188,7 +188,7 @@ for name in flooded:
           f"{drops[name]} frames lost before the server (the veth's receive ring full)")
 x = stats["xdp"]
 print(f"synwall answered {synacks} SYNs with cookie SYN-ACKs ({x['synack_xdp']} of them in XDP, "
-      f"{x['syn_backlog']} while its worker was backed up), handed "
+      f"{x['syn_backlog']} while its worker was backed up before its answers were seen to leave), handed "
       f"{x['handoff_ok']} connections to the server ({x['handoff_failed']} hand-offs failed), dropped "
       f"{x['drop_bad_cookie']} bad ACKs; no half-open state was kept.")
 print("synwall's log of the attack:")

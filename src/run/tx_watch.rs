@@ -102,6 +102,18 @@ fn leave_for_generic(may_switch: bool, answers_left: u64, failing_for: Option<Du
     may_switch && answers_left == 0 && failing_for.is_none_or(|d| d >= HOLE_AFTER)
 }
 
+/// Whether answers are known to leave after a window that found no hole
+/// (`was`: before it; `sent` our answers, `failed` the driver's failures,
+/// `left` the frames it counted sent, `None` where it counts none).
+fn leaving_after(was: bool, sent: u64, failed: u64, left: Option<u64>) -> bool {
+    if failed > 0 {
+        // Failures with no answer of ours in the window are someone else's.
+        was && sent == 0
+    } else {
+        was || left.map_or(sent > 0, |l| l > 0)
+    }
+}
+
 /// The driver's statistics and which of them count failed and sent
 /// XDP_TX frames.
 struct Watched {
@@ -196,9 +208,17 @@ impl TxWatch {
                 "XDP answers are on, unwatched: {reason}"
             );
         }
-        // Out on the wire (a NIC the watch sees) or through the kernel's
-        // transmit path (generic); a veth's peer must show it first.
-        let leaving = xdp_mode == "generic" || (watched.is_some() && driver != "veth");
+        // Out on the wire of a NIC the watch sees, or through a veth's
+        // transmit path in generic mode; a veth's peer must show it first
+        // in native mode, and a NIC in generic mode may drop an answer
+        // when its transmit queue is stopped, unseen (generic XDP_TX skips
+        // the qdisc, where the workers' and the kernel's answers wait).
+        let leaving = answers
+            && if xdp_mode == "generic" {
+                driver == "veth"
+            } else {
+                watched.is_some() && driver != "veth"
+            };
         program.set_xdp_tx(if leaving { XdpTx::Leaving } else { XdpTx::On });
         TxWatch {
             ifname: ifname.to_string(),
@@ -343,24 +363,47 @@ impl TxWatch {
             }
             None => {
                 self.failing_since = None;
-                if on && !self.report.leaving && d_failed == 0 && d_left.is_some_and(|l| l > 0) {
-                    self.report.leaving = true;
-                    program.set_xdp_tx(XdpTx::Leaving);
-                    tracing::info!(
-                        interface = %self.ifname,
-                        "XDP answers leave this interface ({} sent by the driver, none failed): \
-                         synack = \"auto\" answers in XDP first",
-                        d_left.unwrap_or(0)
-                    );
+                if on {
+                    self.judge_leaving(program, d_sent, d_failed, d_left);
                 }
             }
         }
         None
     }
 
+    /// While on: whether answers are known to leave, from a window that
+    /// found no hole. Some of ours failed (a full ring, one channel of
+    /// several): no longer known, so "auto" leaves SYNs to the workers
+    /// while they keep up, whose answers the kernel queues. None failed and
+    /// the driver counted some sent (or, where it counts none, some of ours
+    /// were sent): known again.
+    fn judge_leaving(&mut self, program: &Program, sent: u64, failed: u64, left: Option<u64>) {
+        let was = self.report.leaving;
+        let now = leaving_after(was, sent, failed, left);
+        if now == was {
+            return;
+        }
+        self.report.leaving = now;
+        program.set_xdp_tx(if now { XdpTx::Leaving } else { XdpTx::On });
+        if now {
+            tracing::info!(
+                interface = %self.ifname,
+                "XDP answers leave this interface ({sent} sent, none failed): \
+                 synack = \"auto\" answers in XDP first"
+            );
+        } else {
+            tracing::info!(
+                interface = %self.ifname,
+                "{failed} of {sent} XDP answers failed: synack = \"auto\" leaves SYNs to \
+                 the workers while they keep up"
+            );
+        }
+    }
+
     /// Answers go off: logged at warn level the first time, then at info.
     fn turn_off(&mut self, program: &Program, reason: String) {
         self.report.state = "off".into();
+        self.report.leaving = false;
         self.report.reason = reason;
         program.set_xdp_tx(XdpTx::Off);
         if self.warned {
@@ -391,6 +434,25 @@ impl TxWatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn answers_are_known_to_leave_after_a_clean_window_and_no_longer_after_a_failure() {
+        // A veth (it counts frames sent): known once some left, none failed.
+        assert!(!leaving_after(false, 0, 0, Some(0)));
+        assert!(leaving_after(false, 5, 0, Some(5)));
+        // A driver that counts no frames sent: once some of ours went out.
+        assert!(!leaving_after(false, 0, 0, None));
+        assert!(leaving_after(false, 5, 0, None));
+        // A full ring, one channel of several: not known any more...
+        assert!(!leaving_after(true, 50, 3, Some(47)));
+        assert!(!leaving_after(true, 50, 3, None));
+        // ... but others' failures, with no answer of ours, say nothing.
+        assert!(leaving_after(true, 0, 3, Some(0)));
+        assert!(
+            leaving_after(true, 0, 0, Some(0)),
+            "a quiet window keeps it"
+        );
+    }
 
     #[test]
     fn answers_go_off_in_a_hole_not_in_a_full_ring_and_on_when_probes_leave() {

@@ -46,8 +46,10 @@ pub enum XdpMode {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SynackMode {
-    /// The AF_XDP workers while they keep up; the XDP program answers the
-    /// SYNs a worker's ring has no room for.
+    /// The XDP program first where its answers are known to leave the
+    /// interface (the answer watch's `leaving`); elsewhere the AF_XDP
+    /// workers while they keep up, and the XDP program answers the SYNs a
+    /// worker's ring has no room for.
     #[default]
     Auto,
     /// The AF_XDP workers answer every SYN.
