@@ -80,7 +80,7 @@ volatile __u8 under_attack BEAT = 0;
  * they cannot take goes to the kernel, except a probe every XDP_TX_PROBE_NS
  * per CPU, still answered by XDP_TX, so that synwall sees when answers
  * leave again. XDP_TX_LEAVING: they are known to leave (a NIC's wire,
- * generic XDP's transmit path, or a veth whose driver counted ours sent),
+ * generic XDP on a veth, a veth whose driver counted ours sent),
  * and synack = "auto" answers in XDP first: a SYN left to a worker that
  * keeps up costs its wake-up, several times an answer here. */
 #define XDP_TX_OFF 0

@@ -58,6 +58,7 @@ impl Datapath<'_> {
             &d.interface,
             mode,
             d.synack != SynackMode::Afxdp,
+            d.synack == SynackMode::Auto,
             self.fixed.program,
         );
         // xdp_mode = "auto" on our own link: a native mode whose answers do

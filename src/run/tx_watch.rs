@@ -14,8 +14,9 @@
 //! peer has no XDP program are lost, once; their clients retransmit the SYN
 //! a second later and the workers answer it.
 //!
-//! Where answers are known to leave (a NIC's wire, generic XDP, a veth
-//! whose driver counted ours sent, probes that left), `synack = "auto"`
+//! Where answers are known to leave (a NIC's wire, generic XDP on a veth,
+//! a veth whose driver counted ours sent, each after a second with none of
+//! ours failed), `synack = "auto"`
 //! answers in XDP first ([`XdpTx::Leaving`]): a SYN its worker answers costs
 //! a wake-up of the worker, several times an answer in XDP, which in
 //! peacetime is every SYN's cost. Elsewhere it leaves SYNs to a worker that
@@ -27,6 +28,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::log_every::LogEvery;
 use crate::stats::XdpAnswers;
 use crate::xdp::ethtool::{self, DriverStats};
 use crate::xdp::{self, Program, XdpTx};
@@ -102,16 +104,19 @@ fn leave_for_generic(may_switch: bool, answers_left: u64, failing_for: Option<Du
     may_switch && answers_left == 0 && failing_for.is_none_or(|d| d >= HOLE_AFTER)
 }
 
+/// How long no answer of ours must fail before answers are known to leave
+/// again (or, on a veth, for the first time), so that a full ring that
+/// fails some answers now and then does not flip synack = "auto" back and
+/// forth every window.
+const CLEAN_FOR: Duration = Duration::from_secs(1);
+
 /// Whether answers are known to leave after a window that found no hole
-/// (`was`: before it; `sent` our answers, `failed` the driver's failures,
-/// `left` the frames it counted sent, `None` where it counts none).
-fn leaving_after(was: bool, sent: u64, failed: u64, left: Option<u64>) -> bool {
-    if failed > 0 {
-        // Failures with no answer of ours in the window are someone else's.
-        was && sent == 0
-    } else {
-        was || left.map_or(sent > 0, |l| l > 0)
-    }
+/// (`was`: before it). `clean`: no answer of ours failed in it, for
+/// `clean_for` up to its end; `trusted`: answers go out on a wire (a NIC,
+/// or generic XDP on a veth), or the driver has counted some sent (a veth
+/// whose peer takes them).
+fn leaving_after(was: bool, clean: bool, clean_for: Duration, trusted: bool) -> bool {
+    clean && (was || (trusted && clean_for >= CLEAN_FOR))
 }
 
 /// The driver's statistics and which of them count failed and sent
@@ -174,13 +179,30 @@ pub(super) struct TxWatch {
     warned: bool,
     /// A hole may be left for generic mode (xdp_mode = "auto").
     may_switch: bool,
+    /// synack = "auto", the only mode that answers otherwise when answers
+    /// are known to leave.
+    auto: bool,
+    /// Answers go where nothing drops them unseen: a NIC's wire the watch
+    /// sees, or a veth's transmit path in generic mode.
+    wire: bool,
+    /// While on: since when no answer of ours failed in any window.
+    clean_since: Option<Instant>,
+    /// Changes of "known to leave", logged at most every 10 s.
+    changes: LogEvery,
     report: XdpAnswers,
 }
 
 impl TxWatch {
     /// Opens the driver's counters of `ifname` (`answers`: XDP may answer
-    /// at all, synack is not "afxdp"); answers start on.
-    pub(super) fn start(ifname: &str, xdp_mode: &str, answers: bool, program: &Program) -> TxWatch {
+    /// at all, synack is not "afxdp"; `auto`: synack is "auto"); answers
+    /// start on.
+    pub(super) fn start(
+        ifname: &str,
+        xdp_mode: &str,
+        answers: bool,
+        auto: bool,
+        program: &Program,
+    ) -> TxWatch {
         let (watched, driver) = Watched::open(ifname).unwrap_or_else(|e| {
             tracing::debug!("{ifname}: no driver statistics ({e})");
             (None, String::new())
@@ -213,12 +235,13 @@ impl TxWatch {
         // in native mode, and a NIC in generic mode may drop an answer
         // when its transmit queue is stopped, unseen (generic XDP_TX skips
         // the qdisc, where the workers' and the kernel's answers wait).
-        let leaving = answers
+        let wire = answers
             && if xdp_mode == "generic" {
                 driver == "veth"
             } else {
                 watched.is_some() && driver != "veth"
             };
+        let leaving = auto && wire;
         program.set_xdp_tx(if leaving { XdpTx::Leaving } else { XdpTx::On });
         TxWatch {
             ifname: ifname.to_string(),
@@ -238,6 +261,10 @@ impl TxWatch {
             clean_probes: 0,
             warned: false,
             may_switch: false,
+            auto,
+            wire,
+            clean_since: None,
+            changes: LogEvery::new(Duration::from_secs(10)),
         }
     }
 
@@ -269,8 +296,10 @@ impl TxWatch {
              in native mode {}",
             self.report.reason
         );
-        self.report.leaving = true;
-        program.set_xdp_tx(XdpTx::Leaving);
+        self.wire = true;
+        self.clean_since = None;
+        self.report.leaving = self.auto;
+        program.set_xdp_tx(if self.auto { XdpTx::Leaving } else { XdpTx::On });
         tracing::warn!(interface = %self.ifname, "XDP answers on again: {}", self.report.reason);
     }
 
@@ -357,46 +386,55 @@ impl TxWatch {
                 self.failing_since = None;
                 self.report.state = "on".into();
                 self.report.reason = format!("{judged} XDP probes left with no failure");
-                self.report.leaving = true;
-                program.set_xdp_tx(XdpTx::Leaving);
+                // Known to leave again after a clean second (judge_leaving).
+                self.clean_since = None;
+                program.set_xdp_tx(XdpTx::On);
                 tracing::info!(interface = %self.ifname, "XDP answers on: {}", self.report.reason);
             }
             None => {
                 self.failing_since = None;
-                if on {
-                    self.judge_leaving(program, d_sent, d_failed, d_left);
+                if on && self.auto {
+                    self.judge_leaving(now, t0, program, d_sent, d_failed);
                 }
             }
         }
         None
     }
 
-    /// While on: whether answers are known to leave, from a window that
-    /// found no hole. Some of ours failed (a full ring, one channel of
-    /// several): no longer known, so "auto" leaves SYNs to the workers
-    /// while they keep up, whose answers the kernel queues. None failed and
-    /// the driver counted some sent (or, where it counts none, some of ours
-    /// were sent): known again.
-    fn judge_leaving(&mut self, program: &Program, sent: u64, failed: u64, left: Option<u64>) {
+    /// While on (synack = "auto"): whether answers are known to leave
+    /// after a window `t0`..`now` that found no hole, with `sent` answers
+    /// of ours and `failed` failures in the driver ([`leaving_after`]).
+    fn judge_leaving(
+        &mut self,
+        now: Instant,
+        t0: Instant,
+        program: &Program,
+        sent: u64,
+        failed: u64,
+    ) {
+        // Failures with no answer of ours in the window are someone else's.
+        let clean = failed == 0 || sent == 0;
+        let clean_for = if clean {
+            now.duration_since(*self.clean_since.get_or_insert(t0))
+        } else {
+            self.clean_since = None;
+            Duration::ZERO
+        };
         let was = self.report.leaving;
-        let now = leaving_after(was, sent, failed, left);
-        if now == was {
+        let trusted = self.wire || self.answers_left > 0;
+        let leaving = leaving_after(was, clean, clean_for, trusted);
+        if leaving == was {
             return;
         }
-        self.report.leaving = now;
-        program.set_xdp_tx(if now { XdpTx::Leaving } else { XdpTx::On });
-        if now {
-            tracing::info!(
-                interface = %self.ifname,
-                "XDP answers leave this interface ({sent} sent, none failed): \
-                 synack = \"auto\" answers in XDP first"
-            );
-        } else {
-            tracing::info!(
-                interface = %self.ifname,
-                "{failed} of {sent} XDP answers failed: synack = \"auto\" leaves SYNs to \
-                 the workers while they keep up"
-            );
+        self.report.leaving = leaving;
+        program.set_xdp_tx(if leaving { XdpTx::Leaving } else { XdpTx::On });
+        if let Some(n) = self.changes.note() {
+            let what = if leaving {
+                "XDP answers leave this interface: synack = \"auto\" answers in XDP first"
+            } else {
+                "some XDP answers failed: synack = \"auto\" leaves SYNs to the workers while they keep up"
+            };
+            tracing::info!(interface = %self.ifname, changes = n, "{what}");
         }
     }
 
@@ -404,6 +442,7 @@ impl TxWatch {
     fn turn_off(&mut self, program: &Program, reason: String) {
         self.report.state = "off".into();
         self.report.leaving = false;
+        self.clean_since = None;
         self.report.reason = reason;
         program.set_xdp_tx(XdpTx::Off);
         if self.warned {
@@ -436,22 +475,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn answers_are_known_to_leave_after_a_clean_window_and_no_longer_after_a_failure() {
-        // A veth (it counts frames sent): known once some left, none failed.
-        assert!(!leaving_after(false, 0, 0, Some(0)));
-        assert!(leaving_after(false, 5, 0, Some(5)));
-        // A driver that counts no frames sent: once some of ours went out.
-        assert!(!leaving_after(false, 0, 0, None));
-        assert!(leaving_after(false, 5, 0, None));
-        // A full ring, one channel of several: not known any more...
-        assert!(!leaving_after(true, 50, 3, Some(47)));
-        assert!(!leaving_after(true, 50, 3, None));
-        // ... but others' failures, with no answer of ours, say nothing.
-        assert!(leaving_after(true, 0, 3, Some(0)));
-        assert!(
-            leaving_after(true, 0, 0, Some(0)),
-            "a quiet window keeps it"
-        );
+    fn answers_are_known_to_leave_after_a_clean_second_and_no_longer_after_a_failure() {
+        let ms = Duration::from_millis;
+        // Only where answers go out on a wire or were counted sent...
+        assert!(!leaving_after(false, true, ms(5_000), false));
+        // ... after a second with no failure of ours.
+        assert!(!leaving_after(false, true, ms(900), true));
+        assert!(leaving_after(false, true, ms(1_000), true));
+        // A failure of ours ends it (a full ring, one channel of several).
+        assert!(!leaving_after(true, false, ms(0), true));
+        // A clean window keeps it.
+        assert!(leaving_after(true, true, ms(100), false));
     }
 
     #[test]
