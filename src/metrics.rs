@@ -193,6 +193,13 @@ impl SnapshotCollector {
                 .map(|st| (vec![("state", st.to_string())], u64::from(st == state)))
                 .collect(),
         )?;
+        gauge(
+            enc,
+            "synwall_xdp_answers_leaving",
+            "1 while the XDP program's answers are known to leave the interface, \
+             so synack = \"auto\" answers in XDP first.",
+            one(u64::from(answers.is_some_and(|a| a.leaving))),
+        )?;
         counter(
             enc,
             "synwall_xdp_tx_failed_packets",
@@ -571,6 +578,38 @@ mod tests {
                 render(&snapshot).contains(" 987654321\n"),
                 "{field} is not served"
             );
+        }
+    }
+
+    /// Whether XDP answers are known to leave reaches the exposition.
+    #[test]
+    fn answers_known_to_leave_are_served() {
+        for leaving in [false, true] {
+            let snapshot = Snapshot {
+                interface: "eth0".into(),
+                xdp_mode: "native",
+                workers: Vec::new(),
+                xdp: Default::default(),
+                proxy: None,
+                uptime_secs: 0,
+                epoch: 0,
+                secret_fingerprint: String::new(),
+                previous_secret_fingerprint: None,
+                reloads_ok: 0,
+                reloads_failed: 0,
+                under_attack: false,
+                attacks: 0,
+                xdp_answers: Some(crate::stats::XdpAnswers {
+                    state: "on".into(),
+                    watched: true,
+                    reason: String::new(),
+                    driver: "veth".into(),
+                    failed: 0,
+                    leaving,
+                }),
+            };
+            let want = format!("\nsynwall_xdp_answers_leaving {}\n", u8::from(leaving));
+            assert!(render(&snapshot).contains(&want), "{want}");
         }
     }
 }
