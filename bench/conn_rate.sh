@@ -16,6 +16,8 @@
 #   proxy      synwall in proxy mode on port 80, relaying to that nginx
 #   haproxy    HAProxy in `mode tcp` on port 81, relaying to that nginx
 #              (the anchor for proxy mode)
+#   haproxy_xdp the same, with xdp_pass on the server veth as direct_xdp
+#              (not in SYSTEMS unless asked for)
 # The client veth has the sink (bench/bpf/testbed.bpf.c, as in every bench
 # here: a wire, on which synwall's XDP answers reach the client), or with
 # BARE=1 nothing, as in a container, where the veth drops XDP answers and
@@ -130,7 +132,8 @@ start() { # system; sets PORT, the port its clients use
       SWPID=$!
       tb_wait_stats "$SW" "$work/stats.sock"
       if [ "$1" = proxy ]; then PORT=80; else PORT=8080; fi ;;
-    haproxy)
+    haproxy|haproxy_xdp)
+      [ "$1" = haproxy ] || tb_xdp "$TBX" pass 3600
       ip netns exec "$S" haproxy -f "$work/haproxy.cfg" -db >/dev/null 2>"$work/haproxy.log" &
       HAPROXY=$!
       for _ in $(seq 50); do ip netns exec "$S" ss -ltn | grep -q ':81 ' && break; sleep 0.1; done
@@ -144,7 +147,8 @@ busy_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8; exit}' /proc/stat; }
 stop() {
   case $1 in
     kernel|kernel_xdp|proxy) kill -TERM "$SWPID"; wait "$SWPID" || true; SWPID= ;;
-    haproxy) kill -TERM "$HAPROXY"; wait "$HAPROXY" || true; HAPROXY= ;;
+    haproxy|haproxy_xdp) kill -TERM "$HAPROXY"; wait "$HAPROXY" || true; HAPROXY=
+      [ "$1" = haproxy ] || tb_xdp_stop >/dev/null ;;
     direct_xdp) tb_xdp_stop >/dev/null ;;
   esac
 }
@@ -186,14 +190,15 @@ print(f"\nNew connections per second, ab -c {sys.argv[4]}, {sys.argv[3]} request
 width = max(6 * len(ps) for ps in by.values())
 cpu = {s: statistics.median(v) if (v := [p["cpu_us"] for p in ps if p.get("cpu_us") is not None]) else float("nan")
        for s, ps in by.items()}
-print(f"{'system':<10}{'req/s':>10}  {'rounds':<{width}}{'failed':>6}  {'CPU-µs/conn':>11}  ratio")
-anchor = {"kernel": "direct", "kernel_xdp": "direct", "proxy": "haproxy", "haproxy": "direct", "direct_xdp": "direct"}
+print(f"{'system':<12}{'req/s':>10}  {'rounds':<{width}}{'failed':>6}  {'CPU-µs/conn':>11}  ratio")
+anchor = {"kernel": "direct", "kernel_xdp": "direct", "proxy": "haproxy", "haproxy": "direct", "direct_xdp": "direct",
+          "haproxy_xdp": "haproxy"}
 for s, ps in by.items():
-    ratio = ", ".join(f"{med[s] / med[a]:.2f}x {a}" for a in (anchor.get(s), {"proxy": "direct", "kernel": "direct_xdp", "kernel_xdp": "direct_xdp"}.get(s))
+    ratio = ", ".join(f"{med[s] / med[a]:.2f}x {a}" for a in (anchor.get(s), {"proxy": "haproxy_xdp", "kernel": "direct_xdp", "kernel_xdp": "direct_xdp"}.get(s))
                       if a and a in med and med[a])
     rounds = " ".join(f"{p['rps']:.0f}" for p in ps)
     failed = sum(int(p["failed"] + p["non_2xx"]) + (0 if p["complete"] else 1) for p in ps)
-    print(f"{s:<10}{med[s]:>10.0f}  {rounds:<{width}}{failed:>6}  {cpu[s]:>11.1f}  {ratio}")
+    print(f"{s:<12}{med[s]:>10.0f}  {rounds:<{width}}{failed:>6}  {cpu[s]:>11.1f}  {ratio}")
 json.dump(dict(points=points, medians=med, settings=sys.argv[5]), open(sys.argv[2], "w"), indent=1)
 print(f"JSON: {sys.argv[2]}")
 PY
