@@ -27,8 +27,8 @@
 # second (medians over the rounds), the CPU time the whole machine spent
 # per connection (every CPU's busy time in /proc/stat over the point:
 # clients, server, softirqs, synwall; median) and each system's ratio to
-# its anchor (kernel to direct and direct_xdp, proxy to haproxy and
-# direct); writes
+# its anchors (kernel and kernel_xdp to direct and direct_xdp; proxy to
+# haproxy and haproxy_xdp; haproxy_xdp and direct_xdp to theirs); writes
 # bench/results/conn_rate-<time>.json.
 # synwall runs with the reflection guard off (REFLECT_CAP=0; see below).
 # Run as root:  bash bench/conn_rate.sh
@@ -72,11 +72,11 @@ tb_create "swn$(printf '%05x' $$)"
 [ -n "$BARE" ] || { tb_xdp "$TBX" sink 3600; SINKPID=$XDPPID; XDPPID=; }
 ulimit -n "$(ulimit -Hn)"
 # The proxies' connections to their upstream come from one address to one
-# port, thousands a second: ephemeral ports are reused from TIME-WAIT (what
-# an operator of a proxy sets).
+# port, thousands a second: what an operator of a proxy sets for that
+# (tcp_tw_reuse, a wide port range) is set.
 # The server keeps no TIME-WAIT sockets (tcp_max_tw_buckets = 0): ab's
-# one client address cycles through its ports, so with them most SYNs after
-# the first points reused a 4-tuple the server still held in TIME-WAIT,
+# one client address cycles through its ports, so with them most SYNs
+# after the first few points reused a 4-tuple the server still held in TIME-WAIT,
 # which synwall passes to the kernel (pass_socket) instead of answering:
 # kernel mode measured its pass path, not its handshake. Real clients,
 # from many addresses, seldom meet one; every system here runs without.
@@ -172,7 +172,7 @@ print(json.dumps(dict(system=name, round=rnd, rps=grab(r"Requests per second:\s+
                       non_2xx=grab(r"Non-2xx responses:\s+(\d+)", 0))))
 PY
     tail -1 "$work/points" >&2
-    sleep 1   # TIME-WAIT of the last point stays out of the next one's way
+    sleep 1   # the last point's connections finish closing
   done
 done
 

@@ -79,8 +79,8 @@ volatile __u8 under_attack BEAT = 0;
  * every one). While clear, SYNs go to the workers and what
  * they cannot take goes to the kernel, except a probe every XDP_TX_PROBE_NS
  * per CPU, still answered by XDP_TX, so that synwall sees when answers
- * leave again. XDP_TX_LEAVING: they are known to leave (a NIC's wire,
- * generic XDP on a veth, a veth whose driver counted ours sent),
+ * leave again. XDP_TX_LEAVING: they are known to leave (a NIC's wire in
+ * native mode, generic XDP on a veth, a veth whose driver counted ours sent),
  * and synack = "auto" answers in XDP first: a SYN left to a worker that
  * keeps up costs its wake-up, several times an answer here. */
 #define XDP_TX_OFF 0

@@ -844,7 +844,7 @@ static __always_inline int xdp_syn(struct xdp_md *ctx, struct pkt *p, const int 
 	if (source_syn_cap && under_attack && source_capped(p, now))
 		return verdict(SW_DROP_SOURCE_CAP, XDP_DROP);
 	q = auto_queue_load(ctx);
-	if (!xdp_tx_ok && synack_mode != SYNACK_AFXDP)
+	if (xdp_tx_ok == XDP_TX_OFF && synack_mode != SYNACK_AFXDP)
 		return syn_without_xdp_tx(ctx, p, q, now, ext);
 	if (syn_of_kernel_socket(ctx, p, now, ext))
 		return verdict(SW_PASS_SOCKET, XDP_PASS);

@@ -197,7 +197,7 @@ impl SnapshotCollector {
             enc,
             "synwall_xdp_answers_leaving",
             "1 while the XDP program's answers are known to leave the interface, \
-             so synack = \"auto\" answers in XDP first.",
+             so synack = \"auto\" answers in XDP first (judged for \"auto\" only).",
             one(u64::from(answers.is_some_and(|a| a.leaving))),
         )?;
         counter(

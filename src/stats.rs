@@ -71,8 +71,10 @@ pub struct XdpAnswers {
     pub driver: String,
     /// XDP_TX frames the driver failed to send since synwall started.
     pub failed: u64,
-    /// Answers are known to leave (a NIC's wire, generic XDP on a veth, a veth whose
-    /// driver counted them sent): `synack = "auto"` answers in XDP first,
-    /// not only when a worker falls behind.
+    /// Answers are known to leave (a NIC's wire in native mode, generic
+    /// XDP on a veth, a veth whose driver counted them sent): `synack =
+    /// "auto"` answers in XDP first, not only when a worker falls behind.
+    /// Judged for `synack = "auto"` only (false otherwise).
+    #[serde(default)]
     pub leaving: bool,
 }

@@ -14,9 +14,10 @@
 //! peer has no XDP program are lost, once; their clients retransmit the SYN
 //! a second later and the workers answer it.
 //!
-//! Where answers are known to leave (a NIC's wire, generic XDP on a veth,
-//! a veth whose driver counted ours sent, each after a second with none of
-//! ours failed), `synack = "auto"`
+//! Where answers are known to leave (from the start on a NIC's wire in
+//! native mode and with generic XDP on a veth; on a veth in native mode once
+//! its driver has counted ours sent and a second passed with none of ours
+//! failed; again a second after a failure), `synack = "auto"`
 //! answers in XDP first ([`XdpTx::Leaving`]): a SYN its worker answers costs
 //! a wake-up of the worker, several times an answer in XDP, which in
 //! peacetime is every SYN's cost. Elsewhere it leaves SYNs to a worker that
@@ -28,7 +29,6 @@
 
 use std::time::{Duration, Instant};
 
-use crate::log_every::LogEvery;
 use crate::stats::XdpAnswers;
 use crate::xdp::ethtool::{self, DriverStats};
 use crate::xdp::{self, Program, XdpTx};
@@ -104,11 +104,28 @@ fn leave_for_generic(may_switch: bool, answers_left: u64, failing_for: Option<Du
     may_switch && answers_left == 0 && failing_for.is_none_or(|d| d >= HOLE_AFTER)
 }
 
+/// Whether answers go where nothing drops them unseen: out on the wire of
+/// a NIC the watch sees (`watched`) in native mode, or through a veth's
+/// transmit path in generic mode. A veth's peer must show it first in
+/// native mode (one without an XDP program drops every answer), and a NIC
+/// in generic mode may drop an answer unseen when its transmit queue is
+/// stopped (generic XDP_TX skips the qdisc, where the workers' and the
+/// kernel's answers wait).
+fn on_a_wire(xdp_mode: &str, watched: bool, driver: &str) -> bool {
+    if xdp_mode == "generic" {
+        driver == "veth"
+    } else {
+        watched && driver != "veth"
+    }
+}
+
 /// How long no answer of ours must fail before answers are known to leave
 /// again (or, on a veth, for the first time), so that a full ring that
 /// fails some answers now and then does not flip synack = "auto" back and
 /// forth every window.
 const CLEAN_FOR: Duration = Duration::from_secs(1);
+/// The shortest time between two log lines about it.
+const LEAVING_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Whether answers are known to leave after a window that found no hole
 /// (`was`: before it). `clean`: no answer of ours failed in it, for
@@ -187,15 +204,18 @@ pub(super) struct TxWatch {
     wire: bool,
     /// While on: since when no answer of ours failed in any window.
     clean_since: Option<Instant>,
-    /// Changes of "known to leave", logged at most every 10 s.
-    changes: LogEvery,
+    /// What the log last said of "known to leave", and when.
+    leaving_said: (bool, Option<Instant>),
+    /// Changes of it since that line.
+    changes: u64,
     report: XdpAnswers,
 }
 
 impl TxWatch {
     /// Opens the driver's counters of `ifname` (`answers`: XDP may answer
     /// at all, synack is not "afxdp"; `auto`: synack is "auto"); answers
-    /// start on.
+    /// start on, and known to leave at once on a wire ([`on_a_wire`]) with
+    /// synack = "auto".
     pub(super) fn start(
         ifname: &str,
         xdp_mode: &str,
@@ -230,17 +250,7 @@ impl TxWatch {
                 "XDP answers are on, unwatched: {reason}"
             );
         }
-        // Out on the wire of a NIC the watch sees, or through a veth's
-        // transmit path in generic mode; a veth's peer must show it first
-        // in native mode, and a NIC in generic mode may drop an answer
-        // when its transmit queue is stopped, unseen (generic XDP_TX skips
-        // the qdisc, where the workers' and the kernel's answers wait).
-        let wire = answers
-            && if xdp_mode == "generic" {
-                driver == "veth"
-            } else {
-                watched.is_some() && driver != "veth"
-            };
+        let wire = answers && on_a_wire(xdp_mode, watched.is_some(), &driver);
         let leaving = auto && wire;
         program.set_xdp_tx(if leaving { XdpTx::Leaving } else { XdpTx::On });
         TxWatch {
@@ -264,7 +274,8 @@ impl TxWatch {
             auto,
             wire,
             clean_since: None,
-            changes: LogEvery::new(Duration::from_secs(10)),
+            leaving_said: (false, None),
+            changes: 0,
         }
     }
 
@@ -298,8 +309,7 @@ impl TxWatch {
         );
         self.wire = true;
         self.clean_since = None;
-        self.report.leaving = self.auto;
-        program.set_xdp_tx(if self.auto { XdpTx::Leaving } else { XdpTx::On });
+        self.set_leaving(program, self.auto);
         tracing::warn!(interface = %self.ifname, "XDP answers on again: {}", self.report.reason);
     }
 
@@ -423,19 +433,38 @@ impl TxWatch {
         let was = self.report.leaving;
         let trusted = self.wire || self.answers_left > 0;
         let leaving = leaving_after(was, clean, clean_for, trusted);
-        if leaving == was {
-            return;
+        if leaving != was {
+            self.changes += 1;
+            self.set_leaving(program, leaving);
         }
+        self.log_leaving(now);
+    }
+
+    /// Answers (on) are known to leave, or not: the report and the program.
+    fn set_leaving(&mut self, program: &Program, leaving: bool) {
         self.report.leaving = leaving;
         program.set_xdp_tx(if leaving { XdpTx::Leaving } else { XdpTx::On });
-        if let Some(n) = self.changes.note() {
-            let what = if leaving {
-                "XDP answers leave this interface: synack = \"auto\" answers in XDP first"
-            } else {
-                "some XDP answers failed: synack = \"auto\" leaves SYNs to the workers while they keep up"
-            };
-            tracing::info!(interface = %self.ifname, changes = n, "{what}");
+    }
+
+    /// Logs whether answers are known to leave when that differs from the
+    /// last line about it, at most every LEAVING_LOG_EVERY (a full ring
+    /// that fails some answers now and then would flip it every second),
+    /// so the last line always comes to say the state.
+    fn log_leaving(&mut self, now: Instant) {
+        let (said, at) = self.leaving_said;
+        if said == self.report.leaving
+            || at.is_some_and(|t| now.duration_since(t) < LEAVING_LOG_EVERY)
+        {
+            return;
         }
+        self.leaving_said = (self.report.leaving, Some(now));
+        let what = if self.report.leaving {
+            "XDP answers leave this interface: synack = \"auto\" answers in XDP first"
+        } else {
+            "some XDP answers failed: synack = \"auto\" leaves SYNs to the workers while they keep up"
+        };
+        let changes = std::mem::take(&mut self.changes);
+        tracing::info!(interface = %self.ifname, changes, "{what}");
     }
 
     /// Answers go off: logged at warn level the first time, then at info.
@@ -473,6 +502,19 @@ impl TxWatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_nic_in_native_mode_and_a_veth_in_generic_mode_are_a_wire() {
+        assert!(on_a_wire("native", true, "mlx5_core"));
+        assert!(on_a_wire("native", true, "virtio_net"));
+        assert!(!on_a_wire("native", false, "mlx5_core"), "unwatched");
+        assert!(!on_a_wire("native", true, "veth"), "its peer must show it");
+        assert!(on_a_wire("generic", false, "veth"));
+        assert!(
+            !on_a_wire("generic", false, "ixgbe"),
+            "a stopped queue drops"
+        );
+    }
 
     #[test]
     fn answers_are_known_to_leave_after_a_clean_second_and_no_longer_after_a_failure() {
