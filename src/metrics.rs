@@ -550,6 +550,29 @@ fn write_by(conn: &mut TcpStream, mut data: &[u8], until: Instant) {
 mod tests {
     use super::*;
 
+    /// A snapshot of an idle eth0 with `proxy` and `xdp_answers`.
+    fn snapshot(
+        proxy: Option<ProxySnapshot>,
+        xdp_answers: Option<crate::stats::XdpAnswers>,
+    ) -> Snapshot {
+        Snapshot {
+            interface: "eth0".into(),
+            xdp_mode: "native",
+            workers: Vec::new(),
+            xdp: Default::default(),
+            proxy,
+            uptime_secs: 0,
+            epoch: 0,
+            secret_fingerprint: String::new(),
+            previous_secret_fingerprint: None,
+            reloads_ok: 0,
+            reloads_failed: 0,
+            under_attack: false,
+            attacks: 0,
+            xdp_answers,
+        }
+    }
+
     /// Each counter of the proxy's snapshot reaches the exposition.
     #[test]
     fn every_proxy_counter_is_served() {
@@ -558,22 +581,7 @@ mod tests {
             let mut v = fields.clone();
             v[field] = 987_654_321.into();
             let proxy: ProxySnapshot = serde_json::from_value(v).unwrap();
-            let snapshot = Snapshot {
-                interface: "eth0".into(),
-                xdp_mode: "native",
-                workers: Vec::new(),
-                xdp: Default::default(),
-                proxy: Some(proxy),
-                uptime_secs: 0,
-                epoch: 0,
-                secret_fingerprint: String::new(),
-                previous_secret_fingerprint: None,
-                reloads_ok: 0,
-                reloads_failed: 0,
-                under_attack: false,
-                attacks: 0,
-                xdp_answers: None,
-            };
+            let snapshot = snapshot(Some(proxy), None);
             assert!(
                 render(&snapshot).contains(" 987654321\n"),
                 "{field} is not served"
@@ -585,29 +593,15 @@ mod tests {
     #[test]
     fn answers_known_to_leave_are_served() {
         for leaving in [false, true] {
-            let snapshot = Snapshot {
-                interface: "eth0".into(),
-                xdp_mode: "native",
-                workers: Vec::new(),
-                xdp: Default::default(),
-                proxy: None,
-                uptime_secs: 0,
-                epoch: 0,
-                secret_fingerprint: String::new(),
-                previous_secret_fingerprint: None,
-                reloads_ok: 0,
-                reloads_failed: 0,
-                under_attack: false,
-                attacks: 0,
-                xdp_answers: Some(crate::stats::XdpAnswers {
-                    state: "on".into(),
-                    watched: true,
-                    reason: String::new(),
-                    driver: "veth".into(),
-                    failed: 0,
-                    leaving,
-                }),
+            let answers = crate::stats::XdpAnswers {
+                state: "on".into(),
+                watched: true,
+                reason: String::new(),
+                driver: "veth".into(),
+                failed: 0,
+                leaving,
             };
+            let snapshot = snapshot(None, Some(answers));
             let want = format!("\nsynwall_xdp_answers_leaving {}\n", u8::from(leaving));
             assert!(render(&snapshot).contains(&want), "{want}");
         }

@@ -189,6 +189,21 @@ fn synacks(stats: &serde_json::Value) -> u64 {
 fn behind_auto_xdp_mode(
     datapath: &str,
 ) -> Option<(tempfile::TempDir, Testbed, common::KillOnDrop, Synwall)> {
+    behind_auto_xdp_mode_with(datapath, false).map(|(dir, tb, server, _, sw)| (dir, tb, server, sw))
+}
+
+/// As [`behind_auto_xdp_mode`], with the sink on the client veth first if
+/// `sink` (XDP's answers then leave).
+fn behind_auto_xdp_mode_with(
+    datapath: &str,
+    sink: bool,
+) -> Option<(
+    tempfile::TempDir,
+    Testbed,
+    common::KillOnDrop,
+    Option<common::TestbedXdp>,
+    Synwall,
+)> {
     if !common::require_root() {
         return None;
     }
@@ -196,13 +211,14 @@ fn behind_auto_xdp_mode(
     let tb = Testbed::new(1);
     tb.block_kernel_synacks(80);
     let server = web_server(&tb, dir.path());
+    let sink = sink.then(|| tb.sink());
     let how = Launch {
         xdp_mode: "auto",
         datapath,
         ..Launch::default()
     };
     let sw = Synwall::launch(&tb, dir.path(), &how);
-    Some((dir, tb, server, sw))
+    Some((dir, tb, server, sink, sw))
 }
 
 #[test]
@@ -238,20 +254,10 @@ fn answers_seen_leaving_a_veth_come_from_xdp_first() {
     // has XDP answer the excess, the driver counts them sent, and from then
     // on XDP answers every SYN it can (no worker's wake-up per SYN), the
     // worker only those XDP leaves to it.
-    if !common::require_root() {
+    let Some((_dir, tb, _server, _sink, sw)) = behind_auto_xdp_mode_with("ring_size = 64", true)
+    else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let tb = Testbed::new(1);
-    tb.block_kernel_synacks(80);
-    let _server = web_server(&tb, dir.path());
-    let _sink = tb.sink();
-    let how = Launch {
-        xdp_mode: "auto",
-        datapath: "ring_size = 64",
-        ..Launch::default()
     };
-    let sw = Synwall::launch(&tb, dir.path(), &how);
     assert_eq!(fetches(&tb, "http://198.18.0.1/", 3, "5"), 3);
     let first = sw.stats_json().unwrap();
     assert_eq!(first["xdp_answers"]["leaving"], false, "{first}");
@@ -293,20 +299,11 @@ fn a_peer_that_loses_its_xdp_program_is_left_for_generic_mode() {
     // probes have failed in every window for a second under a flood that
     // backs the worker up, the peer counts as one without a program, and
     // synwall moves to generic mode. Clients are served throughout.
-    if !common::require_root() {
+    let Some((_dir, tb, _server, sink, sw)) =
+        behind_auto_xdp_mode_with("synack = \"xdp\"\nring_size = 64", true)
+    else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let tb = Testbed::new(1);
-    tb.block_kernel_synacks(80);
-    let _server = web_server(&tb, dir.path());
-    let sink = tb.sink();
-    let how = Launch {
-        xdp_mode: "auto",
-        datapath: "synack = \"xdp\"\nring_size = 64",
-        ..Launch::default()
     };
-    let sw = Synwall::launch(&tb, dir.path(), &how);
     assert_eq!(fetches(&tb, "http://198.18.0.1/", 5, "5"), 5);
     let before = sw.stats_json().unwrap();
     assert_eq!(before["xdp_mode"], "native", "{before}");

@@ -567,21 +567,12 @@ fn synack_auto_takes_over_while_the_worker_is_backed_up(xsk: &Xsk) {
 }
 
 /// synack = "auto" where answers are known to leave (a NIC the answer
-/// watch reads, generic XDP, a veth whose driver counted them sent): XDP
+/// watch reads, generic XDP on a veth, a veth whose driver counted them sent): XDP
 /// answers every SYN it can, with a worker that keeps up (no syn_backlog);
 /// while they are only on (not known to leave) the worker answers, and
 /// while off (probes aside) too.
 fn synack_auto_answers_first_where_answers_leave(xsk: &Xsk) {
-    let p = Program::load(&ProgramSettings {
-        ports: vec![80],
-        synack_mode: SynackMode::Auto,
-        ..Default::default()
-    })
-    .unwrap();
-    let secret = synwall::proto::cookie::Secret::from_bytes(*b"synwall-test-key");
-    p.set_epoch_keys(&secret.into(), [6, 7]).unwrap();
-    p.set_mint_epoch(7).unwrap();
-    p.set_socket(0, xsk.fd()).unwrap();
+    let p = auto_program(xsk, ProgramSettings::default());
     let syn = TcpFrame::client_syn(Ip::client_v4(), &os::LINUX).to_vec();
     assert_eq!(
         p.test_run(&syn).unwrap(),
@@ -616,19 +607,31 @@ fn synack_auto_answers_first_where_answers_leave(xsk: &Xsk) {
     assert_eq!(counter(&p, "synack_xdp"), 3);
 }
 
-fn auto_with_hold(xsk: &Xsk, hold: std::time::Duration) {
+/// A program with `settings`, synack = "auto" for port 80, its keys, and
+/// `xsk` on queue 0.
+fn auto_program(xsk: &Xsk, settings: ProgramSettings) -> Program {
     let p = Program::load(&ProgramSettings {
         ports: vec![80],
         synack_mode: SynackMode::Auto,
-        auto_backlog: 8,
-        auto_hold: hold,
-        ..Default::default()
+        ..settings
     })
     .unwrap();
     let secret = synwall::proto::cookie::Secret::from_bytes(*b"synwall-test-key");
     p.set_epoch_keys(&secret.into(), [6, 7]).unwrap();
     p.set_mint_epoch(7).unwrap();
     p.set_socket(0, xsk.fd()).unwrap();
+    p
+}
+
+fn auto_with_hold(xsk: &Xsk, hold: std::time::Duration) {
+    let p = auto_program(
+        xsk,
+        ProgramSettings {
+            auto_backlog: 8,
+            auto_hold: hold,
+            ..Default::default()
+        },
+    );
     let loads = p.queue_loads().unwrap();
     let syn = TcpFrame::client_syn(Ip::client_v4(), &os::LINUX).to_vec();
     for i in 0..8 {
