@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::config::{AttachMode, SynackMode, XdpMode};
+use crate::config::{AttachMode, XdpMode};
 use crate::handoff::proxy::ProxyCounters;
 use crate::proto::time::UnixTime;
 use crate::worker::WorkerCounters;
@@ -54,13 +54,7 @@ impl Datapath<'_> {
         let mut detector = attack::Detector::new();
         let d = &self.fixed.cfg.datapath;
         let mode = self.fixed.attached.xdp_mode();
-        let mut tx = tx_watch::TxWatch::start(
-            &d.interface,
-            mode,
-            d.synack != SynackMode::Afxdp,
-            d.synack == SynackMode::Auto,
-            self.fixed.program,
-        );
+        let mut tx = tx_watch::TxWatch::start(&d.interface, mode, d.synack, self.fixed.program);
         // xdp_mode = "auto" on our own link: a native mode whose answers do
         // not leave gives way to generic mode, whose answers do.
         tx.may_switch(

@@ -29,6 +29,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::config::SynackMode;
 use crate::stats::XdpAnswers;
 use crate::xdp::ethtool::{self, DriverStats};
 use crate::xdp::{self, Program, XdpTx};
@@ -212,17 +213,16 @@ pub(super) struct TxWatch {
 }
 
 impl TxWatch {
-    /// Opens the driver's counters of `ifname` (`answers`: XDP may answer
-    /// at all, synack is not "afxdp"; `auto`: synack is "auto"); answers
-    /// start on, and known to leave at once on a wire ([`on_a_wire`]) with
-    /// synack = "auto".
+    /// Opens the driver's counters of `ifname` for a program answering as
+    /// `synack` says; answers start on, and known to leave at once on a
+    /// wire ([`on_a_wire`]) with synack = "auto".
     pub(super) fn start(
         ifname: &str,
         xdp_mode: &str,
-        answers: bool,
-        auto: bool,
+        synack: SynackMode,
         program: &Program,
     ) -> TxWatch {
+        let (answers, auto) = (synack != SynackMode::Afxdp, synack == SynackMode::Auto);
         let (watched, driver) = Watched::open(ifname).unwrap_or_else(|e| {
             tracing::debug!("{ifname}: no driver statistics ({e})");
             (None, String::new())
@@ -251,9 +251,7 @@ impl TxWatch {
             );
         }
         let wire = answers && on_a_wire(xdp_mode, watched.is_some(), &driver);
-        let leaving = auto && wire;
-        program.set_xdp_tx(if leaving { XdpTx::Leaving } else { XdpTx::On });
-        TxWatch {
+        let mut w = TxWatch {
             ifname: ifname.to_string(),
             failed_before: watched.as_ref().and_then(Watched::failed).unwrap_or(0),
             report: XdpAnswers {
@@ -262,7 +260,7 @@ impl TxWatch {
                 reason,
                 driver,
                 failed: 0,
-                leaving,
+                leaving: false,
             },
             watched,
             last: None,
@@ -276,7 +274,9 @@ impl TxWatch {
             clean_since: None,
             leaving_said: (false, None),
             changes: 0,
-        }
+        };
+        w.set_leaving(program, auto && wire);
+        w
     }
 
     /// Whether a hole in native mode may be left for generic mode: only on
