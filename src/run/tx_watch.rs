@@ -15,9 +15,9 @@
 //! a second later and the workers answer it.
 //!
 //! Where answers are known to leave (from the start on a NIC's wire in
-//! native mode and with generic XDP on a veth; on a veth in native mode once
-//! its driver has counted ours sent and a second passed with none of ours
-//! failed; again a second after a failure), `synack = "auto"`
+//! native mode and with generic XDP on a veth; otherwise once ours have been
+//! seen leaving, none failed, for half a second: on a veth in native mode
+//! the driver counting them sent, and after a failure), `synack = "auto"`
 //! answers in XDP first ([`XdpTx::Leaving`]): a SYN its worker answers costs
 //! a wake-up of the worker, several times an answer in XDP, which in
 //! peacetime is every SYN's cost. Elsewhere it leaves SYNs to a worker that
@@ -120,21 +120,29 @@ fn on_a_wire(xdp_mode: &str, watched: bool, driver: &str) -> bool {
     }
 }
 
-/// How long no answer of ours must fail before answers are known to leave
-/// again (or, on a veth, for the first time), so that a full ring that
-/// fails some answers now and then does not flip synack = "auto" back and
-/// forth every window.
-const CLEAN_FOR: Duration = Duration::from_secs(1);
+/// How long answers of ours must be seen leaving, with none failed, before
+/// they are known to leave again (or, on a veth, for the first time), so
+/// that a full ring that fails some answers now and then does not flip
+/// synack = "auto" back and forth every window.
+const CLEAN_FOR: Duration = Duration::from_millis(500);
 /// The shortest time between two log lines about it.
 const LEAVING_LOG_EVERY: Duration = Duration::from_secs(10);
 
+/// Whether a window shows our answers leaving: none failed, and the driver
+/// counted frames sent (`left`), or where it counts none, ours went out.
+fn seen_leaving(sent: u64, failed: u64, left: Option<u64>) -> bool {
+    failed == 0 && left.map_or(sent > 0, |l| l > 0)
+}
+
 /// Whether answers are known to leave after a window that found no hole
-/// (`was`: before it). `clean`: no answer of ours failed in it, for
-/// `clean_for` up to its end; `trusted`: answers go out on a wire (a NIC,
-/// or generic XDP on a veth), or the driver has counted some sent (a veth
-/// whose peer takes them).
-fn leaving_after(was: bool, clean: bool, clean_for: Duration, trusted: bool) -> bool {
-    clean && (was || (trusted && clean_for >= CLEAN_FOR))
+/// (`was`: before it). `ours_failed`: some of our answers failed in it;
+/// `seen`: ours left in it (the driver counted frames sent, or where it
+/// counts none, ours went out) with none failed, and have been seen so,
+/// with no failure between, for that long. Only a window that shows them
+/// leaving makes them known: one in which XDP sent nothing says nothing
+/// (a peer may have lost its program, a channel may still be stuck).
+fn leaving_after(was: bool, ours_failed: bool, seen: Option<Duration>) -> bool {
+    !ours_failed && (was || seen.is_some_and(|d| d >= CLEAN_FOR))
 }
 
 /// The driver's statistics and which of them count failed and sent
@@ -200,15 +208,14 @@ pub(super) struct TxWatch {
     /// synack = "auto", the only mode that answers otherwise when answers
     /// are known to leave.
     auto: bool,
-    /// Answers go where nothing drops them unseen: a NIC's wire the watch
-    /// sees, or a veth's transmit path in generic mode.
-    wire: bool,
-    /// While on: since when no answer of ours failed in any window.
+    /// While on: since when ours have been seen leaving, with none failed.
     clean_since: Option<Instant>,
     /// What the log last said of "known to leave", and when.
     leaving_said: (bool, Option<Instant>),
     /// Changes of it since that line.
     changes: u64,
+    /// The driver's statistics could not be read at the last try.
+    unreadable: bool,
     report: XdpAnswers,
 }
 
@@ -270,10 +277,10 @@ impl TxWatch {
             warned: false,
             may_switch: false,
             auto,
-            wire,
             clean_since: None,
             leaving_said: (false, None),
             changes: 0,
+            unreadable: false,
         };
         w.set_leaving(program, auto && wire);
         w
@@ -307,7 +314,6 @@ impl TxWatch {
              in native mode {}",
             self.report.reason
         );
-        self.wire = true;
         self.clean_since = None;
         self.set_leaving(program, self.auto);
         tracing::warn!(interface = %self.ifname, "XDP answers on again: {}", self.report.reason);
@@ -336,7 +342,7 @@ impl TxWatch {
         // slow read take in failures of answers counted only in the next
         // window ("6890 of 6734 failed", bench/demo.sh).
         let Some((failed, left)) = self.watched.as_ref().and_then(Watched::read) else {
-            self.reopen();
+            self.reopen(program);
             return None;
         };
         let counters = program.counters().ok()?;
@@ -396,7 +402,7 @@ impl TxWatch {
                 self.failing_since = None;
                 self.report.state = "on".into();
                 self.report.reason = format!("{judged} XDP probes left with no failure");
-                // Known to leave again after a clean second (judge_leaving).
+                // Known to leave again once seen leaving (judge_leaving).
                 self.clean_since = None;
                 program.set_xdp_tx(XdpTx::On);
                 tracing::info!(interface = %self.ifname, "XDP answers on: {}", self.report.reason);
@@ -404,7 +410,7 @@ impl TxWatch {
             None => {
                 self.failing_since = None;
                 if on && self.auto {
-                    self.judge_leaving(now, t0, program, d_sent, d_failed);
+                    self.judge_leaving(now, t0, program, (d_sent, d_failed, d_left));
                 }
             }
         }
@@ -413,26 +419,24 @@ impl TxWatch {
 
     /// While on (synack = "auto"): whether answers are known to leave
     /// after a window `t0`..`now` that found no hole, with `sent` answers
-    /// of ours and `failed` failures in the driver ([`leaving_after`]).
+    /// of ours, `failed` failures in the driver and `left` frames it
+    /// counted sent ([`leaving_after`]).
     fn judge_leaving(
         &mut self,
         now: Instant,
         t0: Instant,
         program: &Program,
-        sent: u64,
-        failed: u64,
+        (sent, failed, left): (u64, u64, Option<u64>),
     ) {
         // Failures with no answer of ours in the window are someone else's.
-        let clean = failed == 0 || sent == 0;
-        let clean_for = if clean {
-            now.duration_since(*self.clean_since.get_or_insert(t0))
-        } else {
+        let ours_failed = failed > 0 && sent > 0;
+        let seen_leaving = seen_leaving(sent, failed, left);
+        if ours_failed {
             self.clean_since = None;
-            Duration::ZERO
-        };
+        }
+        let seen = seen_leaving.then(|| now.duration_since(*self.clean_since.get_or_insert(t0)));
         let was = self.report.leaving;
-        let trusted = self.wire || self.answers_left > 0;
-        let leaving = leaving_after(was, clean, clean_for, trusted);
+        let leaving = leaving_after(was, ours_failed, seen);
         if leaving != was {
             self.changes += 1;
             self.set_leaving(program, leaving);
@@ -488,13 +492,36 @@ impl TxWatch {
     }
 
     /// The driver's set of statistics changed (queues added): read it
-    /// afresh, keeping the failures counted so far.
-    fn reopen(&mut self) {
-        if let Ok((Some(w), _)) = Watched::open(&self.ifname) {
-            let now = w.failed().unwrap_or(0);
-            self.failed_before = now.saturating_sub(self.report.failed);
-            self.watched = Some(w);
-            self.last = None;
+    /// afresh, keeping the failures counted so far. While it cannot be read
+    /// (the interface renamed, its counters gone), nothing shows whether
+    /// answers leave: they are no longer known to, and it is said once.
+    fn reopen(&mut self, program: &Program) {
+        match Watched::open(&self.ifname) {
+            Ok((Some(w), _)) => {
+                let now = w.failed().unwrap_or(0);
+                self.failed_before = now.saturating_sub(self.report.failed);
+                self.watched = Some(w);
+                self.last = None;
+                if std::mem::take(&mut self.unreadable) {
+                    tracing::info!(interface = %self.ifname, "the driver's statistics can be read again");
+                }
+            }
+            other => {
+                if self.report.leaving {
+                    self.set_leaving(program, false);
+                }
+                if !std::mem::replace(&mut self.unreadable, true) {
+                    let why = other
+                        .err()
+                        .map_or("no failed XDP_TX counter now".into(), |e| e.to_string());
+                    tracing::warn!(
+                        interface = %self.ifname,
+                        "the driver's statistics cannot be read ({why}): the answer watch is blind \
+                         until they can, and synack = \"auto\" leaves SYNs to the workers while \
+                         they keep up"
+                    );
+                }
+            }
         }
     }
 }
@@ -517,17 +544,24 @@ mod tests {
     }
 
     #[test]
-    fn answers_are_known_to_leave_after_a_clean_second_and_no_longer_after_a_failure() {
-        let ms = Duration::from_millis;
-        // Only where answers go out on a wire or were counted sent...
-        assert!(!leaving_after(false, true, ms(5_000), false));
-        // ... after a second with no failure of ours.
-        assert!(!leaving_after(false, true, ms(900), true));
-        assert!(leaving_after(false, true, ms(1_000), true));
+    fn answers_are_known_to_leave_once_seen_leaving_and_no_longer_after_a_failure() {
+        let ms = |n| Some(Duration::from_millis(n));
+        // Seen leaving, with no failure, for long enough.
+        assert!(!leaving_after(false, false, ms(400)));
+        assert!(leaving_after(false, false, ms(500)));
+        // A window in which XDP sent nothing says nothing: not known yet,
+        // and known still.
+        assert!(!leaving_after(false, false, None));
+        assert!(leaving_after(true, false, None));
         // A failure of ours ends it (a full ring, one channel of several).
-        assert!(!leaving_after(true, false, ms(0), true));
-        // A clean window keeps it.
-        assert!(leaving_after(true, true, ms(100), false));
+        assert!(!leaving_after(true, true, None));
+        // What shows them leaving: frames counted sent, or where none are
+        // counted, ours sent; never a window in which XDP sent nothing.
+        assert!(seen_leaving(5, 0, Some(5)));
+        assert!(seen_leaving(5, 0, None));
+        assert!(!seen_leaving(0, 0, Some(0)), "silence");
+        assert!(!seen_leaving(0, 0, None), "silence");
+        assert!(!seen_leaving(5, 1, Some(4)));
     }
 
     #[test]
